@@ -1,0 +1,34 @@
+"""Plausibility bounds shared by the models: a value past these is a typo or a unit error, not data."""
+
+from __future__ import annotations
+
+import math
+
+MAX_POWER_KW = 250.0
+"""No household connection carries more; a larger value is usually W sent where kW was meant."""
+
+MAX_ABS_PRICE_EUR_PER_KWH = 10.0
+"""EU day-ahead prices are capped at +4 and -0.5 EUR/kWh; beyond 10 it is EUR/MWh sent as EUR/kWh."""
+
+
+def check_power_kw(value: float, *, allow_negative: bool = False, what: str = "power") -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number of kW, not {value!r}")
+    if value < 0 and not allow_negative:
+        raise ValueError(
+            f"{what} {value} kW is negative; limits and meter registers are magnitudes >= 0 "
+            "(import and export travel in separate fields, see PROFILE.md 'Sign conventions')"
+        )
+    if abs(value) > MAX_POWER_KW:
+        raise ValueError(f"{what} {value} kW exceeds the plausible {MAX_POWER_KW} kW (W sent as kW?)")
+    return value
+
+
+def check_price_eur_per_kwh(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"price must be a finite number of EUR/kWh, not {value!r}")
+    if abs(value) > MAX_ABS_PRICE_EUR_PER_KWH:
+        raise ValueError(
+            f"price {value} EUR/kWh is beyond +-{MAX_ABS_PRICE_EUR_PER_KWH} EUR/kWh (EUR/MWh sent as EUR/kWh?)"
+        )
+    return value

@@ -1,0 +1,45 @@
+"""Codecs between the profile's models and openleadr's OpenADR 2.0b message dicts.
+
+openleadr's ``create_message`` accepts, and ``parse_message`` returns, plain dicts; working on those keeps
+this package free of openleadr's (aiohttp-importing) package and of any I/O.
+"""
+
+from protocol.oadr20b.events import (
+    DecodedEvent,
+    EventMeta,
+    EventStatus,
+    decode_event,
+    encode_event,
+    event_status_at,
+)
+from protocol.oadr20b.names import (
+    PROGRAM_CAPACITY_FIRM,
+    PROGRAM_CAPACITY_NON_FIRM,
+    PROGRAM_TOU_TARIFF,
+)
+from protocol.oadr20b.reports import (
+    decode_report,
+    encode_comfort_report,
+    encode_plan_report,
+    encode_telemetry_report,
+    hems_report_metadata,
+    report_requests_for,
+)
+
+__all__ = [
+    "PROGRAM_CAPACITY_FIRM",
+    "PROGRAM_CAPACITY_NON_FIRM",
+    "PROGRAM_TOU_TARIFF",
+    "DecodedEvent",
+    "EventMeta",
+    "EventStatus",
+    "decode_event",
+    "decode_report",
+    "encode_comfort_report",
+    "encode_event",
+    "encode_plan_report",
+    "encode_telemetry_report",
+    "event_status_at",
+    "hems_report_metadata",
+    "report_requests_for",
+]

@@ -1,0 +1,52 @@
+"""The OpenADR 2.0b names the profile uses (PROFILE.md, 'Signals' and 'Reports')."""
+
+from __future__ import annotations
+
+# marketContext: which program an event belongs to. Firmness is a property of the program, as in 3.x.
+PROGRAM_CAPACITY_FIRM = "urn:hems-dso:program:capacity:firm"
+PROGRAM_CAPACITY_NON_FIRM = "urn:hems-dso:program:capacity:non-firm"
+PROGRAM_TOU_TARIFF = "urn:hems-dso:program:tou-tariff"
+
+# 2.0b has no absolute kW limit (x-loadControlCapacity is a fraction): x- names aligned with OpenADR 3.
+SIGNAL_IMPORT_LIMIT = "x-IMPORT_CAPACITY_LIMIT"
+SIGNAL_EXPORT_LIMIT = "x-EXPORT_CAPACITY_LIMIT"
+SIGNAL_TYPE_LIMIT = "setpoint"
+SIGNAL_ID_IMPORT_LIMIT = "import-limit"
+SIGNAL_ID_EXPORT_LIMIT = "export-limit"
+
+# The standard 2.0b price signal means exactly the import price; export has no standard name.
+SIGNAL_IMPORT_PRICE = "ELECTRICITY_PRICE"
+SIGNAL_EXPORT_PRICE = "x-EXPORT_PRICE"
+SIGNAL_TYPE_PRICE = "price"
+SIGNAL_ID_IMPORT_PRICE = "import-price"
+SIGNAL_ID_EXPORT_PRICE = "export-price"
+
+ITEM_POWER_KW = {
+    "name": "powerReal",
+    "description": "RealPower",
+    "unit": "W",
+    "scale": "k",
+    "power_attributes": {"hertz": 50, "voltage": 230, "ac": True},
+}
+ITEM_PRICE_EUR_PER_KWH = {
+    "name": "currencyPerKWh",
+    "description": "currencyPerKWh",
+    "unit": "EUR",
+    "scale": "none",
+}
+
+# Reports the HEMS offers (oadrRegisterReport) and sends (oadrUpdateReport).
+REPORT_TELEMETRY = "TELEMETRY_USAGE"
+REPORT_PLAN = "x-HEMS_PLAN"
+REPORT_COMFORT = "x-COMFORT_STATUS"
+SPECIFIER_TELEMETRY = "HEMS_TELEMETRY"
+SPECIFIER_PLAN = "HEMS_PLAN"
+SPECIFIER_COMFORT = "HEMS_COMFORT"
+RID_IMPORT_KW = "import_kw"
+RID_EXPORT_KW = "export_kw"
+RID_NET_IMPORT_KW = "net_import_kw"
+RID_INDOOR_TEMPERATURE_C = "indoor_temperature_c"
+RID_COMFORT_MIN_C = "comfort_min_c"
+RID_COMFORT_MAX_C = "comfort_max_c"
+RID_EV_RANGE_KM = "ev_range_km"
+RID_EV_REQUIRED_RANGE_KM = "ev_required_range_km"

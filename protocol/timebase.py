@@ -1,0 +1,37 @@
+"""Time conventions of the profile: UTC-aware timestamps and the 15-minute interval grid."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from pydantic import AfterValidator
+
+INTERVAL_S = 900
+INTERVAL = timedelta(seconds=INTERVAL_S)
+INTERVALS_PER_DAY = 96
+
+
+def _require_utc(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("naive datetime; the profile requires timezone-aware UTC timestamps")
+    return value.astimezone(UTC)
+
+
+def _require_interval_aligned(value: datetime) -> datetime:
+    if value.second or value.microsecond or value.minute % 15:
+        raise ValueError(f"{value.isoformat()} is not on the 15-minute grid (minute 0, 15, 30 or 45, second 0)")
+    return value
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_require_utc)]
+"""A timezone-aware timestamp, normalised to UTC; naive datetimes are rejected."""
+
+IntervalStart = Annotated[datetime, AfterValidator(_require_utc), AfterValidator(_require_interval_aligned)]
+"""A UTC timestamp on the 15-minute grid."""
+
+
+def floor_to_interval(moment: datetime) -> datetime:
+    """The start of the 15-minute interval that holds ``moment``."""
+    moment = _require_utc(moment)
+    return moment.replace(minute=moment.minute - moment.minute % 15, second=0, microsecond=0)
