@@ -1,0 +1,319 @@
+"""The household LP: built once with cvxpy Parameters, re-solved by setting their values.
+
+Theory of operation
+-------------------
+Intervals k = 0 … N−1 of ``dt_h`` hours; states (indoor temperature, battery energy) are variables for the
+ends of the intervals, their start values are Parameters. Everything that changes between solves is a
+Parameter entering affinely (DPP); anything non-affine in the inputs (products, masks, clipping) is computed
+in numpy (:meth:`HouseholdOptimiser.parameter_values`), so no solve ever recompiles the problem.
+
+Never infeasible: the only hard constraints are device ranges, storage ranges (start values clipped into
+them) and the power balance, and "every device off, PV curtailed" satisfies them. Grid limits, the comfort
+band and the EV target are soft with penalties ordered grid > comfort > EV energy.
+
+Soft limits without constraint rows (386 instead of 865 rows; HiGHS needs ≈ 35 % less time):
+* grid import = ``import_limit·u + import_slack`` with u ∈ [0, 1] (same for export), so the limit is a
+  coefficient, not a row; the slack is what exceeds the limit;
+* indoor temperature = ``comfort_min + band·τ + too_warm − too_cold`` with τ ∈ [0, 1].
+A variable bounded by a Parameter cannot also be multiplied by one under DPP (cvxpy counts the bound's
+Parameter as part of the variable), hence the scaled [0, 1] variables rather than parametric bounds.
+The EV only charges, so its energy is monotone: only the final (departure) state needs bounds, and the
+trajectory is a cumulative sum computed after the solve.
+
+No binaries, so two LP artefacts are removed by the objective instead:
+* simultaneous import and export: export is valued at most at the import price of the same interval
+  (a convex, non-arbitrage tariff) and both flows carry a tiny tie-break cost, so lowering both always pays;
+* simultaneous battery charge and discharge burns energy — valuable when prices are negative, either now or
+  later (a fuller battery then refuses paid-for energy; seen in random tests with export limits binding).
+  The cycle cost per kWh is raised to the base cost plus more than that burnt energy can be worth at the
+  horizon's most negative price, so the burn never pays; ``ch/max + dis/max ≤ 1`` bounds it as well.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Literal
+
+import cvxpy as cp
+import numpy as np
+
+from ._data import FloatArray, HouseholdParams, OptimiserError, OptimiserInputs, OptimiserResult
+from ._explain import explain_slacks
+from ._highs import DirectHighs
+
+GRID_TIE_BREAK_EUR_PER_KWH = 1e-4  # makes simultaneous import + export strictly unprofitable
+OPTIMAL_STATUSES = (cp.OPTIMAL, cp.OPTIMAL_INACCURATE)
+
+SolvePath = Literal["direct", "cvxpy"]
+
+
+@dataclass(frozen=True)
+class _Variables:
+    import_share: cp.Variable  # u: share of the import limit used
+    import_slack: cp.Variable  # kW above the import limit
+    export_share: cp.Variable
+    export_slack: cp.Variable
+    hp: cp.Variable  # heat-pump electric kW
+    band_position: cp.Variable  # τ: where in the comfort band the indoor temperature sits
+    too_cold: cp.Variable  # K below the band
+    too_warm: cp.Variable  # K above the band
+    ev_charge: cp.Variable
+    ev_slack: cp.Variable  # kWh short of the EV target at departure
+    charge: cp.Variable
+    discharge: cp.Variable
+    soc: cp.Variable
+    pv: cp.Variable
+
+
+@dataclass(frozen=True)
+class _Parameters:
+    import_share_cost: cp.Parameter  # EUR for using the whole import limit for one interval
+    import_cost: cp.Parameter  # EUR per kW for one interval
+    export_share_value: cp.Parameter
+    export_value: cp.Parameter
+    cycle_cost: cp.Parameter
+    import_limit: cp.Parameter
+    export_limit: cp.Parameter
+    base_load: cp.Parameter
+    pv_available: cp.Parameter
+    heat_gain: cp.Parameter  # K per kW of heat-pump electricity over one interval (dt·COP/C)
+    outdoor_gain: cp.Parameter  # K per interval driven by the outdoor temperature (dt·T_out/(R·C))
+    comfort_min: cp.Parameter
+    comfort_band: cp.Parameter  # comfort_max − comfort_min
+    ev_charge_max: cp.Parameter
+    temp0: cp.Parameter
+    soc0: cp.Parameter
+    ev_soc0: cp.Parameter
+    ev_target: cp.Parameter
+
+
+ParameterValues = dict[str, FloatArray | float]
+
+
+class HouseholdOptimiser:
+    """Receding-horizon plan for one household: heat pump, EV, home battery, PV and base load.
+
+    Build once per household; call :meth:`solve` every interval with fresh inputs. Pure: no I/O, no clock.
+    """
+
+    def __init__(
+        self, params: HouseholdParams | None = None, *, n_steps: int = 96, dt_h: float = 0.25
+    ) -> None:
+        self.params = params = HouseholdParams() if params is None else params
+        if n_steps < 1 or not dt_h > 0:
+            raise ValueError(f"need n_steps >= 1 and dt_h > 0, not {n_steps} and {dt_h}")
+        self.n_steps = n_steps
+        self.dt_h = dt_h
+        comfort_bound = params.max_comfort_value_eur_per_kwh(n_steps * dt_h)
+        if params.grid_limit_penalty_eur_per_kwh <= comfort_bound:
+            raise ValueError(
+                f"grid_limit_penalty_eur_per_kwh {params.grid_limit_penalty_eur_per_kwh} must exceed "
+                f"{comfort_bound:.1f}, the most a kWh of heat-pump electricity can save in comfort penalty "
+                f"over {n_steps * dt_h:g} h; otherwise the plan breaks the grid limit to keep the house warm"
+            )
+        self._v, self._p, self.problem = self._build()
+        if not self.problem.is_dcp(dpp=True):
+            raise AssertionError("the household problem must be DPP so re-solves skip compilation")
+        self._direct: DirectHighs | None = None  # compiled by the first direct solve (≈ 20 ms), then reused
+
+    # ----------------------------------------------------------------------------------------- build
+    def _build(self) -> tuple[_Variables, _Parameters, cp.Problem]:
+        n, dt, hh = self.n_steps, self.dt_h, self.params
+        # Parameters carry no attributes (nonneg=…): cvxpy would swap them for internal copies, and the
+        # direct path feeds values by Parameter id. Inputs are validated in numpy instead.
+        p = _Parameters(
+            **{
+                f.name: cp.Parameter(
+                    () if f.name in ("temp0", "soc0", "ev_soc0", "ev_target") else n, name=f.name
+                )
+                for f in fields(_Parameters)
+            }
+        )
+        # Ranges as variable bounds: HiGHS takes them as column bounds instead of constraint rows.
+        v = _Variables(
+            import_share=cp.Variable(n, bounds=[0.0, 1.0], name="import_share"),
+            import_slack=cp.Variable(n, nonneg=True, name="import_slack"),
+            export_share=cp.Variable(n, bounds=[0.0, 1.0], name="export_share"),
+            export_slack=cp.Variable(n, nonneg=True, name="export_slack"),
+            hp=cp.Variable(n, bounds=[0.0, hh.hp_max_electric_kw], name="hp"),
+            band_position=cp.Variable(n, bounds=[0.0, 1.0], name="band_position"),
+            too_cold=cp.Variable(n, nonneg=True, name="too_cold"),
+            too_warm=cp.Variable(n, nonneg=True, name="too_warm"),
+            ev_charge=cp.Variable(n, bounds=[0.0, p.ev_charge_max], name="ev_charge"),
+            ev_slack=cp.Variable(nonneg=True, name="ev_slack"),
+            charge=cp.Variable(n, bounds=[0.0, hh.battery_max_kw], name="charge"),
+            discharge=cp.Variable(n, bounds=[0.0, hh.battery_max_kw], name="discharge"),
+            soc=cp.Variable(n, bounds=[hh.battery_min_soc_kwh, hh.battery_capacity_kwh], name="soc"),
+            pv=cp.Variable(n, bounds=[0.0, p.pv_available], name="pv"),
+        )
+        eta = hh.battery_efficiency
+        grid_import = cp.multiply(p.import_limit, v.import_share) + v.import_slack
+        grid_export = cp.multiply(p.export_limit, v.export_share) + v.export_slack
+        temp = p.comfort_min + cp.multiply(p.comfort_band, v.band_position) + v.too_warm - v.too_cold
+        keep = 1.0 - dt / (hh.thermal_resistance_k_per_kw * hh.thermal_capacity_kwh_per_k)
+        ev_final = p.ev_soc0 + dt * hh.ev_charge_efficiency * cp.sum(v.ev_charge)
+        constraints = [
+            grid_import - grid_export == p.base_load + v.hp + v.ev_charge + v.charge - v.discharge - v.pv,
+            temp == keep * cp.hstack([p.temp0, temp[:-1]]) + cp.multiply(p.heat_gain, v.hp) + p.outdoor_gain,
+            v.soc == cp.hstack([p.soc0, v.soc[:-1]]) + (dt * eta) * v.charge - (dt / eta) * v.discharge,
+            ev_final <= hh.ev_battery_kwh,
+            ev_final + v.ev_slack >= p.ev_target,
+        ]
+        if hh.battery_max_kw > 0:
+            constraints.append((v.charge + v.discharge) / hh.battery_max_kw <= 1.0)
+        comfort_weight = np.full(n, hh.comfort_penalty_eur_per_kh * dt)  # EUR per K of each end state
+        comfort_weight[-1] += hh.comfort_penalty_eur_per_kh * hh.comfort_terminal_h
+        objective = (
+            p.import_share_cost @ v.import_share
+            + p.import_cost @ v.import_slack
+            - p.export_share_value @ v.export_share
+            - p.export_value @ v.export_slack
+            + p.cycle_cost @ (v.charge + v.discharge)
+            + hh.grid_limit_penalty_eur_per_kwh * dt * cp.sum(v.import_slack + v.export_slack)
+            + comfort_weight @ (v.too_cold + v.too_warm)
+            + hh.ev_energy_penalty_eur_per_kwh * v.ev_slack
+        )
+        return v, p, cp.Problem(cp.Minimize(objective), constraints)
+
+    # ----------------------------------------------------------------------------------------- solve
+    def solve(
+        self, inputs: OptimiserInputs, *, path: SolvePath = "direct", cvxpy_solver: str = cp.HIGHS
+    ) -> OptimiserResult:
+        """Plan the horizon for ``inputs``.
+
+        ``path="direct"`` (default) applies the Parameter values to cvxpy's compiled DPP tensors and re-solves
+        a persistent HiGHS instance from its previous basis; ``path="cvxpy"`` sets the Parameters and calls
+        ``problem.solve(solver=cvxpy_solver)``. Both solve the same LP; with HiGHS the answers agree to
+        solver tolerance (see ``bench/optimiser.py`` for the timings).
+        Raises ``ValueError`` for invalid inputs and ``OptimiserError`` if the solver fails.
+        """
+        values = self.parameter_values(inputs)
+        if path == "direct":
+            if self._direct is None:
+                self._direct = DirectHighs(self.problem)
+            by_id = {getattr(self._p, name).id: value for name, value in values.items()}
+            solution = self._direct.solve(by_id)
+            status, objective, solve_time_s = solution.status, solution.objective, solution.solve_time_s
+            x = (
+                {f.name: solution.value(getattr(self._v, f.name)) for f in fields(_Variables)}
+                if status in (OPTIMAL_STATUSES)
+                else {}
+            )
+        elif path == "cvxpy":
+            for name, value in values.items():
+                getattr(self._p, name).value = value
+            # HiGHS by default, not Clarabel: through problem.solve HiGHS re-solves this LP in 7–9 ms and
+            # Clarabel's interior point in 17–24 ms (bench/optimiser.py, 2-core machine); simplex also returns
+            # vertex solutions, so no device is planned at a tiny fraction of its power.
+            try:
+                self.problem.solve(solver=cvxpy_solver, enforce_dpp=True, warm_start=True)
+            except cp.SolverError as exc:
+                raise OptimiserError(f"{cvxpy_solver} failed: {exc}") from exc
+            status, objective = self.problem.status, self.problem.value
+            solve_time_s = float(self.problem.solver_stats.solve_time or 0.0)
+            x = {f.name: np.asarray(getattr(self._v, f.name).value, dtype=float) for f in fields(_Variables)}
+        else:
+            raise ValueError(f"path must be 'direct' or 'cvxpy', not {path!r}")
+        if status not in OPTIMAL_STATUSES:
+            raise OptimiserError(
+                f"optimiser status {status!r}: no plan (the LP is feasible and bounded by construction, "
+                "so the solver failed or this is a bug)"
+            )
+        return self._result(inputs, values, x, status, float(objective), solve_time_s)
+
+    def parameter_values(self, inputs: OptimiserInputs) -> ParameterValues:
+        """Validate ``inputs`` and compute every Parameter value in numpy (home of all non-DPP arithmetic)."""
+        n, dt, hh = self.n_steps, self.dt_h, self.params
+        errors = inputs.validate(n)
+        if not errors and inputs.cop.max() > hh.hp_max_cop:
+            errors.append(f"cop must be <= hp_max_cop {hh.hp_max_cop}, got {inputs.cop.max():g}")
+        if errors:
+            raise ValueError("invalid OptimiserInputs: " + "; ".join(errors))
+        c, r, eta = hh.thermal_capacity_kwh_per_k, hh.thermal_resistance_k_per_kw, hh.battery_efficiency
+        import_price = inputs.import_price_eur_per_kwh
+        export_price = np.minimum(inputs.export_price_eur_per_kwh, import_price)  # no import→export arbitrage
+        import_cost = dt * (import_price + GRID_TIE_BREAK_EUR_PER_KWH)
+        export_value = dt * (export_price - GRID_TIE_BREAK_EUR_PER_KWH)
+        # Simultaneous charge + discharge burns energy, worth at most the most negative price in the horizon
+        # (now, or later when a fuller battery would have to refuse paid-for energy). Per kWh of charge plus
+        # discharge the burn is (1 − η²)/(1 + η²) of the energy at constant soc, and (1/η − η)/2 of the stored
+        # energy (valued up to price/η) at constant grid power; the cycle cost exceeds both, with 25 % margin.
+        burn_share = 1.25 * max((1.0 - eta**2) / (1.0 + eta**2), (1.0 - eta**2) / (2.0 * eta**2))
+        most_negative = max(0.0, -float(export_price.min()))  # export_price <= import_price here
+        session = np.arange(n) < inputs.ev_departure_step
+        return {
+            "import_share_cost": import_cost * inputs.import_limit_kw,
+            "import_cost": import_cost,
+            "export_share_value": export_value * inputs.export_limit_kw,
+            "export_value": export_value,
+            "cycle_cost": np.full(n, dt * (hh.battery_cycle_cost_eur_per_kwh + burn_share * most_negative)),
+            "import_limit": inputs.import_limit_kw,
+            "export_limit": inputs.export_limit_kw,
+            "base_load": inputs.base_load_kw,
+            "pv_available": inputs.pv_available_kw,
+            "heat_gain": dt * inputs.cop / c,
+            "outdoor_gain": dt * inputs.outdoor_temp_c / (r * c),
+            "comfort_min": inputs.comfort_min_c,
+            "comfort_band": inputs.comfort_max_c - inputs.comfort_min_c,
+            "ev_charge_max": hh.ev_charger_max_kw * inputs.ev_available * session,
+            "temp0": inputs.indoor_temp_c,
+            # Clipped, not rejected: a measured state may sit a little outside the configured range.
+            "soc0": float(np.clip(inputs.battery_soc_kwh, hh.battery_min_soc_kwh, hh.battery_capacity_kwh)),
+            "ev_soc0": float(np.clip(inputs.ev_soc_kwh, 0.0, hh.ev_battery_kwh)),
+            # A departure at step 0 means the EV has left: no session, no requirement.
+            "ev_target": inputs.ev_target_soc_kwh if inputs.ev_departure_step > 0 else 0.0,
+        }
+
+    def _result(
+        self,
+        inputs: OptimiserInputs,
+        values: ParameterValues,
+        x: dict[str, FloatArray],
+        status: str,
+        objective: float,
+        solve_time_s: float,
+    ) -> OptimiserResult:
+        def power(array: FloatArray) -> FloatArray:
+            return np.maximum(array, 0.0)  # drop solver noise like -1e-12
+
+        dt, hh = self.dt_h, self.params
+        import_slack, export_slack = power(x["import_slack"]), power(x["export_slack"])
+        grid_import = power(inputs.import_limit_kw * x["import_share"] + import_slack)
+        grid_export = power(inputs.export_limit_kw * x["export_share"] + export_slack)
+        too_cold, too_warm = power(x["too_cold"]), power(x["too_warm"])
+        temp = inputs.comfort_min_c + (inputs.comfort_max_c - inputs.comfort_min_c) * x["band_position"]
+        ev_charge = power(x["ev_charge"])
+        ev_soc0 = float(values["ev_soc0"])
+        ev_soc = ev_soc0 + np.concatenate([[0.0], np.cumsum(dt * hh.ev_charge_efficiency * ev_charge)])
+        cost = dt * float(
+            inputs.import_price_eur_per_kwh @ grid_import - inputs.export_price_eur_per_kwh @ grid_export
+        )
+        result = OptimiserResult(
+            grid_import_kw=grid_import,
+            grid_export_kw=grid_export,
+            net_import_kw=grid_import - grid_export,
+            hp_electric_kw=power(x["hp"]),
+            indoor_temp_c=np.concatenate([[inputs.indoor_temp_c], temp + too_warm - too_cold]),
+            ev_charge_kw=ev_charge,
+            ev_soc_kwh=ev_soc,
+            battery_charge_kw=power(x["charge"]),
+            battery_discharge_kw=power(x["discharge"]),
+            battery_soc_kwh=np.concatenate([[float(values["soc0"])], x["soc"]]),
+            pv_used_kw=power(x["pv"]),
+            cost_eur=cost,
+            objective_eur=objective,
+            solve_time_s=solve_time_s,
+            status=status,
+        )
+        slacks = explain_slacks(
+            inputs,
+            result,
+            import_slack_kw=import_slack,
+            export_slack_kw=export_slack,
+            comfort_low_k=too_cold,
+            comfort_high_k=too_warm,
+            ev_slack_kwh=float(np.asarray(x["ev_slack"]).reshape(-1)[0]),
+            params=hh,
+            dt_h=dt,
+        )
+        return replace(result, slacks=slacks)
