@@ -1,0 +1,17 @@
+"""The household side: a HEMS that keeps a home inside the DSO's capacity bandwidth.
+
+Modules (import what you need; this package imports nothing on its own, so the pure parts stay light):
+
+- ``hems_client.devices``: the ``Device`` driver interface and simulated devices, ``Household``, ``Weather``.
+- ``hems_client.signal_book``: ``SignalBook``, the active bandwidths and tariffs (pure).
+- ``hems_client.planning``: ``Planner`` protocol, ``HouseholdState``, ``ControlDecision`` (pure data).
+- ``hems_client.rule_planner``: ``RulePlanner`` (pure); ``hems_client.optimiser``: the convex planner.
+- ``hems_client.guard``: the local guard's shedding order (pure).
+- ``hems_client.controller``: ``Controller``, the loop on the injected clock.
+- ``hems_client.kpi``: per-day KPIs (pure).
+- ``hems_client.ven``: ``HemsVen``, the OpenADR 2.0b transport on openleadr.
+- ``hems_client.app``: ``HemsApp``, VEN + controller; ``hems_client.cli``: the ``hems-client`` command.
+
+Sign convention: device and net powers are consumption-positive kW; telemetry carries import and export as
+separate magnitudes, the plan the signed net import (protocol/PROFILE.md).
+"""

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -21,6 +21,8 @@ from protocol.signals import (
     TouTariff,
 )
 from protocol.timebase import INTERVAL
+
+_IntervalModel = TypeVar("_IntervalModel", BandwidthInterval, TariffInterval)
 
 _PROGRAM_OF_FIRMNESS = {
     Firmness.FIRM: names.PROGRAM_CAPACITY_FIRM,
@@ -173,6 +175,8 @@ def _signal_values(signal: Mapping[str, Any], path: str, start: datetime, durati
     moment = start
     for index, interval in enumerate(intervals):
         where = f"{path}.intervals[{index}]"
+        if not isinstance(interval, Mapping):
+            raise ProfileError(where, "must be an interval object")
         uid = interval.get("uid")
         if uid is None or str(uid) != str(index):
             raise ProfileError(f"{where}.uid", f"is {uid!r}; interval uids must be 0, 1, 2, ... in order")
@@ -195,6 +199,8 @@ def _signal_values(signal: Mapping[str, Any], path: str, start: datetime, durati
 
 def _signals_by_name(event: Mapping[str, Any], wanted: dict[str, str]) -> dict[str, Mapping[str, Any]]:
     signals = _get(event, "event_signals", "event")
+    if not isinstance(signals, list) or not all(isinstance(signal, Mapping) for signal in signals):
+        raise ProfileError("event.eventSignals", "must be a list of eventSignal objects")
     found: dict[str, Mapping[str, Any]] = {}
     for index, signal in enumerate(signals):
         name = signal.get("signal_name")
@@ -214,11 +220,43 @@ def _signals_by_name(event: Mapping[str, Any], wanted: dict[str, str]) -> dict[s
     return found
 
 
-def _validation_error(error: ValidationError) -> ProfileError:
-    first = error.errors()[0]
-    location = ".".join(str(part) for part in first["loc"])
-    message = first["msg"].removeprefix("Value error, ")
-    return ProfileError(f"event.{location}" if location else "event", message, response_code=OADR_INVALID_DATA)
+# (signal name, signal type, itemBase) of the import and the export column of each kind of event.
+_LIMIT_SIGNALS = (
+    (names.SIGNAL_IMPORT_LIMIT, names.SIGNAL_TYPE_LIMIT, names.ITEM_POWER_KW),
+    (names.SIGNAL_EXPORT_LIMIT, names.SIGNAL_TYPE_LIMIT, names.ITEM_POWER_KW),
+)
+_PRICE_SIGNALS = (
+    (names.SIGNAL_IMPORT_PRICE, names.SIGNAL_TYPE_PRICE, names.ITEM_PRICE_EUR_PER_KWH),
+    (names.SIGNAL_EXPORT_PRICE, names.SIGNAL_TYPE_PRICE, names.ITEM_PRICE_EUR_PER_KWH),
+)
+
+
+def _columns(
+    event: Mapping[str, Any], wanted: tuple[tuple[str, str, Mapping[str, Any]], ...], start: datetime,
+    duration: timedelta,
+) -> list[list[float]]:
+    signals = _signals_by_name(event, {name: signal_type for name, signal_type, _ in wanted})
+    columns = []
+    for name, _, item in wanted:
+        path = f"event.eventSignals[{name}]"
+        _check_item_base(signals[name], path, item)
+        columns.append(_signal_values(signals[name], path, start, duration))
+    return columns
+
+
+def _intervals(model: type[_IntervalModel], start: datetime, import_field: str, imports: list[float],
+               export_field: str, exports: list[float]) -> list[_IntervalModel]:
+    intervals = []
+    for index, (imported, exported) in enumerate(zip(imports, exports, strict=True)):
+        try:
+            intervals.append(model(**{"start": start + index * INTERVAL, import_field: imported,
+                                      export_field: exported}))
+        except ValidationError as error:
+            first = error.errors()[0]
+            field = ".".join(str(part) for part in first["loc"])
+            raise ProfileError(f"event.intervals[{index}].{field}", first["msg"].removeprefix("Value error, "),
+                               response_code=OADR_INVALID_DATA) from None
+    return intervals
 
 
 def decode_event(event: Mapping[str, Any]) -> DecodedEvent:
@@ -241,43 +279,16 @@ def decode_event(event: Mapping[str, Any]) -> DecodedEvent:
     if not isinstance(start, datetime) or start.tzinfo is None:
         raise ProfileError("event.activePeriod.dtstart", f"is {start!r}; a UTC timestamp is required")
 
-    payload: CapacityBandwidth | TouTariff
     if program in _FIRMNESS_OF_PROGRAM:
-        signals = _signals_by_name(event, {names.SIGNAL_IMPORT_LIMIT: names.SIGNAL_TYPE_LIMIT,
-                                           names.SIGNAL_EXPORT_LIMIT: names.SIGNAL_TYPE_LIMIT})
-        columns = []
-        for name in (names.SIGNAL_IMPORT_LIMIT, names.SIGNAL_EXPORT_LIMIT):
-            path = f"event.eventSignals[{name}]"
-            _check_item_base(signals[name], path, names.ITEM_POWER_KW)
-            columns.append(_signal_values(signals[name], path, start, duration))
-        try:
-            payload = CapacityBandwidth(
-                firmness=_FIRMNESS_OF_PROGRAM[program],
-                intervals=tuple(
-                    BandwidthInterval(start=start + index * INTERVAL, import_limit_kw=imp, export_limit_kw=exp)
-                    for index, (imp, exp) in enumerate(zip(*columns, strict=True))
-                ),
-            )
-        except ValidationError as error:
-            raise _validation_error(error) from None
+        imports, exports = _columns(event, _LIMIT_SIGNALS, start, duration)
+        intervals = _intervals(BandwidthInterval, start, "import_limit_kw", imports, "export_limit_kw", exports)
+        payload: CapacityBandwidth | TouTariff = CapacityBandwidth(
+            firmness=_FIRMNESS_OF_PROGRAM[program], intervals=tuple(intervals))
     elif program == names.PROGRAM_TOU_TARIFF:
-        signals = _signals_by_name(event, {names.SIGNAL_IMPORT_PRICE: names.SIGNAL_TYPE_PRICE,
-                                           names.SIGNAL_EXPORT_PRICE: names.SIGNAL_TYPE_PRICE})
-        columns = []
-        for name in (names.SIGNAL_IMPORT_PRICE, names.SIGNAL_EXPORT_PRICE):
-            path = f"event.eventSignals[{name}]"
-            _check_item_base(signals[name], path, names.ITEM_PRICE_EUR_PER_KWH)
-            columns.append(_signal_values(signals[name], path, start, duration))
-        try:
-            payload = TouTariff(
-                intervals=tuple(
-                    TariffInterval(start=start + index * INTERVAL, import_price_eur_per_kwh=imp,
-                                   export_price_eur_per_kwh=exp)
-                    for index, (imp, exp) in enumerate(zip(*columns, strict=True))
-                ),
-            )
-        except ValidationError as error:
-            raise _validation_error(error) from None
+        imports, exports = _columns(event, _PRICE_SIGNALS, start, duration)
+        intervals = _intervals(TariffInterval, start, "import_price_eur_per_kwh", imports,
+                               "export_price_eur_per_kwh", exports)
+        payload = TouTariff(intervals=tuple(intervals))
     else:
         raise ProfileError(
             "event.eventDescriptor.marketContext",

@@ -1,0 +1,145 @@
+"""``hems-client``: run one simulated household's HEMS against a VTN."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from hems_client.app import HemsApp, VenSecurity
+from hems_client.config import load_contract, validate_contract_file
+from hems_client.devices import Weather, make_household
+from hems_client.kpi import format_kpi_table
+from protocol.clock import AcceleratedClock, WallClock
+from protocol.contract import HouseholdContract
+from protocol.timebase import floor_to_interval
+
+
+def _iso_datetime(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 date-time") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no time zone; write e.g. 2025-01-15T00:00+00:00")
+    return moment.astimezone(UTC)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hems-client",
+        description="Home energy management system (HEMS) with a simulated household, talking OpenADR 2.0b "
+                    "to a DSO's VTN: it receives capacity bandwidths and ToU tariffs, keeps the household "
+                    "inside them, and reports telemetry, its plan and its comfort status.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser(
+        "run", help="run one simulated household against a VTN",
+        description="Run one simulated household (base load, PV, heat pump, EV, home battery) and its HEMS "
+                    "against a VTN, then print the household's daily KPIs.",
+    )
+    run.add_argument("--vtn-url", required=True,
+                     help="the VTN's OpenADR 2.0b base URL, e.g. http://127.0.0.1:8080/OpenADR2/Simple/2.0b")
+    run.add_argument("--contract", required=True, type=Path, metavar="FILE.toml",
+                     help="the household contract: HouseholdContract fields at top level, comfort terms in a "
+                          "[comfort] table (see hems_client/config.py)")
+    run.add_argument("--speed", type=_positive, default=1.0,
+                     help="simulated seconds per wall-clock second (default 1: real time; 600 runs a day in "
+                          "2.4 minutes)")
+    run.add_argument("--start", type=_iso_datetime, default=None, metavar="ISO",
+                     help="simulated start time with time zone, e.g. 2025-01-15T00:00+00:00 (default: now)")
+    run.add_argument("--duration-h", type=float, default=24.0,
+                     help="simulated hours to run before printing the KPIs and exiting; 0 runs until Ctrl-C "
+                          "(default 24)")
+    run.add_argument("--seed", type=int, default=0,
+                     help="seed of the household's devices, load noise and weather (default 0)")
+    run.add_argument("--outdoor-mean-c", type=float, default=5.0,
+                     help="daily mean outdoor temperature of the synthetic weather in °C (default 5)")
+    run.add_argument("--cloudiness", type=float, default=0.4,
+                     help="mean cloudiness of the synthetic weather, 0 clear to 1 overcast (default 0.4)")
+    run.add_argument("--pv-kw", type=float, default=None,
+                     help="PV peak power in kWp; 0 for none (default: drawn from the seed, 4-8 kWp)")
+    run.add_argument("--annual-kwh", type=float, default=None,
+                     help="annual base-load consumption in kWh (default: drawn from the seed, 2500-4500)")
+    run.add_argument("--no-heat-pump", action="store_true", help="leave the heat pump out")
+    run.add_argument("--no-ev", action="store_true", help="leave the EV out")
+    run.add_argument("--no-battery", action="store_true", help="leave the home battery out")
+    run.add_argument("--substep-s", type=_positive, default=60.0,
+                     help="simulated seconds per physics and guard step (default 60)")
+    run.add_argument("--poll-interval-s", type=_positive, default=None,
+                     help="wall seconds between polls of the VTN (default: the VTN's requested poll frequency)")
+    run.add_argument("--cert", default=None, help="PEM certificate for TLS and message signing (optional)")
+    run.add_argument("--key", default=None, help="PEM private key belonging to --cert (optional)")
+    run.add_argument("--ca-file", default=None, help="PEM CA bundle to verify the VTN's certificate (optional)")
+    run.add_argument("--vtn-fingerprint", default=None,
+                     help="fingerprint of the VTN's certificate, to verify its message signatures (optional)")
+    run.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                     help="log level (default WARNING)")
+    return parser
+
+
+async def _run(args: argparse.Namespace, contract: HouseholdContract) -> int:
+    start = args.start if args.start is not None else floor_to_interval(WallClock().now())
+    clock = AcceleratedClock(start=start, speed=args.speed)
+    days = max(1, int(args.duration_h // 24) + 2)
+    weather = Weather.synthetic(start=start, days=days, seed=args.seed, mean_temp_c=args.outdoor_mean_c,
+                                cloudiness=args.cloudiness)
+    household = make_household(contract, weather=weather, seed=args.seed, annual_kwh=args.annual_kwh,
+                               pv_kw=args.pv_kw, heat_pump=not args.no_heat_pump, ev=not args.no_ev,
+                               battery=not args.no_battery)
+    security = VenSecurity(cert=args.cert, key=args.key, ca_file=args.ca_file, vtn_fingerprint=args.vtn_fingerprint)
+    app = HemsApp(contract, household, clock, args.vtn_url, substep_s=args.substep_s,
+                  poll_interval_s=args.poll_interval_s, security=security)
+    until = start + timedelta(hours=args.duration_h) if args.duration_h > 0 else None
+    await app.start(until=until)
+    if not app.ven.registered:
+        print(f"hems-client: warning: not registered at {args.vtn_url} yet; retrying while the household runs",
+              file=sys.stderr)
+    try:
+        await app.finished()
+    finally:
+        await app.stop()
+        print(format_kpi_table([(contract.connection_point_id, day) for day in app.kpi.days()]))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("openleadr").setLevel(args.log_level)
+    problems = validate_contract_file(args.contract)
+    if problems:
+        for problem in problems:
+            print(f"hems-client: error: {problem}", file=sys.stderr)
+        return 2
+    if not 0.0 <= args.cloudiness <= 1.0:
+        parser.error(f"--cloudiness must be between 0 and 1, not {args.cloudiness}")
+    if args.pv_kw is not None and not 0.0 <= args.pv_kw <= 100.0:
+        parser.error(f"--pv-kw must be between 0 and 100 kWp, not {args.pv_kw}")
+    if args.annual_kwh is not None and not 0.0 < args.annual_kwh <= 100_000.0:
+        parser.error(f"--annual-kwh must be between 0 and 100000 kWh, not {args.annual_kwh}")
+    if args.duration_h < 0:
+        parser.error(f"--duration-h must be >= 0, not {args.duration_h}")
+    try:
+        return asyncio.run(_run(args, load_contract(args.contract)))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

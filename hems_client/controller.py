@@ -1,0 +1,322 @@
+"""The controller loop: re-plans every interval and on new signals, steps the household under a local guard,
+meters each interval and reports telemetry, plan and comfort status.
+
+All timing follows the injected clock. The household is stepped in sub-steps of ``substep_s`` clock seconds;
+each sub-step the guard (``hems_client.guard``) corrects the plan's setpoints against the last measured load.
+Sending never blocks the loop: reports go through an outbox drained by a separate task, and telemetry the
+transport could not deliver is kept (up to two days) and sent with the next interval's.
+
+Planner interface (``hems_client.planning``): ``Planner.plan(now, state, limits, tariff, contract) ->
+ControlDecision``; :class:`RulePlanner` is the default, the convex optimiser drops in behind the same call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from hems_client.devices.household import Household
+from hems_client.guard import guard_setpoints
+from hems_client.kpi import KpiTracker
+from hems_client.planning import ControlDecision, HouseholdState, Planner
+from hems_client.rule_planner import RulePlanner
+from hems_client.signal_book import DEFAULT_PRICES, DefaultPrices, SignalBook
+from protocol.clock import Clock, sleep_until
+from protocol.contract import HouseholdContract
+from protocol.effective import EffectiveLimit
+from protocol.reports import MAX_REPORT_INTERVALS, ComfortStatus, Plan, Telemetry, TelemetryInterval
+from protocol.signals import TariffInterval
+from protocol.timebase import INTERVAL, INTERVALS_PER_DAY, floor_to_interval
+
+__all__ = ["ControlDecision", "Controller", "HouseholdState", "IntervalMeter", "Planner", "Reporter",
+           "RulePlanner"]
+
+logger = logging.getLogger(__name__)
+
+
+class Reporter(Protocol):
+    """Where the controller's reports go (the VEN). Each call returns True when the VTN accepted the report."""
+
+    async def send_telemetry(self, telemetry: Telemetry) -> bool: ...
+
+    async def send_plan(self, plan: Plan) -> bool: ...
+
+    async def send_comfort(self, status: ComfortStatus) -> bool: ...
+
+
+class IntervalMeter:
+    """Accumulates import and export energy per 15-minute interval; steps that cross a boundary are split."""
+
+    def __init__(self) -> None:
+        self._open: dict[datetime, list[float]] = {}
+
+    def add(self, start: datetime, end: datetime, *, import_kw: float, export_kw: float) -> None:
+        moment = start
+        while moment < end:
+            boundary = floor_to_interval(moment) + INTERVAL
+            piece_end = min(boundary, end)
+            seconds = (piece_end - moment).total_seconds()
+            bucket = self._open.setdefault(floor_to_interval(moment), [0.0, 0.0, 0.0])
+            bucket[0] += import_kw * seconds
+            bucket[1] += export_kw * seconds
+            bucket[2] += seconds
+            moment = piece_end
+
+    def close_before(self, moment: datetime) -> list[TelemetryInterval]:
+        """Close every interval that ended by ``moment``: mean kW over the time it was metered."""
+        closed = []
+        for start in sorted(s for s in self._open if s + INTERVAL <= moment):
+            import_ks, export_ks, seconds = self._open.pop(start)
+            if seconds > 0:
+                closed.append(TelemetryInterval(start=start, import_kw=import_ks / seconds,
+                                                export_kw=export_ks / seconds))
+        return closed
+
+
+class Controller:
+    def __init__(
+        self,
+        *,
+        contract: HouseholdContract,
+        household: Household,
+        clock: Clock,
+        signal_book: SignalBook,
+        planner: Planner | None = None,
+        reporter: Reporter | None = None,
+        kpi: KpiTracker | None = None,
+        substep_s: float = 60.0,
+        horizon_intervals: int = INTERVALS_PER_DAY,
+        default_prices: DefaultPrices = DEFAULT_PRICES,
+        guard_margin_kw: float = 0.05,
+        plan_tolerance_kw: float = 0.1,
+        plan_resend_s: float = 4 * 3600,
+        history_intervals: int = 7 * INTERVALS_PER_DAY,
+    ) -> None:
+        if not substep_s > 0:
+            raise ValueError(f"substep_s must be > 0, not {substep_s}")
+        self.contract = contract
+        self.household = household
+        self.clock = clock
+        self.signal_book = signal_book
+        self.planner: Planner = planner if planner is not None else RulePlanner()
+        self.reporter = reporter
+        self.kpi = kpi if kpi is not None else KpiTracker(timezone=contract.comfort.timezone)
+        self.substep_s = substep_s
+        self.horizon_intervals = horizon_intervals
+        self.default_prices = default_prices
+        self.guard_margin_kw = guard_margin_kw
+        self.plan_tolerance_kw = plan_tolerance_kw
+        self.plan_resend_s = plan_resend_s
+        self.history_intervals = history_intervals
+
+        self.decision: ControlDecision | None = None
+        self.telemetry: list[TelemetryInterval] = []
+        """The last ``history_intervals`` closed intervals, measured."""
+        self.limits_applied: dict[datetime, EffectiveLimit] = {}
+        """The effective limit the guard applied in each interval (the last one, if it changed), as long as
+        the interval is in ``telemetry`` or still open."""
+        self.replans = 0
+        self.send_failures = 0
+        self._meter = IntervalMeter()
+        self._last_step_at: datetime | None = None
+        self._signals_dirty = False
+        self._seen_version = -1
+        self._last_plan_sent: Plan | None = None
+        self._unsent_telemetry: list[TelemetryInterval] = []
+        self._prices_applied: dict[datetime, TariffInterval] = {}
+        self._limit_cache: tuple[datetime, int, EffectiveLimit, TariffInterval] | None = None
+        self._outbox: asyncio.Queue[Callable[[], Awaitable[bool]]] | None = None
+        self._sender: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------------------------- the loop
+
+    def signals_changed(self) -> None:
+        """Listener for the transport: the signal book changed, re-plan at the next sub-step."""
+        self._signals_dirty = True
+
+    async def run(self, until: datetime | None = None) -> None:
+        """Run until ``until`` (clock time) or until cancelled."""
+        self._start_sender()
+        try:
+            if self._last_step_at is None:
+                self._last_step_at = self.clock.now()
+                self._replan(self._last_step_at)
+            while until is None or self._last_step_at < until:
+                previous = self._last_step_at
+                target = min(previous + timedelta(seconds=self.substep_s), floor_to_interval(previous) + INTERVAL)
+                if until is not None:
+                    target = min(target, until)
+                await sleep_until(self.clock, target)
+                now = max(self.clock.now(), target)
+                self._advance(previous, now)
+                self._last_step_at = now
+                if floor_to_interval(now) > floor_to_interval(previous):
+                    self._close_intervals(now)
+                    self._replan(now)
+                elif self._signals_dirty or self.signal_book.version != self._seen_version:
+                    self._replan(now)
+            await self.flush()  # reached ``until``: deliver the last interval's reports
+        finally:
+            await self._stop_sender()
+
+    async def flush(self, timeout_s: float = 5.0) -> None:
+        """Wait (wall time) until the outbox is empty, for a clean shutdown."""
+        if self._outbox is not None and self._sender is not None and not self._sender.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._outbox.join(), timeout_s)
+
+    # ------------------------------------------------------------------------------------- planning
+
+    def _replan(self, now: datetime) -> None:
+        self._signals_dirty = False
+        self.signal_book.expire(now)
+        start = floor_to_interval(now)
+        limits = self.signal_book.effective_limits(self.contract, start=start, count=self.horizon_intervals)
+        tariff = self.signal_book.tariff(start=start, count=self.horizon_intervals, default=self.default_prices)
+        state = self.household.state(now, self.horizon_intervals)
+        self.decision = self.planner.plan(now, state, limits, tariff, self.contract)
+        self._seen_version = self.signal_book.version
+        self.replans += 1
+        if self._plan_changed(self.decision.plan):
+            self._last_plan_sent = self.decision.plan
+            plan = self.decision.plan
+            self._enqueue(lambda: self._send(lambda reporter: reporter.send_plan(plan)))
+
+    def _plan_changed(self, plan: Plan) -> bool:
+        last = self._last_plan_sent
+        if last is None or (plan.created_at - last.created_at).total_seconds() >= self.plan_resend_s:
+            return True
+        before = {interval.start: interval.net_import_kw for interval in last.intervals}
+        return any(abs(interval.net_import_kw - before[interval.start]) > self.plan_tolerance_kw
+                   for interval in plan.intervals if interval.start in before)
+
+    def _in_force(self, moment: datetime) -> tuple[EffectiveLimit, TariffInterval]:
+        start = floor_to_interval(moment)
+        cache = self._limit_cache
+        if cache is None or cache[0] != start or cache[1] != self.signal_book.version:
+            limit = self.signal_book.effective_limits(self.contract, start=start, count=1)[0]
+            price = self.signal_book.tariff(start=start, count=1, default=self.default_prices).intervals[0]
+            cache = self._limit_cache = (start, self.signal_book.version, limit, price)
+        return cache[2], cache[3]
+
+    # ------------------------------------------------------------------------------------- the plant
+
+    def _advance(self, start: datetime, end: datetime) -> None:
+        """Step the household from ``start`` to ``end`` in sub-steps, under the guard."""
+        assert self.decision is not None
+        household = self.household
+        comfort = self.contract.comfort
+        moment = start
+        while moment < end:
+            dt_s = min(self.substep_s, (end - moment).total_seconds())
+            if dt_s <= 1e-6:
+                break
+            limit, price = self._in_force(moment)
+            self.limits_applied[limit.start] = limit
+            self._prices_applied[limit.start] = price
+            ranges = household.power_ranges_kw(moment, dt_s)
+            uncontrolled = sum(ranges[d.name][0] for d in household.devices if not d.flexible)
+            guarded = guard_setpoints(
+                devices=household.devices, setpoints=self.decision.setpoints, ranges=ranges,
+                uncontrolled_kw=uncontrolled, import_limit_kw=limit.import_limit_kw,
+                export_limit_kw=limit.export_limit_kw, margin_kw=self.guard_margin_kw,
+            )
+            result = household.step(moment, dt_s, guarded.setpoints)
+            step_end = moment + timedelta(seconds=dt_s)
+            self._meter.add(moment, step_end, import_kw=result.import_kw, export_kw=result.export_kw)
+            if household.indoor_temp_c is not None:
+                self.kpi.record_comfort(at=moment, dt_s=dt_s, indoor_temp_c=household.indoor_temp_c,
+                                        comfort_min_c=comfort.comfort_min_c, comfort_max_c=comfort.comfort_max_c)
+            for departure in result.departures:
+                self.kpi.record_departure(at=departure.at, range_km=departure.range_km,
+                                          required_range_km=comfort.ev_required_range_km)
+            moment = step_end
+
+    def _close_intervals(self, now: datetime) -> None:
+        closed = self._meter.close_before(floor_to_interval(now))
+        for interval in closed:
+            limit = self.limits_applied.get(interval.start) or self._in_force(interval.start)[0]
+            price = self._prices_applied.pop(interval.start, None) or self._in_force(interval.start)[1]
+            self.kpi.record_interval(
+                start=interval.start, import_kw=interval.import_kw, export_kw=interval.export_kw,
+                import_limit_kw=limit.import_limit_kw, import_price_eur_per_kwh=price.import_price_eur_per_kwh,
+                export_price_eur_per_kwh=price.export_price_eur_per_kwh,
+            )
+        if not closed:
+            return
+        self.telemetry = (self.telemetry + closed)[-self.history_intervals:]
+        oldest = self.telemetry[0].start
+        for start in [s for s in self.limits_applied if s < oldest]:
+            del self.limits_applied[start]
+        self._unsent_telemetry = (self._unsent_telemetry + closed)[-MAX_REPORT_INTERVALS:]
+        self._enqueue(self._send_telemetry_backlog)
+        status = self.comfort_status(now)
+        if status is not None:
+            self._enqueue(lambda: self._send(lambda reporter: reporter.send_comfort(status)))
+
+    def comfort_status(self, now: datetime) -> ComfortStatus | None:
+        """The household against its comfort terms now (None without a heat pump to measure indoors)."""
+        if self.household.indoor_temp_c is None:
+            return None
+        comfort = self.contract.comfort
+        ev = self.household.ev
+        return ComfortStatus(
+            measured_at=now, indoor_temperature_c=self.household.indoor_temp_c,
+            comfort_min_c=comfort.comfort_min_c, comfort_max_c=comfort.comfort_max_c,
+            ev_range_km=ev.range_km if ev is not None and ev.plugged_in else None,
+            ev_required_range_km=comfort.ev_required_range_km if ev is not None else None,
+        )
+
+    # ------------------------------------------------------------------------------------- sending
+
+    def _start_sender(self) -> None:
+        if self._sender is None or self._sender.done():
+            self._outbox = asyncio.Queue(maxsize=256)
+            self._sender = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _stop_sender(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
+            self._sender = None
+
+    def _enqueue(self, job: Callable[[], Awaitable[bool]]) -> None:
+        if self.reporter is None or self._outbox is None:
+            return
+        try:
+            self._outbox.put_nowait(job)
+        except asyncio.QueueFull:
+            # The link is down and the outbox full: drop this report; telemetry stays in its own backlog.
+            self.send_failures += 1
+
+    async def _drain(self) -> None:
+        assert self._outbox is not None
+        while True:
+            job = await self._outbox.get()
+            try:
+                if not await job():
+                    self.send_failures += 1
+            except Exception:  # a transport bug must not stop the household's control loop
+                self.send_failures += 1
+                logger.exception("sending a report failed")
+            finally:
+                self._outbox.task_done()
+
+    async def _send(self, call: Callable[[Reporter], Awaitable[bool]]) -> bool:
+        return True if self.reporter is None else await call(self.reporter)
+
+    async def _send_telemetry_backlog(self) -> bool:
+        batch = tuple(self._unsent_telemetry)
+        if not batch or self.reporter is None:
+            return True
+        delivered = await self.reporter.send_telemetry(Telemetry(intervals=batch))
+        if delivered:
+            sent = {interval.start for interval in batch}
+            self._unsent_telemetry = [i for i in self._unsent_telemetry if i.start not in sent]
+        return delivered
+

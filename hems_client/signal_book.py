@@ -1,0 +1,145 @@
+"""The HEMS's book of active DSO signals (capacity bandwidths and ToU tariffs), keyed by event id.
+
+Pure: decoded events and the time come in, the active signals go out. The rules (PROFILE.md, 'Modification
+and cancellation'; OpenADR 2.0b event lifecycle):
+
+| incoming event                                   | book                                             |
+| ------------------------------------------------ | ------------------------------------------------ |
+| unknown id, not cancelled/completed/expired/test | added                                            |
+| known id, higher modificationNumber              | replaces the stored version                      |
+| known id, higher modificationNumber, cancelled   | removed                                          |
+| known id, equal or lower modificationNumber      | ignored (a repeat or a stale copy)               |
+| known id absent from a later distribution        | removed (implied cancel)                         |
+| event whose last interval has ended by the clock | not stored; removed by ``expire(now)``           |
+| test event (testEvent not false)                 | not stored: 2.0b test events are not acted upon  |
+
+Completed events drop out by the HEMS's clock, not by the eventStatus field: 2.0b leaves eventStatus out of
+the modificationNumber rule (it is informational), and openleadr's VTN rewrites it from the wall clock on every
+oadrRequestEvent, which disagrees with an injected simulation clock. An event cannot be ended early by its
+status; the DSO modifies or cancels it.
+
+An event that fails to decode is not given to the book at all; the transport passes its id in ``present_ids``
+so that it is not taken for an implied cancel and the last valid version stays in force.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from protocol.contract import HouseholdContract
+from protocol.effective import EffectiveLimit, effective_limits
+from protocol.oadr20b.events import DecodedEvent, EventStatus
+from protocol.signals import CapacityBandwidth, TariffInterval, TouTariff
+from protocol.timebase import INTERVAL, floor_to_interval
+
+
+@dataclass(frozen=True)
+class ActiveSignal:
+    event_id: str
+    modification_number: int
+    payload: CapacityBandwidth | TouTariff
+    sequence: int = 0
+    """Book version at which this version was stored: orders overlapping tariffs (the latest wins)."""
+
+
+@dataclass(frozen=True)
+class DefaultPrices:
+    """Prices the HEMS assumes where no ToU tariff is in force."""
+
+    import_price_eur_per_kwh: float = 0.30
+    export_price_eur_per_kwh: float = 0.05
+
+
+DEFAULT_PRICES = DefaultPrices()
+
+
+class SignalBook:
+    def __init__(self) -> None:
+        self._signals: dict[str, ActiveSignal] = {}
+        self._known_modification: dict[str, int] = {}
+        self.version = 0
+        """Incremented on every change of the active signals."""
+
+    # ------------------------------------------------------------------------------------------ updates
+
+    def apply(self, event: DecodedEvent, *, now: datetime) -> bool:
+        """Apply one decoded event by the rules above; True when the active signals changed."""
+        meta = event.meta
+        known = self._known_modification.get(meta.event_id)
+        if known is not None and meta.modification_number <= known:
+            return False
+        self._known_modification[meta.event_id] = meta.modification_number
+        if meta.status is EventStatus.CANCELLED or meta.test_event or event.payload.end <= now:
+            return self._remove(meta.event_id)
+        self.version += 1
+        self._signals[meta.event_id] = ActiveSignal(meta.event_id, meta.modification_number, event.payload,
+                                                    self.version)
+        return True
+
+    def cancel(self, event_id: str, modification_number: int) -> bool:
+        """Honour a cancellation of ``event_id`` that could not be decoded in full (only its id and version)."""
+        known = self._known_modification.get(event_id)
+        if known is None or modification_number <= known:
+            return False
+        self._known_modification[event_id] = modification_number
+        return self._remove(event_id)
+
+    def apply_distribution(
+        self, events: Iterable[DecodedEvent], *, present_ids: Collection[str], now: datetime
+    ) -> bool:
+        """Apply a whole oadrDistributeEvent: each decoded event, then the implied cancel of every active event
+        whose id is not in ``present_ids`` (the ids of all events in the message, decodable or not)."""
+        changed = False
+        for event in events:
+            changed |= self.apply(event, now=now)
+        for event_id in [i for i in self._signals if i not in present_ids]:
+            changed |= self._remove(event_id)
+        return changed
+
+    def expire(self, now: datetime) -> bool:
+        """Drop signals whose last interval has ended by ``now``."""
+        changed = False
+        for event_id in [i for i, s in self._signals.items() if s.payload.end <= now]:
+            changed |= self._remove(event_id)
+        return changed
+
+    def _remove(self, event_id: str) -> bool:
+        if self._signals.pop(event_id, None) is None:
+            return False
+        self.version += 1
+        return True
+
+    # ------------------------------------------------------------------------------------------ queries
+
+    @property
+    def signals(self) -> dict[str, ActiveSignal]:
+        return dict(self._signals)
+
+    def bandwidths(self) -> list[CapacityBandwidth]:
+        return [s.payload for s in self._signals.values() if isinstance(s.payload, CapacityBandwidth)]
+
+    def tariffs(self) -> list[TouTariff]:
+        return [s.payload for s in self._signals.values() if isinstance(s.payload, TouTariff)]
+
+    def effective_limits(self, contract: HouseholdContract, *, start: datetime, count: int) -> list[EffectiveLimit]:
+        return effective_limits(contract, self.bandwidths(), start=start, count=count)
+
+    def tariff(self, *, start: datetime, count: int, default: DefaultPrices = DEFAULT_PRICES) -> TouTariff:
+        """Prices for ``count`` intervals from the one holding ``start``: from the tariff event in force (the one
+        stored last wins where two overlap), ``default`` where none is."""
+        first = floor_to_interval(start)
+        prices: dict[datetime, TariffInterval] = {}
+        for signal in sorted(self._signals.values(), key=lambda s: s.sequence):
+            if isinstance(signal.payload, TouTariff):
+                for interval in signal.payload.intervals:
+                    prices[interval.start] = interval
+        intervals = []
+        for index in range(count):
+            moment = first + index * INTERVAL
+            known = prices.get(moment)
+            intervals.append(known if known is not None else TariffInterval(
+                start=moment, import_price_eur_per_kwh=default.import_price_eur_per_kwh,
+                export_price_eur_per_kwh=default.export_price_eur_per_kwh))
+        return TouTariff(intervals=tuple(intervals))

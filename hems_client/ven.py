@@ -1,0 +1,358 @@
+"""The HEMS's OpenADR 2.0b VEN: openleadr's ``OpenADRClient`` with the profile's event answers and reports.
+
+What it does differently from the stock client:
+- events: every event of an oadrDistributeEvent is decoded with ``protocol.oadr20b.decode_event``. A valid one is
+  answered optIn/200 and goes into the :class:`SignalBook`; an invalid or out-of-profile one is answered optOut
+  with the ProfileError's response code and a description naming the field and the reason, and the book keeps
+  the last valid version. One oadrCreatedEvent answers all events whose responseRequired is 'always' (none is
+  sent when no event requires it). Decisions never depend on the wall clock.
+- reports: no ``add_report`` / APScheduler machinery. After registration the VEN offers the profile's reports
+  (``hems_report_metadata``), remembers the reportRequestIDs the VTN asks for per reportSpecifierID, answers
+  oadrCreatedReport, and sends oadrUpdateReport only when the controller calls ``send_telemetry`` /
+  ``send_plan`` / ``send_comfort``.
+- transport: one asyncio polling task on wall time (the VTN's oadrRequestedOadrPollFreq, or ``poll_interval_s``),
+  which re-registers when registration is lost and never lets a lost VTN crash the household. Each poll reads
+  messages until the VTN answers oadrResponse (2.0b: keep polling while messages are queued).
+- link health: ``last_contact_at`` is the clock time of the last exchange the VTN answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from openleadr import OpenADRClient
+from openleadr.utils import generate_id
+
+from hems_client.signal_book import SignalBook
+from protocol.clock import Clock
+from protocol.contract import HouseholdContract
+from protocol.errors import OADR_INVALID_DATA, ProfileError
+from protocol.oadr20b import (
+    DecodedEvent,
+    decode_event,
+    encode_comfort_report,
+    encode_plan_report,
+    encode_telemetry_report,
+    hems_report_metadata,
+    names,
+)
+from protocol.reports import ComfortStatus, Plan, Telemetry
+
+logger = logging.getLogger(__name__)
+
+OFFERED_SPECIFIERS = (names.SPECIFIER_TELEMETRY, names.SPECIFIER_PLAN, names.SPECIFIER_COMFORT)
+MAX_DESCRIPTION_CHARS = 240
+MAX_MESSAGES_PER_POLL = 20
+DEFAULT_POLL_INTERVAL_S = 10.0
+
+
+@dataclass(frozen=True)
+class EventAnswer:
+    """What the VEN answered (or would answer) to one event."""
+
+    event_id: str
+    modification_number: int | None
+    opt_type: str
+    response_code: int
+    response_description: str
+
+
+def describe(error: ProfileError) -> str:
+    """The responseDescription for a rejected event: the field and the reason, shortened to fit."""
+    text = f"{error.field}: {error.reason}"
+    return text if len(text) <= MAX_DESCRIPTION_CHARS else text[:MAX_DESCRIPTION_CHARS - 3] + "..."
+
+
+def judge_event(event: Mapping[str, Any]) -> tuple[DecodedEvent | None, EventAnswer]:
+    """Decode one oadrEvent dict and decide the answer: optIn/200 when it is valid under the profile,
+    optOut with the ProfileError's code otherwise. Pure."""
+    descriptor = event.get("event_descriptor") if isinstance(event, Mapping) else None
+    descriptor = descriptor if isinstance(descriptor, Mapping) else {}
+    event_id = str(descriptor.get("event_id", ""))
+    modification = descriptor.get("modification_number")
+    modification = modification if isinstance(modification, int) else None
+    try:
+        decoded = decode_event(event)
+    except ProfileError as error:
+        return None, EventAnswer(event_id, modification, "optOut", error.response_code, describe(error))
+    except (TypeError, AttributeError, KeyError, ValueError) as error:  # a shape the codec did not foresee
+        reason = ProfileError("event", f"cannot be read: {type(error).__name__}: {error}")
+        return None, EventAnswer(event_id, modification, "optOut", OADR_INVALID_DATA, describe(reason))
+    return decoded, EventAnswer(event_id, modification, "optIn", 200, "OK")
+
+
+class HemsVen(OpenADRClient):
+    def __init__(
+        self,
+        *,
+        contract: HouseholdContract,
+        vtn_url: str,
+        clock: Clock,
+        signal_book: SignalBook | None = None,
+        on_signals_changed: Callable[[], None] | None = None,
+        poll_interval_s: float | None = None,
+        cert: str | None = None,
+        key: str | None = None,
+        passphrase: str | None = None,
+        vtn_fingerprint: str | None = None,
+        ca_file: str | None = None,
+        check_hostname: bool = True,
+        ven_id: str | None = None,
+    ) -> None:
+        super().__init__(
+            ven_name=contract.connection_point_id, vtn_url=vtn_url, cert=cert, key=key, passphrase=passphrase,
+            vtn_fingerprint=vtn_fingerprint, show_fingerprint=False, ca_file=ca_file, ven_id=ven_id,
+            check_hostname=check_hostname,
+        )
+        self.contract = contract
+        self.clock = clock
+        self.signal_book = signal_book if signal_book is not None else SignalBook()
+        self.on_signals_changed = on_signals_changed
+        self.poll_interval_s = poll_interval_s
+        self.last_contact_at: datetime | None = None
+        """Clock time of the last request the VTN answered (link health, for the failsafe)."""
+        self.report_request_ids: dict[str, str] = {}
+        """reportSpecifierID -> the reportRequestID the VTN asked for it under."""
+        self.answers: dict[str, EventAnswer] = {}
+        """The latest answer per event id."""
+        self.transport_errors = 0
+        self._poll_task: asyncio.Task[None] | None = None
+
+    # --------------------------------------------------------------------------------------- lifecycle
+
+    @property
+    def registered(self) -> bool:
+        return self.registration_id is not None
+
+    async def run(self) -> None:
+        """Register, offer reports, request events, then poll in the background. Returns after the first
+        attempt; if the VTN cannot be reached, the polling task keeps trying to register."""
+        self.loop = asyncio.get_running_loop()
+        await self.connect()
+        if self._poll_task is None or self._poll_task.done():
+            self._poll_task = self.loop.create_task(self._poll_forever())
+
+    async def connect(self) -> bool:
+        """Registration -> report registration -> oadrRequestEvent. True when registered."""
+        _, payload = await self.query_registration()
+        request_id = (payload.get("response") or {}).get("request_id") if payload else None
+        await self.create_party_registration(ven_id=self.ven_id, request_id=request_id)
+        if not self.registered:
+            return False
+        self.report_request_ids.clear()
+        await self.register_hems_reports()
+        await self.sync_events()
+        return True
+
+    async def stop(self) -> None:
+        if self._poll_task is not None:
+            self._poll_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poll_task
+            self._poll_task = None
+        if self.scheduler.running:
+            self.scheduler.shutdown()
+        if self.client_session is not None:
+            await self.client_session.close()
+            self.client_session = None
+
+    def poll_interval(self) -> float:
+        if self.poll_interval_s is not None:
+            return self.poll_interval_s
+        if self.poll_frequency is not None:
+            return max(self.poll_frequency.total_seconds(), 0.1)
+        return DEFAULT_POLL_INTERVAL_S
+
+    async def _poll_forever(self) -> None:
+        while True:
+            try:
+                if self.registered:
+                    await self._poll()
+                else:
+                    await self.connect()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the transport must outlive a malformed message or a VTN bug
+                self.transport_errors += 1
+                logger.exception("VEN %s: polling failed", self.ven_name)
+            await asyncio.sleep(self.poll_interval())
+
+    # --------------------------------------------------------------------------------------- transport
+
+    async def _perform_request(self, service: str, message: str) -> tuple[str | None, dict[str, Any]]:
+        """openleadr's request, with its three outcomes made uniform: (type, payload) on an answer, (None, {})
+        on an empty 200 answer or on any failure. ``last_contact_at`` moves only when the VTN answered."""
+        result = await super()._perform_request(service, message)
+        if result is None:  # HTTP 200 with an empty body: the VTN is there
+            self.last_contact_at = self.clock.now()
+            return None, {}
+        response_type, payload = result
+        if response_type is not None:
+            self.last_contact_at = self.clock.now()
+        return response_type, payload or {}
+
+    async def _poll(self) -> None:
+        for _ in range(MAX_MESSAGES_PER_POLL):
+            response_type, payload = await self.poll()
+            if response_type is None or response_type == "oadrResponse":
+                return
+            await self._handle(response_type, payload)
+
+    async def _handle(self, message_type: str, payload: dict[str, Any]) -> None:
+        if message_type == "oadrDistributeEvent":
+            await self._on_event(payload)
+        elif message_type == "oadrRequestReregistration":
+            await self.send_response(service="EiRegisterParty")
+            self.registration_id = None
+            await self.connect()
+        elif message_type == "oadrCreateReport":
+            await self._accept_report_requests(payload)
+        elif message_type == "oadrCancelReport":
+            await self._cancel_report(payload)
+        elif message_type == "oadrRegisterReport":
+            # The VTN offers reports; this VEN asks for none.
+            await self._answer("EiReport", "oadrRegisteredReport", payload, report_requests=[])
+        elif message_type == "oadrUpdateReport":
+            await self._answer("EiReport", "oadrUpdatedReport", payload)
+        elif message_type == "oadrCancelPartyRegistration":
+            await self._answer("EiRegisterParty", "oadrCanceledPartyRegistration", payload,
+                               registration_id=self.registration_id)
+            self.registration_id = None
+            self.report_request_ids.clear()
+        else:
+            logger.warning("VEN %s: ignoring unexpected %s", self.ven_name, message_type)
+
+    async def _answer(self, service: str, message_type: str, payload: Mapping[str, Any], **fields: Any) -> None:
+        message = self._create_message(message_type, ven_id=self.ven_id, response={
+            "response_code": 200, "response_description": "OK", "request_id": _request_id(payload)}, **fields)
+        await self._perform_request(service, message)
+
+    # ------------------------------------------------------------------------------------------ events
+
+    async def sync_events(self) -> None:
+        """oadrRequestEvent: the VTN answers with all of this VEN's events (or oadrResponse for none)."""
+        response_type, payload = await self.request_event()
+        if response_type == "oadrDistributeEvent":
+            await self._on_event(payload)
+        elif response_type == "oadrResponse" and self.signal_book.apply_distribution(
+                [], present_ids=(), now=self.clock.now()):
+            self._notify()
+
+    async def _on_event(self, message: dict[str, Any]) -> None:
+        events = message.get("events") or []
+        decoded: list[DecodedEvent] = []
+        present: set[str] = set()
+        cancels: list[tuple[str, int]] = []
+        responses = []
+        for event in events:
+            valid, answer = judge_event(event)
+            present.add(answer.event_id)
+            self.answers[answer.event_id] = answer
+            if valid is not None:
+                decoded.append(valid)
+            elif _status(event) == "cancelled" and answer.modification_number is not None:
+                cancels.append((answer.event_id, answer.modification_number))
+            if isinstance(event, Mapping) and event.get("response_required") == "always":
+                responses.append({
+                    "response_code": answer.response_code,
+                    "response_description": answer.response_description,
+                    "opt_type": answer.opt_type,
+                    "request_id": message.get("request_id"),
+                    "modification_number": answer.modification_number,
+                    "event_id": answer.event_id,
+                })
+        now = self.clock.now()
+        changed = self.signal_book.apply_distribution(decoded, present_ids=present, now=now)
+        for event_id, modification in cancels:  # a cancellation whose body does not decode still cancels
+            changed |= self.signal_book.cancel(event_id, modification)
+        if changed:
+            self._notify()
+        if responses:
+            message_out = self._create_message(
+                "oadrCreatedEvent", ven_id=self.ven_id, event_responses=responses,
+                response={"response_code": 200, "response_description": "OK",
+                          "request_id": message.get("request_id")},
+            )
+            await self._perform_request("EiEvent", message_out)
+
+    def _notify(self) -> None:
+        if self.on_signals_changed is not None:
+            self.on_signals_changed()
+
+    # ----------------------------------------------------------------------------------------- reports
+
+    async def register_hems_reports(self) -> bool:
+        """oadrRegisterReport with the profile's reports; remembers what the VTN requests. True if answered."""
+        reports = hems_report_metadata(resource_id=self.contract.connection_point_id, created_at=self.clock.now())
+        message = self._create_message("oadrRegisterReport", request_id=generate_id(), ven_id=self.ven_id,
+                                       reports=reports, report_request_id=0)
+        response_type, payload = await self._perform_request("EiReport", message)
+        if response_type != "oadrRegisteredReport":
+            return False
+        await self._accept_report_requests(payload)
+        return True
+
+    async def _accept_report_requests(self, payload: Mapping[str, Any]) -> None:
+        requests = payload.get("report_requests") or []
+        accepted = []
+        for request in requests:
+            specifier = (request.get("report_specifier") or {}).get("report_specifier_id")
+            request_id = request.get("report_request_id")
+            if specifier in OFFERED_SPECIFIERS and request_id is not None:
+                self.report_request_ids[specifier] = str(request_id)
+                accepted.append(str(request_id))
+        if not requests:
+            return
+        await self._answer("EiReport", "oadrCreatedReport", payload,
+                           pending_reports=[{"report_request_id": request_id} for request_id in accepted])
+
+    async def _cancel_report(self, payload: Mapping[str, Any]) -> None:
+        cancelled = str(payload.get("report_request_id"))
+        for specifier in [s for s, r in self.report_request_ids.items() if r == cancelled]:
+            del self.report_request_ids[specifier]
+        await self._answer("EiReport", "oadrCanceledReport", payload, pending_reports=[])
+
+    async def send_telemetry(self, telemetry: Telemetry) -> bool:
+        request_id = self.report_request_ids.get(names.SPECIFIER_TELEMETRY)
+        if request_id is None or not self.registered:
+            return False
+        report = encode_telemetry_report(telemetry, report_request_id=request_id, created_at=self.clock.now())
+        return await self._update_report(report)
+
+    async def send_plan(self, plan: Plan) -> bool:
+        request_id = self.report_request_ids.get(names.SPECIFIER_PLAN)
+        if request_id is None or not self.registered:
+            return False
+        return await self._update_report(encode_plan_report(plan, report_request_id=request_id))
+
+    async def send_comfort(self, status: ComfortStatus) -> bool:
+        request_id = self.report_request_ids.get(names.SPECIFIER_COMFORT)
+        if request_id is None or not self.registered:
+            return False
+        return await self._update_report(encode_comfort_report(status, report_request_id=request_id))
+
+    async def _update_report(self, report: dict[str, Any]) -> bool:
+        message = self._create_message("oadrUpdateReport", ven_id=self.ven_id, request_id=generate_id(),
+                                       reports=[report])
+        response_type, payload = await self._perform_request("EiReport", message)
+        if payload.get("cancel_report"):
+            await self._cancel_report(payload["cancel_report"])
+        code = (payload.get("response") or {}).get("response_code")
+        return response_type == "oadrUpdatedReport" and code in (200, "200", None)
+
+
+def _status(event: Any) -> str | None:
+    descriptor = event.get("event_descriptor") if isinstance(event, Mapping) else None
+    return descriptor.get("event_status") if isinstance(descriptor, Mapping) else None
+
+
+def _request_id(payload: Mapping[str, Any]) -> str | None:
+    if payload.get("request_id") is not None:
+        return payload["request_id"]
+    return (payload.get("response") or {}).get("request_id")

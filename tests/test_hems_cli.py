@@ -1,0 +1,105 @@
+"""``hems-client``: help for every option, readable configuration errors (exit 2), and a short run that copes
+with an unreachable VTN."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hems_client.cli import build_parser, main
+from hems_client.config import ConfigError, load_contract
+from protocol import make_ean18
+
+EAN = make_ean18("87168712000000011")
+VALID = f"""
+connection_point_id = "{EAN}"
+contracted_max_import_kw = 17.0
+contracted_max_export_kw = 10.0
+failsafe_import_kw = 4.2
+failsafe_export_kw = 4.2
+failsafe_duration_s = 7200
+
+[comfort]
+indoor_setpoint_c = 20.5
+ev_departure_local = 06:30:00
+ev_required_range_km = 120
+timezone = "Europe/Amsterdam"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "contract.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_help_describes_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    run = next(a for a in build_parser()._subparsers._group_actions[0].choices.values())  # the 'run' parser
+    for action in run._actions:
+        assert action.help, f"{action.option_strings} has no help"
+        for option in action.option_strings:
+            assert option in text
+
+
+def test_valid_contract_loads_with_comfort_table(tmp_path: Path) -> None:
+    contract = load_contract(write(tmp_path, VALID))
+    assert contract.connection_point_id == EAN and contract.comfort.indoor_setpoint_c == 20.5
+    assert contract.comfort.ev_departure_local.hour == 6 and contract.comfort.ev_departure_local.minute == 30
+
+
+@pytest.mark.parametrize(("text", "field", "reason"), [
+    (VALID.replace("contracted_max_import_kw = 17.0\n", ""), "contracted_max_import_kw", "is required"),
+    (VALID.replace("= 17.0", "= -3.0"), "contracted_max_import_kw", "negative"),
+    (VALID.replace(f'"{EAN}"', '"871687120000000012"'), "connection_point_id", "check digit"),
+    (VALID.replace("indoor_setpoint_c = 20.5", "indoor_setpoint_c = 50"), "comfort.indoor_setpoint_c", "30"),
+    (VALID.replace('timezone = "Europe/Amsterdam"', 'timezone = "Mars/Olympus"'), "comfort.timezone", "Mars"),
+    (VALID + "\ncolour = 'blue'\n", "comfort.colour", "is not a contract field"),
+    ("colour = 'blue'\n" + VALID, "colour", "is not a contract field"),
+])
+def test_bad_contract_is_a_readable_error_naming_file_and_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, field: str, reason: str
+) -> None:
+    path = write(tmp_path, text)
+    assert main(["run", "--vtn-url", "http://127.0.0.1:9", "--contract", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert str(path) in error and field in error and reason in error
+    with pytest.raises(ConfigError) as raised:
+        load_contract(path)
+    assert raised.value.field == field
+
+
+def test_unreadable_and_malformed_files_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nope.toml"
+    assert main(["run", "--vtn-url", "http://127.0.0.1:9", "--contract", str(missing)]) == 2
+    assert "nope.toml" in capsys.readouterr().err
+    broken = write(tmp_path, "connection_point_id = \n")
+    assert main(["run", "--vtn-url", "http://127.0.0.1:9", "--contract", str(broken)]) == 2
+    assert "not valid TOML" in capsys.readouterr().err
+
+
+def test_naive_start_is_rejected(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, VALID)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--vtn-url", "http://127.0.0.1:9", "--contract", str(path), "--start", "2025-01-15T00:00"])
+    assert exit_info.value.code == 2
+    assert "time zone" in capsys.readouterr().err
+
+
+def test_short_run_without_a_vtn_finishes_and_prints_kpis(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID)
+    result = subprocess.run(
+        [sys.executable, "-m", "hems_client.cli", "run", "--vtn-url", "http://127.0.0.1:9/OpenADR2/Simple/2.0b",
+         "--contract", str(path), "--speed", "3600", "--start", "2025-01-15T00:00+00:00", "--duration-h", "1",
+         "--seed", "3", "--poll-interval-s", "0.2", "--log-level", "ERROR"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "not registered" in result.stderr
+    assert EAN in result.stdout and "2025-01-15" in result.stdout and "peak kW" in result.stdout
