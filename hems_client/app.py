@@ -2,10 +2,23 @@
 
 Usable from the CLI, from the demo (many ``HemsApp`` in the same event loop as the DSO server) and from tests::
 
-    app = HemsApp(contract, household, clock, vtn_url)
+    app = HemsApp(contract, household, clock, vtn_url, store="hems.db")
     await app.start(until=end)      # VEN registers; the controller runs in the background
     await app.finished()            # the controller reached ``until``
-    await app.stop()                # flush the outbox, stop polling, close the HTTP session
+    await app.stop()                # flush the outbox, stop polling, close the HTTP session and the store
+
+Planner: the convex optimiser (``OptimiserPlanner``) unless another is given.
+
+Failsafe and polling: the VEN polls on wall time while the controller and the failsafe run on the clock, which
+may be accelerated. ``failsafe_after_s`` (clock seconds, default 120) must exceed the poll period in clock time,
+or every gap between two polls looks like a lost link: at speed 600 a 0.1 s wall poll is 60 clock seconds.
+An explicit ``poll_interval_s`` that breaks this is refused (for a ``WallClock`` or an ``AcceleratedClock``);
+without one, the VTN's requested poll frequency is capped at a third of ``failsafe_after_s`` in clock time.
+A loop blocked for long (many households planning in one process) also delays polls: raise
+``failsafe_after_s`` for such simulations, or pass None to run without failsafe.
+
+Store: a path (or ':memory:') or a ``HemsStore``; a restarted app on the same store resumes with the stored
+signals and failsafe state, so the limits in force before the restart hold before any new contact.
 """
 
 from __future__ import annotations
@@ -14,15 +27,18 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 
 from hems_client.controller import Controller
 from hems_client.devices.household import Household
+from hems_client.failsafe import DEFAULT_FAILSAFE_AFTER_S
 from hems_client.kpi import KpiTracker
 from hems_client.planning import Planner
 from hems_client.signal_book import DEFAULT_PRICES, DefaultPrices, SignalBook
+from hems_client.store import HemsStore
 from hems_client.ven import HemsVen
-from protocol.clock import Clock
+from protocol.clock import AcceleratedClock, Clock, WallClock
 from protocol.contract import HouseholdContract
 from protocol.timebase import INTERVALS_PER_DAY
 
@@ -42,6 +58,25 @@ class VenSecurity:
 _NO_SECURITY = VenSecurity()
 
 
+def clock_speed(clock: Clock) -> float | None:
+    """Clock seconds per wall second, where the clock says (None for a manual clock)."""
+    if isinstance(clock, AcceleratedClock):
+        return clock.speed
+    if isinstance(clock, WallClock):
+        return 1.0
+    return None
+
+
+def check_poll_against_failsafe(*, poll_interval_s: float, speed: float, failsafe_after_s: float) -> None:
+    """Refuse a wall-time poll period that is not shorter than ``failsafe_after_s`` in clock time."""
+    poll_clock_s = poll_interval_s * speed
+    if poll_clock_s >= failsafe_after_s:
+        raise ValueError(
+            f"poll interval {poll_interval_s:g} s (wall) is {poll_clock_s:g} s of clock time at speed {speed:g}; "
+            f"failsafe_after_s {failsafe_after_s:g} must exceed it, or the failsafe engages between two polls "
+            f"(poll faster, e.g. {failsafe_after_s / (3 * speed):.3g} s, or raise failsafe_after_s)")
+
+
 class HemsApp:
     def __init__(
         self,
@@ -56,24 +91,41 @@ class HemsApp:
         horizon_intervals: int = INTERVALS_PER_DAY,
         default_prices: DefaultPrices = DEFAULT_PRICES,
         security: VenSecurity = _NO_SECURITY,
+        store: HemsStore | str | Path | None = None,
+        failsafe_after_s: float | None = DEFAULT_FAILSAFE_AFTER_S,
     ) -> None:
+        speed = clock_speed(clock)
+        max_poll_s = None
+        if failsafe_after_s is not None and speed is not None:
+            if poll_interval_s is not None:
+                check_poll_against_failsafe(poll_interval_s=poll_interval_s, speed=speed,
+                                            failsafe_after_s=failsafe_after_s)
+            max_poll_s = failsafe_after_s / (3 * speed)
         self.contract = contract
         self.household = household
         self.clock = clock
-        self.signal_book = SignalBook()
-        self.controller = Controller(
-            contract=contract, household=household, clock=clock, signal_book=self.signal_book, planner=planner,
-            kpi=KpiTracker(timezone=contract.comfort.timezone), substep_s=substep_s,
-            horizon_intervals=horizon_intervals, default_prices=default_prices,
-        )
+        self._owns_store = store is not None and not isinstance(store, HemsStore)
+        self.store = HemsStore(store) if store is not None and not isinstance(store, HemsStore) else store
+        try:
+            self.controller = Controller(
+                contract=contract, household=household, clock=clock, planner=planner, store=self.store,
+                failsafe_after_s=failsafe_after_s, kpi=KpiTracker(timezone=contract.comfort.timezone),
+                substep_s=substep_s, horizon_intervals=horizon_intervals, default_prices=default_prices,
+            )
+        except Exception:
+            self._close_store()
+            raise
+        self.signal_book: SignalBook = self.controller.signal_book
         self.ven = HemsVen(
             contract=contract, vtn_url=vtn_url, clock=clock, signal_book=self.signal_book,
             on_signals_changed=self.controller.signals_changed, poll_interval_s=poll_interval_s,
-            cert=security.cert, key=security.key, passphrase=security.passphrase,
+            max_poll_interval_s=max_poll_s, cert=security.cert, key=security.key, passphrase=security.passphrase,
             vtn_fingerprint=security.vtn_fingerprint, ca_file=security.ca_file,
             check_hostname=security.check_hostname,
         )
         self.controller.reporter = self.ven
+        # The failsafe watches the VEN's contact; wired after construction, before the loop reads it.
+        self.controller.link = self.ven
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -104,6 +156,12 @@ class HemsApp:
                 await self._task
             self._task = None
         await self.ven.stop()
+        self._close_store()
+
+    def _close_store(self) -> None:
+        if self._owns_store and self.store is not None:
+            self.store.close()
+            self.store = None
 
     async def __aenter__(self) -> HemsApp:
         await self.start()

@@ -5,15 +5,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sqlite3
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from hems_client.app import HemsApp, VenSecurity
+from hems_client.app import HemsApp, VenSecurity, check_poll_against_failsafe
 from hems_client.config import load_contract, validate_contract_file
 from hems_client.devices import Weather, make_household
+from hems_client.failsafe import DEFAULT_FAILSAFE_AFTER_S
 from hems_client.kpi import format_kpi_table
+from hems_client.optimiser_planner import OptimiserPlanner
+from hems_client.planning import Planner
+from hems_client.rule_planner import RulePlanner
+from hems_client.store import HemsStore, StoreError
 from protocol.clock import AcceleratedClock, WallClock
 from protocol.contract import HouseholdContract
 from protocol.timebase import floor_to_interval
@@ -54,9 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--vtn-url", required=True,
                      help="the VTN's OpenADR 2.0b base URL, e.g. http://127.0.0.1:8080/OpenADR2/Simple/2.0b")
-    run.add_argument("--contract", required=True, type=Path, metavar="FILE.toml",
+    run.add_argument("--contract", type=Path, metavar="FILE.toml", default=None,
                      help="the household contract: HouseholdContract fields at top level, comfort terms in a "
-                          "[comfort] table (see hems_client/config.py)")
+                          "[comfort] table (see hems_client/config.py); may be left out when --db holds one")
+    run.add_argument("--db", type=Path, metavar="FILE.db", default=None,
+                     help="local SQLite store of the contract, the active DSO signals and the failsafe state; a "
+                          "restart with the same file resumes with them (default: none, nothing survives a restart)")
+    run.add_argument("--planner", choices=["optimiser", "rule"], default="optimiser",
+                     help="optimiser: the convex receding-horizon optimiser (default); rule: the rule-based planner")
+    run.add_argument("--failsafe-after-s", type=float, default=DEFAULT_FAILSAFE_AFTER_S, metavar="S",
+                     help="simulated seconds without contact to the VTN before the contract's failsafe limits apply "
+                          f"(default {DEFAULT_FAILSAFE_AFTER_S:g}, EEBus LPC; 0 disables the failsafe). Must exceed "
+                          "the poll interval in simulated time: --poll-interval-s x --speed")
     run.add_argument("--speed", type=_positive, default=1.0,
                      help="simulated seconds per wall-clock second (default 1: real time; 600 runs a day in "
                           "2.4 minutes)")
@@ -81,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--substep-s", type=_positive, default=60.0,
                      help="simulated seconds per physics and guard step (default 60)")
     run.add_argument("--poll-interval-s", type=_positive, default=None,
-                     help="wall seconds between polls of the VTN (default: the VTN's requested poll frequency)")
+                     help="wall seconds between polls of the VTN (default: the VTN's requested poll frequency, at "
+                          "most a third of --failsafe-after-s in simulated time)")
     run.add_argument("--cert", default=None, help="PEM certificate for TLS and message signing (optional)")
     run.add_argument("--key", default=None, help="PEM private key belonging to --cert (optional)")
     run.add_argument("--ca-file", default=None, help="PEM CA bundle to verify the VTN's certificate (optional)")
@@ -102,8 +118,10 @@ async def _run(args: argparse.Namespace, contract: HouseholdContract) -> int:
                                pv_kw=args.pv_kw, heat_pump=not args.no_heat_pump, ev=not args.no_ev,
                                battery=not args.no_battery)
     security = VenSecurity(cert=args.cert, key=args.key, ca_file=args.ca_file, vtn_fingerprint=args.vtn_fingerprint)
-    app = HemsApp(contract, household, clock, args.vtn_url, substep_s=args.substep_s,
-                  poll_interval_s=args.poll_interval_s, security=security)
+    planner: Planner = RulePlanner() if args.planner == "rule" else OptimiserPlanner()
+    app = HemsApp(contract, household, clock, args.vtn_url, planner, substep_s=args.substep_s,
+                  poll_interval_s=args.poll_interval_s, security=security, store=args.db,
+                  failsafe_after_s=args.failsafe_after_s or None)
     until = start + timedelta(hours=args.duration_h) if args.duration_h > 0 else None
     await app.start(until=until)
     if not app.ven.registered:
@@ -117,15 +135,53 @@ async def _run(args: argparse.Namespace, contract: HouseholdContract) -> int:
     return 0
 
 
+def _contract(args: argparse.Namespace) -> HouseholdContract | None:
+    """The contract from --contract, else the one stored in --db; None after printing why there is none."""
+    stored = None
+    if args.db is not None:
+        try:
+            store = HemsStore(args.db)
+            try:
+                stored = store.load_contract()
+            finally:
+                store.close()
+        except (StoreError, sqlite3.DatabaseError) as error:
+            print(f"hems-client: error: {args.db}: {error}", file=sys.stderr)
+            return None
+    if args.contract is None:
+        if stored is None:
+            print("hems-client: error: give --contract FILE.toml" + (
+                f" ({args.db} holds no contract yet)" if args.db is not None else " or a --db that holds one"),
+                file=sys.stderr)
+        return stored
+    problems = validate_contract_file(args.contract)
+    if problems:
+        for problem in problems:
+            print(f"hems-client: error: {problem}", file=sys.stderr)
+        return None
+    contract = load_contract(args.contract)
+    if stored is not None and stored.connection_point_id != contract.connection_point_id:
+        print(f"hems-client: error: {args.db} belongs to connection point {stored.connection_point_id}, not "
+              f"{contract.connection_point_id} from {args.contract}", file=sys.stderr)
+        return None
+    return contract
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("openleadr").setLevel(args.log_level)
-    problems = validate_contract_file(args.contract)
-    if problems:
-        for problem in problems:
-            print(f"hems-client: error: {problem}", file=sys.stderr)
+    if args.failsafe_after_s < 0:
+        parser.error(f"--failsafe-after-s must be >= 0, not {args.failsafe_after_s}")
+    if args.failsafe_after_s > 0 and args.poll_interval_s is not None:
+        try:
+            check_poll_against_failsafe(poll_interval_s=args.poll_interval_s, speed=args.speed,
+                                        failsafe_after_s=args.failsafe_after_s)
+        except ValueError as error:
+            parser.error(str(error))
+    contract = _contract(args)
+    if contract is None:
         return 2
     if not 0.0 <= args.cloudiness <= 1.0:
         parser.error(f"--cloudiness must be between 0 and 1, not {args.cloudiness}")
@@ -136,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.duration_h < 0:
         parser.error(f"--duration-h must be >= 0, not {args.duration_h}")
     try:
-        return asyncio.run(_run(args, load_contract(args.contract)))
+        return asyncio.run(_run(args, contract))
     except KeyboardInterrupt:
         return 130
 

@@ -1,13 +1,23 @@
-"""The controller loop: re-plans every interval and on new signals, steps the household under a local guard,
-meters each interval and reports telemetry, plan and comfort status.
+"""The controller loop: re-plans every interval, on new signals and on failsafe changes, steps the household
+under a local guard, meters each interval and reports telemetry, plan and comfort status.
 
 All timing follows the injected clock. The household is stepped in sub-steps of ``substep_s`` clock seconds;
 each sub-step the guard (``hems_client.guard``) corrects the plan's setpoints against the last measured load.
 Sending never blocks the loop: reports go through an outbox drained by a separate task, and telemetry the
 transport could not deliver is kept (up to two days) and sent with the next interval's.
 
+Failsafe (``hems_client.failsafe``): with a ``link`` (the VEN's ``last_contact_at``) the controller applies the
+contract's failsafe limits after ``failsafe_after_s`` of clock time without contact, instead of the signal-based
+limits, for the guard and the plan alike; it wakes exactly at the failsafe's deadlines. Transitions are written
+into the next decision's ``notes``, the time spent in failsafe into the KPIs. Without a link (a controller
+driven without transport) the failsafe never moves: it stays normal, or in a failsafe resumed from the store.
+
+Store (``hems_client.store``): with a ``store`` the contract, the signal book and the failsafe state are written
+on every change, and a controller built without a signal book resumes from the stored one.
+
 Planner interface (``hems_client.planning``): ``Planner.plan(now, state, limits, tariff, contract) ->
-ControlDecision``; :class:`RulePlanner` is the default, the convex optimiser drops in behind the same call.
+ControlDecision``; :class:`OptimiserPlanner` (the convex optimiser, compiled once) is the default,
+:class:`RulePlanner` drops in behind the same call.
 """
 
 from __future__ import annotations
@@ -16,15 +26,25 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from hems_client.devices.household import Household
-from hems_client.guard import guard_setpoints
+from hems_client.failsafe import (
+    DEFAULT_FAILSAFE_AFTER_S,
+    Failsafe,
+    FailsafeState,
+    FailsafeTransition,
+    failsafe_limit,
+)
+from hems_client.guard import guard_setpoints, interval_budget_kw
 from hems_client.kpi import KpiTracker
+from hems_client.optimiser_planner import OptimiserPlanner
 from hems_client.planning import ControlDecision, HouseholdState, Planner
 from hems_client.rule_planner import RulePlanner
 from hems_client.signal_book import DEFAULT_PRICES, DefaultPrices, SignalBook
+from hems_client.store import HemsStore
 from protocol.clock import Clock, sleep_until
 from protocol.contract import HouseholdContract
 from protocol.effective import EffectiveLimit
@@ -32,8 +52,8 @@ from protocol.reports import MAX_REPORT_INTERVALS, ComfortStatus, Plan, Telemetr
 from protocol.signals import TariffInterval
 from protocol.timebase import INTERVAL, INTERVALS_PER_DAY, floor_to_interval
 
-__all__ = ["ControlDecision", "Controller", "HouseholdState", "IntervalMeter", "Planner", "Reporter",
-           "RulePlanner"]
+__all__ = ["ContactSource", "ControlDecision", "Controller", "HouseholdState", "IntervalMeter",
+           "OptimiserPlanner", "Planner", "Reporter", "RulePlanner"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +66,13 @@ class Reporter(Protocol):
     async def send_plan(self, plan: Plan) -> bool: ...
 
     async def send_comfort(self, status: ComfortStatus) -> bool: ...
+
+
+class ContactSource(Protocol):
+    """Link health for the failsafe (``HemsVen``): clock time of the last exchange the VTN answered."""
+
+    @property
+    def last_contact_at(self) -> datetime | None: ...
 
 
 class IntervalMeter:
@@ -84,9 +111,12 @@ class Controller:
         contract: HouseholdContract,
         household: Household,
         clock: Clock,
-        signal_book: SignalBook,
+        signal_book: SignalBook | None = None,
         planner: Planner | None = None,
         reporter: Reporter | None = None,
+        link: ContactSource | None = None,
+        store: HemsStore | None = None,
+        failsafe_after_s: float | None = DEFAULT_FAILSAFE_AFTER_S,
         kpi: KpiTracker | None = None,
         substep_s: float = 60.0,
         horizon_intervals: int = INTERVALS_PER_DAY,
@@ -96,14 +126,27 @@ class Controller:
         plan_resend_s: float = 4 * 3600,
         history_intervals: int = 7 * INTERVALS_PER_DAY,
     ) -> None:
+        """``signal_book``: the book the transport fills; None resumes the store's (or starts empty).
+        ``link``: where contact with the VTN is seen (the VEN; may be set after construction); without one
+        the failsafe never moves. ``failsafe_after_s=None`` disables it. ``failsafe_after_s`` must exceed the
+        VEN's poll period in clock time."""
         if not substep_s > 0:
             raise ValueError(f"substep_s must be > 0, not {substep_s}")
+        if failsafe_after_s is not None and not failsafe_after_s > 0:
+            raise ValueError(f"failsafe_after_s must be > 0 or None, not {failsafe_after_s}")
         self.contract = contract
         self.household = household
         self.clock = clock
+        self.store = store
+        if store is not None:
+            store.save_contract(contract)  # refuses a store that belongs to another connection point
+        if signal_book is None:
+            signal_book = store.load_signal_book() if store is not None else SignalBook()
         self.signal_book = signal_book
-        self.planner: Planner = planner if planner is not None else RulePlanner()
+        self.planner: Planner = (planner if planner is not None
+                                 else OptimiserPlanner(horizon_intervals=horizon_intervals))
         self.reporter = reporter
+        self.link = link
         self.kpi = kpi if kpi is not None else KpiTracker(timezone=contract.comfort.timezone)
         self.substep_s = substep_s
         self.horizon_intervals = horizon_intervals
@@ -128,15 +171,53 @@ class Controller:
         self._last_plan_sent: Plan | None = None
         self._unsent_telemetry: list[TelemetryInterval] = []
         self._prices_applied: dict[datetime, TariffInterval] = {}
-        self._limit_cache: tuple[datetime, int, EffectiveLimit, TariffInterval] | None = None
+        self._limit_cache: tuple[datetime, int, FailsafeState, EffectiveLimit, TariffInterval] | None = None
+        self._budget_key: tuple[datetime, float, float] | None = None
+        self._budget_used = [0.0, 0.0, 0.0]
+        """Import kW·s, export kW·s and seconds since the interval began or its limit last changed."""
         self._outbox: asyncio.Queue[Callable[[], Awaitable[bool]]] | None = None
         self._sender: asyncio.Task[None] | None = None
+        self._saved_revision = signal_book.revision
+        self._pending_notes: list[str] = []
+
+        self.failsafe: Failsafe | None = None
+        """The failsafe state machine (None when disabled)."""
+        self.failsafe_transitions: list[FailsafeTransition] = []
+        if failsafe_after_s is not None:
+            snapshot = store.load_failsafe() if store is not None else None
+            self.failsafe = Failsafe(after_s=failsafe_after_s, hold_s=contract.failsafe_duration_s,
+                                     watch_from=clock.now(), snapshot=snapshot)
+            if self.failsafe.state.failsafe_limits:
+                self._pending_notes.append(f"resumed from the store in failsafe since {self.failsafe.entered_at}")
+
+    # ------------------------------------------------------------------------------------- state
+
+    @property
+    def failsafe_state(self) -> FailsafeState:
+        return FailsafeState.NORMAL if self.failsafe is None else self.failsafe.state
+
+    def limits_in_force(self, moment: datetime) -> EffectiveLimit:
+        """The limit the guard applies at ``moment``: signal-based, or the contract's failsafe limit."""
+        return self._in_force(moment)[0]
+
+    def horizon_limits(self, start: datetime) -> list[EffectiveLimit]:
+        """The limits the planner gets for the horizon from ``start``. In failsafe without contact the failsafe
+        limit covers the whole horizon (when contact returns is unknown); with contact back, until the hold
+        ends (the release is certain by then)."""
+        limits = self.signal_book.effective_limits(self.contract, start=start, count=self.horizon_intervals)
+        failsafe = self.failsafe
+        if failsafe is None or not failsafe.state.failsafe_limits:
+            return limits
+        until = failsafe.hold_until if failsafe.state is FailsafeState.FAILSAFE_RECONNECTED else None
+        return [failsafe_limit(self.contract, limit.start) if until is None or limit.start < until else limit
+                for limit in limits]
 
     # ------------------------------------------------------------------------------------- the loop
 
     def signals_changed(self) -> None:
-        """Listener for the transport: the signal book changed, re-plan at the next sub-step."""
+        """Listener for the transport: the signal book changed; store it now, re-plan at the next sub-step."""
         self._signals_dirty = True
+        self._persist_signals()
 
     async def run(self, until: datetime | None = None) -> None:
         """Run until ``until`` (clock time) or until cancelled."""
@@ -144,20 +225,28 @@ class Controller:
         try:
             if self._last_step_at is None:
                 self._last_step_at = self.clock.now()
+                if self.failsafe is not None:
+                    self.failsafe.watch_from = self._last_step_at  # silence counts from the start of the loop
+                self._update_failsafe(self._last_step_at)
                 self._replan(self._last_step_at)
             while until is None or self._last_step_at < until:
                 previous = self._last_step_at
                 target = min(previous + timedelta(seconds=self.substep_s), floor_to_interval(previous) + INTERVAL)
+                deadline = self._failsafe_deadline()
+                if deadline is not None and deadline > previous:
+                    target = min(target, deadline)  # engage (or release) exactly on time
                 if until is not None:
                     target = min(target, until)
                 await sleep_until(self.clock, target)
                 now = max(self.clock.now(), target)
                 self._advance(previous, now)
                 self._last_step_at = now
+                self._persist_signals()
+                failsafe_moved = self._update_failsafe(now)
                 if floor_to_interval(now) > floor_to_interval(previous):
                     self._close_intervals(now)
                     self._replan(now)
-                elif self._signals_dirty or self.signal_book.version != self._seen_version:
+                elif failsafe_moved or self._signals_dirty or self.signal_book.version != self._seen_version:
                     self._replan(now)
             await self.flush()  # reached ``until``: deliver the last interval's reports
         finally:
@@ -173,12 +262,16 @@ class Controller:
 
     def _replan(self, now: datetime) -> None:
         self._signals_dirty = False
-        self.signal_book.expire(now)
+        if self.signal_book.expire(now):
+            self._persist_signals()
         start = floor_to_interval(now)
-        limits = self.signal_book.effective_limits(self.contract, start=start, count=self.horizon_intervals)
+        limits = self.horizon_limits(start)
         tariff = self.signal_book.tariff(start=start, count=self.horizon_intervals, default=self.default_prices)
         state = self.household.state(now, self.horizon_intervals)
-        self.decision = self.planner.plan(now, state, limits, tariff, self.contract)
+        decision = self.planner.plan(now, state, limits, tariff, self.contract)
+        notes = [*self._pending_notes, *self._failsafe_notes()]
+        self._pending_notes.clear()
+        self.decision = replace(decision, notes=(*notes, *decision.notes)) if notes else decision
         self._seen_version = self.signal_book.version
         self.replans += 1
         if self._plan_changed(self.decision.plan):
@@ -197,11 +290,53 @@ class Controller:
     def _in_force(self, moment: datetime) -> tuple[EffectiveLimit, TariffInterval]:
         start = floor_to_interval(moment)
         cache = self._limit_cache
-        if cache is None or cache[0] != start or cache[1] != self.signal_book.version:
-            limit = self.signal_book.effective_limits(self.contract, start=start, count=1)[0]
+        state = self.failsafe_state
+        if cache is None or cache[0] != start or cache[1] != self.signal_book.version or cache[2] is not state:
+            if state.failsafe_limits:
+                limit = failsafe_limit(self.contract, start)
+            else:
+                limit = self.signal_book.effective_limits(self.contract, start=start, count=1)[0]
             price = self.signal_book.tariff(start=start, count=1, default=self.default_prices).intervals[0]
-            cache = self._limit_cache = (start, self.signal_book.version, limit, price)
-        return cache[2], cache[3]
+            cache = self._limit_cache = (start, self.signal_book.version, state, limit, price)
+        return cache[3], cache[4]
+
+    # ------------------------------------------------------------------------------------- failsafe, store
+
+    def _failsafe_deadline(self) -> datetime | None:
+        if self.failsafe is None or self.link is None:
+            return None
+        return self.failsafe.next_deadline(self.link.last_contact_at)
+
+    def _update_failsafe(self, now: datetime) -> bool:
+        """Feed the failsafe what has been seen by ``now``; True when its state moved."""
+        if self.failsafe is None or self.link is None:
+            return False
+        transitions = self.failsafe.update(now=now, last_contact_at=self.link.last_contact_at,
+                                           limits_changed_at=self.signal_book.limits_changed_at)
+        if not transitions:
+            return False
+        self.failsafe_transitions.extend(transitions)
+        for transition in transitions:
+            note = transition.describe(self.contract)
+            self._pending_notes.append(note)
+            logger.warning("%s: %s", self.contract.connection_point_id, note)
+        if self.store is not None:
+            self.store.save_failsafe(self.failsafe.snapshot())
+        return True
+
+    def _failsafe_notes(self) -> list[str]:
+        failsafe = self.failsafe
+        if failsafe is None or not failsafe.state.failsafe_limits:
+            return []
+        limit = failsafe_limit(self.contract, self.clock.now())
+        return [f"failsafe limits in force ({failsafe.state.value}): {limit.import_limit_kw:.2f} kW import / "
+                f"{limit.export_limit_kw:.2f} kW export since {failsafe.entered_at:%Y-%m-%d %H:%M:%S}Z, held at "
+                f"least until {failsafe.hold_until:%Y-%m-%d %H:%M:%S}Z"]
+
+    def _persist_signals(self) -> None:
+        if self.store is not None and self.signal_book.revision != self._saved_revision:
+            self.store.save_signal_book(self.signal_book)
+            self._saved_revision = self.signal_book.revision
 
     # ------------------------------------------------------------------------------------- the plant
 
@@ -220,14 +355,20 @@ class Controller:
             self._prices_applied[limit.start] = price
             ranges = household.power_ranges_kw(moment, dt_s)
             uncontrolled = sum(ranges[d.name][0] for d in household.devices if not d.flexible)
+            import_limit_kw, export_limit_kw = self._budget_limits(moment, limit)
             guarded = guard_setpoints(
                 devices=household.devices, setpoints=self.decision.setpoints, ranges=ranges,
-                uncontrolled_kw=uncontrolled, import_limit_kw=limit.import_limit_kw,
-                export_limit_kw=limit.export_limit_kw, margin_kw=self.guard_margin_kw,
+                uncontrolled_kw=uncontrolled, import_limit_kw=import_limit_kw,
+                export_limit_kw=export_limit_kw, margin_kw=self.guard_margin_kw,
             )
             result = household.step(moment, dt_s, guarded.setpoints)
+            used = self._budget_used
+            used[0], used[1], used[2] = (used[0] + result.import_kw * dt_s, used[1] + result.export_kw * dt_s,
+                                         used[2] + dt_s)
             step_end = moment + timedelta(seconds=dt_s)
             self._meter.add(moment, step_end, import_kw=result.import_kw, export_kw=result.export_kw)
+            if self.failsafe_state.failsafe_limits:
+                self.kpi.record_failsafe(at=moment, dt_s=dt_s)
             if household.indoor_temp_c is not None:
                 self.kpi.record_comfort(at=moment, dt_s=dt_s, indoor_temp_c=household.indoor_temp_c,
                                         comfort_min_c=comfort.comfort_min_c, comfort_max_c=comfort.comfort_max_c)
@@ -235,6 +376,22 @@ class Controller:
                 self.kpi.record_departure(at=departure.at, range_km=departure.range_km,
                                           required_range_km=comfort.ev_required_range_km)
             moment = step_end
+
+    def _budget_limits(self, moment: datetime, limit: EffectiveLimit) -> tuple[float, float]:
+        """Import and export limits for the guard's next sub-step: the limit in force, tightened by what this
+        interval has already taken (``guard.interval_budget_kw``). The budget counts from the start of the
+        interval or from the last change of its limit, whichever is later: a limit that tightens mid-interval
+        (failsafe, a new signal) is not charged for the power drawn under the looser one."""
+        key = (floor_to_interval(moment), limit.import_limit_kw, limit.export_limit_kw)
+        if key != self._budget_key:
+            self._budget_key = key
+            self._budget_used = [0.0, 0.0, 0.0]
+        import_kws, export_kws, used_s = self._budget_used
+        remaining_s = (key[0] + INTERVAL - moment).total_seconds()
+        return (interval_budget_kw(limit_kw=limit.import_limit_kw, used_kws=import_kws, used_s=used_s,
+                                   remaining_s=remaining_s),
+                interval_budget_kw(limit_kw=limit.export_limit_kw, used_kws=export_kws, used_s=used_s,
+                                   remaining_s=remaining_s))
 
     def _close_intervals(self, now: datetime) -> None:
         closed = self._meter.close_before(floor_to_interval(now))

@@ -12,6 +12,11 @@ Import above the limit (lower setpoints, each down to the lowest power the devic
      little comfort, and the next plan restores it within the limit where it can.
 Export above the limit (raise setpoints): first the battery charges, then PV is curtailed.
 What remains after all of this is load the household cannot shed; it is reported, not hidden.
+
+The DSO judges the mean import of each 15-minute interval, and the guard sees the load one sub-step late, so a
+rising load overshoots for a sub-step. :func:`interval_budget_kw` turns the energy already taken in the interval
+into the limit for the rest of it: overshoot is taken back later in the same interval, never the other way
+(the guard never allows more than the limit itself).
 """
 
 from __future__ import annotations
@@ -22,6 +27,15 @@ from dataclasses import dataclass
 from hems_client.devices.base import Device, DeviceKind, clip
 
 _EXPORT_ORDER = (DeviceKind.BATTERY, DeviceKind.PV)
+
+
+def interval_budget_kw(*, limit_kw: float, used_kws: float, used_s: float, remaining_s: float) -> float:
+    """The highest mean power for the ``remaining_s`` seconds left that keeps the mean over ``used_s +
+    remaining_s`` within ``limit_kw``, given ``used_kws`` (kW·s) already taken; never above ``limit_kw``.
+    May be negative (then nothing flexible may draw)."""
+    if remaining_s <= 0:
+        return limit_kw
+    return min(limit_kw, (limit_kw * (used_s + remaining_s) - used_kws) / remaining_s)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Per-household, per-day key figures: grid limit, comfort, EV readiness and cost. Pure accumulation.
 
 Days are local calendar days in the contract's time zone. An interval counts as over the limit when its mean
-import exceeds the effective import limit by more than ``tolerance_kw``.
+import exceeds the import limit in force (the effective limit, or the failsafe limit; the one in force at the
+end of the interval when it changed) by more than ``tolerance_kw``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class DailyKpi:
     degree_hours_outside_band: float = 0.0
     ev_range_at_departure_km: float | None = None
     ev_required_range_km: float | None = None
+    failsafe_h: float = 0.0
+    """Hours under the contract's failsafe limits (no contact with the VTN, see ``hems_client.failsafe``)."""
 
     @property
     def ev_ready(self) -> bool | None:
@@ -87,6 +90,10 @@ class KpiTracker:
         outside = max(comfort_min_c - indoor_temp_c, indoor_temp_c - comfort_max_c, 0.0)
         self._day(at).degree_hours_outside_band += outside * dt_s / 3600
 
+    def record_failsafe(self, *, at: datetime, dt_s: float) -> None:
+        """``dt_s`` seconds from ``at`` spent under the failsafe limits."""
+        self._day(at).failsafe_h += dt_s / 3600
+
     def record_departure(self, *, at: datetime, range_km: float, required_range_km: float) -> None:
         kpi = self._day(at)
         kpi.ev_range_at_departure_km = range_km
@@ -107,6 +114,7 @@ _COLUMNS = (
     ("EV km", "ev_range_at_departure_km", "{:.0f}"),
     ("need km", "ev_required_range_km", "{:.0f}"),
     ("cost EUR", "cost_eur", "{:.2f}"),
+    ("failsafe h", "failsafe_h", "{:.2f}"),
 )
 
 

@@ -20,6 +20,11 @@ status; the DSO modifies or cancels it.
 
 An event that fails to decode is not given to the book at all; the transport passes its id in ``present_ids``
 so that it is not taken for an implied cancel and the last valid version stays in force.
+
+For the failsafe (``hems_client.failsafe``) the book remembers when the DSO last changed a capacity bandwidth
+(``limits_changed_at``: added, modified, cancelled or implicitly cancelled; expiry by the clock does not count):
+"fresh limits" are a change after contact with the VTN was lost. ``snapshot()`` / ``from_snapshot()`` carry
+everything the book knows to the local store (``hems_client.store``) and back.
 """
 
 from __future__ import annotations
@@ -45,6 +50,17 @@ class ActiveSignal:
 
 
 @dataclass(frozen=True)
+class BookSnapshot:
+    """Everything a :class:`SignalBook` knows, for the local store: the active signals, the highest
+    modificationNumber seen per event id (so a stale copy stays ignored after a restart), and the counters."""
+
+    signals: tuple[ActiveSignal, ...]
+    known_modifications: dict[str, int]
+    version: int
+    limits_changed_at: datetime | None
+
+
+@dataclass(frozen=True)
 class DefaultPrices:
     """Prices the HEMS assumes where no ToU tariff is in force."""
 
@@ -61,6 +77,27 @@ class SignalBook:
         self._known_modification: dict[str, int] = {}
         self.version = 0
         """Incremented on every change of the active signals."""
+        self.revision = 0
+        """Incremented on every change of anything ``snapshot()`` holds (the store saves when it moves)."""
+        self.limits_changed_at: datetime | None = None
+        """Clock time of the last capacity-bandwidth change the DSO made (not expiry)."""
+
+    @classmethod
+    def from_snapshot(cls, snapshot: BookSnapshot) -> SignalBook:
+        book = cls()
+        book._signals = {signal.event_id: signal for signal in snapshot.signals}
+        book._known_modification = dict(snapshot.known_modifications)
+        for signal in snapshot.signals:  # a snapshot from an older writer may lack the stored versions
+            known = book._known_modification.get(signal.event_id, -1)
+            book._known_modification[signal.event_id] = max(known, signal.modification_number)
+        book.version = snapshot.version
+        book.limits_changed_at = snapshot.limits_changed_at
+        return book
+
+    def snapshot(self) -> BookSnapshot:
+        return BookSnapshot(signals=tuple(sorted(self._signals.values(), key=lambda s: s.sequence)),
+                            known_modifications=dict(self._known_modification), version=self.version,
+                            limits_changed_at=self.limits_changed_at)
 
     # ------------------------------------------------------------------------------------------ updates
 
@@ -71,20 +108,27 @@ class SignalBook:
         if known is not None and meta.modification_number <= known:
             return False
         self._known_modification[meta.event_id] = meta.modification_number
+        self.revision += 1
         if meta.status is EventStatus.CANCELLED or meta.test_event or event.payload.end <= now:
-            return self._remove(meta.event_id)
+            return self._remove(meta.event_id, now=now)
         self.version += 1
+        previous = self._signals.get(meta.event_id)
         self._signals[meta.event_id] = ActiveSignal(meta.event_id, meta.modification_number, event.payload,
                                                     self.version)
+        if isinstance(event.payload, CapacityBandwidth) or (
+                previous is not None and isinstance(previous.payload, CapacityBandwidth)):
+            self.limits_changed_at = now
         return True
 
-    def cancel(self, event_id: str, modification_number: int) -> bool:
-        """Honour a cancellation of ``event_id`` that could not be decoded in full (only its id and version)."""
+    def cancel(self, event_id: str, modification_number: int, *, now: datetime | None = None) -> bool:
+        """Honour a cancellation of ``event_id`` that could not be decoded in full (only its id and version).
+        ``now`` (clock time) dates the change for the failsafe's "fresh limits"."""
         known = self._known_modification.get(event_id)
         if known is None or modification_number <= known:
             return False
         self._known_modification[event_id] = modification_number
-        return self._remove(event_id)
+        self.revision += 1
+        return self._remove(event_id, now=now)
 
     def apply_distribution(
         self, events: Iterable[DecodedEvent], *, present_ids: Collection[str], now: datetime
@@ -95,7 +139,7 @@ class SignalBook:
         for event in events:
             changed |= self.apply(event, now=now)
         for event_id in [i for i in self._signals if i not in present_ids]:
-            changed |= self._remove(event_id)
+            changed |= self._remove(event_id, now=now)
         return changed
 
     def expire(self, now: datetime) -> bool:
@@ -105,10 +149,15 @@ class SignalBook:
             changed |= self._remove(event_id)
         return changed
 
-    def _remove(self, event_id: str) -> bool:
-        if self._signals.pop(event_id, None) is None:
+    def _remove(self, event_id: str, *, now: datetime | None = None) -> bool:
+        """Drop ``event_id``; ``now`` is given when the DSO removed it (a cancel), None when the clock did."""
+        removed = self._signals.pop(event_id, None)
+        if removed is None:
             return False
         self.version += 1
+        self.revision += 1
+        if now is not None and isinstance(removed.payload, CapacityBandwidth):
+            self.limits_changed_at = now
         return True
 
     # ------------------------------------------------------------------------------------------ queries

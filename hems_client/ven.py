@@ -10,9 +10,10 @@ What it does differently from the stock client:
   (``hems_report_metadata``), remembers the reportRequestIDs the VTN asks for per reportSpecifierID, answers
   oadrCreatedReport, and sends oadrUpdateReport only when the controller calls ``send_telemetry`` /
   ``send_plan`` / ``send_comfort``.
-- transport: one asyncio polling task on wall time (the VTN's oadrRequestedOadrPollFreq, or ``poll_interval_s``),
-  which re-registers when registration is lost and never lets a lost VTN crash the household. Each poll reads
-  messages until the VTN answers oadrResponse (2.0b: keep polling while messages are queued).
+- transport: one asyncio polling task on wall time (``poll_interval_s``, or else the VTN's
+  oadrRequestedOadrPollFreq capped at ``max_poll_interval_s``), which re-registers when registration is lost
+  and never lets a lost VTN crash the household. Each poll reads messages until the VTN answers oadrResponse
+  (2.0b: keep polling while messages are queued).
 - link health: ``last_contact_at`` is the clock time of the last exchange the VTN answered.
 """
 
@@ -97,6 +98,7 @@ class HemsVen(OpenADRClient):
         signal_book: SignalBook | None = None,
         on_signals_changed: Callable[[], None] | None = None,
         poll_interval_s: float | None = None,
+        max_poll_interval_s: float | None = None,
         cert: str | None = None,
         key: str | None = None,
         passphrase: str | None = None,
@@ -115,6 +117,9 @@ class HemsVen(OpenADRClient):
         self.signal_book = signal_book if signal_book is not None else SignalBook()
         self.on_signals_changed = on_signals_changed
         self.poll_interval_s = poll_interval_s
+        self.max_poll_interval_s = max_poll_interval_s
+        """Cap (wall seconds) on the VTN's requested poll frequency, so that a slow poll on an accelerated
+        clock does not look like a lost link to the failsafe."""
         self.last_contact_at: datetime | None = None
         """Clock time of the last request the VTN answered (link health, for the failsafe)."""
         self.report_request_ids: dict[str, str] = {}
@@ -163,11 +168,13 @@ class HemsVen(OpenADRClient):
             self.client_session = None
 
     def poll_interval(self) -> float:
+        """Wall seconds between polls."""
         if self.poll_interval_s is not None:
             return self.poll_interval_s
+        interval = DEFAULT_POLL_INTERVAL_S
         if self.poll_frequency is not None:
-            return max(self.poll_frequency.total_seconds(), 0.1)
-        return DEFAULT_POLL_INTERVAL_S
+            interval = max(self.poll_frequency.total_seconds(), 0.1)
+        return interval if self.max_poll_interval_s is None else min(interval, self.max_poll_interval_s)
 
     async def _poll_forever(self) -> None:
         while True:
@@ -270,7 +277,7 @@ class HemsVen(OpenADRClient):
         now = self.clock.now()
         changed = self.signal_book.apply_distribution(decoded, present_ids=present, now=now)
         for event_id, modification in cancels:  # a cancellation whose body does not decode still cancels
-            changed |= self.signal_book.cancel(event_id, modification)
+            changed |= self.signal_book.cancel(event_id, modification, now=now)
         if changed:
             self._notify()
         if responses:

@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from hems_client.app import HemsApp
 from hems_client.cli import build_parser, main
 from hems_client.config import ConfigError, load_contract
+from hems_client.devices import Weather, make_household
+from hems_client.failsafe import FailsafeState
+from hems_client.store import HemsStore
 from protocol import make_ean18
+from protocol.clock import AcceleratedClock
+from protocol.timebase import floor_to_interval
 
 EAN = make_ean18("87168712000000011")
 VALID = f"""
@@ -97,9 +104,52 @@ def test_short_run_without_a_vtn_finishes_and_prints_kpis(tmp_path: Path) -> Non
     result = subprocess.run(
         [sys.executable, "-m", "hems_client.cli", "run", "--vtn-url", "http://127.0.0.1:9/OpenADR2/Simple/2.0b",
          "--contract", str(path), "--speed", "3600", "--start", "2025-01-15T00:00+00:00", "--duration-h", "1",
-         "--seed", "3", "--poll-interval-s", "0.2", "--log-level", "ERROR"],
+         "--seed", "3", "--poll-interval-s", "0.02", "--log-level", "ERROR"],
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert "not registered" in result.stderr
     assert EAN in result.stdout and "2025-01-15" in result.stdout and "peak kW" in result.stdout
+
+
+def test_poll_slower_than_the_failsafe_in_simulated_time_is_refused(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, VALID)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--vtn-url", "http://127.0.0.1:9", "--contract", str(path), "--speed", "600",
+              "--poll-interval-s", "0.5"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "300 s of clock time at speed 600" in error and "failsafe_after_s 120" in error
+    contract = load_contract(path)
+    start = floor_to_interval(datetime.now(UTC))
+    home = make_household(contract, weather=Weather.constant(start=start, outdoor_temp_c=0.0), seed=1)
+    with pytest.raises(ValueError, match="must exceed it"):
+        HemsApp(contract, home, AcceleratedClock(start, 600), "http://127.0.0.1:9", poll_interval_s=0.5)
+    app = HemsApp(contract, home, AcceleratedClock(start, 600), "http://127.0.0.1:9", failsafe_after_s=None,
+                  poll_interval_s=0.5)
+    assert app.controller.failsafe is None
+    app = HemsApp(contract, home, AcceleratedClock(start, 600), "http://127.0.0.1:9")
+    assert app.ven.poll_interval() == pytest.approx(120 / 3 / 600)  # the VTN's frequency, capped
+
+
+def test_db_keeps_the_contract_and_failsafe_across_runs_with_the_rule_planner(tmp_path: Path) -> None:
+    """No VTN: the failsafe engages after 120 simulated seconds; the second run finds the contract and the
+    failsafe in the store and starts in it."""
+    path = write(tmp_path, VALID)
+    db = tmp_path / "hems.db"
+    common = [sys.executable, "-m", "hems_client.cli", "run", "--vtn-url", "http://127.0.0.1:9/OpenADR2/Simple/2.0b",
+              "--speed", "3600", "--start", "2025-01-15T00:00+00:00", "--duration-h", "0.5", "--seed", "3",
+              "--poll-interval-s", "0.02", "--log-level", "ERROR", "--db", str(db)]
+    first = subprocess.run([*common, "--contract", str(path), "--planner", "rule"], capture_output=True, text=True,
+                           timeout=60)
+    assert first.returncode == 0, first.stderr
+    assert "failsafe h" in first.stdout
+    store = HemsStore(db)
+    assert store.load_contract() == load_contract(path)
+    snapshot = store.load_failsafe()
+    assert snapshot is not None and snapshot.state is FailsafeState.FAILSAFE
+    store.close()
+    second = subprocess.run(common, capture_output=True, text=True, timeout=60)  # no --contract
+    assert second.returncode == 0, second.stderr
+    assert EAN in second.stdout

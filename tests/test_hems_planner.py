@@ -1,4 +1,7 @@
-"""Behaviour of the rule planner, the local guard and the controller loop on a simulated household."""
+"""Behaviour of the rule planner, the local guard and the controller loop on a simulated household.
+
+The controller scenarios run with both planners behind the same ``Planner`` call: the rule planner and the
+convex optimiser (the default)."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from datetime import UTC, datetime, time, timedelta
 
 import pytest
 
-from hems_client.controller import Controller, IntervalMeter, RulePlanner
+from hems_client.controller import Controller, IntervalMeter, OptimiserPlanner, Planner, RulePlanner
 from hems_client.devices import BaseLoad, ElectricVehicle, HeatPump, HomeBattery, Household, PvSystem, Weather
 from hems_client.guard import guard_setpoints
 from hems_client.kpi import KpiTracker, format_kpi_table
@@ -81,13 +84,18 @@ def run(controller: Controller, hours: float) -> None:
     asyncio.run(controller.run(until=controller.clock.now() + timedelta(hours=hours)))
 
 
-def test_cold_day_with_3kw_evening_limit_is_kept_with_comfort_and_ev_ready() -> None:
+PLANNERS = pytest.mark.parametrize("make_planner", [RulePlanner, OptimiserPlanner], ids=["rule", "optimiser"])
+
+
+@PLANNERS
+def test_cold_day_with_3kw_evening_limit_is_kept_with_comfort_and_ev_ready(make_planner: type[Planner]) -> None:
     """-5 °C, a 3 kW limit from 16:00 to 21:00, the EV home at 17:00 needing 27 kWh by 07:00."""
     book = SignalBook()
     book.apply(limit_event("evening", T0 + timedelta(hours=16), 20, 3.0), now=T0)
     book.apply(evening_tou(), now=T0)
     home = household()
-    controller = Controller(contract=CONTRACT, household=home, clock=ManualClock(T0), signal_book=book)
+    controller = Controller(contract=CONTRACT, household=home, clock=ManualClock(T0), signal_book=book,
+                            planner=make_planner())
     run(controller, 32)  # through the evening, the night and the next morning's departure
     over = [(i.start, round(i.import_kw, 2)) for i in controller.telemetry
             if i.import_kw > controller.limits_applied[i.start].import_limit_kw + 0.01]
@@ -104,11 +112,13 @@ def test_cold_day_with_3kw_evening_limit_is_kept_with_comfort_and_ev_ready() -> 
     assert "2025-01-15" in text and "3.00" in text
 
 
-def test_impossible_limit_is_met_as_closely_as_possible_and_reported() -> None:
+@PLANNERS
+def test_impossible_limit_is_met_as_closely_as_possible_and_reported(make_planner: type[Planner]) -> None:
     book = SignalBook()
     book.apply(limit_event("tiny", T0, 8, 0.05), now=T0)
     home = household(battery_soc=0.0)
-    controller = Controller(contract=CONTRACT, household=home, clock=ManualClock(T0), signal_book=book)
+    controller = Controller(contract=CONTRACT, household=home, clock=ManualClock(T0), signal_book=book,
+                            planner=make_planner())
     run(controller, 2)
     assert controller.decision is not None
     assert controller.telemetry, "no interval metered"
@@ -124,12 +134,14 @@ def test_impossible_limit_is_met_as_closely_as_possible_and_reported() -> None:
     assert any("comfort" in note for note in decision.notes)
 
 
-def test_export_above_the_limit_goes_to_the_battery_then_pv_is_curtailed() -> None:
+@PLANNERS
+def test_export_above_the_limit_goes_to_the_battery_then_pv_is_curtailed(make_planner: type[Planner]) -> None:
     summer = datetime(2025, 6, 21, 10, 0, tzinfo=UTC)
     book = SignalBook()
     book.apply(limit_event("export", summer, 12, 17.0, export_kw=1.0), now=summer)
     home = household(outdoor_c=22.0, pv_kw=8.0, battery_soc=8.0, ev_soc=59.0, start=summer)
-    controller = Controller(contract=CONTRACT, household=home, clock=ManualClock(summer), signal_book=book)
+    controller = Controller(contract=CONTRACT, household=home, clock=ManualClock(summer), signal_book=book,
+                            planner=make_planner())
     run(controller, 3)
     assert max(i.export_kw for i in controller.telemetry) <= 1.0 + 0.01
     assert home.battery.soc_kwh == pytest.approx(10.0, abs=0.01)

@@ -1,0 +1,139 @@
+"""The DSO server as one object: store, VTN and operator API, started in order and stopped in reverse.
+
+Usable from tests and from the demo in the caller's event loop::
+
+    async with DsoServer(DsoSettings(db_path="dso.sqlite", vtn_port=0, api_port=0), clock) as dso:
+        print(dso.vtn_url, dso.api_url)   # port 0 = a free port, read back from the bound socket
+        ...
+
+Start-up: open the store, load the contracts file into it, serve the VTN, serve the API. Shut-down: the API,
+then the VTN (no new messages reach the store), then the store. When start-up fails half-way, what was
+already started is stopped again.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AsyncExitStack
+from types import TracebackType
+
+from aiohttp import web
+
+from dso_server.api import create_app
+from dso_server.contracts import load_contracts
+from dso_server.settings import DsoSettings
+from dso_server.store import DsoStore
+from dso_server.vtn import DsoVtn
+from protocol.clock import Clock, WallClock
+
+logger = logging.getLogger(__name__)
+
+
+async def _serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on host:port with a runner of our own; returns the runner and the bound port."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host=host, port=port)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    address = runner.addresses[0]
+    return runner, int(address[1])
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class DsoServer:
+    def __init__(self, settings: DsoSettings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock: Clock = clock if clock is not None else WallClock()
+        self._store: DsoStore | None = None
+        self._vtn: DsoVtn | None = None
+        self._vtn_port: int | None = None
+        self._api_port: int | None = None
+        self._stack: AsyncExitStack | None = None
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        if self._stack is not None:
+            raise RuntimeError("this DsoServer is already running")
+        settings = self.settings
+        stack = AsyncExitStack()
+        try:
+            store = DsoStore(settings.db_path)
+            stack.callback(store.close)
+            if settings.contracts_file is not None:
+                households = load_contracts(settings.contracts_file)
+                store.put_households(households, now=self.clock.now())
+                logger.info("Loaded %d household(s) from %s", len(households), settings.contracts_file)
+            vtn = DsoVtn(store=store, clock=self.clock, vtn_id=settings.vtn_id,
+                         poll_interval_s=settings.poll_interval_s, http_path_prefix=settings.http_path_prefix,
+                         cert=settings.cert, key=settings.key, passphrase=settings.passphrase)
+            vtn_runner, self._vtn_port = await _serve(vtn.app, settings.vtn_host, settings.vtn_port)
+            stack.push_async_callback(vtn_runner.cleanup)
+            api_runner, self._api_port = await _serve(create_app(store, self.clock), settings.api_host,
+                                                      settings.api_port)
+            stack.push_async_callback(api_runner.cleanup)
+        except BaseException:
+            await stack.aclose()
+            self._vtn_port = self._api_port = None
+            raise
+        self._store, self._vtn, self._stack = store, vtn, stack
+        logger.info("DSO VTN %s at %s; operator API at %s; store %s", settings.vtn_id, self.vtn_url, self.api_url,
+                    settings.db_path)
+
+    async def stop(self) -> None:
+        """Stop the API, then the VTN, then close the store. Safe to call twice."""
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+        self._store = self._vtn = None
+        self._vtn_port = self._api_port = None
+
+    async def __aenter__(self) -> DsoServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        traceback: TracebackType | None) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------------------------------ accessors
+
+    def _running(self) -> tuple[DsoStore, DsoVtn, int, int]:
+        if self._store is None or self._vtn is None or self._vtn_port is None or self._api_port is None:
+            raise RuntimeError("the DsoServer is not running; use 'async with DsoServer(...)' or await start()")
+        return self._store, self._vtn, self._vtn_port, self._api_port
+
+    @property
+    def store(self) -> DsoStore:
+        return self._running()[0]
+
+    @property
+    def vtn(self) -> DsoVtn:
+        return self._running()[1]
+
+    @property
+    def vtn_port(self) -> int:
+        """The port the VTN listens on (the one picked when the settings said 0)."""
+        return self._running()[2]
+
+    @property
+    def api_port(self) -> int:
+        return self._running()[3]
+
+    @property
+    def vtn_url(self) -> str:
+        """What a VEN uses as ``vtn_url``, e.g. http://127.0.0.1:8080/OpenADR2/Simple/2.0b."""
+        _, vtn, port, _ = self._running()
+        return _url(self.settings.vtn_host, port) + vtn.http_path_prefix
+
+    @property
+    def api_url(self) -> str:
+        """Base of the operator API, e.g. http://127.0.0.1:8081 (endpoints under /api/)."""
+        return _url(self.settings.api_host, self._running()[3])

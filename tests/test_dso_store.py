@@ -1,0 +1,306 @@
+"""The DSO store and the pure signal lifecycle: OpenADR 2.0b modification rules, atomic writes, persistence."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from dso_server.errors import (
+    IllegalSignalChange,
+    SchemaError,
+    UnknownEvent,
+    UnknownGroup,
+    UnknownHousehold,
+    UnknownVen,
+    WrongSignalKind,
+)
+from dso_server.lifecycle import (
+    SIGNAL_MOVES,
+    SignalAction,
+    SignalState,
+    delivery_due,
+    delivery_keys,
+    relevant_signals,
+)
+from dso_server.records import EventResponse, Household
+from dso_server.store import DsoStore
+from protocol import (
+    BandwidthInterval,
+    CapacityBandwidth,
+    ComfortStatus,
+    Firmness,
+    HouseholdContract,
+    Plan,
+    PlanInterval,
+    TariffInterval,
+    Telemetry,
+    TelemetryInterval,
+    TouTariff,
+    make_ean18,
+)
+
+NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+Q = timedelta(minutes=15)
+EAN_A = make_ean18("87168712000000001")
+EAN_B = make_ean18("87168712000000002")
+EAN_UNKNOWN = make_ean18("87168712000000099")
+
+
+def contract(ean: str) -> HouseholdContract:
+    return HouseholdContract(connection_point_id=ean, contracted_max_import_kw=17.0, contracted_max_export_kw=10.0,
+                             failsafe_import_kw=4.2, failsafe_export_kw=4.2, failsafe_duration_s=7200)
+
+
+def bandwidth(*imports: float, start: datetime = NOW + timedelta(hours=1),
+              firmness: Firmness = Firmness.FIRM) -> CapacityBandwidth:
+    return CapacityBandwidth(firmness=firmness, intervals=tuple(
+        BandwidthInterval(start=start + index * Q, import_limit_kw=value, export_limit_kw=5.0)
+        for index, value in enumerate(imports)))
+
+
+def tariff(*prices: float, start: datetime = NOW + timedelta(hours=1)) -> TouTariff:
+    return TouTariff(intervals=tuple(
+        TariffInterval(start=start + index * Q, import_price_eur_per_kwh=value, export_price_eur_per_kwh=0.05)
+        for index, value in enumerate(prices)))
+
+
+@pytest.fixture
+def store() -> DsoStore:
+    store = DsoStore()
+    store.put_households([Household(contract(EAN_A), "feeder-1"), Household(contract(EAN_B), "feeder-1")], now=NOW)
+    return store
+
+
+def count(store: DsoStore, table: str) -> int:
+    return store.db.table(table).count
+
+
+# ---------------------------------------------------------------------------------------------- lifecycle
+
+
+def test_every_state_and_action_has_a_rule() -> None:
+    assert set(SIGNAL_MOVES) == {(state, action) for state in SignalState for action in SignalAction}
+
+
+def test_relevant_signals_drop_ended_and_acknowledged_cancellations(store: DsoStore) -> None:
+    ended = store.publish({EAN_A: bandwidth(5, start=NOW - 4 * Q)}, now=NOW - 5 * Q).signals[0]
+    active = store.publish({EAN_A: bandwidth(5, 5, start=NOW - Q)}, now=NOW - Q).signals[0]
+    cancelled = store.cancel_signal(store.publish({EAN_A: bandwidth(4)}, now=NOW).signals[0].event_id, now=NOW)
+    signals = store.signals(connection_point_id=EAN_A)
+    assert [s.event_id for s in relevant_signals(signals, acknowledged=set(), now=NOW)] == [
+        active.event_id, cancelled.event_id]
+    # Acknowledging an older modification number does not retire the cancellation; the cancellation's does.
+    assert cancelled.event_id in [s.event_id for s in relevant_signals(
+        signals, acknowledged={(cancelled.event_id, 0)}, now=NOW)]
+    assert [s.event_id for s in relevant_signals(signals, acknowledged={(cancelled.event_id, 1)}, now=NOW)] == [
+        active.event_id]
+    assert ended.event_id not in {key[0] for key in delivery_keys(relevant_signals(signals, acknowledged=(),
+                                                                                    now=NOW), NOW)}
+
+
+def test_delivery_is_due_only_for_news() -> None:
+    a0, a1, b0 = ("a", 0, "far"), ("a", 1, "far"), ("b", 0, "active")
+    assert not delivery_due(None, frozenset())
+    assert delivery_due(None, frozenset({a0}))
+    assert not delivery_due(frozenset({a0}), frozenset({a0}))
+    assert delivery_due(frozenset({a0}), frozenset({a1}))
+    assert delivery_due(frozenset({a0}), frozenset({a0, b0}))
+    assert not delivery_due(frozenset({a0, b0}), frozenset({b0}))  # only shrank: the VEN knows already
+
+
+# ------------------------------------------------------------------------------------------------ signals
+
+
+def test_new_event_starts_at_modification_zero_with_stable_unique_ids(store: DsoStore) -> None:
+    publication = store.publish({EAN_A: bandwidth(5, 4), EAN_B: bandwidth(5, 4)}, now=NOW)
+    assert [s.modification_number for s in publication.signals] == [0, 0]
+    assert len({s.event_id for s in publication.signals}) == 2
+    assert {s.publication_id for s in publication.signals} == {publication.publication_id}
+    again = store.publication(publication.publication_id)
+    assert {s.event_id for s in again.signals} == {s.event_id for s in publication.signals}
+    assert store.signal(publication.signals[0].event_id).payload == bandwidth(5, 4)
+
+
+def test_modification_increments_and_keeps_the_event_id(store: DsoStore) -> None:
+    event_id = store.publish({EAN_A: bandwidth(5, 4)}, now=NOW).signals[0].event_id
+    first = store.modify_signal(event_id, bandwidth(3, 3), now=NOW + Q)
+    second = store.modify_signal(event_id, bandwidth(3, 3, 3, firmness=Firmness.NON_FIRM), now=NOW + 2 * Q)
+    assert (first.event_id, first.modification_number, first.payload) == (event_id, 1, bandwidth(3, 3))
+    assert second.modification_number == 2
+    assert second.modified_at == NOW + 2 * Q and second.created_at == NOW
+
+
+def test_the_same_payload_again_is_no_change(store: DsoStore) -> None:
+    event_id = store.publish({EAN_A: bandwidth(5, 4)}, now=NOW).signals[0].event_id
+    assert store.modify_signal(event_id, bandwidth(5, 4), now=NOW).modification_number == 0
+
+
+def test_cancellation_increments_and_freezes_the_event(store: DsoStore) -> None:
+    event_id = store.publish({EAN_A: tariff(0.3, 0.2)}, now=NOW).signals[0].event_id
+    store.modify_signal(event_id, tariff(0.3, 0.1), now=NOW)
+    cancelled = store.cancel_signal(event_id, now=NOW)
+    assert (cancelled.cancelled, cancelled.modification_number) == (True, 2)
+    with pytest.raises(IllegalSignalChange, match="cancelled"):
+        store.modify_signal(event_id, tariff(0.1), now=NOW)
+    with pytest.raises(IllegalSignalChange, match="cancelled before"):
+        store.cancel_signal(event_id, now=NOW)
+    assert store.signal(event_id) == cancelled
+
+
+def test_an_ended_event_cannot_change(store: DsoStore) -> None:
+    event_id = store.publish({EAN_A: bandwidth(5)}, now=NOW).signals[0].event_id
+    later = NOW + timedelta(hours=2)
+    with pytest.raises(IllegalSignalChange, match="ended"):
+        store.modify_signal(event_id, bandwidth(1, start=later + Q), now=later)
+    with pytest.raises(IllegalSignalChange, match="ended"):
+        store.cancel_signal(event_id, now=later)
+
+
+def test_a_tariff_cannot_replace_a_bandwidth(store: DsoStore) -> None:
+    event_id = store.publish({EAN_A: bandwidth(5)}, now=NOW).signals[0].event_id
+    with pytest.raises(WrongSignalKind):
+        store.modify_signal(event_id, tariff(0.2), now=NOW)
+
+
+def test_unknown_ids_raise(store: DsoStore) -> None:
+    with pytest.raises(UnknownEvent):
+        store.signal("ev-nope")
+    with pytest.raises(UnknownEvent):
+        store.cancel_signal("ev-nope", now=NOW)
+    with pytest.raises(UnknownGroup):
+        store.group_members("feeder-9")
+    with pytest.raises(UnknownVen):
+        store.cancel_registration("ven-nope")
+
+
+def test_publishing_to_an_unknown_household_stores_nothing(store: DsoStore) -> None:
+    with pytest.raises(UnknownHousehold) as caught:
+        store.publish({EAN_A: bandwidth(5), EAN_UNKNOWN: bandwidth(5)}, now=NOW)
+    assert caught.value.field == "connection_point_ids[1]"
+    assert count(store, "signals") == 0
+
+
+def test_a_failure_half_way_rolls_the_whole_publication_back() -> None:
+    ids = iter(["pub-1", "ev-same", "ev-same"])  # the second event id collides with the first
+    store = DsoStore(id_factory=lambda prefix: next(ids))
+    store.put_households([Household(contract(EAN_A), None), Household(contract(EAN_B), None)], now=NOW)
+    with pytest.raises(sqlite3.IntegrityError):
+        store.publish({EAN_A: bandwidth(5), EAN_B: bandwidth(5)}, now=NOW)
+    assert count(store, "signals") == 0
+
+
+def test_publication_changes_skip_cancelled_events(store: DsoStore) -> None:
+    publication = store.publish({EAN_A: bandwidth(5), EAN_B: bandwidth(5)}, now=NOW)
+    first, second = publication.signals
+    store.cancel_signal(first.event_id, now=NOW)
+    changed, skipped = store.modify_publication(publication.publication_id, bandwidth(2), now=NOW)
+    assert [e.event_id for e in skipped] == [first.event_id]
+    assert [s.modification_number for s in changed.signals] == [1, 1]
+    assert store.signal(second.event_id).modification_number == 1
+    assert store.signal(first.event_id).modification_number == 1  # only the cancellation
+    _, skipped = store.cancel_publication(publication.publication_id, now=NOW)
+    assert store.signal(second.event_id).cancelled
+    with pytest.raises(IllegalSignalChange):
+        store.cancel_publication(publication.publication_id, now=NOW)
+
+
+def test_a_publication_change_is_all_or_nothing(store: DsoStore) -> None:
+    publication = store.publish({EAN_A: bandwidth(5), EAN_B: bandwidth(5)}, now=NOW)
+    with pytest.raises(WrongSignalKind):
+        store.modify_publication(publication.publication_id, tariff(0.1), now=NOW)
+    assert [s.modification_number for s in store.publication(publication.publication_id).signals] == [0, 0]
+
+
+# ---------------------------------------------------------------------------------------------- VENs etc.
+
+
+def test_a_ven_keeps_its_ids_when_it_registers_again(store: DsoStore) -> None:
+    first = store.register_ven(EAN_A, now=NOW)
+    store.record_delivery(first.ven_id, frozenset({("ev", 0, "far")}), now=NOW)
+    again = store.register_ven(EAN_A, now=NOW + Q)
+    assert (again.ven_id, again.registration_id) == (first.ven_id, first.registration_id)
+    assert again.registered_at == NOW and again.last_seen_at == NOW + Q
+    assert store.delivered(first.ven_id) is None  # a new session gets everything again
+    with pytest.raises(UnknownHousehold):
+        store.register_ven(EAN_UNKNOWN, now=NOW)
+    cancelled = store.cancel_registration(first.ven_id)
+    assert cancelled.registration_id is None
+    renewed = store.register_ven(EAN_A, now=NOW)
+    assert renewed.ven_id == first.ven_id and renewed.registration_id not in (None, first.registration_id)
+
+
+def test_responses_are_stored_as_received(store: DsoStore) -> None:
+    ven = store.register_ven(EAN_A, now=NOW)
+    event_id = store.publish({EAN_A: bandwidth(5)}, now=NOW).signals[0].event_id
+    other = store.publish({EAN_B: bandwidth(5)}, now=NOW).signals[0].event_id
+    ignored = store.record_responses(ven.ven_id, [
+        EventResponse(event_id, 0, "optIn", 460, "ERROR"),
+        EventResponse(other, 0, "optIn", 200, "OK"),  # not this VEN's event
+    ], now=NOW)
+    assert ignored == [other]
+    [stored] = store.responses(event_id=event_id)
+    assert stored.response == EventResponse(event_id, 0, "optIn", 460, "ERROR")
+    assert stored.connection_point_id == EAN_A
+    assert store.acknowledged(ven.ven_id) == {(event_id, 0)}
+
+
+def test_reports_are_stored_and_telemetry_upserted(store: DsoStore) -> None:
+    start = NOW - 2 * Q
+    store.store_reports(EAN_A, [
+        Telemetry(intervals=(TelemetryInterval(start=start, import_kw=1.0, export_kw=0.0),
+                             TelemetryInterval(start=start + Q, import_kw=2.0, export_kw=0.5))),
+        Plan(created_at=NOW, intervals=(PlanInterval(start=NOW, net_import_kw=-1.5),)),
+        ComfortStatus(measured_at=NOW, indoor_temperature_c=20.1, comfort_min_c=19, comfort_max_c=21),
+    ], now=NOW)
+    store.store_reports(EAN_A, [Telemetry(intervals=(TelemetryInterval(start=start + Q, import_kw=3.0,
+                                                                       export_kw=0.0),))], now=NOW + Q)
+    rows = store.telemetry(EAN_A)
+    assert [(r.interval_start, r.import_kw) for r in rows] == [(start, 1.0), (start + Q, 3.0)]
+    assert [r.interval_start for r in store.telemetry(EAN_A, since=start + Q)] == [start + Q]
+    assert [r.interval_start for r in store.telemetry(EAN_A, until=start + Q)] == [start]
+    assert store.last_telemetry_start(EAN_A) == start + Q
+    plan = store.latest_plan(EAN_A)
+    comfort = store.latest_comfort(EAN_A)
+    assert plan is not None and plan.plan.intervals[0].net_import_kw == -1.5
+    assert comfort is not None and comfort.status.indoor_temperature_c == 20.1
+    assert store.latest_plan(EAN_B) is None
+    with pytest.raises(UnknownHousehold):
+        store.telemetry(EAN_UNKNOWN)
+
+
+def test_everything_survives_reopening_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "dso.sqlite"
+    with DsoStore(path) as store:
+        store.put_household(contract(EAN_A), group="feeder-1", now=NOW)
+        ven = store.register_ven(EAN_A, now=NOW)
+        event_id = store.publish({EAN_A: bandwidth(5, 4)}, now=NOW).signals[0].event_id
+        store.modify_signal(event_id, bandwidth(3), now=NOW)
+        store.record_responses(ven.ven_id, [EventResponse(event_id, 1, "optOut", 454, "bad")], now=NOW)
+        store.record_delivery(ven.ven_id, frozenset({(event_id, 1, "far")}), now=NOW)
+        store.record_report_registration(ven.ven_id, offered=[("HEMS_TELEMETRY", "METADATA_TELEMETRY_USAGE",
+                                                               ["import_kw"])],
+                                         requests=[("rr-1", "HEMS_TELEMETRY")], now=NOW)
+        store.store_reports(EAN_A, [Telemetry(intervals=(TelemetryInterval(start=NOW, import_kw=1, export_kw=0),))],
+                            now=NOW)
+    with DsoStore(path) as store:
+        assert store.household(EAN_A).group == "feeder-1"
+        assert store.ven(ven.ven_id) == ven
+        signal = store.signal(event_id)
+        assert (signal.modification_number, signal.payload) == (1, bandwidth(3))
+        assert store.responses(event_id=event_id)[0].response.opt_type == "optOut"
+        assert store.delivered(ven.ven_id) == frozenset({(event_id, 1, "far")})
+        assert [r.report_request_id for r in store.report_requests(ven.ven_id)] == ["rr-1"]
+        assert len(store.telemetry(EAN_A)) == 1
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "dso.sqlite"
+    DsoStore(path).close()
+    connection = sqlite3.connect(path)
+    connection.execute("PRAGMA user_version = 99")
+    connection.close()
+    with pytest.raises(SchemaError, match="schema version 99"):
+        DsoStore(path)
