@@ -77,7 +77,8 @@ class Scenario:
 
 def build_scenario(*, households: int, hours: float, evening_kw: float) -> Scenario:
     count = int(hours * 3600 / INTERVAL.total_seconds())
-    moments = [SIM_START + index * INTERVAL for index in range(count)]
+    # Signals reach a day past the simulated period, so no plan ever sees the edge of the published data.
+    moments = [SIM_START + index * INTERVAL for index in range(count + 96)]
     contracts = [
         HouseholdContract(
             connection_point_id=make_ean18(f"8716871200000{index + 1:04d}"),
@@ -215,10 +216,12 @@ def plot(series: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    local = [start.astimezone(ZONE) for start in series["starts"]]
+    # A step plot needs the end of the last interval too.
+    local = [start.astimezone(ZONE) for start in [*series["starts"], series["starts"][-1] + INTERVAL]]
     figure, axis = plt.subplots(figsize=(11, 4.5))
-    axis.step(local, series["limit"], where="post", color="tab:red", label="summed import limits (DSO)")
-    load = [value if value is not None else float("nan") for value in series["load"]]
+    limits = [*series["limit"], series["limit"][-1]]
+    axis.step(local, limits, where="post", color="tab:red", label="summed import limits (DSO)")
+    load = [value if value is not None else float("nan") for value in [*series["load"], series["load"][-1]]]
     axis.step(local, load, where="post", color="tab:blue", label="feeder net import (telemetry received by DSO)")
     axis.axhline(0, color="grey", linewidth=0.5)
     axis.set_ylabel("kW")
