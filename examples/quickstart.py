@@ -256,7 +256,8 @@ async def run(args: argparse.Namespace) -> int:
             pv_kw, heat_pump, ev, battery = DEVICE_MIXES[index % len(DEVICE_MIXES)]
             household = make_household(contract, weather=weather, seed=args.seed + index, pv_kw=pv_kw,
                                        heat_pump=heat_pump, ev=ev, battery=battery)
-            apps.append(HemsApp(contract, household, clock, dso.vtn_url, poll_interval_s=0.1))
+            # Poll often enough that a poll period stays well inside the 120 s failsafe window in clock time.
+            apps.append(HemsApp(contract, household, clock, dso.vtn_url, poll_interval_s=min(0.1, 30 / args.speed)))
         end = scenario.start + scenario.intervals * INTERVAL
         await asyncio.gather(*(app.start(until=end) for app in apps))
         print(f"{len(apps)} HEMS registered; simulating {args.hours:g} h at {args.speed:g}x ...")

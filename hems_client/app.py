@@ -14,8 +14,9 @@ may be accelerated. ``failsafe_after_s`` (clock seconds, default 120) must excee
 or every gap between two polls looks like a lost link: at speed 600 a 0.1 s wall poll is 60 clock seconds.
 An explicit ``poll_interval_s`` that breaks this is refused (for a ``WallClock`` or an ``AcceleratedClock``);
 without one, the VTN's requested poll frequency is capped at a third of ``failsafe_after_s`` in clock time.
-A loop blocked for long (many households planning in one process) also delays polls: raise
-``failsafe_after_s`` for such simulations, or pass None to run without failsafe.
+A loop kept busy (many households planning in one process) delays polls by many clock seconds; the failsafe
+judges silence by the VEN's failed attempts, not by the clock alone, so that is not taken for a lost VTN
+(``hems_client.failsafe``). ``failsafe_after_s=None`` runs without failsafe.
 
 Store: a path (or ':memory:') or a ``HemsStore``; a restarted app on the same store resumes with the stored
 signals and failsafe state, so the limits in force before the restart hold before any new contact.

@@ -69,10 +69,14 @@ class Reporter(Protocol):
 
 
 class ContactSource(Protocol):
-    """Link health for the failsafe (``HemsVen``): clock time of the last exchange the VTN answered."""
+    """Link health for the failsafe (``HemsVen``), in clock time: the last exchange the VTN answered, and the
+    last exchange that ended, answered or failed (None: unknown, then silence is judged up to now)."""
 
     @property
     def last_contact_at(self) -> datetime | None: ...
+
+    @property
+    def last_attempt_at(self) -> datetime | None: ...
 
 
 class IntervalMeter:
@@ -188,7 +192,8 @@ class Controller:
             self.failsafe = Failsafe(after_s=failsafe_after_s, hold_s=contract.failsafe_duration_s,
                                      watch_from=clock.now(), snapshot=snapshot)
             if self.failsafe.state.failsafe_limits:
-                self._pending_notes.append(f"resumed from the store in failsafe since {self.failsafe.entered_at}")
+                self._pending_notes.append(f"failsafe resumed from the store: in force since "
+                                           f"{self.failsafe.entered_at:%Y-%m-%d %H:%M:%S}Z")
 
     # ------------------------------------------------------------------------------------- state
 
@@ -312,7 +317,8 @@ class Controller:
         if self.failsafe is None or self.link is None:
             return False
         transitions = self.failsafe.update(now=now, last_contact_at=self.link.last_contact_at,
-                                           limits_changed_at=self.signal_book.limits_changed_at)
+                                           limits_changed_at=self.signal_book.limits_changed_at,
+                                           last_attempt_at=self.link.last_attempt_at)
         if not transitions:
             return False
         self.failsafe_transitions.extend(transitions)

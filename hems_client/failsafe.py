@@ -22,6 +22,13 @@ Before the first contact, the silence is counted from the moment watching began 
 controller's start). The failsafe is noticed on the controller's steps; the controller wakes at
 ``next_deadline`` so that it engages exactly ``after_s`` after the last contact.
 
+Silence is judged up to the VEN's last *ended* attempt (``last_attempt_at``, answered or failed) when the link
+reports one, not up to ``now``: on an accelerated clock a household whose event loop is busy (compiling or
+solving plans for many households) lets many clock seconds pass without polling, and that is not a lost VTN.
+A VTN that does not answer still ends each attempt (connection refused, or openleadr's 5 s / 10 s wall-time
+timeouts), so the failsafe engages at the first failed attempt after ``after_s`` - at most one poll period
+late. A link without attempt information is judged up to ``now``.
+
 The moves are the table ``TRANSITIONS``; :func:`next_state` refuses any other move with
 :class:`IllegalFailsafeTransition`, naming the state and the event.
 """
@@ -180,13 +187,19 @@ class Failsafe:
         return deadline
 
     def update(
-        self, *, now: datetime, last_contact_at: datetime | None, limits_changed_at: datetime | None
+        self,
+        *,
+        now: datetime,
+        last_contact_at: datetime | None,
+        limits_changed_at: datetime | None,
+        last_attempt_at: datetime | None = None,
     ) -> list[FailsafeTransition]:
         """Apply what has been observed by ``now``; the transitions made, in order (usually none)."""
         transitions: list[FailsafeTransition] = []
         latest = self._latest_contact(last_contact_at)
+        judged_at = now if last_attempt_at is None else min(now, last_attempt_at)
         while True:
-            event = self._event(now, latest, last_contact_at, limits_changed_at)
+            event = self._event(now, judged_at - latest, last_contact_at, limits_changed_at)
             if event is None:
                 return transitions
             before = self.state
@@ -199,9 +212,9 @@ class Failsafe:
                 self.entered_at = self.contact_lost_after = None
             transitions.append(FailsafeTransition(now, event, before, self.state, self.hold_until))
 
-    def _event(self, now: datetime, latest: datetime, last_contact_at: datetime | None,
+    def _event(self, now: datetime, silence: timedelta, last_contact_at: datetime | None,
                limits_changed_at: datetime | None) -> FailsafeEvent | None:
-        silent = now - latest >= self.after  # silence counts from the start of watching too
+        silent = silence >= self.after  # silence counts from the start of watching too
         if self.state is FailsafeState.NORMAL:
             return FailsafeEvent.CONTACT_LOST if silent else None
         assert self.contact_lost_after is not None and self.hold_until is not None

@@ -22,6 +22,9 @@ Mapping decisions:
   horizon ends.
 - The optimiser plans interval means from the interval holding ``now``; a re-plan in mid-interval (a new
   signal) treats the rest of that interval as a whole one, and the next plan corrects it.
+- Should the solver ever fail (the LP is feasible and bounded by construction, so this would be a numerical
+  failure or a bug), the household is not left without setpoints: the ``fallback`` planner (the rule planner)
+  plans this interval and the decision's first note says why.
 """
 
 from __future__ import annotations
@@ -36,12 +39,14 @@ import numpy as np
 from hems_client.optimiser import (
     HouseholdOptimiser,
     HouseholdParams,
+    OptimiserError,
     OptimiserInputs,
     OptimiserResult,
     SlackUse,
     cop_air_source,
 )
-from hems_client.planning import ControlDecision, HouseholdState
+from hems_client.planning import ControlDecision, HouseholdState, Planner
+from hems_client.rule_planner import RulePlanner
 from protocol.contract import HouseholdContract
 from protocol.effective import EffectiveLimit
 from protocol.reports import Plan, PlanInterval
@@ -98,6 +103,7 @@ class OptimiserPlanner:
         params: HouseholdParams | None = None,
         comfort_margin_k: float = 0.2,
         ev_margin_kwh: float = 0.1,
+        fallback: Planner | None = None,
     ) -> None:
         """``params`` supplies penalties and costs (device fields are taken from the household's state; the
         grid penalty is raised where the building and horizon need it to keep grid > comfort);
@@ -111,6 +117,9 @@ class OptimiserPlanner:
         self.params = params if params is not None else HouseholdParams()
         self.comfort_margin_k = comfort_margin_k
         self.ev_margin_kwh = ev_margin_kwh
+        self.fallback: Planner = fallback if fallback is not None else RulePlanner()
+        self.failures = 0
+        """Solves that failed and fell back (should stay 0)."""
         self._optimisers: dict[_Devices, HouseholdOptimiser] = {}
         self.builds = 0
         """How many optimisers were compiled (one per household, ever)."""
@@ -146,7 +155,14 @@ class OptimiserPlanner:
                              f"{len(tariff.intervals)} tariff and {len(state.forecast)} forecast intervals")
         optimiser = self.optimiser_for(state)
         inputs = self.inputs(state, limits, tariff, contract, optimiser.params)
-        result = optimiser.solve(inputs)
+        try:
+            result = optimiser.solve(inputs)
+        except OptimiserError as error:
+            self.failures += 1
+            self.last_result = None
+            decision = self.fallback.plan(now, state, limits, tariff, contract)
+            return replace(decision, notes=(f"optimiser failed ({error}); planned by "
+                                            f"{type(self.fallback).__name__} instead", *decision.notes))
         self.last_result = result
         return self._decision(now, state, limits[0].start, inputs, result)
 

@@ -14,7 +14,9 @@ What it does differently from the stock client:
   oadrRequestedOadrPollFreq capped at ``max_poll_interval_s``), which re-registers when registration is lost
   and never lets a lost VTN crash the household. Each poll reads messages until the VTN answers oadrResponse
   (2.0b: keep polling while messages are queued).
-- link health: ``last_contact_at`` is the clock time of the last exchange the VTN answered.
+- link health: ``last_contact_at`` is the clock time of the last exchange the VTN answered, ``last_attempt_at``
+  of the last exchange that ended, answered or not (openleadr's session times a request out after 5 s to
+  connect, 10 s to read, wall time).
 """
 
 from __future__ import annotations
@@ -122,6 +124,8 @@ class HemsVen(OpenADRClient):
         clock does not look like a lost link to the failsafe."""
         self.last_contact_at: datetime | None = None
         """Clock time of the last request the VTN answered (link health, for the failsafe)."""
+        self.last_attempt_at: datetime | None = None
+        """Clock time of the last request that ended, answered or failed."""
         self.report_request_ids: dict[str, str] = {}
         """reportSpecifierID -> the reportRequestID the VTN asked for it under."""
         self.answers: dict[str, EventAnswer] = {}
@@ -196,12 +200,14 @@ class HemsVen(OpenADRClient):
         """openleadr's request, with its three outcomes made uniform: (type, payload) on an answer, (None, {})
         on an empty 200 answer or on any failure. ``last_contact_at`` moves only when the VTN answered."""
         result = await super()._perform_request(service, message)
+        now = self.clock.now()
+        self.last_attempt_at = now
         if result is None:  # HTTP 200 with an empty body: the VTN is there
-            self.last_contact_at = self.clock.now()
+            self.last_contact_at = now
             return None, {}
         response_type, payload = result
         if response_type is not None:
-            self.last_contact_at = self.clock.now()
+            self.last_contact_at = now
         return response_type, payload or {}
 
     async def _poll(self) -> None:

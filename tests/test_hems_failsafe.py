@@ -127,6 +127,19 @@ def test_released_when_the_hold_is_over_and_contact_returns_later() -> None:
     assert [m.event for m in moves] == [FailsafeEvent.CONTACT_RESTORED, FailsafeEvent.HOLD_ELAPSED]
 
 
+def test_silence_is_judged_by_failed_attempts_not_by_a_busy_event_loop() -> None:
+    """On an accelerated clock a HEMS busy planning does not poll for many clock seconds: that is not VTN loss.
+    The VTN going away shows as attempts that end without an answer."""
+    failsafe = Failsafe(after_s=120, hold_s=HOLD_S, watch_from=T0)
+    # Last answered and last ended attempt at 00:01; the loop was busy until 00:10.
+    assert failsafe.update(now=at(10), last_contact_at=at(1), last_attempt_at=at(1), limits_changed_at=None) == []
+    # Attempts fail from then on; the first one more than 120 s after the last answer engages the failsafe.
+    assert failsafe.update(now=at(10.5), last_contact_at=at(1), last_attempt_at=at(2.5),
+                           limits_changed_at=None) == []
+    (lost,) = failsafe.update(now=at(11), last_contact_at=at(1), last_attempt_at=at(3.5), limits_changed_at=None)
+    assert lost.after is FailsafeState.FAILSAFE and failsafe.contact_lost_after == at(1)
+
+
 def test_a_restart_in_failsafe_needs_real_contact_to_leave_it() -> None:
     snapshot = FailsafeSnapshot(FailsafeState.FAILSAFE_RECONNECTED, entered_at=at(3), contact_lost_after=at(1))
     failsafe = Failsafe(after_s=120, hold_s=HOLD_S, watch_from=at(500), snapshot=snapshot)
@@ -148,6 +161,7 @@ class FakeLink:
         self.clock = clock
         self.up = True
         self._last: datetime | None = clock.now()
+        self.last_attempt_at: datetime | None = None  # attempts all the time: silence is judged up to now
 
     @property
     def last_contact_at(self) -> datetime | None:

@@ -21,7 +21,7 @@ from hems_client.controller import Controller
 from hems_client.devices import BaseLoad, ElectricVehicle, HeatPump, HomeBattery, Household, PvSystem, Weather
 from hems_client.devices.base import Conditions
 from hems_client.devices.household import StepResult
-from hems_client.optimiser import HouseholdOptimiser
+from hems_client.optimiser import HouseholdOptimiser, OptimiserError
 from hems_client.optimiser_planner import OptimiserPlanner
 from hems_client.signal_book import SignalBook
 from protocol import (
@@ -272,3 +272,16 @@ def test_the_optimiser_is_compiled_once_and_a_new_signal_replans_within_a_subste
         assert len(limited) == 5 and all(i.import_kw <= 1.5 + IMPORT_TOLERANCE_KW for i in limited)
 
     asyncio.run(scenario())
+
+
+def test_a_solver_failure_falls_back_to_the_rule_planner_and_says_so() -> None:
+    home = household(ev_soc=5.0)
+    now = T0 + timedelta(hours=19)
+    book = SignalBook()
+    limits, tariff = book.effective_limits(CONTRACT, start=now, count=96), book.tariff(start=now, count=96)
+    planner = OptimiserPlanner()
+    with mock.patch.object(HouseholdOptimiser, "solve", side_effect=OptimiserError("status 'infeasible'")):
+        decision = planner.plan(now, home.state(now), limits, tariff, CONTRACT)
+    assert decision.notes[0].startswith("optimiser failed (status 'infeasible'); planned by RulePlanner")
+    assert set(decision.setpoints) == {"heat_pump", "ev", "battery"} and planner.failures == 1
+    assert planner.plan(now, home.state(now), limits, tariff, CONTRACT).notes == ()  # and recovers

@@ -62,11 +62,13 @@ class SilentLink:
     """A VEN that has not reached the VTN (yet)."""
 
     last_contact_at: datetime | None = None
+    last_attempt_at: datetime | None = None
 
 
 class FakeLink:
     def __init__(self, clock: Clock) -> None:
         self.clock, self.up, self._last = clock, True, clock.now()
+        self.last_attempt_at: datetime | None = None
 
     @property
     def last_contact_at(self) -> datetime | None:

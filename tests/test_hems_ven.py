@@ -266,6 +266,7 @@ async def test_ven_start_without_vtn_does_not_crash(caplog: pytest.LogCaptureFix
         await ven.run()
         await asyncio.sleep(0.2)
         assert not ven.registered and ven.last_contact_at is None
+        assert ven.last_attempt_at == clock.now()  # attempts end (refused): the failsafe sees silence
         assert ven._poll_task is not None and not ven._poll_task.done()
         assert not await ven.send_plan(Plan(created_at=clock.now(), intervals=(
             PlanInterval(start=floor_to_interval(clock.now()), net_import_kw=1.0),)))
@@ -317,3 +318,4 @@ async def test_hems_app_runs_household_against_vtn_and_reports(vtn: MiniVtn) -> 
     assert any(isinstance(r, Plan) for r in received)
     assert sum(isinstance(r, ComfortStatus) for r in received) == 8
     assert app.controller.telemetry == telemetry
+    assert app.controller.failsafe_transitions == []  # polled every 90 clock seconds: never silent for 120 s
