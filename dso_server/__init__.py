@@ -1,0 +1,14 @@
+"""The DSO side: an OpenADR 2.0b VTN that publishes capacity bandwidths and ToU tariffs, with a SQLite store.
+
+Modules (import what you need; this package imports nothing on its own, so the pure parts stay light):
+
+- ``dso_server.records``: the typed records the store returns (``Household``, ``Ven``, ``Signal``, ...).
+- ``dso_server.lifecycle``: the pure rules: how a signal may change (``SIGNAL_MOVES``) and what a VEN is sent.
+- ``dso_server.store``: ``DsoStore``, the source of truth (SQLite through sqlite-utils).
+- ``dso_server.vtn``: ``DsoVtn``, the VTN on openleadr's ``OpenADRServer``, rebuilt from the store each poll.
+- ``dso_server.api`` / ``dso_server.api_codec``: the operator JSON API (``create_app(store, clock)``).
+- ``dso_server.contracts``: the households TOML file; ``dso_server.settings``: ``DsoSettings``.
+- ``dso_server.service``: ``DsoServer``, start-up and ordered shut-down of store, VTN and API.
+- ``dso_server.cli``: the ``dso-server`` command.
+- ``dso_server.errors``: the errors, each with the HTTP status the API answers with.
+"""

@@ -7,7 +7,7 @@ group, event or publication) or 409 (the event's state forbids the change); noth
 Endpoints::
 
     GET    /api/health
-    GET    /api/households                      POST /api/households
+    GET    /api/households                      POST /api/households (201 new, 200 replaced)
     POST   /api/bandwidths                      POST /api/tariffs
     GET    /api/signals?connection_point_id=&publication_id=&include_ended=
     PUT    /api/signals/{event_id}              DELETE /api/signals/{event_id}

@@ -92,9 +92,18 @@ def require_object(body: Any) -> dict[str, Any]:
 
 
 def parse_household(body: Mapping[str, Any]) -> Household:
-    """``{<HouseholdContract fields>, "group": "..."}`` (group optional), as in the contracts file."""
+    """``{<HouseholdContract fields>, "group": "..."}`` as in the contracts file, or
+    ``{"contract": {<HouseholdContract fields>}, "group": "..."}``; the group is optional."""
     fields = dict(body)
     group = fields.pop("group", None)
+    if "contract" in fields:
+        contract = fields.pop("contract")
+        if fields:
+            raise ApiError(400, f"Give the contract either inside 'contract' or at the top level, not both (also "
+                                f"got {sorted(fields)[0]!r}).", field=sorted(fields)[0])
+        if not isinstance(contract, dict):
+            raise ApiError(400, "contract must be a JSON object with the HouseholdContract fields.", field="contract")
+        fields = contract
     if group is not None and (not isinstance(group, str) or not group.strip()):
         raise ApiError(400, f"group must be a non-empty string, not {group!r}.", field="group")
     return Household(contract=_validate(HouseholdContract, fields, what="household contract"), group=group)

@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     tariff.add_argument("--import-price", metavar="LIST",
                         help="import prices in EUR/kWh, comma-separated, one per interval, e.g. 0.30,0.30,0.12")
     tariff.add_argument("--export-price", metavar="LIST",
-                        help="export prices in EUR/kWh, one per interval, or one value for all intervals")
+                        help="export prices in EUR/kWh, one per interval, or one value for all intervals (a list "
+                             "that starts with a minus needs '=': --export-price=-0.05,0.02)")
     tariff.add_argument("--file", type=Path, metavar="JSON",
                         help="JSON body instead of the inline values: {\"intervals\": [{\"start\", "
                              "\"import_price_eur_per_kwh\", \"export_price_eur_per_kwh\"}, ...]}")
@@ -349,7 +350,7 @@ def _print_signal(answer: dict[str, Any]) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from dso_server.contracts import ContractsFileError
-    from dso_server.errors import SchemaError
+    from dso_server.errors import ConfigurationError, SchemaError
     from dso_server.service import DsoServer
     from dso_server.settings import DsoSettings
 
@@ -375,12 +376,14 @@ def _serve(args: argparse.Namespace) -> int:
         async with DsoServer(settings) as dso:
             print(f"dso-server: VTN at {dso.vtn_url}", flush=True)
             print(f"dso-server: operator API at {dso.api_url}/api/", flush=True)
+            if dso.vtn.fingerprint:
+                print(f"dso-server: messages signed; VTN certificate fingerprint {dso.vtn.fingerprint}", flush=True)
             await stop.wait()
             print("dso-server: stopping", flush=True)
 
     try:
         asyncio.run(run())
-    except ContractsFileError as error:
+    except (ContractsFileError, ConfigurationError) as error:
         raise UsageError(str(error)) from None
     except SchemaError as error:
         raise Refused(str(error)) from None

@@ -75,6 +75,10 @@ class WrongSignalKind(Conflict):
         )
 
 
+class ConfigurationError(DsoError):
+    """A setting that validates but does not work (e.g. a key that cannot sign)."""
+
+
 class SchemaError(DsoError):
     """The database file was written by a newer, incompatible version of this server."""
 

@@ -14,6 +14,7 @@ already started is stopped again.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
 
@@ -21,6 +22,7 @@ from aiohttp import web
 
 from dso_server.api import create_app
 from dso_server.contracts import load_contracts
+from dso_server.records import Publication, Signal, SignalPayload
 from dso_server.settings import DsoSettings
 from dso_server.store import DsoStore
 from dso_server.vtn import DsoVtn
@@ -86,6 +88,8 @@ class DsoServer:
         self._store, self._vtn, self._stack = store, vtn, stack
         logger.info("DSO VTN %s at %s; operator API at %s; store %s", settings.vtn_id, self.vtn_url, self.api_url,
                     settings.db_path)
+        if vtn.fingerprint:
+            logger.info("Outgoing OpenADR messages are signed; VTN certificate fingerprint %s", vtn.fingerprint)
 
     async def stop(self) -> None:
         """Stop the API, then the VTN, then close the store. Safe to call twice."""
@@ -102,6 +106,31 @@ class DsoServer:
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         traceback: TracebackType | None) -> None:
         await self.stop()
+
+    # ------------------------------------------------------------------- publishing from Python (the demo)
+
+    def publish(self, payload: SignalPayload | Mapping[str, SignalPayload], *,
+                connection_point_ids: Sequence[str] = (), group: str | None = None) -> Publication:
+        """Publish one payload to households (by id or group), or a mapping of connection point id -> payload.
+        The VENs receive it at their next poll. Dated by the server's clock."""
+        if isinstance(payload, Mapping):
+            if connection_point_ids or group is not None:
+                raise ValueError("a payload per connection point names its households already")
+            payloads = dict(payload)
+        else:
+            if bool(connection_point_ids) == (group is not None):
+                raise ValueError("name the households: connection_point_ids or group, not both")
+            ids = self.store.group_members(group) if group is not None else list(connection_point_ids)
+            payloads = dict.fromkeys(ids, payload)
+        return self.store.publish(payloads, now=self.clock.now())
+
+    def modify(self, event_id: str, payload: SignalPayload) -> Signal:
+        """Replace what an event says (modification number + 1)."""
+        return self.store.modify_signal(event_id, payload, now=self.clock.now())
+
+    def cancel(self, event_id: str) -> Signal:
+        """Cancel an event (modification number + 1)."""
+        return self.store.cancel_signal(event_id, now=self.clock.now())
 
     # ------------------------------------------------------------------------------------------ accessors
 

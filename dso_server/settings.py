@@ -22,8 +22,8 @@ class DsoSettings(BaseModel):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8081, ge=0, le=65535)
     vtn_id: str = Field(default="DSO-VTN", min_length=1, max_length=128)
-    poll_interval_s: float = Field(default=DEFAULT_POLL_INTERVAL_S, gt=0, le=86400)
-    """The oadrRequestedOadrPollFreq the VTN gives every VEN at registration."""
+    poll_interval_s: float = Field(default=DEFAULT_POLL_INTERVAL_S, ge=1, le=86400)
+    """The oadrRequestedOadrPollFreq the VTN gives every VEN at registration, in whole seconds."""
     http_path_prefix: str = DEFAULT_PATH_PREFIX
     contracts_file: Path | None = None
     """TOML with the households (see ``dso_server.contracts``); loaded into the store at every start."""
@@ -41,6 +41,15 @@ class DsoSettings(BaseModel):
                              f"{value.upper()!r}")
         if any(character.isspace() for character in value):
             raise ValueError(f"vtn_id {value!r} contains white space")
+        return value
+
+    @field_validator("poll_interval_s")
+    @classmethod
+    def _whole_seconds(cls, value: float) -> float:
+        # oadrRequestedOadrPollFreq is an RFC 5545 duration; openleadr renders whole seconds only (0.5 s -> PT0S).
+        if value != int(value):
+            raise ValueError(f"poll_interval_s {value} must be a whole number of seconds (OpenADR durations carry "
+                             "whole seconds)")
         return value
 
     @field_validator("contracts_file", "cert", "key")

@@ -122,6 +122,8 @@ class DsoStore:
     """Repository over one SQLite database. Raises ``dso_server.errors`` exceptions, never half-writes."""
 
     def __init__(self, path: str | Path = MEMORY, *, id_factory: Callable[[str], str] = new_id) -> None:
+        if not hasattr(Database, "atomic"):  # sqlite-utils 3.x commits inside every write: no safe transactions
+            raise RuntimeError("dso_server needs sqlite-utils >= 4.0 (Database.atomic); upgrade sqlite-utils")
         self.path = str(path)
         self._new_id = id_factory
         self.db = Database(self.path)

@@ -38,8 +38,9 @@ from aiohttp import web
 from openleadr import OpenADRServer
 from openleadr.enums import STATUS_CODES
 from openleadr.service import VTNService
+from openleadr.utils import certificate_fingerprint
 
-from dso_server.errors import UnknownHousehold
+from dso_server.errors import ConfigurationError, UnknownHousehold
 from dso_server.lifecycle import DeliveryKey, delivery_due, delivery_keys, relevant_signals
 from dso_server.records import EventResponse
 from dso_server.settings import DEFAULT_PATH_PREFIX, DEFAULT_POLL_INTERVAL_S
@@ -124,22 +125,36 @@ class DsoVtn:
         key: Path | None = None,
         passphrase: str | None = None,
     ) -> None:
+        if poll_interval_s < 1 or poll_interval_s != int(poll_interval_s):
+            raise ValueError(f"poll_interval_s {poll_interval_s} must be a whole number of seconds >= 1")
         self.store = store
         self.clock = clock
         self.vtn_id = vtn_id
         self.poll_interval_s = poll_interval_s
+        # Incoming signatures are only checked on TLS requests (openleadr), which this VTN does not serve yet.
+        verify = cert is not None
         with _openleadr_quiet():
             self.server = OpenADRServer(
                 vtn_id=vtn_id, cert=str(cert) if cert else None, key=str(key) if key else None,
                 passphrase=passphrase, show_fingerprint=False, http_path_prefix=http_path_prefix,
-                requested_poll_freq=timedelta(seconds=poll_interval_s), verify_message_signatures=False,
+                requested_poll_freq=timedelta(seconds=poll_interval_s), verify_message_signatures=verify,
             )
         self.http_path_prefix = self.server.http_path_prefix
+        self.fingerprint: str | None = None
+        """What VENs configure as the VTN's certificate fingerprint when messages are signed; None unsigned."""
         # Pin what the constructor just put on the VTNService class onto our own instances (module docstring).
         create_message = VTNService._create_message
+        if cert is not None:
+            try:  # fail at start, not at the first message, when the key cannot sign
+                self.fingerprint = certificate_fingerprint(cert.read_bytes())
+                create_message("oadrResponse", response={"response_code": 200, "response_description": "OK",
+                                                         "request_id": None}, ven_id="check")
+            except Exception as error:
+                raise ConfigurationError(f"Cannot sign OpenADR messages with certificate {cert} and key {key}: "
+                                         f"{type(error).__name__}: {error}", field="key") from None
         for service in self.server.services.values():
             service._create_message = create_message
-            service.verify_message_signatures = False
+            service.verify_message_signatures = verify
             service.ven_lookup = self.ven_lookup
             _answer_rejections(service)
 

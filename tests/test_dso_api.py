@@ -80,7 +80,8 @@ async def publish(api: TestClient, *imports: float, **targets: Any) -> dict[str,
 async def test_households_are_added_listed_and_replaced(api: TestClient, store: DsoStore) -> None:
     created = await call(api, "POST", "/api/households", 201, json=contract_body(EAN_C, group="feeder-2"))
     assert created["group"] == "feeder-2" and created["registered"] is False
-    await call(api, "POST", "/api/households", 200, json=contract_body(EAN_C, contracted_max_import_kw=25.0))
+    await call(api, "POST", "/api/households", 200,
+               json={"contract": contract_body(EAN_C, contracted_max_import_kw=25.0), "group": "feeder-2"})
     listed = (await call(api, "GET", "/api/households", 200))["households"]
     assert [h["connection_point_id"] for h in listed] == [EAN_A, EAN_B, EAN_C]
     assert listed[2]["contract"]["contracted_max_import_kw"] == 25.0

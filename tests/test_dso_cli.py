@@ -103,6 +103,8 @@ def test_settings_are_checked_once_at_start(tmp_path: Path) -> None:
         DsoSettings(contracts_file=tmp_path / "missing.toml")
     with pytest.raises(ValidationError):
         DsoSettings(vtn_port=70000)
+    with pytest.raises(ValidationError, match="whole number of seconds"):
+        DsoSettings(poll_interval_s=1.5)
     settings = DsoSettings(http_path_prefix="/oadr/")
     assert settings.http_path_prefix == "/oadr"
     with pytest.raises(ValidationError):
@@ -212,3 +214,28 @@ async def test_publish_modify_cancel_and_read_through_the_cli(
     assert code == 0 and event_id in out and "cancelled" in out
     code, out, _ = await run_async(["telemetry", *url, "--connection-point", EAN_A], capsys)
     assert code == 0 and "import_kw" in out
+
+
+def test_a_key_that_cannot_sign_stops_serve_with_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cert, key = tmp_path / "vtn.crt", tmp_path / "vtn.key"
+    cert.write_text("not a certificate")
+    key.write_text("not a key")
+    code, _, err = run(["serve", "--db", ":memory:", "--vtn-port", "0", "--api-port", "0", "--cert", str(cert),
+                        "--key", str(key)], capsys)
+    assert code == 2 and "Cannot sign OpenADR messages" in err and "Traceback" not in err
+
+
+def test_serve_reports_a_busy_port_and_an_unusable_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                                           ) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, _, err = run(["serve", "--db", str(tmp_path / "dso.sqlite"), "--vtn-port", "0", "--api-port",
+                            str(port)], capsys)
+    assert code == 1 and "cannot start" in err and "Traceback" not in err
+    code, _, err = run(["serve", "--db", str(tmp_path / "missing" / "dso.sqlite"), "--vtn-port", "0",
+                        "--api-port", "0"], capsys)
+    assert code == 1 and "cannot use the database" in err

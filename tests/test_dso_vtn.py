@@ -174,6 +174,12 @@ async def test_registration_is_stored_and_unknown_households_are_refused(dso: Ds
     await again.register()
     assert (again.client.ven_id, again.client.registration_id) == (ven.client.ven_id, ven.client.registration_id)
 
+    await again.client.cancel_party_registration()
+    assert again.client.registration_id is None  # the VTN answered oadrCanceledPartyRegistration 200
+    assert dso.store.vens()[0].registration_id is None
+    response_type, _ = await ven.client.poll()
+    assert response_type == "oadrRequestReregistration"
+
 
 async def test_a_published_bandwidth_arrives_exactly_and_the_answer_is_stored(dso: DsoServer, vens: Any) -> None:
     ven = vens(EAN_A, dso.vtn_url)
@@ -198,8 +204,8 @@ async def test_a_group_publish_reaches_each_ven_with_its_own_event(dso: DsoServe
     ven_a, ven_b = vens(EAN_A, dso.vtn_url), vens(EAN_B, dso.vtn_url)
     await ven_a.register()
     await ven_b.register()
-    publication = await publish(dso, bandwidth(2, 2), group="feeder-1")
-    event_of = {e["connection_point_id"]: e["event_id"] for e in publication["events"]}
+    publication = dso.publish(bandwidth(2, 2), group="feeder-1")  # from Python, as the demo does
+    event_of = {s.connection_point_id: s.event_id for s in publication.signals}
     [event_a], [event_b] = await ven_a.poll(), await ven_b.poll()
     assert event_a["event_descriptor"]["event_id"] == event_of[EAN_A]
     assert event_b["event_descriptor"]["event_id"] == event_of[EAN_B]
@@ -306,3 +312,94 @@ async def test_reports_land_in_the_store_and_a_bad_one_does_not_spoil_the_rest(d
     households = {h["connection_point_id"]: h for h in (await api(dso, "GET", "/api/households"))["households"]}
     assert households[EAN_B]["last_telemetry_interval_start"] == (start + Q).isoformat()
     assert households[EAN_B]["registered"] and not households[EAN_A]["registered"]
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dso-vtn.test")])
+    now = datetime.now(UTC)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
+                   .not_valid_after(now + timedelta(days=1)).sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "vtn.crt", tmp_path / "vtn.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+async def test_signed_messages_stay_signed_when_another_vtn_lives_in_the_process(
+    settings: DsoSettings, tmp_path: Path
+) -> None:
+    cert, key = _self_signed(tmp_path)
+    async with DsoServer(settings.model_copy(update={"cert": cert, "key": key}), WallClock()) as signed:
+        fingerprint = signed.vtn.fingerprint
+        assert fingerprint is not None
+        # A second, unsigned VTN overwrites openleadr's class-level message factory; ours is pinned per instance.
+        async with DsoServer(settings.model_copy(update={"db_path": ":memory:"}), WallClock()) as unsigned:
+            assert unsigned.vtn.fingerprint is None
+            client = OpenADRClient(ven_name=EAN_A, vtn_url=signed.vtn_url, vtn_fingerprint=fingerprint)
+            try:
+                await client.create_party_registration()
+                assert client.registration_id is not None  # the signature and fingerprint checked out
+                wrong = OpenADRClient(ven_name=EAN_A, vtn_url=unsigned.vtn_url, vtn_fingerprint=fingerprint)
+                await wrong.create_party_registration()
+                assert wrong.registration_id is None  # unsigned answers fail the VEN's check
+                await wrong.client_session.close()
+            finally:
+                await client.client_session.close()
+
+
+async def test_polls_follow_the_injected_clock_through_an_events_life() -> None:
+    from dso_server.records import Household
+    from dso_server.store import DsoStore
+    from dso_server.vtn import DsoVtn
+    from protocol import HouseholdContract
+    from protocol.clock import ManualClock
+
+    start = datetime(2030, 6, 1, 17, 0, tzinfo=UTC)
+    clock = ManualClock(start - timedelta(hours=1))
+    store = DsoStore()
+    store.put_households([Household(HouseholdContract(
+        connection_point_id=EAN_A, contracted_max_import_kw=17, contracted_max_export_kw=10, failsafe_import_kw=4,
+        failsafe_export_kw=4, failsafe_duration_s=7200), None)], now=clock.now())
+    vtn = DsoVtn(store=store, clock=clock)
+    ven_id, _ = await vtn.on_create_party_registration({"ven_name": EAN_A})
+    assert await vtn.on_poll(ven_id) is None  # nothing published yet
+
+    payload = CapacityBandwidth(firmness=Firmness.FIRM, intervals=(
+        BandwidthInterval(start=start, import_limit_kw=3, export_limit_kw=3),
+        BandwidthInterval(start=start + Q, import_limit_kw=2, export_limit_kw=3)))
+    event_id = store.publish({EAN_A: payload}, now=clock.now()).signals[0].event_id
+
+    def status(answer: Any) -> list[tuple[str, int, str, float]]:
+        assert answer is not None and answer[0] == "oadrDistributeEvent"
+        return [(e["event_descriptor"]["event_id"], e["event_descriptor"]["modification_number"],
+                 e["event_descriptor"]["event_status"], e["event_signals"][0]["current_value"])
+                for e in answer[1]["events"]]
+
+    assert status(await vtn.on_poll(ven_id)) == [(event_id, 0, "far", 0.0)]
+    assert await vtn.on_poll(ven_id) is None
+    clock.advance(3600 + 900)  # into the second interval: the status changed, so the VEN hears it
+    assert status(await vtn.on_poll(ven_id)) == [(event_id, 0, "active", 2.0)]
+    assert await vtn.on_poll(ven_id) is None
+    store.cancel_signal(event_id, now=clock.now())
+    assert status(await vtn.on_poll(ven_id)) == [(event_id, 1, "cancelled", 0.0)]  # 2.0b rule 14
+    await vtn.handle_created_event({"ven_id": ven_id, "event_responses": [
+        {"event_id": event_id, "modification_number": 1, "opt_type": "optIn", "response_code": 200,
+         "response_description": "OK"}]})
+    assert await vtn.on_poll(ven_id) is None  # acknowledged: gone without another message
+    assert status(await vtn.handle_request_event({"ven_id": ven_id})) == []
+
+    later = store.publish({EAN_A: CapacityBandwidth(firmness=Firmness.NON_FIRM, intervals=(
+        BandwidthInterval(start=start + 2 * Q, import_limit_kw=1, export_limit_kw=1),))}, now=clock.now())
+    assert status(await vtn.on_poll(ven_id))[0][:3] == (later.signals[0].event_id, 0, "far")
+    clock.advance(3 * 900)  # past its end: completed events are not sent
+    assert await vtn.on_poll(ven_id) is None
+    assert status(await vtn.handle_request_event({"ven_id": ven_id})) == []
+    store.close()
