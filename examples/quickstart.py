@@ -227,7 +227,7 @@ def plot(series: dict, path: Path) -> None:
     axis.set_ylabel("kW")
     axis.set_xlabel("local time (Europe/Amsterdam)")
     axis.set_title("Feeder load against the capacity the DSO published")
-    axis.legend(loc="upper right")
+    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=2, frameon=False)
     figure.autofmt_xdate()
     figure.tight_layout()
     figure.savefig(path, dpi=110)
