@@ -70,15 +70,15 @@ def event_status_at(start: datetime, end: datetime, now: datetime, *, cancelled:
 
 def _signal(
     *, name: str, signal_type: str, signal_id: str, item: Mapping[str, Any], start: datetime,
-    values: Sequence[float], now: datetime,
+    values: Sequence[float], now: datetime, active: bool,
 ) -> dict[str, Any]:
     intervals = [
         {"dtstart": start + index * INTERVAL, "duration": INTERVAL, "uid": index, "signal_payload": value}
         for index, value in enumerate(values)
     ]
-    # 2.0b conformance rule 14: currentValue is 0 unless the event is active.
+    # 2.0b conformance rule 14: currentValue is 0 unless the event is active (a cancelled event is not).
     current = 0.0
-    if start <= now < start + len(values) * INTERVAL:
+    if active:
         current = float(values[int((now - start) / INTERVAL)])
     return {
         "signal_name": name,
@@ -105,25 +105,29 @@ def encode_event(
     if modification_number < 0:
         raise ValueError(f"modification_number must be >= 0, not {modification_number}")
     start, end = payload.start, payload.end
+    status = event_status_at(start, end, now, cancelled=cancelled)
+    active = status is EventStatus.ACTIVE
     if isinstance(payload, CapacityBandwidth):
         program = _PROGRAM_OF_FIRMNESS[payload.firmness]
         signals = [
             _signal(name=names.SIGNAL_IMPORT_LIMIT, signal_type=names.SIGNAL_TYPE_LIMIT,
                     signal_id=names.SIGNAL_ID_IMPORT_LIMIT, item=names.ITEM_POWER_KW, start=start,
-                    values=[i.import_limit_kw for i in payload.intervals], now=now),
+                    values=[i.import_limit_kw for i in payload.intervals], now=now, active=active),
             _signal(name=names.SIGNAL_EXPORT_LIMIT, signal_type=names.SIGNAL_TYPE_LIMIT,
                     signal_id=names.SIGNAL_ID_EXPORT_LIMIT, item=names.ITEM_POWER_KW, start=start,
-                    values=[i.export_limit_kw for i in payload.intervals], now=now),
+                    values=[i.export_limit_kw for i in payload.intervals], now=now, active=active),
         ]
     else:
         program = names.PROGRAM_TOU_TARIFF
         signals = [
             _signal(name=names.SIGNAL_IMPORT_PRICE, signal_type=names.SIGNAL_TYPE_PRICE,
                     signal_id=names.SIGNAL_ID_IMPORT_PRICE, item=names.ITEM_PRICE_EUR_PER_KWH, start=start,
-                    values=[i.import_price_eur_per_kwh for i in payload.intervals], now=now),
+                    values=[i.import_price_eur_per_kwh for i in payload.intervals], now=now,
+                    active=active),
             _signal(name=names.SIGNAL_EXPORT_PRICE, signal_type=names.SIGNAL_TYPE_PRICE,
                     signal_id=names.SIGNAL_ID_EXPORT_PRICE, item=names.ITEM_PRICE_EUR_PER_KWH, start=start,
-                    values=[i.export_price_eur_per_kwh for i in payload.intervals], now=now),
+                    values=[i.export_price_eur_per_kwh for i in payload.intervals], now=now,
+                    active=active),
         ]
     return {
         "event_descriptor": {
@@ -133,7 +137,7 @@ def encode_event(
             "priority": 0,
             "market_context": program,
             "created_date_time": created_at,
-            "event_status": event_status_at(start, end, now, cancelled=cancelled).value,
+            "event_status": status.value,
             "test_event": False,
         },
         "active_period": {"dtstart": start, "duration": end - start},
@@ -259,6 +263,20 @@ def _intervals(model: type[_IntervalModel], start: datetime, import_field: str, 
     return intervals
 
 
+_Series = TypeVar("_Series", CapacityBandwidth, TouTariff)
+
+
+def _series(model: type[_Series], **fields: Any) -> _Series:
+    """Build the whole series; a rule of the series (e.g. at most 672 intervals) becomes a ProfileError."""
+    try:
+        return model(**fields)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "intervals"
+        raise ProfileError(f"event.{field}", first["msg"].removeprefix("Value error, "),
+                           response_code=OADR_INVALID_DATA) from None
+
+
 def decode_event(event: Mapping[str, Any]) -> DecodedEvent:
     """Turn a parsed oadrEvent into a profile model, or raise ProfileError naming the field and the rule."""
     descriptor = _get(event, "event_descriptor", "event")
@@ -282,13 +300,13 @@ def decode_event(event: Mapping[str, Any]) -> DecodedEvent:
     if program in _FIRMNESS_OF_PROGRAM:
         imports, exports = _columns(event, _LIMIT_SIGNALS, start, duration)
         intervals = _intervals(BandwidthInterval, start, "import_limit_kw", imports, "export_limit_kw", exports)
-        payload: CapacityBandwidth | TouTariff = CapacityBandwidth(
-            firmness=_FIRMNESS_OF_PROGRAM[program], intervals=tuple(intervals))
+        payload: CapacityBandwidth | TouTariff = _series(
+            CapacityBandwidth, firmness=_FIRMNESS_OF_PROGRAM[program], intervals=tuple(intervals))
     elif program == names.PROGRAM_TOU_TARIFF:
         imports, exports = _columns(event, _PRICE_SIGNALS, start, duration)
         intervals = _intervals(TariffInterval, start, "import_price_eur_per_kwh", imports,
                                "export_price_eur_per_kwh", exports)
-        payload = TouTariff(intervals=tuple(intervals))
+        payload = _series(TouTariff, intervals=tuple(intervals))
     else:
         raise ProfileError(
             "event.eventDescriptor.marketContext",
