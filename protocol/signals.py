@@ -51,26 +51,6 @@ class BandwidthInterval(_Frozen):
         return self.start + INTERVAL
 
 
-class CapacityBandwidth(_Frozen):
-    """Import and export limits at one connection point, one value pair per 15 minutes."""
-
-    firmness: Firmness
-    intervals: tuple[BandwidthInterval, ...] = Field(min_length=1, max_length=MAX_SIGNAL_INTERVALS)
-
-    @model_validator(mode="after")
-    def _contiguous(self) -> CapacityBandwidth:
-        check_contiguous(self.intervals)
-        return self
-
-    @property
-    def start(self) -> datetime:
-        return self.intervals[0].start
-
-    @property
-    def end(self) -> datetime:
-        return self.intervals[-1].end
-
-
 class TariffInterval(_Frozen):
     start: IntervalStart
     import_price_eur_per_kwh: float
@@ -86,13 +66,13 @@ class TariffInterval(_Frozen):
         return self.start + INTERVAL
 
 
-class TouTariff(_Frozen):
-    """Time-of-use prices in EUR/kWh per 15 minutes: what import costs and what export earns."""
+class _ContiguousSeries(_Frozen):
+    """A series of 15-minute intervals without gaps; subclasses declare ``intervals``."""
 
-    intervals: tuple[TariffInterval, ...] = Field(min_length=1, max_length=MAX_SIGNAL_INTERVALS)
+    intervals: tuple[BandwidthInterval, ...] | tuple[TariffInterval, ...]
 
     @model_validator(mode="after")
-    def _contiguous(self) -> TouTariff:
+    def _contiguous(self) -> _ContiguousSeries:
         check_contiguous(self.intervals)
         return self
 
@@ -103,3 +83,16 @@ class TouTariff(_Frozen):
     @property
     def end(self) -> datetime:
         return self.intervals[-1].end
+
+
+class CapacityBandwidth(_ContiguousSeries):
+    """Import and export limits at one connection point, one value pair per 15 minutes."""
+
+    firmness: Firmness
+    intervals: tuple[BandwidthInterval, ...] = Field(min_length=1, max_length=MAX_SIGNAL_INTERVALS)
+
+
+class TouTariff(_ContiguousSeries):
+    """Time-of-use prices in EUR/kWh per 15 minutes: what import costs and what export earns."""
+
+    intervals: tuple[TariffInterval, ...] = Field(min_length=1, max_length=MAX_SIGNAL_INTERVALS)
