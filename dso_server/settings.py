@@ -22,8 +22,9 @@ class DsoSettings(BaseModel):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8081, ge=0, le=65535)
     vtn_id: str = Field(default="DSO-VTN", min_length=1, max_length=128)
-    poll_interval_s: float = Field(default=DEFAULT_POLL_INTERVAL_S, ge=1, le=86400)
-    """The oadrRequestedOadrPollFreq the VTN gives every VEN at registration, in whole seconds."""
+    poll_interval_s: float = Field(default=DEFAULT_POLL_INTERVAL_S, ge=1, le=60)
+    """The oadrRequestedOadrPollFreq the VTN gives every VEN at registration, in whole seconds; at most 60 so
+    that a lost link is noticed well inside the 120 s failsafe window (PROFILE §2.7)."""
     http_path_prefix: str = DEFAULT_PATH_PREFIX
     contracts_file: Path | None = None
     """TOML with the households (see ``dso_server.contracts``); loaded into the store at every start."""

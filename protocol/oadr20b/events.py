@@ -282,7 +282,7 @@ def decode_event(event: Mapping[str, Any]) -> DecodedEvent:
     descriptor = _get(event, "event_descriptor", "event")
     event_id = _get(descriptor, "event_id", "event.eventDescriptor")
     modification_number = _get(descriptor, "modification_number", "event.eventDescriptor")
-    if not isinstance(modification_number, int) or modification_number < 0:
+    if isinstance(modification_number, bool) or not isinstance(modification_number, int) or modification_number < 0:
         raise ProfileError("event.eventDescriptor.modificationNumber",
                            f"is {modification_number!r}; it must be an integer >= 0")
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -152,6 +153,8 @@ def _columns(report: Mapping[str, Any]) -> dict[datetime, dict[str, float]]:
             raise ProfileError(f"report.intervals[{index}]", "needs dtstart, rID and a value")
         if rid in rows[interval["dtstart"]]:
             raise ProfileError(f"report.intervals[{index}]", f"repeats rID {rid!r} at {interval['dtstart']}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ProfileError(f"report.intervals[{index}].value", f"is {value!r}; a finite number is required")
         rows[interval["dtstart"]][rid] = float(value)
     if not rows:
         raise ProfileError("report.intervals", "must hold at least one interval")
