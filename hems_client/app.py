@@ -87,7 +87,7 @@ class HemsApp:
         vtn_url: str,
         planner: Planner | None = None,
         *,
-        substep_s: float = 60.0,
+        substep_s: float = 10.0,
         poll_interval_s: float | None = None,
         horizon_intervals: int = INTERVALS_PER_DAY,
         default_prices: DefaultPrices = DEFAULT_PRICES,

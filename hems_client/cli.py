@@ -93,8 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-heat-pump", action="store_true", help="leave the heat pump out")
     run.add_argument("--no-ev", action="store_true", help="leave the EV out")
     run.add_argument("--no-battery", action="store_true", help="leave the home battery out")
-    run.add_argument("--substep-s", type=_positive, default=60.0,
-                     help="simulated seconds per physics and guard step (default 60)")
+    run.add_argument("--substep-s", type=_positive, default=10.0,
+                     help="simulated seconds per physics and guard step: the local guard checks measured power "
+                          "this often (default 10)")
     run.add_argument("--poll-interval-s", type=_positive, default=None,
                      help="wall seconds between polls of the VTN (default: the VTN's requested poll frequency, at "
                           "most a third of --failsafe-after-s in simulated time)")

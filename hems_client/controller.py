@@ -122,7 +122,7 @@ class Controller:
         store: HemsStore | None = None,
         failsafe_after_s: float | None = DEFAULT_FAILSAFE_AFTER_S,
         kpi: KpiTracker | None = None,
-        substep_s: float = 60.0,
+        substep_s: float = 10.0,
         horizon_intervals: int = INTERVALS_PER_DAY,
         default_prices: DefaultPrices = DEFAULT_PRICES,
         guard_margin_kw: float = 0.05,
