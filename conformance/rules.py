@@ -1,0 +1,120 @@
+"""The rule catalogue: every rule the suite knows, as data, with the profile section it comes from.
+
+A rule with ``automated=False`` is part of the catalogue but no scenario checks it yet; its verdict is "not run".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Severity(StrEnum):
+    MUST = "must"
+    SHOULD = "should"
+
+
+class Side(StrEnum):
+    VEN = "ven"
+    VTN = "vtn"
+
+
+@dataclass(frozen=True)
+class Rule:
+    rule_id: str
+    requirement: str
+    source: str
+    severity: Severity
+    automated: bool
+
+    @property
+    def side(self) -> Side:
+        return Side.VEN if self.rule_id.startswith("VEN-") else Side.VTN
+
+
+M, S = Severity.MUST, Severity.SHOULD
+
+RULES: tuple[Rule, ...] = (
+    # ---------------------------------------------------------------- VTN (a DSO server under test)
+    Rule("VTN-REG-01", "The VTN answers oadrCreatePartyRegistration of a known EAN with responseCode 200, a venID, "
+         "a registrationID and a poll frequency of at most 60 s.", "PROFILE.md §2.4, §2.7", M, True),
+    Rule("VTN-REG-02", "The VTN refuses a registration whose venName is not a served EAN18 with responseCode 463 "
+         "and no venID.", "PROFILE.md §2.3", M, True),
+    Rule("VTN-REG-03", "A VEN that registers again under the same venName gets the same venID.",
+         "PROFILE.md §2.4", M, True),
+    Rule("VTN-POLL-01", "The VTN answers oadrRequestEvent with an oadrDistributeEvent.", "PROFILE.md §2.5", M, True),
+    Rule("VTN-POLL-02", "The VTN answers an oadrPoll from an unknown venID with oadrRequestReregistration or an "
+         "error.", "PROFILE.md §2.6; openleadr ven_lookup", M, True),
+    Rule("VTN-POLL-03", "The VTN answers a malformed request with HTTP 4xx or an eiResponse error code.",
+         "PROFILE.md §12; OpenADR 2.0b schema validation", M, True),
+    Rule("VTN-SHP-01", "Every timestamp in a delivered event is UTC.",
+         "OpenADR 2.0b conformance rule 1; PROFILE.md §3.1", M, True),
+    Rule("VTN-SHP-02", "Interval uids of every signal are 0, 1, 2, … in order.",
+         "OpenADR 2.0b conformance rule 2; PROFILE.md §3.3", M, True),
+    Rule("VTN-SHP-03", "Every interval lasts PT15M, the active period starts on the quarter-hour grid, and the "
+         "interval durations add up to the active period's duration.",
+         "OpenADR 2.0b conformance rule 8; PROFILE.md §3.2, §3.3", M, True),
+    Rule("VTN-SHP-04", "A bandwidth event carries the capacity marketContext, the two signals x-IMPORT_CAPACITY_LIMIT "
+         "and x-EXPORT_CAPACITY_LIMIT (setpoint) with itemBase powerReal in kW, and the published values.",
+         "PROFILE.md §5.1, §5.2", M, True),
+    Rule("VTN-SHP-05", "Every delivered event has oadrResponseRequired 'always'.", "PROFILE.md §5.1", M, True),
+    Rule("VTN-SHP-06", "The event targets exactly the venID it is delivered to, has priority 0, testEvent false and "
+         "no randomisation.", "PROFILE.md §5.1", S, False),
+    Rule("VTN-EVT-01", "A new event has modificationNumber 0.", "OpenADR 2.0b conformance rule 4; PROFILE.md §7.1.1",
+         M, True),
+    Rule("VTN-EVT-02", "A modification keeps the eventID and increases modificationNumber by exactly 1.",
+         "OpenADR 2.0b conformance rule 5; PROFILE.md §7.1.2, §7.3.1", M, True),
+    Rule("VTN-EVT-03", "A cancellation keeps the eventID, increases modificationNumber by 1 and sets eventStatus "
+         "cancelled.", "OpenADR 2.0b conformance rule 5; PROFILE.md §7.3.2", M, True),
+    Rule("VTN-EVT-04", "currentValue is 0 unless the event is active.",
+         "OpenADR 2.0b conformance rule 14; PROFILE.md §7.2.2", M, True),
+    Rule("VTN-EVT-05", "eventStatus follows the VTN's clock: far before, active during, completed after the active "
+         "period.", "PROFILE.md §7.2.1", M, False),
+    Rule("VTN-EVT-06", "Every oadrDistributeEvent carries all of the VEN's relevant events.", "PROFILE.md §7.4", M,
+         False),
+    Rule("VTN-ANS-01", "The VTN accepts both optIn and optOut in oadrCreatedEvent, and a later optOut.",
+         "OpenADR 2.0b conformance rules 16, 17; PROFILE.md §8", M, True),
+    Rule("VTN-RPT-01", "The VTN answers oadrRegisterReport with oadrRegisteredReport requesting the offered reports.",
+         "PROFILE.md §9.2", M, True),
+    Rule("VTN-SEC-01", "The VTN serves TLS with client certificates and the 2.0b cipher suites in production.",
+         "PROFILE.md §12", S, False),
+    # ---------------------------------------------------------------- VEN (a HEMS under test)
+    Rule("VEN-REG-01", "The VEN registers with oadrCreatePartyRegistration whose venName is an EAN18 with a valid "
+         "check digit.", "PROFILE.md §2.1, §2.2", M, True),
+    Rule("VEN-REG-02", "After registration the VEN sends oadrRequestEvent.",
+         "PROFILE.md §2.5; OpenADR 2.0b conformance rules", M, True),
+    Rule("VEN-REG-03", "The VEN polls at least as often as the requested poll frequency.", "PROFILE.md §2.6", M, True),
+    Rule("VEN-REG-04", "On oadrRequestReregistration the VEN registers again.", "PROFILE.md §2.6", M, False),
+    Rule("VEN-ANS-01", "The VEN answers a valid bandwidth event with oadrCreatedEvent optIn for that eventID and "
+         "modificationNumber.", "PROFILE.md §8; OpenADR 2.0b (oadrCreatedEvent when responseRequired always)", M, True),
+    Rule("VEN-EVT-01", "The VEN answers an out-of-profile event (e.g. a negative limit) with optOut and an error code.",
+         "PROFILE.md §5.5, §8", M, True),
+    Rule("VEN-EVT-02", "The VEN applies a modification (higher modificationNumber) and ignores a stale copy.",
+         "PROFILE.md §7.3.4", M, False),
+    Rule("VEN-EVT-03", "The VEN stops applying a cancelled event at once.", "PROFILE.md §7.3.2", M, False),
+    Rule("VEN-EVT-04", "An event missing from a later oadrDistributeEvent is treated as cancelled.",
+         "PROFILE.md §7.4; OpenADR 2.0b implied cancel", M, False),
+    Rule("VEN-EVT-05", "The VEN judges start and end by its own clock against the active period, not eventStatus.",
+         "PROFILE.md §7.2.3", M, False),
+    Rule("VEN-LIM-01", "The VEN's telemetry stays at or below the effective import limit (tolerance 0.1 kW or 2 %, "
+         "whichever is larger).", "PROFILE.md §5.2.1, §6", M, True),
+    Rule("VEN-LIM-02", "After an out-of-profile event the VEN keeps respecting the last valid limit.",
+         "PROFILE.md §5.5", M, True),
+    Rule("VEN-TOU-01", "The VEN shifts flexible load towards cheaper ToU intervals.", "PROFILE.md §5.3.1", S, False),
+    Rule("VEN-RPT-01", "The VEN offers its reports with oadrRegisterReport including TELEMETRY_USAGE.",
+         "PROFILE.md §9.1", M, True),
+    Rule("VEN-RPT-02", "The VEN sends TELEMETRY_USAGE oadrUpdateReport at the requested cadence.", "PROFILE.md §9.3",
+         M, True),
+    Rule("VEN-FS-01", "Without a successful exchange for 120 s the VEN falls back to failsafe limits.",
+         "PROFILE.md §10", M, False),
+    Rule("VEN-FS-02", "When the VTN returns the VEN re-registers and resumes the delivered limits.", "PROFILE.md §10",
+         M, False),
+    Rule("VEN-SEC-01", "The VEN verifies the VTN's TLS certificate and fingerprint in production.", "PROFILE.md §12", S,
+         False),
+)
+
+BY_ID: dict[str, Rule] = {rule.rule_id: rule for rule in RULES}
+
+
+def rules_for(side: Side) -> tuple[Rule, ...]:
+    return tuple(rule for rule in RULES if rule.side is side)

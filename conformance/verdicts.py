@@ -1,0 +1,86 @@
+"""Verdicts: one per rule, with the evidence (messages, timestamps, measured values) that led to it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from conformance.rules import BY_ID, Rule, Severity, Side, rules_for
+
+
+class Outcome(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    NOT_RUN = "not run"
+
+
+@dataclass
+class Verdict:
+    rule: Rule
+    outcome: Outcome
+    summary: str
+    evidence: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"rule_id": self.rule.rule_id, "requirement": self.rule.requirement, "source": self.rule.source,
+                "severity": self.rule.severity.value, "outcome": self.outcome.value, "summary": self.summary,
+                "evidence": self.evidence}
+
+
+class Recorder:
+    """Collects checks; a rule fails when any of its checks fails, passes when at least one passed."""
+
+    def __init__(self, side: Side) -> None:
+        self.side = side
+        self.started = datetime.now(UTC)
+        self._fails: dict[str, list[str]] = {}
+        self._passes: dict[str, list[str]] = {}
+        self._skips: dict[str, str] = {}
+        self._evidence: dict[str, list[dict[str, Any]]] = {}
+
+    def evidence(self, rule_id: str, what: str, **data: Any) -> None:
+        self._evidence.setdefault(rule_id, []).append(
+            {"at": datetime.now(UTC).isoformat(), "what": what, **{k: _jsonable(v) for k, v in data.items()}})
+
+    def check(self, rule_id: str, ok: bool, message: str, **data: Any) -> bool:
+        assert rule_id in BY_ID, rule_id
+        (self._passes if ok else self._fails).setdefault(rule_id, []).append(message)
+        self.evidence(rule_id, ("ok: " if ok else "FAILED: ") + message, **data)
+        return ok
+
+    def skip(self, rule_id: str, reason: str) -> None:
+        self._skips.setdefault(rule_id, reason)
+
+    def verdicts(self) -> list[Verdict]:
+        result = []
+        for rule in rules_for(self.side):
+            rid = rule.rule_id
+            evidence = self._evidence.get(rid, [])
+            if rid in self._fails:
+                result.append(Verdict(rule, Outcome.FAIL, "; ".join(self._fails[rid]), evidence))
+            elif rid in self._passes:
+                result.append(Verdict(rule, Outcome.PASS, "; ".join(self._passes[rid]), evidence))
+            else:
+                default = "not automated yet" if not rule.automated else "scenario did not reach it"
+                reason = self._skips.get(rid, default)
+                result.append(Verdict(rule, Outcome.NOT_RUN, reason, evidence))
+        return result
+
+
+def failed_ids(verdicts: list[Verdict], severity: Severity | None = None) -> set[str]:
+    return {v.rule.rule_id for v in verdicts
+            if v.outcome is Outcome.FAIL and (severity is None or v.rule.severity is severity)}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)

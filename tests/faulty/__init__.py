@@ -1,0 +1,1 @@
+"""Deliberately faulty implementations that the conformance suite must catch."""

@@ -1,0 +1,80 @@
+"""The VTN suite passes our DSO server and fails faulty VTNs on exactly the rules they break."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from xml.etree import ElementTree
+
+import aiohttp
+import pytest
+from faulty.vtn_proxy import FaultyVtnProxy, interval_gap, reuse_modification_numbers
+
+from conformance.cli import main
+from conformance.report import write_reports
+from conformance.rules import RULES, Severity, Side
+from conformance.verdicts import Outcome, failed_ids
+from conformance.vtn_suite import run_vtn_suite
+from dso_server.service import DsoServer
+from dso_server.settings import DsoSettings
+from protocol import ComfortTerms, HouseholdContract, make_ean18
+
+
+@pytest.fixture
+async def dso(tmp_path: Path) -> AsyncIterator[DsoServer]:
+    settings = DsoSettings(db_path=str(tmp_path / "dso.sqlite"), vtn_port=0, api_port=0, poll_interval_s=1)
+    async with DsoServer(settings) as server:
+        yield server
+
+
+def test_catalogue_ids_are_unique_and_well_formed() -> None:
+    ids = [rule.rule_id for rule in RULES]
+    assert len(ids) == len(set(ids))
+    assert all(rule.requirement.endswith(".") and rule.source for rule in RULES)
+    assert {rule.side for rule in RULES} == {Side.VEN, Side.VTN}
+
+
+async def test_our_dso_passes_every_automated_vtn_must_rule(dso: DsoServer) -> None:
+    verdicts = await run_vtn_suite(dso.vtn_url, dso.api_url, seed=1)
+    assert failed_ids(verdicts) == set()
+    automated_musts = {v.rule.rule_id for v in verdicts if v.rule.automated and v.rule.severity is Severity.MUST}
+    assert {v.rule.rule_id for v in verdicts if v.outcome is Outcome.PASS} >= automated_musts
+
+
+async def test_without_an_operator_api_the_publish_rules_are_not_run(dso: DsoServer) -> None:
+    ean = make_ean18("87168712999990042")
+    async with aiohttp.ClientSession() as http, http.post(f"{dso.api_url}/api/households", json=HouseholdContract(
+            connection_point_id=ean, contracted_max_import_kw=17.0, contracted_max_export_kw=10.0,
+            failsafe_import_kw=4.2, failsafe_export_kw=4.2, failsafe_duration_s=7200,
+            comfort=ComfortTerms()).model_dump(mode="json")) as reply:
+        assert reply.status == 201
+    verdicts = {v.rule.rule_id: v for v in await run_vtn_suite(dso.vtn_url, None, ean=ean)}
+    assert verdicts["VTN-EVT-02"].outcome is Outcome.NOT_RUN
+    assert verdicts["VTN-REG-01"].outcome is Outcome.PASS
+
+
+@pytest.mark.parametrize(("fault", "broken"), [
+    (reuse_modification_numbers, {"VTN-EVT-02", "VTN-EVT-03"}),
+    (interval_gap, {"VTN-SHP-03"}),
+])
+async def test_a_faulty_vtn_fails_exactly_the_rules_it_breaks(
+        dso: DsoServer, fault: Callable[[str], str], broken: set[str], tmp_path: Path) -> None:
+    async with FaultyVtnProxy(dso.vtn_url, fault) as proxy:
+        verdicts = await run_vtn_suite(proxy.url, dso.api_url, seed=3)
+    assert failed_ids(verdicts) == broken
+    evidence = [v.evidence for v in verdicts if v.rule.rule_id in broken]
+    assert all(any("FAILED" in e["what"] for e in each) for each in evidence)
+
+    write_reports(tmp_path, "vtn", proxy.url, verdicts)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert set(report["must_failed"]) == broken and report["conforms"] is False
+    junit = ElementTree.parse(tmp_path / "junit.xml").getroot()
+    assert {case.get("name") for case in junit if case.find("failure") is not None} == broken
+    assert "DOES NOT CONFORM" in (tmp_path / "report.html").read_text()
+
+
+def test_bad_arguments_exit_with_2() -> None:
+    assert main(["ven"]) == 2
+    assert main(["ven", "--ven-cmd", "no-placeholder"]) == 2
+    assert main(["bogus"]) == 2
