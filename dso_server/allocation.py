@@ -1,0 +1,199 @@
+"""Capacity allocation: firm (day-ahead) and non-firm (near real time), vectorised over households x intervals.
+
+Fair rule (documented, used for both firm and non-firm):
+1. every household first gets its guaranteed minimum (e.g. section 14a EnWG: 4.2 kW per controllable device);
+   if the minimums alone exceed what is available they are scaled down proportionally and the interval is flagged;
+2. the remainder is shared in proportion to (contracted max - guaranteed minimum), so nobody exceeds its contract max.
+Because step 2 is proportional to the headroom each household can still take, one pass suffices: no water-filling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+from numpy.typing import NDArray
+
+from dso_server.grid import Grid
+from protocol.signals import BandwidthInterval, CapacityBandwidth, Firmness
+from protocol.timebase import INTERVAL
+
+FloatArray = NDArray[np.float64]
+_TOL_KW = 1e-6
+
+
+class AllocationInvariantError(AssertionError):
+    """An allocation broke one of its invariants; the message names the invariant and where."""
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """Import allocation for the households of one or more transformers, shape (households, intervals)."""
+
+    import_kw: FloatArray
+    minimums_forced: NDArray[np.bool_]
+    """Per transformer and interval (transformers, intervals): guaranteed minimums exceeded what was available."""
+
+
+def share_fairly(
+    *,
+    available_kw: FloatArray,
+    group: NDArray[np.intp],
+    min_kw: FloatArray,
+    max_kw: FloatArray,
+) -> Allocation:
+    """Share ``available_kw`` (groups x intervals) among households (``group[h]`` = row of its transformer).
+
+    ``min_kw`` and ``max_kw`` are per household, shape (households,) or (households, intervals).
+    """
+    available = np.maximum(np.asarray(available_kw, dtype=np.float64), 0.0)
+    n_groups, n_int = available.shape
+    n_h = group.shape[0]
+    lo = np.broadcast_to(np.asarray(min_kw, dtype=np.float64).reshape(n_h, -1), (n_h, n_int))
+    hi = np.broadcast_to(np.asarray(max_kw, dtype=np.float64).reshape(n_h, -1), (n_h, n_int))
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.all(lo >= 0) and np.all(hi >= lo)):
+        raise ValueError("need finite 0 <= guaranteed minimum <= contracted max for every household")
+    sum_min = np.zeros((n_groups, n_int))
+    np.add.at(sum_min, group, lo)
+    room = hi - lo
+    sum_room = np.zeros((n_groups, n_int))
+    np.add.at(sum_room, group, room)
+
+    forced = sum_min > available + _TOL_KW
+    # Step 1: minimums, scaled down where they cannot all be met.
+    min_scale = np.where(forced, available / np.where(sum_min > 0, sum_min, 1.0), 1.0)
+    alloc = lo * min_scale[group]
+    # Step 2: remainder proportional to room, capped at 1 so nobody exceeds contract max.
+    remainder = np.maximum(available - sum_min, 0.0)
+    frac = np.minimum(np.divide(remainder, sum_room, out=np.zeros_like(remainder), where=sum_room > 0), 1.0)
+    alloc = alloc + room * frac[group]
+    result = Allocation(import_kw=alloc, minimums_forced=forced)
+    check_invariants(result, available_kw=available, group=group, min_kw=lo, max_kw=hi)
+    return result
+
+
+def check_invariants(
+    allocation: Allocation, *, available_kw: FloatArray, group: NDArray[np.intp], min_kw: FloatArray, max_kw: FloatArray
+) -> None:
+    """Raise AllocationInvariantError naming the first broken invariant."""
+    alloc = allocation.import_kw
+    if not np.all(np.isfinite(alloc)) or np.any(alloc < -_TOL_KW):
+        raise AllocationInvariantError("allocation must be finite and >= 0")
+    total = np.zeros_like(available_kw)
+    np.add.at(total, group, alloc)
+    over = total > available_kw + _TOL_KW * max(1, alloc.shape[0])
+    if np.any(over):
+        g, t = np.argwhere(over)[0]
+        raise AllocationInvariantError(
+            f"transformer row {g} interval {t}: allocated {total[g, t]:.3f} kW > available {available_kw[g, t]:.3f} kW"
+        )
+    if np.any(alloc > max_kw + _TOL_KW):
+        h, t = np.argwhere(alloc > max_kw + _TOL_KW)[0]
+        raise AllocationInvariantError(f"household {h} interval {t}: {alloc[h, t]:.3f} kW above contract max")
+    share_of_min = np.minimum(min_kw, available_kw[group])
+    # A household gets its minimum unless the group's minimums were forced down (then proportionally less).
+    short = (alloc < share_of_min - _TOL_KW) & ~allocation.minimums_forced[group]
+    if np.any(short):
+        h, t = np.argwhere(short)[0]
+        raise AllocationInvariantError(f"household {h} interval {t}: below its guaranteed minimum")
+
+
+def firm_available_kw(
+    *, capacity_kw: FloatArray, safety_margin: FloatArray, p90_inflexible_kw: FloatArray
+) -> FloatArray:
+    """Transformer capacity with margin minus the p90 forecast of inflexible load, (transformers, intervals), >= 0."""
+    cap = np.asarray(capacity_kw, dtype=np.float64) * (1.0 - np.asarray(safety_margin, dtype=np.float64))
+    return np.maximum(cap[:, None] - np.asarray(p90_inflexible_kw, dtype=np.float64), 0.0)
+
+
+def allocate_firm(
+    *,
+    capacity_kw: FloatArray,
+    safety_margin: FloatArray,
+    p90_inflexible_kw: FloatArray,
+    group: NDArray[np.intp],
+    min_kw: FloatArray,
+    max_kw: FloatArray,
+) -> Allocation:
+    """Day-ahead firm allocation: (capacity x (1 - margin) - p90 inflexible load) shared by the fair rule."""
+    available = firm_available_kw(
+        capacity_kw=capacity_kw, safety_margin=safety_margin, p90_inflexible_kw=p90_inflexible_kw
+    )
+    return share_fairly(available_kw=available, group=group, min_kw=min_kw, max_kw=max_kw)
+
+
+def allocate_non_firm(
+    *,
+    capacity_kw: FloatArray,
+    safety_margin: FloatArray,
+    measured_load_kw: FloatArray,
+    firm_kw: FloatArray,
+    group: NDArray[np.intp],
+    max_kw: FloatArray,
+) -> Allocation:
+    """Near-real-time non-firm allocation from measured headroom.
+
+    Headroom = capacity x (1 - margin) - measured transformer load - firm already allocated; shared by the fair rule
+    with no minimum, each household capped at contract max minus its firm share so firm + non-firm <= contract max.
+    ``measured_load_kw`` is (transformers, intervals) for the intervals released; ``firm_kw`` (households, intervals).
+    """
+    firm = np.asarray(firm_kw, dtype=np.float64)
+    n_groups = np.asarray(capacity_kw).shape[0]
+    firm_sum = np.zeros((n_groups, firm.shape[1]))
+    np.add.at(firm_sum, group, firm)
+    cap = np.asarray(capacity_kw, dtype=np.float64) * (1.0 - np.asarray(safety_margin, dtype=np.float64))
+    headroom = np.maximum(cap[:, None] - np.asarray(measured_load_kw, dtype=np.float64) - firm_sum, 0.0)
+    n_h = group.shape[0]
+    room = np.maximum(np.broadcast_to(np.asarray(max_kw, dtype=np.float64).reshape(n_h, -1), firm.shape) - firm, 0.0)
+    return share_fairly(available_kw=headroom, group=group, min_kw=np.zeros_like(room), max_kw=room)
+
+
+def to_bandwidths(
+    *, import_kw: FloatArray, export_kw: FloatArray, start: datetime, firmness: Firmness
+) -> list[CapacityBandwidth]:
+    """One CapacityBandwidth per household row; ``export_kw`` per household (households,)."""
+    starts = [start + i * INTERVAL for i in range(import_kw.shape[1])]
+    return [
+        CapacityBandwidth(
+            firmness=firmness,
+            intervals=tuple(
+                BandwidthInterval(start=s, import_limit_kw=float(v), export_limit_kw=float(export_kw[h]))
+                for s, v in zip(starts, row, strict=True)
+            ),
+        )
+        for h, row in enumerate(import_kw)
+    ]
+
+
+def allocate_firm_for_grid(
+    grid: Grid, *, p90_inflexible_kw: dict[str, FloatArray], start: datetime
+) -> tuple[dict[str, CapacityBandwidth], dict[str, NDArray[np.bool_]]]:
+    """Firm bandwidth per connection point (EAN) and, per transformer id, the intervals where minimums were forced.
+
+    ``p90_inflexible_kw`` maps transformer id to its 96-value p90 forecast (a missing transformer is an error).
+    """
+    grid.assert_valid()
+    t_ids = [t.id for t in grid.transformers]
+    row = {tid: i for i, tid in enumerate(t_ids)}
+    missing = [tid for tid in t_ids if tid not in p90_inflexible_kw]
+    if missing:
+        raise ValueError(f"no p90 forecast for transformers {missing}")
+    cps = grid.connection_points
+    alloc = allocate_firm(
+        capacity_kw=np.array([t.capacity_kw for t in grid.transformers]),
+        safety_margin=np.array([t.safety_margin for t in grid.transformers]),
+        p90_inflexible_kw=np.vstack([np.asarray(p90_inflexible_kw[tid], dtype=np.float64) for tid in t_ids]),
+        group=np.array([row[grid.transformer_of(cp)] for cp in cps], dtype=np.intp),
+        min_kw=np.array([cp.guaranteed_min_import_kw for cp in cps]),
+        max_kw=np.array([cp.contracted_max_import_kw for cp in cps]),
+    )
+    bws = to_bandwidths(
+        import_kw=alloc.import_kw,
+        export_kw=np.array([cp.contracted_max_export_kw for cp in cps]),
+        start=start,
+        firmness=Firmness.FIRM,
+    )
+    return {cp.ean: bw for cp, bw in zip(cps, bws, strict=True)}, {
+        tid: alloc.minimums_forced[i] for i, tid in enumerate(t_ids)
+    }
