@@ -9,12 +9,18 @@ The HEMS sets the electric power (0..max, modulating); the heat pump has no ther
 from __future__ import annotations
 
 import math
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
 
 from hems_client.devices.base import Conditions, DeviceKind, clip
 
 
-def cop_air_source(supply_temp_c: float, outdoor_temp_c: float) -> float:
-    delta_k = max(supply_temp_c - outdoor_temp_c, 1.0)
+def cop_air_source(supply_temp_c: ArrayLike, outdoor_temp_c: ArrayLike) -> Any:
+    """Staffell et al. 2012 air-source fit, ΔT = supply − outdoor clipped to >= 1 K (the fit is meaningless for
+    ΔT <= 0). The plant and the optimiser's model share it; works on floats (a numpy float back) and arrays."""
+    delta_k = np.maximum(np.subtract(supply_temp_c, outdoor_temp_c, dtype=float), 1.0)
     return 6.81 - 0.121 * delta_k + 0.00063 * delta_k**2
 
 

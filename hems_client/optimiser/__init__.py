@@ -3,6 +3,9 @@
 Build a :class:`HouseholdOptimiser` once per household, then call ``solve(inputs)`` every interval.
 """
 
+# The COP formula the plant uses; the caller feeds the optimiser COP per step computed with it.
+from hems_client.devices.heat_pump import cop_air_source
+
 from ._data import (
     HouseholdParams,
     OptimiserError,
@@ -10,7 +13,6 @@ from ._data import (
     OptimiserResult,
     SlackKind,
     SlackUse,
-    cop_air_source,
 )
 from ._model import HouseholdOptimiser
 

@@ -24,18 +24,6 @@ class OptimiserError(RuntimeError):
     """The solver did not return an optimal plan (by design this should never happen)."""
 
 
-def cop_air_source(supply_temp_c: ArrayLike, outdoor_temp_c: ArrayLike) -> FloatArray:
-    """Coefficient of performance of an air-source heat pump (Staffell et al. 2012 fit).
-
-    COP = 6.81 − 0.121·ΔT + 0.00063·ΔT², with ΔT = supply − outdoor clipped to at least 1 K (the fit is
-    meaningless for ΔT ≤ 0). Broadcasts like numpy; returns a float64 array (0-d for scalar inputs).
-    """
-    delta_k = np.maximum(
-        np.asarray(supply_temp_c, dtype=float) - np.asarray(outdoor_temp_c, dtype=float), 1.0
-    )
-    return np.asarray(6.81 - 0.121 * delta_k + 0.00063 * delta_k**2, dtype=float)
-
-
 @dataclass(frozen=True)
 class HouseholdParams:
     """Static description of one household; the optimiser compiles its problem from it once.
