@@ -31,6 +31,7 @@ from dso_server import api_codec as codec
 from dso_server.errors import DsoError
 from dso_server.records import SignalKind
 from dso_server.store import DsoStore
+from dso_server.web import add_web_routes
 from protocol.clock import Clock
 
 logger = logging.getLogger(__name__)
@@ -232,4 +233,5 @@ def create_app(store: DsoStore, clock: Clock) -> web.Application:
         web.get("/api/plans", plans),
         web.get("/api/comfort", comfort),
     ])
+    add_web_routes(app)  # the operator's pages (dso_server/web.py) on the same app
     return app
