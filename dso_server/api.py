@@ -15,6 +15,12 @@ Endpoints::
     GET    /api/responses?event_id=&connection_point_id=
     GET    /api/telemetry?connection_point_id=&since=&until=
     GET    /api/plans?connection_point_id=      GET /api/comfort?connection_point_id=
+    GET    /api/transformers                    GET /api/transformers/{id}?day=YYYY-MM-DD
+    GET    /api/households/{ean}/violations?since=&until=
+
+The transformer endpoints read the grid from the store (``dso-server grid load`` or settings ``grid_path``);
+without a grid, ``/api/transformers`` lists none. ``day`` is a local day of the DSO's time zone (settings
+``timezone``, Europe/Amsterdam by default), today by the server clock when left out; see ``dso_server.views``.
 """
 
 from __future__ import annotations
@@ -22,13 +28,17 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from aiohttp import web
 
 from dso_server import api_codec as codec
-from dso_server.errors import DsoError
+from dso_server import views
+from dso_server.errors import DsoError, NotFound
+from dso_server.forecast import local_day
+from dso_server.grid_store import GridStore
+from dso_server.planner import PlannerConfig
 from dso_server.records import SignalKind
 from dso_server.store import DsoStore
 from dso_server.web import add_web_routes
@@ -38,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 STORE = web.AppKey("store", DsoStore)
 CLOCK = web.AppKey("clock", Clock)
+PLANNER = web.AppKey("planner", PlannerConfig)
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
@@ -212,11 +223,52 @@ async def comfort(request: web.Request) -> web.Response:
     return _json(codec.comfort_json(connection_point_id, _store(request).latest_comfort(connection_point_id)))
 
 
-def create_app(store: DsoStore, clock: Clock) -> web.Application:
-    """The operator API over ``store``; ``clock`` dates every change and decides what is past."""
+# ------------------------------------------------------------------------------------- capacity management
+
+
+async def list_transformers(request: web.Request) -> web.Response:
+    grid = GridStore(_store(request)).grid()
+    return _json(views.transformers_json(grid) if grid is not None else {"transformers": []})
+
+
+async def transformer_day(request: web.Request) -> web.Response:
+    store, now, config = _store(request), _now(request), request.app[PLANNER]
+    transformer_id = request.match_info["transformer_id"]
+    grid = GridStore(store).grid()
+    if grid is None or transformer_id not in {t.id for t in grid.transformers}:
+        raise NotFound(f"No transformer has id {transformer_id!r}" + (" (no grid is loaded)." if grid is None
+                                                                     else "."), field="transformer_id")
+    text = request.query.get("day") or None
+    if text is None:
+        day = local_day(now, config.timezone)
+    else:
+        try:
+            day = date.fromisoformat(text)
+        except ValueError:
+            raise codec.ApiError(400, f"day={text!r} is not a date such as 2030-01-31.", field="day") from None
+    return _json(views.transformer_day_json(store, grid, transformer_id, day=day, now=now, config=config))
+
+
+async def household_violations(request: web.Request) -> web.Response:
+    store, now = _store(request), _now(request)
+    ean = request.match_info["connection_point_id"]
+    since_default, until_default = views.default_window(now)
+    since = codec.parse_instant(request.query, "since") or since_default
+    until = codec.parse_instant(request.query, "until") or until_default
+    if until <= since:
+        raise codec.ApiError(400, "until must be later than since.", field="until")
+    found = views.household_violations(store, ean, since=since, until=until)
+    return _json({"connection_point_id": ean, "since": codec.instant(since), "until": codec.instant(until),
+                  "violations": [views.violation_json(v) for v in found]})
+
+
+def create_app(store: DsoStore, clock: Clock, config: PlannerConfig | None = None) -> web.Application:
+    """The operator API over ``store``; ``clock`` dates every change and decides what is past; ``config``
+    gives the time zone and thresholds of the capacity-management views (defaults when None)."""
     app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY_BYTES)
     app[STORE] = store
     app[CLOCK] = clock
+    app[PLANNER] = config if config is not None else PlannerConfig()
     app.add_routes([
         web.get("/api/health", health),
         web.get("/api/households", list_households),
@@ -232,6 +284,9 @@ def create_app(store: DsoStore, clock: Clock) -> web.Application:
         web.get("/api/telemetry", telemetry),
         web.get("/api/plans", plans),
         web.get("/api/comfort", comfort),
+        web.get("/api/transformers", list_transformers),
+        web.get("/api/transformers/{transformer_id}", transformer_day),
+        web.get("/api/households/{connection_point_id}/violations", household_violations),
     ])
     add_web_routes(app)  # the operator's pages (dso_server/web.py) on the same app
     return app

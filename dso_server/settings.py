@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import time
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from dso_server.planner import PlannerConfig
 
 DEFAULT_PATH_PREFIX = "/OpenADR2/Simple/2.0b"
 """Where openleadr serves the 2.0b endpoints (EiEvent, EiReport, EiRegisterParty, OadrPoll)."""
@@ -28,6 +32,27 @@ class DsoSettings(BaseModel):
     http_path_prefix: str = DEFAULT_PATH_PREFIX
     contracts_file: Path | None = None
     """TOML with the households (see ``dso_server.contracts``); loaded into the store at every start."""
+    grid_path: Path | None = None
+    """Grid file (.toml or .csv, see ``dso_server.grid``) loaded into the store at every start. With a grid (from
+    this file or stored by ``dso-server grid load``) the server runs the day-ahead and near-real-time allocation
+    jobs; without one it only relays what the operator publishes."""
+    timezone: str = "Europe/Amsterdam"
+    """The DSO's local time: days of the forecast, the allocation and the operator API, and day_ahead_time."""
+    day_ahead_time: time = time(14, 0)
+    """Local time at which the firm allocation of the next day is released."""
+    near_real_time_interval_s: float = Field(default=300.0, ge=1, le=3600)
+    """How often (server clock seconds) the non-firm allocation is recomputed from measured headroom."""
+    non_firm_horizon_intervals: int = Field(default=8, ge=1, le=96)
+    """How many quarter-hours ahead each near-real-time run releases non-firm capacity."""
+    forecast_window_days: int = Field(default=28, ge=1, le=365)
+    min_history_days: int = Field(default=7, ge=1, le=365)
+    """Days of telemetry a transformer needs before its learned forecast replaces the H25 cold start."""
+    silent_after_intervals: int = Field(default=4, ge=1, le=96)
+    """A household whose last telemetry is older than this many quarter-hours counts as silent (offline)."""
+    min_voltage_pu: float = Field(default=0.9, gt=0.5, lt=1.0)
+    """Lowest node voltage the allocation may cause where a grid model is loaded (EN 50160: -10 %)."""
+    max_voltage_pu: float = Field(default=1.1, gt=1.0, lt=1.5)
+    """Highest node voltage export may cause (EN 50160: +10 %)."""
     cert: Path | None = None
     """PEM certificate to sign outgoing OpenADR messages with (XML signatures); off when None."""
     key: Path | None = None
@@ -53,7 +78,16 @@ class DsoSettings(BaseModel):
                              "whole seconds)")
         return value
 
-    @field_validator("contracts_file", "cert", "key")
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {value!r}, e.g. Europe/Amsterdam") from None
+        return value
+
+    @field_validator("contracts_file", "grid_path", "cert", "key")
     @classmethod
     def _file_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
@@ -66,6 +100,16 @@ class DsoSettings(BaseModel):
         if not value.startswith("/"):
             raise ValueError(f"http_path_prefix {value!r} must start with '/'")
         return value.rstrip("/")
+
+    def planner_config(self) -> PlannerConfig:
+        return PlannerConfig(
+            timezone=self.timezone, day_ahead_time=self.day_ahead_time,
+            near_real_time_interval_s=self.near_real_time_interval_s,
+            non_firm_horizon_intervals=self.non_firm_horizon_intervals,
+            forecast_window_days=self.forecast_window_days, min_history_days=self.min_history_days,
+            silent_after_intervals=self.silent_after_intervals, min_voltage_pu=self.min_voltage_pu,
+            max_voltage_pu=self.max_voltage_pu,
+        )
 
     @model_validator(mode="after")
     def _signing_pair(self) -> DsoSettings:

@@ -49,7 +49,8 @@ from dso_server.records import (
 )
 from protocol import CapacityBandwidth, ComfortStatus, HouseholdContract, Plan, Telemetry, TouTariff
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: signals, registrations, reports. 2 (additive): the grid, forecasts and allocation runs (``grid_store``)."""
 MEMORY = ":memory:"
 
 
@@ -107,6 +108,36 @@ _TABLES: tuple[tuple[str, dict[str, type], str | tuple[str, ...], set[str], list
     ("comfort", {"connection_point_id": str, "measured_at": str, "status": str, "received_at": str},
      ("connection_point_id", "measured_at"), {"status", "received_at"},
      [("connection_point_id", "households", "connection_point_id")]),
+    # Schema 2: the grid (dso_server.grid), replaced as a whole by GridStore.save_grid.
+    ("grid_transformers", {"id": str, "position": int, "rating_kva": float, "power_factor": float,
+                           "safety_margin": float, "busbar_node": str, "u1_kv": float, "u2_kv": float,
+                           "uk_percent": float, "pk_kw": float},
+     "id", {"position", "rating_kva", "power_factor", "safety_margin", "u1_kv", "u2_kv", "uk_percent", "pk_kw"}, []),
+    ("grid_feeders", {"id": str, "position": int, "transformer_id": str},
+     "id", {"position", "transformer_id"}, [("transformer_id", "grid_transformers", "id")]),
+    ("grid_nodes", {"id": str, "position": int, "transformer_id": str, "u_rated_kv": float},
+     "id", {"position", "transformer_id", "u_rated_kv"}, [("transformer_id", "grid_transformers", "id")]),
+    ("grid_lines", {"id": str, "position": int, "from_node": str, "to_node": str, "r_ohm": float, "x_ohm": float,
+                    "c_nf": float, "i_max_a": float},
+     "id", {"position", "from_node", "to_node", "r_ohm", "x_ohm", "c_nf", "i_max_a"},
+     [("from_node", "grid_nodes", "id"), ("to_node", "grid_nodes", "id")]),
+    ("grid_connection_points", {"ean": str, "position": int, "feeder_id": str, "node_id": str,
+                                "contracted_max_import_kw": float, "contracted_max_export_kw": float,
+                                "controllable_devices": int, "guaranteed_kw_per_device": float, "annual_kwh": float},
+     "ean", {"position", "feeder_id", "contracted_max_import_kw", "contracted_max_export_kw", "controllable_devices",
+             "guaranteed_kw_per_device", "annual_kwh"},
+     [("ean", "households", "connection_point_id"), ("feeder_id", "grid_feeders", "id"),
+      ("node_id", "grid_nodes", "id")]),
+    ("grid_meta", {"key": str, "value": str}, "key", {"value"}, []),
+    ("forecasts", {"transformer_id": str, "interval_start": str, "kind": str, "p10_kw": float, "p50_kw": float,
+                   "p90_kw": float, "made_at": str},
+     ("transformer_id", "interval_start", "kind"), {"p10_kw", "p50_kw", "p90_kw", "made_at"}, []),
+    ("allocation_runs", {"run_id": str, "kind": str, "day": str, "window_start": str, "window_end": str,
+                         "publication_id": str, "run_at": str, "summary": str},
+     "run_id", {"kind", "window_start", "window_end", "run_at", "summary"}, []),
+    ("allocation_events", {"connection_point_id": str, "kind": str, "event_id": str, "updated_at": str},
+     ("connection_point_id", "kind"), {"event_id", "updated_at"},
+     [("connection_point_id", "households", "connection_point_id"), ("event_id", "signals", "event_id")]),
 )
 _INDEXES = (
     ("vens", ["ven_name"], True),
@@ -115,6 +146,9 @@ _INDEXES = (
     ("signals", ["publication_id"], False),
     ("responses", ["event_id"], False),
     ("responses", ["ven_id", "event_id", "modification_number"], False),
+    ("telemetry", ["interval_start"], False),
+    ("grid_connection_points", ["feeder_id"], False),
+    ("allocation_runs", ["kind", "day"], False),
 )
 
 
@@ -307,6 +341,21 @@ class DsoStore:
             params.append(to_text(ending_after))
         sql = "SELECT * FROM signals" + (f" WHERE {' AND '.join(where)}" if where else "")
         return [_signal(row) for row in self._rows(sql + " ORDER BY start_at, created_at, rowid", params)]
+
+    def bandwidths_overlapping(self, connection_point_ids: Sequence[str], *, since: datetime, until: datetime
+                               ) -> dict[str, list[Signal]]:
+        """Per connection point, its bandwidth signals (cancelled ones included) that overlap [since, until)."""
+        out: dict[str, list[Signal]] = {cp: [] for cp in connection_point_ids}
+        ids = list(connection_point_ids)
+        for chunk in range(0, len(ids), 500):
+            part = ids[chunk:chunk + 500]
+            marks = ",".join("?" * len(part))
+            rows = self._rows(f"SELECT * FROM signals WHERE kind = 'bandwidth' AND start_at < ? AND end_at > ? "
+                              f"AND connection_point_id IN ({marks}) ORDER BY start_at, created_at, rowid",
+                              [to_text(until), to_text(since), *part])
+            for row in rows:
+                out[row["connection_point_id"]].append(_signal(row))
+        return out
 
     def publication(self, publication_id: str) -> Publication:
         signals = self.signals(publication_id=publication_id)
