@@ -197,3 +197,83 @@ def allocate_firm_for_grid(
     return {cp.ean: bw for cp, bw in zip(cps, bws, strict=True)}, {
         tid: alloc.minimums_forced[i] for i, tid in enumerate(t_ids)
     }
+
+
+# ------------------------------------------------------------------------------ envelopes (what the jobs use)
+#
+# The published limit caps a connection point's whole net import (or export), its own inflexible load
+# included. So a household's firm limit is its *baseline* (its share of the transformer's forecast p90 load,
+# for export of the forecast p10 feed-in) plus a fair share of what the forecast leaves, as for dynamic
+# operating envelopes. Tiers, each the fair rule above:
+#   1. the guaranteed minimum (section 14a), then up to the baseline -- scaled down proportionally when the
+#      transformer cannot carry all baselines;
+#   2. what is left of the limit, shared in proportion to the room up to the contract max.
+# Hence the firm limits under a transformer sum to at most its limit (capacity x (1 - margin)) however the
+# households use them: the firm invariant does not rest on the forecast being right.
+
+
+def allocate_envelopes(
+    *,
+    limit_kw: FloatArray,
+    group: NDArray[np.intp],
+    baseline_kw: FloatArray,
+    min_kw: FloatArray,
+    max_kw: FloatArray,
+) -> Allocation:
+    """Firm envelopes (households x intervals): guaranteed minimum, then baseline, then the rest by room."""
+    n_h, n_i = np.asarray(baseline_kw).shape
+    limit = np.broadcast_to(np.asarray(limit_kw, dtype=np.float64)[:, None], (np.asarray(limit_kw).shape[0], n_i))
+    hi = np.broadcast_to(np.asarray(max_kw, dtype=np.float64).reshape(n_h, -1), (n_h, n_i))
+    lo = np.minimum(np.broadcast_to(np.asarray(min_kw, dtype=np.float64).reshape(n_h, -1), (n_h, n_i)), hi)
+    wish = np.clip(np.maximum(np.asarray(baseline_kw, dtype=np.float64), lo), lo, hi)
+    tier1 = share_fairly(available_kw=limit, group=group, min_kw=lo, max_kw=wish)
+    used = np.zeros_like(limit)
+    np.add.at(used, group, tier1.import_kw)
+    rest = np.maximum(limit - used, 0.0)
+    tier2 = share_fairly(available_kw=rest, group=group, min_kw=np.zeros_like(hi),
+                         max_kw=np.maximum(hi - tier1.import_kw, 0.0))
+    result = Allocation(import_kw=tier1.import_kw + tier2.import_kw, minimums_forced=tier1.minimums_forced)
+    check_invariants(result, available_kw=np.ascontiguousarray(limit), group=group, min_kw=lo, max_kw=hi)
+    return result
+
+
+def non_firm_headroom_kw(
+    *, limit_kw: FloatArray, expected_kw: FloatArray, firm_kw: FloatArray, baseline_kw: FloatArray,
+    group: NDArray[np.intp],
+) -> FloatArray:
+    """(transformers, intervals): limit - expected load - the flexible part of the firm limits, >= 0.
+
+    ``expected_kw`` is what measurement and the intra-day forecast say the transformer carries (the larger of the
+    last measured interval and the intra-day p90, for export their feed-in counterparts); the firm limits'
+    flexible part (firm - baseline) is capacity already promised on top of the baseline load."""
+    firm = np.asarray(firm_kw, dtype=np.float64)
+    flexible = np.maximum(firm - np.minimum(np.asarray(baseline_kw, dtype=np.float64), firm), 0.0)
+    promised = np.zeros((np.asarray(limit_kw).shape[0], firm.shape[1]))
+    np.add.at(promised, group, flexible)
+    limit = np.asarray(limit_kw, dtype=np.float64)[:, None]
+    return np.maximum(limit - np.maximum(np.asarray(expected_kw, dtype=np.float64), 0.0) - promised, 0.0)
+
+
+def allocate_non_firm_envelopes(
+    *, limit_kw: FloatArray, expected_kw: FloatArray, firm_kw: FloatArray, baseline_kw: FloatArray,
+    group: NDArray[np.intp], max_kw: FloatArray,
+) -> Allocation:
+    """Non-firm on top of firm: the headroom shared by the fair rule without minimum, each household capped at
+    contract max - firm. Invariant (checked): non-firm under a transformer <= its headroom, so
+    expected load + promised flexible firm + non-firm <= limit."""
+    headroom = non_firm_headroom_kw(limit_kw=limit_kw, expected_kw=expected_kw, firm_kw=firm_kw,
+                                    baseline_kw=baseline_kw, group=group)
+    firm = np.asarray(firm_kw, dtype=np.float64)
+    n_h = firm.shape[0]
+    room = np.maximum(np.broadcast_to(np.asarray(max_kw, dtype=np.float64).reshape(n_h, -1), firm.shape) - firm, 0.0)
+    return share_fairly(available_kw=headroom, group=group, min_kw=np.zeros_like(room), max_kw=room)
+
+
+def baselines_kw(*, transformer_kw: FloatArray, group: NDArray[np.intp], weight: FloatArray) -> FloatArray:
+    """Household baselines (households x intervals): each household's weight (normalised per transformer) times
+    its transformer's forecast (clipped at 0). ``transformer_kw`` is (transformers, intervals)."""
+    w = np.asarray(weight, dtype=np.float64)
+    total = np.zeros(np.asarray(transformer_kw).shape[0])
+    np.add.at(total, group, w)
+    share = np.divide(w, total[group], out=np.zeros_like(w), where=total[group] > 0)
+    return share[:, None] * np.maximum(np.asarray(transformer_kw, dtype=np.float64), 0.0)[group]

@@ -85,6 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--contracts", type=Path, metavar="TOML",
                        help="households file ([[household]] tables: connection_point_id, group, contract fields, "
                             "[household.comfort]); added to or updated in the store at start")
+    serve.add_argument("--grid", type=Path, metavar="FILE",
+                       help="grid file (.toml or .csv: transformers, feeders, connection points; see "
+                            "'dso-server grid --help') loaded into the store at start; with a grid in the store the "
+                            "server allocates firm capacity day-ahead and non-firm capacity every few minutes")
+    serve.add_argument("--timezone", default="Europe/Amsterdam",
+                       help="the DSO's local time zone: days of the allocation and the API (%(default)s)")
+    serve.add_argument("--day-ahead-time", default="14:00", metavar="HH:MM",
+                       help="local time the next day's firm allocation is released (%(default)s)")
+    serve.add_argument("--near-real-time-interval-s", type=float, default=300.0, metavar="SECONDS",
+                       help="how often the non-firm allocation is recomputed from measured headroom (%(default)s)")
     serve.add_argument("--cert", type=Path, metavar="PEM",
                        help="certificate for XML signatures on outgoing OpenADR messages (with --key; off by "
                             "default)")
@@ -156,6 +166,37 @@ def build_parser() -> argparse.ArgumentParser:
                         help="EVENT_ID is a publication id: cancel every open event it created")
     _api_url_option(cancel)
     _json_option(cancel)
+
+    grid = commands.add_parser(
+        "grid", help="check a grid file, or load one (or a lab benchmark grid) into the store",
+        description="The grid the DSO allocates on: transformers (rating kVA), feeders, connection points (18-digit "
+                    "EAN, contract size, section 14a devices) and optionally nodes and lines for a power flow. "
+                    "Formats: TOML or CSV, described in dso_server/grid.py (examples/grid.toml, examples/grid.csv). "
+                    "Every connection point is a household: one without a contract in the store gets one built from "
+                    "its row; one with a contract must agree with it on the contracted maxima.")
+    grid_commands = grid.add_subparsers(dest="grid_command", required=True, metavar="ACTION")
+    check = grid_commands.add_parser("check", help="validate a grid file and print what it holds; stores nothing",
+                                     description="Validate a grid file; every problem is listed with file, table "
+                                                 "or row, and field. Exit 0 when valid, 2 otherwise.")
+    check.add_argument("file", type=Path, metavar="FILE", help="grid file, .toml or .csv")
+    load = grid_commands.add_parser(
+        "load", help="replace the grid in the store by a file or a lab grid",
+        description="Validate the grid and replace the stored grid with it in one transaction; on any problem "
+                    "nothing is stored. Run it before 'serve' (a running server picks up a new grid at its next "
+                    "allocation run).")
+    source = load.add_mutually_exclusive_group(required=True)
+    source.add_argument("file", type=Path, nargs="?", metavar="FILE", help="grid file, .toml or .csv")
+    source.add_argument("--lab", metavar="NAME",
+                        help="a real LV benchmark grid shipped with pandapower (needs pip install -e '.[lab]'); "
+                             "'dso-server grid labs' lists the names")
+    load.add_argument("--db", default="dso.sqlite", metavar="PATH",
+                      help="SQLite file of the DSO (as for 'serve'; created when missing) ('%(default)s')")
+    grid_commands.add_parser("labs", help="list the lab grids --lab accepts",
+                             description="List the LV benchmark grids 'grid load --lab' converts from pandapower.")
+    show = grid_commands.add_parser("show", help="summarise the grid in the store",
+                                    description="Print the stored grid's transformers with rating, limit and "
+                                                "households, and where it was loaded from.")
+    show.add_argument("--db", default="dso.sqlite", metavar="PATH", help="SQLite file of the DSO ('%(default)s')")
 
     households = commands.add_parser("households", help="list households, their VEN and their last telemetry",
                                      description="List the households the DSO serves with their registration.")
@@ -361,6 +402,8 @@ def _serve(args: argparse.Namespace) -> int:
             db_path=args.db, vtn_host=args.host, vtn_port=args.vtn_port, api_host=args.api_host or args.host,
             api_port=args.api_port, vtn_id=args.vtn_id, poll_interval_s=args.poll_interval_s,
             contracts_file=args.contracts, cert=args.cert, key=args.key, passphrase=args.passphrase,
+            grid_path=args.grid, timezone=args.timezone, day_ahead_time=args.day_ahead_time,
+            near_real_time_interval_s=args.near_real_time_interval_s,
         )
     except ValidationError as error:
         item = error.errors()[0]
@@ -391,6 +434,69 @@ def _serve(args: argparse.Namespace) -> int:
         raise Refused(f"cannot use the database {args.db}: {error}") from None
     except OSError as error:
         raise Refused(f"cannot start: {error.strerror or error}") from None
+    return 0
+
+
+def _read_grid(args: argparse.Namespace) -> Any:
+    from dso_server.grid import GridFileError, load_grid
+
+    if getattr(args, "lab", None):
+        from dso_server.lab_grids import lab_grid
+
+        try:
+            return lab_grid(args.lab)
+        except ValueError as error:
+            raise UsageError(f"--lab: {error}") from None
+        except RuntimeError as error:
+            raise Refused(str(error)) from None
+    try:
+        return load_grid(args.file)
+    except GridFileError as error:
+        raise UsageError(str(error)) from None
+
+
+def _grid(args: argparse.Namespace) -> int:
+    if args.grid_command == "labs":
+        from dso_server.lab_grids import LAB_GRIDS
+
+        print(_table([(g.name, g.description) for g in LAB_GRIDS.values()], ("name", "grid")))
+        return 0
+    if args.grid_command == "check":
+        grid = _read_grid(args)
+        print(f"{args.file}: valid: {grid.summary()}")
+        return 0
+    from dso_server.errors import SchemaError
+    from dso_server.grid_store import GridConflict, GridStore
+    from dso_server.store import DsoStore
+
+    try:
+        with DsoStore(args.db) as store:
+            gstore = GridStore(store)
+            if args.grid_command == "show":
+                grid = gstore.grid()
+                if grid is None:
+                    print(f"{args.db}: no grid loaded")
+                    return 0
+                source, loaded_at = gstore.grid_source() or ("?", None)
+                print(f"{args.db}: {grid.summary()}; loaded from {source} at {loaded_at}")
+                counts = {t.id: len(grid.connection_points_of(t.id)) for t in grid.transformers}
+                print(_table([(t.id, f"{t.rating_kva:g}", f"{t.limit_kw:.1f}", counts[t.id],
+                               "yes" if t.busbar_node else "no") for t in grid.transformers],
+                             ("transformer", "rating_kva", "limit_kw", "households", "grid_model")))
+                return 0
+            grid = _read_grid(args)
+            from datetime import UTC
+
+            source = f"lab:{args.lab}" if args.lab else str(args.file)
+            try:
+                saved = gstore.save_grid(grid, now=datetime.now(UTC), source=source)
+            except GridConflict as error:
+                raise UsageError(f"{source}: {error.message}") from None
+    except SchemaError as error:
+        raise Refused(str(error)) from None
+    except sqlite3.Error as error:
+        raise Refused(f"cannot use the database {args.db}: {error}") from None
+    print(f"{args.db}: loaded {source}: {grid.summary()}; {len(saved.created_households)} new household(s)")
     return 0
 
 
@@ -455,7 +561,8 @@ def _telemetry(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"serve": _serve, "publish": _publish, "modify": _modify, "cancel": _cancel, "households": _households,
+_COMMANDS = {"serve": _serve, "grid": _grid, "publish": _publish, "modify": _modify, "cancel": _cancel,
+             "households": _households,
              "signals": _signals, "telemetry": _telemetry}
 
 

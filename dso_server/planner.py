@@ -23,6 +23,7 @@ Both runs only happen while a grid is loaded; without one the server behaves as 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -30,19 +31,32 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from dso_server.allocation import baselines_kw
+from dso_server.errors import IllegalSignalChange
 from dso_server.forecast import (
     QuantileForecast,
     cold_start,
     day_intervals,
     forecast_quantiles,
     history_matrix,
+    intraday,
+    local_day,
     local_slots,
     measured_days,
 )
 from dso_server.grid import Grid
-from dso_server.grid_store import GridStore
+from dso_server.grid_allocation import GridAllocation, firm_for_grid, non_firm_for_grid
+from dso_server.grid_store import AllocationRun, GridStore
+from dso_server.powerflow import FeederModel, Limits
+from dso_server.records import Signal
 from dso_server.store import DsoStore
-from protocol.timebase import INTERVAL
+from protocol.signals import BandwidthInterval, CapacityBandwidth, Firmness
+from protocol.timebase import INTERVAL, floor_to_interval
+
+logger = logging.getLogger(__name__)
+FIRM, NON_FIRM = "firm", "non_firm"
+RECENT_INTERVALS = 4
+"""Measured intervals the intra-day correction looks back on (one hour)."""
 
 
 @dataclass(frozen=True)
@@ -121,4 +135,215 @@ def days_due(now: datetime, config: PlannerConfig) -> Sequence[date]:
     return due
 
 
-__all__ = ["INTERVAL", "PlannerConfig", "days_due", "forecast_for_day", "forecast_slots", "next_day_ahead_run"]
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def _weights(store: DsoStore, grid: Grid, *, until: datetime, config: PlannerConfig) -> np.ndarray | None:
+    """Baseline weights per connection point: its share of net energy over the forecast window (equal when
+    nothing was measured; a household without telemetry gets the mean of the measured ones)."""
+    energy = GridStore(store).household_energy(since=until - timedelta(days=config.forecast_window_days),
+                                               until=until)
+    if not energy:
+        return None
+    values = np.array([max(energy.get(c.ean, np.nan), 0.0) if c.ean in energy else np.nan
+                       for c in grid.connection_points])
+    mean = float(np.nanmean(values)) if np.isfinite(values).any() else 1.0
+    values = np.where(np.isfinite(values), values, mean)
+    return values if values.sum() > 0 else None
+
+
+def _limits(config: PlannerConfig) -> Limits:
+    return Limits(min_voltage_pu=config.min_voltage_pu, max_voltage_pu=config.max_voltage_pu)
+
+
+def _bandwidth(starts: Sequence[datetime], import_kw: np.ndarray, export_kw: np.ndarray,
+               firmness: Firmness) -> CapacityBandwidth:
+    return CapacityBandwidth(firmness=firmness, intervals=tuple(
+        BandwidthInterval(start=s, import_limit_kw=float(i), export_limit_kw=float(e))
+        for s, i, e in zip(starts, import_kw, export_kw, strict=True)))
+
+
+def _lowest(signals: Sequence[Signal], firmness: Firmness) -> dict[datetime, tuple[float, float]]:
+    lowest: dict[datetime, tuple[float, float]] = {}
+    for signal in signals:
+        payload = signal.payload
+        if signal.cancelled or not isinstance(payload, CapacityBandwidth) or payload.firmness is not firmness:
+            continue
+        for it in payload.intervals:
+            known = lowest.get(it.start)
+            pair = (it.import_limit_kw, it.export_limit_kw)
+            lowest[it.start] = pair if known is None else (min(known[0], pair[0]), min(known[1], pair[1]))
+    return lowest
+
+
+# ---------------------------------------------------------------------------------------- day-ahead run
+
+
+def run_day_ahead(store: DsoStore, grid: Grid, *, day: date, now: datetime, config: PlannerConfig,
+                  models: dict[str, FeederModel] | None = None) -> AllocationRun | None:
+    """Forecast, allocate and publish the firm bandwidths of local ``day`` (the intervals still to come).
+    None when the day has its firm publication already or nothing of it is left."""
+    gstore = GridStore(store)
+    key = day.isoformat()
+    if gstore.runs(kind=FIRM, day=key, limit=1):
+        return None
+    starts = day_intervals(day, config.timezone)
+    first = floor_to_interval(now) + INTERVAL
+    keep = np.array([s >= first for s in starts])
+    if not keep.any():
+        return None
+    fc = forecast_for_day(store, grid, day=day, now=now, config=config)
+    t_ids = [t.id for t in grid.transformers]
+    p10 = np.stack([fc[t].p10_kw for t in t_ids])
+    p90 = np.stack([fc[t].p90_kw for t in t_ids])
+    alloc = firm_for_grid(grid, p90_kw=p90, p10_kw=p10, weights=_weights(store, grid, until=min(starts[0], now),
+                                                                           config=config),
+                          limits=_limits(config), models=models)
+    published = [s for s, k in zip(starts, keep, strict=True) if k]
+    payloads = {ean: _bandwidth(published, alloc.import_kw[h, keep], alloc.export_kw[h, keep], Firmness.FIRM)
+                for h, ean in enumerate(alloc.eans)}
+    with store.transaction():
+        for tid in t_ids:
+            gstore.put_forecast(tid, "day_ahead", starts, fc[tid].p10_kw, fc[tid].p50_kw, fc[tid].p90_kw, now=now)
+        publication = store.publish(payloads, now=now) if payloads else None
+        run = gstore.record_run(kind=FIRM, day=key, window_start=published[0], window_end=published[-1] + INTERVAL,
+                                publication_id=publication.publication_id if publication else None, now=now,
+                                summary=alloc.summary())
+    logger.info("Day-ahead firm allocation for %s: %d household(s), %s", key, len(payloads), alloc.summary())
+    return run
+
+
+# ------------------------------------------------------------------------------------ near-real-time run
+
+
+def _day_ahead_band(store: DsoStore, grid: Grid, *, starts: Sequence[datetime], now: datetime,
+                    config: PlannerConfig) -> dict[str, QuantileForecast]:
+    """The stored day-ahead forecast of each transformer for ``starts``; computed now where none was stored."""
+    gstore = GridStore(store)
+    out = {}
+    computed: dict[date, dict[str, QuantileForecast]] = {}
+    for t in grid.transformers:
+        rows = {r.interval_start: r for r in gstore.forecasts(t.id, since=starts[0], until=starts[-1] + INTERVAL)
+                if r.kind == "day_ahead"}
+        bands = []
+        for s in starts:
+            if s in rows:
+                bands.append((rows[s].p10_kw, rows[s].p50_kw, rows[s].p90_kw))
+                continue
+            d = local_day(s, config.timezone)
+            if d not in computed:
+                computed[d] = forecast_for_day(store, grid, day=d, now=now, config=config)
+            fc = computed[d][t.id]
+            i = day_intervals(d, config.timezone).index(s)
+            bands.append((fc.p10_kw[i], fc.p50_kw[i], fc.p90_kw[i]))
+        arr = np.array(bands, dtype=float).T
+        out[t.id] = QuantileForecast(arr[0], arr[1], arr[2])
+    return out
+
+
+def run_near_real_time(store: DsoStore, grid: Grid, *, now: datetime, config: PlannerConfig,
+                       models: dict[str, FeederModel] | None = None) -> AllocationRun | None:
+    """Release non-firm capacity for the next ``non_firm_horizon_intervals`` (within the local day of the next
+    interval) from the last measured interval and the intra-day forecast; modify each household's non-firm
+    event of the day, or publish one."""
+    gstore = GridStore(store)
+    first = floor_to_interval(now) + INTERVAL
+    day = local_day(first, config.timezone)
+    day_starts = day_intervals(day, config.timezone)
+    starts = [s for s in day_starts if s >= first][: config.non_firm_horizon_intervals]
+    t_ids = [t.id for t in grid.transformers]
+    cps = list(grid.connection_points)
+    eans = [c.ean for c in cps]
+    # What was measured: the last complete interval and the hour before it, per transformer.
+    recent = [floor_to_interval(now) - (RECENT_INTERVALS - i) * INTERVAL for i in range(RECENT_INTERVALS)]
+    measured = gstore.transformer_load(since=recent[0], until=recent[-1] + INTERVAL)
+    band = _day_ahead_band(store, grid, starts=[*recent, *starts], now=now, config=config)
+    k = len(recent)
+    expected_imp, expected_exp, intra = [], [], {}
+    for tid in t_ids:
+        m = np.array([measured.get(tid, {}).get(s, (np.nan, 0))[0] for s in recent])
+        ahead = band[tid].take(np.arange(k, k + len(starts)))
+        fc = intraday(QuantileForecast(ahead.p10_kw[None], ahead.p50_kw[None], ahead.p90_kw[None]),
+                      recent_measured_kw=m[None], recent_p50_kw=band[tid].p50_kw[None, :k],
+                      horizon_intervals=len(starts))
+        intra[tid] = fc
+        last = m[-1] if np.isfinite(m[-1]) else np.nan
+        expected_imp.append(np.fmax(fc.p90_kw[0], last if np.isfinite(last) else -np.inf))
+        expected_exp.append(np.fmax(-fc.p10_kw[0], -last if np.isfinite(last) else -np.inf))
+    # The firm limits in force (as published), contract max where none covers an interval.
+    signals = store.bandwidths_overlapping(eans, since=starts[0], until=starts[-1] + INTERVAL)
+    firm_imp = np.empty((len(cps), len(starts)))
+    firm_exp = np.empty_like(firm_imp)
+    for h, c in enumerate(cps):
+        lowest = _lowest(signals[c.ean], Firmness.FIRM)
+        for i, s in enumerate(starts):
+            firm_imp[h, i], firm_exp[h, i] = lowest.get(s, (c.contracted_max_import_kw, c.contracted_max_export_kw))
+    group = np.array([t_ids.index(grid.transformer_of(c)) for c in cps], dtype=np.intp)
+    weights = _weights(store, grid, until=now, config=config)
+    w = np.ones(len(cps)) if weights is None else weights
+    p90 = np.stack([band[t].p90_kw[k:] for t in t_ids])
+    p10 = np.stack([band[t].p10_kw[k:] for t in t_ids])
+    firm = GridAllocation(eans=tuple(eans), import_kw=firm_imp, export_kw=firm_exp,
+                          baseline_import_kw=baselines_kw(transformer_kw=p90, group=group, weight=w),
+                          baseline_export_kw=baselines_kw(transformer_kw=-p10, group=group,
+                                                          weight=np.array([c.contracted_max_export_kw for c in cps])))
+    nf = non_firm_for_grid(grid, firm=firm, expected_import_kw=np.stack(expected_imp),
+                           expected_export_kw=np.stack(expected_exp), limits=_limits(config), models=models)
+    new: dict[str, CapacityBandwidth] = {}
+    modified = 0
+    with store.transaction():
+        for tid in t_ids:
+            fc = intra[tid]
+            gstore.put_forecast(tid, "intra_day", starts, fc.p10_kw[0], fc.p50_kw[0], fc.p90_kw[0], now=now)
+        for h, ean in enumerate(eans):
+            changed = _update_non_firm(store, gstore, ean, starts, nf.import_kw[h], nf.export_kw[h], now=now,
+                                       day=day, config=config)
+            if changed is True:
+                modified += 1
+            elif isinstance(changed, CapacityBandwidth):
+                new[ean] = changed
+        publication = store.publish(new, now=now) if new else None
+        if publication is not None:
+            for signal in publication.signals:
+                gstore.set_allocation_event(signal.connection_point_id, NON_FIRM, signal.event_id, now=now)
+        summary = {**nf.summary(), "modified": modified, "published": len(new),
+                   "non_firm_import_kw": round(float(nf.import_kw.sum(axis=0).max(initial=0.0)), 3)}
+        run = gstore.record_run(kind=NON_FIRM, day=day.isoformat(), window_start=starts[0],
+                                window_end=starts[-1] + INTERVAL,
+                                publication_id=publication.publication_id if publication else None, now=now,
+                                summary=summary)
+    logger.info("Near-real-time non-firm allocation from %s: %s", starts[0].isoformat(), summary)
+    return run
+
+
+def _update_non_firm(store: DsoStore, gstore: GridStore, ean: str, starts: Sequence[datetime],
+                     import_kw: np.ndarray, export_kw: np.ndarray, *, now: datetime, day: date,
+                     config: PlannerConfig) -> bool | CapacityBandwidth | None:
+    """Modify the household's non-firm event of ``day`` (True), or return the bandwidth to publish anew;
+    None when nothing needs sending (no event yet and nothing to release, or no change)."""
+    event_id = gstore.allocation_event(ean, NON_FIRM)
+    fresh = _bandwidth(starts, import_kw, export_kw, Firmness.NON_FIRM)
+    signal = store.signal(event_id) if event_id is not None else None
+    usable = (signal is not None and not signal.cancelled and not signal.ended_at(now)
+              and isinstance(signal.payload, CapacityBandwidth)
+              and local_day(signal.start, config.timezone) == day and signal.start <= starts[0])
+    if not usable:
+        return fresh if (import_kw.any() or export_kw.any()) else None
+    assert signal is not None and isinstance(signal.payload, CapacityBandwidth)
+    kept = [it for it in signal.payload.intervals if it.start < starts[0]]
+    gap_start = kept[-1].end if kept else signal.start
+    gap = []
+    while gap_start < starts[0]:  # intervals the server did not release (it was down): nothing extra
+        gap.append(BandwidthInterval(start=gap_start, import_limit_kw=0.0, export_limit_kw=0.0))
+        gap_start += INTERVAL
+    payload = CapacityBandwidth(firmness=Firmness.NON_FIRM, intervals=(*kept, *gap, *fresh.intervals))
+    if payload == signal.payload:
+        return None
+    try:
+        store.modify_signal(signal.event_id, payload, now=now)
+    except IllegalSignalChange:
+        return fresh
+    return True
+

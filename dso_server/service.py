@@ -6,22 +6,36 @@ Usable from tests and from the demo in the caller's event loop::
         print(dso.vtn_url, dso.api_url)   # port 0 = a free port, read back from the bound socket
         ...
 
-Start-up: open the store, load the contracts file into it, serve the VTN, serve the API. Shut-down: the API,
-then the VTN (no new messages reach the store), then the store. When start-up fails half-way, what was
-already started is stopped again.
+Start-up: open the store, load the contracts file and the grid file into it, serve the VTN, serve the API,
+start the planning loop. Shut-down: the planning loop, the API, then the VTN (no new messages reach the store),
+then the store. When start-up fails half-way, what was already started is stopped again.
+
+The planning loop (``dso_server.planner``) runs on the server's clock: the day-ahead firm allocation at
+``day_ahead_time`` for the next local day (and at once for a day that has none), the non-firm allocation every
+``near_real_time_interval_s``. It starts only when the store holds a grid at start-up (settings ``grid_path``,
+or ``dso-server grid load`` before ``serve``); without one the server only relays what the operator publishes,
+as before. A grid loaded again while the server runs replaces the old one at the next run.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
+from datetime import datetime, timedelta
 from types import TracebackType
 
 from aiohttp import web
 
 from dso_server.api import create_app
 from dso_server.contracts import load_contracts
+from dso_server.errors import ConfigurationError
+from dso_server.grid import load_grid
+from dso_server.grid_store import GridConflict, GridStore
+from dso_server.planner import PlannerConfig, days_due, next_day_ahead_run, run_day_ahead, run_near_real_time
+from dso_server.powerflow import FeederModel
 from dso_server.records import Publication, Signal, SignalPayload
 from dso_server.settings import DsoSettings
 from dso_server.store import DsoStore
@@ -43,6 +57,12 @@ async def _serve(app: web.Application, host: str, port: int) -> tuple[web.AppRun
         raise
     address = runner.addresses[0]
     return runner, int(address[1])
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _url(host: str, port: int) -> str:
@@ -73,14 +93,25 @@ class DsoServer:
                 households = load_contracts(settings.contracts_file)
                 store.put_households(households, now=self.clock.now())
                 logger.info("Loaded %d household(s) from %s", len(households), settings.contracts_file)
+            if settings.grid_path is not None:
+                try:
+                    saved = GridStore(store).save_grid(load_grid(settings.grid_path), now=self.clock.now(),
+                                                       source=str(settings.grid_path))
+                except (ValueError, GridConflict) as error:
+                    raise ConfigurationError(f"grid {settings.grid_path}: {error}", field="grid_path") from None
+                logger.info("Loaded grid %s: %s; %d new household(s)", settings.grid_path, saved.grid.summary(),
+                            len(saved.created_households))
             vtn = DsoVtn(store=store, clock=self.clock, vtn_id=settings.vtn_id,
                          poll_interval_s=settings.poll_interval_s, http_path_prefix=settings.http_path_prefix,
                          cert=settings.cert, key=settings.key, passphrase=settings.passphrase)
             vtn_runner, self._vtn_port = await _serve(vtn.app, settings.vtn_host, settings.vtn_port)
             stack.push_async_callback(vtn_runner.cleanup)
-            api_runner, self._api_port = await _serve(create_app(store, self.clock), settings.api_host,
-                                                      settings.api_port)
+            api_runner, self._api_port = await _serve(create_app(store, self.clock, settings.planner_config()),
+                                                      settings.api_host, settings.api_port)
             stack.push_async_callback(api_runner.cleanup)
+            if GridStore(store).grid() is not None:
+                planning = asyncio.create_task(self._plan(store, settings.planner_config()), name="dso-planning")
+                stack.push_async_callback(_cancel, planning)
         except BaseException:
             await stack.aclose()
             self._vtn_port = self._api_port = None
@@ -106,6 +137,34 @@ class DsoServer:
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         traceback: TracebackType | None) -> None:
         await self.stop()
+
+    # ----------------------------------------------------------------------------------------- planning
+
+    async def _plan(self, store: DsoStore, config: PlannerConfig) -> None:
+        """Day-ahead and near-real-time allocation on the server's clock, while a grid is loaded."""
+        next_nrt: datetime | None = None
+        models: dict[str, FeederModel] = {}
+        grid_key: object = None
+        while True:
+            now = self.clock.now()
+            try:
+                gstore = GridStore(store)
+                grid = gstore.grid()
+                if grid is not None:
+                    if grid_key != gstore.grid_source() or grid_key is None:
+                        models, grid_key = {}, gstore.grid_source()  # a new grid: rebuild the power-flow models
+                    for day in days_due(now, config):
+                        run_day_ahead(store, grid, day=day, now=now, config=config, models=models)
+                    if next_nrt is None or now >= next_nrt:
+                        run_near_real_time(store, grid, now=now, config=config, models=models)
+                        next_nrt = now + timedelta(seconds=config.near_real_time_interval_s)
+            except Exception:
+                # A failed run must not stop the VTN serving; the next run starts from the store again.
+                logger.exception("Capacity allocation run at %s failed", now.isoformat())
+                next_nrt = now + timedelta(seconds=config.near_real_time_interval_s)
+            wake = min(next_nrt or now + timedelta(seconds=config.near_real_time_interval_s),
+                       next_day_ahead_run(now + timedelta(microseconds=1), config))
+            await self.clock.sleep(max((wake - self.clock.now()).total_seconds(), 0.001))
 
     # ------------------------------------------------------------------- publishing from Python (the demo)
 
