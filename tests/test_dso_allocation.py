@@ -123,3 +123,40 @@ def test_grid_example_end_to_end() -> None:
     assert sum(first) == pytest.approx(20.0)
     assert forced["T1"][0] and not forced["T1"][1:].any()
     assert [bw.intervals[1].import_limit_kw for bw in bws.values()] == [17.0, 17.0, 11.0, 17.0, 25.0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(_regions())
+def test_envelope_invariants_hold(region: tuple) -> None:
+    from dso_server.allocation import allocate_envelopes, allocate_non_firm_envelopes, baselines_kw
+
+    group, cap, margin, p90, lo, hi, measured = region
+    limit = cap * (1 - margin)
+    lo = np.minimum(lo, hi)
+    base = baselines_kw(transformer_kw=p90, group=group, weight=np.linspace(1, 2, len(group)))
+    firm = allocate_envelopes(limit_kw=limit, group=group, baseline_kw=base, min_kw=lo, max_kw=hi)
+    f = firm.import_kw
+    sums = np.zeros((len(cap), f.shape[1]))
+    np.add.at(sums, group, f)
+    assert np.all(sums <= limit[:, None] + 1e-6)  # however the forecast errs, firm never exceeds the limit
+    assert np.all(f <= hi[:, None] + 1e-6)
+    ok = ~firm.minimums_forced[group]
+    assert np.all((f >= lo[:, None] - 1e-6)[ok])
+    nf = allocate_non_firm_envelopes(limit_kw=limit, expected_kw=measured, firm_kw=f, baseline_kw=base, group=group,
+                                     max_kw=hi).import_kw
+    assert np.all(nf >= 0) and np.all(f + nf <= hi[:, None] + 1e-6)
+    promised = np.zeros_like(sums)
+    np.add.at(promised, group, f - np.minimum(base, f))
+    released = np.zeros_like(sums)
+    np.add.at(released, group, nf)
+    # What measurement says flows + flexible firm already promised + non-firm released never exceeds the limit.
+    assert np.all((released <= 1e-9) | (measured + promised + released <= limit[:, None] + 1e-6))
+
+
+def test_envelope_gives_baseline_before_sharing_the_rest() -> None:
+    from dso_server.allocation import allocate_envelopes
+
+    # 20 kW limit; A expects 8 kW, B 2 kW, neither has a guarantee: baselines first, the 10 kW left by room.
+    a = allocate_envelopes(limit_kw=np.array([20.0]), group=np.array([0, 0]), baseline_kw=np.array([[8.0], [2.0]]),
+                           min_kw=np.zeros(2), max_kw=np.array([17.0, 17.0]))
+    np.testing.assert_allclose(a.import_kw[:, 0], [8 + 10 * 9 / 24, 2 + 10 * 15 / 24])
