@@ -207,6 +207,8 @@ class LimitedAllocation:
     forced: NDArray[np.bool_]
     """(branches, intervals): even the base alone violates a limit there."""
     power_flows: int
+    flow: FlowResult | None = None
+    """The power flow of exactly ``kw`` (the last one run)."""
 
 
 _TOL = 1e-6
@@ -236,16 +238,26 @@ def limit_by_powerflow(model: FeederModel, *, base_kw: FloatArray, flex_kw: Floa
         factor = np.where(scalable[:, None], scale[branch], 1.0)
         return base + flex * factor
 
-    zero = _violation_room(model.run(sign * base), limits, export)
-    forced = ((zero[0] < -_TOL) | (zero[1] < -_TOL)).T  # (branches, intervals)
-    scale = np.where(forced, 0.0, 1.0)
+    def bad_of(flow: FlowResult, forced: NDArray[np.bool_]) -> tuple[tuple[FloatArray, FloatArray], NDArray[np.bool_]]:
+        room = _violation_room(flow, limits, export)
+        return room, ((room[0] < -_TOL) | (room[1] < -_TOL)).T & ~forced
+
+    n_b, n_i = model.n_branches, base.shape[1]
+    scale = np.ones((n_b, n_i))
+    forced = np.zeros((n_b, n_i), dtype=bool)
+    flow = model.run(sign * load(scale))
     runs = 1
+    room, bad = bad_of(flow, forced)
+    if not bad.any():  # the common case: one power flow says the allocation is fine as it is
+        return LimitedAllocation(load(scale), scale, forced, runs, flow)
+    zero = _violation_room(model.run(sign * base), limits, export)
+    runs += 1
+    forced = ((zero[0] < -_TOL) | (zero[1] < -_TOL)).T  # (branches, intervals)
+    scale = np.where(forced, 0.0, scale)
     for _ in range(max_iterations):
-        room = _violation_room(model.run(sign * load(scale)), limits, export)
-        runs += 1
-        bad = ((room[0] < -_TOL) | (room[1] < -_TOL)).T & ~forced
+        room, bad = bad_of(flow, forced)
         if not bad.any():
-            return LimitedAllocation(load(scale), scale, forced, runs)
+            return LimitedAllocation(load(scale), scale, forced, runs, flow)
         new = scale.copy()
         for k in range(2):  # voltage, loading: distance to the limit falls linearly from s = 0 to s = scale
             at_zero, at_s = zero[k].T, room[k].T
@@ -254,17 +266,22 @@ def limit_by_powerflow(model: FeederModel, *, base_kw: FloatArray, flex_kw: Floa
                 allowed = np.where((drop > 0) & (at_s < -_TOL), scale * at_zero / drop * 0.99, np.inf)
             new = np.minimum(new, np.clip(allowed, 0.0, 1.0))
         scale = np.where(bad, np.minimum(new, scale * 0.99), scale)
-    room = _violation_room(model.run(sign * load(scale)), limits, export)
-    runs += 1
-    bad = ((room[0] < -_TOL) | (room[1] < -_TOL)).T & ~forced
-    scale = np.where(bad, 0.0, scale)
-    return LimitedAllocation(load(scale), scale, forced, runs)
+        flow = model.run(sign * load(scale))
+        runs += 1
+    room, bad = bad_of(flow, forced)
+    if bad.any():
+        scale = np.where(bad, 0.0, scale)
+        flow = model.run(sign * load(scale))
+        runs += 1
+    return LimitedAllocation(load(scale), scale, forced, runs, flow)
 
 
 def check_powerflow(model: FeederModel, allocation: LimitedAllocation, *, export: bool = False,
                     limits: Limits = DEFAULT_LIMITS) -> None:
-    """The enforced invariant: every branch and interval not flagged ``forced`` is within the limits."""
-    room = _violation_room(model.run((-1.0 if export else 1.0) * allocation.kw), limits, export)
+    """The enforced invariant: every branch and interval not flagged ``forced`` is within the limits (judged by
+    the power flow of exactly the allocation, run here unless the allocation carries it)."""
+    flow = allocation.flow if allocation.flow is not None else model.run((-1.0 if export else 1.0) * allocation.kw)
+    room = _violation_room(flow, limits, export)
     bad = ((room[0] < -1e-4) | (room[1] < -1e-4)).T & ~allocation.forced
     if bad.any():
         b, t = np.argwhere(bad)[0]
