@@ -25,9 +25,11 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 from playwright.async_api import Browser, Page, async_playwright
 
+from dso_server.api import create_app
 from dso_server.grid import load_grid
 from dso_server.grid_store import GridStore
 from dso_server.service import DsoServer
@@ -37,9 +39,7 @@ from hems_client.app import HemsApp
 from hems_client.devices.household import make_household
 from hems_client.devices.weather import Weather
 from protocol import INTERVAL, Telemetry, TelemetryInterval, make_ean18
-from protocol.clock import AcceleratedClock
-
-pytestmark = pytest.mark.slow
+from protocol.clock import AcceleratedClock, ManualClock
 
 CHROMIUM = Path(os.environ.get("HEMS_CHROMIUM", "/usr/bin/chromium"))
 # Headless comes from Playwright, and so does a fresh --user-data-dir per launch. Without the background
@@ -263,7 +263,19 @@ def assert_close(drawn: float, expected: float, what: str) -> None:
 # -------------------------------------------------------------------------------------------------- test
 
 
-async def test_transformer_page_in_a_real_browser(site: Site, browser: Browser, tmp_path: Path) -> None:
+async def test_pages_are_served_by_the_operator_api() -> None:
+    """Without a browser: the pages come from the API's own app, as HTML, whatever transformer id is asked for."""
+    async with TestClient(TestServer(create_app(DsoStore(), ManualClock(START)))) as client:
+        for path, marker in (("/", 'id="transformers"'), ("/transformers/T9", 'id="plot"')):
+            response = await client.get(path)
+            assert response.status == 200 and response.content_type == "text/html"
+            assert marker in await response.text()
+        assert (await client.get("/api/transformers/T9")).status == 404
+
+
+# The browser fixture comes first: without Chromium the test skips before the server starts.
+@pytest.mark.slow
+async def test_transformer_page_in_a_real_browser(browser: Browser, site: Site, tmp_path: Path) -> None:
     page = await browser.new_page(viewport={"width": 1200, "height": 900}, locale="en-GB")
     page.set_default_timeout(20_000)
     script_errors: list[str] = []
