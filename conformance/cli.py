@@ -12,7 +12,18 @@ from pathlib import Path
 
 from conformance.report import write_reports
 from conformance.rules import Severity
+from conformance.ven_suite import DEFAULT_SPEED, PLACEHOLDERS, check_ven_cmd, wall_seconds
 from conformance.verdicts import Verdict, failed_ids
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,10 +34,14 @@ def _parser() -> argparse.ArgumentParser:
     vtn.add_argument("--admin-url", default=None, help="operator API base URL (publish steps are not run without)")
     vtn.add_argument("--ean", default=None, help="an EAN18 the VTN already serves (else one is added)")
     ven = sub.add_parser("ven", help="play a VTN against a VEN (HEMS) under test")
-    ven.add_argument("--ven-cmd", required=True, help="command starting the VEN; {vtn_url} and {ean} are filled in")
-    ven.add_argument("--speed", type=float, default=600.0, help="clock acceleration for the VEN (default 600)")
-    ven.add_argument("--timeout", type=float, default=60.0,
-                     help="wall seconds the whole scenario may take (default 60)")
+    ven.add_argument("--ven-cmd", required=True,
+                     help="command starting the VEN under test; it must contain {vtn_url}; "
+                          + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS) + " are filled in (conformance/README.md)")
+    ven.add_argument("--speed", type=_positive, default=DEFAULT_SPEED,
+                     help=f"simulated seconds per wall second the VEN must run its clock at (default "
+                          f"{DEFAULT_SPEED:g}: the scenario takes {wall_seconds(DEFAULT_SPEED):.0f} s)")
+    ven.add_argument("--timeout", type=_positive, default=None,
+                     help="wall seconds the whole run may take (default: the scenario's length plus a minute)")
     for each in (vtn, ven):
         each.add_argument("--out", type=Path, default=Path("conformance-report"), help="report directory")
     return parser
@@ -47,8 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         target = args.url
         verdicts = asyncio.run(run_vtn_suite(args.url, args.admin_url, ean=args.ean))
     else:
-        if "{vtn_url}" not in args.ven_cmd:
-            print("--ven-cmd must contain {vtn_url}", file=sys.stderr)
+        problem = check_ven_cmd(args.ven_cmd)
+        if problem:
+            print(f"hems-conformance: error: --ven-cmd {problem}", file=sys.stderr)
             return 2
         from conformance.ven_suite import run_ven_suite
         target = args.ven_cmd

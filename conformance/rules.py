@@ -84,31 +84,40 @@ RULES: tuple[Rule, ...] = (
     Rule("VEN-REG-02", "After registration the VEN sends oadrRequestEvent.",
          "PROFILE.md §2.5; OpenADR 2.0b conformance rules", M, True),
     Rule("VEN-REG-03", "The VEN polls at least as often as the requested poll frequency.", "PROFILE.md §2.6", M, True),
-    Rule("VEN-REG-04", "On oadrRequestReregistration the VEN registers again.", "PROFILE.md §2.6", M, False),
-    Rule("VEN-ANS-01", "The VEN answers a valid bandwidth event with oadrCreatedEvent optIn for that eventID and "
-         "modificationNumber.", "PROFILE.md §8; OpenADR 2.0b (oadrCreatedEvent when responseRequired always)", M, True),
+    Rule("VEN-REG-04", "On oadrRequestReregistration the VEN registers again and then sends oadrRequestEvent.",
+         "PROFILE.md §2.6, §2.8", M, True),
+    Rule("VEN-ANS-01", "The VEN answers every oadrDistributeEvent with oadrCreatedEvent: optIn and responseCode 200 "
+         "for each valid event, qualified by its eventID and the modificationNumber it received.",
+         "PROFILE.md §8.1, §8.2; OpenADR 2.0b (oadrCreatedEvent when responseRequired always)", M, True),
     Rule("VEN-EVT-01", "The VEN answers an out-of-profile event (e.g. a negative limit) with optOut and an error code.",
          "PROFILE.md §5.5, §8", M, True),
-    Rule("VEN-EVT-02", "The VEN applies a modification (higher modificationNumber) and ignores a stale copy.",
-         "PROFILE.md §7.3.4", M, False),
-    Rule("VEN-EVT-03", "The VEN stops applying a cancelled event at once.", "PROFILE.md §7.3.2", M, False),
+    Rule("VEN-EVT-02", "The VEN applies a modification (higher modificationNumber), answers it, and ignores a stale "
+         "copy with a lower modificationNumber.", "PROFILE.md §7.3.1, §7.3.4; OpenADR 2.0b conformance rule 5", M,
+         True),
+    Rule("VEN-EVT-03", "The VEN answers a cancellation optIn with its modificationNumber and stops applying the "
+         "cancelled event at once.", "PROFILE.md §7.3.2, §8.2", M, True),
     Rule("VEN-EVT-04", "An event missing from a later oadrDistributeEvent is treated as cancelled.",
-         "PROFILE.md §7.4; OpenADR 2.0b implied cancel", M, False),
+         "PROFILE.md §7.4.2; OpenADR 2.0b implied cancel", M, True),
     Rule("VEN-EVT-05", "The VEN judges start and end by its own clock against the active period, not eventStatus.",
-         "PROFILE.md §7.2.3", M, False),
-    Rule("VEN-LIM-01", "The VEN's telemetry stays at or below the effective import limit (tolerance 0.1 kW or 2 %, "
-         "whichever is larger).", "PROFILE.md §5.2.1, §6", M, True),
+         "PROFILE.md §7.2.3", M, True),
+    Rule("VEN-LIM-01", "The VEN's telemetry stays at or below the effective import limit of the delivered "
+         "bandwidths, firm plus non-firm (tolerance 0.1 kW or 2 %, whichever is larger).",
+         "PROFILE.md §5.2.1, §6", M, True),
     Rule("VEN-LIM-02", "After an out-of-profile event the VEN keeps respecting the last valid limit.",
-         "PROFILE.md §5.5", M, True),
-    Rule("VEN-TOU-01", "The VEN shifts flexible load towards cheaper ToU intervals.", "PROFILE.md §5.3.1", S, False),
+         "PROFILE.md §5.5, §8.2", M, True),
+    Rule("VEN-TOU-01", "The VEN shifts flexible load towards cheaper ToU intervals.", "PROFILE.md §5.3.1", S, True),
     Rule("VEN-RPT-01", "The VEN offers its reports with oadrRegisterReport including TELEMETRY_USAGE.",
          "PROFILE.md §9.1", M, True),
-    Rule("VEN-RPT-02", "The VEN sends TELEMETRY_USAGE oadrUpdateReport at the requested cadence.", "PROFILE.md §9.3",
-         M, True),
-    Rule("VEN-FS-01", "Without a successful exchange for 120 s the VEN falls back to failsafe limits.",
-         "PROFILE.md §10", M, False),
-    Rule("VEN-FS-02", "When the VTN returns the VEN re-registers and resumes the delivered limits.", "PROFILE.md §10",
-         M, False),
+    Rule("VEN-RPT-02", "The VEN sends a TELEMETRY_USAGE oadrUpdateReport for every finished 15-minute interval.",
+         "PROFILE.md §9.3.1", M, True),
+    Rule("VEN-RPT-03", "When reports could not be delivered, the VEN sends the missed telemetry intervals once "
+         "contact returns.", "PROFILE.md §9.3.2", M, True),
+    Rule("VEN-RPT-04", "The VEN sends an x-HEMS_PLAN report of 96 contiguous intervals starting with the interval "
+         "of planning.", "PROFILE.md §9.4", M, True),
+    Rule("VEN-FS-01", "Without a successful exchange for 120 s the VEN applies the contract's failsafe limits, and "
+         "keeps them after contact returns until fresh limits arrive.", "PROFILE.md §10.2, §10.3", M, True),
+    Rule("VEN-FS-02", "When the VTN returns the VEN polls again and, once fresh limits arrive, returns to the "
+         "delivered limits.", "PROFILE.md §10.3", M, True),
     Rule("VEN-SEC-01", "The VEN verifies the VTN's TLS certificate and fingerprint in production.", "PROFILE.md §12", S,
          False),
 )

@@ -59,14 +59,21 @@ class Recorder:
             rid = rule.rule_id
             evidence = self._evidence.get(rid, [])
             if rid in self._fails:
-                result.append(Verdict(rule, Outcome.FAIL, "; ".join(self._fails[rid]), evidence))
+                result.append(Verdict(rule, Outcome.FAIL, _summary(self._fails[rid], "failed"), evidence))
             elif rid in self._passes:
-                result.append(Verdict(rule, Outcome.PASS, "; ".join(self._passes[rid]), evidence))
+                result.append(Verdict(rule, Outcome.PASS, _summary(self._passes[rid], "passed"), evidence))
             else:
                 default = "not automated yet" if not rule.automated else "scenario did not reach it"
                 reason = self._skips.get(rid, default)
                 result.append(Verdict(rule, Outcome.NOT_RUN, reason, evidence))
         return result
+
+
+def _summary(messages: list[str], verb: str, shown: int = 3) -> str:
+    """The first few messages; the evidence holds them all."""
+    text = "; ".join(messages[:shown])
+    rest = len(messages) - shown
+    return text if rest <= 0 else f"{text}; and {rest} more check(s) {verb} (see the evidence)"
 
 
 def failed_ids(verdicts: list[Verdict], severity: Severity | None = None) -> set[str]:
