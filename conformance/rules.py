@@ -47,6 +47,9 @@ RULES: tuple[Rule, ...] = (
          "error.", "PROFILE.md §2.6; openleadr ven_lookup", M, True),
     Rule("VTN-POLL-03", "The VTN answers a malformed request with HTTP 4xx or an eiResponse error code.",
          "PROFILE.md §12; OpenADR 2.0b schema validation", M, True),
+    Rule("VTN-POLL-04", "After an event is published, modified or cancelled the VEN's next oadrPoll is answered with "
+         "an oadrDistributeEvent; a poll with nothing new is answered oadrResponse.", "PROFILE.md §7.4.3, §2.6", M,
+         True),
     Rule("VTN-SHP-01", "Every timestamp in a delivered event is UTC.",
          "OpenADR 2.0b conformance rule 1; PROFILE.md §3.1", M, True),
     Rule("VTN-SHP-02", "Interval uids of every signal are 0, 1, 2, … in order.",
@@ -59,23 +62,26 @@ RULES: tuple[Rule, ...] = (
          "PROFILE.md §5.1, §5.2", M, True),
     Rule("VTN-SHP-05", "Every delivered event has oadrResponseRequired 'always'.", "PROFILE.md §5.1", M, True),
     Rule("VTN-SHP-06", "The event targets exactly the venID it is delivered to, has priority 0, testEvent false and "
-         "no randomisation.", "PROFILE.md §5.1", S, False),
+         "no randomisation.", "PROFILE.md §5.1", S, True),
     Rule("VTN-EVT-01", "A new event has modificationNumber 0.", "OpenADR 2.0b conformance rule 4; PROFILE.md §7.1.1",
          M, True),
     Rule("VTN-EVT-02", "A modification keeps the eventID and increases modificationNumber by exactly 1.",
          "OpenADR 2.0b conformance rule 5; PROFILE.md §7.1.2, §7.3.1", M, True),
     Rule("VTN-EVT-03", "A cancellation keeps the eventID, increases modificationNumber by 1 and sets eventStatus "
          "cancelled.", "OpenADR 2.0b conformance rule 5; PROFILE.md §7.3.2", M, True),
-    Rule("VTN-EVT-04", "currentValue is 0 unless the event is active.",
+    Rule("VTN-EVT-04", "currentValue is 0 unless the event is active, and while it is active the payload of the "
+         "interval in progress.",
          "OpenADR 2.0b conformance rule 14; PROFILE.md §7.2.2", M, True),
     Rule("VTN-EVT-05", "eventStatus follows the VTN's clock: far before, active during, completed after the active "
-         "period.", "PROFILE.md §7.2.1", M, False),
+         "period.", "PROFILE.md §7.2.1", M, True),
     Rule("VTN-EVT-06", "Every oadrDistributeEvent carries all of the VEN's relevant events.", "PROFILE.md §7.4", M,
-         False),
+         True),
     Rule("VTN-ANS-01", "The VTN accepts both optIn and optOut in oadrCreatedEvent, and a later optOut.",
          "OpenADR 2.0b conformance rules 16, 17; PROFILE.md §8", M, True),
     Rule("VTN-RPT-01", "The VTN answers oadrRegisterReport with oadrRegisteredReport requesting the offered reports.",
          "PROFILE.md §9.2", M, True),
+    Rule("VTN-RPT-02", "The VTN answers a TELEMETRY_USAGE oadrUpdateReport with oadrUpdatedReport and responseCode "
+         "200.", "PROFILE.md §9.2, §9.3", M, True),
     Rule("VTN-SEC-01", "The VTN serves TLS with client certificates and the 2.0b cipher suites in production.",
          "PROFILE.md §12", S, False),
     # ---------------------------------------------------------------- VEN (a HEMS under test)

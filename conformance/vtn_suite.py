@@ -27,16 +27,20 @@ from protocol import (
     floor_to_interval,
     make_ean18,
 )
-from protocol.oadr20b import hems_report_metadata
+from protocol.oadr20b import encode_telemetry_report, hems_report_metadata
 from protocol.oadr20b.names import (
     PROGRAM_CAPACITY_FIRM,
     SIGNAL_EXPORT_LIMIT,
     SIGNAL_IMPORT_LIMIT,
     SIGNAL_TYPE_LIMIT,
+    SPECIFIER_TELEMETRY,
 )
+from protocol.reports import Telemetry, TelemetryInterval
 
-PUBLISH_RULES = ("VTN-SHP-01", "VTN-SHP-02", "VTN-SHP-03", "VTN-SHP-04", "VTN-SHP-05", "VTN-EVT-01", "VTN-EVT-02",
-                 "VTN-EVT-03", "VTN-EVT-04", "VTN-ANS-01")
+PUBLISH_RULES = ("VTN-SHP-01", "VTN-SHP-02", "VTN-SHP-03", "VTN-SHP-04", "VTN-SHP-05", "VTN-SHP-06", "VTN-EVT-01",
+                 "VTN-EVT-02", "VTN-EVT-03", "VTN-EVT-04", "VTN-EVT-05", "VTN-EVT-06", "VTN-ANS-01", "VTN-POLL-04")
+POLLS_PER_CHANGE = 5
+BOUNDARY_MARGIN_S = 30.0
 _TIMESTAMP = re.compile(r"(?:date-time|DateTime)>([^<]+)<")
 HEADERS = {"Content-Type": "application/xml"}
 
@@ -165,22 +169,28 @@ async def _reports(vtn: VtnSession, ven_id: str, ean: str, rec: Recorder) -> Non
     requests = payload.get("report_requests") or []
     rec.check("VTN-RPT-01", kind == "oadrRegisteredReport" and len(requests) > 0,
               f"oadrRegisterReport answered {kind} with {len(requests)} report request(s)", raw=vtn.last_raw)
+    request_id = next((str(r.get("report_request_id")) for r in requests
+                       if (r.get("report_specifier") or {}).get("report_specifier_id") == SPECIFIER_TELEMETRY), None)
+    if request_id is None:
+        rec.skip("VTN-RPT-02", f"the VTN requested no {SPECIFIER_TELEMETRY} report")
+        return
+    await vtn.send("EiReport", "oadrCreatedReport", ven_id=ven_id, pending_reports=[{"report_request_id": request_id}],
+                   response={"response_code": 200, "response_description": "OK", "request_id": "req-reports"})
+    last = floor_to_interval(datetime.now(UTC)) - INTERVAL
+    telemetry = Telemetry(intervals=(TelemetryInterval(start=last, import_kw=1.25, export_kw=0.0),))
+    kind, payload = await vtn.send("EiReport", "oadrUpdateReport", request_id="req-update", ven_id=ven_id, reports=[
+        encode_telemetry_report(telemetry, report_request_id=request_id, created_at=datetime.now(UTC))])
+    rec.check("VTN-RPT-02", kind == "oadrUpdatedReport" and _code(payload) == 200,
+              f"oadrUpdateReport with one {SPECIFIER_TELEMETRY} interval answered {kind} code {_code(payload)}",
+              raw=vtn.last_raw)
 
 
-def _bandwidth(import_kw: list[float]) -> CapacityBandwidth:
-    start = floor_to_interval(datetime.now(UTC)) + 8 * INTERVAL
+def _bandwidth(import_kw: list[float], *, first: int = 8) -> CapacityBandwidth:
+    """A firm bandwidth from ``first`` intervals after the current one (0: active now)."""
+    start = floor_to_interval(datetime.now(UTC)) + first * INTERVAL
     return CapacityBandwidth(firmness=Firmness.FIRM, intervals=tuple(
         BandwidthInterval(start=start + i * INTERVAL, import_limit_kw=v, export_limit_kw=5.0)
         for i, v in enumerate(import_kw)))
-
-
-async def _fetch(vtn: VtnSession, ven_id: str, event_id: str | None, known: set[str]) -> dict[str, Any] | None:
-    _, payload = await vtn.send("EiEvent", "oadrRequestEvent", request_id="req-events", ven_id=ven_id)
-    for event in payload.get("events") or []:
-        found = event["event_descriptor"]["event_id"]
-        if found == event_id or (event_id is None and found not in known):
-            return event
-    return None
 
 
 async def _admin(http: aiohttp.ClientSession, method: str, url: str, body: Any = None) -> tuple[int, Any]:
@@ -191,52 +201,133 @@ async def _admin(http: aiohttp.ClientSession, method: str, url: str, body: Any =
             return reply.status, None
 
 
+async def _publish(http: aiohttp.ClientSession, admin: str, ean: str, bandwidth: CapacityBandwidth) -> str | None:
+    """Publish through the operator API; the new event's id, or None."""
+    status, answer = await _admin(http, "POST", f"{admin}/api/bandwidths",
+                                  {"connection_point_ids": [ean], **bandwidth.model_dump(mode="json")})
+    if status >= 300 or not isinstance(answer, dict):
+        return None
+    return next((str(e.get("event_id")) for e in answer.get("events", []) if e.get("event_id")), None)
+
+
+async def _poll_for_distribution(vtn: VtnSession, ven_id: str) -> tuple[list[str], dict[str, Any] | None, str]:
+    """Poll until an oadrDistributeEvent or oadrResponse comes (at most a few polls): the kinds seen, the
+    distribution and its raw XML."""
+    kinds: list[str] = []
+    for _ in range(POLLS_PER_CHANGE):
+        kind, payload = await vtn.send("OadrPoll", "oadrPoll", ven_id=ven_id)
+        kinds.append(kind)
+        if kind == "oadrDistributeEvent":
+            return kinds, payload, vtn.last_raw
+        if kind == "oadrResponse" or kind.startswith("HTTP"):
+            break
+    return kinds, None, vtn.last_raw
+
+
+def _events(distribution: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    return {str(e["event_descriptor"]["event_id"]): e for e in (distribution or {}).get("events") or []}
+
+
+async def _after_change(vtn: VtnSession, ven_id: str, rec: Recorder, change: str,
+                        expected: dict[str, int]) -> tuple[dict[str, dict[str, Any]], str]:
+    """After ``change``, the next poll must bring an oadrDistributeEvent carrying every event of ``expected``
+    (event id -> the modificationNumber it must have by now); a second poll must bring nothing new."""
+    kinds, distribution, raw = await _poll_for_distribution(vtn, ven_id)
+    rec.check("VTN-POLL-04", distribution is not None, f"after {change} oadrPoll was answered {kinds}", raw=raw)
+    events = _events(distribution)
+    if distribution is not None:
+        carried = {e: int(events[e]["event_descriptor"]["modification_number"]) for e in expected if e in events}
+        rec.check("VTN-EVT-06", carried.keys() == expected.keys(),
+                  f"after {change} the oadrDistributeEvent carried {sorted(events)}; the VEN holds "
+                  f"{sorted(expected)}", raw=raw)
+        again, _, raw_again = await _poll_for_distribution(vtn, ven_id)
+        rec.check("VTN-POLL-04", again[-1] == "oadrResponse", f"the poll after that was answered {again} (nothing "
+                  "new: oadrResponse expected)", raw=raw_again)
+    return events, raw
+
+
+def _answer_created(ven_id: str, event_id: str, modification: int, opt: str) -> dict[str, Any]:
+    return {"ven_id": ven_id, "response": {"response_code": 200, "response_description": "OK",
+                                           "request_id": "req-events"},
+            "event_responses": [{"response_code": 200, "response_description": "OK", "request_id": "req-events",
+                                 "event_id": event_id, "modification_number": modification, "opt_type": opt}]}
+
+
 async def _lifecycle(vtn: VtnSession, http: aiohttp.ClientSession, admin: str, ven_id: str, ean: str,
                      rec: Recorder) -> None:
-    _, before = await vtn.send("EiEvent", "oadrRequestEvent", request_id="req-events", ven_id=ven_id)
-    known = {e["event_descriptor"]["event_id"] for e in before.get("events") or []}
+    """Publish a future event A and an active event B; modify A; cancel A. After each change poll, check the
+    distribution, and check shape, modification numbers, status and currentValue."""
+    await _poll_for_distribution(vtn, ven_id)  # take whatever is pending before the test's own events
     published = _bandwidth([5.0, 4.0, 3.0, 6.0])
-    status, answer = await _admin(http, "POST", f"{admin}/api/bandwidths",
-                                  {"connection_point_ids": [ean], **published.model_dump(mode="json")})
-    event_id = None
-    if isinstance(answer, dict):
-        event_id = next((e.get("event_id") for e in answer.get("events", [])), None)
-    event = await _fetch(vtn, ven_id, event_id, known)
-    if status >= 300 or event is None:
+    now_active = _bandwidth([7.0, 7.5, 8.0, 8.5], first=0)
+    event_a = await _publish(http, admin, ean, published)
+    event_b = await _publish(http, admin, ean, now_active)
+    if event_a is None or event_b is None:
         for rule_id in PUBLISH_RULES:
-            rec.skip(rule_id, f"publishing via the operator API failed (HTTP {status}) or the event never arrived")
+            rec.skip(rule_id, "publishing via the operator API failed")
         return
-    event_id = event["event_descriptor"]["event_id"]
-    _check_shape(event, vtn.last_raw, published, rec)
+    events, raw = await _after_change(vtn, ven_id, rec, "publishing events A and B", {event_a: 0, event_b: 0})
+    if event_a not in events:  # a VTN that does not distribute by poll may still answer oadrRequestEvent
+        _, requested = await vtn.send("EiEvent", "oadrRequestEvent", request_id="req-events", ven_id=ven_id)
+        events, raw = {**_events(requested), **events}, vtn.last_raw
+    if event_a not in events:
+        for rule_id in PUBLISH_RULES:
+            rec.skip(rule_id, f"the published event {event_a} never arrived")
+        return
+    event = events[event_a]
+    _check_shape(event, raw, published, rec, ven_id)
     mod0 = event["event_descriptor"]["modification_number"]
-    rec.check("VTN-EVT-01", mod0 == 0, f"new event {event_id} has modificationNumber {mod0}")
+    rec.check("VTN-EVT-01", mod0 == 0, f"new event {event_a} has modificationNumber {mod0}")
+    _check_status(events.get(event_b), now_active, rec, "active event B")
+    _check_status(event, published, rec, "future event A")
     for opt in ("optIn", "optOut"):
-        kind, payload = await vtn.send("EiEvent", "oadrCreatedEvent", ven_id=ven_id, response={
-            "response_code": 200, "response_description": "OK", "request_id": "req-events"}, event_responses=[{
-                "response_code": 200, "response_description": "OK", "request_id": "req-events",
-                "event_id": event_id, "modification_number": mod0, "opt_type": opt}])
+        kind, payload = await vtn.send("EiEvent", "oadrCreatedEvent", **_answer_created(ven_id, event_a, mod0, opt))
         rec.check("VTN-ANS-01", kind == "oadrResponse" and _code(payload) == 200,
                   f"oadrCreatedEvent {opt} answered {kind} code {_code(payload)}", raw=vtn.last_raw)
 
     changed = _bandwidth([4.0, 4.0, 2.0, 6.0])
-    await _admin(http, "PUT", f"{admin}/api/signals/{event_id}", changed.model_dump(mode="json"))
-    modified = await _fetch(vtn, ven_id, event_id, known)
+    await _admin(http, "PUT", f"{admin}/api/signals/{event_a}", changed.model_dump(mode="json"))
+    events, _ = await _after_change(vtn, ven_id, rec, f"modifying {event_a}", {event_a: mod0 + 1, event_b: 0})
+    modified = events.get(event_a)
     mod1 = modified["event_descriptor"]["modification_number"] if modified else None
-    rec.check("VTN-EVT-02", mod1 == mod0 + 1, f"after a modification {event_id} has modificationNumber {mod1}, "
+    rec.check("VTN-EVT-02", mod1 == mod0 + 1, f"after a modification {event_a} has modificationNumber {mod1}, "
               f"before {mod0}", raw=vtn.last_raw)
-    await _admin(http, "DELETE", f"{admin}/api/signals/{event_id}")
-    cancelled = await _fetch(vtn, ven_id, event_id, known)
+    await _admin(http, "DELETE", f"{admin}/api/signals/{event_a}")
+    events, _ = await _after_change(vtn, ven_id, rec, f"cancelling {event_a}", {event_a: (mod1 or 0) + 1, event_b: 0})
+    cancelled = events.get(event_a)
     mod2 = cancelled["event_descriptor"]["modification_number"] if cancelled else None
     status2 = cancelled["event_descriptor"]["event_status"] if cancelled else None
     rec.check("VTN-EVT-03", mod1 is not None and mod2 == mod1 + 1 and status2 == "cancelled",
-              f"after cancellation {event_id} has modificationNumber {mod2} (before {mod1}), status {status2}",
+              f"after cancellation {event_a} has modificationNumber {mod2} (before {mod1}), status {status2}",
               raw=vtn.last_raw)
     if cancelled:
         values = [s.get("current_value") for s in cancelled["event_signals"]]
         rec.check("VTN-EVT-04", all(not v for v in values), f"cancelled event currentValues {values}")
+    await _admin(http, "DELETE", f"{admin}/api/signals/{event_b}")
 
 
-def _check_shape(event: dict[str, Any], raw: str, published: CapacityBandwidth, rec: Recorder) -> None:
+def _check_status(event: dict[str, Any] | None, published: CapacityBandwidth, rec: Recorder, what: str) -> None:
+    """eventStatus and currentValue against the wall clock (the VTN's clock under test), away from boundaries."""
+    if event is None:
+        rec.evidence("VTN-EVT-05", f"{what} was not delivered; its status cannot be judged")
+        return
+    now = datetime.now(UTC)
+    edges = [published.start, published.end, *(i.start for i in published.intervals)]
+    if any(abs((now - edge).total_seconds()) < BOUNDARY_MARGIN_S for edge in edges):
+        rec.evidence("VTN-EVT-05", f"{what}: too close to an interval boundary to judge its status")
+        return
+    status = event["event_descriptor"].get("event_status")
+    expected = "far" if now < published.start else "active" if now < published.end else "completed"
+    rec.check("VTN-EVT-05", status == expected, f"{what} ({published.start.isoformat()} .. "
+              f"{published.end.isoformat()}) has eventStatus {status!r} at {now.isoformat()}; expected {expected!r}")
+    current = next((i.import_limit_kw for i in published.intervals if i.start <= now < i.start + INTERVAL), 0.0)
+    values = {s.get("signal_name"): s.get("current_value") for s in event["event_signals"]}
+    got = values.get(SIGNAL_IMPORT_LIMIT)
+    rec.check("VTN-EVT-04", got is not None and abs(float(got) - current) < 1e-6,
+              f"{what}: currentValue of {SIGNAL_IMPORT_LIMIT} is {got}, the interval in progress says {current}")
+
+
+def _check_shape(event: dict[str, Any], raw: str, published: CapacityBandwidth, rec: Recorder, ven_id: str) -> None:
     stamps = _TIMESTAMP.findall(raw)
     not_utc = [s for s in stamps if not s.strip().endswith("Z")]
     rec.check("VTN-SHP-01", bool(stamps) and not not_utc,
@@ -267,7 +358,11 @@ def _check_shape(event: dict[str, Any], raw: str, published: CapacityBandwidth, 
               f"import values {got_import} (published {expected_import})")
     required = event.get("response_required")
     rec.check("VTN-SHP-05", required == "always", f"oadrResponseRequired {required!r}")
-    status = event["event_descriptor"].get("event_status")
-    values = [s.get("current_value") for s in signals]
-    rec.check("VTN-EVT-04", status == "active" or all(not v for v in values),
-              f"eventStatus {status}, currentValues {values}")
+    descriptor = event["event_descriptor"]
+    targets = event.get("targets") or []
+    target_ids = [str(t.get("ven_id")) for t in targets if isinstance(t, dict)]
+    tolerance = (period.get("tolerance") or {}) if isinstance(period, dict) else {}
+    rec.check("VTN-SHP-06", target_ids == [ven_id] and descriptor.get("priority") in (0, None)
+              and descriptor.get("test_event") in (False, "false", None) and not tolerance,
+              f"targets {target_ids} (delivered to {ven_id!r}), priority {descriptor.get('priority')!r}, "
+              f"testEvent {descriptor.get('test_event')!r}, randomisation {tolerance or 'none'}")

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from xml.etree import ElementTree
 
 import aiohttp
 import pytest
-from faulty.vtn_proxy import FaultyVtnProxy, interval_gap, reuse_modification_numbers
+from faulty.vtn_proxy import (
+    Fault,
+    FaultyVtnProxy,
+    interval_gap,
+    only_changes,
+    reuse_modification_numbers,
+    stale_status,
+)
 
 from conformance.cli import main
 from conformance.report import write_reports
@@ -57,9 +64,11 @@ async def test_without_an_operator_api_the_publish_rules_are_not_run(dso: DsoSer
 @pytest.mark.parametrize(("fault", "broken"), [
     (reuse_modification_numbers, {"VTN-EVT-02", "VTN-EVT-03"}),
     (interval_gap, {"VTN-SHP-03"}),
+    (only_changes, {"VTN-EVT-06"}),
+    (stale_status, {"VTN-EVT-05"}),
 ])
 async def test_a_faulty_vtn_fails_exactly_the_rules_it_breaks(
-        dso: DsoServer, fault: Callable[[str], str], broken: set[str], tmp_path: Path) -> None:
+        dso: DsoServer, fault: Fault, broken: set[str], tmp_path: Path) -> None:
     async with FaultyVtnProxy(dso.vtn_url, fault) as proxy:
         verdicts = await run_vtn_suite(proxy.url, dso.api_url, seed=3)
     assert failed_ids(verdicts) == broken

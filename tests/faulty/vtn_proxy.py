@@ -1,33 +1,68 @@
-"""A faulty VTN: our DSO's VTN behind a proxy that rewrites every answer with one fault.
+"""A faulty VTN: our DSO's VTN behind a proxy that rewrites every oadrDistributeEvent with one fault.
 
-``reuse_modification_numbers`` always sends modificationNumber 0 (breaks VTN-EVT-02, VTN-EVT-03);
-``interval_gap`` stretches the first interval to PT30M so the intervals no longer tile the active period
-(breaks VTN-SHP-03).
+The proxy parses the answer with openleadr's messaging, changes the events, and renders it again, so what the
+suite receives is well-formed 2.0b with exactly one thing wrong:
+
+``reuse_modification_numbers``  every event keeps modificationNumber 0 (breaks VTN-EVT-02, VTN-EVT-03)
+``interval_gap``                15 minutes between the first and the second interval of every signal, the
+                                active period lengthened to match (breaks VTN-SHP-03)
+``only_changes``                a distribution carries only events the VEN has not seen in that version
+                                (breaks VTN-EVT-06)
+``stale_status``                an active event is sent with eventStatus 'far' (breaks VTN-EVT-05)
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
 
 import aiohttp
 from aiohttp import web
+from openleadr.messaging import create_message, parse_message
+
+Events = list[dict[str, Any]]
 
 
-def reuse_modification_numbers(xml: str) -> str:
-    return re.sub(r"(<ei:modificationNumber>)\d+(</ei:modificationNumber>)", r"\g<1>0\g<2>", xml)
+def reuse_modification_numbers(events: Events, seen: set[tuple[str, int]]) -> Events:
+    for event in events:
+        event["event_descriptor"]["modification_number"] = 0
+    return events
 
 
-def interval_gap(xml: str) -> str:
-    pattern = (r"(<ei:interval>(?:<xcal:dtstart><xcal:date-time>[^<]*</xcal:date-time></xcal:dtstart>)?"
-               r"<xcal:duration><xcal:duration>)PT15M")
-    return re.sub(pattern, r"\g<1>PT30M", xml, count=1)
+def interval_gap(events: Events, seen: set[tuple[str, int]]) -> Events:
+    gap = timedelta(minutes=15)
+    for event in events:
+        event["active_period"]["duration"] += gap
+        for signal in event["event_signals"]:
+            for interval in signal["intervals"][1:]:
+                interval["dtstart"] += gap
+    return events
+
+
+def only_changes(events: Events, seen: set[tuple[str, int]]) -> Events:
+    keys = [(str(e["event_descriptor"]["event_id"]), int(e["event_descriptor"]["modification_number"]))
+            for e in events]
+    kept = [e for e, key in zip(events, keys, strict=True) if key not in seen]
+    seen.update(keys)
+    return kept
+
+
+def stale_status(events: Events, seen: set[tuple[str, int]]) -> Events:
+    for event in events:
+        if event["event_descriptor"]["event_status"] == "active":
+            event["event_descriptor"]["event_status"] = "far"
+    return events
+
+
+Fault = Callable[[Events, set[tuple[str, int]]], Events]
 
 
 class FaultyVtnProxy:
-    def __init__(self, upstream: str, fault: Callable[[str], str]) -> None:
+    def __init__(self, upstream: str, fault: Fault) -> None:
         self.upstream = upstream.rstrip("/")
         self.fault = fault
+        self.seen: set[tuple[str, int]] = set()
         self.runner: web.AppRunner | None = None
         self.url = ""
 
@@ -35,8 +70,14 @@ class FaultyVtnProxy:
         async with aiohttp.ClientSession() as http, http.post(
                 f"{self.upstream}/{request.match_info['service']}", data=await request.read(),
                 headers={"Content-Type": "application/xml"}) as reply:
-            body = (await reply.read()).decode()
-            return web.Response(status=reply.status, text=self.fault(body), content_type="application/xml")
+            body = await reply.read()
+            status = reply.status
+        if status == 200 and body:
+            kind, payload = parse_message(body)
+            if kind == "oadrDistributeEvent":
+                payload["events"] = self.fault(payload.get("events") or [], self.seen)
+                body = create_message(kind, **payload).encode()
+        return web.Response(status=status, body=body, content_type="application/xml")
 
     async def __aenter__(self) -> FaultyVtnProxy:
         app = web.Application()
@@ -45,8 +86,7 @@ class FaultyVtnProxy:
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}/OpenADR2/Simple/2.0b"
+        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}/OpenADR2/Simple/2.0b"
         return self
 
     async def __aexit__(self, *exc: object) -> None:
