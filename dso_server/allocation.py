@@ -10,14 +10,9 @@ Because step 2 is proportional to the headroom each household can still take, on
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
 import numpy as np
 from numpy.typing import NDArray
-
-from dso_server.grid import Grid
-from protocol.signals import BandwidthInterval, CapacityBandwidth, Firmness
-from protocol.timebase import INTERVAL
 
 FloatArray = NDArray[np.float64]
 _TOL_KW = 1e-6
@@ -97,106 +92,6 @@ def check_invariants(
     if np.any(short):
         h, t = np.argwhere(short)[0]
         raise AllocationInvariantError(f"household {h} interval {t}: below its guaranteed minimum")
-
-
-def firm_available_kw(
-    *, capacity_kw: FloatArray, safety_margin: FloatArray, p90_inflexible_kw: FloatArray
-) -> FloatArray:
-    """Transformer capacity with margin minus the p90 forecast of inflexible load, (transformers, intervals), >= 0."""
-    cap = np.asarray(capacity_kw, dtype=np.float64) * (1.0 - np.asarray(safety_margin, dtype=np.float64))
-    return np.maximum(cap[:, None] - np.asarray(p90_inflexible_kw, dtype=np.float64), 0.0)
-
-
-def allocate_firm(
-    *,
-    capacity_kw: FloatArray,
-    safety_margin: FloatArray,
-    p90_inflexible_kw: FloatArray,
-    group: NDArray[np.intp],
-    min_kw: FloatArray,
-    max_kw: FloatArray,
-) -> Allocation:
-    """Day-ahead firm allocation: (capacity x (1 - margin) - p90 inflexible load) shared by the fair rule."""
-    available = firm_available_kw(
-        capacity_kw=capacity_kw, safety_margin=safety_margin, p90_inflexible_kw=p90_inflexible_kw
-    )
-    return share_fairly(available_kw=available, group=group, min_kw=min_kw, max_kw=max_kw)
-
-
-def allocate_non_firm(
-    *,
-    capacity_kw: FloatArray,
-    safety_margin: FloatArray,
-    measured_load_kw: FloatArray,
-    firm_kw: FloatArray,
-    group: NDArray[np.intp],
-    max_kw: FloatArray,
-) -> Allocation:
-    """Near-real-time non-firm allocation from measured headroom.
-
-    Headroom = capacity x (1 - margin) - measured transformer load - firm already allocated; shared by the fair rule
-    with no minimum, each household capped at contract max minus its firm share so firm + non-firm <= contract max.
-    ``measured_load_kw`` is (transformers, intervals) for the intervals released; ``firm_kw`` (households, intervals).
-    """
-    firm = np.asarray(firm_kw, dtype=np.float64)
-    n_groups = np.asarray(capacity_kw).shape[0]
-    firm_sum = np.zeros((n_groups, firm.shape[1]))
-    np.add.at(firm_sum, group, firm)
-    cap = np.asarray(capacity_kw, dtype=np.float64) * (1.0 - np.asarray(safety_margin, dtype=np.float64))
-    headroom = np.maximum(cap[:, None] - np.asarray(measured_load_kw, dtype=np.float64) - firm_sum, 0.0)
-    n_h = group.shape[0]
-    room = np.maximum(np.broadcast_to(np.asarray(max_kw, dtype=np.float64).reshape(n_h, -1), firm.shape) - firm, 0.0)
-    return share_fairly(available_kw=headroom, group=group, min_kw=np.zeros_like(room), max_kw=room)
-
-
-def to_bandwidths(
-    *, import_kw: FloatArray, export_kw: FloatArray, start: datetime, firmness: Firmness
-) -> list[CapacityBandwidth]:
-    """One CapacityBandwidth per household row; ``export_kw`` per household (households,)."""
-    starts = [start + i * INTERVAL for i in range(import_kw.shape[1])]
-    return [
-        CapacityBandwidth(
-            firmness=firmness,
-            intervals=tuple(
-                BandwidthInterval(start=s, import_limit_kw=float(v), export_limit_kw=float(export_kw[h]))
-                for s, v in zip(starts, row, strict=True)
-            ),
-        )
-        for h, row in enumerate(import_kw)
-    ]
-
-
-def allocate_firm_for_grid(
-    grid: Grid, *, p90_inflexible_kw: dict[str, FloatArray], start: datetime
-) -> tuple[dict[str, CapacityBandwidth], dict[str, NDArray[np.bool_]]]:
-    """Firm bandwidth per connection point (EAN) and, per transformer id, the intervals where minimums were forced.
-
-    ``p90_inflexible_kw`` maps transformer id to its 96-value p90 forecast (a missing transformer is an error).
-    """
-    grid.assert_valid()
-    t_ids = [t.id for t in grid.transformers]
-    row = {tid: i for i, tid in enumerate(t_ids)}
-    missing = [tid for tid in t_ids if tid not in p90_inflexible_kw]
-    if missing:
-        raise ValueError(f"no p90 forecast for transformers {missing}")
-    cps = grid.connection_points
-    alloc = allocate_firm(
-        capacity_kw=np.array([t.capacity_kw for t in grid.transformers]),
-        safety_margin=np.array([t.safety_margin for t in grid.transformers]),
-        p90_inflexible_kw=np.vstack([np.asarray(p90_inflexible_kw[tid], dtype=np.float64) for tid in t_ids]),
-        group=np.array([row[grid.transformer_of(cp)] for cp in cps], dtype=np.intp),
-        min_kw=np.array([cp.guaranteed_min_import_kw for cp in cps]),
-        max_kw=np.array([cp.contracted_max_import_kw for cp in cps]),
-    )
-    bws = to_bandwidths(
-        import_kw=alloc.import_kw,
-        export_kw=np.array([cp.contracted_max_export_kw for cp in cps]),
-        start=start,
-        firmness=Firmness.FIRM,
-    )
-    return {cp.ean: bw for cp, bw in zip(cps, bws, strict=True)}, {
-        tid: alloc.minimums_forced[i] for i, tid in enumerate(t_ids)
-    }
 
 
 # ------------------------------------------------------------------------------ envelopes (what the jobs use)

@@ -48,8 +48,8 @@ from dso_server.grid import Grid
 from dso_server.grid_allocation import GridAllocation, firm_for_grid, non_firm_for_grid
 from dso_server.grid_store import AllocationRun, GridStore
 from dso_server.powerflow import FeederModel, Limits
-from dso_server.records import Signal
 from dso_server.store import DsoStore
+from protocol.effective import lowest_limits
 from protocol.signals import BandwidthInterval, CapacityBandwidth, Firmness
 from protocol.timebase import INTERVAL, floor_to_interval
 
@@ -165,19 +165,6 @@ def _bandwidth(starts: Sequence[datetime], import_kw: np.ndarray, export_kw: np.
         for s, i, e in zip(starts, import_kw, export_kw, strict=True)))
 
 
-def _lowest(signals: Sequence[Signal], firmness: Firmness) -> dict[datetime, tuple[float, float]]:
-    lowest: dict[datetime, tuple[float, float]] = {}
-    for signal in signals:
-        payload = signal.payload
-        if signal.cancelled or not isinstance(payload, CapacityBandwidth) or payload.firmness is not firmness:
-            continue
-        for it in payload.intervals:
-            known = lowest.get(it.start)
-            pair = (it.import_limit_kw, it.export_limit_kw)
-            lowest[it.start] = pair if known is None else (min(known[0], pair[0]), min(known[1], pair[1]))
-    return lowest
-
-
 # ---------------------------------------------------------------------------------------- day-ahead run
 
 
@@ -277,7 +264,8 @@ def run_near_real_time(store: DsoStore, grid: Grid, *, now: datetime, config: Pl
     firm_imp = np.empty((len(cps), len(starts)))
     firm_exp = np.empty_like(firm_imp)
     for h, c in enumerate(cps):
-        lowest = _lowest(signals[c.ean], Firmness.FIRM)
+        lowest = lowest_limits([s.payload for s in signals[c.ean] if not s.cancelled
+                                and isinstance(s.payload, CapacityBandwidth)], Firmness.FIRM)
         for i, s in enumerate(starts):
             firm_imp[h, i], firm_exp[h, i] = lowest.get(s, (c.contracted_max_import_kw, c.contracted_max_export_kw))
     group = np.array([t_ids.index(grid.transformer_of(c)) for c in cps], dtype=np.intp)

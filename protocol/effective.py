@@ -28,7 +28,8 @@ class EffectiveLimit:
     """True when a bandwidth, not only the contract, set this interval's limit."""
 
 
-def _lowest(bandwidths: Iterable[CapacityBandwidth], firmness: Firmness) -> dict[datetime, tuple[float, float]]:
+def lowest_limits(bandwidths: Iterable[CapacityBandwidth], firmness: Firmness) -> dict[datetime, tuple[float, float]]:
+    """Per interval start, the lowest (import, export) limits among the bandwidths of ``firmness`` covering it."""
     lowest: dict[datetime, tuple[float, float]] = {}
     for bandwidth in bandwidths:
         if bandwidth.firmness is not firmness:
@@ -49,8 +50,8 @@ def effective_limits(
 ) -> list[EffectiveLimit]:
     """The effective limits for ``count`` intervals from the interval holding ``start``."""
     bandwidths = list(bandwidths)
-    firm = _lowest(bandwidths, Firmness.FIRM)
-    non_firm = _lowest(bandwidths, Firmness.NON_FIRM)
+    firm = lowest_limits(bandwidths, Firmness.FIRM)
+    non_firm = lowest_limits(bandwidths, Firmness.NON_FIRM)
     first = floor_to_interval(start)
     result: list[EffectiveLimit] = []
     for index in range(count):

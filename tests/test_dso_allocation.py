@@ -1,14 +1,10 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dso_server.allocation import allocate_firm, allocate_non_firm, share_fairly, to_bandwidths
-from protocol.signals import Firmness
+from dso_server.allocation import allocate_envelopes, allocate_non_firm_envelopes, baselines_kw, share_fairly
 
 
 def test_minimum_first_then_proportional_to_room() -> None:
@@ -39,29 +35,6 @@ def test_minimums_scaled_down_and_flagged() -> None:
     assert a.minimums_forced[0, 0]
 
 
-def test_firm_respects_margin_and_p90() -> None:
-    a = allocate_firm(
-        capacity_kw=np.array([100.0]),
-        safety_margin=np.array([0.1]),
-        p90_inflexible_kw=np.array([[50.0, 95.0]]),
-        group=np.zeros(10, dtype=np.intp),
-        min_kw=np.zeros(10),
-        max_kw=np.full(10, 17.0),
-    )
-    np.testing.assert_allclose(a.import_kw.sum(axis=0), [40.0, 0.0])
-
-
-def test_bandwidths_are_firm_protocol_models() -> None:
-    bws = to_bandwidths(
-        import_kw=np.array([[1.0, 2.0]]),
-        export_kw=np.array([3.0]),
-        start=datetime(2026, 1, 1, tzinfo=UTC),
-        firmness=Firmness.FIRM,
-    )
-    assert bws[0].firmness is Firmness.FIRM
-    assert [i.import_limit_kw for i in bws[0].intervals] == [1.0, 2.0]
-
-
 @st.composite
 def _regions(draw: st.DrawFn) -> tuple:
     n_t = draw(st.integers(1, 3))
@@ -80,56 +53,7 @@ def _regions(draw: st.DrawFn) -> tuple:
 
 @settings(max_examples=60, deadline=None)
 @given(_regions())
-def test_invariants_hold(region: tuple) -> None:
-    group, cap, margin, p90, lo, hi, measured = region
-    firm = allocate_firm(
-        capacity_kw=cap, safety_margin=margin, p90_inflexible_kw=p90, group=group, min_kw=lo, max_kw=hi
-    )
-    f = firm.import_kw
-    assert np.all(np.isfinite(f)) and np.all(f >= 0) and np.all(f <= hi[:, None] + 1e-6)
-    avail = np.maximum(cap[:, None] * (1 - margin[:, None]) - p90, 0)
-    sums = np.zeros_like(avail)
-    np.add.at(sums, group, f)
-    assert np.all(sums <= avail + 1e-6)
-    ok = ~firm.minimums_forced[group]
-    assert np.all((f >= np.minimum(lo[:, None], avail[group]) - 1e-6)[ok])
-    nf = allocate_non_firm(
-        capacity_kw=cap, safety_margin=margin, measured_load_kw=measured, firm_kw=f, group=group, max_kw=hi
-    ).import_kw
-    assert np.all(nf >= 0) and np.all(f + nf <= hi[:, None] + 1e-6)
-    total = np.zeros_like(avail)
-    np.add.at(total, group, f + nf)
-    carry = np.maximum(cap[:, None] * (1 - margin[:, None]) - measured, sums)
-    assert np.all(total <= carry + 1e-6)
-
-
-def test_bad_contract_rejected() -> None:
-    with pytest.raises(ValueError, match="minimum"):
-        share_fairly(available_kw=np.ones((1, 1)), group=np.array([0]), min_kw=np.array([5.0]), max_kw=np.array([1.0]))
-
-
-def test_grid_example_end_to_end() -> None:
-    from pathlib import Path
-
-    from dso_server.allocation import allocate_firm_for_grid
-    from dso_server.grid import load_grid
-
-    grid = load_grid(Path(__file__).parent.parent / "examples" / "grid.toml")
-    # 598.5 kW x 0.9 = 538.65 kW; p90 leaves 20 kW in interval 0 (minimums 8.4+4.2+0+4.2+12.6 = 29.4 -> forced).
-    p90 = np.full(96, 300.0)
-    p90[0] = 538.65 - 20.0
-    bws, forced = allocate_firm_for_grid(grid, p90_inflexible_kw={"T1": p90}, start=datetime(2026, 1, 1, tzinfo=UTC))
-    first = [bw.intervals[0].import_limit_kw for bw in bws.values()]
-    assert sum(first) == pytest.approx(20.0)
-    assert forced["T1"][0] and not forced["T1"][1:].any()
-    assert [bw.intervals[1].import_limit_kw for bw in bws.values()] == [17.0, 17.0, 11.0, 17.0, 25.0]
-
-
-@settings(max_examples=60, deadline=None)
-@given(_regions())
 def test_envelope_invariants_hold(region: tuple) -> None:
-    from dso_server.allocation import allocate_envelopes, allocate_non_firm_envelopes, baselines_kw
-
     group, cap, margin, p90, lo, hi, measured = region
     limit = cap * (1 - margin)
     lo = np.minimum(lo, hi)
@@ -154,8 +78,6 @@ def test_envelope_invariants_hold(region: tuple) -> None:
 
 
 def test_envelope_gives_baseline_before_sharing_the_rest() -> None:
-    from dso_server.allocation import allocate_envelopes
-
     # 20 kW limit; A expects 8 kW, B 2 kW, neither has a guarantee: baselines first, the 10 kW left by room.
     a = allocate_envelopes(limit_kw=np.array([20.0]), group=np.array([0, 0]), baseline_kw=np.array([[8.0], [2.0]]),
                            min_kw=np.zeros(2), max_kw=np.array([17.0, 17.0]))
