@@ -133,31 +133,41 @@ def allocate_envelopes(
 
 
 def non_firm_headroom_kw(
-    *, limit_kw: FloatArray, expected_kw: FloatArray, firm_kw: FloatArray, baseline_kw: FloatArray,
-    group: NDArray[np.intp],
+    *, limit_kw: FloatArray, capacity_kw: FloatArray, expected_kw: FloatArray, firm_kw: FloatArray,
+    baseline_kw: FloatArray, group: NDArray[np.intp],
 ) -> FloatArray:
-    """(transformers, intervals): limit - expected load - the flexible part of the firm limits, >= 0.
+    """(transformers, intervals), >= 0: the smaller of
 
-    ``expected_kw`` is what measurement and the intra-day forecast say the transformer carries (the larger of the
-    last measured interval and the intra-day p90, for export their feed-in counterparts); the firm limits'
-    flexible part (firm - baseline) is capacity already promised on top of the baseline load."""
+    * limit - expected load - the flexible part of the firm limits: ``expected_kw`` is what measurement and the
+      intra-day forecast say the transformer carries (the larger of the last measured interval and the intra-day
+      p90, for export their feed-in counterparts); the firm limits' flexible part (firm - baseline) is capacity
+      already promised on top of the baseline load;
+    * capacity - the firm limits: a limit caps a household's whole connection, so a household whose base load
+      stays below its baseline may fill its firm limit with flexible load. Firm + non-firm under a transformer
+      therefore never sums above its rating (without the day-ahead margin), even if every household uses every
+      kW it was given; the day-ahead margin is what measurement may release."""
     firm = np.asarray(firm_kw, dtype=np.float64)
     flexible = np.maximum(firm - np.minimum(np.asarray(baseline_kw, dtype=np.float64), firm), 0.0)
-    promised = np.zeros((np.asarray(limit_kw).shape[0], firm.shape[1]))
+    n_t = np.asarray(limit_kw).shape[0]
+    promised = np.zeros((n_t, firm.shape[1]))
     np.add.at(promised, group, flexible)
+    firm_sum = np.zeros((n_t, firm.shape[1]))
+    np.add.at(firm_sum, group, firm)
     limit = np.asarray(limit_kw, dtype=np.float64)[:, None]
-    return np.maximum(limit - np.maximum(np.asarray(expected_kw, dtype=np.float64), 0.0) - promised, 0.0)
+    measured_room = limit - np.maximum(np.asarray(expected_kw, dtype=np.float64), 0.0) - promised
+    rating_room = np.asarray(capacity_kw, dtype=np.float64)[:, None] - firm_sum
+    return np.maximum(np.minimum(measured_room, rating_room), 0.0)
 
 
 def allocate_non_firm_envelopes(
-    *, limit_kw: FloatArray, expected_kw: FloatArray, firm_kw: FloatArray, baseline_kw: FloatArray,
-    group: NDArray[np.intp], max_kw: FloatArray,
+    *, limit_kw: FloatArray, capacity_kw: FloatArray, expected_kw: FloatArray, firm_kw: FloatArray,
+    baseline_kw: FloatArray, group: NDArray[np.intp], max_kw: FloatArray,
 ) -> Allocation:
     """Non-firm on top of firm: the headroom shared by the fair rule without minimum, each household capped at
-    contract max - firm. Invariant (checked): non-firm under a transformer <= its headroom, so
-    expected load + promised flexible firm + non-firm <= limit."""
-    headroom = non_firm_headroom_kw(limit_kw=limit_kw, expected_kw=expected_kw, firm_kw=firm_kw,
-                                    baseline_kw=baseline_kw, group=group)
+    contract max - firm. Invariants (checked): non-firm under a transformer <= its headroom, so
+    expected load + promised flexible firm + non-firm <= limit, and firm + non-firm <= capacity."""
+    headroom = non_firm_headroom_kw(limit_kw=limit_kw, capacity_kw=capacity_kw, expected_kw=expected_kw,
+                                    firm_kw=firm_kw, baseline_kw=baseline_kw, group=group)
     firm = np.asarray(firm_kw, dtype=np.float64)
     n_h = firm.shape[0]
     room = np.maximum(np.broadcast_to(np.asarray(max_kw, dtype=np.float64).reshape(n_h, -1), firm.shape) - firm, 0.0)

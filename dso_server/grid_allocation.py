@@ -75,6 +75,7 @@ class _Index:
         self.cps = list(self.grid.connection_points)
         self.group = np.array([row[self.grid.transformer_of(c)] for c in self.cps], dtype=np.intp)
         self.limit = np.array([t.limit_kw for t in self.grid.transformers])
+        self.capacity = np.array([t.capacity_kw for t in self.grid.transformers])
         self.max_import = np.array([c.contracted_max_import_kw for c in self.cps])
         self.max_export = np.array([c.contracted_max_export_kw for c in self.cps])
         self.min_import = np.array([c.guaranteed_min_import_kw for c in self.cps])
@@ -152,8 +153,9 @@ def non_firm_for_grid(
 ) -> GridAllocation:
     """Non-firm envelopes on top of ``firm`` (same intervals) from what is expected to flow (transformers x
     intervals, import and feed-in magnitudes). Invariants (checked): per transformer and interval
-    expected + promised flexible firm + non-firm <= limit, for import and export; firm + non-firm <= contract
-    max; with a grid model, firm + non-firm within voltage and line limits (where firm alone is)."""
+    expected + promised flexible firm + non-firm <= limit and firm + non-firm <= capacity (the rating), for
+    import and export; firm + non-firm <= contract max; with a grid model, firm + non-firm within voltage and
+    line limits (where firm alone is)."""
     idx = _Index(grid)
     out = []
     headrooms = []
@@ -161,10 +163,10 @@ def non_firm_for_grid(
         (firm.import_kw, firm.baseline_import_kw, expected_import_kw, idx.max_import),
         (firm.export_kw, firm.baseline_export_kw, expected_export_kw, idx.max_export),
     ):
-        alloc = allocate_non_firm_envelopes(limit_kw=idx.limit, expected_kw=expected, firm_kw=firm_kw,
-                                            baseline_kw=base_kw, group=idx.group, max_kw=max_kw)
-        headrooms.append(non_firm_headroom_kw(limit_kw=idx.limit, expected_kw=expected, firm_kw=firm_kw,
-                                              baseline_kw=base_kw, group=idx.group))
+        alloc = allocate_non_firm_envelopes(limit_kw=idx.limit, capacity_kw=idx.capacity, expected_kw=expected,
+                                            firm_kw=firm_kw, baseline_kw=base_kw, group=idx.group, max_kw=max_kw)
+        headrooms.append(non_firm_headroom_kw(limit_kw=idx.limit, capacity_kw=idx.capacity, expected_kw=expected,
+                                              firm_kw=firm_kw, baseline_kw=base_kw, group=idx.group))
         out.append(alloc.import_kw.copy())
     nf_imp, nf_exp = out
     limited: dict[str, NDArray[np.bool_]] = {}

@@ -66,15 +66,17 @@ def test_envelope_invariants_hold(region: tuple) -> None:
     assert np.all(f <= hi[:, None] + 1e-6)
     ok = ~firm.minimums_forced[group]
     assert np.all((f >= lo[:, None] - 1e-6)[ok])
-    nf = allocate_non_firm_envelopes(limit_kw=limit, expected_kw=measured, firm_kw=f, baseline_kw=base, group=group,
-                                     max_kw=hi).import_kw
+    nf = allocate_non_firm_envelopes(limit_kw=limit, capacity_kw=cap, expected_kw=measured, firm_kw=f,
+                                     baseline_kw=base, group=group, max_kw=hi).import_kw
     assert np.all(nf >= 0) and np.all(f + nf <= hi[:, None] + 1e-6)
     promised = np.zeros_like(sums)
     np.add.at(promised, group, f - np.minimum(base, f))
     released = np.zeros_like(sums)
     np.add.at(released, group, nf)
-    # What measurement says flows + flexible firm already promised + non-firm released never exceeds the limit.
+    # What measurement says flows + flexible firm already promised + non-firm released never exceeds the limit,
     assert np.all((released <= 1e-9) | (measured + promised + released <= limit[:, None] + 1e-6))
+    # and even if every household used all it was given, firm + non-firm never exceeds the transformer's rating.
+    assert np.all(sums + released <= cap[:, None] + 1e-6)
 
 
 def test_envelope_gives_baseline_before_sharing_the_rest() -> None:
