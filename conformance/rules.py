@@ -95,6 +95,8 @@ RULES: tuple[Rule, ...] = (
     Rule("VEN-ANS-01", "The VEN answers every oadrDistributeEvent with oadrCreatedEvent: optIn and responseCode 200 "
          "for each valid event, qualified by its eventID and the modificationNumber it received.",
          "PROFILE.md §8.1, §8.2; OpenADR 2.0b (oadrCreatedEvent when responseRequired always)", M, True),
+    Rule("VEN-ANS-02", "The VEN sends no eventResponse for an event whose oadrResponseRequired is never.",
+         "OpenADR 2.0b (oadrCreatedEvent exactly when responseRequired always); PROFILE.md §8.1", M, True),
     Rule("VEN-EVT-01", "The VEN answers an out-of-profile event (e.g. a negative limit) with optOut and an error code.",
          "PROFILE.md §5.5, §8", M, True),
     Rule("VEN-EVT-02", "The VEN applies a modification (higher modificationNumber), answers it, and ignores a stale "

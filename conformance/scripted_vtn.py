@@ -54,9 +54,13 @@ class EventSpec:
     """Sent with a negative import limit: out of profile, owed an optOut."""
     status_lie: str | None = None
     """An eventStatus to send instead of the true one."""
+    response_required: str = "always"
 
     @property
     def opt_type(self) -> str:
+        """The answer owed: optIn, optOut, or none (responseRequired never)."""
+        if self.response_required == "never":
+            return "none"
         return "optOut" if self.invalid else "optIn"
 
     def render(self, now: datetime) -> dict[str, Any]:
@@ -70,6 +74,7 @@ class EventSpec:
                         interval["signal_payload"] = -abs(float(interval["signal_payload"]))
         if self.status_lie is not None:
             event["event_descriptor"]["event_status"] = self.status_lie
+        event["response_required"] = self.response_required
         return event
 
 

@@ -133,6 +133,14 @@ def judge_answers(rec: Recorder, run: Run) -> None:
             got = [a for a in answers if str(a.get("event_id")) == owed.event_id
                    and _int(a.get("modification_number")) == owed.modification_number]
             what = f"{distribution.request_id}: {owed.event_id}#{owed.modification_number}"
+            if owed.opt_type == "none":
+                if got:
+                    rec.check(owed.rule, False, f"{what} has oadrResponseRequired never but was answered "
+                              f"{got[-1].get('opt_type')}", answer=got[-1])
+                elif answers:
+                    rec.check(owed.rule, True, f"{what} (oadrResponseRequired never) not answered; the other "
+                              "events of the distribution were")
+                continue
             if not got:
                 rec.check(owed.rule, False, f"{what} not answered within {ANSWER_WINDOW_S:g} s (owed "
                           f"{owed.opt_type})", answers=answers)

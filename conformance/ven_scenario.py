@@ -20,6 +20,7 @@ and a VEN that keeps a wrong limit shows it in its telemetry.
     11  F1 modified: 3 kW from k = 12 (fresh limits, 172)     2.0                            VEN-FS-02
     12  -                                                      3.0, and above the failsafe    VEN-FS-02
     -   reregistration request (196), after the last judged interval, so a VEN that mishandles it spoils nothing
+    -   an event with oadrResponseRequired never (199), which the VEN must not answer
 
 A step that a faulty VEN could take the wrong way at once (the out-of-profile event, the outage) comes early in
 the interval it is judged in, not in the one before. The contract's failsafe
@@ -70,8 +71,8 @@ EXPORT_KW = 10.0
 EXPENSIVE_EUR_PER_KWH = 0.60
 FAILSAFE_DETECT_MIN = 4.0
 """A conforming VEN applies the failsafe within 120 s of silence plus one poll (60 s); one minute of slack."""
-END_MIN = 207.0
-"""Interval 12 ends at minute 195; the reregistration at 196 is owed an answer within 5 wall seconds."""
+END_MIN = 210.0
+"""Interval 12 ends at minute 195; the last step, at 199, is owed an answer within 5 wall seconds."""
 
 
 class Action(StrEnum):
@@ -98,6 +99,7 @@ class Step:
     event_ids: tuple[str, ...] = ()
     answer_rule: str = "VEN-ANS-01"
     """The rule that judges the VEN's answer to what this step distributes."""
+    response_required: str = "always"
 
 
 def _bandwidth(start: datetime, firmness: Firmness, first: int, count: int, import_kw: float,
@@ -130,6 +132,7 @@ def payloads(start: datetime) -> dict[str, list[CapacityBandwidth | TouTariff]]:
         "conf-nonfirm-2": [_bandwidth(start, Firmness.NON_FIRM, 6, 1, 2.0)],
         "conf-nonfirm-3": [_bandwidth(start, Firmness.NON_FIRM, 7, 1, 2.5)],
         "conf-firm-2": [_bandwidth(start, Firmness.FIRM, 8, 1, 1.2)],
+        "conf-unanswered": [_bandwidth(start, Firmness.FIRM, 14, 4, CONTRACT.contracted_max_import_kw)],
     }
 
 
@@ -145,6 +148,7 @@ STEPS: tuple[Step, ...] = (
     Step(152, Action.VTN_UP),
     Step(172, Action.PUBLISH, ("conf-firm-1",)),
     Step(196, Action.REREGISTER),
+    Step(199, Action.PUBLISH, ("conf-unanswered",), answer_rule="VEN-ANS-02", response_required="never"),
 )
 JUDGED: dict[int, str] = {1: "VEN-LIM-01", 2: "VEN-LIM-01", 3: "VEN-LIM-02", 4: "VEN-LIM-02", 5: "VEN-EVT-02",
                           6: "VEN-EVT-03", 7: "VEN-EVT-04", 8: "VEN-EVT-05", 9: "VEN-FS-01", 10: "VEN-FS-01",

@@ -26,7 +26,7 @@ from conformance.ven_scenario import CONTRACT_TOML, EAN, END_MIN, STEPS, Action,
 from conformance.verdicts import Recorder, Verdict
 
 DEFAULT_SPEED = 120.0
-"""Simulated seconds per wall second: the scenario's 207 simulated minutes take 104 s."""
+"""Simulated seconds per wall second: the scenario's 210 simulated minutes take 105 s."""
 REGISTRATION_TIMEOUT_S = 20.0
 CLOCK_READ_TIMEOUT_S = 5.0
 MAX_CLOCK_SHIFT = timedelta(minutes=30)
@@ -99,7 +99,7 @@ class _Script:
         payload = self.versions[event_id][min(modification, len(self.versions[event_id]) - 1)]
         return EventSpec(event_id=event_id, modification_number=modification, payload=payload,
                          rule=step.answer_rule, created_at=known.created_at if known else now, modified_at=now,
-                         **kind)  # type: ignore[arg-type]
+                         response_required=step.response_required, **kind)  # type: ignore[arg-type]
 
     async def apply(self, step: Step, now: datetime) -> float | None:
         """Carry out one step; returns the wall time of a reregistration request or an outage edge."""

@@ -42,6 +42,7 @@ BREAKS: dict[str, set[str]] = {
     "no_failsafe": {"VEN-FS-01"},
     "sticky_failsafe": {"VEN-FS-02"},
     "no_backfill": {"VEN-RPT-03"},
+    "answers_all": {"VEN-ANS-02"},
 }
 
 

@@ -18,6 +18,7 @@ Modes (each breaks one rule of the profile):
 ``no_failsafe``       keeps its limits when the VTN is gone (§10.2).
 ``sticky_failsafe``   never leaves the failsafe once in it (§10.3).
 ``no_backfill``       drops telemetry it could not deliver (§9.3.2).
+``answers_all``       answers every event, also those whose oadrResponseRequired is never (§8.1).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from protocol.oadr20b.names import SPECIFIER_PLAN, SPECIFIER_TELEMETRY
 from protocol.reports import Plan, PlanInterval, Telemetry, TelemetryInterval
 
 MODES = ("good", "silent", "greedy", "forgetful", "stale", "keeps_cancelled", "no_implied_cancel", "trusts_status",
-         "no_rereg", "no_failsafe", "sticky_failsafe", "no_backfill")
+         "no_rereg", "no_failsafe", "sticky_failsafe", "no_backfill", "answers_all")
 WANT_CHEAP_KW, WANT_DEAR_KW, CHEAP_EUR_PER_KWH = 6.0, 0.4, 0.2
 FAILSAFE_AFTER = timedelta(seconds=120)
 POLL_WALL_S = 0.2
@@ -68,7 +69,10 @@ class Ven:
     # ------------------------------------------------------------------------------------------- events
 
     def on_distribution(self, events: list[dict[str, Any]], request_id: str | None) -> list[dict[str, Any]]:
+        """Applies the events; returns the answers owed (those whose responseRequired is always)."""
         answers, present = [], set()
+        unanswered = {str(e["event_descriptor"]["event_id"]) for e in events
+                      if e.get("response_required") == "never" and self.mode != "answers_all"}
         for raw in events:
             descriptor = raw["event_descriptor"]
             event_id, modification = str(descriptor["event_id"]), int(descriptor["modification_number"])
@@ -99,7 +103,7 @@ class Ven:
         if self.mode != "no_implied_cancel":
             for gone in [e for e in self.events if e not in present]:
                 self._fresh(self.events.pop(gone).payload)
-        return answers
+        return [a for a in answers if a["event_id"] not in unanswered]
 
     def _fresh(self, payload: CapacityBandwidth | TouTariff) -> None:
         if isinstance(payload, CapacityBandwidth) and self.failsafe and self.last_contact is not None:
@@ -178,8 +182,9 @@ async def main(mode: str, url: str, ean: str, start: datetime, speed: float, con
 
         async def on_events(payload: dict[str, Any]) -> None:
             answers = ven.on_distribution(payload.get("events") or [], payload.get("request_id"))
-            await send("EiEvent", "oadrCreatedEvent", ven_id=ven_id, event_responses=answers, response={
-                "response_code": 200, "response_description": "OK", "request_id": payload.get("request_id")})
+            if answers:
+                await send("EiEvent", "oadrCreatedEvent", ven_id=ven_id, event_responses=answers, response={
+                    "response_code": 200, "response_description": "OK", "request_id": payload.get("request_id")})
 
         await register()
         reported = floor_to_interval(now())
