@@ -38,21 +38,43 @@ def to_junit(side: str, verdicts: list[Verdict]) -> str:
     return ET.tostring(suite, encoding="unicode", xml_declaration=True)
 
 
+_COLOUR = {Outcome.PASS: "#d7f5d7", Outcome.FAIL: "#fbd0d0", Outcome.NOT_RUN: "#eeeeee"}
+_STYLE = """body{font-family:sans-serif;margin:2em;color:#222}
+.cert{border:6px double %s;padding:1em 1.5em;margin-bottom:1.5em}
+.cert h1{margin:0 0 .3em}.cert .verdict{font-size:1.6em;font-weight:bold;color:%s}
+table{border-collapse:collapse;width:100%%;font-size:.9em}td,th{border:1px solid #bbb;padding:3px 6px;
+vertical-align:top;text-align:left}td.id{white-space:nowrap;font-family:monospace}small{color:#555}"""
+
+
 def to_html(side: str, target: str, verdicts: list[Verdict]) -> str:
+    """A one-page certificate: the verdict, what was tested and when, then one row per rule."""
     head = summary(side, target, verdicts)
-    colour = {Outcome.PASS: "#cfc", Outcome.FAIL: "#fcc", Outcome.NOT_RUN: "#eee"}
+    conforms = head["conforms"]
+    colour = "#1a7f37" if conforms else "#b42318"
+    role = "HEMS (VEN)" if side == "ven" else "DSO server (VTN)"
+    verdict = ("CONFORMS: every automated must-rule passed" if conforms else
+               "DOES NOT CONFORM: failed " + ", ".join(head["must_failed"]))
+    musts = [v for v in verdicts if v.rule.severity is Severity.MUST]
+    shoulds = [v for v in verdicts if v.rule.severity is Severity.SHOULD]
+
+    def tally(group: list[Verdict]) -> str:
+        return ", ".join(f"{sum(v.outcome is o for v in group)} {o.value}" for o in Outcome)
+
     rows = "".join(
-        f"<tr style='background:{colour[v.outcome]}'><td>{v.rule.rule_id}</td><td>{v.rule.severity}</td>"
-        f"<td>{v.outcome}</td><td>{html.escape(v.rule.requirement)}<br><small>{html.escape(v.rule.source)}"
+        f"<tr style='background:{_COLOUR[v.outcome]}'><td class=id>{v.rule.rule_id}</td><td>{v.rule.severity}</td>"
+        f"<td><b>{v.outcome}</b></td><td>{html.escape(v.rule.requirement)}<br><small>{html.escape(v.rule.source)}"
         f"</small></td><td><small>{html.escape(v.summary)}</small></td></tr>" for v in verdicts)
-    verdict = "CONFORMS (every automated must-rule passed)" if head["conforms"] else (
-        "DOES NOT CONFORM: failed " + ", ".join(head["must_failed"]))
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>HEMS–DSO conformance {side}</title></head>"
-            f"<body style='font-family:sans-serif'><h1>HEMS–DSO profile conformance: {side.upper()}</h1>"
-            f"<p>Target: {html.escape(target)}<br>Generated: {head['generated']}<br>Counts: {head['counts']}</p>"
-            f"<h2>{verdict}</h2><table border=1 cellpadding=3 style='border-collapse:collapse'>"
-            f"<tr><th>rule</th><th>severity</th><th>verdict</th><th>requirement</th><th>what was seen</th></tr>"
-            f"{rows}</table><p>Full evidence: report.json</p></body></html>")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>HEMS–DSO conformance: {role}</title>"
+            f"<style>{_STYLE % (colour, colour)}</style></head><body>"
+            f"<div class=cert><h1>HEMS–DSO capacity profile of OpenADR 2.0b: conformance of a {role}</h1>"
+            f"<div class=verdict>{html.escape(verdict)}</div>"
+            f"<p>Under test: <code>{html.escape(target)}</code><br>Tested: {head['generated']} by hems-conformance "
+            f"{side}<br>Must-rules: {tally(musts)}. Should-rules: {tally(shoulds)}.</p>"
+            f"<p><small>A product conforms when it passes every must-rule that applies; 'not run' is not a pass. "
+            f"The evidence for every verdict (messages, timestamps, measured values) is in report.json; "
+            f"conformance/README.md explains each scenario.</small></p></div>"
+            f"<table><tr><th>rule</th><th>severity</th><th>verdict</th><th>requirement</th><th>what was seen</th>"
+            f"</tr>{rows}</table></body></html>")
 
 
 def write_reports(out: Path, side: str, target: str, verdicts: list[Verdict]) -> None:

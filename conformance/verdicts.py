@@ -58,10 +58,13 @@ class Recorder:
         for rule in rules_for(self.side):
             rid = rule.rule_id
             evidence = self._evidence.get(rid, [])
-            if rid in self._fails:
-                result.append(Verdict(rule, Outcome.FAIL, _summary(self._fails[rid], "failed"), evidence))
-            elif rid in self._passes:
-                result.append(Verdict(rule, Outcome.PASS, _summary(self._passes[rid], "passed"), evidence))
+            fails, passes = self._fails.get(rid, []), self._passes.get(rid, [])
+            if fails:
+                head = f"{len(fails)} of {len(fails) + len(passes)} checks failed: " if len(fails) > 1 else ""
+                result.append(Verdict(rule, Outcome.FAIL, head + _summary(fails), evidence))
+            elif passes:
+                head = f"{len(passes)} checks passed, e.g. " if len(passes) > 2 else ""
+                result.append(Verdict(rule, Outcome.PASS, head + _summary(passes, shown=1 if head else 2), evidence))
             else:
                 default = "not automated yet" if not rule.automated else "scenario did not reach it"
                 reason = self._skips.get(rid, default)
@@ -69,11 +72,10 @@ class Recorder:
         return result
 
 
-def _summary(messages: list[str], verb: str, shown: int = 3) -> str:
+def _summary(messages: list[str], shown: int = 3) -> str:
     """The first few messages; the evidence holds them all."""
     text = "; ".join(messages[:shown])
-    rest = len(messages) - shown
-    return text if rest <= 0 else f"{text}; and {rest} more check(s) {verb} (see the evidence)"
+    return text if len(messages) <= shown else f"{text}; … (all {len(messages)} in the evidence)"
 
 
 def failed_ids(verdicts: list[Verdict], severity: Severity | None = None) -> set[str]:
