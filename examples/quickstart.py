@@ -6,7 +6,7 @@ clock (about two and a half minutes at the default speed). At the end it prints,
 feeder, the peak import against the limit, the intervals over the limit, energy cost, comfort and EV
 readiness, and writes a plot of the feeder load against the summed limits.
 
-    python examples/quickstart.py [--hours 24] [--speed 600] [--households 3] [--output-dir demo-output]
+    python examples/quickstart.py [--start 12:00] [--hours 24] [--speed 600] [--households 3] [--output-dir demo-output]
 
 With --allocate the DSO decides the limits itself: the server loads a grid (default
 examples/quickstart-grid.toml: one small transformer, one feeder, the demo's households as connection points,
@@ -101,12 +101,13 @@ class Scenario:
     grid: Grid | None = None
 
 
-def build_scenario(*, households: int, hours: float, evening_kw: float, grid: Grid | None = None) -> Scenario:
+def build_scenario(*, households: int, hours: float, evening_kw: float, grid: Grid | None = None,
+                   start: datetime = SIM_START) -> Scenario:
     """With a grid, its connection points are the households (contracts as the grid store builds them, plus the
     demo's comfort terms) and the operator publishes no bandwidth: the DSO's planner does."""
     count = int(hours * 3600 / INTERVAL.total_seconds())
     # Signals reach a day past the simulated period, so no plan ever sees the edge of the published data.
-    moments = [SIM_START + index * INTERVAL for index in range(count + 96)]
+    moments = [start + index * INTERVAL for index in range(count + 96)]
     if grid is not None:
         contracts = [HouseholdContract(**contract_for(cp).model_dump(exclude={"comfort"}), comfort=COMFORT)
                      for cp in grid.connection_points]
@@ -128,7 +129,7 @@ def build_scenario(*, households: int, hours: float, evening_kw: float, grid: Gr
                           export_limit_kw=5.0)
         for moment in moments
     ))
-    return Scenario(start=SIM_START, intervals=count, contracts=contracts, tariff=tariff, bandwidth=bandwidth,
+    return Scenario(start=start, intervals=count, contracts=contracts, tariff=tariff, bandwidth=bandwidth,
                     grid=grid)
 
 
@@ -423,7 +424,7 @@ async def run(args: argparse.Namespace) -> int:
     db_path = output / "dso.sqlite"
     db_path.unlink(missing_ok=True)
     scenario = build_scenario(households=args.households, hours=args.hours, evening_kw=args.evening_limit_kw,
-                              grid=args.grid_model)
+                              grid=args.grid_model, start=args.start)
     # Start a little before the first interval so registration and delivery happen before it begins.
     clock = AcceleratedClock(start=scenario.start - 2 * INTERVAL, speed=args.speed)
     weather = Weather.synthetic(start=scenario.start - timedelta(hours=1), days=int(args.hours // 24) + 2,
@@ -488,6 +489,10 @@ async def _progress(clock: AcceleratedClock, start: datetime, end: datetime) -> 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hours", type=float, default=24.0, help="simulated hours (default 24)")
+    parser.add_argument("--start", default="12:00", metavar="HH:MM",
+                        help=f"local time on {SIM_START.astimezone(ZONE):%Y-%m-%d} the simulated period starts at, on "
+                             "a quarter-hour (default 12:00, so that the evening, the night and the 06:00 EV "
+                             "departure fall inside 24 h)")
     parser.add_argument("--speed", type=float, default=600.0,
                         help="simulated seconds per wall second (default 600: 24 h in about 2.5 min)")
     parser.add_argument("--households", type=int, default=None,
@@ -510,6 +515,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--hours must be between 0.25 and 72, not {args.hours}")
     if not 1 <= args.speed <= 5000:
         parser.error(f"--speed must be between 1 and 5000, not {args.speed}")
+    try:
+        local_start = time.fromisoformat(args.start)
+    except ValueError:
+        parser.error(f"--start must be a local time such as 12:00, not {args.start!r}")
+    if local_start.minute % 15 or local_start.second or local_start.microsecond or local_start.tzinfo:
+        parser.error(f"--start must be a local time on a quarter-hour such as 16:45, not {args.start!r}")
+    args.start = datetime.combine(SIM_START.astimezone(ZONE).date(), local_start, tzinfo=ZONE).astimezone(UTC)
     args.grid_model = None
     if args.allocate:
         for option, value in (("--households", args.households), ("--evening-limit-kw", args.evening_limit_kw)):
