@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from dso_server.grid import load_grid
+from dso_server.grid_store import GridStore
+from dso_server.store import DsoStore
+from protocol import INTERVAL, CapacityBandwidth, Firmness, effective_limits
+
 ROOT = Path(__file__).resolve().parent.parent
+ZONE = ZoneInfo("Europe/Amsterdam")
 
 
 @pytest.mark.slow
@@ -36,3 +46,143 @@ def test_quickstart_rejects_bad_arguments() -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "--speed must be between" in result.stderr
+
+
+# ------------------------------------------------------------------------------------ --allocate: the DSO decides
+
+START = datetime(2027, 1, 13, 15, 0, tzinfo=ZONE).astimezone(UTC)
+"""The shortened run: 15:00-17:00 local, when the EVs come home (16:00) and charge under the evening limits."""
+
+
+def _quickstart() -> ModuleType:
+    """examples/quickstart.py as a module (examples/ is no package), imported once."""
+    name = "examples_quickstart"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / "quickstart.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # its dataclasses look their module up while it executes
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def _tolerance_kw(limit_kw: float) -> float:
+    """PROFILE tolerance on a limit: 0.1 kW or 2 %, whichever is larger."""
+    return max(0.1, 0.02 * limit_kw)
+
+
+@pytest.mark.slow
+def test_quickstart_allocate_keeps_households_and_transformer_within_the_planners_limits(tmp_path: Path) -> None:
+    hours = 2.0
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py"), "--allocate", "--start", "15:00", "--hours",
+         str(hours), "--speed", "900", "--output-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert any("household (EAN)" in line and "K·h outside band" in line for line in lines)
+    assert len([line for line in lines if line.strip().startswith("8716871200000")]) == 3, result.stdout
+    transformer_row = next(line for line in lines if line.strip().startswith("transformer T1 "))
+    assert "DSO planner: 1 firm run(s) (days 2027-01-13" in result.stdout
+    assert "every household stayed within the limits the DSO published" in result.stdout
+    assert (tmp_path / "transformer.png").read_bytes().startswith(b"\x89PNG")
+
+    count = int(hours * 4)
+    starts = [START + i * INTERVAL for i in range(count)]
+    end = starts[-1] + INTERVAL
+    with DsoStore(tmp_path / "dso.sqlite") as store:
+        gstore = GridStore(store)
+        grid = gstore.grid()
+        assert grid is not None and grid == load_grid(ROOT / "examples" / "quickstart-grid.toml")
+        transformer = grid.transformers[0]
+        # The firm limits are the planner's: its run for the day is recorded with the publication it made, every
+        # bandwidth signal in the store came from a planner run (the demo published none), and every HEMS
+        # acknowledged the planner's firm event.
+        firm_runs = gstore.runs(kind="firm", day="2027-01-13")
+        assert len(firm_runs) == 1 and firm_runs[0].publication_id is not None
+        firm_publication = store.publication(firm_runs[0].publication_id)
+        firm_events = {s.connection_point_id: s.event_id for s in firm_publication.signals}
+        assert set(firm_events) == {cp.ean for cp in grid.connection_points}
+        planner_publications = {run.publication_id for run in gstore.runs(limit=100_000)}
+        bandwidths = store.bandwidths_overlapping(list(firm_events), since=START, until=end)
+        assert all(s.publication_id in planner_publications for signals in bandwidths.values() for s in signals)
+        assert any(isinstance(s.payload, CapacityBandwidth) and s.payload.firmness is Firmness.NON_FIRM
+                   for signals in bandwidths.values() for s in signals)
+        for ean, event_id in firm_events.items():
+            assert any(r.response.event_id == event_id and r.response.opt_type == "optIn"
+                       for r in store.responses(connection_point_id=ean)), ean
+
+        binding = []
+        firm_sum = dict.fromkeys(starts, 0.0)
+        limit_sum = dict.fromkeys(starts, 0.0)
+        tolerance_sum = dict.fromkeys(starts, 0.0)
+        non_firm_in_force = dict.fromkeys(starts, False)
+        for ean, signals in bandwidths.items():
+            contract = store.household(ean).contract
+            payloads = [s.payload for s in signals if not s.cancelled and isinstance(s.payload, CapacityBandwidth)]
+            firm = {lim.start: lim for lim in effective_limits(
+                contract, [p for p in payloads if p.firmness is Firmness.FIRM], start=START, count=count)}
+            limits = {lim.start: lim for lim in effective_limits(contract, payloads, start=START, count=count)}
+            telemetry = {row.interval_start: row for row in store.telemetry(ean, since=START, until=end)}
+            assert set(telemetry) == set(starts), f"{ean} did not report every interval"
+            for start in starts:
+                limit, row = limits[start], telemetry[start]
+                assert firm[start].constrained_by_dso, f"{ean} {start}: no firm limit from the planner"
+                assert row.import_kw <= limit.import_limit_kw + _tolerance_kw(limit.import_limit_kw), (ean, start)
+                assert row.export_kw <= limit.export_limit_kw + _tolerance_kw(limit.export_limit_kw), (ean, start)
+                firm_sum[start] += firm[start].import_limit_kw
+                limit_sum[start] += limit.import_limit_kw
+                tolerance_sum[start] += _tolerance_kw(limit.import_limit_kw)
+                non_firm_in_force[start] |= limit.import_limit_kw > firm[start].import_limit_kw + 1e-9
+                # Evening and the HEMS drawing (nearly) all the planner allowed firm, though its devices and
+                # contract could take more: the DSO's limit is what holds it back.
+                if start.astimezone(ZONE).hour >= 16 and firm[start].import_limit_kw < \
+                        contract.contracted_max_import_kw and row.import_kw >= 0.9 * firm[start].import_limit_kw:
+                    binding.append((ean, start))
+        assert binding, "no household ran into its DSO limit in the evening: the scenario shows no scarcity"
+
+        load = {s: kw for s, (kw, _) in gstore.transformer_load(since=START, until=end)[transformer.id].items()}
+        assert set(load) == set(starts)
+        for start in starts:
+            # The planner's invariants: firm limits within the transformer's limit (capacity less the margin),
+            # firm + non-firm within its capacity; so the measured load stays within the capacity, and within the
+            # limit wherever no non-firm capacity (released from the margin) was in force.
+            assert firm_sum[start] <= transformer.limit_kw + 1e-6, start
+            assert limit_sum[start] <= transformer.capacity_kw + 1e-6, start
+            assert load[start] <= limit_sum[start] + tolerance_sum[start], start
+            bound = transformer.capacity_kw if non_firm_in_force[start] else transformer.limit_kw
+            assert load[start] <= bound + tolerance_sum[start], (start, load[start], bound)
+        over = sum(load[s] > transformer.limit_kw + 0.01 for s in starts)
+        # What the table says about the transformer: its peak and how often it was over its limit.
+        peak = max(load.values())
+        assert transformer_row.split()[2:5] == [f"{peak:.2f}", f"{transformer.limit_kw:.2f}", str(over)]
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["--allocate", "--grid", "no/such/grid.toml"], "no/such/grid.toml: cannot be read"),
+    (["--grid", "examples/quickstart-grid.toml"], "--grid only goes with --allocate"),
+    (["--allocate", "--evening-limit-kw", "2"], "--evening-limit-kw does not go with --allocate"),
+    (["--allocate", "--households", "5"], "--households does not go with --allocate"),
+    (["--start", "noon"], "--start must be a local time such as 12:00, not 'noon'"),
+    (["--start", "15:10"], "--start must be a local time on a quarter-hour"),
+])
+def test_quickstart_rejects_bad_allocate_and_start_arguments(arguments: list[str], message: str,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    quickstart = _quickstart()
+    with pytest.raises(SystemExit) as exit_info:
+        quickstart.parse_args(arguments)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_quickstart_allocate_names_the_broken_field_of_a_grid(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    grid = tmp_path / "grid.toml"
+    grid.write_text((ROOT / "examples" / "quickstart-grid.toml").read_text().replace("rating_kva = 25.0",
+                                                                                     "rating_kva = -25.0"))
+    with pytest.raises(SystemExit):
+        _quickstart().parse_args(["--allocate", "--grid", str(grid)])
+    assert "[[transformer]] #0 field rating_kva" in capsys.readouterr().err
+    args = _quickstart().parse_args(["--allocate", "--start", "15:00"])
+    assert args.households == 3 and args.grid_model.transformers[0].id == "T1" and args.start == START
