@@ -136,9 +136,6 @@ class ScriptedVtn:
     def first(self, kind: str, after: float = 0.0) -> Message | None:
         return next((m for m in self.log if m.kind == kind and m.wall >= after), None)
 
-    def all(self, kind: str) -> list[Message]:
-        return [m for m in self.log if m.kind == kind]
-
     # ------------------------------------------------------------------------------------------ transport
 
     async def _handle(self, request: web.Request) -> web.Response:
