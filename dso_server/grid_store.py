@@ -28,7 +28,7 @@ import numpy as np
 from dso_server.errors import Conflict
 from dso_server.grid import ConnectionPoint, Feeder, Grid, Line, Node, Transformer
 from dso_server.records import Household
-from dso_server.store import DsoStore, from_text, new_id, to_text
+from dso_server.store import DsoStore, from_text, new_id, to_text, where_clause
 from protocol import HouseholdContract
 
 DEFAULT_FAILSAFE_KW = 4.2
@@ -216,14 +216,8 @@ class GridStore:
 
     def runs(self, *, kind: str | None = None, day: str | None = None, limit: int = 100) -> list[AllocationRun]:
         """Runs, newest first."""
-        where, params = [], []
-        if kind is not None:
-            where.append("kind = ?")
-            params.append(kind)
-        if day is not None:
-            where.append("day = ?")
-            params.append(day)
-        sql = "SELECT * FROM allocation_runs" + (f" WHERE {' AND '.join(where)}" if where else "")
+        where, params = where_clause(("kind = ?", kind), ("day = ?", day))
+        sql = "SELECT * FROM allocation_runs" + where
         rows = self._rows(sql + " ORDER BY run_at DESC, rowid DESC LIMIT ?", [*params, limit])
         return [AllocationRun(r["run_id"], r["kind"], r["day"], from_text(r["window_start"]),
                               from_text(r["window_end"]), r["publication_id"], from_text(r["run_at"]),

@@ -69,6 +69,12 @@ def from_text(text: str) -> datetime:
     return datetime.fromisoformat(text).astimezone(UTC)
 
 
+def where_clause(*conditions: tuple[str, Any]) -> tuple[str, list[Any]]:
+    """`` WHERE a = ? AND ...`` and its parameters, for the conditions whose value is not None ("" if none is)."""
+    kept = [(sql, value) for sql, value in conditions if value is not None]
+    return (" WHERE " + " AND ".join(sql for sql, _ in kept) if kept else ""), [value for _, value in kept]
+
+
 def _maybe(text: str | None) -> datetime | None:
     return None if text is None else from_text(text)
 
@@ -329,17 +335,10 @@ class DsoStore:
         ending_after: datetime | None = None,
     ) -> list[Signal]:
         """Signals, oldest first, filtered by connection point, publication and end (``end > ending_after``)."""
-        where, params = [], []
-        if connection_point_id is not None:
-            where.append("connection_point_id = ?")
-            params.append(connection_point_id)
-        if publication_id is not None:
-            where.append("publication_id = ?")
-            params.append(publication_id)
-        if ending_after is not None:
-            where.append("end_at > ?")
-            params.append(to_text(ending_after))
-        sql = "SELECT * FROM signals" + (f" WHERE {' AND '.join(where)}" if where else "")
+        where, params = where_clause(("connection_point_id = ?", connection_point_id),
+                                     ("publication_id = ?", publication_id),
+                                     ("end_at > ?", to_text(ending_after) if ending_after is not None else None))
+        sql = "SELECT * FROM signals" + where
         return [_signal(row) for row in self._rows(sql + " ORDER BY start_at, created_at, rowid", params)]
 
     def bandwidths_overlapping(self, connection_point_ids: Sequence[str], *, since: datetime, until: datetime
@@ -456,15 +455,9 @@ class DsoStore:
 
     def responses(self, *, event_id: str | None = None, connection_point_id: str | None = None
                   ) -> list[StoredResponse]:
-        where, params = [], []
-        if event_id is not None:
-            where.append("r.event_id = ?")
-            params.append(event_id)
-        if connection_point_id is not None:
-            where.append("v.connection_point_id = ?")
-            params.append(connection_point_id)
-        sql = ("SELECT r.*, v.connection_point_id FROM responses r JOIN vens v ON v.ven_id = r.ven_id"
-               + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY r.id")
+        where, params = where_clause(("r.event_id = ?", event_id), ("v.connection_point_id = ?", connection_point_id))
+        sql = (f"SELECT r.*, v.connection_point_id FROM responses r JOIN vens v ON v.ven_id = r.ven_id{where}"
+               " ORDER BY r.id")
         return [
             StoredResponse(
                 ven_id=row["ven_id"], connection_point_id=row["connection_point_id"],
@@ -543,14 +536,10 @@ class DsoStore:
     ) -> list[TelemetryRow]:
         """Telemetry intervals with ``since <= start < until``, oldest first."""
         self.household(connection_point_id)
-        where, params = ["connection_point_id = ?"], [connection_point_id]
-        if since is not None:
-            where.append("interval_start >= ?")
-            params.append(to_text(since))
-        if until is not None:
-            where.append("interval_start < ?")
-            params.append(to_text(until))
-        rows = self._rows(f"SELECT * FROM telemetry WHERE {' AND '.join(where)} ORDER BY interval_start", params)
+        where, params = where_clause(("connection_point_id = ?", connection_point_id),
+                                     ("interval_start >= ?", to_text(since) if since is not None else None),
+                                     ("interval_start < ?", to_text(until) if until is not None else None))
+        rows = self._rows(f"SELECT * FROM telemetry{where} ORDER BY interval_start", params)
         return [
             TelemetryRow(row["connection_point_id"], from_text(row["interval_start"]), row["import_kw"],
                          row["export_kw"], from_text(row["received_at"]))
