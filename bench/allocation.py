@@ -21,9 +21,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from dso_server.grid import ConnectionPoint, Feeder, Grid, Node, Transformer
-from dso_server.grid_allocation import GridAllocation, firm_for_grid, non_firm_for_grid
-from dso_server.powerflow import FeederModel
+from dso_server.capacity.grid import ConnectionPoint, Feeder, Grid, Node, Transformer
+from dso_server.capacity.grid_allocation import GridAllocation, firm_for_grid, non_firm_for_grid
+from dso_server.capacity.powerflow import FeederModel
 from protocol.contract import make_ean18
 
 N_T, H_PER_T, N_I, NRT_I = 100, 100, 96, 8
@@ -33,7 +33,7 @@ def _region(*, with_model: bool) -> Grid:
     """100 transformers x 100 households; with a grid model: copies of the Kerber suburban cable grid."""
     template: Grid | None = None
     if with_model:
-        from dso_server.lab_grids import lab_grid
+        from dso_server.capacity.lab_grids import lab_grid
 
         template = lab_grid("kerber-vorstadtnetz-kabel-1")
     rng = np.random.default_rng(0)

@@ -171,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
         "grid", help="check a grid file, or load one (or a lab benchmark grid) into the store",
         description="The grid the DSO allocates on: transformers (rating kVA), feeders, connection points (18-digit "
                     "EAN, contract size, section 14a devices) and optionally nodes and lines for a power flow. "
-                    "Formats: TOML or CSV, described in dso_server/grid.py (examples/grid.toml, examples/grid.csv). "
+                    "Formats: TOML or CSV, described in dso_server/capacity/grid.py (examples/grid.toml, "
+                    "examples/grid.csv). "
                     "Every connection point is a household: one without a contract in the store gets one built from "
                     "its row; one with a contract must agree with it on the contracted maxima.")
     grid_commands = grid.add_subparsers(dest="grid_command", required=True, metavar="ACTION")
@@ -291,7 +292,7 @@ def _inline_payload(args: argparse.Namespace) -> dict[str, Any]:
 
 def _check_payload(kind: str, payload: dict[str, Any]) -> None:
     """Validate locally what the server would, so a bad argument is exit 2 with the same message."""
-    from dso_server.api_codec import invalid
+    from dso_server.api.codec import invalid
     from protocol import CapacityBandwidth, TouTariff
 
     model = CapacityBandwidth if kind == "bandwidth" else TouTariff
@@ -438,10 +439,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _read_grid(args: argparse.Namespace) -> Any:
-    from dso_server.grid import GridFileError, load_grid
+    from dso_server.capacity.grid import GridFileError, load_grid
 
     if getattr(args, "lab", None):
-        from dso_server.lab_grids import lab_grid
+        from dso_server.capacity.lab_grids import lab_grid
 
         try:
             return lab_grid(args.lab)
@@ -457,7 +458,7 @@ def _read_grid(args: argparse.Namespace) -> Any:
 
 def _grid(args: argparse.Namespace) -> int:
     if args.grid_command == "labs":
-        from dso_server.lab_grids import LAB_GRIDS
+        from dso_server.capacity.lab_grids import LAB_GRIDS
 
         print(_table([(g.name, g.description) for g in LAB_GRIDS.values()], ("name", "grid")))
         return 0
@@ -466,8 +467,8 @@ def _grid(args: argparse.Namespace) -> int:
         print(f"{args.file}: valid: {grid.summary()}")
         return 0
     from dso_server.errors import SchemaError
-    from dso_server.grid_store import GridConflict, GridStore
-    from dso_server.store import DsoStore
+    from dso_server.store.grid_store import GridConflict, GridStore
+    from dso_server.store.sqlite import DsoStore
 
     try:
         with DsoStore(args.db) as store:

@@ -10,7 +10,7 @@ Start-up: open the store, load the contracts file and the grid file into it, ser
 start the planning loop. Shut-down: the planning loop, the API, then the VTN (no new messages reach the store),
 then the store. When start-up fails half-way, what was already started is stopped again.
 
-The planning loop (``dso_server.planner``) runs on the server's clock: the day-ahead firm allocation at
+The planning loop (``dso_server.capacity.planner``) runs on the server's clock: the day-ahead firm allocation at
 ``day_ahead_time`` for the next local day (and at once for a day that has none), the non-firm allocation every
 ``near_real_time_interval_s``. It starts only when the store holds a grid at start-up (settings ``grid_path``,
 or ``dso-server grid load`` before ``serve``); without one the server only relays what the operator publishes,
@@ -29,17 +29,17 @@ from types import TracebackType
 
 from aiohttp import web
 
-from dso_server.api import create_app
+from dso_server.api.app import create_app
+from dso_server.capacity.grid import load_grid
+from dso_server.capacity.planner import PlannerConfig, days_due, next_day_ahead_run, run_day_ahead, run_near_real_time
+from dso_server.capacity.powerflow import FeederModel
 from dso_server.contracts import load_contracts
 from dso_server.errors import ConfigurationError
-from dso_server.grid import load_grid
-from dso_server.grid_store import GridConflict, GridStore
-from dso_server.planner import PlannerConfig, days_due, next_day_ahead_run, run_day_ahead, run_near_real_time
-from dso_server.powerflow import FeederModel
 from dso_server.records import Publication, Signal, SignalPayload
 from dso_server.settings import DsoSettings
-from dso_server.store import DsoStore
-from dso_server.vtn import DsoVtn
+from dso_server.store.grid_store import GridConflict, GridStore
+from dso_server.store.sqlite import DsoStore
+from dso_server.transport.oadr20b.vtn import DsoVtn
 from protocol.clock import Clock, WallClock
 
 logger = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from dso_server.planner import PlannerConfig
+from dso_server.capacity.planner import PlannerConfig
 
 DEFAULT_PATH_PREFIX = "/OpenADR2/Simple/2.0b"
 """Where openleadr serves the 2.0b endpoints (EiEvent, EiReport, EiRegisterParty, OadrPoll)."""
@@ -33,9 +33,9 @@ class DsoSettings(BaseModel):
     contracts_file: Path | None = None
     """TOML with the households (see ``dso_server.contracts``); loaded into the store at every start."""
     grid_path: Path | None = None
-    """Grid file (.toml or .csv, see ``dso_server.grid``) loaded into the store at every start. With a grid (from
-    this file or stored by ``dso-server grid load``) the server runs the day-ahead and near-real-time allocation
-    jobs; without one it only relays what the operator publishes."""
+    """Grid file (.toml or .csv, see ``dso_server.capacity.grid``) loaded into the store at every start. With a
+    grid (from this file or stored by ``dso-server grid load``) the server runs the day-ahead and near-real-time
+    allocation jobs; without one it only relays what the operator publishes."""
     timezone: str = "Europe/Amsterdam"
     """The DSO's local time: days of the forecast, the allocation and the operator API, and day_ahead_time."""
     day_ahead_time: time = time(14, 0)

@@ -35,13 +35,13 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 
-from dso_server.grid import ConnectionPoint, Grid, GridFileError, Transformer, load_grid
-from dso_server.grid_store import AllocationRun, GridStore, contract_for
-from dso_server.planner import FIRM, NON_FIRM
+from dso_server.capacity.grid import ConnectionPoint, Grid, GridFileError, Transformer, load_grid
+from dso_server.capacity.planner import FIRM, NON_FIRM
 from dso_server.records import TelemetryRow
 from dso_server.service import DsoServer
 from dso_server.settings import DsoSettings
-from dso_server.store import DsoStore
+from dso_server.store.grid_store import AllocationRun, GridStore, contract_for
+from dso_server.store.sqlite import DsoStore
 from hems_client.app import HemsApp
 from hems_client.devices.household import make_household
 from hems_client.devices.weather import Weather
@@ -506,7 +506,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "firm (day-ahead) and non-firm (every 5 min) limits instead of the operator's "
                              "fixed bandwidth")
     parser.add_argument("--grid", type=Path, default=None, metavar="FILE",
-                        help=f"grid file for --allocate (.toml or .csv, format in dso_server/grid.py; default "
+                        help=f"grid file for --allocate (.toml or .csv, format in dso_server/capacity/grid.py; default "
                              f"{DEFAULT_GRID.relative_to(DEFAULT_GRID.parent.parent)})")
     parser.add_argument("--seed", type=int, default=7, help="seed for weather and household variation")
     parser.add_argument("--output-dir", default="demo-output", help="where the SQLite store and plot go")

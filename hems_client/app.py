@@ -16,7 +16,7 @@ An explicit ``poll_interval_s`` that breaks this is refused (for a ``WallClock``
 without one, the VTN's requested poll frequency is capped at a third of ``failsafe_after_s`` in clock time.
 A loop kept busy (many households planning in one process) delays polls by many clock seconds; the failsafe
 judges silence by the VEN's failed attempts, not by the clock alone, so that is not taken for a lost VTN
-(``hems_client.failsafe``). ``failsafe_after_s=None`` runs without failsafe.
+(``hems_client.control.failsafe``). ``failsafe_after_s=None`` runs without failsafe.
 
 Store: a path (or ':memory:') or a ``HemsStore``; a restarted app on the same store resumes with the stored
 signals and failsafe state, so the limits in force before the restart hold before any new contact.
@@ -31,14 +31,14 @@ from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 
-from hems_client.controller import Controller
+from hems_client.control.controller import Controller
+from hems_client.control.failsafe import DEFAULT_FAILSAFE_AFTER_S
+from hems_client.control.planning import Planner
+from hems_client.control.signal_book import DEFAULT_PRICES, DefaultPrices, SignalBook
 from hems_client.devices.household import Household
-from hems_client.failsafe import DEFAULT_FAILSAFE_AFTER_S
 from hems_client.kpi import KpiTracker
-from hems_client.planning import Planner
-from hems_client.signal_book import DEFAULT_PRICES, DefaultPrices, SignalBook
 from hems_client.store import HemsStore
-from hems_client.ven import HemsVen
+from hems_client.transport.oadr20b.ven import HemsVen
 from protocol.clock import AcceleratedClock, Clock, WallClock
 from protocol.contract import HouseholdContract
 from protocol.timebase import INTERVALS_PER_DAY

@@ -13,12 +13,12 @@ from pathlib import Path
 
 from hems_client.app import HemsApp, VenSecurity, check_poll_against_failsafe
 from hems_client.config import load_contract, validate_contract_file
+from hems_client.control.failsafe import DEFAULT_FAILSAFE_AFTER_S
+from hems_client.control.optimiser_planner import OptimiserPlanner
+from hems_client.control.planning import Planner
+from hems_client.control.rule_planner import RulePlanner
 from hems_client.devices import Weather, make_household
-from hems_client.failsafe import DEFAULT_FAILSAFE_AFTER_S
 from hems_client.kpi import format_kpi_table
-from hems_client.optimiser_planner import OptimiserPlanner
-from hems_client.planning import Planner
-from hems_client.rule_planner import RulePlanner
 from hems_client.store import HemsStore, StoreError
 from protocol.clock import AcceleratedClock, WallClock
 from protocol.contract import HouseholdContract

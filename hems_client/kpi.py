@@ -34,7 +34,7 @@ class DailyKpi:
     ev_range_at_departure_km: float | None = None
     ev_required_range_km: float | None = None
     failsafe_h: float = 0.0
-    """Hours under the contract's failsafe limits (no contact with the VTN, see ``hems_client.failsafe``)."""
+    """Hours under the contract's failsafe limits (no contact with the VTN, see ``hems_client.control.failsafe``)."""
 
     @property
     def ev_ready(self) -> bool | None:

@@ -26,8 +26,8 @@ from typing import Any
 
 import sqlite_utils
 
-from hems_client.failsafe import FailsafeSnapshot, FailsafeState
-from hems_client.signal_book import ActiveSignal, BookSnapshot, SignalBook
+from hems_client.control.failsafe import FailsafeSnapshot, FailsafeState
+from hems_client.control.signal_book import ActiveSignal, BookSnapshot, SignalBook
 from protocol.contract import HouseholdContract
 from protocol.signals import CapacityBandwidth, TouTariff
 

@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dso_server.allocation import allocate_envelopes, allocate_non_firm_envelopes, baselines_kw, share_fairly
+from dso_server.capacity.allocation import allocate_envelopes, allocate_non_firm_envelopes, baselines_kw, share_fairly
 
 
 def test_minimum_first_then_proportional_to_room() -> None:

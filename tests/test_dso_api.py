@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from dso_server.api import create_app
+from dso_server.api.app import create_app
 from dso_server.records import Household
-from dso_server.store import DsoStore
+from dso_server.store.sqlite import DsoStore
 from protocol import (
     ComfortStatus,
     HouseholdContract,

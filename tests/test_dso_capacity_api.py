@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from dso_server.api import create_app
-from dso_server.grid import load_grid
-from dso_server.grid_store import GridStore
-from dso_server.store import DsoStore
+from dso_server.api.app import create_app
+from dso_server.capacity.grid import load_grid
+from dso_server.store.grid_store import GridStore
+from dso_server.store.sqlite import DsoStore
 from protocol import BandwidthInterval, CapacityBandwidth, Firmness, Telemetry, TelemetryInterval
 from protocol.clock import ManualClock
 
@@ -109,6 +109,6 @@ async def test_without_grid_no_transformers() -> None:
 
 
 def test_day_is_local() -> None:
-    from dso_server.forecast import local_day
+    from dso_server.capacity.forecast import local_day
 
     assert local_day(DAY_START, "Europe/Amsterdam") == date(2030, 1, 7)

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from dso_server.compliance import find_violations, silent_households
+from dso_server.capacity.compliance import find_violations, silent_households
 from protocol.contract import HouseholdContract, make_ean18
 from protocol.reports import TelemetryInterval
 from protocol.signals import BandwidthInterval, CapacityBandwidth, Firmness

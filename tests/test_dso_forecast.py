@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 import pytest
 
-from dso_server.forecast import (
+from dso_server.capacity.forecast import (
     cold_start,
     day_intervals,
     forecast_quantiles,

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from dso_server.grid import ConnectionPoint, Feeder, Grid, Transformer, load_grid
+from dso_server.capacity.grid import ConnectionPoint, Feeder, Grid, Transformer, load_grid
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "grid.toml"
 
@@ -47,12 +47,12 @@ def test_loader_error_names_file_table_index_field(tmp_path: Path) -> None:
 
 from datetime import UTC, datetime  # noqa: E402
 
+from dso_server.capacity.grid import GridFileError  # noqa: E402
+from dso_server.capacity.lab_grids import LAB_GRIDS, lab_grid  # noqa: E402
 from dso_server.cli import main  # noqa: E402
-from dso_server.grid import GridFileError  # noqa: E402
-from dso_server.grid_store import GridConflict, GridStore  # noqa: E402
-from dso_server.lab_grids import LAB_GRIDS, lab_grid  # noqa: E402
 from dso_server.records import Household  # noqa: E402
-from dso_server.store import DsoStore  # noqa: E402
+from dso_server.store.grid_store import GridConflict, GridStore  # noqa: E402
+from dso_server.store.sqlite import DsoStore  # noqa: E402
 from protocol import HouseholdContract  # noqa: E402
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)

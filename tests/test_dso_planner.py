@@ -7,12 +7,12 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 import pytest
 
-from dso_server.forecast import day_intervals
-from dso_server.grid_store import GridStore
-from dso_server.lab_grids import lab_grid
-from dso_server.planner import PlannerConfig, days_due, next_day_ahead_run, run_day_ahead, run_near_real_time
-from dso_server.store import DsoStore
-from dso_server.views import lowest_per_interval
+from dso_server.api.views import lowest_per_interval
+from dso_server.capacity.forecast import day_intervals
+from dso_server.capacity.lab_grids import lab_grid
+from dso_server.capacity.planner import PlannerConfig, days_due, next_day_ahead_run, run_day_ahead, run_near_real_time
+from dso_server.store.grid_store import GridStore
+from dso_server.store.sqlite import DsoStore
 from protocol import Firmness, Telemetry, TelemetryInterval
 
 CONFIG = PlannerConfig()

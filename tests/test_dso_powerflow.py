@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dso_server.grid import ConnectionPoint, Feeder, Grid, Line, Node, Transformer
-from dso_server.grid_allocation import firm_for_grid, non_firm_for_grid
-from dso_server.lab_grids import grid_from_pandapower, lab_grid
-from dso_server.powerflow import FeederModel, Limits, check_powerflow, limit_by_powerflow
+from dso_server.capacity.grid import ConnectionPoint, Feeder, Grid, Line, Node, Transformer
+from dso_server.capacity.grid_allocation import firm_for_grid, non_firm_for_grid
+from dso_server.capacity.lab_grids import grid_from_pandapower, lab_grid
+from dso_server.capacity.powerflow import FeederModel, Limits, check_powerflow, limit_by_powerflow
 from protocol.contract import make_ean18
 
 

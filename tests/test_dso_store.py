@@ -26,7 +26,7 @@ from dso_server.lifecycle import (
     relevant_signals,
 )
 from dso_server.records import EventResponse, Household
-from dso_server.store import DsoStore
+from dso_server.store.sqlite import DsoStore
 from protocol import (
     BandwidthInterval,
     CapacityBandwidth,

@@ -357,8 +357,8 @@ async def test_signed_messages_stay_signed_when_another_vtn_lives_in_the_process
 
 async def test_polls_follow_the_injected_clock_through_an_events_life() -> None:
     from dso_server.records import Household
-    from dso_server.store import DsoStore
-    from dso_server.vtn import DsoVtn
+    from dso_server.store.sqlite import DsoStore
+    from dso_server.transport.oadr20b.vtn import DsoVtn
     from protocol import HouseholdContract
     from protocol.clock import ManualClock
 

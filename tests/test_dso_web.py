@@ -29,12 +29,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 from playwright.async_api import Browser, Page, async_playwright
 
-from dso_server.api import create_app
-from dso_server.grid import load_grid
-from dso_server.grid_store import GridStore
+from dso_server.api.app import create_app
+from dso_server.capacity.grid import load_grid
 from dso_server.service import DsoServer
 from dso_server.settings import DsoSettings
-from dso_server.store import DsoStore
+from dso_server.store.grid_store import GridStore
+from dso_server.store.sqlite import DsoStore
 from hems_client.app import HemsApp
 from hems_client.devices.household import make_household
 from hems_client.devices.weather import Weather

@@ -13,8 +13,8 @@ import pytest
 from hems_client.app import HemsApp
 from hems_client.cli import build_parser, main
 from hems_client.config import ConfigError, load_contract
+from hems_client.control.failsafe import FailsafeState
 from hems_client.devices import Weather, make_household
-from hems_client.failsafe import FailsafeState
 from hems_client.store import HemsStore
 from protocol import make_ean18
 from protocol.clock import AcceleratedClock

@@ -10,9 +10,8 @@ from datetime import UTC, datetime, time, timedelta
 
 import pytest
 
-from hems_client.controller import Controller
-from hems_client.devices import BaseLoad, ElectricVehicle, HeatPump, HomeBattery, Household, Weather
-from hems_client.failsafe import (
+from hems_client.control.controller import Controller
+from hems_client.control.failsafe import (
     TRANSITIONS,
     Failsafe,
     FailsafeEvent,
@@ -21,7 +20,8 @@ from hems_client.failsafe import (
     IllegalFailsafeTransition,
     next_state,
 )
-from hems_client.signal_book import SignalBook
+from hems_client.control.signal_book import SignalBook
+from hems_client.devices import BaseLoad, ElectricVehicle, HeatPump, HomeBattery, Household, Weather
 from protocol import (
     INTERVAL,
     BandwidthInterval,

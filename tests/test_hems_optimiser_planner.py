@@ -17,13 +17,13 @@ from unittest import mock
 
 import pytest
 
-from hems_client.controller import Controller
+from hems_client.control.controller import Controller
+from hems_client.control.optimiser_planner import OptimiserPlanner
+from hems_client.control.signal_book import SignalBook
 from hems_client.devices import BaseLoad, ElectricVehicle, HeatPump, HomeBattery, Household, PvSystem, Weather
 from hems_client.devices.base import Conditions
 from hems_client.devices.household import StepResult
 from hems_client.optimiser import HouseholdOptimiser, OptimiserError
-from hems_client.optimiser_planner import OptimiserPlanner
-from hems_client.signal_book import SignalBook
 from protocol import (
     INTERVAL,
     BandwidthInterval,

@@ -10,11 +10,11 @@ from datetime import UTC, datetime, time, timedelta
 
 import pytest
 
-from hems_client.controller import Controller, IntervalMeter, OptimiserPlanner, Planner, RulePlanner
+from hems_client.control.controller import Controller, IntervalMeter, OptimiserPlanner, Planner, RulePlanner
+from hems_client.control.guard import guard_setpoints
+from hems_client.control.signal_book import SignalBook
 from hems_client.devices import BaseLoad, ElectricVehicle, HeatPump, HomeBattery, Household, PvSystem, Weather
-from hems_client.guard import guard_setpoints
 from hems_client.kpi import KpiTracker, format_kpi_table
-from hems_client.signal_book import SignalBook
 from protocol import (
     INTERVAL,
     BandwidthInterval,

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hems_client.signal_book import DefaultPrices, SignalBook
+from hems_client.control.signal_book import DefaultPrices, SignalBook
 from protocol import (
     INTERVAL,
     BandwidthInterval,

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from hems_client.app import HemsApp
-from hems_client.controller import Controller
+from hems_client.control.controller import Controller
+from hems_client.control.failsafe import FailsafeSnapshot, FailsafeState
+from hems_client.control.signal_book import SignalBook
 from hems_client.devices import BaseLoad, HeatPump, HomeBattery, Household, Weather
-from hems_client.failsafe import FailsafeSnapshot, FailsafeState
-from hems_client.signal_book import SignalBook
 from hems_client.store import HemsStore, StoreError
 from protocol import (
     INTERVAL,

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from openleadr import OpenADRServer
 
-from hems_client.signal_book import SignalBook
-from hems_client.ven import HemsVen, judge_event
+from hems_client.control.signal_book import SignalBook
+from hems_client.transport.oadr20b.ven import HemsVen, judge_event
 from protocol import (
     INTERVAL,
     BandwidthInterval,

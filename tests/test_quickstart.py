@@ -12,9 +12,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from dso_server.grid import load_grid
-from dso_server.grid_store import GridStore
-from dso_server.store import DsoStore
+from dso_server.capacity.grid import load_grid
+from dso_server.store.grid_store import GridStore
+from dso_server.store.sqlite import DsoStore
 from protocol import INTERVAL, CapacityBandwidth, Firmness, effective_limits
 
 ROOT = Path(__file__).resolve().parent.parent

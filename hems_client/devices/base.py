@@ -54,7 +54,7 @@ class Device(Protocol):
 
     @property
     def priority(self) -> int:
-        """Shedding order when import must come down: lower is shed first (see ``hems_client.guard``)."""
+        """Shedding order when import must come down: lower is shed first (see ``hems_client.control.guard``)."""
         ...
 
     def power_range_kw(self, conditions: Conditions, dt_s: float) -> tuple[float, float]:

@@ -48,7 +48,7 @@ class HeatPump:
     kind = DeviceKind.HEAT_PUMP
     flexible = True
     priority = 30
-    """Shed last: after battery charging and EV charging (see ``hems_client.guard``)."""
+    """Shed last: after battery charging and EV charging (see ``hems_client.control.guard``)."""
 
     def __init__(
         self,

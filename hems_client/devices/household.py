@@ -13,6 +13,7 @@ from datetime import datetime, time
 
 import numpy as np
 
+from hems_client.control.planning import BatteryState, EvState, Forecast, HeatPumpState, HouseholdState
 from hems_client.devices.base import Device
 from hems_client.devices.base_load import BaseLoad
 from hems_client.devices.battery import HomeBattery
@@ -20,7 +21,6 @@ from hems_client.devices.ev import ElectricVehicle, EvDeparture
 from hems_client.devices.heat_pump import HeatPump
 from hems_client.devices.pv import PvSystem
 from hems_client.devices.weather import Weather
-from hems_client.planning import BatteryState, EvState, Forecast, HeatPumpState, HouseholdState
 from protocol.contract import HouseholdContract
 from protocol.timebase import INTERVAL, INTERVALS_PER_DAY, floor_to_interval
 

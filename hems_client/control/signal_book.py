@@ -21,7 +21,7 @@ status; the DSO modifies or cancels it.
 An event that fails to decode is not given to the book at all; the transport passes its id in ``present_ids``
 so that it is not taken for an implied cancel and the last valid version stays in force.
 
-For the failsafe (``hems_client.failsafe``) the book remembers when the DSO last changed a capacity bandwidth
+For the failsafe (``hems_client.control.failsafe``) the book remembers when the DSO last changed a capacity bandwidth
 (``limits_changed_at``: added, modified, cancelled or implicitly cancelled; expiry by the clock does not count):
 "fresh limits" are a change after contact with the VTN was lost. ``snapshot()`` / ``from_snapshot()`` carry
 everything the book knows to the local store (``hems_client.store``) and back.

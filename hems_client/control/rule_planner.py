@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from hems_client.control.planning import ControlDecision, HeatPumpState, HouseholdState
 from hems_client.devices.heat_pump import cop_air_source, heat_to_reach, indoor_after
-from hems_client.planning import ControlDecision, HeatPumpState, HouseholdState
 from protocol.contract import HouseholdContract
 from protocol.effective import EffectiveLimit
 from protocol.reports import Plan, PlanInterval

@@ -44,7 +44,7 @@ from dso_server.errors import ConfigurationError, UnknownHousehold
 from dso_server.lifecycle import DeliveryKey, delivery_due, delivery_keys, relevant_signals
 from dso_server.records import EventResponse
 from dso_server.settings import DEFAULT_PATH_PREFIX, DEFAULT_POLL_INTERVAL_S
-from dso_server.store import DsoStore, new_id
+from dso_server.store.sqlite import DsoStore, new_id
 from protocol import ProfileError
 from protocol.clock import Clock
 from protocol.oadr20b import decode_report, encode_event, report_requests_for

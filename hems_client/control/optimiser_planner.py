@@ -1,4 +1,4 @@
-"""The convex optimiser behind the :class:`~hems_client.planning.Planner` call: the HEMS's default planner.
+"""The convex optimiser behind the :class:`~hems_client.control.planning.Planner` call: the HEMS's default planner.
 
 ``OptimiserPlanner.plan`` maps the household's state, the effective limits, the tariff and the contract to
 :class:`~hems_client.optimiser.OptimiserInputs`, solves, and turns the result into a :class:`ControlDecision`:
@@ -36,6 +36,8 @@ from datetime import datetime
 
 import numpy as np
 
+from hems_client.control.planning import ControlDecision, HouseholdState, Planner
+from hems_client.control.rule_planner import RulePlanner
 from hems_client.optimiser import (
     HouseholdOptimiser,
     HouseholdParams,
@@ -45,8 +47,6 @@ from hems_client.optimiser import (
     SlackUse,
     cop_air_source,
 )
-from hems_client.planning import ControlDecision, HouseholdState, Planner
-from hems_client.rule_planner import RulePlanner
 from protocol.contract import HouseholdContract
 from protocol.effective import EffectiveLimit
 from protocol.reports import Plan, PlanInterval
@@ -94,7 +94,7 @@ def _devices(state: HouseholdState, defaults: HouseholdParams) -> _Devices:
 
 
 class OptimiserPlanner:
-    """Receding-horizon planner on :class:`HouseholdOptimiser`; implements ``hems_client.planning.Planner``."""
+    """Receding-horizon planner on :class:`HouseholdOptimiser`; implements ``hems_client.control.planning.Planner``."""
 
     def __init__(
         self,

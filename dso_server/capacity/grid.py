@@ -25,7 +25,7 @@ has no lines: a grid model with impedances (for the voltage check) needs TOML.
 
 A transformer has a *grid model* when it names its ``busbar_node``: then every node and line under it is
 part of one connected network fed from that busbar, and each of its connection points names the ``node_id`` it
-hangs on. The allocation then checks voltages and line currents with a power flow (``dso_server.powerflow``).
+hangs on. The allocation then checks voltages and line currents with a power flow (``dso_server.capacity.powerflow``).
 """
 
 from __future__ import annotations

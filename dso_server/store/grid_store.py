@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from dso_server.capacity.grid import ConnectionPoint, Feeder, Grid, Line, Node, Transformer
 from dso_server.errors import Conflict
-from dso_server.grid import ConnectionPoint, Feeder, Grid, Line, Node, Transformer
 from dso_server.records import Household
-from dso_server.store import DsoStore, from_text, new_id, to_text, where_clause
+from dso_server.store.sqlite import DsoStore, from_text, new_id, to_text, where_clause
 from protocol import HouseholdContract
 
 DEFAULT_FAILSAFE_KW = 4.2

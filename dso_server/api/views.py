@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from dso_server.compliance import Violation, find_violations
-from dso_server.forecast import day_intervals
-from dso_server.grid import Grid
-from dso_server.grid_store import GridStore
-from dso_server.planner import PlannerConfig, forecast_for_day
+from dso_server.capacity.compliance import Violation, find_violations
+from dso_server.capacity.forecast import day_intervals
+from dso_server.capacity.grid import Grid
+from dso_server.capacity.planner import PlannerConfig, forecast_for_day
 from dso_server.records import Signal
-from dso_server.store import DsoStore
+from dso_server.store.grid_store import GridStore
+from dso_server.store.sqlite import DsoStore
 from protocol import TelemetryInterval
 from protocol.signals import CapacityBandwidth, Firmness
 from protocol.timebase import INTERVAL

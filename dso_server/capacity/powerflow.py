@@ -37,7 +37,7 @@ from power_grid_model import (
     initialize_array,
 )
 
-from dso_server.grid import Grid
+from dso_server.capacity.grid import Grid
 
 FloatArray = NDArray[np.float64]
 _SOURCE_SK_VA = 1e9

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from dso_server.grid import ConnectionPoint, Feeder, Grid, Line, Node, Transformer
+from dso_server.capacity.grid import ConnectionPoint, Feeder, Grid, Line, Node, Transformer
 from protocol.contract import make_ean18
 
 

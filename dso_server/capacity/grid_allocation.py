@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from dso_server.allocation import (
+from dso_server.capacity.allocation import (
     AllocationInvariantError,
     FloatArray,
     allocate_envelopes,
@@ -26,8 +26,8 @@ from dso_server.allocation import (
     baselines_kw,
     non_firm_headroom_kw,
 )
-from dso_server.grid import Grid
-from dso_server.powerflow import FeederModel, Limits, check_powerflow, limit_by_powerflow
+from dso_server.capacity.grid import Grid
+from dso_server.capacity.powerflow import FeederModel, Limits, check_powerflow, limit_by_powerflow
 
 _TOL_KW = 1e-6
 DEFAULT_LIMITS = Limits()

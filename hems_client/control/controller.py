@@ -2,11 +2,11 @@
 under a local guard, meters each interval and reports telemetry, plan and comfort status.
 
 All timing follows the injected clock. The household is stepped in sub-steps of ``substep_s`` clock seconds;
-each sub-step the guard (``hems_client.guard``) corrects the plan's setpoints against the last measured load.
+each sub-step the guard (``hems_client.control.guard``) corrects the plan's setpoints against the last measured load.
 Sending never blocks the loop: reports go through an outbox drained by a separate task, and telemetry the
 transport could not deliver is kept (up to two days) and sent with the next interval's.
 
-Failsafe (``hems_client.failsafe``): with a ``link`` (the VEN's ``last_contact_at``) the controller applies the
+Failsafe (``hems_client.control.failsafe``): with a ``link`` (the VEN's ``last_contact_at``) the controller applies the
 contract's failsafe limits after ``failsafe_after_s`` of clock time without contact, instead of the signal-based
 limits, for the guard and the plan alike; it wakes exactly at the failsafe's deadlines. Transitions are written
 into the next decision's ``notes``, the time spent in failsafe into the KPIs. Without a link (a controller
@@ -15,7 +15,7 @@ driven without transport) the failsafe never moves: it stays normal, or in a fai
 Store (``hems_client.store``): with a ``store`` the contract, the signal book and the failsafe state are written
 on every change, and a controller built without a signal book resumes from the stored one.
 
-Planner interface (``hems_client.planning``): ``Planner.plan(now, state, limits, tariff, contract) ->
+Planner interface (``hems_client.control.planning``): ``Planner.plan(now, state, limits, tariff, contract) ->
 ControlDecision``; :class:`OptimiserPlanner` (the convex optimiser, compiled once) is the default,
 :class:`RulePlanner` drops in behind the same call.
 """
@@ -30,20 +30,20 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from hems_client.devices.household import Household
-from hems_client.failsafe import (
+from hems_client.control.failsafe import (
     DEFAULT_FAILSAFE_AFTER_S,
     Failsafe,
     FailsafeState,
     FailsafeTransition,
     failsafe_limit,
 )
-from hems_client.guard import guard_setpoints, interval_budget_kw
+from hems_client.control.guard import guard_setpoints, interval_budget_kw
+from hems_client.control.optimiser_planner import OptimiserPlanner
+from hems_client.control.planning import ControlDecision, HouseholdState, Planner
+from hems_client.control.rule_planner import RulePlanner
+from hems_client.control.signal_book import DEFAULT_PRICES, DefaultPrices, SignalBook
+from hems_client.devices.household import Household
 from hems_client.kpi import KpiTracker
-from hems_client.optimiser_planner import OptimiserPlanner
-from hems_client.planning import ControlDecision, HouseholdState, Planner
-from hems_client.rule_planner import RulePlanner
-from hems_client.signal_book import DEFAULT_PRICES, DefaultPrices, SignalBook
 from hems_client.store import HemsStore
 from protocol.clock import Clock, sleep_until
 from protocol.contract import HouseholdContract

@@ -31,9 +31,8 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from dso_server.allocation import baselines_kw
-from dso_server.errors import IllegalSignalChange
-from dso_server.forecast import (
+from dso_server.capacity.allocation import baselines_kw
+from dso_server.capacity.forecast import (
     QuantileForecast,
     cold_start,
     day_intervals,
@@ -44,11 +43,12 @@ from dso_server.forecast import (
     local_slots,
     measured_days,
 )
-from dso_server.grid import Grid
-from dso_server.grid_allocation import GridAllocation, firm_for_grid, non_firm_for_grid
-from dso_server.grid_store import AllocationRun, GridStore
-from dso_server.powerflow import FeederModel, Limits
-from dso_server.store import DsoStore
+from dso_server.capacity.grid import Grid
+from dso_server.capacity.grid_allocation import GridAllocation, firm_for_grid, non_firm_for_grid
+from dso_server.capacity.powerflow import FeederModel, Limits
+from dso_server.errors import IllegalSignalChange
+from dso_server.store.grid_store import AllocationRun, GridStore
+from dso_server.store.sqlite import DsoStore
 from protocol.effective import lowest_limits
 from protocol.signals import BandwidthInterval, CapacityBandwidth, Firmness
 from protocol.timebase import INTERVAL, floor_to_interval

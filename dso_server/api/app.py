@@ -20,7 +20,7 @@ Endpoints::
 
 The transformer endpoints read the grid from the store (``dso-server grid load`` or settings ``grid_path``);
 without a grid, ``/api/transformers`` lists none. ``day`` is a local day of the DSO's time zone (settings
-``timezone``, Europe/Amsterdam by default), today by the server clock when left out; see ``dso_server.views``.
+``timezone``, Europe/Amsterdam by default), today by the server clock when left out; see ``dso_server.api.views``.
 """
 
 from __future__ import annotations
@@ -33,15 +33,14 @@ from typing import Any
 
 from aiohttp import web
 
-from dso_server import api_codec as codec
-from dso_server import views
+from dso_server.api import codec, views
+from dso_server.api.web import add_web_routes
+from dso_server.capacity.forecast import local_day
+from dso_server.capacity.planner import PlannerConfig
 from dso_server.errors import DsoError, NotFound
-from dso_server.forecast import local_day
-from dso_server.grid_store import GridStore
-from dso_server.planner import PlannerConfig
 from dso_server.records import SignalKind
-from dso_server.store import DsoStore
-from dso_server.web import add_web_routes
+from dso_server.store.grid_store import GridStore
+from dso_server.store.sqlite import DsoStore
 from protocol.clock import Clock
 
 logger = logging.getLogger(__name__)
@@ -288,5 +287,5 @@ def create_app(store: DsoStore, clock: Clock, config: PlannerConfig | None = Non
         web.get("/api/transformers/{transformer_id}", transformer_day),
         web.get("/api/households/{connection_point_id}/violations", household_violations),
     ])
-    add_web_routes(app)  # the operator's pages (dso_server/web.py) on the same app
+    add_web_routes(app)  # the operator's pages (dso_server/api/web.py) on the same app
     return app

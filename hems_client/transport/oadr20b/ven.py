@@ -32,7 +32,7 @@ from typing import Any
 from openleadr import OpenADRClient
 from openleadr.utils import generate_id
 
-from hems_client.signal_book import SignalBook
+from hems_client.control.signal_book import SignalBook
 from protocol.clock import Clock
 from protocol.contract import HouseholdContract
 from protocol.errors import OADR_INVALID_DATA, ProfileError

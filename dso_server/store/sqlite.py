@@ -114,7 +114,7 @@ _TABLES: tuple[tuple[str, dict[str, type], str | tuple[str, ...], set[str], list
     ("comfort", {"connection_point_id": str, "measured_at": str, "status": str, "received_at": str},
      ("connection_point_id", "measured_at"), {"status", "received_at"},
      [("connection_point_id", "households", "connection_point_id")]),
-    # Schema 2: the grid (dso_server.grid), replaced as a whole by GridStore.save_grid.
+    # Schema 2: the grid (dso_server.capacity.grid), replaced as a whole by GridStore.save_grid.
     ("grid_transformers", {"id": str, "position": int, "rating_kva": float, "power_factor": float,
                            "safety_margin": float, "busbar_node": str, "u1_kv": float, "u2_kv": float,
                            "uk_percent": float, "pk_kw": float},

@@ -1,0 +1,1 @@
+"""The operator's JSON API and web pages (aiohttp)."""

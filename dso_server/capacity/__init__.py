@@ -1,0 +1,1 @@
+"""Capacity management: grid, forecast, allocation, power flow, planner, compliance."""

@@ -1,0 +1,1 @@
+"""The wires the DSO speaks to HEMSs: OpenADR 2.0b (openleadr)."""

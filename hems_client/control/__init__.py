@@ -1,0 +1,1 @@
+"""The control loop: controller, planners, guard, failsafe, signal book."""
