@@ -8,7 +8,7 @@ the DSO's relevant signals arrive as decoded events and go into the same ``Signa
 VEN calls, followed by the controller's ``signals_changed``.
 
 A :class:`Shard` holds a group of homes; the runner advances every shard one interval at a time, possibly in other
-processes or on other machines (``feeder_study.backends``). Homes are independent within an interval, so the
+processes or on other machines (``feeder_twin.backends``). Homes are independent within an interval, so the
 result does not depend on how they are sharded (``tests/test_feeder_study.py`` checks it).
 
 Recording: :class:`RecordingHousehold` is the plant with two additions that do not change what it does: it
@@ -27,8 +27,8 @@ from datetime import datetime
 
 import numpy as np
 
-from feeder_study.owner import OwnerPlanner
-from feeder_study.scenario import HouseholdSpec, WeatherWeek
+from feeder_twin.owner import OwnerPlanner
+from feeder_twin.scenario import HouseholdSpec, WeatherWeek
 from hems_client.control.controller import Controller
 from hems_client.control.optimiser_planner import OptimiserPlanner
 from hems_client.control.planning import Forecast, Planner
@@ -132,6 +132,8 @@ class ShardSetup:
     week: WeatherWeek
     start: datetime
     end: datetime
+    kpi_start: datetime
+    """Where the KPI window starts (after the warm-up): counters the homes keep are read from here."""
     substep_s: float
     hems: str
 
@@ -159,6 +161,7 @@ class HomeSummary:
     replans: int
     planner_failures: int
     pv_curtailed_kwh: float
+    """Since the start of the KPI window."""
     hems_cost_eur: dict[str, float] = field(default_factory=dict)
     """Per local day (ISO date): import cost minus export revenue, as the HEMS's KPI tracker counted it."""
     hems_degree_hours: dict[str, float] = field(default_factory=dict)
@@ -182,6 +185,7 @@ class Shard:
                                     failsafe_after_s=None, substep_s=setup.substep_s, horizon_intervals=horizon)
             self.homes.append(SimulatedHome(spec, household, clock, controller))
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._curtailed_at_kpi_start = [0.0] * len(self.homes)
 
     @property
     def eans(self) -> tuple[str, ...]:
@@ -200,6 +204,8 @@ class Shard:
         if self._loop is None:  # made here, in the thread that runs it (Dask runs actors in a thread of its own)
             self._loop = asyncio.new_event_loop()
         self._loop.run_until_complete(self._run(until))
+        if until == self.setup.kpi_start:
+            self._curtailed_at_kpi_start = [self._curtailed(home) for home in self.homes]
         net = np.array([home.household.net_kw for home in self.homes], dtype=np.float64)
         indoor = np.array([home.household.indoor_c for home in self.homes], dtype=np.float64)
         telemetry = np.zeros((len(self.homes), 2))
@@ -220,16 +226,19 @@ class Shard:
     async def _run(self, until: datetime) -> None:
         await asyncio.gather(*(home.controller.run(until=until) for home in self.homes))
 
+    @staticmethod
+    def _curtailed(home: SimulatedHome) -> float:
+        return 0.0 if home.household.pv is None else home.household.pv.curtailed_kwh
+
     def summaries(self) -> list[HomeSummary]:
         out = []
-        for home in self.homes:
+        for home, before in zip(self.homes, self._curtailed_at_kpi_start, strict=True):
             planner = home.controller.planner
-            pv = home.household.pv
             days = home.controller.kpi.days()
             out.append(HomeSummary(
                 ean=home.spec.ean, replans=home.controller.replans,
                 planner_failures=getattr(planner, "failures", 0),
-                pv_curtailed_kwh=0.0 if pv is None else pv.curtailed_kwh,
+                pv_curtailed_kwh=self._curtailed(home) - before,
                 hems_cost_eur={day.day.isoformat(): day.cost_eur for day in days},
                 hems_degree_hours={day.day.isoformat(): day.degree_hours_outside_band for day in days}))
         return out

@@ -8,7 +8,10 @@ simulated clocks, and solves the grid with power-grid-model every household sub-
 Why a top-level package and not a folder of ``examples/``: the study is several modules (scenario, owner
 behaviour, strategies, runner, parallel backends, KPIs, hosting capacity, report) whose shard class must be
 importable by name in worker processes and on Dask workers of other machines; it is neither DSO nor HEMS
-code, so it may not live in ``dso_server`` or ``hems_client`` (which import only ``protocol``).
+code, so it may not live in ``dso_server`` or ``hems_client`` (which import only ``protocol``). Why
+``feeder_twin``: it is a digital twin of one LV feeder (homes, DSO and grid together) that the study runs; the
+name ``feeder_study`` belongs to the command (``feeder-study``, ``examples/feeder_study.py``), and a package of
+that name would be shadowed by the example script when it runs.
 
 Modules:
   scenario    household specs (diversity), electrification shares, weather weeks, tariffs

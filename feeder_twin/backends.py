@@ -25,8 +25,8 @@ from datetime import datetime
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
-from feeder_study.homes import HomeSummary, IntervalOutput, Shard, ShardSetup
-from feeder_study.scenario import HouseholdSpec
+from feeder_twin.homes import HomeSummary, IntervalOutput, Shard, ShardSetup
+from feeder_twin.scenario import HouseholdSpec
 from protocol.oadr20b.events import DecodedEvent
 
 Deliveries = Mapping[str, Sequence[DecodedEvent]]
@@ -37,11 +37,22 @@ class BackendError(RuntimeError):
 
 
 class Backend(Protocol):
+    """Lifecycle: ``start`` builds a run's shards (replacing the last run's), ``advance`` and ``summaries`` drive
+    them, ``finish`` drops them; the workers themselves live until ``close``, so that a study of several runs
+    starts its processes or cluster once."""
+
+    name: str
+
+    @property
+    def parallelism(self) -> int: ...
+
     def start(self, shards: Sequence[Sequence[HouseholdSpec]], setup: ShardSetup) -> None: ...
 
     def advance(self, until: datetime, deliveries: Sequence[Deliveries]) -> list[IntervalOutput]: ...
 
     def summaries(self) -> list[HomeSummary]: ...
+
+    def finish(self) -> None: ...
 
     def close(self) -> None: ...
 
@@ -65,10 +76,13 @@ class InProcess:
     def summaries(self) -> list[HomeSummary]:
         return [summary for shard in self._shards for summary in shard.summaries()]
 
-    def close(self) -> None:
+    def finish(self) -> None:
         for shard in self._shards:
             shard.close()
         self._shards = []
+
+    def close(self) -> None:
+        self.finish()
 
 
 def _serve(connection: Connection) -> None:
@@ -89,6 +103,11 @@ def _serve(connection: Connection) -> None:
             elif command == "summaries":
                 assert shard is not None
                 answer = shard.summaries()
+            elif command == "finish":
+                if shard is not None:
+                    shard.close()
+                shard = None
+                answer = None
             elif command == "close":
                 connection.send(("ok", None))
                 return
@@ -130,14 +149,15 @@ class ProcessPool:
     def start(self, shards: Sequence[Sequence[HouseholdSpec]], setup: ShardSetup) -> None:
         if len(shards) != self.workers:
             raise ValueError(f"need one shard per worker ({self.workers}), not {len(shards)}")
-        context = multiprocessing.get_context("spawn")
-        for _ in shards:
-            ours, theirs = context.Pipe()
-            process = context.Process(target=_serve, args=(theirs,), daemon=True, name="feeder-study-shard")
-            process.start()
-            theirs.close()
-            self._connections.append(ours)
-            self._processes.append(process)
+        if not self._processes:
+            context = multiprocessing.get_context("spawn")
+            for _ in shards:
+                ours, theirs = context.Pipe()
+                process = context.Process(target=_serve, args=(theirs,), daemon=True, name="feeder-study-shard")
+                process.start()
+                theirs.close()
+                self._connections.append(ours)
+                self._processes.append(process)
         self._ask_all([("start", (list(specs), setup)) for specs in shards])
 
     def advance(self, until: datetime, deliveries: Sequence[Deliveries]) -> list[IntervalOutput]:
@@ -145,6 +165,10 @@ class ProcessPool:
 
     def summaries(self) -> list[HomeSummary]:
         return [summary for part in self._ask_all([("summaries", ())] * self.workers) for summary in part]
+
+    def finish(self) -> None:
+        if self._processes:
+            self._ask_all([("finish", ())] * self.workers)
 
     def close(self) -> None:
         for connection in self._connections:
@@ -174,7 +198,7 @@ class DaskCluster:
         self._cluster = None
         if address == "local":
             self._cluster = LocalCluster(n_workers=local_workers, threads_per_worker=1, processes=True,
-                                         dashboard_address=None, silence_logs=40)
+                                         dashboard_address=":0", silence_logs=40)
             self.client = Client(self._cluster)
         else:
             self.client = Client(address, timeout="30s")
@@ -204,6 +228,11 @@ class DaskCluster:
     def summaries(self) -> list[HomeSummary]:
         calls = [actor.summaries() for actor in self._actors]
         return [summary for call in calls for summary in call.result()]
+
+    def finish(self) -> None:
+        for call in [actor.close() for actor in self._actors]:
+            call.result()
+        self._actors = []  # the last reference: Dask deletes the actors
 
     def close(self) -> None:
         self._actors = []

@@ -3,7 +3,7 @@
 A strategy says three things, each carried out by the live code:
 
 * ``hems``: what runs in the home -- the owner's own device settings (``owner``: the uncontrolled baseline,
-  ``feeder_study.owner``) or the HEMS's convex optimiser under its guard (``optimiser``);
+  ``feeder_twin.owner``) or the HEMS's convex optimiser under its guard (``optimiser``);
 * ``tariff``: what the households pay -- ``flat``, ``tou`` (one four-level time-of-use tariff for all), or
   ``tou-random`` (the same tariff shifted per household by a fixed random offset of up to ±2 h in quarter-hours,
   so that the cheap window opens between 21:00 and 01:00: the randomised tariff or "slotted start" that spreads

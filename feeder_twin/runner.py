@@ -28,11 +28,11 @@ import numpy as np
 
 from dso_server.capacity.grid import Grid
 from dso_server.capacity.powerflow import FeederModel
-from feeder_study.backends import Backend, Deliveries, InProcess
-from feeder_study.dso import StudyDso
-from feeder_study.homes import HomeSummary, ShardSetup
-from feeder_study.scenario import HouseholdSpec, Period, day_tariff, study_grid
-from feeder_study.strategies import RANDOM_SHIFT_INTERVALS, Strategy
+from feeder_twin.backends import Backend, Deliveries, InProcess
+from feeder_twin.dso import StudyDso
+from feeder_twin.homes import HomeSummary, ShardSetup
+from feeder_twin.scenario import HouseholdSpec, Period, day_tariff, study_grid
+from feeder_twin.strategies import RANDOM_SHIFT_INTERVALS, Strategy
 from protocol.timebase import INTERVAL, INTERVAL_S
 
 ProgressHook = Callable[[int], None]
@@ -150,6 +150,7 @@ def simulate(spec: RunSpec, grid: Grid, households: Sequence[HouseholdSpec], *, 
     row_of = {h.ean: row for row, h in enumerate(households)}
     flow_rows = np.array([row_of[ean] for ean in model.connection_points])
 
+    owned = backend is None
     backend = backend if backend is not None else InProcess()
     groups = shard_specs(households, shards if shards is not None else backend_parallelism(backend))
     dso = StudyDso(dso_grid, now=start)
@@ -161,7 +162,8 @@ def simulate(spec: RunSpec, grid: Grid, households: Sequence[HouseholdSpec], *, 
         dso.publish_tariffs(tariffs, now=start)
         if strategy.allocates:
             dso.plan(start)
-        backend.start(groups, ShardSetup(week=period.week, start=start, end=end, substep_s=spec.substep_s,
+        backend.start(groups, ShardSetup(week=period.week, start=start, end=end, kpi_start=period.kpi_start,
+                                         substep_s=spec.substep_s,
                                          hems=strategy.hems))
         net = np.empty((n_h, n_int * n_sub))
         indoor = np.empty((n_h, n_int * n_sub))
@@ -209,7 +211,9 @@ def simulate(spec: RunSpec, grid: Grid, households: Sequence[HouseholdSpec], *, 
             wall_s=wall_time.monotonic() - began, backend=getattr(backend, "name", type(backend).__name__),
             dso_runs=len(dso.runs))
     finally:
-        backend.close()
+        backend.finish()
+        if owned:
+            backend.close()
         dso.close()
 
 
