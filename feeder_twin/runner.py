@@ -128,9 +128,11 @@ def tariff_shifts(specs: Sequence[HouseholdSpec], *, seed: int) -> dict[str, int
 
 
 def simulate(spec: RunSpec, grid: Grid, households: Sequence[HouseholdSpec], *, backend: Backend | None = None,
-             shards: int | None = None, progress: ProgressHook | None = None) -> RunResult:
+             shards: int | None = None, progress: ProgressHook | None = None,
+             intervals: int | None = None) -> RunResult:
     """Run ``spec`` on ``grid`` (one transformer with a grid model) with ``households`` (one per connection point,
-    in the grid's order)."""
+    in the grid's order). ``backend`` (default: in this process) is left open for the next run; ``intervals``
+    stops after that many quarter-hours from the start, warm-up included (for tests and benchmarks)."""
     began = wall_time.monotonic()
     strategy = spec.strategy
     if strategy.unavailable is not None:
@@ -142,6 +144,11 @@ def simulate(spec: RunSpec, grid: Grid, households: Sequence[HouseholdSpec], *, 
     period = spec.period
     start, end = period.start, period.end
     n_int = int((end - start) / INTERVAL)
+    if intervals is not None:
+        if not 1 <= intervals <= n_int:
+            raise ValueError(f"intervals must be between 1 and {n_int}, not {intervals}")
+        n_int = intervals
+        end = start + n_int * INTERVAL
     n_sub = round(INTERVAL_S / spec.substep_s)
     n_h = len(households)
     dso_grid = study_grid(grid, list(households))
