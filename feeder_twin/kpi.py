@@ -6,8 +6,10 @@ Definitions (over the KPI window: the period without its warm-up):
   plus the line losses, by power flow), in kW and per household; and its loading (apparent power / rating);
 * hours above rating: quarter-hours whose mean loading exceeds 100 % of the rating, in hours (thermal: a
   transformer is judged on 15-minute means);
+* feed-in peak: the highest 15-minute mean of the power fed back through the transformer (PV), in kW;
 * lowest voltage and hours below 0.9 pu: the lowest node voltage of any sub-step, and the time any node spent
-  below 0.9 pu (sub-step resolution, stricter than EN 50160's 10-minute means);
+  below 0.9 pu (sub-step resolution, stricter than EN 50160's 10-minute means); likewise the highest voltage and
+  the time above 1.1 pu (PV feed-in);
 * line overloads: the time any line carried more than its ampacity (sub-step resolution), and the highest loading;
 * EV sessions: a departure reaches its range when it leaves with at least the range it would have had in the
   uncontrolled run of the same households (same trips), capped at the range its contract asks for
@@ -41,6 +43,8 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("hours_above_rating", "h >rating", "{:.2f}"),
     ("lowest_voltage_pu", "U min pu", "{:.3f}"),
     ("hours_below_0_9_pu", "h <0.9pu", "{:.2f}"),
+    ("feed_in_peak_kw", "feed-in kW", "{:.0f}"),
+    ("highest_voltage_pu", "U max pu", "{:.3f}"),
     ("line_overload_hours", "h line>100%", "{:.2f}"),
     ("ev_sessions_ok_share", "EV ok", "{:.1%}"),
     ("energy_not_served_kwh", "ENS kWh", "{:.1f}"),
@@ -63,6 +67,9 @@ class Kpis:
     hours_above_rating: float
     lowest_voltage_pu: float
     hours_below_0_9_pu: float
+    feed_in_peak_kw: float
+    highest_voltage_pu: float
+    hours_above_1_1_pu: float
     max_line_loading: float
     line_overload_hours: float
     ev_sessions: int
@@ -111,6 +118,7 @@ def compute(result: RunResult, reference: RunResult | None = None) -> Kpis:
     kpi_start = result.spec.period.kpi_start
     n_h = len(result.households)
     u_min = result.u_min_pu[mask]
+    u_max = result.u_max_pu[mask]
     lines = result.line_loading_max[mask]
 
     sessions = ev_demand_km(result, reference)
@@ -139,6 +147,8 @@ def compute(result: RunResult, reference: RunResult | None = None) -> Kpis:
         peak_loading=float(loading.max()),
         hours_above_rating=float((loading > 1.0).sum() * 0.25),
         lowest_voltage_pu=float(u_min.min()), hours_below_0_9_pu=float((u_min < 0.9).sum() * dt_h),
+        feed_in_peak_kw=float(max(0.0, -power.min())), highest_voltage_pu=float(u_max.max()),
+        hours_above_1_1_pu=float((u_max > 1.1).sum() * dt_h),
         max_line_loading=float(lines.max()), line_overload_hours=float((lines > 1.0).sum() * dt_h),
         ev_sessions=len(sessions), ev_sessions_ok_share=float(np.mean(ok)) if ok else 1.0,
         energy_not_served_kwh=float(ens),

@@ -72,6 +72,7 @@ def test_short_run_kpis_match_an_independent_recomputation_from_the_stored_serie
         p_kw = _column(db, "SELECT transformer_kw FROM grid_step WHERE run_id = ? ORDER BY step", run)
         loading = _column(db, "SELECT transformer_loading FROM grid_step WHERE run_id = ? ORDER BY step", run)
         u_min = _column(db, "SELECT u_min_pu FROM grid_step WHERE run_id = ? ORDER BY step", run)[window]
+        u_max = _column(db, "SELECT u_max_pu FROM grid_step WHERE run_id = ? ORDER BY step", run)[window]
         lines = _column(db, "SELECT line_loading_max FROM grid_step WHERE run_id = ? ORDER BY step", run)[window]
         quarter_kw = p_kw[window].reshape(-1, per).mean(axis=1)
         quarter_loading = loading[window].reshape(-1, per).mean(axis=1)
@@ -81,6 +82,9 @@ def test_short_run_kpis_match_an_independent_recomputation_from_the_stored_serie
         assert stored["hours_above_rating"] == pytest.approx((quarter_loading > 1).sum() * 0.25)
         assert stored["lowest_voltage_pu"] == pytest.approx(u_min.min(), rel=1e-12)
         assert stored["hours_below_0_9_pu"] == pytest.approx((u_min < 0.9).sum() * dt_h)
+        assert stored["highest_voltage_pu"] == pytest.approx(u_max.max(), rel=1e-12)
+        assert stored["hours_above_1_1_pu"] == pytest.approx((u_max > 1.1).sum() * dt_h)
+        assert stored["feed_in_peak_kw"] == pytest.approx(max(0.0, -quarter_kw.min()), abs=1e-9)
         assert stored["line_overload_hours"] == pytest.approx((lines > 1).sum() * dt_h)
         assert stored["days"] == pytest.approx(1.0)
 
