@@ -10,8 +10,6 @@ from dataclasses import asdict
 from pathlib import Path
 from types import ModuleType
 
-import numpy as np
-
 from feeder_twin.kpi import Kpis
 from feeder_twin.runner import RunResult
 from feeder_twin.scenario import ZONE
@@ -83,11 +81,3 @@ def plot_transformer(results: Sequence[RunResult], path: Path) -> Path:
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
-
-
-def daily_profile_kw(result: RunResult) -> np.ndarray:
-    """The transformer's mean load per local quarter-hour of the day over the KPI window (96 values)."""
-    mask = result.kpi_mask()
-    per = round(INTERVAL_S / result.substep_s)
-    load = result.transformer_kw[mask].reshape(-1, per).mean(axis=1)
-    return load.reshape(-1, 96).mean(axis=0)

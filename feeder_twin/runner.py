@@ -22,7 +22,7 @@ from __future__ import annotations
 import time as wall_time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import numpy as np
 
@@ -96,17 +96,10 @@ class RunResult:
     def substep_s(self) -> float:
         return self.spec.substep_s
 
-    def step_times(self) -> list[datetime]:
-        return [self.start + timedelta(seconds=float(s)) for s in self.step_start]
-
     def kpi_mask(self) -> np.ndarray:
         """Sub-steps inside the KPI window (the warm-up excluded)."""
         offset = (self.spec.period.kpi_start - self.start).total_seconds()
         return self.step_start >= offset - 1e-6
-
-    def interval_starts(self) -> list[datetime]:
-        count = self.import_price.shape[1]
-        return [self.start + i * INTERVAL for i in range(count)]
 
 
 def shard_specs(specs: Sequence[HouseholdSpec], shards: int) -> list[list[HouseholdSpec]]:

@@ -11,12 +11,14 @@ A strategy says three things, each carried out by the live code:
 * ``allocation``: what the DSO publishes besides the tariff -- ``none``, or ``planner``: the live planner's firm
   limits (day-ahead) and non-firm limits (near real time) per household.
 
-Extending it (the performance contract, issue 13): a strategy can ask the homes for day-ahead reports
-(``hems_reports``, e.g. ``"capacity_need"``) before the DSO's day-ahead run; the runner collects them from every
-shard (``Shard.reports``) and hands them to the DSO side, whose allocation ``performance`` then gives each
-household at least its reported need. Both halves come with issue 13 (the capacity-need LP in the HEMS optimiser
-and the need-aware firm allocation in ``dso_server.capacity``); until then ``performance`` is listed here but
-refuses to run, saying why.
+Where the performance contract (issue 13) plugs in: its strategy names the day-ahead reports it asks of the
+homes (``hems_reports = ("capacity_need",)``) and its allocation (``performance``). Running it takes three
+additions, each small because the rest is in place: a ``Shard.reports(kind, day)`` that asks each home's
+optimiser for its capacity need (the LP issue 13 adds to ``hems_client.optimiser``) and returns it per
+connection point, like ``Shard.advance`` returns telemetry; the runner calling it before ``StudyDso.plan`` when
+a day-ahead run is due; and ``StudyDso.plan`` handing the needs to the need-aware firm allocation issue 13 adds
+to ``dso_server.capacity`` (the same store, wire and KPIs as ``bandwidth``). Until then ``performance`` is listed
+but refuses to run, saying why.
 """
 
 from __future__ import annotations

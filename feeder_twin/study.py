@@ -3,7 +3,7 @@ time series stored, plots drawn. What ``feeder-study run`` does; the hosting-cap
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,7 +100,3 @@ def run_study(config: StudyConfig, *, grid: Grid | None = None, series_path: Pat
         if store is not None:
             store.close()
     return StudyResult(config=config, grid=grid, households=households, results=results, kpis=kpis)
-
-
-def strategies_in_order(strategies: Sequence[Strategy]) -> list[Strategy]:
-    return sorted(strategies, key=lambda s: s.name != "uncontrolled")
