@@ -102,6 +102,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "by bisection over the share. Writes hosting.csv into --output-dir.")
     _common(hosting, strategies_default=DEFAULT_STRATEGIES, days_default=1)
     hosting.add_argument("--step", type=float, default=0.05, help="resolution of the share (default 0.05)")
+    hosting.add_argument("--devices", nargs="+", default=["heat_pump", "ev"], choices=["heat_pump", "ev"],
+                         help="whose share is searched (default heat_pump ev: electrified households; ev alone: "
+                              "the hosting capacity for chargers, heat pumps at the scenario's share)")
     hosting.add_argument("--min-ev-ok", type=_share, default=0.95,
                          help="least share of EV sessions reaching their range (default 0.95)")
     hosting.add_argument("--max-degree-hours-per-day", type=float, default=0.1,
@@ -197,7 +200,10 @@ def _hosting(args: argparse.Namespace) -> int:
     output.mkdir(parents=True, exist_ok=True)
     grid = load_grid(args.grid)
     criteria = Criteria(min_ev_ok_share=args.min_ev_ok, max_degree_hours_per_day=args.max_degree_hours_per_day)
-    print(f"hosting capacity: {_describe(args)}", flush=True)
+    table = output / "hosting.csv"
+    table.unlink(missing_ok=True)
+    print(f"hosting capacity of the share of {' and '.join(args.devices)}, step {args.step:g}: {_describe(args)}",
+          flush=True)
     began = wall_time.monotonic()
     backend = args.execution.backend()
     lines = []
@@ -205,7 +211,7 @@ def _hosting(args: argparse.Namespace) -> int:
         for period in args.periods:
             results = search(grid, args.shares, period, args.strategy_list, grid_name=args.grid,
                              scenario=args.scenario, seed=args.seed, substep_s=args.substep_s, step=args.step,
-                             criteria=criteria, backend=backend, log=print)
+                             criteria=criteria, backend=backend, devices=tuple(args.devices), log=print)
             for result in results:
                 line = f"{period.week.name}: {result.describe()}"
                 lines.append(line)
@@ -215,10 +221,10 @@ def _hosting(args: argparse.Namespace) -> int:
                                  f"EV ok {trial.kpis.ev_sessions_ok_share:.0%}, "
                                  f"{trial.kpis.degree_hours_per_hp_household:.2f} K·h/HP household"
                                  + (f" -- {', '.join(trial.violations)}" if trial.violations else ""))
-                _append_csv(output / "hosting.csv", period.week.name, result)
+                _append_csv(table, period.week.name, result)
     finally:
         backend.close()
-    print(f"\nhosting capacity ({wall_time.monotonic() - began:.0f} s wall time):")
+    print(f"\nhosting capacity ({wall_time.monotonic() - began:.0f} s wall time; {table}):")
     print("\n".join(lines))
     return 0
 

@@ -2,7 +2,9 @@
 strategy, found by bisection.
 
 "Electrified" is a heat pump and an EV: at share f, a fraction f of the households owns a heat pump and
-(drawn independently) a fraction f an EV; PV and home batteries keep the scenario's shares. The draws nest
+(drawn independently) a fraction f an EV; PV and home batteries keep the scenario's shares. With
+``devices=("ev",)`` only the EV share is searched (the heat pumps keep the scenario's share): the hosting capacity
+for chargers. The draws nest
 (``feeder_twin.scenario``), so a larger f only adds devices to the same households, and the search can bisect
 over f on a grid of ``step`` (default 5 %). At each f tried, the uncontrolled run of the same households is
 simulated too (it is the EV reference and cheap).
@@ -26,6 +28,9 @@ from feeder_twin.kpi import Kpis, compute
 from feeder_twin.runner import ProgressHook, RunResult, RunSpec, simulate
 from feeder_twin.scenario import Period, Shares, household_specs
 from feeder_twin.strategies import STRATEGIES, Strategy
+
+SEARCHED = ("heat_pump", "ev")
+"""The devices whose share the search varies by default: an electrified household has both."""
 
 
 @dataclass(frozen=True)
@@ -81,21 +86,23 @@ class HostingResult:
 
 def search(grid: Grid, base: Shares, period: Period, strategies: list[Strategy], *, grid_name: str,
            scenario: str, seed: int, substep_s: float, step: float = 0.05, criteria: Criteria = Criteria(),
-           backend: Backend, progress: ProgressHook | None = None,
+           backend: Backend, devices: tuple[str, ...] = SEARCHED, progress: ProgressHook | None = None,
            log: Callable[[str], None] | None = None) -> list[HostingResult]:
-    """Bisect the electrified share for every strategy (see the module docstring)."""
+    """Bisect the share of ``devices`` (heat_pump, ev) for every strategy (see the module docstring)."""
     if not 0 < step <= 0.5:
         raise ValueError(f"step must be in (0, 0.5], not {step}")
+    if not devices or set(devices) - set(SEARCHED):
+        raise ValueError(f"devices must be some of {SEARCHED}, not {devices}")
     levels = [round(i * step, 6) for i in range(round(1 / step) + 1)]
     if levels[-1] < 1.0:
         levels.append(1.0)
     references: dict[float, RunResult] = {}
 
     def run(share: float, strategy: Strategy) -> Kpis:
-        households = household_specs(grid, replace(base, heat_pump=share, ev=share), seed=seed)
+        households = household_specs(grid, replace(base, **dict.fromkeys(devices, share)), seed=seed)
 
         def one(chosen: Strategy) -> RunResult:
-            spec = RunSpec(grid_name=grid_name, scenario=f"{scenario}, electrified {share:.0%}", period=period,
+            spec = RunSpec(grid_name=grid_name, scenario=f"{scenario}, {'+'.join(devices)} {share:.0%}", period=period,
                            strategy=chosen, substep_s=substep_s, seed=seed)
             return simulate(spec, grid, households, backend=backend, progress=progress)
 

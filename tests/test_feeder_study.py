@@ -317,3 +317,6 @@ def test_hosting_search_reports_the_largest_share_within_limits_and_what_bound_t
     assert all("transformer" in " ".join(t.violations) for t in result.trials if not t.within)
     assert f"{result.share:.0%}" in result.describe() and "transformer" in result.describe()
     assert replace(criteria).violations(result.trials[0].kpis) == []
+    with pytest.raises(ValueError, match="devices must be some of"):
+        search(grid, SCENARIOS["2040"], period, [STRATEGIES["uncontrolled"]], grid_name=GRID, scenario="2040", seed=1,
+               substep_s=300, backend=backend, devices=("pv",))
