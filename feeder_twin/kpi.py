@@ -21,7 +21,9 @@ Definitions (over the KPI window: the period without its warm-up):
   household over the window, and the worst household;
 * cost: import times the import price minus export times the export price in force, per household over the
   window (mean), in EUR;
-* PV curtailed: energy the PV could have produced and did not (the plan or the guard capped it), in kWh.
+* PV curtailed: energy the PV could have produced and did not (the plan or the guard capped it), in kWh;
+* firm covered (allocating strategies only, else None): the share of household-quarter-hours whose mean import
+  stayed within the firm limit alone, where the DSO published one -- how often the guaranteed part sufficed.
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ class Kpis:
     pv_curtailed_kwh: float
     ev_reference: str
     """'uncontrolled run' or 'contract range'."""
+    firm_covered_share: float | None = None
 
     def row(self) -> dict[str, object]:
         return asdict(self)
@@ -139,6 +142,10 @@ def compute(result: RunResult, reference: RunResult | None = None) -> Kpis:
     import_price = result.import_price[:, interval_of_step]
     export_price = result.export_price[:, interval_of_step]
     cost = (np.maximum(net, 0.0) * import_price - np.maximum(-net, 0.0) * export_price).sum(axis=1) * dt_h
+    firm = result.firm_kw[:, np.unique(interval_of_step)]
+    mean_import = np.maximum(net, 0.0).reshape(n_h, -1, per_interval).mean(axis=2)
+    published = ~np.isnan(firm)
+    covered = float((mean_import[published] <= firm[published] + 1e-6).mean()) if published.any() else None
     return Kpis(
         strategy=result.spec.strategy.name, week=result.spec.period.week.name, households=n_h,
         days=float(mask.sum() * dt_h / 24),
@@ -158,6 +165,7 @@ def compute(result: RunResult, reference: RunResult | None = None) -> Kpis:
         import_kwh=float(np.maximum(net, 0.0).sum() * dt_h),
         pv_curtailed_kwh=float(sum(s.pv_curtailed_kwh for s in result.summaries)),
         ev_reference="uncontrolled run" if reference is not None else "contract range",
+        firm_covered_share=covered,
     )
 
 

@@ -147,6 +147,15 @@ def test_short_run_kpis_match_an_independent_recomputation_from_the_stored_serie
     published = ~np.isnan(limits)
     assert published.mean() > 0.95
     assert np.all(mean_import[published] <= limits[published] + 0.05)
+    firm = np.array([np.nan if v is None else v for (v,) in db.execute(
+        "SELECT firm_kw FROM limits WHERE run_id = ? ORDER BY row, interval", [run])], dtype=float).reshape(8, -1)
+    kpi_intervals = slice(4 * 4, None)  # the 4 h warm-up left out
+    firm, mean_import = firm[:, kpi_intervals], mean_import[:, kpi_intervals]
+    stored = dict(db.execute("SELECT name, value FROM kpis WHERE run_id = ?", [run]).fetchall())
+    assert stored["firm_covered_share"] == pytest.approx(
+        (mean_import[~np.isnan(firm)] <= firm[~np.isnan(firm)] + 1e-6).mean())
+    assert dict(db.execute("SELECT name, value FROM kpis WHERE run_id = ?",
+                           [runs["uncontrolled"][0]]).fetchall())["firm_covered_share"] is None
 
 
 # ---------------------------------------------------------------------------------- where the homes run
