@@ -37,7 +37,7 @@ from pathlib import Path
 from feeder_twin.hosting import Criteria, HostingResult, search
 from feeder_twin.kpi import format_table
 from feeder_twin.report import plot_transformer, write_tables
-from feeder_twin.scenario import SCENARIOS, WEEKS, Period, with_shares
+from feeder_twin.scenario import GUARANTEED_KW, SCENARIOS, WEEKS, Period, with_shares
 from feeder_twin.strategies import DEFAULT_STRATEGIES, STRATEGIES, StrategyUnavailable, strategy
 from feeder_twin.study import Execution, StudyConfig, intervals_of, load_grid, run_study
 
@@ -77,6 +77,9 @@ def _common(parser: argparse.ArgumentParser, *, strategies_default: tuple[str, .
                         help="household sub-step and power-flow step in seconds, a divisor of 900 (default 60; the "
                              "live guard's is 10)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the households' draws (default 1)")
+    parser.add_argument("--guaranteed-kw", type=float, default=GUARANTEED_KW,
+                        help="import the DSO's allocation guarantees every connection with a heat pump, EV or battery "
+                             f"(section 14a; default {GUARANTEED_KW:g}, 0: none; bandwidth strategy)")
     parser.add_argument("--workers", type=int, default=1,
                         help="local worker processes the households are spread over (default 1: in this process)")
     parser.add_argument("--dask", metavar="ADDRESS", default=None,
@@ -120,6 +123,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         sub.error(f"--warmup-h must be between 0 and 48 in quarter-hours, not {args.warmup_h}")
     if not (1 <= args.substep_s <= 900 and (900 / args.substep_s).is_integer()):
         sub.error(f"--substep-s must divide 900 s (e.g. 10, 30, 60, 300), not {args.substep_s:g}")
+    if not 0 <= args.guaranteed_kw <= 17:
+        sub.error(f"--guaranteed-kw must be between 0 and 17, not {args.guaranteed_kw:g}")
     if not 1 <= args.workers <= 256:
         sub.error(f"--workers must be between 1 and 256, not {args.workers}")
     try:
@@ -166,7 +171,8 @@ def _describe(args: argparse.Namespace) -> str:
     shares = args.shares
     return (f"grid {args.grid}, scenario {args.scenario} (heat pump {shares.heat_pump:.0%}, EV {shares.ev:.0%}, "
             f"PV {shares.pv:.0%}, battery {shares.battery:.0%}), {args.days} day(s) of {' and '.join(args.weeks)}, "
-            f"warm-up {args.warmup_h:g} h, sub-step {args.substep_s:g} s, seed {args.seed}, "
+            f"warm-up {args.warmup_h:g} h, sub-step {args.substep_s:g} s, seed {args.seed}, guaranteed "
+            f"{args.guaranteed_kw:g} kW per steered connection, "
             f"{args.execution.describe()}")
 
 
@@ -177,7 +183,7 @@ def _run(args: argparse.Namespace) -> int:
     series.unlink(missing_ok=True)
     config = StudyConfig(grid_name=args.grid, scenario=args.scenario, shares=args.shares, periods=args.periods,
                          strategies=tuple(args.strategy_list), substep_s=args.substep_s, seed=args.seed,
-                         execution=args.execution)
+                         guaranteed_kw=args.guaranteed_kw, execution=args.execution)
     print(f"feeder study: {_describe(args)}", flush=True)
     began = wall_time.monotonic()
     update, close = _progress_bar(intervals_of(config), args.no_progress)
@@ -211,7 +217,8 @@ def _hosting(args: argparse.Namespace) -> int:
         for period in args.periods:
             results = search(grid, args.shares, period, args.strategy_list, grid_name=args.grid,
                              scenario=args.scenario, seed=args.seed, substep_s=args.substep_s, step=args.step,
-                             criteria=criteria, backend=backend, devices=tuple(args.devices), log=print)
+                             criteria=criteria, guaranteed_kw=args.guaranteed_kw, backend=backend,
+                             devices=tuple(args.devices), log=print)
             for result in results:
                 line = f"{period.week.name}: {result.describe()}"
                 lines.append(line)

@@ -26,7 +26,7 @@ from dso_server.capacity.grid import Grid
 from feeder_twin.backends import Backend
 from feeder_twin.kpi import Kpis, compute
 from feeder_twin.runner import ProgressHook, RunResult, RunSpec, simulate
-from feeder_twin.scenario import Period, Shares, household_specs
+from feeder_twin.scenario import GUARANTEED_KW, Period, Shares, household_specs
 from feeder_twin.strategies import STRATEGIES, Strategy
 
 SEARCHED = ("heat_pump", "ev")
@@ -86,6 +86,7 @@ class HostingResult:
 
 def search(grid: Grid, base: Shares, period: Period, strategies: list[Strategy], *, grid_name: str,
            scenario: str, seed: int, substep_s: float, step: float = 0.05, criteria: Criteria = Criteria(),
+           guaranteed_kw: float = GUARANTEED_KW,
            backend: Backend, devices: tuple[str, ...] = SEARCHED, progress: ProgressHook | None = None,
            log: Callable[[str], None] | None = None) -> list[HostingResult]:
     """Bisect the share of ``devices`` (heat_pump, ev) for every strategy (see the module docstring)."""
@@ -103,7 +104,7 @@ def search(grid: Grid, base: Shares, period: Period, strategies: list[Strategy],
 
         def one(chosen: Strategy) -> RunResult:
             spec = RunSpec(grid_name=grid_name, scenario=f"{scenario}, {'+'.join(devices)} {share:.0%}", period=period,
-                           strategy=chosen, substep_s=substep_s, seed=seed)
+                           strategy=chosen, substep_s=substep_s, seed=seed, guaranteed_kw=guaranteed_kw)
             return simulate(spec, grid, households, backend=backend, progress=progress)
 
         if share not in references:

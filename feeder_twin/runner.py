@@ -31,7 +31,7 @@ from dso_server.capacity.powerflow import FeederModel
 from feeder_twin.backends import Backend, Deliveries, InProcess
 from feeder_twin.dso import StudyDso
 from feeder_twin.homes import HomeSummary, ShardSetup
-from feeder_twin.scenario import HouseholdSpec, Period, day_tariff, study_grid
+from feeder_twin.scenario import GUARANTEED_KW, HouseholdSpec, Period, day_tariff, study_grid
 from feeder_twin.strategies import RANDOM_SHIFT_INTERVALS, Strategy
 from protocol.timebase import INTERVAL, INTERVAL_S
 
@@ -49,6 +49,8 @@ class RunSpec:
     strategy: Strategy
     substep_s: float = 60.0
     seed: int = 1
+    guaranteed_kw: float = GUARANTEED_KW
+    """Import the DSO's allocation guarantees each connection with a heat pump, EV or battery (section 14a)."""
 
     @property
     def label(self) -> str:
@@ -144,7 +146,7 @@ def simulate(spec: RunSpec, grid: Grid, households: Sequence[HouseholdSpec], *, 
         end = start + n_int * INTERVAL
     n_sub = round(INTERVAL_S / spec.substep_s)
     n_h = len(households)
-    dso_grid = study_grid(grid, list(households))
+    dso_grid = study_grid(grid, list(households), guaranteed_kw=spec.guaranteed_kw)
     transformer = dso_grid.transformers[0]
     model = FeederModel(dso_grid, transformer.id, power_factor=transformer.power_factor)
     row_of = {h.ean: row for row, h in enumerate(households)}

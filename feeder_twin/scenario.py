@@ -309,12 +309,20 @@ def household_specs(grid: Grid, shares: Shares, *, seed: int) -> list[HouseholdS
     return specs
 
 
-def study_grid(grid: Grid, specs: list[HouseholdSpec]) -> Grid:
+GUARANTEED_KW = 4.2
+"""Section 14a EnWG: the import a controllable connection keeps whatever the DSO allocates."""
+
+
+def study_grid(grid: Grid, specs: list[HouseholdSpec], *, guaranteed_kw: float = GUARANTEED_KW) -> Grid:
     """The grid as the DSO knows it for this scenario: each connection point's annual consumption, and one
-    controllable device (section 14a: 4.2 kW guaranteed) where the household has a heat pump, an EV or a battery."""
+    controllable device with ``guaranteed_kw`` guaranteed (section 14a: 4.2 kW; 0: no guarantee) where the
+    household has a heat pump, an EV or a battery."""
+    if not 0 <= guaranteed_kw <= 17:
+        raise ValueError(f"guaranteed_kw must be between 0 and 17, not {guaranteed_kw}")
     by_ean = {spec.ean: spec for spec in specs}
     points = tuple(cp.model_copy(update={"annual_kwh": by_ean[cp.ean].annual_kwh,
-                                         "controllable_devices": 1 if by_ean[cp.ean].flexible else 0})
+                                         "controllable_devices": 1 if by_ean[cp.ean].flexible else 0,
+                                         "guaranteed_kw_per_device": guaranteed_kw})
                    for cp in grid.connection_points)
     return grid.model_copy(update={"connection_points": points})
 

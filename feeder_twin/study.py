@@ -12,7 +12,7 @@ from dso_server.capacity.lab_grids import lab_grid
 from feeder_twin.backends import Backend, DaskCluster, InProcess, ProcessPool
 from feeder_twin.kpi import Kpis, compute
 from feeder_twin.runner import ProgressHook, RunResult, RunSpec, simulate
-from feeder_twin.scenario import HouseholdSpec, Period, Shares, household_specs
+from feeder_twin.scenario import GUARANTEED_KW, HouseholdSpec, Period, Shares, household_specs
 from feeder_twin.series import SeriesStore
 from feeder_twin.strategies import Strategy
 from protocol.timebase import INTERVAL
@@ -48,6 +48,7 @@ class StudyConfig:
     strategies: tuple[Strategy, ...]
     substep_s: float = 60.0
     seed: int = 1
+    guaranteed_kw: float = GUARANTEED_KW
     execution: Execution = field(default_factory=Execution)
 
 
@@ -84,7 +85,8 @@ def run_study(config: StudyConfig, *, grid: Grid | None = None, series_path: Pat
             reference: RunResult | None = None
             for strategy in ordered:
                 spec = RunSpec(grid_name=config.grid_name, scenario=config.scenario, period=period,
-                               strategy=strategy, substep_s=config.substep_s, seed=config.seed)
+                               strategy=strategy, substep_s=config.substep_s, seed=config.seed,
+                               guaranteed_kw=config.guaranteed_kw)
                 result = simulate(spec, grid, households, backend=backend, progress=progress)
                 if strategy.name == "uncontrolled":
                     reference = result

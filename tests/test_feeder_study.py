@@ -20,7 +20,16 @@ from feeder_twin.homes import build_household
 from feeder_twin.hosting import Criteria, search
 from feeder_twin.owner import OwnerPlanner
 from feeder_twin.runner import RunSpec, simulate, tariff_shifts
-from feeder_twin.scenario import SCENARIOS, WEEKS, ZONE, Period, Shares, day_tariff, household_specs
+from feeder_twin.scenario import (
+    SCENARIOS,
+    WEEKS,
+    ZONE,
+    Period,
+    Shares,
+    day_tariff,
+    household_specs,
+    study_grid,
+)
 from feeder_twin.strategies import STRATEGIES, StrategyUnavailable, strategy
 from hems_client.devices.household import Household
 from protocol.effective import EffectiveLimit
@@ -210,6 +219,10 @@ def test_households_are_diverse_deterministic_and_nested_across_scenarios() -> N
     assert all(2.0 <= hp.max_electric_kw <= 8.0 for hp in heat_pumps)
     everyone = household_specs(grid, Shares(heat_pump=1, ev=1, pv=1, battery=1), seed=5)
     assert all(h.heat_pump and h.ev and h.battery and h.pv_kwp > 0 for h in everyone)
+    # The DSO's view: section 14a guarantees on the steered connections only, or none at all.
+    minimums = {cp.ean: cp.guaranteed_min_import_kw for cp in study_grid(grid, high).connection_points}
+    assert all(minimums[h.ean] == (4.2 if h.flexible else 0.0) for h in high)
+    assert {cp.guaranteed_min_import_kw for cp in study_grid(grid, high, guaranteed_kw=0).connection_points} == {0}
 
 
 def test_recording_household_forecasts_exactly_as_the_live_household() -> None:
@@ -281,6 +294,7 @@ def test_performance_strategy_is_listed_but_refuses_to_run_until_issue_13(capsys
     (["run", "--strategies", "cheapest"], "unknown strategy 'cheapest'"),
     (["run", "--hp-share", "1.5"], "a share must be between 0 and 1"),
     (["run", "--workers", "0"], "--workers must be between 1 and 256"),
+    (["run", "--guaranteed-kw", "-1"], "--guaranteed-kw must be between 0 and 17"),
     (["hosting", "--step", "0.7"], "--step must be in (0, 0.5]"),
     (["run", "--grid", "simbench"], "invalid choice: 'simbench'"),
 ])
