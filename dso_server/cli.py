@@ -26,6 +26,7 @@ from typing import Any, NoReturn
 from pydantic import ValidationError
 
 from dso_server.settings import DEFAULT_POLL_INTERVAL_S
+from protocol.oadr20b.xml_guard import MAX_MESSAGE_BYTES
 
 DEFAULT_API_URL = "http://127.0.0.1:8081"
 INTERVAL = timedelta(minutes=15)
@@ -101,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--key", type=Path, metavar="PEM", help="private key belonging to --cert")
     serve.add_argument("--passphrase", default=os.environ.get("DSO_KEY_PASSPHRASE"),
                        help="passphrase of --key (default: $DSO_KEY_PASSPHRASE)")
+    serve.add_argument("--max-message-bytes", type=int, default=MAX_MESSAGE_BYTES, metavar="BYTES",
+                       help="largest OpenADR message the VTN reads; larger ones are answered 413 (%(default)s)")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                        help="how much the server logs to stderr (%(default)s)")
 
@@ -404,7 +407,7 @@ def _serve(args: argparse.Namespace) -> int:
             api_port=args.api_port, vtn_id=args.vtn_id, poll_interval_s=args.poll_interval_s,
             contracts_file=args.contracts, cert=args.cert, key=args.key, passphrase=args.passphrase,
             grid_path=args.grid, timezone=args.timezone, day_ahead_time=args.day_ahead_time,
-            near_real_time_interval_s=args.near_real_time_interval_s,
+            near_real_time_interval_s=args.near_real_time_interval_s, max_message_bytes=args.max_message_bytes,
         )
     except ValidationError as error:
         item = error.errors()[0]

@@ -103,7 +103,8 @@ class DsoServer:
                             len(saved.created_households))
             vtn = DsoVtn(store=store, clock=self.clock, vtn_id=settings.vtn_id,
                          poll_interval_s=settings.poll_interval_s, http_path_prefix=settings.http_path_prefix,
-                         cert=settings.cert, key=settings.key, passphrase=settings.passphrase)
+                         cert=settings.cert, key=settings.key, passphrase=settings.passphrase,
+                         max_message_bytes=settings.max_message_bytes)
             vtn_runner, self._vtn_port = await _serve(vtn.app, settings.vtn_host, settings.vtn_port)
             stack.push_async_callback(vtn_runner.cleanup)
             api_runner, self._api_port = await _serve(create_app(store, self.clock, settings.planner_config()),

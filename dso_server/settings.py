@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dso_server.capacity.planner import PlannerConfig
+from protocol.oadr20b.xml_guard import MAX_MESSAGE_BYTES
 
 DEFAULT_PATH_PREFIX = "/OpenADR2/Simple/2.0b"
 """Where openleadr serves the 2.0b endpoints (EiEvent, EiReport, EiRegisterParty, OadrPoll)."""
@@ -53,6 +54,8 @@ class DsoSettings(BaseModel):
     """Lowest node voltage the allocation may cause where a grid model is loaded (EN 50160: -10 %)."""
     max_voltage_pu: float = Field(default=1.1, gt=1.0, lt=1.5)
     """Highest node voltage export may cause (EN 50160: +10 %)."""
+    max_message_bytes: int = Field(default=MAX_MESSAGE_BYTES, ge=16 * 1024, le=64 * 1024 * 1024)
+    """Largest OpenADR message the VTN reads; a larger one is answered 413 before it is parsed."""
     cert: Path | None = None
     """PEM certificate to sign outgoing OpenADR messages with (XML signatures); off when None."""
     key: Path | None = None

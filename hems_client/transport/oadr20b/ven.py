@@ -27,12 +27,13 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from openleadr import OpenADRClient
 from openleadr.utils import generate_id
 
 from hems_client.control.signal_book import SignalBook
+from hems_client.transport.oadr20b.openleadr_adapter import OpenleadrVen, VenTls
 from protocol.clock import Clock
 from protocol.contract import HouseholdContract
 from protocol.errors import OADR_INVALID_DATA, ProfileError
@@ -90,7 +91,7 @@ def judge_event(event: Mapping[str, Any]) -> tuple[DecodedEvent | None, EventAns
     return decoded, EventAnswer(event_id, modification, "optIn", 200, "OK")
 
 
-class HemsVen(OpenADRClient):
+class HemsVen(OpenleadrVen):
     def __init__(
         self,
         *,
@@ -109,11 +110,12 @@ class HemsVen(OpenADRClient):
         check_hostname: bool = True,
         ven_id: str | None = None,
     ) -> None:
-        super().__init__(
-            ven_name=contract.connection_point_id, vtn_url=vtn_url, cert=cert, key=key, passphrase=passphrase,
-            vtn_fingerprint=vtn_fingerprint, show_fingerprint=False, ca_file=ca_file, ven_id=ven_id,
-            check_hostname=check_hostname,
-        )
+        tls = None
+        if cert and key and ca_file:
+            tls = VenTls(cert=Path(cert), key=Path(key), ca_file=Path(ca_file), passphrase=passphrase,
+                         check_hostname=check_hostname)
+        super().__init__(ven_name=contract.connection_point_id, vtn_url=vtn_url, tls=tls, ven_id=ven_id,
+                         vtn_fingerprint=vtn_fingerprint)
         self.contract = contract
         self.clock = clock
         self.signal_book = signal_book if signal_book is not None else SignalBook()
