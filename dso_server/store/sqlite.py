@@ -49,8 +49,9 @@ from dso_server.records import (
 )
 from protocol import CapacityBandwidth, ComfortStatus, HouseholdContract, Plan, Telemetry, TouTariff
 
-SCHEMA_VERSION = 2
-"""1: signals, registrations, reports. 2 (additive): the grid, forecasts and allocation runs (``grid_store``)."""
+SCHEMA_VERSION = 3
+"""1: signals, registrations, reports. 2 (additive): the grid, forecasts and allocation runs (``grid_store``).
+3 (additive): VEN certificates enrolled per household (``certificates``)."""
 MEMORY = ":memory:"
 
 
@@ -144,6 +145,11 @@ _TABLES: tuple[tuple[str, dict[str, type], str | tuple[str, ...], set[str], list
     ("allocation_events", {"connection_point_id": str, "kind": str, "event_id": str, "updated_at": str},
      ("connection_point_id", "kind"), {"event_id", "updated_at"},
      [("connection_point_id", "households", "connection_point_id"), ("event_id", "signals", "event_id")]),
+    # Schema 3: which certificate speaks for which household (dso_server.store.certificates). No foreign key to
+    # households: certificates are issued and enrolled before the contracts file is loaded.
+    ("ven_certificates", {"fingerprint_sha256": str, "connection_point_id": str, "subject": str, "serial": str,
+                          "not_after": str, "enrolled_at": str, "revoked_at": str, "revocation_reason": str},
+     "fingerprint_sha256", {"connection_point_id", "subject", "serial", "not_after", "enrolled_at"}, []),
 )
 _INDEXES = (
     ("vens", ["ven_name"], True),
@@ -155,6 +161,7 @@ _INDEXES = (
     ("telemetry", ["interval_start"], False),
     ("grid_connection_points", ["feeder_id"], False),
     ("allocation_runs", ["kind", "day"], False),
+    ("ven_certificates", ["connection_point_id"], False),
 )
 
 
