@@ -96,12 +96,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="local time the next day's firm allocation is released (%(default)s)")
     serve.add_argument("--near-real-time-interval-s", type=float, default=300.0, metavar="SECONDS",
                        help="how often the non-firm allocation is recomputed from measured headroom (%(default)s)")
-    serve.add_argument("--cert", type=Path, metavar="PEM",
-                       help="certificate for XML signatures on outgoing OpenADR messages (with --key; off by "
-                            "default)")
+    serve.add_argument("--pki", type=Path, metavar="DIR",
+                       help="serve TLS with DIR/vtn.crt and DIR/vtn.key, VEN certificates checked against DIR/ca.crt "
+                            "(as written by 'dso-server pki')")
+    serve.add_argument("--cert", type=Path, metavar="PEM", help="the VTN's TLS certificate (instead of --pki)")
     serve.add_argument("--key", type=Path, metavar="PEM", help="private key belonging to --cert")
+    serve.add_argument("--ca-file", type=Path, metavar="PEM",
+                       help="CA bundle the VENs' client certificates must chain to (instead of --pki)")
     serve.add_argument("--passphrase", default=os.environ.get("DSO_KEY_PASSPHRASE"),
                        help="passphrase of --key (default: $DSO_KEY_PASSPHRASE)")
+    serve.add_argument("--sign-messages", action="store_true",
+                       help="sign outgoing OpenADR messages with the VTN's certificate and require verified, "
+                            "replay-protected XML signatures on incoming ones")
+    serve.add_argument("--insecure", action="store_true",
+                       help="serve the VTN over plain HTTP without client certificates; refused unless --host is a "
+                            "loopback address (a demo or tests only)")
     serve.add_argument("--max-message-bytes", type=int, default=MAX_MESSAGE_BYTES, metavar="BYTES",
                        help="largest OpenADR message the VTN reads; larger ones are answered 413 (%(default)s)")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -469,11 +478,17 @@ def _serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("openleadr").setLevel(max(logging.WARNING, logging.getLevelName(args.log_level)))
+    cert, key, ca_file = args.cert, args.key, args.ca_file
+    if args.pki is not None:
+        if any(option is not None for option in (cert, key, ca_file)):
+            raise UsageError("give --pki or --cert/--key/--ca-file, not both")
+        cert, key, ca_file = args.pki / "vtn.crt", args.pki / "vtn.key", args.pki / "ca.crt"
     try:
         settings = DsoSettings(
             db_path=args.db, vtn_host=args.host, vtn_port=args.vtn_port, api_host=args.api_host or args.host,
             api_port=args.api_port, vtn_id=args.vtn_id, poll_interval_s=args.poll_interval_s,
-            contracts_file=args.contracts, cert=args.cert, key=args.key, passphrase=args.passphrase,
+            contracts_file=args.contracts, cert=cert, key=key, passphrase=args.passphrase, ca_file=ca_file,
+            insecure=args.insecure, sign_messages=args.sign_messages,
             grid_path=args.grid, timezone=args.timezone, day_ahead_time=args.day_ahead_time,
             near_real_time_interval_s=args.near_real_time_interval_s, max_message_bytes=args.max_message_bytes,
         )
@@ -489,6 +504,10 @@ def _serve(args: argparse.Namespace) -> int:
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(signum, stop.set)
         async with DsoServer(settings) as dso:
+            if settings.insecure:
+                print(f"dso-server: WARNING: --insecure: the VTN serves plain HTTP without client certificates; any "
+                      f"process that reaches {settings.vtn_host} can act as any household. Demo and tests only.",
+                      file=sys.stderr, flush=True)
             print(f"dso-server: VTN at {dso.vtn_url}", flush=True)
             print(f"dso-server: operator API at {dso.api_url}/api/", flush=True)
             if dso.vtn.fingerprint:

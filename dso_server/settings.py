@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dso_server.capacity.planner import PlannerConfig
+from dso_server.security.tls import is_loopback
 from protocol.oadr20b.xml_guard import MAX_MESSAGE_BYTES
 
 DEFAULT_PATH_PREFIX = "/OpenADR2/Simple/2.0b"
@@ -57,9 +58,19 @@ class DsoSettings(BaseModel):
     max_message_bytes: int = Field(default=MAX_MESSAGE_BYTES, ge=16 * 1024, le=64 * 1024 * 1024)
     """Largest OpenADR message the VTN reads; a larger one is answered 413 before it is parsed."""
     cert: Path | None = None
-    """PEM certificate to sign outgoing OpenADR messages with (XML signatures); off when None."""
+    """The VTN's PEM certificate: served over TLS, and the XML-signature certificate with ``sign_messages``
+    (``dso-server pki issue-vtn`` writes one)."""
     key: Path | None = None
     passphrase: str | None = None
+    ca_file: Path | None = None
+    """PEM bundle of the CAs the VENs' client certificates must chain to (the PKI's ca.crt). Which household a
+    certificate speaks for is its enrolment in the store (``dso-server pki issue-ven`` / ``pki enrol``)."""
+    insecure: bool = False
+    """Serve the VTN over plain HTTP without client certificates. Only on a loopback address (a demo, tests):
+    any local process can then act as any household."""
+    sign_messages: bool = False
+    """Sign outgoing OpenADR messages with cert/key, and require every incoming message to be signed by the
+    certificate of its TLS connection (XML signature verified, ReplayProtect checked)."""
 
     @field_validator("vtn_id")
     @classmethod
@@ -90,7 +101,7 @@ class DsoSettings(BaseModel):
             raise ValueError(f"unknown IANA time zone {value!r}, e.g. Europe/Amsterdam") from None
         return value
 
-    @field_validator("contracts_file", "grid_path", "cert", "key")
+    @field_validator("contracts_file", "grid_path", "cert", "key", "ca_file")
     @classmethod
     def _file_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
@@ -115,7 +126,20 @@ class DsoSettings(BaseModel):
         )
 
     @model_validator(mode="after")
-    def _signing_pair(self) -> DsoSettings:
+    def _secure_by_default(self) -> DsoSettings:
         if (self.cert is None) != (self.key is None):
-            raise ValueError("cert and key go together: give both to sign messages, or neither")
+            raise ValueError("cert and key go together: give both, or neither")
+        if self.insecure:
+            if not is_loopback(self.vtn_host):
+                raise ValueError(f"insecure (plain HTTP) is refused on vtn_host {self.vtn_host!r}: only on a loopback "
+                                 "address such as 127.0.0.1; serve TLS with cert, key and ca_file anywhere else")
+            if self.ca_file is not None:
+                raise ValueError("ca_file has no use with insecure: plain HTTP carries no client certificates")
+        else:
+            missing = [name for name in ("cert", "key", "ca_file") if getattr(self, name) is None]
+            if missing:
+                raise ValueError(f"the VTN serves TLS with client certificates: {', '.join(missing)} missing (create "
+                                 "them with 'dso-server pki'), or set insecure for plain HTTP on a loopback address")
+        if self.sign_messages and self.cert is None:
+            raise ValueError("sign_messages needs cert and key")
         return self

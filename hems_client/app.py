@@ -38,6 +38,7 @@ from hems_client.control.signal_book import DEFAULT_PRICES, DefaultPrices, Signa
 from hems_client.devices.household import Household
 from hems_client.kpi import KpiTracker
 from hems_client.store import HemsStore
+from hems_client.transport.oadr20b.openleadr_adapter import VenTls
 from hems_client.transport.oadr20b.ven import HemsVen
 from protocol.clock import AcceleratedClock, Clock, WallClock
 from protocol.contract import HouseholdContract
@@ -46,17 +47,34 @@ from protocol.timebase import INTERVALS_PER_DAY
 
 @dataclass(frozen=True)
 class VenSecurity:
-    """TLS and XML-signature material for the VEN (all optional; plain HTTP without them)."""
+    """The VEN's certificate and key, the CA the VTN's certificate must chain to, and XML-signature options.
+    Secure by default: without cert, key and ca_file the VEN refuses to run unless ``insecure`` (plain HTTP to a
+    VTN on loopback)."""
 
     cert: str | None = None
     key: str | None = None
     passphrase: str | None = None
     vtn_fingerprint: str | None = None
+    """OpenADR fingerprint of the VTN's signing certificate: every answer must then be signed by it."""
     ca_file: str | None = None
     check_hostname: bool = True
+    insecure: bool = False
+    sign_messages: bool = False
+    """Sign outgoing messages with cert/key (XML signatures, ReplayProtect)."""
+
+    def tls(self) -> VenTls | None:
+        given = [name for name in ("cert", "key", "ca_file") if getattr(self, name)]
+        if not given:
+            return None
+        if len(given) < 3:
+            missing = [name for name in ("cert", "key", "ca_file") if name not in given]
+            raise ValueError(f"TLS needs cert, key and ca_file together; {', '.join(missing)} missing")
+        assert self.cert and self.key and self.ca_file
+        return VenTls(cert=Path(self.cert), key=Path(self.key), ca_file=Path(self.ca_file),
+                      passphrase=self.passphrase, check_hostname=self.check_hostname)
 
 
-_NO_SECURITY = VenSecurity()
+_SECURE = VenSecurity()
 
 
 def clock_speed(clock: Clock) -> float | None:
@@ -91,7 +109,7 @@ class HemsApp:
         poll_interval_s: float | None = None,
         horizon_intervals: int = INTERVALS_PER_DAY,
         default_prices: DefaultPrices = DEFAULT_PRICES,
-        security: VenSecurity = _NO_SECURITY,
+        security: VenSecurity = _SECURE,
         store: HemsStore | str | Path | None = None,
         failsafe_after_s: float | None = DEFAULT_FAILSAFE_AFTER_S,
     ) -> None:
@@ -113,17 +131,16 @@ class HemsApp:
                 failsafe_after_s=failsafe_after_s, kpi=KpiTracker(timezone=contract.comfort.timezone),
                 substep_s=substep_s, horizon_intervals=horizon_intervals, default_prices=default_prices,
             )
+            self.signal_book: SignalBook = self.controller.signal_book
+            self.ven = HemsVen(
+                contract=contract, vtn_url=vtn_url, clock=clock, signal_book=self.signal_book,
+                on_signals_changed=self.controller.signals_changed, poll_interval_s=poll_interval_s,
+                max_poll_interval_s=max_poll_s, tls=security.tls(), insecure=security.insecure,
+                sign_messages=security.sign_messages, vtn_fingerprint=security.vtn_fingerprint,
+            )
         except Exception:
             self._close_store()
             raise
-        self.signal_book: SignalBook = self.controller.signal_book
-        self.ven = HemsVen(
-            contract=contract, vtn_url=vtn_url, clock=clock, signal_book=self.signal_book,
-            on_signals_changed=self.controller.signals_changed, poll_interval_s=poll_interval_s,
-            max_poll_interval_s=max_poll_s, cert=security.cert, key=security.key, passphrase=security.passphrase,
-            vtn_fingerprint=security.vtn_fingerprint, ca_file=security.ca_file,
-            check_hostname=security.check_hostname,
-        )
         self.controller.reporter = self.ven
         # The failsafe watches the VEN's contact; wired after construction, before the loop reads it.
         self.controller.link = self.ven

@@ -99,11 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--poll-interval-s", type=_positive, default=None,
                      help="wall seconds between polls of the VTN (default: the VTN's requested poll frequency, at "
                           "most a third of --failsafe-after-s in simulated time)")
-    run.add_argument("--cert", default=None, help="PEM certificate for TLS and message signing (optional)")
-    run.add_argument("--key", default=None, help="PEM private key belonging to --cert (optional)")
-    run.add_argument("--ca-file", default=None, help="PEM CA bundle to verify the VTN's certificate (optional)")
+    run.add_argument("--cert", default=None, help="the VEN's PEM certificate for mutual TLS (https:// VTN)")
+    run.add_argument("--key", default=None, help="PEM private key belonging to --cert")
+    run.add_argument("--ca-file", default=None,
+                     help="PEM CA bundle the VTN's certificate must chain to; the VEN refuses any other VTN")
     run.add_argument("--vtn-fingerprint", default=None,
-                     help="fingerprint of the VTN's certificate, to verify its message signatures (optional)")
+                     help="OpenADR fingerprint of the VTN's signing certificate: every answer must be signed by it")
+    run.add_argument("--sign-messages", action="store_true",
+                     help="sign outgoing OpenADR messages with --cert/--key (XML signatures)")
+    run.add_argument("--insecure", action="store_true",
+                     help="talk plain HTTP to a VTN on a loopback address, without certificates (demo, tests only)")
     run.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                      help="log level (default WARNING)")
     return parser
@@ -118,11 +123,19 @@ async def _run(args: argparse.Namespace, contract: HouseholdContract) -> int:
     household = make_household(contract, weather=weather, seed=args.seed, annual_kwh=args.annual_kwh,
                                pv_kw=args.pv_kw, heat_pump=not args.no_heat_pump, ev=not args.no_ev,
                                battery=not args.no_battery)
-    security = VenSecurity(cert=args.cert, key=args.key, ca_file=args.ca_file, vtn_fingerprint=args.vtn_fingerprint)
+    security = VenSecurity(cert=args.cert, key=args.key, ca_file=args.ca_file, vtn_fingerprint=args.vtn_fingerprint,
+                           insecure=args.insecure, sign_messages=args.sign_messages)
     planner: Planner = RulePlanner() if args.planner == "rule" else OptimiserPlanner()
-    app = HemsApp(contract, household, clock, args.vtn_url, planner, substep_s=args.substep_s,
-                  poll_interval_s=args.poll_interval_s, security=security, store=args.db,
-                  failsafe_after_s=args.failsafe_after_s or None)
+    try:
+        app = HemsApp(contract, household, clock, args.vtn_url, planner, substep_s=args.substep_s,
+                      poll_interval_s=args.poll_interval_s, security=security, store=args.db,
+                      failsafe_after_s=args.failsafe_after_s or None)
+    except (ValueError, OSError) as error:  # secure-by-default refusals, certificate files that do not load
+        print(f"hems-client: error: {error}", file=sys.stderr)
+        return 2
+    if args.insecure:
+        print(f"hems-client: WARNING: --insecure: plain HTTP to {args.vtn_url}; the VTN is not authenticated. Demo "
+              "and tests only.", file=sys.stderr)
     until = start + timedelta(hours=args.duration_h) if args.duration_h > 0 else None
     await app.start(until=until)
     if not app.ven.registered:

@@ -17,6 +17,7 @@ from faulty.vtn_proxy import (
     reuse_modification_numbers,
     stale_status,
 )
+from support.security import plain_settings  # plain HTTP on loopback: the VTN-SEC rules run over TLS elsewhere
 
 from conformance.cli import main
 from conformance.report import write_reports
@@ -24,13 +25,12 @@ from conformance.rules import RULES, Severity, Side
 from conformance.verdicts import Outcome, failed_ids
 from conformance.vtn_suite import run_vtn_suite
 from dso_server.service import DsoServer
-from dso_server.settings import DsoSettings
 from protocol import ComfortTerms, HouseholdContract, make_ean18
 
 
 @pytest.fixture
 async def dso(tmp_path: Path) -> AsyncIterator[DsoServer]:
-    settings = DsoSettings(db_path=str(tmp_path / "dso.sqlite"), vtn_port=0, api_port=0, poll_interval_s=1)
+    settings = plain_settings(db_path=str(tmp_path / "dso.sqlite"), vtn_port=0, api_port=0, poll_interval_s=1)
     async with DsoServer(settings) as server:
         yield server
 

@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pytest
+from support.security import plain_settings  # plain HTTP on loopback: this module is not about security
 
 from dso_server.api.views import lowest_per_interval
 from dso_server.capacity.forecast import day_intervals
@@ -115,12 +116,11 @@ async def test_server_with_grid_publishes_firm_day_ahead_on_its_clock(tmp_path: 
     from pathlib import Path
 
     from dso_server.service import DsoServer
-    from dso_server.settings import DsoSettings
     from protocol.clock import AcceleratedClock
 
     example = Path(__file__).parent.parent / "examples" / "grid.toml"
     clock = AcceleratedClock(datetime(2030, 1, 7, 12, 50, tzinfo=UTC), speed=3600)  # 13:50 local, 1 h per s
-    settings = DsoSettings(db_path=":memory:", vtn_port=0, api_port=0, grid_path=example)
+    settings = plain_settings(db_path=":memory:", vtn_port=0, api_port=0, grid_path=example)
     async with DsoServer(settings, clock) as dso:
         gstore = GridStore(dso.store)
         for _ in range(100):

@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 from openleadr import OpenADRClient
 from openleadr.messaging import create_message, parse_message
+from support.security import plain_settings  # plain HTTP on loopback; mutual TLS: test_dso_vtn_tls.py
 
 from dso_server.service import DsoServer
 from dso_server.settings import DsoSettings
@@ -82,7 +83,7 @@ def bandwidth(*imports: float, firmness: Firmness = Firmness.FIRM) -> CapacityBa
 def settings(tmp_path: Path) -> DsoSettings:
     contracts = tmp_path / "contracts.toml"
     contracts.write_text(CONTRACTS.format(a=EAN_A, b=EAN_B), encoding="utf-8")
-    return DsoSettings(db_path=str(tmp_path / "dso.sqlite"), vtn_port=0, api_port=0, poll_interval_s=1,
+    return plain_settings(db_path=str(tmp_path / "dso.sqlite"), vtn_port=0, api_port=0, poll_interval_s=1,
                        contracts_file=contracts)
 
 
@@ -337,7 +338,8 @@ async def test_signed_messages_stay_signed_when_another_vtn_lives_in_the_process
     settings: DsoSettings, tmp_path: Path
 ) -> None:
     cert, key = _self_signed(tmp_path)
-    async with DsoServer(settings.model_copy(update={"cert": cert, "key": key}), WallClock()) as signed:
+    async with DsoServer(settings.model_copy(update={"cert": cert, "key": key, "sign_messages": True}),
+                         WallClock()) as signed:
         fingerprint = signed.vtn.fingerprint
         assert fingerprint is not None
         # A second, unsigned VTN overwrites openleadr's class-level message factory; ours is pinned per instance.

@@ -11,10 +11,10 @@ import aiohttp
 import pytest
 from openleadr.messaging import create_message, parse_message
 from support.hostile import XML, Hostile, corpus
+from support.security import plain_settings  # plain HTTP on loopback; mutual TLS: test_dso_vtn_tls.py
 from support.store_dump import logical_dump
 
 from dso_server.service import DsoServer
-from dso_server.settings import DsoSettings
 from protocol import make_ean18
 from protocol.clock import WallClock
 
@@ -35,7 +35,7 @@ failsafe_duration_s = 7200
 async def dso(tmp_path: Path) -> AsyncIterator[DsoServer]:
     contracts = tmp_path / "contracts.toml"
     contracts.write_text(CONTRACTS.format(a=EAN_A), encoding="utf-8")
-    settings = DsoSettings(db_path=str(tmp_path / "dso.sqlite"), vtn_port=0, api_port=0, contracts_file=contracts,
+    settings = plain_settings(db_path=str(tmp_path / "dso.sqlite"), vtn_port=0, api_port=0, contracts_file=contracts,
                            max_message_bytes=MAX_BYTES)
     async with DsoServer(settings, WallClock()) as server:
         yield server

@@ -62,7 +62,7 @@ async def test_a_hostile_answer_is_a_logged_failed_exchange(
     vtn_answering: Callable[[bytes], str], body: bytes, words: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     vtn_url = await vtn_answering(body)  # type: ignore[misc]
-    ven = HemsVen(contract=CONTRACT, vtn_url=vtn_url, clock=WallClock())
+    ven = HemsVen(contract=CONTRACT, vtn_url=vtn_url, clock=WallClock(), insecure=True)
     try:
         with caplog.at_level(logging.WARNING):
             assert await ven.connect() is False

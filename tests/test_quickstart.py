@@ -39,6 +39,11 @@ def test_quickstart_prints_table_and_writes_plot(tmp_path: Path) -> None:
     assert picture.stat().st_size > 10_000
     assert picture.read_bytes().startswith(b"\x89PNG")
     assert (tmp_path / "dso.sqlite").stat().st_size > 0
+    # The everyday path is the secure one: mutual TLS with a certificate per household, issued for this run.
+    assert "DSO VTN at https://127.0.0.1:" in result.stdout and "mutual TLS" in result.stdout
+    assert "PLAIN HTTP" not in result.stderr
+    assert sorted(p.name for p in (tmp_path / "pki" / "vens").glob("*.crt")) == sorted(
+        f"{row.split()[0]}.crt" for row in rows)
 
 
 def test_quickstart_rejects_bad_arguments() -> None:

@@ -43,7 +43,9 @@ from openleadr.enums import STATUS_CODES
 from dso_server.errors import ConfigurationError, UnknownHousehold
 from dso_server.lifecycle import DeliveryKey, delivery_due, delivery_keys, relevant_signals
 from dso_server.records import EventResponse
+from dso_server.security.tls import Peer, peer_of
 from dso_server.settings import DEFAULT_PATH_PREFIX, DEFAULT_POLL_INTERVAL_S
+from dso_server.store.certificates import CertificateStore
 from dso_server.store.sqlite import DsoStore, new_id
 from dso_server.transport.oadr20b import openleadr_adapter as oadr
 from protocol import ProfileError
@@ -133,6 +135,8 @@ class DsoVtn:
         key: Path | None = None,
         passphrase: str | None = None,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        client_certificates: bool = False,
+        require_signatures: bool = False,
     ) -> None:
         if poll_interval_s < 1 or poll_interval_s != int(poll_interval_s):
             raise ValueError(f"poll_interval_s {poll_interval_s} must be a whole number of seconds >= 1")
@@ -141,6 +145,10 @@ class DsoVtn:
         self.vtn_id = vtn_id
         self.poll_interval_s = poll_interval_s
         self.max_message_bytes = max_message_bytes
+        self.client_certificates = client_certificates
+        """Served over mutual TLS: every message must come with an enrolled certificate of its household."""
+        self.require_signatures = require_signatures
+        self.certificates = CertificateStore(store)
         self.http_path_prefix = http_path_prefix.rstrip("/")
         oadr.harden_xml_parser()
         self.writer = _writer(cert, key, passphrase)
@@ -192,14 +200,16 @@ class DsoVtn:
         except oadr.NotOpenAdr as error:
             logger.info("Refused a message to %s from %s: %s", service, request.remote, error)
             return _refuse(400, f"refused: {error}")
-        answer = await self.answer(service, message.message_type, message.payload)
+        answer = await self.answer(service, message.message_type, message.payload, peer=peer_of(request.transport),
+                                   remote=request.remote)
         if answer is None:
             return web.Response(status=200, content_type=XML)
         return web.Response(status=200, text=self.writer.render(*answer), content_type=XML)
 
-    async def answer(self, service: str, message_type: str, payload: dict[str, Any]
-                     ) -> tuple[str, dict[str, Any]] | None:
-        """The answer (type, payload) to a parsed message, or None for an empty HTTP 200 (to an oadrResponse)."""
+    async def answer(self, service: str, message_type: str, payload: dict[str, Any], *, peer: Peer | None = None,
+                     remote: str | None = None) -> tuple[str, dict[str, Any]] | None:
+        """The answer (type, payload) to a parsed message, or None for an empty HTTP 200 (to an oadrResponse).
+        ``peer`` is the TLS client certificate the message came with."""
         if message_type == "oadrResponse":
             return None
         ven_id = payload.get("ven_id") or None
@@ -207,6 +217,10 @@ class DsoVtn:
             if message_type not in SERVICES[service]:
                 raise Rejection.to(message_type, STATUS_CODES.COMPLIANCE_ERROR,
                                    f"{message_type} is not served at {service}")
+            if self.client_certificates:
+                self.authorize(peer, message_type, payload, remote=remote)
+            if message_type == "oadrCreatePartyRegistration":  # the registration records which certificate it used
+                payload["fingerprint"] = peer.fingerprint_sha256 if peer is not None else None
             vtn_id = payload.get("vtn_id")
             if vtn_id is not None and vtn_id != self.vtn_id:
                 raise Rejection.to(message_type, STATUS_CODES.INVALID_ID,
@@ -243,6 +257,40 @@ class DsoVtn:
             response["ven_id"] = ven_id
         response.setdefault("request_id", oadr.new_request_id())
         return response_type, response
+
+    # ------------------------------------------------------------------------------------------ identity
+
+    def authorize(self, peer: Peer | None, message_type: str, payload: Mapping[str, Any], *,
+                  remote: str | None = None) -> str:
+        """The household a message may speak for, or ``Rejection`` 463 (logged; nothing is stored).
+
+        The certificate must be enrolled and not revoked; a registration must name that household as venName,
+        any other message must carry a venID that is this household's VEN or unknown (an unknown one is then
+        asked to re-register). Two indexed lookups; revocation takes effect at the next message.
+        """
+        def refuse(reason: str) -> Rejection:
+            logger.warning("Refused %s (463) from %s with certificate %s: %s", message_type, remote,
+                           peer.short if peer else None, reason)
+            return Rejection.to(message_type, STATUS_CODES.NOT_REGISTERED_OR_AUTHORIZED, reason)
+
+        if peer is None:
+            raise refuse("the request came without a client certificate")
+        enrolment = self.certificates.enrolment(peer.fingerprint_sha256)
+        if enrolment is None:
+            raise refuse(f"certificate {peer.short} is not enrolled for any household of this DSO")
+        if enrolment.revoked_at is not None:
+            raise refuse(f"certificate {peer.short} was revoked at {enrolment.revoked_at.isoformat()}")
+        household = enrolment.connection_point_id
+        if message_type == "oadrCreatePartyRegistration" and str(payload.get("ven_name")) != household:
+            raise refuse(f"certificate {peer.short} speaks for household {household}, not for venName "
+                         f"{str(payload.get('ven_name'))[:40]!r}")
+        ven_id = payload.get("ven_id")
+        if ven_id:
+            ven = self.store.ven(str(ven_id))
+            if ven is not None and ven.connection_point_id != household:
+                raise refuse(f"venID {str(ven_id)[:40]!r} is the VEN of another household; certificate {peer.short} "
+                             f"speaks for household {household}")
+        return household
 
     # -------------------------------------------------------------------------------------- registration
 

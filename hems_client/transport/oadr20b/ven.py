@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from openleadr.utils import generate_id
 
@@ -73,6 +74,31 @@ def describe(error: ProfileError) -> str:
     return text if len(text) <= MAX_DESCRIPTION_CHARS else text[:MAX_DESCRIPTION_CHARS - 3] + "..."
 
 
+def transport_problem(vtn_url: str, *, tls: VenTls | None, insecure: bool) -> str | None:
+    """Why the VEN must not talk to ``vtn_url`` this way, or None. Secure by default: https with the VEN's
+    certificate and the CA the VTN's certificate must chain to; plain http only when asked for, to loopback."""
+    url = urlsplit(vtn_url)
+    if url.scheme == "https":
+        if tls is None:
+            return (f"vtn_url {vtn_url} is https: the VEN needs its certificate, its key and the CA file that the "
+                    "VTN's certificate must chain to")
+        return None
+    if url.scheme != "http":
+        return f"vtn_url {vtn_url!r} must start with https:// (or http:// on loopback with insecure)"
+    if tls is not None:
+        return f"vtn_url {vtn_url} is plain http but TLS certificates are given: use https://"
+    if not insecure:
+        return (f"vtn_url {vtn_url} is plain http: refused unless insecure is set (for a VTN on loopback); use "
+                "https:// with certificates")
+    host = url.hostname or ""
+    loopback = host == "localhost"
+    with contextlib.suppress(ValueError):
+        loopback = loopback or ipaddress.ip_address(host).is_loopback
+    if not loopback:
+        return f"insecure (plain http) is refused for {host!r}: only for a VTN on a loopback address"
+    return None
+
+
 def judge_event(event: Mapping[str, Any]) -> tuple[DecodedEvent | None, EventAnswer]:
     """Decode one oadrEvent dict and decide the answer: optIn/200 when it is valid under the profile,
     optOut with the ProfileError's code otherwise. Pure."""
@@ -102,20 +128,20 @@ class HemsVen(OpenleadrVen):
         on_signals_changed: Callable[[], None] | None = None,
         poll_interval_s: float | None = None,
         max_poll_interval_s: float | None = None,
-        cert: str | None = None,
-        key: str | None = None,
-        passphrase: str | None = None,
+        tls: VenTls | None = None,
+        insecure: bool = False,
+        sign_messages: bool = False,
         vtn_fingerprint: str | None = None,
-        ca_file: str | None = None,
-        check_hostname: bool = True,
         ven_id: str | None = None,
     ) -> None:
-        tls = None
-        if cert and key and ca_file:
-            tls = VenTls(cert=Path(cert), key=Path(key), ca_file=Path(ca_file), passphrase=passphrase,
-                         check_hostname=check_hostname)
+        problem = transport_problem(vtn_url, tls=tls, insecure=insecure)
+        if problem is not None:
+            raise ValueError(problem)
+        if insecure:
+            logger.warning("VEN %s: PLAIN HTTP to %s: the VTN is not authenticated and the link not encrypted; for a "
+                           "demo or tests on loopback only", contract.connection_point_id, vtn_url)
         super().__init__(ven_name=contract.connection_point_id, vtn_url=vtn_url, tls=tls, ven_id=ven_id,
-                         vtn_fingerprint=vtn_fingerprint)
+                         sign=sign_messages, vtn_fingerprint=vtn_fingerprint)
         self.contract = contract
         self.clock = clock
         self.signal_book = signal_book if signal_book is not None else SignalBook()
