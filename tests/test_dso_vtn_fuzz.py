@@ -1,5 +1,7 @@
-"""Hostile input against a real ``dso-server serve`` process: afterwards the process is alive, no request was
-answered 5xx, nothing logged a traceback, and every refused request left the store unchanged.
+"""Hostile input against a real ``dso-server serve`` process over mutual TLS (as it runs by default): afterwards
+the process is alive, no request was answered 5xx, nothing logged a traceback, and every refused request left the
+store unchanged. Every request is sent with household A's certificate, so each one naming household B's venID or
+venName is an impersonation attempt and must be refused (463).
 
 "Unchanged" is a logical dump of every table (``support.store_dump``) compared before and after each request.
 A request counts as refused when it is answered with an HTTP 4xx, with an eiResponse code other than 200, or
@@ -15,6 +17,7 @@ valid messages. About 20 s.
 from __future__ import annotations
 
 import http.client
+import ssl
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,8 +31,10 @@ from hypothesis import strategies as st
 from openleadr.messaging import create_message, parse_message
 from support.hostile import XML, corpus
 from support.processes import DsoProcess, dso_server_process
+from support.security import LabPki
 from support.store_dump import logical_dump
 
+from dso_server.store.sqlite import DsoStore
 from protocol import make_ean18
 from protocol.oadr20b import encode_comfort_report, encode_plan_report, encode_telemetry_report, hems_report_metadata
 from protocol.reports import ComfortStatus, Plan, PlanInterval, Telemetry, TelemetryInterval
@@ -55,7 +60,7 @@ T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 class Vtn:
     server: DsoProcess
     db_path: Path
-    connection: http.client.HTTPConnection
+    connection: http.client.HTTPSConnection
     path_prefix: str
     ven_a: str
     ven_b: str
@@ -75,13 +80,16 @@ class Vtn:
         raise AssertionError("unreachable")
 
 
-def _register(vtn_post: Any, ean: str) -> str:
-    message = create_message("oadrCreatePartyRegistration", request_id="r", ven_name=ean, http_pull_model=True,
-                             xml_signature=False, report_only=False, profile_name="2.0b",
-                             transport_name="simpleHttp", transport_address=None)
-    status, answer = vtn_post("EiRegisterParty", message.encode())
-    assert status == 200, answer
-    return str(parse_message(answer)[1]["ven_id"])
+def registration(ean: str) -> bytes:
+    return create_message("oadrCreatePartyRegistration", request_id="r", ven_name=ean, http_pull_model=True,
+                          xml_signature=False, report_only=False, profile_name="2.0b", transport_name="simpleHttp",
+                          transport_address=None).encode()
+
+
+def _connect(pki: LabPki, ean: str, url: urllib.parse.SplitResult) -> http.client.HTTPSConnection:
+    context = ssl.create_default_context(cafile=str(pki.ca_file))
+    context.load_cert_chain(*(str(path) for path in pki.issue_ven(ean)))
+    return http.client.HTTPSConnection(url.hostname or "127.0.0.1", url.port, timeout=30, context=context)
 
 
 @pytest.fixture(scope="module")
@@ -89,14 +97,22 @@ def vtn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vtn]:
     workdir = tmp_path_factory.mktemp("fuzz")
     (workdir / "contracts.toml").write_text(CONTRACTS, encoding="utf-8")
     db_path = workdir / "dso.sqlite"
+    pki = LabPki.create(workdir / "pki")
+    with DsoStore(db_path) as store:
+        pki.enrol(store, EAN_A)
+        pki.enrol(store, EAN_B)
     with dso_server_process(["--db", str(db_path), "--contracts", "contracts.toml", "--poll-interval-s", "1",
-                             "--max-message-bytes", str(MAX_BYTES)], workdir=workdir) as server:
+                             "--max-message-bytes", str(MAX_BYTES), "--pki", "pki"], workdir=workdir) as server:
         url = urllib.parse.urlsplit(server.vtn_url)
-        connection = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=30)
-        vtn = Vtn(server, db_path, connection, url.path, "", "")
-        vtn.ven_a, vtn.ven_b = _register(vtn.post, EAN_A), _register(vtn.post, EAN_B)
+        ids = []
+        for ean in (EAN_B, EAN_A):
+            vtn = Vtn(server, db_path, _connect(pki, ean, url), url.path, "", "")
+            status, answer = vtn.post("EiRegisterParty", registration(ean))
+            assert status == 200, answer
+            ids.append(str(parse_message(answer)[1]["ven_id"]))
+        vtn.ven_b, vtn.ven_a = ids  # the connection left open is household A's
         yield vtn
-        connection.close()
+        vtn.connection.close()
         assert server.alive, server.log()[-3000:]
         assert "Traceback" not in server.log(), server.log()[-5000:]
 
@@ -127,6 +143,21 @@ def test_the_hostile_corpus_is_refused_without_5xx_and_stores_nothing(vtn: Vtn) 
         status, answer = exchange(vtn, case.service, body, case.content_type)
         assert status == case.status, (case.name, answer[:300])
         assert refused(status, answer), case.name
+
+
+def test_messages_for_another_household_are_refused_with_463(vtn: Vtn) -> None:
+    other = vtn.ven_b
+    for service, message in [
+        ("OadrPoll", create_message("oadrPoll", ven_id=other)),
+        ("EiEvent", create_message("oadrRequestEvent", ven_id=other, request_id="r")),
+        ("EiRegisterParty", create_message("oadrCancelPartyRegistration", ven_id=other, registration_id="x",
+                                           request_id="r")),
+        ("EiRegisterParty", registration(EAN_B).decode()),
+        ("EiReport", create_message("oadrUpdateReport", ven_id=other, request_id="r", reports=[
+            encode_telemetry_report(_telemetry(T0, [(42.0, 0.0)]), report_request_id="rr", created_at=T0)])),
+    ]:
+        status, answer = exchange(vtn, service, message.encode())
+        assert status == 200 and parse_message(answer)[1]["response"]["response_code"] == 463, answer[:400]
 
 
 # ------------------------------------------------------------------------------------------- hypothesis
