@@ -33,7 +33,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from lxml import etree
-from openleadr import messaging, preflight, utils
+from openleadr import enums, messaging, preflight, utils
 from signxml import XMLSigner, methods
 from signxml.algorithms import SignatureMethod
 
@@ -44,6 +44,8 @@ C14N_1_0 = "http://www.w3.org/TR/2001/REC-xml-c14n-20010315"
 PAYLOAD_TAG = f"{{{OADR_NAMESPACE}}}oadrPayload"
 
 XMLSyntaxError = etree.XMLSyntaxError
+STATUS_CODES = enums.STATUS_CODES
+"""The 2.0b eiResponse codes (openleadr's public enum), here so the VTN imports openleadr nowhere else."""
 
 
 _HARDENED_PARSER = etree.XMLParser(schema=messaging.XML_SCHEMA, resolve_entities=False, load_dtd=False,

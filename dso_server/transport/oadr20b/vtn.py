@@ -38,7 +38,6 @@ from typing import Any
 
 from aiohttp import web
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from openleadr.enums import STATUS_CODES
 
 from dso_server.errors import ConfigurationError, UnknownHousehold
 from dso_server.lifecycle import DeliveryKey, delivery_due, delivery_keys, relevant_signals
@@ -48,6 +47,7 @@ from dso_server.settings import DEFAULT_PATH_PREFIX, DEFAULT_POLL_INTERVAL_S
 from dso_server.store.certificates import CertificateStore
 from dso_server.store.sqlite import DsoStore, new_id
 from dso_server.transport.oadr20b import openleadr_adapter as oadr
+from dso_server.transport.oadr20b.openleadr_adapter import STATUS_CODES
 from protocol import ProfileError
 from protocol.clock import Clock
 from protocol.oadr20b import decode_report, encode_event, report_requests_for

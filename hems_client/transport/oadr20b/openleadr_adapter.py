@@ -2,7 +2,7 @@
 
 ``OpenleadrVen`` is openleadr 0.5.36's ``OpenADRClient`` with its request path replaced; ``HemsVen`` builds on it
 and uses only the client's public coroutines (``query_registration``, ``create_party_registration``, ``poll``,
-``request_event``, ``send_response``) plus ``render``. What this module relies on, each pinned by a test in
+``request_event``, ``send_response``) plus ``request``/``render``. What this module relies on, each pinned by a test in
 ``tests/test_openleadr_adapter_ven.py`` so that an upgrade shows exactly what broke:
 
 - ``OpenADRClient._perform_request`` (overridden): openleadr's version schema-validates the VTN's answer with a
@@ -21,6 +21,8 @@ and uses only the client's public coroutines (``query_registration``, ``create_p
   ``TEMPLATES``, ``preflight.preflight_message``, ``utils.flatten_xml``, ``messaging.VERIFIER``,
   ``utils.extract_pem_cert``: as in ``dso_server.transport.oadr20b.openleadr_adapter`` (the two packages import
   only ``protocol``, so the VTN's glue is mirrored here rather than shared).
+- ``OpenADRClient.scheduler`` (APScheduler, created by its constructor and never started here) and the public
+  attributes ``ven_id``, ``ven_name``, ``registration_id``, ``poll_frequency``, ``vtn_url``.
 """
 
 from __future__ import annotations
@@ -153,6 +155,10 @@ class MessageSigner:
         return str(etree.tostring(tree).decode("utf-8"))
 
 
+def new_request_id() -> str:
+    return str(utils.generate_id())
+
+
 def render(message_type: str, payload: Mapping[str, Any], signer: MessageSigner | None = None) -> str:
     """A 2.0b message from openleadr's templates, signed when a signer is given."""
     checked = preflight.preflight_message(message_type, dict(payload))
@@ -237,7 +243,29 @@ class OpenleadrVen(OpenADRClient):
             self.client_session = aiohttp.ClientSession(connector=connector, timeout=timeout,
                                                         headers={"Content-Type": "application/xml"})
 
-    async def _perform_request(self, service: str, message: str) -> tuple[str | None, dict[str, Any]] | None:
+    async def request(self, service: str, message_type: str, **payload: Any) -> tuple[str | None, dict[str, Any]]:
+        """Send one message and return the answer: (type, payload), or (None, {}) for none (see ``exchange_ended``
+        for whether the VTN answered at all)."""
+        return await self._perform_request(service, self.render(message_type, **payload))
+
+    def exchange_ended(self, *, answered: bool) -> None:
+        """Called after every exchange: ``answered`` when the VTN answered HTTP 200 with nothing or with an
+        answer that passed every check. Subclasses track link health here."""
+
+    async def close(self) -> None:
+        """Close the HTTP session (and openleadr's scheduler, which this class never starts)."""
+        if self.scheduler.running:
+            self.scheduler.shutdown()
+        if self.client_session is not None:
+            await self.client_session.close()
+            self.client_session = None
+
+    async def _perform_request(self, service: str, message: str) -> tuple[str | None, dict[str, Any]]:
+        message_type, payload, answered = await self._exchange(service, message)
+        self.exchange_ended(answered=answered)
+        return message_type, payload
+
+    async def _exchange(self, service: str, message: str) -> tuple[str | None, dict[str, Any], bool]:
         await self._ensure_client_session()
         assert self.client_session is not None
         url = f"{self.vtn_url}/{service}"
@@ -247,28 +275,28 @@ class OpenleadrVen(OpenADRClient):
                 content = await _read_at_most(response, self.max_answer_bytes)
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as error:
             self._unreachable(f"{type(error).__name__}: {error}")
-            return None, {}
+            return None, {}, False
         self._reached()
         if content is None:
             return self._refused(service, f"the answer has more than {self.max_answer_bytes} bytes")
         if status != HTTPStatus.OK:
             logger.warning("VEN %s: the VTN answered a request to %s with HTTP %d: %s", self.ven_name, service,
                            status, content[:300].decode("utf-8", "replace").strip())
-            return None, {}
-        if not content:
-            return None
+            return None, {}, False
+        if not content:  # an empty HTTP 200: the VTN is there and has nothing to say
+            return None, {}, True
         try:
             tree, message_type, payload = parse_answer(content, max_bytes=self.max_answer_bytes)
             if self.vtn_fingerprint:
                 self._check_signature(tree)
         except RefusedAnswer as error:
             return self._refused(service, str(error))
-        code = (payload.get("response") or {}).get("response_code") if isinstance(payload.get("response"), dict) \
-            else None
+        response = payload.get("response")
+        code = response.get("response_code") if isinstance(response, dict) else None
         if code is not None and str(code) != "200":
             logger.warning("VEN %s: the VTN answered %s with %s %s", self.ven_name, message_type, code,
-                           (payload.get("response") or {}).get("response_description"))
-        return message_type, payload
+                           response.get("response_description") if isinstance(response, dict) else None)
+        return message_type, payload, True
 
     def _check_signature(self, tree: Any) -> None:
         fingerprint, timestamp, nonce = signer_fingerprint(tree)
@@ -280,10 +308,10 @@ class OpenleadrVen(OpenADRClient):
         except Replayed as error:
             raise RefusedAnswer(f"replay protection: {error.reason}") from None
 
-    def _refused(self, service: str, reason: str) -> tuple[None, dict[str, Any]]:
+    def _refused(self, service: str, reason: str) -> tuple[None, dict[str, Any], bool]:
         self.refused_answers += 1
         logger.warning("VEN %s: refused the VTN's answer from %s: %s", self.ven_name, service, reason)
-        return None, {}
+        return None, {}, False
 
     def _unreachable(self, reason: str) -> None:
         # One warning when the VTN stops answering, not one per poll (issue 12 item 5).

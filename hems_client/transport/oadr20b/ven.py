@@ -1,4 +1,5 @@
-"""The HEMS's OpenADR 2.0b VEN: openleadr's ``OpenADRClient`` with the profile's event answers and reports.
+"""The HEMS's OpenADR 2.0b VEN: the profile's event answers and reports on ``OpenleadrVen``, which holds all that
+is taken from openleadr's ``OpenADRClient`` (``openleadr_adapter``: TLS, the XML guard, signatures).
 
 What it does differently from the stock client:
 - events: every event of an oadrDistributeEvent is decoded with ``protocol.oadr20b.decode_event``. A valid one is
@@ -15,8 +16,10 @@ What it does differently from the stock client:
   and never lets a lost VTN crash the household. Each poll reads messages until the VTN answers oadrResponse
   (2.0b: keep polling while messages are queued).
 - link health: ``last_contact_at`` is the clock time of the last exchange the VTN answered, ``last_attempt_at``
-  of the last exchange that ended, answered or not (openleadr's session times a request out after 5 s to
-  connect, 10 s to read, wall time).
+  of the last exchange that ended, answered or not (a request times out after 5 s to connect, 10 s to read,
+  wall time). An answer refused by the XML guard, the schema or the signature check is not contact.
+- security: https with the VEN's certificate, the VTN verified against the configured CA; plain http only with
+  ``insecure`` and only to loopback (``transport_problem``).
 """
 
 from __future__ import annotations
@@ -31,10 +34,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from openleadr.utils import generate_id
-
 from hems_client.control.signal_book import SignalBook
-from hems_client.transport.oadr20b.openleadr_adapter import OpenleadrVen, VenTls
+from hems_client.transport.oadr20b.openleadr_adapter import OpenleadrVen, VenTls, new_request_id
 from protocol.clock import Clock
 from protocol.contract import HouseholdContract
 from protocol.errors import OADR_INVALID_DATA, ProfileError
@@ -193,11 +194,7 @@ class HemsVen(OpenleadrVen):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poll_task
             self._poll_task = None
-        if self.scheduler.running:
-            self.scheduler.shutdown()
-        if self.client_session is not None:
-            await self.client_session.close()
-            self.client_session = None
+        await self.close()
 
     def poll_interval(self) -> float:
         """Wall seconds between polls."""
@@ -224,19 +221,12 @@ class HemsVen(OpenleadrVen):
 
     # --------------------------------------------------------------------------------------- transport
 
-    async def _perform_request(self, service: str, message: str) -> tuple[str | None, dict[str, Any]]:
-        """openleadr's request, with its three outcomes made uniform: (type, payload) on an answer, (None, {})
-        on an empty 200 answer or on any failure. ``last_contact_at`` moves only when the VTN answered."""
-        result = await super()._perform_request(service, message)
+    def exchange_ended(self, *, answered: bool) -> None:
+        """``last_attempt_at`` moves after every exchange, ``last_contact_at`` only when the VTN answered."""
         now = self.clock.now()
         self.last_attempt_at = now
-        if result is None:  # HTTP 200 with an empty body: the VTN is there
+        if answered:
             self.last_contact_at = now
-            return None, {}
-        response_type, payload = result
-        if response_type is not None:
-            self.last_contact_at = now
-        return response_type, payload or {}
 
     async def _poll(self) -> None:
         for _ in range(MAX_MESSAGES_PER_POLL):
@@ -270,9 +260,8 @@ class HemsVen(OpenleadrVen):
             logger.warning("VEN %s: ignoring unexpected %s", self.ven_name, message_type)
 
     async def _answer(self, service: str, message_type: str, payload: Mapping[str, Any], **fields: Any) -> None:
-        message = self._create_message(message_type, ven_id=self.ven_id, response={
+        await self.request(service, message_type, ven_id=self.ven_id, response={
             "response_code": 200, "response_description": "OK", "request_id": _request_id(payload)}, **fields)
-        await self._perform_request(service, message)
 
     # ------------------------------------------------------------------------------------------ events
 
@@ -315,12 +304,9 @@ class HemsVen(OpenleadrVen):
         if changed:
             self._notify()
         if responses:
-            message_out = self._create_message(
-                "oadrCreatedEvent", ven_id=self.ven_id, event_responses=responses,
-                response={"response_code": 200, "response_description": "OK",
-                          "request_id": message.get("request_id")},
-            )
-            await self._perform_request("EiEvent", message_out)
+            await self.request("EiEvent", "oadrCreatedEvent", ven_id=self.ven_id, event_responses=responses,
+                               response={"response_code": 200, "response_description": "OK",
+                                         "request_id": message.get("request_id")})
 
     def _notify(self) -> None:
         if self.on_signals_changed is not None:
@@ -331,9 +317,8 @@ class HemsVen(OpenleadrVen):
     async def register_hems_reports(self) -> bool:
         """oadrRegisterReport with the profile's reports; remembers what the VTN requests. True if answered."""
         reports = hems_report_metadata(resource_id=self.contract.connection_point_id, created_at=self.clock.now())
-        message = self._create_message("oadrRegisterReport", request_id=generate_id(), ven_id=self.ven_id,
-                                       reports=reports, report_request_id=0)
-        response_type, payload = await self._perform_request("EiReport", message)
+        response_type, payload = await self.request("EiReport", "oadrRegisterReport", request_id=new_request_id(),
+                                                    ven_id=self.ven_id, reports=reports, report_request_id=0)
         if response_type != "oadrRegisteredReport":
             return False
         await self._accept_report_requests(payload)
@@ -379,9 +364,8 @@ class HemsVen(OpenleadrVen):
         return await self._update_report(encode_comfort_report(status, report_request_id=request_id))
 
     async def _update_report(self, report: dict[str, Any]) -> bool:
-        message = self._create_message("oadrUpdateReport", ven_id=self.ven_id, request_id=generate_id(),
-                                       reports=[report])
-        response_type, payload = await self._perform_request("EiReport", message)
+        response_type, payload = await self.request("EiReport", "oadrUpdateReport", ven_id=self.ven_id,
+                                                    request_id=new_request_id(), reports=[report])
         if payload.get("cancel_report"):
             await self._cancel_report(payload["cancel_report"])
         code = (payload.get("response") or {}).get("response_code")
