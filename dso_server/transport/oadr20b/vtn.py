@@ -12,9 +12,14 @@ this order, and is refused at the first step it fails:
 1. HTTP: POST with ``Content-Type: application/xml`` (else 415), at most ``max_message_bytes`` (else 413);
 2. ``protocol.oadr20b.xml_guard``: no DOCTYPE/ENTITY, processing instruction, XInclude, non-UTF-8 (else 400);
 3. the 2.0b XSD and the oadrPayload envelope (else 400);
-4. OpenADR: a message type this endpoint serves (else 459), the right vtnID (else 452), a venID on every
-   message but the two registration requests (else 452), a registered venID (else oadrRequestReregistration);
-5. the handler, inside one store transaction: what it wrote is rolled back when it raises. A payload it cannot
+4. OpenADR: a message type this endpoint serves (else 459);
+5. identity (``authorize``): over mutual TLS the client certificate must be enrolled for a household, not
+   revoked, and the venName/venID it names must be that household's (else 463, logged); with
+   ``require_signatures`` the XML signature must verify, be made with that same certificate (on plain HTTP the
+   signing certificate is the identity) and pass this VTN's own ``ReplayGuard`` (else 463);
+6. the right vtnID (else 452), a venID on every message but the two registration requests (else 452), a
+   registered venID (else oadrRequestReregistration);
+7. the handler, inside one store transaction: what it wrote is rolled back when it raises. A payload it cannot
    read is answered 454 and logged.
 
 Every refusal happens before the store is written. HTTP-level refusals answer text/plain naming the problem;
@@ -49,8 +54,9 @@ from dso_server.store.sqlite import DsoStore, new_id
 from dso_server.transport.oadr20b import openleadr_adapter as oadr
 from dso_server.transport.oadr20b.openleadr_adapter import STATUS_CODES
 from protocol import ProfileError
-from protocol.clock import Clock
+from protocol.clock import Clock, WallClock
 from protocol.oadr20b import decode_report, encode_event, report_requests_for
+from protocol.oadr20b.replay import Replayed, ReplayGuard
 from protocol.oadr20b.xml_guard import MAX_MESSAGE_BYTES, DocumentTooLarge, HostileXml, check_document
 
 logger = logging.getLogger(__name__)
@@ -137,6 +143,7 @@ class DsoVtn:
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         client_certificates: bool = False,
         require_signatures: bool = False,
+        wall_clock: Clock | None = None,
     ) -> None:
         if poll_interval_s < 1 or poll_interval_s != int(poll_interval_s):
             raise ValueError(f"poll_interval_s {poll_interval_s} must be a whole number of seconds >= 1")
@@ -148,6 +155,10 @@ class DsoVtn:
         self.client_certificates = client_certificates
         """Served over mutual TLS: every message must come with an enrolled certificate of its household."""
         self.require_signatures = require_signatures
+        """Every message must carry a valid XML signature by its own certificate, fresh and not replayed."""
+        self.wall_clock: Clock = wall_clock if wall_clock is not None else WallClock()
+        """Replay protection judges the senders' signing times on real time, not the (maybe simulated) clock."""
+        self.replay_guard = ReplayGuard()
         self.certificates = CertificateStore(store)
         self.http_path_prefix = http_path_prefix.rstrip("/")
         oadr.harden_xml_parser()
@@ -201,15 +212,15 @@ class DsoVtn:
             logger.info("Refused a message to %s from %s: %s", service, request.remote, error)
             return _refuse(400, f"refused: {error}")
         answer = await self.answer(service, message.message_type, message.payload, peer=peer_of(request.transport),
-                                   remote=request.remote)
+                                   remote=request.remote, tree=message.tree)
         if answer is None:
             return web.Response(status=200, content_type=XML)
         return web.Response(status=200, text=self.writer.render(*answer), content_type=XML)
 
     async def answer(self, service: str, message_type: str, payload: dict[str, Any], *, peer: Peer | None = None,
-                     remote: str | None = None) -> tuple[str, dict[str, Any]] | None:
+                     remote: str | None = None, tree: Any = None) -> tuple[str, dict[str, Any]] | None:
         """The answer (type, payload) to a parsed message, or None for an empty HTTP 200 (to an oadrResponse).
-        ``peer`` is the TLS client certificate the message came with."""
+        ``peer`` is the TLS client certificate the message came with, ``tree`` the parsed XML (signatures)."""
         if message_type == "oadrResponse":
             return None
         ven_id = payload.get("ven_id") or None
@@ -217,7 +228,9 @@ class DsoVtn:
             if message_type not in SERVICES[service]:
                 raise Rejection.to(message_type, STATUS_CODES.COMPLIANCE_ERROR,
                                    f"{message_type} is not served at {service}")
-            if self.client_certificates:
+            if self.require_signatures:
+                peer = self.check_signature(tree, peer, message_type, remote=remote)
+            if self.client_certificates or self.require_signatures:
                 self.authorize(peer, message_type, payload, remote=remote)
             if message_type == "oadrCreatePartyRegistration":  # the registration records which certificate it used
                 payload["fingerprint"] = peer.fingerprint_sha256 if peer is not None else None
@@ -269,9 +282,7 @@ class DsoVtn:
         asked to re-register). Two indexed lookups; revocation takes effect at the next message.
         """
         def refuse(reason: str) -> Rejection:
-            logger.warning("Refused %s (463) from %s with certificate %s: %s", message_type, remote,
-                           peer.short if peer else None, reason)
-            return Rejection.to(message_type, STATUS_CODES.NOT_REGISTERED_OR_AUTHORIZED, reason)
+            return self._unauthorized(message_type, peer, remote, reason)
 
         if peer is None:
             raise refuse("the request came without a client certificate")
@@ -291,6 +302,30 @@ class DsoVtn:
                 raise refuse(f"venID {str(ven_id)[:40]!r} is the VEN of another household; certificate {peer.short} "
                              f"speaks for household {household}")
         return household
+
+    def check_signature(self, tree: Any, peer: Peer | None, message_type: str, *, remote: str | None = None) -> Peer:
+        """With ``require_signatures``: the message's XML signature must verify, be made with the certificate of
+        its TLS connection (on plain HTTP the signing certificate is the identity), and be fresh and unused
+        (``ReplayGuard`` on wall time). Returns the identity to authorize; ``Rejection`` 463 otherwise."""
+        try:
+            signature = oadr.verify_signature(tree)
+        except oadr.BadSignature as error:
+            raise self._unauthorized(message_type, peer, remote, str(error)) from None
+        signer = Peer(signature.fingerprint_sha256)
+        if peer is not None and signer != peer:
+            raise self._unauthorized(message_type, peer, remote, f"the message is signed with certificate "
+                                     f"{signer.short}, not with the certificate of its TLS connection")
+        try:
+            self.replay_guard.check(signer=signer.fingerprint_sha256, timestamp=signature.timestamp,
+                                    nonce=signature.nonce, now=self.wall_clock.now())
+        except Replayed as error:
+            raise self._unauthorized(message_type, signer, remote, f"replay protection: {error.reason}") from None
+        return signer
+
+    def _unauthorized(self, message_type: str, peer: Peer | None, remote: str | None, reason: str) -> Rejection:
+        logger.warning("Refused %s (463) from %s with certificate %s: %s", message_type, remote,
+                       peer.short if peer else None, reason)
+        return Rejection.to(message_type, STATUS_CODES.NOT_REGISTERED_OR_AUTHORIZED, reason)
 
     # -------------------------------------------------------------------------------------- registration
 
