@@ -66,9 +66,14 @@ class LabPki:
 
     def enrol(self, store: DsoStore, ean: str, *, as_household: str | None = None) -> str:
         """Enrol ``ean``'s certificate in ``store`` (for ``as_household`` when given); its SHA-256 fingerprint."""
-        certificate = x509.load_pem_x509_certificate(self.issue_ven(ean)[0].read_bytes())
-        CertificateStore(store).enrol(Enrolment(
-            fingerprint_sha256=fingerprint_sha256(certificate), connection_point_id=as_household or ean,
-            subject=certificate.subject.rfc4514_string(), serial=f"{certificate.serial_number:x}",
-            not_after=certificate.not_valid_after_utc, enrolled_at=datetime.now(UTC)))
-        return fingerprint_sha256(certificate)
+        return enrol_certificate(store, as_household or ean, self.issue_ven(ean)[0])
+
+
+def enrol_certificate(store: DsoStore, ean: str, cert_path: Path) -> str:
+    """Enrol the certificate at ``cert_path`` (any CA) for household ``ean``; its SHA-256 fingerprint."""
+    certificate = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    CertificateStore(store).enrol(Enrolment(
+        fingerprint_sha256=fingerprint_sha256(certificate), connection_point_id=ean,
+        subject=certificate.subject.rfc4514_string(), serial=f"{certificate.serial_number:x}",
+        not_after=certificate.not_valid_after_utc, enrolled_at=datetime.now(UTC)))
+    return fingerprint_sha256(certificate)
