@@ -5,8 +5,10 @@ Modules (import what you need; this package imports nothing on its own, so the p
 - ``dso_server.records``: the typed records the store returns (``Household``, ``Ven``, ``Signal``, ...).
 - ``dso_server.lifecycle``: the pure rules: how a signal may change (``SIGNAL_MOVES``) and what a VEN is sent.
 - ``dso_server.store.sqlite``: ``DsoStore``, the source of truth (SQLite through sqlite-utils).
-- ``dso_server.transport.oadr20b.vtn``: ``DsoVtn``, the VTN on openleadr's ``OpenADRServer``,
-  rebuilt from the store each poll.
+- ``dso_server.transport.oadr20b.vtn``: ``DsoVtn``, the VTN (its four 2.0b endpoints on aiohttp, rebuilt from
+  the store each poll); ``openleadr_adapter`` beside it holds all it takes from openleadr.
+- ``dso_server.security``: ``pki`` (the lab CA behind ``dso-server pki``) and ``tls`` (the VTN's mutual TLS);
+  ``dso_server.store.certificates``: which certificate speaks for which household.
 - ``dso_server.api.app`` / ``dso_server.api.codec``: the operator JSON API (``create_app(store, clock)``).
 - ``dso_server.contracts``: the households TOML file; ``dso_server.settings``: ``DsoSettings``.
 - ``dso_server.service``: ``DsoServer``, start-up and ordered shut-down of store, VTN and API.
