@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from dso_server.errors import ConfigurationError, UnknownHousehold
 from dso_server.lifecycle import DeliveryKey, delivery_due, delivery_keys, relevant_signals
-from dso_server.records import EventResponse
+from dso_server.records import EventResponse, Ven
 from dso_server.security.tls import Peer, peer_of
 from dso_server.settings import DEFAULT_PATH_PREFIX, DEFAULT_POLL_INTERVAL_S
 from dso_server.store.certificates import CertificateStore
@@ -230,8 +230,9 @@ class DsoVtn:
                                    f"{message_type} is not served at {service}")
             if self.require_signatures:
                 peer = self.check_signature(tree, peer, message_type, remote=remote)
+            ven = self.store.ven(str(ven_id)) if ven_id is not None else None  # looked up once per message
             if self.client_certificates or self.require_signatures:
-                self.authorize(peer, message_type, payload, remote=remote)
+                self.authorize(peer, message_type, payload, remote=remote, ven=ven)
             if message_type == "oadrCreatePartyRegistration":  # the registration records which certificate it used
                 payload["fingerprint"] = peer.fingerprint_sha256 if peer is not None else None
             vtn_id = payload.get("vtn_id")
@@ -241,7 +242,7 @@ class DsoVtn:
             if message_type not in REGISTRATION_REQUESTS:
                 if ven_id is None:
                     raise Rejection.to(message_type, STATUS_CODES.INVALID_ID, f"{message_type} carries no venID")
-                if self.ven_lookup(str(ven_id)) is None:
+                if ven is None or ven.registration_id is None:
                     return "oadrRequestReregistration", {"ven_id": ven_id, "vtn_id": self.vtn_id}
             try:
                 with self.store.transaction():  # the handlers do not await I/O: nothing interleaves
@@ -274,12 +275,13 @@ class DsoVtn:
     # ------------------------------------------------------------------------------------------ identity
 
     def authorize(self, peer: Peer | None, message_type: str, payload: Mapping[str, Any], *,
-                  remote: str | None = None) -> str:
+                  remote: str | None = None, ven: Ven | None = None) -> str:
         """The household a message may speak for, or ``Rejection`` 463 (logged; nothing is stored).
 
         The certificate must be enrolled and not revoked; a registration must name that household as venName,
         any other message must carry a venID that is this household's VEN or unknown (an unknown one is then
-        asked to re-register). Two indexed lookups; revocation takes effect at the next message.
+        asked to re-register). One indexed lookup besides the VEN's (``ven``, when the caller has it);
+        revocation takes effect at the next message.
         """
         def refuse(reason: str) -> Rejection:
             return self._unauthorized(message_type, peer, remote, reason)
@@ -297,7 +299,7 @@ class DsoVtn:
                          f"{str(payload.get('ven_name'))[:40]!r}")
         ven_id = payload.get("ven_id")
         if ven_id:
-            ven = self.store.ven(str(ven_id))
+            ven = ven if ven is not None and ven.ven_id == str(ven_id) else self.store.ven(str(ven_id))
             if ven is not None and ven.connection_point_id != household:
                 raise refuse(f"venID {str(ven_id)[:40]!r} is the VEN of another household; certificate {peer.short} "
                              f"speaks for household {household}")
@@ -328,13 +330,6 @@ class DsoVtn:
         return Rejection.to(message_type, STATUS_CODES.NOT_REGISTERED_OR_AUTHORIZED, reason)
 
     # -------------------------------------------------------------------------------------- registration
-
-    def ven_lookup(self, ven_id: str) -> dict[str, Any] | None:
-        ven = self.store.ven(ven_id)
-        if ven is None or ven.registration_id is None:
-            return None
-        return {"ven_id": ven.ven_id, "ven_name": ven.ven_name, "fingerprint": ven.fingerprint,
-                "registration_id": ven.registration_id}
 
     def registration_terms(self) -> dict[str, Any]:
         """What every oadrCreatedPartyRegistration carries: the one profile and transport served, the poll rate."""
