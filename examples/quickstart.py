@@ -1,4 +1,5 @@
-"""End-to-end demo: one DSO VTN and simulated households over real OpenADR 2.0b on loopback.
+"""End-to-end demo: one DSO VTN and simulated households over real OpenADR 2.0b on loopback, over mutual TLS
+with a CA and one certificate per household issued at start (in <output-dir>/pki, enrolled in the DSO's store).
 
 The DSO publishes a time-of-use tariff and a capacity bandwidth that is tighter in the evening; each HEMS
 plans its heat pump, EV, battery and PV inside it and reports back. A simulated day runs on an accelerated
