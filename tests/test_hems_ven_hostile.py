@@ -3,6 +3,7 @@ logged, counts as a failed exchange, and the HEMS keeps running."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 
@@ -70,5 +71,17 @@ async def test_a_hostile_answer_is_a_logged_failed_exchange(
         assert ven.last_contact_at is None and ven.last_attempt_at is not None  # a failed exchange, not contact
         refusals = [r.getMessage() for r in caplog.records if "refused the VTN's answer" in r.getMessage()]
         assert refusals and words.lower() in refusals[0].lower(), refusals
+    finally:
+        await ven.stop()
+
+
+async def test_the_hems_keeps_polling_through_hostile_answers(vtn_answering: Callable[[bytes], str]) -> None:
+    vtn_url = await vtn_answering(ENTITY_ANSWER.encode())  # type: ignore[misc]
+    ven = HemsVen(contract=CONTRACT, vtn_url=vtn_url, clock=WallClock(), insecure=True, poll_interval_s=0.05)
+    try:
+        await ven.run()
+        await asyncio.sleep(0.5)
+        assert ven._poll_task is not None and not ven._poll_task.done()  # still trying to register
+        assert ven.refused_answers >= 4 and ven.transport_errors == 0 and ven.last_contact_at is None
     finally:
         await ven.stop()
