@@ -471,7 +471,7 @@ class DsoVtn:
         ven_id = payload["ven_id"]
         now = self.clock.now()
         ven = self.store.ven(ven_id)
-        if ven is None:  # ven_lookup let it through, so this is a race with a cancellation
+        if ven is None:  # the VEN was checked before the handler; gone since only through a race
             return "oadrUpdatedReport", {}
         known_requests = {r.report_request_id for r in self.store.report_requests(ven_id)}
         decoded = []
