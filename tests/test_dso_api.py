@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from api_auth import bearer
 
 from dso_server.api.app import create_app
 from dso_server.records import Household
@@ -57,7 +58,7 @@ def store() -> DsoStore:
 
 @pytest.fixture
 async def api(store: DsoStore) -> AsyncIterator[TestClient]:
-    async with TestClient(TestServer(create_app(store, ManualClock(NOW)))) as client:
+    async with TestClient(TestServer(create_app(store, ManualClock(NOW))), headers=bearer(store)) as client:
         yield client
 
 
