@@ -107,7 +107,7 @@ async def _text(request: web.Request) -> str:
 
 
 def _query(request: web.Request, model: type[_Query]) -> _Query:
-    return codec.validate_query(model, request.query, list(request.query.keys()))
+    return codec.validate_query(model, request.query, [key for key, _ in request.query.items()])
 
 
 def _store(request: web.Request) -> DsoStore:
