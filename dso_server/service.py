@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from types import TracebackType
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from dso_server.api.app import create_app
 from dso_server.capacity.grid import load_grid
@@ -71,6 +72,23 @@ async def _cancel(task: asyncio.Task[None]) -> None:
         await task
 
 
+class _BadRequestsInOneLine(logging.Filter):
+    """aiohttp logs a traceback for every malformed HTTP request it answers with 400 (a NUL in a header, a broken
+    request line): one line is enough, and a hostile client cannot fill the log with tracebacks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], HttpProcessingError):
+            error = record.exc_info[1]
+            record.msg = "Refused a malformed HTTP request (%s %s)"
+            record.args = (error.code, str(error.message).splitlines()[0] if error.message else "")
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+        return True
+
+
+_BAD_REQUESTS = _BadRequestsInOneLine()
+
+
 def _url(host: str, port: int, scheme: str = "http") -> str:
     return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
@@ -109,6 +127,7 @@ class DsoServer:
         if self._stack is not None:
             raise RuntimeError("this DsoServer is already running")
         settings = self.settings
+        logging.getLogger("aiohttp.server").addFilter(_BAD_REQUESTS)  # once: the same filter object is kept once
         stack = AsyncExitStack()
         try:
             store = DsoStore(settings.db_path)

@@ -11,9 +11,10 @@ INTERVAL_S = 900
 INTERVAL = timedelta(seconds=INTERVAL_S)
 INTERVALS_PER_DAY = 96
 EARLIEST_YEAR = 1970
-LATEST_YEAR = 2999
+LATEST_YEAR = 2200
 """Timestamps outside these years are typos or attacks: near the calendar's ends (year 1, year 9999) converting to
-UTC or adding an interval overflows Python's datetime, so the bound keeps all the profile's arithmetic safe."""
+UTC or adding an interval overflows Python's datetime, and pandas (the DSO's load profiles) stops at 2262; the
+bound keeps all arithmetic on a timestamp the profile accepted safe."""
 
 
 def check_year(value: datetime) -> datetime:

@@ -375,8 +375,8 @@ def _nested_unknown(body: dict[str, Any]) -> dict[str, Any]:
     (_as_string, "intervals[0].import_limit_kw", "valid number"),
     (_as_bool, "intervals[0].export_limit_kw", "valid number"),
     (_as_epoch, "intervals[0].start", "valid datetime"),
-    (_year_9999, "intervals[0].start", "outside the years 1970-2999"),
-    (_year_1, "intervals[0].start", "outside the years 1970-2999"),
+    (_year_9999, "intervals[0].start", "outside the years 1970-2200"),
+    (_year_1, "intervals[0].start", "outside the years 1970-2200"),
     (_ids_as_string, "connection_point_ids", "valid array"),
     (_nested_unknown, "intervals[0].priority", "not a field"),
 ])

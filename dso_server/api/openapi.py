@@ -14,19 +14,50 @@ from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel, RootModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_json_schema
+from pydantic_core import core_schema
 
 from dso_server.api.auth import COOKIE
 from dso_server.api.routes import Route
 
 _PARAMETER = re.compile(r"{(\w+)}")
 _REF = "#/components/schemas/{model}"
+_EVENT_LINKS = {
+    name: {"operationId": operation, "parameters": {parameter: f"$response.body#/{pointer}"}}
+    for name, operation, parameter, pointer in (
+        ("ModifyEvent", "put_signals_event_id", "event_id", "events/0/event_id"),
+        ("CancelEvent", "delete_signals_event_id", "event_id", "events/0/event_id"),
+        ("ModifyPublication", "put_publications_publication_id", "publication_id", "publication_id"),
+        ("CancelPublication", "delete_publications_publication_id", "publication_id", "publication_id"),
+    )
+}
+_LINKS: dict[tuple[str, int], dict[str, Any]] = {
+    ("post_bandwidths", 201): _EVENT_LINKS,
+    ("post_tariffs", 201): _EVENT_LINKS,
+    **{("post_households", status): {
+        name: {"operationId": operation, "parameters": {"connection_point_id": "$response.body#/connection_point_id"}}
+        for name, operation in (("Violations", "get_households_connection_point_id_violations"),
+                                ("Telemetry", "get_telemetry"), ("Plan", "get_plans"), ("Comfort", "get_comfort"))
+    } for status in (200, 201)},
+    ("get_transformers", 200): {"TransformerDay": {
+        "operationId": "get_transformers_transformer_id",
+        "parameters": {"transformer_id": "$response.body#/transformers/0/id"}}},
+}
+"""How one answer feeds the next request (OpenAPI links): an API client or a stateful test follows them."""
 _DESCRIPTIONS = {
     200: "The answer", 201: "Created", 400: "Bad input: the answer names the field and the rule",
     401: "No valid credential", 403: "The credential's role (or a web session) does not allow this",
     404: "Unknown household, group, event, publication or transformer", 409: "The current state forbids this",
     413: "The body is too large", 415: "The body is not sent as application/json",
 }
+
+
+class _Schemas(GenerateJsonSchema):
+    """pydantic's JSON Schema, except a ``time``: JSON Schema's ``format: time`` is RFC 3339's full-time, which
+    needs an offset ("06:00:00Z"); the profile's local times ("06:00:00") are a pattern instead."""
+
+    def time_schema(self, schema: core_schema.TimeSchema) -> JsonSchemaValue:
+        return {"type": "string", "pattern": r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?$"}
 
 
 @functools.cache
@@ -52,7 +83,7 @@ def _schemas(routes: Iterable[Route]) -> tuple[dict[tuple[type[BaseModel], str],
         for answer in route.answers.values():
             wanted[(answer, "serialization")] = None
     keys = list(wanted)
-    refs, document = models_json_schema(keys, ref_template=_REF)  # type: ignore[arg-type]
+    refs, document = models_json_schema(keys, ref_template=_REF, schema_generator=_Schemas)  # type: ignore[arg-type]
     return refs, document.get("$defs", {})  # type: ignore[return-value]
 
 
@@ -72,7 +103,7 @@ def _parameters(route: Route) -> list[dict[str, Any]]:
         {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
         for name in _PARAMETER.findall(route.path)
     ]
-    model_schema = route.query.model_json_schema(ref_template=_REF)
+    model_schema = route.query.model_json_schema(ref_template=_REF, schema_generator=_Schemas)
     required = set(model_schema.get("required", ()))
     for name, field_schema in model_schema.get("properties", {}).items():
         schema = _query_value(field_schema)
@@ -108,6 +139,8 @@ def build_document(routes: Iterable[Route]) -> dict[str, Any]:
             operation["responses"][str(status)] = {
                 "description": _DESCRIPTIONS.get(status, "The answer"),
                 "content": {"application/json": {"schema": refs[(answer, "serialization")]}}}
+            if (operation["operationId"], status) in _LINKS:
+                operation["responses"][str(status)]["links"] = _LINKS[(operation["operationId"], status)]
         if not route.answers:
             operation["responses"]["200"] = {"description": "The document", "content": {
                 "application/json": {"schema": {"type": "object"}}}}
