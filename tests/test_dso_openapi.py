@@ -84,3 +84,10 @@ failsafe_duration_s = 7200
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     assert " passed" in run.stdout and "failed" not in run.stdout.split("SUMMARY")[-1].lower()
     assert "Traceback" not in dso.log.read_text()
+
+
+def test_the_readme_lists_every_route_with_its_role() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    for route in ROUTES:
+        role = route.role.value if route.role else "none"
+        assert f"| `{route.method} {route.path}` | {role} |" in readme, f"README: {route.method} {route.path}"
