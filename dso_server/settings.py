@@ -144,8 +144,8 @@ class DsoSettings(BaseModel):
             raise ValueError("api_client_ca needs api_cert and api_key: client certificates only exist under TLS")
         if not is_loopback(self.api_host) and not self.api_tls and not self.api_insecure:
             raise ValueError(f"api_host {self.api_host!r} is not a loopback address: serve the API over TLS "
-                             "(api_cert and api_key) or, on a lab network you trust, allow plain HTTP explicitly "
-                             "with api_insecure")
+                             "(api_cert and api_key; serve --api-cert/--api-key) or, on a lab network you trust, "
+                             "allow plain HTTP explicitly with api_insecure (serve --api-insecure)")
         return self
 
 
