@@ -19,6 +19,20 @@ BIN = Path(sys.executable).parent
 _URL = re.compile(r"dso-server: (VTN|operator API) at (\S+)")
 
 
+def contracts_toml(eans: list[str], group: str = "feeder-1") -> str:
+    """A contracts file (``dso_server.contracts``) with one ordinary household per EAN."""
+    return "".join(f"""
+[[household]]
+connection_point_id = "{ean}"
+group = "{group}"
+contracted_max_import_kw = 17.0
+contracted_max_export_kw = 10.0
+failsafe_import_kw = 4.2
+failsafe_export_kw = 4.2
+failsafe_duration_s = 7200
+""" for ean in eans)
+
+
 def dso_server(*argv: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(BIN / "dso-server"), *argv], capture_output=True, text=True, timeout=timeout_s)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dso_process import DsoProcess, dso_server
+from dso_process import DsoProcess, contracts_toml, dso_server
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -39,16 +39,6 @@ pytestmark = pytest.mark.slow
 
 EANS = [make_ean18(f"8716871200000{index:04d}") for index in range(1, 4)]
 UNKNOWN_EAN = make_ean18("87168712000009999")
-CONTRACTS = "".join(f"""
-[[household]]
-connection_point_id = "{ean}"
-group = "feeder-1"
-contracted_max_import_kw = 17.0
-contracted_max_export_kw = 10.0
-failsafe_import_kw = 4.2
-failsafe_export_kw = 4.2
-failsafe_duration_s = 7200
-""" for ean in EANS)
 EXAMPLES = 1000
 """Drawn requests; with the corpus (about 200) about 40 s on this 2-core machine."""
 
@@ -340,7 +330,7 @@ def hostile_corpus(now: datetime) -> Iterator[Request]:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[DsoProcess, Credentials]]:
     contracts = tmp_path / "contracts.toml"
-    contracts.write_text(CONTRACTS)
+    contracts.write_text(contracts_toml(EANS))
     db = tmp_path / "dso.sqlite"
     credentials = make_credentials(db)
     with DsoProcess(tmp_path, "--contracts", str(contracts), db=db) as process:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from dso_process import DsoProcess
+from dso_process import DsoProcess, contracts_toml
 
 from dso_server.api.app import ROUTES, create_app
 from dso_server.store.sqlite import DsoStore
@@ -55,16 +55,7 @@ async def test_the_document_is_openapi_3_1_and_follows_the_route_table() -> None
 @pytest.mark.slow
 def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_document(tmp_path: Path) -> None:
     contracts = tmp_path / "contracts.toml"
-    contracts.write_text("".join(f"""
-[[household]]
-connection_point_id = "{ean}"
-group = "feeder-1"
-contracted_max_import_kw = 17.0
-contracted_max_export_kw = 10.0
-failsafe_import_kw = 4.2
-failsafe_export_kw = 4.2
-failsafe_duration_s = 7200
-""" for ean in EANS))
+    contracts.write_text(contracts_toml(EANS))
     grid = Path(__file__).parent.parent / "examples" / "grid.toml"
     assert subprocess.run([str(Path(sys.executable).parent / "dso-server"), "grid", "load", str(grid), "--db",
                            str(tmp_path / "dso.sqlite")], capture_output=True).returncode == 0

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import ValidationError
+from test_dso_cli import run
 
 from dso_server.api.app import create_app
 from dso_server.cli import main
@@ -299,15 +300,6 @@ async def test_the_api_over_tls_with_tokens_and_client_certificates(tmp_path: Pa
 
 
 # ------------------------------------------------------------------------------------------- CLI and audit
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 async def test_token_commands_and_a_running_server(tmp_path: Path, capsys: pytest.CaptureFixture[str],
