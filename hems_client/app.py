@@ -16,7 +16,8 @@ An explicit ``poll_interval_s`` that breaks this is refused (for a ``WallClock``
 without one, the VTN's requested poll frequency is capped at a third of ``failsafe_after_s`` in clock time.
 A loop kept busy (many households planning in one process) delays polls by many clock seconds; the failsafe
 counts silence only once an attempt since the last contact has failed, so that is not taken for a lost VTN,
-and then engages exactly ``failsafe_after_s`` after the last contact (``hems_client.control.failsafe``). ``failsafe_after_s=None`` runs without failsafe.
+and then engages exactly ``failsafe_after_s`` after the last contact (``hems_client.control.failsafe``).
+``failsafe_after_s=None`` runs without failsafe.
 
 Store: a path (or ':memory:') or a ``HemsStore``; a restarted app on the same store resumes with the stored
 signals and failsafe state, so the limits in force before the restart hold before any new contact.

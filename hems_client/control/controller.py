@@ -48,7 +48,7 @@ from hems_client.store import HemsStore
 from protocol.clock import Clock, sleep_until
 from protocol.contract import HouseholdContract
 from protocol.effective import EffectiveLimit
-from protocol.reports import MAX_REPORT_INTERVALS, ComfortStatus, Plan, Telemetry, TelemetryInterval
+from protocol.reports import MAX_REPORT_INTERVALS, ComfortStatus, Plan, PlanInterval, Telemetry, TelemetryInterval
 from protocol.signals import TariffInterval
 from protocol.timebase import INTERVAL, INTERVALS_PER_DAY, floor_to_interval
 
@@ -145,7 +145,8 @@ class Controller:
         if store is not None:
             store.save_contract(contract)  # refuses a store that belongs to another connection point
         if signal_book is None:
-            signal_book = store.load_signal_book() if store is not None else SignalBook()
+            signal_book = (store.load_signal_book() if store is not None
+                           else SignalBook(default_prices=default_prices))
         self.signal_book = signal_book
         self.planner: Planner = (planner if planner is not None
                                  else OptimiserPlanner(horizon_intervals=horizon_intervals))
@@ -167,6 +168,8 @@ class Controller:
         """The effective limit the guard applied in each interval (the last one, if it changed), as long as
         the interval is in ``telemetry`` or still open."""
         self.replans = 0
+        self.plan_failures = 0
+        """Re-plans that raised; the loop carried on (see ``_unplanned_decision``)."""
         self.send_failures = 0
         self._meter = IntervalMeter()
         self._last_step_at: datetime | None = None
@@ -267,22 +270,40 @@ class Controller:
 
     def _replan(self, now: datetime) -> None:
         self._signals_dirty = False
-        if self.signal_book.expire(now):
-            self._persist_signals()
+        self._seen_version = self.signal_book.version
         start = floor_to_interval(now)
-        limits = self.horizon_limits(start)
-        tariff = self.signal_book.tariff(start=start, count=self.horizon_intervals, default=self.default_prices)
-        state = self.household.state(now, self.horizon_intervals)
-        decision = self.planner.plan(now, state, limits, tariff, self.contract)
+        planned = True
+        try:
+            if self.signal_book.expire(now):
+                self._persist_signals()
+            limits = self.horizon_limits(start)
+            tariff = self.signal_book.tariff(start=start, count=self.horizon_intervals, default=self.default_prices)
+            state = self.household.state(now, self.horizon_intervals)
+            decision = self.planner.plan(now, state, limits, tariff, self.contract)
+        except Exception as error:  # a bad value must not stop the household's control loop
+            planned = False
+            self.plan_failures += 1
+            logger.exception("%s: planning failed at %s", self.contract.connection_point_id, now)
+            decision = self._unplanned_decision(now, start, error)
         notes = [*self._pending_notes, *self._failsafe_notes()]
         self._pending_notes.clear()
         self.decision = replace(decision, notes=(*notes, *decision.notes)) if notes else decision
-        self._seen_version = self.signal_book.version
         self.replans += 1
-        if self._plan_changed(self.decision.plan):
+        if planned and self._plan_changed(self.decision.plan):
             self._last_plan_sent = self.decision.plan
             plan = self.decision.plan
             self._enqueue(lambda: self._send(lambda reporter: reporter.send_plan(plan)))
+
+    def _unplanned_decision(self, now: datetime, start: datetime, error: Exception) -> ControlDecision:
+        """What the household runs on when planning failed: the previous setpoints (the guard clips them to what
+        each device can do now and keeps the limit in force), or none at all; the plan is not sent."""
+        note = (f"planning failed ({type(error).__name__}: {error}); the guard keeps the limit in force with "
+                + ("the previous plan's setpoints" if self.decision is not None else "no setpoints"))
+        if self.decision is not None:
+            return replace(self.decision, created_at=now, notes=(note,))
+        limit = self.limits_in_force(start)
+        plan = Plan(created_at=now, intervals=(PlanInterval(start=start, net_import_kw=limit.import_limit_kw),))
+        return ControlDecision(created_at=now, setpoints={}, plan=plan, notes=(note,))
 
     def _plan_changed(self, plan: Plan) -> bool:
         last = self._last_plan_sent
@@ -297,11 +318,18 @@ class Controller:
         cache = self._limit_cache
         state = self.failsafe_state
         if cache is None or cache[0] != start or cache[1] != self.signal_book.version or cache[2] is not state:
-            if state.failsafe_limits:
+            try:
+                if state.failsafe_limits:
+                    limit = failsafe_limit(self.contract, start)
+                else:
+                    limit = self.signal_book.effective_limits(self.contract, start=start, count=1)[0]
+                price = self.signal_book.tariff(start=start, count=1, default=self.default_prices).intervals[0]
+            except Exception:  # never stop the loop: the contract's failsafe limit is the safe assumption
+                logger.exception("%s: the limit in force at %s cannot be computed; applying the contract's "
+                                 "failsafe limit", self.contract.connection_point_id, start)
                 limit = failsafe_limit(self.contract, start)
-            else:
-                limit = self.signal_book.effective_limits(self.contract, start=start, count=1)[0]
-            price = self.signal_book.tariff(start=start, count=1, default=self.default_prices).intervals[0]
+                price = TariffInterval(start=start, import_price_eur_per_kwh=DEFAULT_PRICES.import_price_eur_per_kwh,
+                                       export_price_eur_per_kwh=DEFAULT_PRICES.export_price_eur_per_kwh)
             cache = self._limit_cache = (start, self.signal_book.version, state, limit, price)
         return cache[3], cache[4]
 
