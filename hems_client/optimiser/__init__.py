@@ -14,15 +14,19 @@ from ._data import (
     SlackKind,
     SlackUse,
 )
+from ._highs import TESTED_CVXPY, IncompatibleCvxpy, cvxpy_tested
 from ._model import HouseholdOptimiser
 
 __all__ = [
+    "TESTED_CVXPY",
     "HouseholdOptimiser",
     "HouseholdParams",
+    "IncompatibleCvxpy",
     "OptimiserError",
     "OptimiserInputs",
     "OptimiserResult",
     "SlackKind",
     "SlackUse",
     "cop_air_source",
+    "cvxpy_tested",
 ]
