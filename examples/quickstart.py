@@ -511,6 +511,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=7, help="seed for weather and household variation")
     parser.add_argument("--output-dir", default="demo-output", help="where the SQLite store and plot go")
     args = parser.parse_args(argv)
+    try:  # before a run of minutes, not at its end: the plots need the demo extra
+        import matplotlib  # noqa: F401
+    except ImportError:
+        parser.error("the demo draws its plots with matplotlib, which is not installed here: "
+                     ".venv/bin/pip install -e '.[demo]'")
     if not 0.25 <= args.hours <= 72:
         parser.error(f"--hours must be between 0.25 and 72, not {args.hours}")
     if not 1 <= args.speed <= 5000:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -46,6 +47,25 @@ def test_quickstart_rejects_bad_arguments() -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "--speed must be between" in result.stderr
+
+
+def test_quickstart_without_matplotlib_says_which_extra_to_install_before_running() -> None:
+    hide = ("import runpy, sys; sys.modules['matplotlib'] = None; sys.argv = ['quickstart.py']; "
+            f"runpy.run_path({str(ROOT / 'examples' / 'quickstart.py')!r}, run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", hide], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "matplotlib, which is not installed here: .venv/bin/pip install -e '.[demo]'" in result.stderr
+
+
+def test_the_readme_demo_command_installs_the_demo_extra_and_the_core_does_not_need_it() -> None:
+    readme = (ROOT / "README.md").read_text()
+    demo = readme.split("<!-- demo-command -->", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    assert "pip install -e '.[demo]'" in demo
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = " ".join(pyproject["dependencies"])
+    assert "matplotlib" not in core and "clarabel" not in core
+    assert any("matplotlib" in d for d in pyproject["optional-dependencies"]["demo"])
+    assert "hems-dso-interface[demo]" in pyproject["optional-dependencies"]["test"]
 
 
 # ------------------------------------------------------------------------------------ --allocate: the DSO decides
