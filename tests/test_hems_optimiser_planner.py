@@ -265,6 +265,11 @@ def test_the_optimiser_is_compiled_once_and_a_new_signal_replans_within_a_subste
         with mock.patch.object(HouseholdOptimiser, "_build", side_effect=AssertionError("optimiser rebuilt")):
             book.apply(limit_event("new", T0 + timedelta(minutes=45), 8, 1.5), now=clock.now())
             controller.signals_changed()
+            await controller.run(until=T0 + timedelta(minutes=40, seconds=10))
+            # Re-planned at the next sub-step (not at the 00:45 boundary), for the limit to come.
+            assert controller.decision is not None
+            assert controller.decision.created_at == T0 + timedelta(minutes=40, seconds=10)
+            assert all(i.net_import_kw <= 1.5 + 1e-3 for i in controller.decision.plan.intervals[1:9])
             await controller.run(until=T0 + timedelta(hours=2))
         assert planner.builds == 1
         assert controller.decision is not None

@@ -119,8 +119,12 @@ def test_impossible_limit_is_met_as_closely_as_possible_and_reported(make_planne
     home = household(battery_soc=0.0)
     controller = Controller(contract=CONTRACT, household=home, clock=ManualClock(T0), signal_book=book,
                             planner=make_planner())
-    run(controller, 2)
+    run(controller, 1)
+    # The plan in force says the limit is broken and why, whichever planner made it.
     assert controller.decision is not None
+    assert any("import limit" in note for note in controller.decision.notes), \
+        controller.decision.notes
+    run(controller, 1)
     assert controller.telemetry, "no interval metered"
     # Only the base load (and nothing flexible) is drawn while the limit cannot be met.
     first_hour = controller.telemetry[:4]
@@ -253,18 +257,23 @@ def test_controller_reports_and_resends_telemetry_after_a_lost_link() -> None:
 
 
 def test_controller_replans_when_signals_change() -> None:
+    """A new limit in mid-interval is planned for at the next sub-step, not at the next interval boundary."""
     async def scenario() -> None:
         clock = ManualClock(T0)
         book = SignalBook()
+        book.apply(tariff_event(T0, [0.10] * 4 + [0.40] * 188), now=T0)  # the first hour is cheap
         controller = Controller(contract=CONTRACT, household=household(), clock=clock, signal_book=book)
-        task = asyncio.create_task(controller.run(until=T0 + timedelta(hours=1)))
-        await asyncio.sleep(0)
-        before = controller.replans
-        book.apply(limit_event("new", T0, 4, 1.0), now=T0)
+        await controller.run(until=T0 + timedelta(minutes=5))
+        first, replans = controller.decision, controller.replans
+        assert first is not None and max(i.net_import_kw for i in first.plan.intervals[:4]) > 2.0  # EV charging
+        book.apply(limit_event("new", T0, 4, 1.0), now=clock.now())
         controller.signals_changed()
-        await task
-        # start + the signal + three interval boundaries (the fourth is the end, closed before re-planning)
-        assert controller.replans >= before + 1
+        await controller.run(until=T0 + timedelta(minutes=5, seconds=10))  # one sub-step, no boundary
+        assert controller.replans == replans + 1
+        decision = controller.decision
+        assert decision is not None and decision.created_at == T0 + timedelta(minutes=5, seconds=10)
+        assert all(i.net_import_kw <= 1.0 + 1e-3 for i in decision.plan.intervals[:4])
+        await controller.run(until=T0 + timedelta(hours=1))
         assert all(i.import_kw <= 1.0 + 0.01 for i in controller.telemetry[1:])
 
     asyncio.run(scenario())
