@@ -414,3 +414,27 @@ def test_a_cvxpy_too_old_for_the_model_is_refused_with_what_to_install(monkeypat
     monkeypatch.setattr(_model, "cvxpy_version", lambda: (1, 8))
     with pytest.raises(IncompatibleCvxpy, match=r"too old: .*pip install 'cvxpy>=1.9,<1.10'"):
         HouseholdOptimiser(PARAMS)
+
+
+# --------------------------------------------------------------------------------------- honest reasons
+def test_a_household_without_a_battery_is_not_told_its_battery_gave_its_maximum() -> None:
+    no_battery = HouseholdOptimiser(replace(PARAMS, battery_max_kw=0.0))
+    steps = np.arange(N)
+    plan = no_battery.solve(winter_evening(import_limit_kw=np.where(steps < 20, 0.2, 17.0), battery_soc_kwh=0.5))
+    reasons = [slack.reason for slack in reported(plan, "grid_import_limit")]
+    assert reasons and all("there is no home battery to cover it" in reason for reason in reasons)
+    assert not any("battery already gave" in reason for reason in reasons)
+
+
+def test_pre_heating_above_the_band_ahead_of_a_limit_is_explained_as_such() -> None:
+    """-8 °C, no battery, a 0 kW limit for six hours from step 16: the plan stores heat in the building first."""
+    steps = np.arange(N)
+    optimiser = HouseholdOptimiser(replace(PARAMS, battery_max_kw=0.0))
+    plan = optimiser.solve(winter_evening(
+        import_limit_kw=np.where((steps >= 16) & (steps < 40), 0.0, 17.0), outdoor_temp_c=np.full(N, -8.0),
+        base_load_kw=np.zeros(N), ev_available=np.zeros(N), ev_target_soc_kwh=0.0, ev_soc_kwh=0.0,
+        ev_departure_step=0, battery_soc_kwh=0.5))
+    warm = reported(plan, "comfort_high")
+    assert warm and all(slack.step <= 20 for slack in warm)
+    assert all("pre-heating ahead of the import limit (0.00 kW at " in slack.reason for slack in warm)
+    assert not any("cheaper to use than to leave" in slack.reason for slack in warm)
