@@ -25,7 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -39,23 +40,30 @@ from hems_client.control.failsafe import (
 )
 from hems_client.control.guard import guard_setpoints, interval_budget_kw
 from hems_client.control.optimiser_planner import OptimiserPlanner
+from hems_client.control.over_limit import IntervalLog, attribute
 from hems_client.control.planning import ControlDecision, HouseholdState, Planner
 from hems_client.control.rule_planner import RulePlanner
 from hems_client.control.signal_book import DEFAULT_PRICES, DefaultPrices, SignalBook
 from hems_client.devices.household import Household
 from hems_client.kpi import KpiTracker
+from hems_client.optimiser import COMFORT_OR_EV_FORCED
 from hems_client.store import HemsStore
 from protocol.clock import Clock, sleep_until
 from protocol.contract import HouseholdContract
 from protocol.effective import EffectiveLimit
 from protocol.reports import MAX_REPORT_INTERVALS, ComfortStatus, Plan, PlanInterval, Telemetry, TelemetryInterval
 from protocol.signals import TariffInterval
-from protocol.timebase import INTERVAL, INTERVALS_PER_DAY, floor_to_interval
+from protocol.timebase import INTERVAL, INTERVAL_S, INTERVALS_PER_DAY, floor_to_interval
 
 __all__ = ["ContactSource", "ControlDecision", "Controller", "HouseholdState", "IntervalMeter",
            "OptimiserPlanner", "Planner", "Reporter", "RulePlanner"]
 
 logger = logging.getLogger(__name__)
+
+ATTRIBUTION_LOOKBACK_INTERVALS = 24
+"""How far back (6 h) an over-limit interval looks for base load that ran above its forecast."""
+TRACKING_WINDOW_S = 3600.0
+"""The guard's margin covers the largest one-sub-step rise of the load it saw over this many clock seconds."""
 
 
 class Reporter(Protocol):
@@ -186,6 +194,13 @@ class Controller:
         self._sender: asyncio.Task[None] | None = None
         self._saved_revision = signal_book.revision
         self._pending_notes: list[str] = []
+        self._tracking: deque[tuple[datetime, float]] = deque()
+        """(time, kW) of the guard's one-sub-step tracking errors that could matter: the largest rise of the
+        measured over the expected net import in the last ``TRACKING_WINDOW_S``, as a monotone queue."""
+        self._interval_logs: dict[datetime, IntervalLog] = {}
+        """Per open interval, what the over-limit attribution (``control.over_limit``) needs."""
+        self._base_load_excess_kwh: deque[float] = deque(maxlen=ATTRIBUTION_LOOKBACK_INTERVALS)
+        """Base load above its forecast in each of the last closed intervals, kWh."""
 
         self.failsafe: Failsafe | None = None
         """The failsafe state machine (None when disabled)."""
@@ -278,8 +293,10 @@ class Controller:
                 self._persist_signals()
             limits = self.horizon_limits(start)
             tariff = self.signal_book.tariff(start=start, count=self.horizon_intervals, default=self.default_prices)
-            state = self.household.state(now, self.horizon_intervals)
+            measured_state = self.household.state(now, self.horizon_intervals)
+            state = self._with_guard_reserve(measured_state, limits)
             decision = self.planner.plan(now, state, limits, tariff, self.contract)
+            self._log_plan(start, measured_state, state, limits[0], decision)
         except Exception as error:  # a bad value must not stop the household's control loop
             planned = False
             self.plan_failures += 1
@@ -293,6 +310,35 @@ class Controller:
             self._last_plan_sent = self.decision.plan
             plan = self.decision.plan
             self._enqueue(lambda: self._send(lambda reporter: reporter.send_plan(plan)))
+
+    def _log_plan(self, start: datetime, measured: HouseholdState, planned: HouseholdState, limit: EffectiveLimit,
+                  decision: ControlDecision) -> None:
+        """What the over-limit attribution needs from a plan: the base load it expected in the interval now
+        running, and whether (and why) it went over that interval's limit."""
+        log = self._interval_logs.setdefault(start, IntervalLog())
+        if log.forecast_base_kw is None and len(measured.forecast):
+            log.forecast_base_kw = measured.forecast.base_load_kw[0]
+        first = decision.plan.intervals[0] if decision.plan.intervals else None
+        if first is None or first.start != start:
+            return
+        reserve = planned.forecast.base_load_kw[0] - measured.forecast.base_load_kw[0]
+        over_kw = first.net_import_kw - reserve - limit.import_limit_kw
+        stamp = f"{start:%Y-%m-%d %H:%M}Z"
+        notes = [note for note in decision.notes if "import limit" in note]
+        note = next((n for n in notes if stamp in n), notes[0] if notes else None)
+        log.add_plan(over_kw=over_kw, note=note, comfort_forced=note is not None and COMFORT_OR_EV_FORCED in note)
+
+    def _with_guard_reserve(self, state: HouseholdState, limits: Sequence[EffectiveLimit]) -> HouseholdState:
+        """Where an import limit is within the guard's margin of 0, the guard keeps that much export (import
+        once drawn cannot be taken back): the plan carries it as base load, so that the battery covering a
+        0 kW window is not drained by the margin before the window ends."""
+        margin = self.guard_margin()
+        forecast = state.forecast
+        extra = [max(margin - limit.import_limit_kw, 0.0) for limit in limits]
+        if not any(extra):
+            return state
+        base = tuple(kw + (extra[k] if k < len(extra) else 0.0) for k, kw in enumerate(forecast.base_load_kw))
+        return replace(state, forecast=replace(forecast, base_load_kw=base))
 
     def _unplanned_decision(self, now: datetime, start: datetime, error: Exception) -> ControlDecision:
         """What the household runs on when planning failed: the previous setpoints (the guard clips them to what
@@ -390,12 +436,18 @@ class Controller:
             ranges = household.power_ranges_kw(moment, dt_s)
             uncontrolled = sum(ranges[d.name][0] for d in household.devices if not d.flexible)
             import_limit_kw, export_limit_kw = self._budget_limits(moment, limit)
+            import_margin_kw, export_margin_kw = self._margins(moment, import_limit_kw, export_limit_kw)
             guarded = guard_setpoints(
                 devices=household.devices, setpoints=self.decision.setpoints, ranges=ranges,
                 uncontrolled_kw=uncontrolled, import_limit_kw=import_limit_kw,
-                export_limit_kw=export_limit_kw, margin_kw=self.guard_margin_kw,
+                export_limit_kw=export_limit_kw, margin_kw=import_margin_kw, export_margin_kw=export_margin_kw,
             )
             result = household.step(moment, dt_s, guarded.setpoints)
+            log = self._interval_logs.setdefault(limit.start, IntervalLog())
+            log.add_step(dt_s=dt_s, import_limit_kw=limit.import_limit_kw, unshed_kw=guarded.unresolved_kw,
+                         uncontrolled_kw=sum(
+                result.power_kw.get(d.name, 0.0) for d in household.devices if not d.flexible))
+            self._track(moment, result.net_import_kw - guarded.expected_net_import_kw)
             used = self._budget_used
             used[0], used[1], used[2] = (used[0] + result.import_kw * dt_s, used[1] + result.export_kw * dt_s,
                                          used[2] + dt_s)
@@ -410,6 +462,33 @@ class Controller:
                 self.kpi.record_departure(at=departure.at, range_km=departure.range_km,
                                           required_range_km=comfort.ev_required_range_km)
             moment = step_end
+
+    def guard_margin(self) -> float:
+        """How far inside the limits the guard aims: ``guard_margin_kw``, or more where the load rose more
+        between two sub-steps than that in the last ``TRACKING_WINDOW_S`` (the largest rise of the measured over
+        the guard's expected net import): the guard sees the load a sub-step late, and import drawn in that
+        step cannot be taken back when the budget is 0."""
+        return max(self.guard_margin_kw, self._tracking[0][1]) if self._tracking else self.guard_margin_kw
+
+    def _track(self, at: datetime, error_kw: float) -> None:
+        queue = self._tracking
+        while queue and queue[-1][1] <= error_kw:  # an older, smaller error can never be the window's largest
+            queue.pop()
+        queue.append((at, error_kw))
+        horizon = at - timedelta(seconds=TRACKING_WINDOW_S)
+        while queue[0][0] < horizon:
+            queue.popleft()
+
+    def _margins(self, moment: datetime, import_budget_kw: float, export_budget_kw: float) -> tuple[float, float]:
+        """The guard's import and export margins for the next sub-step. An overshoot the rest of the interval
+        can take back needs none (the budget does it): the margin applies in the interval's last two sub-steps
+        and where the budget is within a margin of 0 (import drawn then cannot be taken back). Keeping the
+        margin all interval long would drain the battery covering a binding limit by the margin, unplanned."""
+        margin = self.guard_margin()
+        remaining_s = (floor_to_interval(moment) + INTERVAL - moment).total_seconds()
+        closing = remaining_s <= 2 * self.substep_s
+        return (margin if closing or import_budget_kw <= margin else 0.0,
+                margin if closing or export_budget_kw <= margin else 0.0)
 
     def _budget_limits(self, moment: datetime, limit: EffectiveLimit) -> tuple[float, float]:
         """Import and export limits for the guard's next sub-step: the limit in force, tightened by what this
@@ -432,10 +511,16 @@ class Controller:
         for interval in closed:
             limit = self.limits_applied.get(interval.start) or self._in_force(interval.start)[0]
             price = self._prices_applied.pop(interval.start, None) or self._in_force(interval.start)[1]
+            log = self._interval_logs.pop(interval.start, None) or IntervalLog()
+            reason, detail = (attribute(log, import_kw=interval.import_kw, limit_kw=limit.import_limit_kw,
+                                        earlier_excess_kwh=sum(self._base_load_excess_kwh),
+                                        earlier_h=len(self._base_load_excess_kwh) * INTERVAL_S / 3600)
+                              if interval.import_kw > limit.import_limit_kw else (None, ""))
+            self._base_load_excess_kwh.append(log.base_load_excess_kwh)
             self.kpi.record_interval(
                 start=interval.start, import_kw=interval.import_kw, export_kw=interval.export_kw,
                 import_limit_kw=limit.import_limit_kw, import_price_eur_per_kwh=price.import_price_eur_per_kwh,
-                export_price_eur_per_kwh=price.export_price_eur_per_kwh,
+                export_price_eur_per_kwh=price.export_price_eur_per_kwh, over_reason=reason, over_detail=detail,
             )
         if not closed:
             return
