@@ -22,6 +22,7 @@ from hems_client.control.failsafe import (
 )
 from hems_client.control.signal_book import SignalBook
 from hems_client.devices import BaseLoad, ElectricVehicle, HeatPump, HomeBattery, Household, Weather
+from hems_client.settings import ControllerSettings
 from hems_client.store import HemsStore
 from protocol import (
     INTERVAL,
@@ -342,6 +343,6 @@ def test_without_a_link_or_with_the_failsafe_disabled_nothing_engages() -> None:
         if isinstance(link, FakeLink):
             link.up = False
         controller = Controller(contract=CONTRACT, household=ev_household(), clock=ManualClock(T0), link=link,
-                                failsafe_after_s=after_s)
+                                settings=ControllerSettings(failsafe_after_s=after_s))
         asyncio.run(controller.run(until=at(30)))
         assert controller.failsafe_state is FailsafeState.NORMAL and controller.failsafe_transitions == []

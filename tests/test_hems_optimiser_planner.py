@@ -24,6 +24,7 @@ from hems_client.devices import BaseLoad, ElectricVehicle, HeatPump, HomeBattery
 from hems_client.devices.base import Conditions
 from hems_client.devices.household import StepResult
 from hems_client.optimiser import HouseholdOptimiser, OptimiserError
+from hems_client.settings import ControllerSettings
 from protocol import (
     INTERVAL,
     BandwidthInterval,
@@ -197,7 +198,7 @@ def test_guard_keeps_import_under_the_limit_when_the_forecast_is_30_percent_low(
     book.apply(tariff_event(start, 24, {h: 0.10 for h in range(18, 24)}, 0.40), now=start)
     home = household(ev_soc=5.0, base_load=base, start=start)
     controller = Controller(contract=CONTRACT, household=home, clock=ManualClock(start), signal_book=book,
-                            substep_s=10.0)
+                            settings=ControllerSettings(substep_s=10.0))
     window = (T0 + timedelta(hours=18), T0 + timedelta(hours=24))
     run(controller, window[0])
     assert controller.decision is not None

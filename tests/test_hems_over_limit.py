@@ -20,6 +20,7 @@ from hems_client.control.signal_book import SignalBook
 from hems_client.devices import BaseLoad, HeatPump, HomeBattery, Household, Weather
 from hems_client.devices.base import Conditions
 from hems_client.kpi import KpiTracker
+from hems_client.settings import ControllerSettings
 from protocol import (
     INTERVAL,
     BandwidthInterval,
@@ -154,7 +155,8 @@ def test_a_failsafe_inside_an_interval_is_attributed_to_the_tightened_limit() ->
 
     book = SignalBook()
     controller = Controller(contract=CONTRACT, household=home(seed=2, battery_soc_kwh=0.5), clock=ManualClock(T0),
-                            signal_book=book, link=Link(), kpi=exact_kpi(), failsafe_after_s=600)
+                            signal_book=book, link=Link(), kpi=exact_kpi(),
+                            settings=ControllerSettings(failsafe_after_s=600))
     # A cold house: the heat pump runs hard (no DSO limit), until the failsafe's 4.2 kW comes at 00:10.
     controller.household.heat_pump.indoor_temp_c = 17.0  # type: ignore[union-attr]
     asyncio.run(controller.run(until=T0 + 2 * INTERVAL))

@@ -32,7 +32,6 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from hems_client.control.failsafe import (
-    DEFAULT_FAILSAFE_AFTER_S,
     Failsafe,
     FailsafeState,
     FailsafeTransition,
@@ -43,22 +42,25 @@ from hems_client.control.optimiser_planner import OptimiserPlanner
 from hems_client.control.over_limit import IntervalLog, attribute
 from hems_client.control.planning import ControlDecision, HouseholdState, Planner
 from hems_client.control.rule_planner import RulePlanner
-from hems_client.control.signal_book import DEFAULT_PRICES, DefaultPrices, SignalBook
+from hems_client.control.signal_book import DEFAULT_PRICES, SignalBook
 from hems_client.devices.household import Household
 from hems_client.kpi import KpiTracker
 from hems_client.optimiser import COMFORT_OR_EV_FORCED
+from hems_client.settings import ControllerSettings
 from hems_client.store import HemsStore
 from protocol.clock import Clock, sleep_until
 from protocol.contract import HouseholdContract
 from protocol.effective import EffectiveLimit
 from protocol.reports import MAX_REPORT_INTERVALS, ComfortStatus, Plan, PlanInterval, Telemetry, TelemetryInterval
 from protocol.signals import TariffInterval
-from protocol.timebase import INTERVAL, INTERVAL_S, INTERVALS_PER_DAY, floor_to_interval
+from protocol.timebase import INTERVAL, INTERVAL_S, floor_to_interval
 
 __all__ = ["ContactSource", "ControlDecision", "Controller", "HouseholdState", "IntervalMeter",
            "OptimiserPlanner", "Planner", "Reporter", "RulePlanner"]
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_SETTINGS = ControllerSettings()
 
 ATTRIBUTION_LOOKBACK_INTERVALS = 24
 """How far back (6 h) an over-limit interval looks for base load that ran above its forecast."""
@@ -128,24 +130,17 @@ class Controller:
         reporter: Reporter | None = None,
         link: ContactSource | None = None,
         store: HemsStore | None = None,
-        failsafe_after_s: float | None = DEFAULT_FAILSAFE_AFTER_S,
         kpi: KpiTracker | None = None,
-        substep_s: float = 10.0,
-        horizon_intervals: int = INTERVALS_PER_DAY,
-        default_prices: DefaultPrices = DEFAULT_PRICES,
-        guard_margin_kw: float = 0.05,
-        plan_tolerance_kw: float = 0.1,
-        plan_resend_s: float = 4 * 3600,
-        history_intervals: int = 7 * INTERVALS_PER_DAY,
+        settings: ControllerSettings = DEFAULT_SETTINGS,
     ) -> None:
         """``signal_book``: the book the transport fills; None resumes the store's (or starts empty).
         ``link``: where contact with the VTN is seen (the VEN; may be set after construction); without one
-        the failsafe never moves. ``failsafe_after_s=None`` disables it. ``failsafe_after_s`` must exceed the
-        VEN's poll period in clock time."""
-        if not substep_s > 0:
-            raise ValueError(f"substep_s must be > 0, not {substep_s}")
-        if failsafe_after_s is not None and not failsafe_after_s > 0:
-            raise ValueError(f"failsafe_after_s must be > 0 or None, not {failsafe_after_s}")
+        the failsafe never moves. ``settings``: how the loop runs (validated when made; its
+        ``failsafe_after_s`` None disables the failsafe, and must exceed the VEN's poll period in clock time)."""
+        if not isinstance(settings, ControllerSettings):
+            raise TypeError(f"settings must be ControllerSettings, not {type(settings).__name__}")
+        self.settings = settings
+        failsafe_after_s = settings.failsafe_after_s
         self.contract = contract
         self.household = household
         self.clock = clock
@@ -154,20 +149,20 @@ class Controller:
             store.save_contract(contract)  # refuses a store that belongs to another connection point
         if signal_book is None:
             signal_book = (store.load_signal_book() if store is not None
-                           else SignalBook(default_prices=default_prices))
+                           else SignalBook(default_prices=settings.default_prices))
         self.signal_book = signal_book
         self.planner: Planner = (planner if planner is not None
-                                 else OptimiserPlanner(horizon_intervals=horizon_intervals))
+                                 else OptimiserPlanner(horizon_intervals=settings.horizon_intervals))
         self.reporter = reporter
         self.link = link
         self.kpi = kpi if kpi is not None else KpiTracker(timezone=contract.comfort.timezone)
-        self.substep_s = substep_s
-        self.horizon_intervals = horizon_intervals
-        self.default_prices = default_prices
-        self.guard_margin_kw = guard_margin_kw
-        self.plan_tolerance_kw = plan_tolerance_kw
-        self.plan_resend_s = plan_resend_s
-        self.history_intervals = history_intervals
+        self.substep_s = settings.substep_s
+        self.horizon_intervals = settings.horizon_intervals
+        self.default_prices = settings.default_prices
+        self.guard_margin_kw = settings.guard_margin_kw
+        self.plan_tolerance_kw = settings.plan_tolerance_kw
+        self.plan_resend_s = settings.plan_resend_s
+        self.history_intervals = settings.history_intervals
 
         self.decision: ControlDecision | None = None
         self.telemetry: list[TelemetryInterval] = []
