@@ -15,6 +15,7 @@ from hems_client.cli import build_parser, main
 from hems_client.config import ConfigError, load_contract
 from hems_client.control.failsafe import FailsafeState
 from hems_client.devices import Weather, make_household
+from hems_client.settings import ControllerSettings
 from hems_client.store import HemsStore
 from protocol import make_ean18
 from protocol.clock import AcceleratedClock
@@ -126,7 +127,8 @@ def test_poll_slower_than_the_failsafe_in_simulated_time_is_refused(tmp_path: Pa
     home = make_household(contract, weather=Weather.constant(start=start, outdoor_temp_c=0.0), seed=1)
     with pytest.raises(ValueError, match="must exceed it"):
         HemsApp(contract, home, AcceleratedClock(start, 600), "http://127.0.0.1:9", poll_interval_s=0.5)
-    app = HemsApp(contract, home, AcceleratedClock(start, 600), "http://127.0.0.1:9", failsafe_after_s=None,
+    app = HemsApp(contract, home, AcceleratedClock(start, 600), "http://127.0.0.1:9",
+                  settings=ControllerSettings(failsafe_after_s=None),
                   poll_interval_s=0.5)
     assert app.controller.failsafe is None
     app = HemsApp(contract, home, AcceleratedClock(start, 600), "http://127.0.0.1:9")

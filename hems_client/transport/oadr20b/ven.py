@@ -17,12 +17,17 @@ What it does differently from the stock client:
 - link health: ``last_contact_at`` is the clock time of the last exchange the VTN answered, ``last_attempt_at``
   of the last exchange that ended, answered or not (openleadr's session times a request out after 5 s to
   connect, 10 s to read, wall time).
+- link loss is logged once: one warning when contact is lost (with the reason), one line when it returns.
+  openleadr's own two ERROR lines per failed request are held back for this VEN's requests (a filter on the
+  'openleadr' logger that acts only inside :meth:`HemsVen._perform_request`, so other clients keep theirs);
+  the controller logs the failsafe's state changes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -64,6 +69,25 @@ class EventAnswer:
     opt_type: str
     response_code: int
     response_description: str
+
+
+_HELD_BACK: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("hems_ven_held_back", default=None)
+"""Inside a HemsVen request: where openleadr's transport error lines go instead of the log."""
+
+
+class _HoldBackTransportErrors(logging.Filter):
+    """Keeps openleadr's per-request ERROR lines ('Could not connect to server…', 'Request error…') out of the
+    log while a HemsVen request runs, and hands their text to that request; HemsVen logs the loss once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        held = _HELD_BACK.get()
+        if held is None or record.funcName != "_perform_request" or record.levelno < logging.ERROR:
+            return True
+        held.append(record.getMessage())
+        return False
+
+
+logging.getLogger("openleadr").addFilter(_HoldBackTransportErrors())
 
 
 def describe(error: ProfileError) -> str:
@@ -131,6 +155,8 @@ class HemsVen(OpenADRClient):
         self.answers: dict[str, EventAnswer] = {}
         """The latest answer per event id."""
         self.transport_errors = 0
+        self.link_lost_since: datetime | None = None
+        """Clock time of the first failed exchange since the last answer (None while the link is up)."""
         self._poll_task: asyncio.Task[None] | None = None
 
     # --------------------------------------------------------------------------------------- lifecycle
@@ -199,16 +225,37 @@ class HemsVen(OpenADRClient):
     async def _perform_request(self, service: str, message: str) -> tuple[str | None, dict[str, Any]]:
         """openleadr's request, with its three outcomes made uniform: (type, payload) on an answer, (None, {})
         on an empty 200 answer or on any failure. ``last_contact_at`` moves only when the VTN answered."""
-        result = await super()._perform_request(service, message)
+        held: list[str] = []
+        token = _HELD_BACK.set(held)
+        try:
+            result = await super()._perform_request(service, message)
+        finally:
+            _HELD_BACK.reset(token)
         now = self.clock.now()
         self.last_attempt_at = now
         if result is None:  # HTTP 200 with an empty body: the VTN is there
             self.last_contact_at = now
+            self._note_link(now, answered=True, reasons=held)
             return None, {}
         response_type, payload = result
         if response_type is not None:
             self.last_contact_at = now
+        self._note_link(now, answered=response_type is not None, reasons=held)
         return response_type, payload or {}
+
+    def _note_link(self, now: datetime, *, answered: bool, reasons: list[str]) -> None:
+        """One warning when contact is lost, one line when it returns; silence in between."""
+        if answered:
+            if self.link_lost_since is not None:
+                lost_s = (now - self.link_lost_since).total_seconds()
+                logger.warning("VEN %s: contact with the VTN at %s restored (no answer for %.0f s of clock time)",
+                               self.ven_name, self.vtn_url, lost_s)
+                self.link_lost_since = None
+        elif self.link_lost_since is None:
+            self.link_lost_since = now
+            reason = "; ".join(line.strip().rstrip(":") for line in reasons) or "no valid answer"
+            logger.warning("VEN %s: contact with the VTN at %s lost (%s); retrying every %g s, quiet until it "
+                           "returns", self.ven_name, self.vtn_url, reason, self.poll_interval())
 
     async def _poll(self) -> None:
         for _ in range(MAX_MESSAGES_PER_POLL):
