@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -33,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     vtn = sub.add_parser("vtn", help="play a VEN against a VTN (DSO server) under test")
     vtn.add_argument("--url", required=True, help="VTN URL, e.g. http://host:8080/OpenADR2/Simple/2.0b")
     vtn.add_argument("--admin-url", default=None, help="operator API base URL (publish steps are not run without)")
+    vtn.add_argument("--admin-token-file", type=Path, default=None, metavar="PATH",
+                     help="file holding an operate token of the operator API (default: $DSO_API_TOKEN)")
     vtn.add_argument("--ean", default=None, help="an EAN18 the VTN already serves (else one is added)")
     vtn.add_argument("--certs", type=Path, default=None, metavar="DIR",
                      help="for an https VTN: the suite's certificates ('hems-conformance certificates'); the VTN must "
@@ -79,13 +82,19 @@ def main(argv: list[str] | None = None) -> int:
         from conformance.certificates import SuiteCertificates
         from conformance.vtn_suite import run_vtn_suite
         target = args.url
+        try:
+            token = (args.admin_token_file.read_text(encoding="utf-8").strip() if args.admin_token_file
+                     else os.environ.get("DSO_API_TOKEN") or None)
+        except OSError as error:
+            print(f"hems-conformance: error: --admin-token-file: {error.strerror or error}", file=sys.stderr)
+            return 2
         certs = SuiteCertificates(args.certs) if args.certs is not None else None
         if args.url.startswith("https://") and (certs is None or args.vtn_ca is None or len(certs.eans()) < 2):
             print("hems-conformance: error: an https VTN needs --certs (with certificates of two households, see "
                   "'hems-conformance certificates') and --vtn-ca", file=sys.stderr)
             return 2
-        verdicts = asyncio.run(run_vtn_suite(args.url, args.admin_url, ean=args.ean, certificates=certs,
-                                             vtn_ca=args.vtn_ca))
+        verdicts = asyncio.run(run_vtn_suite(args.url, args.admin_url, ean=args.ean, admin_token=token,
+                                             certificates=certs, vtn_ca=args.vtn_ca))
     else:
         problem = check_ven_cmd(args.ven_cmd)
         if problem:

@@ -132,7 +132,7 @@ RULES: tuple[Rule, ...] = (
     Rule("VEN-FS-02", "When the VTN returns the VEN polls again and, once fresh limits arrive, returns to the "
          "delivered limits.", "PROFILE.md §10.3", M, True),
     Rule("VEN-SEC-01", "The VEN verifies the VTN's TLS certificate against the CA it was given and sends nothing to "
-         "a VTN it cannot verify.", "PROFILE.md §12.3", M, True),
+         "a VTN it cannot verify.", "PROFILE.md §12.1", M, True),
 )
 
 BY_ID: dict[str, Rule] = {rule.rule_id: rule for rule in RULES}

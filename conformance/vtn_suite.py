@@ -1,6 +1,7 @@
 """Plays a VEN (raw OpenADR 2.0b XML built and parsed by openleadr.messaging) against a VTN under test.
 
-The publish, modify and cancel steps need the operator API of our DSO server (``--admin-url``):
+The publish, modify and cancel steps need the operator API of our DSO server (``--admin-url``, with an operate
+token from ``--admin-token-file`` or ``$DSO_API_TOKEN``):
 ``POST /api/households``, ``POST /api/bandwidths``, ``PUT``/``DELETE /api/signals/{event_id}``. A VTN without it
 gets the verdict "not run" for the rules those steps check.
 """
@@ -89,8 +90,11 @@ def _seconds(value: Any) -> float | None:
 
 
 async def run_vtn_suite(url: str, admin_url: str | None, *, ean: str | None = None, seed: int | None = None,
-                        certificates: SuiteCertificates | None = None, vtn_ca: Path | None = None) -> list[Verdict]:
+                        admin_token: str | None = None, certificates: SuiteCertificates | None = None,
+                        vtn_ca: Path | None = None) -> list[Verdict]:
     """Runs every VTN scenario; ``ean`` is a connection point the VTN already serves (else one is added).
+    ``admin_token`` is the operator API's bearer token (operate role); it goes to the operator API only, never
+    to the VTN under test.
 
     Over https the suite is a VEN with the certificates of ``certificates`` (``hems-conformance certificates``:
     the VTN must trust their CA and have enrolled the first two households' certificates) and verifies the VTN
@@ -111,9 +115,12 @@ async def run_vtn_suite(url: str, admin_url: str | None, *, ean: str | None = No
             rec.skip(rule_id, "the VTN was tested over plain http; give its https URL with --certs and --vtn-ca")
         context = None
     ean = ean or make_ean18("8716871" + "".join(str(rng.randrange(10)) for _ in range(10)))
+    timeout = aiohttp.ClientTimeout(total=15)
+    admin_headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else None
     connector = aiohttp.TCPConnector(ssl=context) if context is not None else None
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15), connector=connector) as http:
-        vtn = VtnSession(url, http)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as vtn_http, \
+            aiohttp.ClientSession(timeout=timeout, headers=admin_headers) as http:
+        vtn = VtnSession(url, vtn_http)
         admin = await _add_household(http, admin_url, ean, rec)
         if tls and admin is not None and certificates is not None:
             await _add_household(http, admin_url, certificates.eans()[1], rec)

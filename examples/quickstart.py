@@ -42,6 +42,7 @@ from dso_server.capacity.grid import ConnectionPoint, Grid, GridFileError, Trans
 from dso_server.capacity.planner import FIRM, NON_FIRM
 from dso_server.records import TelemetryRow
 from dso_server.security.pki import Pki
+from dso_server.security.tokens import Role
 from dso_server.service import DsoServer
 from dso_server.settings import DsoSettings
 from dso_server.store.certificates import CertificateStore, Enrolment
@@ -146,10 +147,10 @@ async def _post(session: aiohttp.ClientSession, url: str, body: dict) -> dict:
         return answer
 
 
-async def publish(api_url: str, scenario: Scenario) -> None:
-    """What a DSO operator does, through the operator API: enrol households, publish the tariff and (without
-    a grid) the bandwidth."""
-    async with aiohttp.ClientSession() as session:
+async def publish(api_url: str, token: str, scenario: Scenario) -> None:
+    """What a DSO operator does, through the operator API with an operate token: enrol households, publish the
+    tariff and (without a grid) the bandwidth."""
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as session:
         for contract in scenario.contracts:
             await _post(session, f"{api_url}/api/households", {**contract.model_dump(mode="json"), "group": GROUP})
         await _post(session, f"{api_url}/api/tariffs", {"group": GROUP, **scenario.tariff.model_dump(mode="json")})
@@ -228,13 +229,21 @@ class TransformerSeries:
     """Summed effective (firm + non-firm) import limits of its households."""
 
 
-def _summarise_kpis(days: list[DailyKpi]) -> tuple[float, float, float | None, float | None]:
-    cost = sum(day.cost_eur for day in days)
+def _summarise_kpis(days: list[DailyKpi]) -> tuple[float, float | None, float | None]:
     comfort = sum(day.degree_hours_outside_band for day in days)
     departures = [day for day in days if day.ev_range_at_departure_km is not None]
     ev_km = departures[-1].ev_range_at_departure_km if departures else None
     need_km = departures[-1].ev_required_range_km if departures else None
-    return cost, comfort, ev_km, need_km
+    return comfort, ev_km, need_km
+
+
+def _cost_eur(telemetry: dict[datetime, TelemetryRow], tariff: TouTariff) -> float:
+    """What the telemetry the DSO received costs under the published tariff: the simulated period only (the
+    HEMS's own KPIs also count the half hour before it, when the households register)."""
+    prices = {interval.start: interval for interval in tariff.intervals}
+    return sum((row.import_kw * prices[start].import_price_eur_per_kwh
+                - row.export_kw * prices[start].export_price_eur_per_kwh) * INTERVAL.total_seconds() / 3600
+               for start, row in telemetry.items())
 
 
 def _aggregate_row(label: str, load: dict[datetime, float], limit: dict[datetime, float],
@@ -265,7 +274,8 @@ def measured_rows(dso: DsoServer, scenario: Scenario, apps: list[HemsApp]
         over = [row.import_kw - limits[start] for start, row in telemetry.items()
                 if row.import_kw > limits[start] + OVER_KW]
         peak_start = max(telemetry, key=lambda start: telemetry[start].import_kw) if telemetry else scenario.start
-        cost, comfort, ev_km, need_km = _summarise_kpis(app.kpi.days())
+        comfort, ev_km, need_km = _summarise_kpis(app.kpi.days())
+        cost = _cost_eur(telemetry, scenario.tariff)
         rows.append(FeederRow(
             label=contract.connection_point_id,
             peak_import_kw=telemetry[peak_start].import_kw if telemetry else 0.0,
@@ -443,7 +453,8 @@ async def run(args: argparse.Namespace) -> int:
     async with DsoServer(settings, clock) as dso:
         print(f"DSO VTN at {dso.vtn_url} (mutual TLS, certificates in {output / 'pki'}), operator API at "
               f"{dso.api_url}, store {db_path}")
-        await publish(dso.api_url, scenario)
+        # The operator's token, as 'dso-server token create --name demo-operator --role operate' makes it.
+        await publish(dso.api_url, dso.create_token("demo-operator", Role.OPERATE), scenario)
         if scenario.grid is None:
             print(f"published a ToU tariff and a firm bandwidth ({args.evening_limit_kw} kW 16:00-21:00 local) "
                   f"to {len(scenario.contracts)} households")
@@ -543,6 +554,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=7, help="seed for weather and household variation")
     parser.add_argument("--output-dir", default="demo-output", help="where the SQLite store and plot go")
     args = parser.parse_args(argv)
+    try:  # before a run of minutes, not at its end: the plots need the demo extra
+        import matplotlib  # noqa: F401
+    except ImportError:
+        parser.error("the demo draws its plots with matplotlib, which is not installed here: "
+                     ".venv/bin/pip install -e '.[demo]'")
     if not 0.25 <= args.hours <= 72:
         parser.error(f"--hours must be between 0.25 and 72, not {args.hours}")
     if not 1 <= args.speed <= 5000:

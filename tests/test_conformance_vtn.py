@@ -9,6 +9,7 @@ from xml.etree import ElementTree
 
 import aiohttp
 import pytest
+from api_auth import bearer, token
 from faulty.vtn_proxy import (
     Fault,
     FaultyVtnProxy,
@@ -64,7 +65,8 @@ def test_catalogue_ids_are_unique_and_well_formed() -> None:
 async def test_our_dso_passes_every_automated_vtn_must_rule(
         tls_dso: tuple[DsoServer, SuiteCertificates, Path]) -> None:
     dso, certificates, vtn_ca = tls_dso
-    verdicts = await run_vtn_suite(dso.vtn_url, dso.api_url, seed=1, certificates=certificates, vtn_ca=vtn_ca)
+    verdicts = await run_vtn_suite(dso.vtn_url, dso.api_url, seed=1, admin_token=token(dso),
+                                   certificates=certificates, vtn_ca=vtn_ca)
     assert failed_ids(verdicts) == set(), [f"{v.rule.rule_id}: {v.summary}" for v in verdicts
                                            if v.outcome is Outcome.FAIL]
     automated_musts = {v.rule.rule_id for v in verdicts if v.rule.automated and v.rule.severity is Severity.MUST}
@@ -73,10 +75,11 @@ async def test_our_dso_passes_every_automated_vtn_must_rule(
 
 async def test_without_an_operator_api_the_publish_rules_are_not_run(dso: DsoServer) -> None:
     ean = make_ean18("87168712999990042")
-    async with aiohttp.ClientSession() as http, http.post(f"{dso.api_url}/api/households", json=HouseholdContract(
-            connection_point_id=ean, contracted_max_import_kw=17.0, contracted_max_export_kw=10.0,
-            failsafe_import_kw=4.2, failsafe_export_kw=4.2, failsafe_duration_s=7200,
-            comfort=ComfortTerms()).model_dump(mode="json")) as reply:
+    contract = HouseholdContract(connection_point_id=ean, contracted_max_import_kw=17.0,
+                                 contracted_max_export_kw=10.0, failsafe_import_kw=4.2, failsafe_export_kw=4.2,
+                                 failsafe_duration_s=7200, comfort=ComfortTerms())
+    async with aiohttp.ClientSession(headers=bearer(dso)) as http, \
+            http.post(f"{dso.api_url}/api/households", json=contract.model_dump(mode="json")) as reply:
         assert reply.status == 201
     verdicts = {v.rule.rule_id: v for v in await run_vtn_suite(dso.vtn_url, None, ean=ean)}
     assert verdicts["VTN-EVT-02"].outcome is Outcome.NOT_RUN
@@ -92,7 +95,7 @@ async def test_without_an_operator_api_the_publish_rules_are_not_run(dso: DsoSer
 async def test_a_faulty_vtn_fails_exactly_the_rules_it_breaks(
         dso: DsoServer, fault: Fault, broken: set[str], tmp_path: Path) -> None:
     async with FaultyVtnProxy(dso.vtn_url, fault) as proxy:
-        verdicts = await run_vtn_suite(proxy.url, dso.api_url, seed=3)
+        verdicts = await run_vtn_suite(proxy.url, dso.api_url, seed=3, admin_token=token(dso))
     assert failed_ids(verdicts) == broken
     evidence = [v.evidence for v in verdicts if v.rule.rule_id in broken]
     assert all(any("FAILED" in e["what"] for e in each) for each in evidence)
@@ -110,8 +113,8 @@ async def test_a_vtn_serving_any_certificate_of_its_ca_fails_exactly_vtn_sec_02_
     certificates = issue(tmp_path / "suite", [EAN_A, EAN_B])
     async with FaultyVtnProxy(dso.vtn_url, accepts_any_certificate,
                               ssl_context=certificates.server_context()) as proxy:
-        verdicts = await run_vtn_suite(proxy.url, dso.api_url, seed=3, certificates=certificates,
-                                       vtn_ca=certificates.ca_file)
+        verdicts = await run_vtn_suite(proxy.url, dso.api_url, seed=3, admin_token=token(dso),
+                                       certificates=certificates, vtn_ca=certificates.ca_file)
     by_id = {v.rule.rule_id: v for v in verdicts}
     assert failed_ids(verdicts) == {"VTN-SEC-02", "VTN-SEC-03"}, [f"{v.rule.rule_id}: {v.summary}" for v in verdicts
                                                                   if v.outcome is Outcome.FAIL]
@@ -120,7 +123,8 @@ async def test_a_vtn_serving_any_certificate_of_its_ca_fails_exactly_vtn_sec_02_
 
 
 async def test_over_plain_http_the_security_rules_are_not_run(dso: DsoServer) -> None:
-    verdicts = {v.rule.rule_id: v for v in await run_vtn_suite(dso.vtn_url, dso.api_url, seed=2)}
+    verdicts = {v.rule.rule_id: v for v in await run_vtn_suite(dso.vtn_url, dso.api_url, seed=2,
+                                                               admin_token=token(dso))}
     for rule_id in ("VTN-SEC-01", "VTN-SEC-02", "VTN-SEC-03"):
         assert verdicts[rule_id].outcome is Outcome.NOT_RUN and "plain http" in verdicts[rule_id].summary
 

@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dso_process import DsoProcess
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openleadr.messaging import create_message, parse_message
 from support.hostile import XML, corpus
-from support.processes import DsoProcess, dso_server_process
 from support.security import LabPki
 from support.store_dump import logical_dump
 
@@ -101,8 +101,8 @@ def vtn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vtn]:
     with DsoStore(db_path) as store:
         pki.enrol(store, EAN_A)
         pki.enrol(store, EAN_B)
-    with dso_server_process(["--db", str(db_path), "--contracts", "contracts.toml", "--poll-interval-s", "1",
-                             "--max-message-bytes", str(MAX_BYTES), "--pki", "pki"], workdir=workdir) as server:
+    with DsoProcess(workdir, "--contracts", str(workdir / "contracts.toml"), "--poll-interval-s", "1",
+                    "--max-message-bytes", str(MAX_BYTES), "--pki", str(workdir / "pki"), db=db_path) as server:
         url = urllib.parse.urlsplit(server.vtn_url)
         ids = []
         for ean in (EAN_B, EAN_A):
@@ -113,8 +113,9 @@ def vtn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vtn]:
         vtn.ven_b, vtn.ven_a = ids  # the connection left open is household A's
         yield vtn
         vtn.connection.close()
-        assert server.alive, server.log()[-3000:]
-        assert "Traceback" not in server.log(), server.log()[-5000:]
+        log = server.log.read_text(errors="replace")
+        assert server.alive(), log[-3000:]
+        assert "Traceback" not in log, log[-5000:]
 
 
 def refused(status: int, answer: bytes) -> bool:
@@ -131,7 +132,7 @@ def exchange(vtn: Vtn, service: str, body: bytes, content_type: str | None = XML
     before = logical_dump(vtn.db_path)
     status, answer = vtn.post(service, body, content_type)
     assert status < 500, (service, body[:500], answer[:500])
-    assert vtn.server.alive
+    assert vtn.server.alive()
     if refused(status, answer):
         assert logical_dump(vtn.db_path) == before, (service, body[:500], answer[:500])
     return status, answer

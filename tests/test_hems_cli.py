@@ -16,6 +16,7 @@ from hems_client.cli import build_parser, main
 from hems_client.config import ConfigError, load_contract
 from hems_client.control.failsafe import FailsafeState
 from hems_client.devices import Weather, make_household
+from hems_client.settings import ControllerSettings
 from hems_client.store import HemsStore
 from protocol import make_ean18
 from protocol.clock import AcceleratedClock
@@ -128,8 +129,8 @@ def test_poll_slower_than_the_failsafe_in_simulated_time_is_refused(tmp_path: Pa
     with pytest.raises(ValueError, match="must exceed it"):
         HemsApp(contract, home, AcceleratedClock(start, 600), "http://127.0.0.1:9", poll_interval_s=0.5,
                 security=PLAIN_HTTP)
-    app = HemsApp(contract, home, AcceleratedClock(start, 600), "http://127.0.0.1:9", failsafe_after_s=None,
-                  poll_interval_s=0.5, security=PLAIN_HTTP)
+    app = HemsApp(contract, home, AcceleratedClock(start, 600), "http://127.0.0.1:9",
+                  settings=ControllerSettings(failsafe_after_s=None), poll_interval_s=0.5, security=PLAIN_HTTP)
     assert app.controller.failsafe is None
     app = HemsApp(contract, home, AcceleratedClock(start, 600), "http://127.0.0.1:9", security=PLAIN_HTTP)
     assert app.ven.poll_interval() == pytest.approx(120 / 3 / 600)  # the VTN's frequency, capped

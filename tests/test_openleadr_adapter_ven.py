@@ -69,7 +69,7 @@ class Recording(OpenleadrVen):
         super().__init__(ven_name=EAN, **kwargs)
         self.exchanges: list[bool] = []
 
-    def exchange_ended(self, *, answered: bool) -> None:
+    def exchange_ended(self, *, answered: bool, reason: str | None = None) -> None:
         self.exchanges.append(answered)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -17,15 +16,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from dso_process import BIN, DsoProcess, dso_server
 from openleadr import OpenADRClient
-from support.processes import dso_server_process
 
 EAN = "871687120000000011"  # 18 digits, GS1 check digit 1
-BIN = Path(sys.executable).parent
 
 
 @pytest.fixture
-def dso(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
+def dso(tmp_path: Path) -> Iterator[DsoProcess]:
     contracts = tmp_path / "contracts.toml"
     contracts.write_text(
         f"""
@@ -39,17 +37,16 @@ failsafe_export_kw = 4.2
 failsafe_duration_s = 7200
 """
     )
-    for command in (["init"], ["issue-vtn"], ["issue-ven", "--ean", EAN, "--db", "dso.sqlite"]):
-        done = subprocess.run([str(BIN / "dso-server"), "pki", *command], cwd=tmp_path, capture_output=True,
-                              text=True, timeout=60)
+    pki = tmp_path / "pki"
+    for command in (["init"], ["issue-vtn"], ["issue-ven", "--ean", EAN, "--db", str(tmp_path / "dso.sqlite")]):
+        done = dso_server("pki", *command, "--dir", str(pki))
         assert done.returncode == 0, done.stderr
-    with dso_server_process(["--db", "dso.sqlite", "--poll-interval-s", "1", "--contracts", str(contracts),
-                             "--pki", "pki"], workdir=tmp_path) as server:
-        yield server.vtn_url, server.api_url, tmp_path / "pki"
+    with DsoProcess(tmp_path, "--poll-interval-s", "1", "--contracts", str(contracts), "--pki", str(pki)) as process:
+        yield process
 
 
-async def test_plain_openleadr_ven_receives_published_bandwidth(dso: tuple[str, str, Path]) -> None:
-    vtn_url, api_url, pki = dso
+async def test_plain_openleadr_ven_receives_published_bandwidth(dso: DsoProcess) -> None:
+    vtn_url, api_url, pki = dso.vtn_url, dso.api_url, dso.directory / "pki"
     assert vtn_url.startswith("https://")
     received: list[dict] = []
 
@@ -66,7 +63,8 @@ async def test_plain_openleadr_ven_receives_published_bandwidth(dso: tuple[str, 
         assert client.registration_id, "the DSO did not register a VEN whose venName is a known EAN"
         start = (datetime.now(UTC) + timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
         published = subprocess.run(
-            [str(BIN / "dso-server"), "publish", "bandwidth", "--api-url", api_url, "--connection-point", EAN,
+            [str(BIN / "dso-server"), "publish", "bandwidth", "--api-url", api_url, "--token-file",
+             str(dso.token_file), "--connection-point", EAN,
              "--firmness", "firm", "--start", start.isoformat(), "--import-kw", "5,4.5,3,3",
              "--export-kw", "6,6,6,6"],
             capture_output=True, text=True, timeout=30,
@@ -100,7 +98,8 @@ async def test_plain_openleadr_ven_receives_published_bandwidth(dso: tuple[str, 
         deadline = time.monotonic() + 10
         answers: list[dict] = []
         while not answers and time.monotonic() < deadline:
-            with urllib.request.urlopen(f"{api_url}/api/responses?event_id={event_id}") as reply:
+            request = urllib.request.Request(f"{api_url}/api/responses?event_id={event_id}", headers=dso.headers())
+            with urllib.request.urlopen(request) as reply:
                 answers = json.load(reply)
                 answers = answers.get("responses", answers) if isinstance(answers, dict) else answers
             await asyncio.sleep(0.2)

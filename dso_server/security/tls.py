@@ -50,8 +50,8 @@ class VtnTls:
 
 
 def is_loopback(host: str) -> bool:
-    """True for localhost and loopback addresses (127.0.0.0/8, ::1); false for 0.0.0.0, names and the rest."""
-    if host == "localhost":
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1); false for 0.0.0.0, names, LAN addresses."""
+    if host.lower() == "localhost":
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback

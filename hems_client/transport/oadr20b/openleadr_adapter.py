@@ -231,7 +231,6 @@ class OpenleadrVen(OpenADRClient):
         self.replay_guard = ReplayGuard()
         self.refused_answers = 0
         """Answers refused by the guard, the schema or the signature check (each a failed exchange)."""
-        self._reachable = True
 
     def render(self, message_type: str, **payload: Any) -> str:
         return render(message_type, payload, self._signer)
@@ -248,9 +247,10 @@ class OpenleadrVen(OpenADRClient):
         for whether the VTN answered at all)."""
         return await self._perform_request(service, self.render(message_type, **payload))
 
-    def exchange_ended(self, *, answered: bool) -> None:
+    def exchange_ended(self, *, answered: bool, reason: str | None = None) -> None:
         """Called after every exchange: ``answered`` when the VTN answered HTTP 200 with nothing or with an
-        answer that passed every check. Subclasses track link health here."""
+        answer that passed every check, else ``reason`` says what went wrong. Subclasses track (and log) link
+        health here; this class logs only refused answers, at WARNING, each time."""
 
     async def close(self) -> None:
         """Close the HTTP session (and openleadr's scheduler, which this class never starts)."""
@@ -261,11 +261,12 @@ class OpenleadrVen(OpenADRClient):
             self.client_session = None
 
     async def _perform_request(self, service: str, message: str) -> tuple[str | None, dict[str, Any]]:
-        message_type, payload, answered = await self._exchange(service, message)
-        self.exchange_ended(answered=answered)
+        message_type, payload, reason = await self._exchange(service, message)
+        self.exchange_ended(answered=reason is None, reason=reason)
         return message_type, payload
 
-    async def _exchange(self, service: str, message: str) -> tuple[str | None, dict[str, Any], bool]:
+    async def _exchange(self, service: str, message: str) -> tuple[str | None, dict[str, Any], str | None]:
+        """(type, payload, None) when the VTN answered; (None, {}, why not) otherwise."""
         await self._ensure_client_session()
         assert self.client_session is not None
         url = f"{self.vtn_url}/{service}"
@@ -274,17 +275,17 @@ class OpenleadrVen(OpenADRClient):
                 status = response.status
                 content = await _read_at_most(response, self.max_answer_bytes)
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as error:
-            self._unreachable(f"{type(error).__name__}: {error}")
-            return None, {}, False
-        self._reached()
+            logger.debug("VEN %s: no answer from %s: %s: %s", self.ven_name, url, type(error).__name__, error)
+            return None, {}, f"{type(error).__name__}: {error}"
         if content is None:
             return self._refused(service, f"the answer has more than {self.max_answer_bytes} bytes")
         if status != HTTPStatus.OK:
+            text = content[:300].decode("utf-8", "replace").strip()
             logger.warning("VEN %s: the VTN answered a request to %s with HTTP %d: %s", self.ven_name, service,
-                           status, content[:300].decode("utf-8", "replace").strip())
-            return None, {}, False
+                           status, text)
+            return None, {}, f"HTTP {status} {text[:100]}"
         if not content:  # an empty HTTP 200: the VTN is there and has nothing to say
-            return None, {}, True
+            return None, {}, None
         try:
             tree, message_type, payload = parse_answer(content, max_bytes=self.max_answer_bytes)
             if self.vtn_fingerprint:
@@ -296,7 +297,7 @@ class OpenleadrVen(OpenADRClient):
         if code is not None and str(code) != "200":
             logger.warning("VEN %s: the VTN answered %s with %s %s", self.ven_name, message_type, code,
                            response.get("response_description") if isinstance(response, dict) else None)
-        return message_type, payload, True
+        return message_type, payload, None
 
     def _check_signature(self, tree: Any) -> None:
         fingerprint, timestamp, nonce = signer_fingerprint(tree)
@@ -308,23 +309,10 @@ class OpenleadrVen(OpenADRClient):
         except Replayed as error:
             raise RefusedAnswer(f"replay protection: {error.reason}") from None
 
-    def _refused(self, service: str, reason: str) -> tuple[None, dict[str, Any], bool]:
+    def _refused(self, service: str, reason: str) -> tuple[None, dict[str, Any], str]:
         self.refused_answers += 1
         logger.warning("VEN %s: refused the VTN's answer from %s: %s", self.ven_name, service, reason)
-        return None, {}, False
-
-    def _unreachable(self, reason: str) -> None:
-        # One warning when the VTN stops answering, not one per poll (issue 12 item 5).
-        if self._reachable:
-            logger.warning("VEN %s: cannot reach the VTN at %s: %s", self.ven_name, self.vtn_url, reason)
-        else:
-            logger.debug("VEN %s: VTN still unreachable: %s", self.ven_name, reason)
-        self._reachable = False
-
-    def _reached(self) -> None:
-        if not self._reachable:
-            logger.info("VEN %s: the VTN at %s answers again", self.ven_name, self.vtn_url)
-        self._reachable = True
+        return None, {}, f"answer refused: {reason}"
 
 
 async def _read_at_most(response: aiohttp.ClientResponse, max_bytes: int) -> bytes | None:

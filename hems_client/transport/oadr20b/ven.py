@@ -18,6 +18,8 @@ What it does differently from the stock client:
 - link health: ``last_contact_at`` is the clock time of the last exchange the VTN answered, ``last_attempt_at``
   of the last exchange that ended, answered or not (a request times out after 5 s to connect, 10 s to read,
   wall time). An answer refused by the XML guard, the schema or the signature check is not contact.
+- link loss is logged once: one warning when contact is lost (with the reason), one line when it returns
+  (``exchange_ended``); the controller logs the failsafe's state changes.
 - security: https with the VEN's certificate, the VTN verified against the configured CA; plain http only with
   ``insecure`` and only to loopback (``transport_problem``).
 """
@@ -67,6 +69,8 @@ class EventAnswer:
     opt_type: str
     response_code: int
     response_description: str
+
+
 
 
 def describe(error: ProfileError) -> str:
@@ -160,6 +164,8 @@ class HemsVen(OpenleadrVen):
         self.answers: dict[str, EventAnswer] = {}
         """The latest answer per event id."""
         self.transport_errors = 0
+        self.link_lost_since: datetime | None = None
+        """Clock time of the first failed exchange since the last answer (None while the link is up)."""
         self._poll_task: asyncio.Task[None] | None = None
 
     # --------------------------------------------------------------------------------------- lifecycle
@@ -221,12 +227,28 @@ class HemsVen(OpenleadrVen):
 
     # --------------------------------------------------------------------------------------- transport
 
-    def exchange_ended(self, *, answered: bool) -> None:
-        """``last_attempt_at`` moves after every exchange, ``last_contact_at`` only when the VTN answered."""
+    def exchange_ended(self, *, answered: bool, reason: str | None = None) -> None:
+        """``last_attempt_at`` moves after every exchange, ``last_contact_at`` only when the VTN answered; a lost
+        or restored link is logged once (``_note_link``)."""
         now = self.clock.now()
         self.last_attempt_at = now
         if answered:
             self.last_contact_at = now
+        self._note_link(now, answered=answered, reasons=[reason] if reason else [])
+
+    def _note_link(self, now: datetime, *, answered: bool, reasons: list[str]) -> None:
+        """One warning when contact is lost, one line when it returns; silence in between."""
+        if answered:
+            if self.link_lost_since is not None:
+                lost_s = (now - self.link_lost_since).total_seconds()
+                logger.warning("VEN %s: contact with the VTN at %s restored (no answer for %.0f s of clock time)",
+                               self.ven_name, self.vtn_url, lost_s)
+                self.link_lost_since = None
+        elif self.link_lost_since is None:
+            self.link_lost_since = now
+            reason = "; ".join(line.strip().rstrip(":") for line in reasons) or "no valid answer"
+            logger.warning("VEN %s: contact with the VTN at %s lost (%s); retrying every %g s, quiet until it "
+                           "returns", self.ven_name, self.vtn_url, reason, self.poll_interval())
 
     async def _poll(self) -> None:
         for _ in range(MAX_MESSAGES_PER_POLL):
