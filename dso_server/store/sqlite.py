@@ -51,7 +51,8 @@ from protocol import CapacityBandwidth, ComfortStatus, HouseholdContract, Plan, 
 
 SCHEMA_VERSION = 3
 """1: signals, registrations, reports. 2 (additive): the grid, forecasts and allocation runs (``grid_store``).
-3 (additive): operator API tokens, web sessions and the audit log (``security_store``)."""
+3 (additive): operator API tokens, web sessions and the audit log (``security_store``); VEN certificates
+enrolled per household (``certificates``)."""
 MEMORY = ":memory:"
 
 
@@ -153,6 +154,11 @@ _TABLES: tuple[tuple[str, dict[str, type], str | tuple[str, ...], set[str], list
      "session_sha256", {"token_id", "created_at", "expires_at"}, [("token_id", "api_tokens", "token_id")]),
     ("audit_log", {"id": int, "at": str, "actor": str, "action": str, "target": str, "outcome": str, "detail": str},
      "id", {"at", "actor", "action", "outcome", "detail"}, []),
+    # Schema 3: which certificate speaks for which household (dso_server.store.certificates). No foreign key to
+    # households: certificates are issued and enrolled before the contracts file is loaded.
+    ("ven_certificates", {"fingerprint_sha256": str, "connection_point_id": str, "subject": str, "serial": str,
+                          "not_after": str, "enrolled_at": str, "revoked_at": str, "revocation_reason": str},
+     "fingerprint_sha256", {"connection_point_id", "subject", "serial", "not_after", "enrolled_at"}, []),
 )
 _INDEXES = (
     ("vens", ["ven_name"], True),
@@ -169,6 +175,7 @@ _INDEXES = (
     ("api_sessions", ["token_id"], False),
     ("audit_log", ["at"], False),
     ("audit_log", ["actor", "at"], False),
+    ("ven_certificates", ["connection_point_id"], False),
 )
 
 
