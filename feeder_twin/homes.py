@@ -39,11 +39,14 @@ from hems_client.devices.heat_pump import HeatPump
 from hems_client.devices.household import Household, StepResult
 from hems_client.devices.pv import PvSystem
 from hems_client.devices.weather import Weather
+from hems_client.settings import ControllerSettings
 from protocol.clock import ManualClock
 from protocol.oadr20b.events import DecodedEvent
 from protocol.timebase import INTERVAL, INTERVALS_PER_DAY, floor_to_interval
 
 HEMS_KINDS = ("owner", "optimiser")
+OWNER_HORIZON_INTERVALS = 4
+"""The owner planner decides the interval now running; the controller's shortest horizon is an hour."""
 """What runs in the home: the owner's device settings (uncontrolled baseline) or the HEMS's optimiser."""
 
 
@@ -111,7 +114,7 @@ def planner_for(hems: str, spec: HouseholdSpec) -> tuple[Planner, int]:
     """The planner and horizon (intervals) a home runs. A home without a heat pump, EV or battery has nothing to
     steer: it runs the owner planner under the HEMS strategies too (its PV is still curtailed by the guard)."""
     if hems == "owner" or not spec.flexible:
-        return OwnerPlanner(), 1
+        return OwnerPlanner(), OWNER_HORIZON_INTERVALS
     if hems == "optimiser":
         return OptimiserPlanner(horizon_intervals=INTERVALS_PER_DAY), INTERVALS_PER_DAY
     raise ValueError(f"hems must be one of {HEMS_KINDS}, not {hems!r}")
@@ -181,8 +184,9 @@ class Shard:
             household = build_household(spec, weather)
             clock = ManualClock(setup.start)
             planner, horizon = planner_for(setup.hems, spec)
+            settings = ControllerSettings(substep_s=setup.substep_s, failsafe_after_s=None, horizon_intervals=horizon)
             controller = Controller(contract=spec.contract, household=household, clock=clock, planner=planner,
-                                    failsafe_after_s=None, substep_s=setup.substep_s, horizon_intervals=horizon)
+                                    settings=settings)
             self.homes.append(SimulatedHome(spec, household, clock, controller))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._curtailed_at_kpi_start = [0.0] * len(self.homes)

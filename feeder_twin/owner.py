@@ -11,7 +11,7 @@ sub-steps as the managed households and differs only in the decisions:
 * PV: produces all it can.
 
 It ignores prices and limits; the controller's guard still keeps the connection within its contracted maximum
-(the main fuse). Plans one interval (build the controller with ``horizon_intervals=1``).
+(the main fuse). It decides the interval now running and plans the rest of the horizon as more of the same.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from protocol.contract import HouseholdContract
 from protocol.effective import EffectiveLimit
 from protocol.reports import Plan, PlanInterval
 from protocol.signals import TouTariff
-from protocol.timebase import INTERVAL_S
+from protocol.timebase import INTERVAL, INTERVAL_S
 
 
 class OwnerPlanner:
@@ -56,5 +56,7 @@ class OwnerPlanner:
             setpoints[state.pv_name] = None
         net = forecast.base_load_kw[0] - forecast.pv_available_kw[0] + heat_kw + ev_kw + battery_kw
         start = limits[0].start
-        plan = Plan(created_at=now, intervals=(PlanInterval(start=start, net_import_kw=round(net, 3)),))
+        intervals = tuple(PlanInterval(start=start + k * INTERVAL, net_import_kw=round(net, 3))
+                          for k in range(len(limits)))
+        plan = Plan(created_at=now, intervals=intervals)
         return ControlDecision(created_at=now, setpoints=setpoints, plan=plan)
