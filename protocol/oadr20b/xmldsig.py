@@ -121,6 +121,10 @@ class SignatureRefused(ValueError):
         super().__init__(reason)
 
 
+class NotSigned(SignatureRefused):
+    """The message carries no signature at all."""
+
+
 @dataclass(frozen=True)
 class VerifiedSignature:
     """What a verified signature says. Everything here was covered by the signature."""
@@ -267,7 +271,7 @@ def _payload_children(root: Any) -> tuple[Any, Any]:
     children = list(root)
     tags = [child.tag for child in children]
     if tags == [SIGNED_OBJECT]:
-        raise SignatureRefused("the message is not signed (no ds:Signature before the oadrSignedObject)")
+        raise NotSigned("the message is not signed (no ds:Signature before the oadrSignedObject)")
     if tags != [_DS["Signature"], SIGNED_OBJECT]:
         raise SignatureRefused(f"the oadrPayload holds {_names(tags)}; a signed message holds ds:Signature then "
                                "oadrSignedObject")
