@@ -192,6 +192,7 @@ class SignatureVerifier:
         signer = self._signer(elements[16], method, now)
 
         ids = _ids(root)
+        references = []
         for number, first, target, name in (
                 (1, 4, signed_object, "the message's oadrSignedObject"),
                 (2, 9, properties_object, "the signature's ds:Object with the ReplayProtect")):
@@ -212,6 +213,8 @@ class SignatureVerifier:
             algorithm = _algorithm(transform, CANONICALISATIONS, f"Reference {number} Transform")
             _algorithm(digest_method, (SHA256,), f"Reference {number} DigestMethod")
             expected = _base64(digest_value.text or "", f"Reference {number} DigestValue")
+            references.append((number, target, name, algorithm, expected))
+        for number, target, name, algorithm, expected in references:
             if not hmac.compare_digest(expected, hashlib.sha256(_canonical(target, algorithm)).digest()):
                 raise SignatureRefused(f"the digest of {name} (Reference {number}) does not match: it was changed "
                                        "after signing")
