@@ -245,8 +245,9 @@ class SignatureVerifier:
             try:
                 certificate = x509.load_der_x509_certificate(der)
                 public_key = certificate.public_key()
-            except ValueError as error:
-                raise SignatureRefused(f"the X509Certificate is not a certificate: {error}") from None
+            except Exception as error:  # ValueError, UnsupportedAlgorithm, InvalidVersion ...: all mean refusal
+                raise SignatureRefused(f"the X509Certificate is not a certificate this profile reads: "
+                                       f"{str(error)[:200]}") from None
             signer = _Signer(certificate, hashlib.sha256(der).hexdigest(), public_key,
                              certificate.not_valid_before_utc, certificate.not_valid_after_utc)
             self._certificates[text] = signer
@@ -376,8 +377,11 @@ def parse_timestamp(text: str) -> datetime:
 
 
 def _canonical(element: Any, algorithm: str) -> bytes:
-    return bytes(etree.tostring(element, method="c14n", exclusive=algorithm == EXCLUSIVE_C14N_1_0,
-                                with_comments=False))
+    try:
+        return bytes(etree.tostring(element, method="c14n", exclusive=algorithm == EXCLUSIVE_C14N_1_0,
+                                    with_comments=False))
+    except etree.C14NError as error:  # e.g. a relative namespace URI, which C14N 1.0 does not define
+        raise SignatureRefused(f"{_name(element.tag)} cannot be canonicalised: {error}") from None
 
 
 def _base64(text: str, what: str) -> bytes:

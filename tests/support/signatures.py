@@ -188,6 +188,10 @@ def tampered_corpus(keys: Keys, *, ven_id: str = "ven-1", now: datetime = NOW) -
                  "SignatureValue does not verify"),
         Tampered("not a certificate in KeyInfo", honest.replace(keys.der_base64, base64.b64encode(b"x" * 40).decode()),
                  "not a certificate"),
+        Tampered("certificate with an unknown curve", honest.replace(keys.der_base64, _unknown_curve(keys)),
+                 "not a certificate"),
+        Tampered("certificate with an invalid X.509 version", honest.replace(keys.der_base64, _bad_version(keys)),
+                 "not a certificate"),
         Tampered("expired signing certificate", ours(body, expired, now=now), "signing certificate is valid"),
         # Other algorithms (valid signatures made with them, so only the algorithm check stops them)
         Tampered("ecdsa-sha384", signxml_message(body, keys, method="ecdsa-sha384", now=now),
@@ -285,6 +289,8 @@ def tampered_corpus(keys: Keys, *, ven_id: str = "ven-1", now: datetime = NOW) -
         Tampered("processing instruction in the payload", honest.replace("</oadr:oadrPoll>",
                                                                          "<?evil x?></oadr:oadrPoll>"),
                  "processing instruction"),
+        Tampered("relative namespace URI in the payload", honest.replace(
+            "<oadr:oadrPoll ", '<oadr:oadrPoll xmlns:x="relative" '), "cannot be canonicalised"),
         Tampered("text in SignedInfo", _one(honest, "<ds:SignedInfo>", "<ds:SignedInfo>x"), "text"),
         Tampered("Type attribute on a Reference", _one(honest, 'URI="#prop"', 'URI="#prop" Type="urn:x"'),
                  "attribute"),
@@ -295,6 +301,22 @@ def tampered_corpus(keys: Keys, *, ven_id: str = "ven-1", now: datetime = NOW) -
     names = [case.name for case in cases]
     assert len(names) == len(set(names))
     return cases
+
+
+def _unknown_curve(keys: Keys) -> str:
+    """The certificate with its curve OID (prime256v1, 1.2.840.10045.3.1.7) turned into an unknown one."""
+    der = keys.certificate.public_bytes(serialization.Encoding.DER)
+    prime256v1 = bytes.fromhex("06082a8648ce3d030107")
+    assert prime256v1 in der
+    return base64.b64encode(der.replace(prime256v1, prime256v1[:-1] + b"\x6b")).decode()
+
+
+def _bad_version(keys: Keys) -> str:
+    """The certificate with version 63 (cryptography raises InvalidVersion, not ValueError: found by fuzzing)."""
+    der = keys.certificate.public_bytes(serialization.Encoding.DER)
+    v3 = bytes.fromhex("a003020102")
+    assert der.find(v3) < 12
+    return base64.b64encode(der.replace(v3, bytes.fromhex("a00302013e"), 1)).decode()
 
 
 def _rsa_der(now: datetime) -> str:

@@ -159,6 +159,8 @@ def verify_signature(tree: Any, *, now: datetime | None = None) -> Signature:
         raise BadSignature(refused.reason) from None
     except xmldsig.SignatureRefused as refused:
         raise BadSignature(f"the XML signature does not verify: {refused.reason}") from None
+    except Exception as error:  # fail closed: a hostile message the verifier did not foresee is still refused
+        raise BadSignature(f"the XML signature cannot be checked: {type(error).__name__}: {error}"[:300]) from None
     return Signature(verified.fingerprint_sha256, verified.timestamp, verified.nonce)
 
 

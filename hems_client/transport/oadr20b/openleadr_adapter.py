@@ -159,6 +159,8 @@ def signer_fingerprint(tree: Any, *, now: datetime | None = None) -> tuple[str, 
         raise RefusedAnswer("the answer is not signed") from None
     except xmldsig.SignatureRefused as refused:
         raise RefusedAnswer(f"the XML signature does not verify: {refused.reason}") from None
+    except Exception as error:  # fail closed: a hostile answer the verifier did not foresee is still refused
+        raise RefusedAnswer(f"the XML signature cannot be checked: {type(error).__name__}: {error}"[:300]) from None
     der = verified.certificate.public_bytes(Encoding.DER)
     return str(utils.certificate_fingerprint_from_der(der)), verified.timestamp, verified.nonce
 
