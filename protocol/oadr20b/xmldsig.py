@@ -64,6 +64,8 @@ MIN_RSA_BITS = 2048
 MAX_CERTIFICATES = 4
 """X509Data may carry the signer's certificate followed by its chain; only the first is used."""
 MAX_NONCE_CHARS = 256
+MAX_CERTIFICATE_CHARS = 16 * 1024
+"""Base64 text of the signing certificate (real ones are 0.6 to 3 KiB); bounds what the cache holds."""
 
 SIGNED_OBJECT_ID = "oadrSignedObject"
 """The Id the reference signer gives the oadrSignedObject (openleadr's templates carry it)."""
@@ -107,8 +109,10 @@ _ALLOWED_ATTRIBUTES: dict[str, frozenset[str]] = {
     _TIMESTAMP: frozenset(),
     _NONCE: frozenset({"EncodingType"}),
 }
-_ID_ATTRIBUTES = etree.XPath("//@*[local-name()='Id' or local-name()='ID' or local-name()='id']")
-"""Every attribute a general verifier (signxml: any namespace) would resolve a ``#fragment`` against."""
+_ID_ATTRIBUTES = etree.XPath("//@*[(local-name()='Id' or local-name()='ID' or local-name()='id') and "
+                             "(. = $first or . = $second)]")
+"""The attributes a general verifier (signxml: any name Id/ID/id, any namespace) would resolve either
+``#fragment`` against: the filter runs in libxml2, so a message full of Ids costs one linear pass."""
 _FRAGMENT = re.compile(r"#([A-Za-z_][A-Za-z0-9_.\-]{0,127})")
 _DATETIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})")
 
@@ -191,24 +195,29 @@ class SignatureVerifier:
                                    "accepted")
         signer = self._signer(elements[16], method, now)
 
-        ids = _ids(root)
-        references = []
-        for number, first, target, name in (
-                (1, 4, signed_object, "the message's oadrSignedObject"),
-                (2, 9, properties_object, "the signature's ds:Object with the ReplayProtect")):
-            reference, transform, digest_method, digest_value = (elements[i] for i in (first, first + 2, first + 3,
-                                                                                       first + 4))
-            uri = reference.get("URI")
+        fragments = []
+        for number, first, name in ((1, 4, "the message's oadrSignedObject"),
+                                    (2, 9, "the signature's ds:Object with the ReplayProtect")):
+            uri = elements[first].get("URI")
             match = _FRAGMENT.fullmatch(uri or "")
             if match is None:
                 raise SignatureRefused(f"Reference {number} has URI {str(uri)[:100]!r}; the profile accepts only a "
                                        f"same-document '#Id' (for {name})")
-            resolved = ids.get(match[1], [])
+            fragments.append(match[1])
+        ids = _ids(root, *fragments)
+        references = []
+        for number, first, target, name in (
+                (1, 4, signed_object, "the message's oadrSignedObject"),
+                (2, 9, properties_object, "the signature's ds:Object with the ReplayProtect")):
+            transform, digest_method, digest_value = (elements[i] for i in (first + 2, first + 3, first + 4))
+            uri = elements[first].get("URI")
+            resolved = ids[fragments[number - 1]]
             if len(resolved) != 1:
                 raise SignatureRefused(f"Reference {number} URI {uri!r} matches {len(resolved)} elements; an Id must "
                                        "occur exactly once (a duplicated Id is how signature wrapping works)")
-            if resolved[0] is not target:
-                raise SignatureRefused(f"Reference {number} URI {uri!r} points at {_name(resolved[0].tag)}, not at "
+            (element,) = resolved
+            if element is not target:
+                raise SignatureRefused(f"Reference {number} URI {uri!r} points at {_name(element.tag)}, not at "
                                        f"{name}")
             algorithm = _algorithm(transform, CANONICALISATIONS, f"Reference {number} Transform")
             _algorithm(digest_method, (SHA256,), f"Reference {number} DigestMethod")
@@ -239,6 +248,9 @@ class SignatureVerifier:
 
     def _signer(self, x509_data: Any, method: str, now: datetime) -> _Signer:
         text = x509_data[0].text or ""
+        if len(text) > MAX_CERTIFICATE_CHARS:
+            raise SignatureRefused(f"the X509Certificate has {len(text)} characters; at most "
+                                   f"{MAX_CERTIFICATE_CHARS} are accepted")
         signer = self._certificates.get(text)
         if signer is None:
             der = _base64(text, "X509Certificate")
@@ -347,14 +359,11 @@ def _algorithm(element: Any, accepted: Sequence[str], what: str) -> str:
     return str(algorithm)
 
 
-def _ids(root: Any) -> dict[str, list[Any]]:
-    """Id value -> the distinct elements carrying it (in any namespace, as a general verifier resolves them)."""
-    found: dict[str, list[Any]] = {}
-    for attribute in _ID_ATTRIBUTES(root):
-        elements = found.setdefault(str(attribute), [])
-        parent = attribute.getparent()
-        if all(parent is not element for element in elements):
-            elements.append(parent)
+def _ids(root: Any, *values: str) -> dict[str, set[Any]]:
+    """For each of ``values``: the distinct elements carrying it as an Id (see ``_ID_ATTRIBUTES``)."""
+    found: dict[str, set[Any]] = {value: set() for value in values}
+    for attribute in _ID_ATTRIBUTES(root, first=values[0], second=values[-1]):
+        found[str(attribute)].add(attribute.getparent())
     return found
 
 

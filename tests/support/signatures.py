@@ -188,6 +188,8 @@ def tampered_corpus(keys: Keys, *, ven_id: str = "ven-1", now: datetime = NOW) -
                  "SignatureValue does not verify"),
         Tampered("not a certificate in KeyInfo", honest.replace(keys.der_base64, base64.b64encode(b"x" * 40).decode()),
                  "not a certificate"),
+        Tampered("oversized certificate", honest.replace(keys.der_base64, keys.der_base64 + "A" * 20_000),
+                 "at most 16384"),
         Tampered("certificate with an unknown curve", honest.replace(keys.der_base64, _unknown_curve(keys)),
                  "not a certificate"),
         Tampered("certificate with an invalid X.509 version", honest.replace(keys.der_base64, _bad_version(keys)),
