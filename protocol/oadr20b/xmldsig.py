@@ -284,7 +284,7 @@ class SignatureVerifier:
 def _payload_children(root: Any) -> tuple[Any, Any]:
     if (root.text or "").strip():
         raise SignatureRefused("the oadrPayload carries text outside its elements")
-    children = list(root)
+    children = list(root.iterchildren(etree.Element))  # comments and the like are refused next
     tags = [child.tag for child in children]
     if tags == [SIGNED_OBJECT]:
         raise NotSigned("the message is not signed (no ds:Signature before the oadrSignedObject)")
