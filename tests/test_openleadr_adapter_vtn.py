@@ -112,6 +112,18 @@ def test_parse_reads_each_message_a_ven_sends_into_the_fields_the_vtn_uses(messa
         assert parsed.payload["pending_reports"] == [{"report_request_id": "rr-1"}]
 
 
+@pytest.mark.parametrize("message_type, payload", _ven_messages(), ids=[m for m, _ in _ven_messages()])
+def test_parse_reads_the_payload_from_the_signed_object_as_openleadr_reads_the_body(
+        message_type: str, payload: dict, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    """parse hands openleadr's parse_message the validated tree's oadrSignedObject alone (what a signature check
+    verifies) instead of the whole body: the same payload as openleadr's own parse, signed or not."""
+    key, cert = _key_and_cert(LabPki.create(tmp_path / "pki"))
+    for message in (messaging.create_message(message_type, **payload),
+                    oadr.MessageWriter(cert_pem=cert, private_key=key).render(message_type, payload)):
+        parsed = oadr.parse(message.encode())
+        assert (parsed.message_type, parsed.payload) == messaging.parse_message(message.encode())
+
+
 def test_parse_refuses_a_schema_valid_message_outside_its_envelope() -> None:
     with pytest.raises(oadr.NotOpenAdr, match="oadrPayload"):
         oadr.parse(b'<oadr:oadrPoll xmlns:oadr="http://openadr.org/oadr-2.0b/2012/07" ei:schemaVersion="2.0b" '
