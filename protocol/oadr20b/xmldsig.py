@@ -423,12 +423,23 @@ def _names(tags: Sequence[str]) -> str:
     return "(" + ", ".join(_name(str(tag)) for tag in tags) + ")" if tags else "nothing"
 
 
-# ------------------------------------------------------------------------------------------------------ sign
-
-
 _ENVELOPE_START = f'<oadr:oadrPayload xmlns:oadr="{OADR_NAMESPACE}">'
 _ENVELOPE_END = "</oadr:oadrPayload>"
 _PARSER = etree.XMLParser(resolve_entities=False, load_dtd=False, no_network=True, huge_tree=False)
+
+
+def signed_object_document(root: Any) -> bytes:
+    """The message's oadrSignedObject alone in an oadrPayload envelope, as bytes for a payload reader (openleadr's
+    xmltodict). Reading the payload from this, rather than from the whole body again, means it comes from the
+    very element the signature check verified, as lxml holds it (no second parser to disagree), and a
+    signature's few kilobytes are not walked in Python. Raises ``ValueError`` without an oadrSignedObject."""
+    signed_object = root.find(SIGNED_OBJECT)
+    if signed_object is None:
+        raise ValueError("the oadrPayload holds no oadrSignedObject")
+    return _ENVELOPE_START.encode() + etree.tostring(signed_object) + _ENVELOPE_END.encode()
+
+
+# ------------------------------------------------------------------------------------------------------ sign
 
 
 class MessageSigner:

@@ -40,7 +40,6 @@ from protocol.oadr20b import xmldsig
 
 OADR_NAMESPACE = "http://openadr.org/oadr-2.0b/2012/07"
 PAYLOAD_TAG = f"{{{OADR_NAMESPACE}}}oadrPayload"
-SIGNED_OBJECT_TAG = f"{{{OADR_NAMESPACE}}}oadrSignedObject"
 
 XMLSyntaxError = etree.XMLSyntaxError
 STATUS_CODES = enums.STATUS_CODES
@@ -72,18 +71,6 @@ class NotOpenAdr(ValueError):
     """The body is XML but not a 2.0b message this codec reads (schema, root element)."""
 
 
-_ENVELOPE = (f'<oadr:oadrPayload xmlns:oadr="{OADR_NAMESPACE}">'.encode(), b"</oadr:oadrPayload>")
-
-
-def _signed_object_document(tree: Any) -> bytes:
-    """The message's oadrSignedObject alone, in an envelope, for openleadr's parser (xmltodict). The payload
-    is then read from the very element a signature check verifies, as lxml holds it, rather than from a second
-    parse of the whole body by another parser; and a signature's few kilobytes are not walked in Python."""
-    signed_object = tree.find(SIGNED_OBJECT_TAG)
-    if signed_object is None:
-        raise ValueError("the oadrPayload holds no oadrSignedObject")
-    return _ENVELOPE[0] + etree.tostring(signed_object) + _ENVELOPE[1]
-
 
 def parse(body: bytes) -> ParsedMessage:
     """Schema-validate and parse a message that passed ``protocol.oadr20b.xml_guard``. Raises ``NotOpenAdr``."""
@@ -94,7 +81,7 @@ def parse(body: bytes) -> ParsedMessage:
     if tree.tag != PAYLOAD_TAG:  # the XSD also declares every message type as a possible root
         raise NotOpenAdr(f"the root element is {tree.tag}; a 2.0b message is an oadr:oadrPayload")
     try:
-        message_type, payload = messaging.parse_message(_signed_object_document(tree))
+        message_type, payload = messaging.parse_message(xmldsig.signed_object_document(tree))
     except Exception as error:  # xmltodict/expat or openleadr's normalisation on an odd but schema-valid shape
         raise NotOpenAdr(f"cannot read the message: {type(error).__name__}: {error}") from None
     if not isinstance(payload, dict):

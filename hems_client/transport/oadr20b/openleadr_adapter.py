@@ -51,7 +51,6 @@ logger = logging.getLogger(__name__)
 
 OADR_NAMESPACE = "http://openadr.org/oadr-2.0b/2012/07"
 PAYLOAD_TAG = f"{{{OADR_NAMESPACE}}}oadrPayload"
-SIGNED_OBJECT_TAG = f"{{{OADR_NAMESPACE}}}oadrSignedObject"
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 10.0
 
@@ -72,18 +71,6 @@ class RefusedAnswer(ValueError):
     """The VTN's answer was not accepted; ``reason`` says why."""
 
 
-_ENVELOPE = (f'<oadr:oadrPayload xmlns:oadr="{OADR_NAMESPACE}">'.encode(), b"</oadr:oadrPayload>")
-
-
-def _signed_object_document(tree: Any) -> bytes:
-    """The message's oadrSignedObject alone, in an envelope, for openleadr's parser (xmltodict). The payload
-    is then read from the very element a signature check verifies, as lxml holds it, rather than from a second
-    parse of the whole body by another parser; and a signature's few kilobytes are not walked in Python."""
-    signed_object = tree.find(SIGNED_OBJECT_TAG)
-    if signed_object is None:
-        raise ValueError("the oadrPayload holds no oadrSignedObject")
-    return _ENVELOPE[0] + etree.tostring(signed_object) + _ENVELOPE[1]
-
 
 def parse_answer(body: bytes, *, max_bytes: int = MAX_ANSWER_BYTES) -> tuple[Any, str, dict[str, Any]]:
     """Guard, schema-validate and parse a VTN answer: (lxml tree, message type, payload). Raises RefusedAnswer."""
@@ -98,7 +85,7 @@ def parse_answer(body: bytes, *, max_bytes: int = MAX_ANSWER_BYTES) -> tuple[Any
     if tree.tag != PAYLOAD_TAG:
         raise RefusedAnswer(f"the root element is {tree.tag}; a 2.0b message is an oadr:oadrPayload")
     try:
-        message_type, payload = messaging.parse_message(_signed_object_document(tree))
+        message_type, payload = messaging.parse_message(xmldsig.signed_object_document(tree))
     except Exception as error:
         raise RefusedAnswer(f"cannot read the answer: {type(error).__name__}: {error}") from None
     return tree, message_type, payload if isinstance(payload, dict) else {}
