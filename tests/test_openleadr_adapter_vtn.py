@@ -173,8 +173,9 @@ def _key_and_cert(pki: LabPki) -> tuple[object, bytes]:
 
 def test_the_writer_signs_with_a_key_parsed_once_and_openleadr_verifies_it(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """Signed answers (signxml, detached, C14N 1.0, ReplayProtect) verify with openleadr's own check, so a stock
-    openleadr VEN configured with the VTN's fingerprint accepts them; no key is parsed per message."""
+    """Signed answers (protocol.oadr20b.xmldsig: detached, C14N 1.0, ReplayProtect) verify with openleadr's own
+    check (signxml), so a stock openleadr VEN configured with the VTN's fingerprint accepts them; no key is parsed
+    per message."""
     key, cert = _key_and_cert(LabPki.create(tmp_path / "pki"))
     writer = oadr.MessageWriter(cert_pem=cert, private_key=key)
 
@@ -192,8 +193,8 @@ def test_the_writer_signs_with_a_key_parsed_once_and_openleadr_verifies_it(tmp_p
 
 
 def test_verify_signature_names_the_signer_and_refuses_tampering(tmp_path: Path) -> None:
-    """messaging.VERIFIER + utils.extract_pem_cert: the signer's certificate, the ReplayProtect read from the
-    signed bytes; a changed body, a missing signature or one not covering the body are refused."""
+    """verify_signature (protocol.oadr20b.xmldsig): the signer's certificate, the ReplayProtect read from the
+    signed bytes; a changed body, a missing signature or a forged signature value are refused."""
     key, cert = _key_and_cert(LabPki.create(tmp_path / "pki"))
     now = datetime(2030, 1, 1, tzinfo=UTC)
     writer = oadr.MessageWriter(cert_pem=cert, private_key=key, now=lambda: now)
