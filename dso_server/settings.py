@@ -42,7 +42,7 @@ _FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 def _readable_file(value: Path | None) -> Path | None:
     if value is not None and not value.is_file():
-        raise ValueError(f"{value} is not a readable file")
+        raise ValueError("is not a readable file")
     return value
 
 
