@@ -166,10 +166,16 @@ def resolve(model: type[ModelT], *, cli: Mapping[str, Any] | argparse.Namespace,
     try:
         return model.model_validate(values)
     except ValidationError as error:
-        raise SettingsError([_problem(item, where, env_prefix) for item in error.errors()]) from None
+        secret = {name for name, field in fields.items() if _is_secret(field.annotation)}
+        raise SettingsError([_problem(item, where, env_prefix, secret) for item in error.errors()]) from None
 
 
-def _problem(item: Mapping[str, Any], where: Mapping[str, str], env_prefix: str) -> str:
+def _is_secret(annotation: Any) -> bool:
+    return annotation is SecretStr or SecretStr in typing.get_args(annotation)
+
+
+def _problem(item: Mapping[str, Any], where: Mapping[str, str], env_prefix: str, secret: Collection[str] = ()
+             ) -> str:
     location = item.get("loc") or ()
     message = str(item.get("msg", "invalid"))
     if not location:  # a rule over several settings
@@ -178,7 +184,8 @@ def _problem(item: Mapping[str, Any], where: Mapping[str, str], env_prefix: str)
     if item.get("type") == "missing":
         return (f"{option(name)} is required (or {env_var(env_prefix, name)}, or {name} in the config file)")
     source = where.get(name, f"{name} (default)")
-    return f"{source} {item.get('input')!r}: {message.removeprefix('Value error, ')}"
+    shown = "(value not shown)" if name in secret else repr(item.get("input"))
+    return f"{source} {shown}: {message.removeprefix('Value error, ')}"
 
 
 def config_text(settings: BaseModel) -> str:

@@ -134,6 +134,8 @@ def test_the_command_line_wins_over_the_environment_and_the_environment_over_the
      "min_history_days 30 exceeds forecast_window_days 14"),
     (["--config", "{config}"], {}, "vtn_prot = 8080\n", "dso.toml: 'vtn_prot' is not a setting (known: api_cert,"),
     (["--config", "{config}"], {}, "vtn_port = \n", "dso.toml: is not valid TOML"),
+    (["--config", "{config}"], {}, "key_passphrase = 12345678\n",
+     "dso.toml: key_passphrase (value not shown): Input should be a valid string"),
     ([], {"DSO_CONFIG": "{config}.missing"}, None, "dso.toml.missing: cannot be read"),
 ])
 def test_a_bad_value_is_refused_naming_its_source_value_and_rule(
@@ -149,7 +151,7 @@ def test_a_bad_value_is_refused_naming_its_source_value_and_rule(
         main(["serve", "--db", ":memory:", *insecure, *argv, "--print-config"], env=env)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert says in err and "Traceback" not in err, err
+    assert says in err and "Traceback" not in err and "12345678" not in err, err  # a passphrase never echoed
 
 
 def test_every_setting_has_exactly_one_default() -> None:
