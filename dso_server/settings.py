@@ -227,7 +227,7 @@ class ServerSettings(BaseModel):
         "into the store at every start; with a grid in the store the server allocates firm capacity day-ahead and "
         "non-firm capacity every few minutes, without one it only relays what the operator publishes"))
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description=(
-        "how much the server logs to stderr"))
+        "how much 'dso-server serve' logs to stderr (a program that runs DsoServer itself sets up its own logging)"))
 
     @field_validator("contracts_file", "grid_path")
     @classmethod
