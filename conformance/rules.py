@@ -109,8 +109,8 @@ RULES: tuple[Rule, ...] = (
     Rule("VEN-EVT-05", "The VEN judges start and end by its own clock against the active period, not eventStatus.",
          "PROFILE.md §7.2.3", M, True),
     Rule("VEN-LIM-01", "The VEN's telemetry stays at or below the effective import limit of the delivered "
-         "bandwidths, firm plus non-firm (tolerance 0.1 kW or 2 %, whichever is larger).",
-         "PROFILE.md §5.2.1, §6", M, True),
+         "bandwidths, firm plus non-firm, within the profile's tolerance.",
+         "PROFILE.md §5.2.1, §5.2.2, §6", M, True),
     Rule("VEN-LIM-02", "After an out-of-profile event the VEN keeps respecting the last valid limit.",
          "PROFILE.md §5.5, §8.2", M, True),
     Rule("VEN-TOU-01", "The VEN shifts flexible load towards cheaper ToU intervals.", "PROFILE.md §5.3.1", S, True),

@@ -19,11 +19,10 @@ from conformance.scripted_vtn import POLL_FREQ, Distribution, Message, Received
 from conformance.ven_scenario import CHEAP, CONTRACT, EXPENSIVE, JUDGED, RESUMED, Snapshot, tariff
 from conformance.verdicts import Recorder
 from protocol import INTERVAL, floor_to_interval, make_ean18
+from protocol.limits import limit_tolerance_kw
 from protocol.oadr20b.names import REPORT_TELEMETRY
 from protocol.reports import TelemetryInterval
 
-TOLERANCE_KW = 0.1
-TOLERANCE_FRACTION = 0.02
 LEAD = timedelta(minutes=5)
 """A change that reaches the VEN less than this before an interval may still miss it."""
 DEFAULT_LAG = (timedelta(0), timedelta(minutes=5))
@@ -34,10 +33,6 @@ REREGISTER_WINDOW_S = 5.0
 TOU_MIN_SHIFT_KW = 0.5
 SEND_WITHIN = timedelta(minutes=1)
 """A finished interval's telemetry is due within 60 s (PROFILE.md §9.3.1)."""
-
-
-def tolerance_kw(limit_kw: float) -> float:
-    return max(TOLERANCE_KW, TOLERANCE_FRACTION * limit_kw)
 
 
 @dataclass(frozen=True)
@@ -189,7 +184,7 @@ def judge_limits(rec: Recorder, run: Run) -> None:
     lag_range = lag(run)
     rec.evidence("VEN-LIM-01", f"VEN clock lag from its telemetry createdDateTimes: {lag_range[0]} .. {lag_range[1]}")
     failsafe_kw = CONTRACT.failsafe_import_kw
-    above_failsafe_kw = failsafe_kw + tolerance_kw(failsafe_kw)
+    above_failsafe_kw = failsafe_kw + limit_tolerance_kw(failsafe_kw)
     had_load_above_failsafe = False
     for k, rule in sorted(JUDGED.items()):
         start = run.start + k * INTERVAL
@@ -197,10 +192,10 @@ def judge_limits(rec: Recorder, run: Run) -> None:
         if row is None:
             continue
         limit_kw, failsafe = limit_owed_kw(run.snapshots, start, lag_range)
-        allowed = limit_kw + tolerance_kw(limit_kw)
+        allowed = limit_kw + limit_tolerance_kw(limit_kw)
         rec.check(rule, row.import_kw <= allowed,
                   f"interval {k} ({start.isoformat()}): import {row.import_kw:.3f} kW, limit {limit_kw:g} kW"
-                  f"{' (failsafe)' if failsafe else ''} + tolerance {tolerance_kw(limit_kw):g} kW",
+                  f"{' (failsafe)' if failsafe else ''} + tolerance {limit_tolerance_kw(limit_kw):g} kW",
                   interval_start=start, import_kw=row.import_kw, limit_kw=limit_kw)
         if k < RESUMED and limit_kw > above_failsafe_kw and row.import_kw > above_failsafe_kw:
             had_load_above_failsafe = True

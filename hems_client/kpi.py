@@ -2,7 +2,8 @@
 
 Days are local calendar days in the contract's time zone. An interval counts as over the limit when its mean
 import exceeds the import limit in force (the effective limit, or the failsafe limit; the one in force at the
-end of the interval when it changed) by more than ``tolerance_kw``.
+end of the interval when it changed) by more than the profile's tolerance (``protocol.limits.exceeds_limit``,
+PROFILE.md §5.2.2); the energy over the limit is counted from the limit itself.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass, fields
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
+from protocol.limits import exceeds_limit
 from protocol.timebase import INTERVAL_S
 
 _DT_H = INTERVAL_S / 3600
@@ -49,9 +51,8 @@ class DailyKpi:
 
 
 class KpiTracker:
-    def __init__(self, *, timezone: str = "Europe/Amsterdam", tolerance_kw: float = 0.01) -> None:
+    def __init__(self, *, timezone: str = "Europe/Amsterdam") -> None:
         self._zone = ZoneInfo(timezone)
-        self.tolerance_kw = tolerance_kw
         self._days: dict[date, DailyKpi] = {}
 
     def _day(self, moment: datetime) -> DailyKpi:
@@ -77,7 +78,7 @@ class KpiTracker:
             kpi.peak_import_kw, kpi.limit_at_peak_kw = import_kw, import_limit_kw
         if kpi.min_import_limit_kw is None or import_limit_kw < kpi.min_import_limit_kw:
             kpi.min_import_limit_kw = import_limit_kw
-        if import_kw > import_limit_kw + self.tolerance_kw:
+        if exceeds_limit(import_kw, import_limit_kw):
             kpi.intervals_over_limit += 1
             kpi.energy_over_limit_kwh += (import_kw - import_limit_kw) * _DT_H
         kpi.import_kwh += import_kw * _DT_H

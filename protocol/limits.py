@@ -1,4 +1,5 @@
-"""Plausibility bounds shared by the models: a value past these is a typo or a unit error, not data."""
+"""Plausibility bounds shared by the models (a value past these is a typo or a unit error, not data), and the
+tolerance by which an interval's mean import or export is judged against its limit (PROFILE.md §5.2.2)."""
 
 from __future__ import annotations
 
@@ -32,3 +33,19 @@ def check_price_eur_per_kwh(value: float) -> float:
             f"price {value} EUR/kWh is beyond +-{MAX_ABS_PRICE_EUR_PER_KWH} EUR/kWh (EUR/MWh sent as EUR/kWh?)"
         )
     return value
+
+
+LIMIT_TOLERANCE_KW = 0.1
+LIMIT_TOLERANCE_FRACTION = 0.02
+"""PROFILE.md §5.2.2: an interval's mean import (export) complies when it is at most the limit plus 0.1 kW or 2 %
+of the limit, whichever is larger (meter accuracy class A/B and sub-minute control, see the rationale there)."""
+
+
+def limit_tolerance_kw(limit_kw: float) -> float:
+    """The tolerance on ``limit_kw`` (PROFILE.md §5.2.2)."""
+    return max(LIMIT_TOLERANCE_KW, LIMIT_TOLERANCE_FRACTION * limit_kw)
+
+
+def exceeds_limit(mean_kw: float, limit_kw: float) -> bool:
+    """True when an interval's mean import (export) ``mean_kw`` breaks ``limit_kw`` (PROFILE.md §5.2.1, §5.2.2)."""
+    return mean_kw > limit_kw + limit_tolerance_kw(limit_kw)

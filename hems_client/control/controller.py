@@ -47,7 +47,7 @@ from hems_client.kpi import KpiTracker
 from hems_client.store import HemsStore
 from protocol.clock import Clock, sleep_until
 from protocol.contract import HouseholdContract
-from protocol.effective import EffectiveLimit
+from protocol.effective import EffectiveLimit, binding_limits_kw
 from protocol.reports import MAX_REPORT_INTERVALS, ComfortStatus, Plan, Telemetry, TelemetryInterval
 from protocol.signals import TariffInterval
 from protocol.timebase import INTERVAL, INTERVALS_PER_DAY, floor_to_interval
@@ -406,7 +406,8 @@ class Controller:
             price = self._prices_applied.pop(interval.start, None) or self._in_force(interval.start)[1]
             self.kpi.record_interval(
                 start=interval.start, import_kw=interval.import_kw, export_kw=interval.export_kw,
-                import_limit_kw=limit.import_limit_kw, import_price_eur_per_kwh=price.import_price_eur_per_kwh,
+                import_limit_kw=binding_limits_kw(self.contract, limit.import_limit_kw, limit.export_limit_kw)[0],
+                import_price_eur_per_kwh=price.import_price_eur_per_kwh,
                 export_price_eur_per_kwh=price.export_price_eur_per_kwh,
             )
         if not closed:
