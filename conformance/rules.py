@@ -39,7 +39,7 @@ RULES: tuple[Rule, ...] = (
     Rule("VTN-REG-01", "The VTN answers oadrCreatePartyRegistration of a known EAN with responseCode 200, a venID, "
          "a registrationID and a poll frequency of at most 60 s.", "PROFILE.md §2.4, §2.7", M, True),
     Rule("VTN-REG-02", "The VTN refuses a registration whose venName is not a served EAN18 with responseCode 463 "
-         "and no venID.", "PROFILE.md §2.3", M, True),
+         "and neither a venID nor a registrationID element.", "PROFILE.md §2.3", M, True),
     Rule("VTN-REG-03", "A VEN that registers again under the same venName gets the same venID.",
          "PROFILE.md §2.4", M, True),
     Rule("VTN-POLL-01", "The VTN answers oadrRequestEvent with an oadrDistributeEvent.", "PROFILE.md §2.5", M, True),

@@ -42,6 +42,7 @@ PUBLISH_RULES = ("VTN-SHP-01", "VTN-SHP-02", "VTN-SHP-03", "VTN-SHP-04", "VTN-SH
 POLLS_PER_CHANGE = 5
 BOUNDARY_MARGIN_S = 30.0
 _TIMESTAMP = re.compile(r"(?:date-time|DateTime)>([^<]+)<")
+_ID_ELEMENTS = re.compile(r"<(?:\w+:)?(venID|registrationID)[\s/>]")
 HEADERS = {"Content-Type": "application/xml"}
 
 
@@ -133,9 +134,11 @@ async def _registration(vtn: VtnSession, ean: str, rec: Recorder) -> str | None:
               f"registrationID {reg_id!r}, poll frequency {freq} s", raw=vtn.last_raw)
     bad = "871687100000000000"  # wrong check digit
     kind, refused = await vtn.send("EiRegisterParty", "oadrCreatePartyRegistration", **_register_payload(bad))
-    rec.check("VTN-REG-02", kind.startswith("HTTP 4") or (_code(refused) == 463 and not refused.get("ven_id")),
-              f"registration of {bad} answered {kind} code {_code(refused)}, venID {refused.get('ven_id')!r}",
-              raw=vtn.last_raw)
+    ids = _ID_ELEMENTS.findall(vtn.last_raw)
+    rec.check("VTN-REG-02", kind.startswith("HTTP 4") or (_code(refused) == 463 and not ids),
+              f"registration of {bad} answered {kind} code {_code(refused)}"
+              + (f" with {', '.join(sorted(set(ids)))} element(s), which a refusal must not carry" if ids else
+                 ", no venID and no registrationID"), raw=vtn.last_raw)
     if not ven_id:
         return None
     _, again = await vtn.send("EiRegisterParty", "oadrCreatePartyRegistration", **_register_payload(ean))

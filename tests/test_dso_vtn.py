@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 from openleadr import OpenADRClient
-from openleadr.messaging import create_message, parse_message
+from openleadr.messaging import create_message, parse_message, validate_xml_schema
 
 from dso_server.service import DsoServer
 from dso_server.settings import DsoSettings
@@ -259,6 +259,23 @@ async def test_a_restart_keeps_registrations_and_signals(settings: DsoSettings, 
         [event] = fresh.seen
         decoded = decode_event(event)
         assert (decoded.meta.event_id, decoded.meta.modification_number, decoded.payload) == (event_id, 0, published)
+
+
+async def test_a_refused_registration_carries_no_ven_id_and_no_registration_id(dso: DsoServer) -> None:
+    """PROFILE §2.3: 463, a description naming the venName, and neither element (not even empty ones)."""
+    unknown = make_ean18("87168712000000077")
+    message = create_message("oadrCreatePartyRegistration", request_id="r1", ven_name=unknown, http_pull_model=True,
+                             xml_signature=False, report_only=False, profile_name="2.0b", transport_name="simpleHttp")
+    async with aiohttp.ClientSession() as session, session.post(
+            f"{dso.vtn_url}/EiRegisterParty", data=message.encode(),
+            headers={"Content-Type": "application/xml"}) as reply:
+        raw = await reply.text()
+    validate_xml_schema(raw.encode())
+    assert "<ei:responseCode>463</ei:responseCode>" in raw and unknown in raw
+    assert "venID" not in raw and "registrationID" not in raw
+    accepted = create_message("oadrCreatedPartyRegistration", response={"response_code": 200, "response_description":
+                              "OK", "request_id": "r"}, ven_id="v", registration_id="g", vtn_id="x", profiles=[])
+    assert "<ei:registrationID>g</ei:registrationID><ei:venID>v</ei:venID>" in accepted
 
 
 async def test_an_unknown_ven_id_is_asked_to_reregister(dso: DsoServer) -> None:

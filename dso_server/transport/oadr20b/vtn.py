@@ -45,6 +45,7 @@ from dso_server.lifecycle import DeliveryKey, delivery_due, delivery_keys, relev
 from dso_server.records import EventResponse
 from dso_server.settings import DEFAULT_PATH_PREFIX, DEFAULT_POLL_INTERVAL_S
 from dso_server.store.sqlite import DsoStore, new_id
+from dso_server.transport.oadr20b import templates
 from protocol import ProfileError
 from protocol.clock import Clock
 from protocol.oadr20b import decode_report, encode_event, report_requests_for
@@ -127,6 +128,7 @@ class DsoVtn:
     ) -> None:
         if poll_interval_s < 1 or poll_interval_s != int(poll_interval_s):
             raise ValueError(f"poll_interval_s {poll_interval_s} must be a whole number of seconds >= 1")
+        templates.install()  # a refused registration carries no venID/registrationID (PROFILE §2.3)
         self.store = store
         self.clock = clock
         self.vtn_id = vtn_id
