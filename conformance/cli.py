@@ -1,6 +1,7 @@
 """``hems-conformance vtn --url U --admin-url A`` and ``hems-conformance ven --ven-cmd "... {vtn_url} ..."``.
 
-Exit code 0 when every must-rule passed or was not run, 1 when a must-rule failed, 2 for bad arguments.
+Exit code 0 when no must-rule failed or was inconclusive, 1 when a must-rule failed, 3 when none failed but one
+could not be judged fairly (run again), 2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -12,8 +13,16 @@ from pathlib import Path
 
 from conformance.report import write_reports
 from conformance.rules import Severity
-from conformance.ven_suite import DEFAULT_SPEED, PLACEHOLDERS, check_ven_cmd, wall_seconds
-from conformance.verdicts import Verdict, failed_ids
+from conformance.ven_suite import (
+    DEFAULT_SPEED,
+    PLACEHOLDERS,
+    ClockMode,
+    check_clock_mode,
+    check_ven_cmd,
+    default_clock_mode,
+    wall_seconds,
+)
+from conformance.verdicts import Outcome, Verdict, failed_ids
 
 
 def _positive(text: str) -> float:
@@ -40,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     ven.add_argument("--speed", type=_positive, default=DEFAULT_SPEED,
                      help=f"simulated seconds per wall second the VEN must run its clock at (default "
                           f"{DEFAULT_SPEED:g}: the scenario takes {wall_seconds(DEFAULT_SPEED):.0f} s)")
+    ven.add_argument("--clock", choices=[m.value for m in ClockMode], default=None,
+                     help="how the VEN keeps time: 'own' - it runs its clock at {speed} from {start} (options of the "
+                          "product); 'faketime' - it reads the wall clock and the suite runs it under libfaketime at "
+                          "--speed; 'wall' - it reads the real clock and the scenario runs in real time (--speed 1). "
+                          "Default: own when --ven-cmd contains {speed}, else wall at --speed 1, else faketime")
     ven.add_argument("--timeout", type=_positive, default=None,
                      help="wall seconds the whole run may take (default: the scenario's length plus a minute)")
     for each in (vtn, ven):
@@ -66,14 +80,22 @@ def main(argv: list[str] | None = None) -> int:
         if problem:
             print(f"hems-conformance: error: --ven-cmd {problem}", file=sys.stderr)
             return 2
+        mode = ClockMode(args.clock) if args.clock else default_clock_mode(args.ven_cmd, args.speed)
+        problem = check_clock_mode(mode, args.speed)
+        if problem:
+            print(f"hems-conformance: error: {problem}", file=sys.stderr)
+            return 2
         from conformance.ven_suite import run_ven_suite
         target = args.ven_cmd
-        verdicts = asyncio.run(run_ven_suite(args.ven_cmd, speed=args.speed, timeout_s=args.timeout))
+        verdicts = asyncio.run(run_ven_suite(args.ven_cmd, speed=args.speed, clock_mode=mode,
+                                             timeout_s=args.timeout))
     _print(verdicts)
     write_reports(args.out, args.side, target, verdicts)
     failed = failed_ids(verdicts, Severity.MUST)
-    print(f"reports in {args.out}; must-rules failed: {sorted(failed) or 'none'}")
-    return 1 if failed else 0
+    unclear = failed_ids(verdicts, Severity.MUST, Outcome.INCONCLUSIVE)
+    print(f"reports in {args.out}; must-rules failed: {sorted(failed) or 'none'}"
+          + (f"; inconclusive: {sorted(unclear)} (run again)" if unclear else ""))
+    return 1 if failed else 3 if unclear else 0
 
 
 if __name__ == "__main__":

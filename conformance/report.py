@@ -16,8 +16,10 @@ from conformance.verdicts import Outcome, Verdict, failed_ids
 def summary(side: str, target: str, verdicts: list[Verdict]) -> dict[str, Any]:
     counts = {o.value: sum(v.outcome is o for v in verdicts) for o in Outcome}
     must_failed = sorted(failed_ids(verdicts, Severity.MUST))
+    must_inconclusive = sorted(failed_ids(verdicts, Severity.MUST, Outcome.INCONCLUSIVE))
     return {"side": side, "target": target, "generated": datetime.now(UTC).isoformat(), "counts": counts,
-            "must_failed": must_failed, "conforms": not must_failed}
+            "must_failed": must_failed, "must_inconclusive": must_inconclusive,
+            "conforms": not must_failed and not must_inconclusive}
 
 
 def to_json(side: str, target: str, verdicts: list[Verdict]) -> str:
@@ -27,18 +29,19 @@ def to_json(side: str, target: str, verdicts: list[Verdict]) -> str:
 def to_junit(side: str, verdicts: list[Verdict]) -> str:
     suite = ET.Element("testsuite", name=f"hems-conformance-{side}", tests=str(len(verdicts)),
                        failures=str(sum(v.outcome is Outcome.FAIL for v in verdicts)),
-                       skipped=str(sum(v.outcome is Outcome.NOT_RUN for v in verdicts)))
+                       skipped=str(sum(v.outcome in (Outcome.NOT_RUN, Outcome.INCONCLUSIVE) for v in verdicts)))
     for verdict in verdicts:
         case = ET.SubElement(suite, "testcase", classname=f"conformance.{side}", name=verdict.rule.rule_id)
         if verdict.outcome is Outcome.FAIL:
             ET.SubElement(case, "failure", message=verdict.summary).text = json.dumps(verdict.evidence, indent=1)
-        elif verdict.outcome is Outcome.NOT_RUN:
-            ET.SubElement(case, "skipped", message=verdict.summary)
+        elif verdict.outcome in (Outcome.NOT_RUN, Outcome.INCONCLUSIVE):
+            ET.SubElement(case, "skipped", message=f"{verdict.outcome.value}: {verdict.summary}")
         ET.SubElement(case, "system-out").text = f"[{verdict.rule.severity}] {verdict.rule.requirement}"
     return ET.tostring(suite, encoding="unicode", xml_declaration=True)
 
 
-_COLOUR = {Outcome.PASS: "#d7f5d7", Outcome.FAIL: "#fbd0d0", Outcome.NOT_RUN: "#eeeeee"}
+_COLOUR = {Outcome.PASS: "#d7f5d7", Outcome.FAIL: "#fbd0d0", Outcome.INCONCLUSIVE: "#fdf0c4",
+           Outcome.NOT_RUN: "#eeeeee"}
 _STYLE = """body{font-family:sans-serif;margin:2em;color:#222}
 .cert{border:6px double %s;padding:1em 1.5em;margin-bottom:1.5em}
 .cert h1{margin:0 0 .3em}.cert .verdict{font-size:1.6em;font-weight:bold;color:%s}
@@ -53,7 +56,8 @@ def to_html(side: str, target: str, verdicts: list[Verdict]) -> str:
     colour = "#1a7f37" if conforms else "#b42318"
     role = "HEMS (VEN)" if side == "ven" else "DSO server (VTN)"
     verdict = ("CONFORMS: every automated must-rule passed" if conforms else
-               "DOES NOT CONFORM: failed " + ", ".join(head["must_failed"]))
+               "DOES NOT CONFORM: failed " + ", ".join(head["must_failed"]) if head["must_failed"] else
+               "NOT DECIDED: could not judge " + ", ".join(head["must_inconclusive"]) + " fairly; run again")
     musts = [v for v in verdicts if v.rule.severity is Severity.MUST]
     shoulds = [v for v in verdicts if v.rule.severity is Severity.SHOULD]
 

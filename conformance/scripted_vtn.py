@@ -1,8 +1,10 @@
 """A scripted VTN on aiohttp that speaks raw OpenADR 2.0b (openleadr.messaging) to one VEN under test.
 
-It records every message with the wall time it arrived and the suite's simulated time, answers as the profile
-says, distributes what the scenario tells it to, can ask the VEN to register again, and can disappear (the port
-is closed, open connections are cut) and come back on the same port.
+It records every message with the wall time it arrived, answers as the profile says, distributes what the
+scenario tells it to (and records what it served and when), can ask the VEN to register again, and can disappear
+(the port is closed, open connections are cut) and come back on the same port. Its events are rendered with the
+VEN's clock as the suite estimates it (``sim_now``); its requested poll frequency is what the suite chose for the
+VEN's kind of clock (``poll_freq``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import contextlib
 import itertools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,6 +29,7 @@ from protocol.reports import Plan, Telemetry
 VEN_ID = "conformance-ven-1"
 VTN_ID = "CONFORMANCE-VTN"
 POLL_FREQ = timedelta(seconds=1)
+"""The default requested poll frequency (for a VEN that runs its own simulated clock: wall time)."""
 PATH = "/OpenADR2/Simple/2.0b"
 
 
@@ -94,23 +97,35 @@ class Distribution:
     """When it left (the answer to the poll or request that carried it)."""
     request_id: str
     expected: tuple[Expected, ...]
+    events: tuple[EventSpec, ...] = ()
+    """What it carried, as the scripted VTN built it."""
+    delivered: bool = True
+    """False when the VEN hung up before the answer carrying it went out (its timeout ran out first): then it was
+    not served, and the next poll carries it again."""
 
 
 @dataclass
 class Received:
-    """Decoded reports, each with the suite's simulated time at arrival."""
+    """Decoded reports, each with the wall time (time.monotonic()) it arrived."""
 
-    telemetry: list[tuple[datetime, datetime | None, Telemetry]] = field(default_factory=list)
+    telemetry: list[tuple[float, datetime | None, Telemetry]] = field(default_factory=list)
     """(arrival, the report's createdDateTime, what it says)."""
-    plans: list[tuple[datetime, Plan]] = field(default_factory=list)
-    bad_reports: list[tuple[str, str]] = field(default_factory=list)
-    """(report name, why it could not be decoded)."""
+    plans: list[tuple[float, Plan]] = field(default_factory=list)
+    bad_reports: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    """(report name, why it could not be decoded, the report as parsed)."""
 
 
 class ScriptedVtn:
-    def __init__(self, sim_now: Callable[[], datetime]) -> None:
+    def __init__(self, sim_now: Callable[[], datetime], poll_freq: timedelta = POLL_FREQ) -> None:
         self.sim_now = sim_now
+        self.poll_freq = poll_freq
         self.log: list[Message] = []
+        self.user_agents: list[str] = []
+        """The distinct HTTP User-Agent headers the VEN sent (its product and version, when it says)."""
+        self.hung_up: list[tuple[float, str]] = []
+        """(when, what): requests whose answer the VEN no longer waited for (its timeout ran out first)."""
+        self.reregistration_served: float | None = None
+        """time.monotonic() when a poll was answered with oadrRequestReregistration."""
         self.received = Received()
         self.distributions: list[Distribution] = []
         self.events: list[EventSpec] = []
@@ -145,16 +160,34 @@ class ScriptedVtn:
             self.log.append(Message(time.monotonic(), "unparseable", {"error": str(error)}))
             return web.Response(status=400, text=f"unreadable OpenADR message: {error}")
         self.log.append(Message(time.monotonic(), kind, payload))
+        agent = request.headers.get("User-Agent")
+        if agent and agent not in self.user_agents:
+            self.user_agents.append(agent)
         answer_kind, answer = self._answer(kind, payload)
         answer.setdefault("response", {"response_code": 200, "response_description": "OK",
                                        "request_id": payload.get("request_id")})
-        return web.Response(text=create_message(answer_kind, **answer), content_type="application/xml")
+        text = create_message(answer_kind, **answer)
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            self._lost(kind, answer_kind)
+        return web.Response(text=text, content_type="application/xml")
+
+    def _lost(self, kind: str, answer_kind: str) -> None:
+        """The VEN gave up on its request before the answer went out: a distribution it carried was not served."""
+        self.hung_up.append((time.monotonic(), kind))
+        if answer_kind == "oadrDistributeEvent" and self.distributions:
+            last = self.distributions[-1]
+            self.distributions[-1] = replace(last, delivered=False)
+            if self._queued is None:
+                self._queued = list(last.events)
+        elif answer_kind == "oadrRequestReregistration":
+            self._reregister, self.reregistration_served = True, None
 
     def _distribute(self, events: list[EventSpec]) -> tuple[str, dict[str, Any]]:
         request_id = f"dist-{next(self._ids)}"
         now = self.sim_now()
         self.distributions.append(Distribution(time.monotonic(), request_id, tuple(
-            Expected(e.event_id, e.modification_number, e.opt_type, e.rule) for e in events)))
+            Expected(e.event_id, e.modification_number, e.opt_type, e.rule) for e in events), tuple(events)))
         return "oadrDistributeEvent", {"events": [e.render(now) for e in events], "vtn_id": VTN_ID,
                                        "request_id": request_id}
 
@@ -165,13 +198,14 @@ class ScriptedVtn:
             return "oadrCreatedPartyRegistration", {
                 "ven_id": VEN_ID, "registration_id": "reg-1", "vtn_id": VTN_ID,
                 "profiles": [{"profile_name": "2.0b", "transports": [{"transport_name": "simpleHttp"}]}],
-                "requested_oadr_poll_freq": POLL_FREQ}
+                "requested_oadr_poll_freq": self.poll_freq}
         if kind == "oadrRequestEvent":
             self._queued = None
             return self._distribute(self.events)
         if kind == "oadrPoll":
             if self._reregister:
                 self._reregister = False
+                self.reregistration_served = time.monotonic()
                 return "oadrRequestReregistration", {"ven_id": VEN_ID}
             if self._queued is not None:
                 queued, self._queued = self._queued, None
@@ -187,7 +221,7 @@ class ScriptedVtn:
         return "oadrResponse", {"ven_id": VEN_ID}
 
     def _store_reports(self, payload: dict[str, Any]) -> None:
-        now = self.sim_now()
+        now = time.monotonic()
         for report in payload.get("reports") or []:
             name = str(report.get("report_name"))
             if name not in (REPORT_TELEMETRY, REPORT_PLAN):
@@ -195,7 +229,7 @@ class ScriptedVtn:
             try:
                 decoded = decode_report(report)
             except (ProfileError, ValueError, KeyError, TypeError) as error:
-                self.received.bad_reports.append((name, str(error)))
+                self.received.bad_reports.append((name, str(error), report))
                 continue
             if isinstance(decoded, Telemetry):
                 created = report.get("created_date_time")

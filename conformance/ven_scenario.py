@@ -1,10 +1,16 @@
-"""The VEN scenario as data: what the scripted VTN sends when, and which import limit a conforming VEN keeps.
+"""The VEN scenario as data: what the scripted VTN sends when, and which interval is judged for which rule.
 
-Times are simulated minutes after the start S (on the quarter-hour grid); interval k is [S + 15k, S + 15k + 15).
-Each step changes only intervals that start at least 8 simulated minutes later (the failsafe excepted), so a VEN
-that polls every 60 s has time to apply it, and no step touches the interval judged before it. The tariff makes
-load worth having from interval 2 on (negative, rising prices), so a price-aware VEN presses against every limit
-and a VEN that keeps a wrong limit shows it in its telemetry.
+Times are simulated minutes on the VEN's clock after the scenario's origin S, a quarter-hour the suite picks once
+the VEN has registered (conformance.ven_suite); interval k is [S + 15k, S + 15k + 15). What a conforming VEN owes
+in each interval is not taken from this table but derived from what the scripted VTN actually served and when
+(conformance.ven_judge): a step served late under load shifts the owed limit with it, never the verdict.
+
+Every step that changes a conforming VEN's limits changes only intervals that start at least 8 simulated minutes
+later, and no judged interval holds a change a conforming VEN makes (the outage, the return of the VTN with its
+fresh limits fall into intervals 9 and 11, which are not judged). A step that a faulty VEN could take the wrong
+way at once (the out-of-profile event) comes early in the interval it is judged in. The tariff makes load worth
+having from interval 2 on (negative, rising prices), so a price-aware VEN presses against every limit and a VEN
+that keeps a wrong limit shows it in its telemetry.
 
     k   what the VTN did before interval k                    limit a conforming VEN keeps   judged for
     1   firm F1 3 kW, non-firm N1 +2 kW (k = 0-4), tariff     5.0 (firm + non-firm, §6)      VEN-LIM-01, VEN-TOU-01
@@ -15,24 +21,22 @@ and a VEN that keeps a wrong limit shows it in its telemetry.
     6   non-firm N2 +2 kW for k = 6 (67), cancelled (82)      2.0                            VEN-EVT-03
     7   non-firm N3 +2.5 kW for k = 7 (67), left out (97)     2.0 (implied cancel)           VEN-EVT-04
     8   firm F2 1.2 kW for k = 8, eventStatus a lie (112)     1.2                            VEN-EVT-05
-    9   VTN unreachable from minute 125                       failsafe 1.0                   VEN-FS-01
+    9   VTN unreachable from minute 136: failsafe from ~138   - (changes inside)             -
     10  VTN back at minute 152, no fresh limits               failsafe 1.0 (held)            VEN-FS-01
-    11  F1 modified: 3 kW from k = 12 (fresh limits, 172)     2.0                            VEN-FS-02
+    11  F1 modified: 3 kW from k = 12 (fresh limits, 172)     - (changes inside)             -
     12  -                                                      3.0, and above the failsafe    VEN-FS-02
     -   reregistration request (196), after the last judged interval, so a VEN that mishandles it spoils nothing
     -   an event with oadrResponseRequired never (199), which the VEN must not answer
 
-A step that a faulty VEN could take the wrong way at once (the out-of-profile event, the outage) comes early in
-the interval it is judged in, not in the one before. The contract's failsafe
-import limit (1.0 kW) is deliberately below every limit of the scenario, so that a VEN that ignores the
-failsafe shows it; a real contract keeps 4.2 kW per controllable device (§11).
+The contract's failsafe import limit (1.0 kW) is deliberately below every limit of the scenario, so that a VEN
+that ignores the failsafe shows it; a real contract keeps 4.2 kW per controllable device (§11).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 
 from protocol import (
@@ -46,33 +50,21 @@ from protocol import (
     TouTariff,
     make_ean18,
 )
-from protocol.effective import effective_limits
 
 EAN = make_ean18("87168712999990077")
 CONTRACT = HouseholdContract(connection_point_id=EAN, contracted_max_import_kw=17.0, contracted_max_export_kw=10.0,
                              failsafe_import_kw=1.0, failsafe_export_kw=1.0, failsafe_duration_s=7200,
                              comfort=ComfortTerms())
-CONTRACT_TOML = f"""# The conformance suite's contract for connection point {EAN}.
-connection_point_id = "{EAN}"
-contracted_max_import_kw = {CONTRACT.contracted_max_import_kw}
-contracted_max_export_kw = {CONTRACT.contracted_max_export_kw}
-failsafe_import_kw = {CONTRACT.failsafe_import_kw}
-failsafe_export_kw = {CONTRACT.failsafe_export_kw}
-failsafe_duration_s = {CONTRACT.failsafe_duration_s}
-
-[comfort]
-indoor_setpoint_c = {CONTRACT.comfort.indoor_setpoint_c}
-temperature_band_k = {CONTRACT.comfort.temperature_band_k}
-"""
 
 HOURS = 8
 """Length of the bandwidth event F1 (32 intervals)."""
 EXPORT_KW = 10.0
 EXPENSIVE_EUR_PER_KWH = 0.60
-FAILSAFE_DETECT_MIN = 4.0
-"""A conforming VEN applies the failsafe within 120 s of silence plus one poll (60 s); one minute of slack."""
 END_MIN = 210.0
-"""Interval 12 ends at minute 195; the last step, at 199, is owed an answer within 5 wall seconds."""
+"""Interval 12 ends at minute 195; the last step (199) still gets answered, and the telemetry of every interval up
+to 12 is due well before the end."""
+REPORTS_DUE_UNTIL_MIN = 195.0
+"""Telemetry is owed for every interval that ends by this minute (VEN-RPT-02)."""
 
 
 class Action(StrEnum):
@@ -144,15 +136,14 @@ STEPS: tuple[Step, ...] = (
     Step(82, Action.CANCEL, ("conf-nonfirm-2",), answer_rule="VEN-EVT-03"),
     Step(97, Action.DROP, ("conf-nonfirm-3", "conf-nonfirm-1", "conf-bad-1")),
     Step(112, Action.LIE, ("conf-firm-2",), answer_rule="VEN-EVT-05"),
-    Step(125, Action.VTN_DOWN),
+    Step(136, Action.VTN_DOWN),
     Step(152, Action.VTN_UP),
     Step(172, Action.PUBLISH, ("conf-firm-1",)),
     Step(196, Action.REREGISTER),
     Step(199, Action.PUBLISH, ("conf-unanswered",), answer_rule="VEN-ANS-02", response_required="never"),
 )
 JUDGED: dict[int, str] = {1: "VEN-LIM-01", 2: "VEN-LIM-01", 3: "VEN-LIM-02", 4: "VEN-LIM-02", 5: "VEN-EVT-02",
-                          6: "VEN-EVT-03", 7: "VEN-EVT-04", 8: "VEN-EVT-05", 9: "VEN-FS-01", 10: "VEN-FS-01",
-                          11: "VEN-FS-02", 12: "VEN-FS-02"}
+                          6: "VEN-EVT-03", 7: "VEN-EVT-04", 8: "VEN-EVT-05", 10: "VEN-FS-01", 12: "VEN-FS-02"}
 """Interval k -> the rule its telemetry is judged for (the table above)."""
 RESUMED = 12
 """After the fresh limits a VEN that had load above the failsafe limit before must show it again here."""
@@ -161,47 +152,24 @@ CHEAP = (2, 3)
 """Intervals compared for VEN-TOU-01."""
 
 
-# ------------------------------------------------------------------------------ what a conforming VEN keeps
+def contract_toml(contract: HouseholdContract = CONTRACT) -> str:
+    """The contract as the ``{contract}`` file the VEN under test reads: PROFILE.md §11's ``[[household]]`` form."""
+    comfort = contract.comfort
+    return f"""# The conformance suite's contract for connection point {contract.connection_point_id} (PROFILE.md §11).
+[[household]]
+connection_point_id = "{contract.connection_point_id}"
+contracted_max_import_kw = {contract.contracted_max_import_kw}
+contracted_max_export_kw = {contract.contracted_max_export_kw}
+failsafe_import_kw = {contract.failsafe_import_kw}
+failsafe_export_kw = {contract.failsafe_export_kw}
+failsafe_duration_s = {contract.failsafe_duration_s}
+non_flexible_import_kw = {contract.non_flexible_import_kw}
+non_flexible_export_kw = {contract.non_flexible_export_kw}
 
-
-@dataclass(frozen=True)
-class Snapshot:
-    """From ``at`` (suite clock) on, a conforming VEN holds ``bandwidths``, or the failsafe limits."""
-
-    at: datetime
-    bandwidths: tuple[CapacityBandwidth, ...]
-    failsafe: bool = False
-
-    def import_limit_kw(self, interval_start: datetime, contract: HouseholdContract = CONTRACT) -> float:
-        if self.failsafe:
-            return contract.failsafe_import_kw
-        return effective_limits(contract, self.bandwidths, start=interval_start, count=1)[0].import_limit_kw
-
-
-def snapshots(start: datetime) -> list[Snapshot]:
-    """The limit timeline of a conforming VEN, derived from ``STEPS``."""
-    versions = payloads(start)
-    held: dict[str, CapacityBandwidth | TouTariff] = {}
-    modification: dict[str, int] = {}
-    result = [Snapshot(at=start, bandwidths=())]
-
-    def bandwidths() -> tuple[CapacityBandwidth, ...]:
-        return tuple(p for p in held.values() if isinstance(p, CapacityBandwidth))
-
-    for step in STEPS:
-        at = start + timedelta(minutes=step.at_min)
-        if step.action in (Action.PUBLISH, Action.LIE):
-            for event_id in step.event_ids:
-                modification[event_id] = modification.get(event_id, -1) + 1
-                held[event_id] = versions[event_id][modification[event_id]]
-        elif step.action in (Action.CANCEL, Action.DROP):
-            for event_id in step.event_ids:
-                held.pop(event_id, None)
-        elif step.action is Action.VTN_DOWN:
-            at += timedelta(minutes=FAILSAFE_DETECT_MIN)
-            result.append(Snapshot(at=at, bandwidths=bandwidths(), failsafe=True))
-            continue
-        else:  # STALE, BAD, REREGISTER change nothing a conforming VEN keeps; after VTN_UP the failsafe holds
-            continue
-        result.append(Snapshot(at=at, bandwidths=bandwidths()))
-    return result
+[household.comfort]
+indoor_setpoint_c = {comfort.indoor_setpoint_c}
+temperature_band_k = {comfort.temperature_band_k}
+ev_departure_local = {comfort.ev_departure_local.isoformat()}
+ev_required_range_km = {comfort.ev_required_range_km}
+timezone = "{comfort.timezone}"
+"""

@@ -13,6 +13,9 @@ from conformance.rules import BY_ID, Rule, Severity, Side, rules_for
 class Outcome(StrEnum):
     PASS = "pass"
     FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
+    """The run reached the rule but could not judge it fairly (e.g. a change reached the VEN too late to be owed
+    in the interval judged); the evidence says why. Not a pass: run the suite again."""
     NOT_RUN = "not run"
 
 
@@ -30,13 +33,15 @@ class Verdict:
 
 
 class Recorder:
-    """Collects checks; a rule fails when any of its checks fails, passes when at least one passed."""
+    """Collects checks; a rule fails when any of its checks fails, is inconclusive when none failed but one could
+    not be judged fairly, passes when at least one passed and all others did too."""
 
     def __init__(self, side: Side) -> None:
         self.side = side
         self.started = datetime.now(UTC)
         self._fails: dict[str, list[str]] = {}
         self._passes: dict[str, list[str]] = {}
+        self._unclear: dict[str, list[str]] = {}
         self._skips: dict[str, str] = {}
         self._evidence: dict[str, list[dict[str, Any]]] = {}
 
@@ -50,6 +55,20 @@ class Recorder:
         self.evidence(rule_id, ("ok: " if ok else "FAILED: ") + message, **data)
         return ok
 
+    def inconclusive(self, rule_id: str, message: str, **data: Any) -> None:
+        """A check the run reached but cannot decide (the evidence says why)."""
+        assert rule_id in BY_ID, rule_id
+        self._unclear.setdefault(rule_id, []).append(message)
+        self.evidence(rule_id, "INCONCLUSIVE: " + message, **data)
+
+    def doubt_failures(self, reason: str) -> None:
+        """The run was unfair to the product (the suite's own delays cut it off): nothing may fail it. Every failed
+        check becomes inconclusive, saying ``reason``."""
+        for rule_id, fails in self._fails.items():
+            self._unclear.setdefault(rule_id, []).extend(f"{message} ({reason})" for message in fails)
+            self.evidence(rule_id, "INCONCLUSIVE: " + reason)
+        self._fails.clear()
+
     def skip(self, rule_id: str, reason: str) -> None:
         self._skips.setdefault(rule_id, reason)
 
@@ -59,9 +78,14 @@ class Recorder:
             rid = rule.rule_id
             evidence = self._evidence.get(rid, [])
             fails, passes = self._fails.get(rid, []), self._passes.get(rid, [])
+            unclear = self._unclear.get(rid, [])
             if fails:
-                head = f"{len(fails)} of {len(fails) + len(passes)} checks failed: " if len(fails) > 1 else ""
+                total = len(fails) + len(passes) + len(unclear)
+                head = f"{len(fails)} of {total} checks failed: " if len(fails) > 1 else ""
                 result.append(Verdict(rule, Outcome.FAIL, head + _summary(fails), evidence))
+            elif unclear:
+                head = f"{len(unclear)} of {len(unclear) + len(passes)} checks could not be judged: "
+                result.append(Verdict(rule, Outcome.INCONCLUSIVE, head + _summary(unclear), evidence))
             elif passes:
                 head = f"{len(passes)} checks passed, e.g. " if len(passes) > 2 else ""
                 result.append(Verdict(rule, Outcome.PASS, head + _summary(passes, shown=1 if head else 2), evidence))
@@ -78,9 +102,10 @@ def _summary(messages: list[str], shown: int = 3) -> str:
     return text if len(messages) <= shown else f"{text}; … (all {len(messages)} in the evidence)"
 
 
-def failed_ids(verdicts: list[Verdict], severity: Severity | None = None) -> set[str]:
+def failed_ids(verdicts: list[Verdict], severity: Severity | None = None,
+               outcome: Outcome = Outcome.FAIL) -> set[str]:
     return {v.rule.rule_id for v in verdicts
-            if v.outcome is Outcome.FAIL and (severity is None or v.rule.severity is severity)}
+            if v.outcome is outcome and (severity is None or v.rule.severity is severity)}
 
 
 def _jsonable(value: Any) -> Any:

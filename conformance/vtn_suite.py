@@ -3,13 +3,19 @@
 The publish, modify and cancel steps need the operator API of our DSO server (``--admin-url``):
 ``POST /api/households``, ``POST /api/bandwidths``, ``PUT``/``DELETE /api/signals/{event_id}``. A VTN without it
 gets the verdict "not run" for the rules those steps check.
+
+Time: the VTN under test runs on its own clock, which the profile requires to be within ``CLOCK_SYNC_S`` of true
+time; the suite reads its own (injected) clock. eventStatus and currentValue depend on the moment the VTN built
+its message, which the suite knows only to lie between sending the request and receiving the answer, widened by
+the clock tolerance. When an edge of the event (its start, its end, an interval boundary) falls in that window the
+suite waits until the edge is well past and asks again, so the rules are judged whenever the run starts.
 """
 
 from __future__ import annotations
 
 import random
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -27,6 +33,7 @@ from protocol import (
     floor_to_interval,
     make_ean18,
 )
+from protocol.clock import Clock, WallClock
 from protocol.oadr20b import encode_telemetry_report, hems_report_metadata
 from protocol.oadr20b.names import (
     PROGRAM_CAPACITY_FIRM,
@@ -40,7 +47,9 @@ from protocol.reports import Telemetry, TelemetryInterval
 PUBLISH_RULES = ("VTN-SHP-01", "VTN-SHP-02", "VTN-SHP-03", "VTN-SHP-04", "VTN-SHP-05", "VTN-SHP-06", "VTN-EVT-01",
                  "VTN-EVT-02", "VTN-EVT-03", "VTN-EVT-04", "VTN-EVT-05", "VTN-EVT-06", "VTN-ANS-01", "VTN-POLL-04")
 POLLS_PER_CHANGE = 5
-BOUNDARY_MARGIN_S = 30.0
+CLOCK_SYNC_S = 2.0
+"""PROFILE: both ends keep their clocks within 2 s of true time."""
+STATUS_ATTEMPTS = 3
 _TIMESTAMP = re.compile(r"(?:date-time|DateTime)>([^<]+)<")
 _ID_ELEMENTS = re.compile(r"<(?:\w+:)?(venID|registrationID)[\s/>]")
 HEADERS = {"Content-Type": "application/xml"}
@@ -85,9 +94,11 @@ def _seconds(value: Any) -> float | None:
     return None
 
 
-async def run_vtn_suite(url: str, admin_url: str | None, *, ean: str | None = None,
-                        seed: int | None = None) -> list[Verdict]:
-    """Runs every VTN scenario; ``ean`` is a connection point the VTN already serves (else one is added)."""
+async def run_vtn_suite(url: str, admin_url: str | None, *, ean: str | None = None, seed: int | None = None,
+                        clock: Clock | None = None) -> list[Verdict]:
+    """Runs every VTN scenario; ``ean`` is a connection point the VTN already serves (else one is added);
+    ``clock`` is the suite's (the wall clock unless a test injects one)."""
+    clock = clock if clock is not None else WallClock()
     rec = Recorder(Side.VTN)
     rng = random.Random(seed)
     ean = ean or make_ean18("8716871" + "".join(str(rng.randrange(10)) for _ in range(10)))
@@ -98,12 +109,12 @@ async def run_vtn_suite(url: str, admin_url: str | None, *, ean: str | None = No
         if ven_id is None:
             return rec.verdicts()
         await _polls(vtn, ven_id, rec)
-        await _reports(vtn, ven_id, ean, rec)
+        await _reports(vtn, ven_id, ean, rec, clock)
         if admin is None:
             for rule_id in PUBLISH_RULES:
                 rec.skip(rule_id, "no operator API (--admin-url) to publish an event")
         else:
-            await _lifecycle(vtn, http, admin, ven_id, ean, rec)
+            await _lifecycle(vtn, http, admin, ven_id, ean, rec, clock)
     return rec.verdicts()
 
 
@@ -165,10 +176,10 @@ async def _polls(vtn: VtnSession, ven_id: str, rec: Recorder) -> None:
               f"a truncated XML request answered {kind} code {code}", raw=vtn.last_raw[:2000])
 
 
-async def _reports(vtn: VtnSession, ven_id: str, ean: str, rec: Recorder) -> None:
+async def _reports(vtn: VtnSession, ven_id: str, ean: str, rec: Recorder, clock: Clock) -> None:
     kind, payload = await vtn.send("EiReport", "oadrRegisterReport", request_id="req-reports", ven_id=ven_id,
                                    report_request_id=0,
-                                   reports=hems_report_metadata(resource_id=ean, created_at=datetime.now(UTC)))
+                                   reports=hems_report_metadata(resource_id=ean, created_at=clock.now()))
     requests = payload.get("report_requests") or []
     rec.check("VTN-RPT-01", kind == "oadrRegisteredReport" and len(requests) > 0,
               f"oadrRegisterReport answered {kind} with {len(requests)} report request(s)", raw=vtn.last_raw)
@@ -179,18 +190,18 @@ async def _reports(vtn: VtnSession, ven_id: str, ean: str, rec: Recorder) -> Non
         return
     await vtn.send("EiReport", "oadrCreatedReport", ven_id=ven_id, pending_reports=[{"report_request_id": request_id}],
                    response={"response_code": 200, "response_description": "OK", "request_id": "req-reports"})
-    last = floor_to_interval(datetime.now(UTC)) - INTERVAL
+    last = floor_to_interval(clock.now()) - INTERVAL
     telemetry = Telemetry(intervals=(TelemetryInterval(start=last, import_kw=1.25, export_kw=0.0),))
     kind, payload = await vtn.send("EiReport", "oadrUpdateReport", request_id="req-update", ven_id=ven_id, reports=[
-        encode_telemetry_report(telemetry, report_request_id=request_id, created_at=datetime.now(UTC))])
+        encode_telemetry_report(telemetry, report_request_id=request_id, created_at=clock.now())])
     rec.check("VTN-RPT-02", kind == "oadrUpdatedReport" and _code(payload) == 200,
               f"oadrUpdateReport with one {SPECIFIER_TELEMETRY} interval answered {kind} code {_code(payload)}",
               raw=vtn.last_raw)
 
 
-def _bandwidth(import_kw: list[float], *, first: int = 8) -> CapacityBandwidth:
+def _bandwidth(import_kw: list[float], now: datetime, *, first: int = 8) -> CapacityBandwidth:
     """A firm bandwidth from ``first`` intervals after the current one (0: active now)."""
-    start = floor_to_interval(datetime.now(UTC)) + first * INTERVAL
+    start = floor_to_interval(now) + first * INTERVAL
     return CapacityBandwidth(firmness=Firmness.FIRM, intervals=tuple(
         BandwidthInterval(start=start + i * INTERVAL, import_limit_kw=v, export_limit_kw=5.0)
         for i, v in enumerate(import_kw)))
@@ -257,12 +268,12 @@ def _answer_created(ven_id: str, event_id: str, modification: int, opt: str) -> 
 
 
 async def _lifecycle(vtn: VtnSession, http: aiohttp.ClientSession, admin: str, ven_id: str, ean: str,
-                     rec: Recorder) -> None:
+                     rec: Recorder, clock: Clock) -> None:
     """Publish a future event A and an active event B; modify A; cancel A. After each change poll, check the
     distribution, and check shape, modification numbers, status and currentValue."""
     await _poll_for_distribution(vtn, ven_id)  # take whatever is pending before the test's own events
-    published = _bandwidth([5.0, 4.0, 3.0, 6.0])
-    now_active = _bandwidth([7.0, 7.5, 8.0, 8.5], first=0)
+    published = _bandwidth([5.0, 4.0, 3.0, 6.0], clock.now())
+    now_active = _bandwidth([7.0, 7.5, 8.0, 8.5], clock.now(), first=0)
     event_a = await _publish(http, admin, ean, published)
     event_b = await _publish(http, admin, ean, now_active)
     if event_a is None or event_b is None:
@@ -281,14 +292,14 @@ async def _lifecycle(vtn: VtnSession, http: aiohttp.ClientSession, admin: str, v
     _check_shape(event, raw, published, rec, ven_id)
     mod0 = event["event_descriptor"]["modification_number"]
     rec.check("VTN-EVT-01", mod0 == 0, f"new event {event_a} has modificationNumber {mod0}")
-    _check_status(events.get(event_b), now_active, rec, "active event B")
-    _check_status(event, published, rec, "future event A")
+    await _check_status(vtn, ven_id, event_b, now_active, rec, "active event B", clock)
+    await _check_status(vtn, ven_id, event_a, published, rec, "future event A", clock)
     for opt in ("optIn", "optOut"):
         kind, payload = await vtn.send("EiEvent", "oadrCreatedEvent", **_answer_created(ven_id, event_a, mod0, opt))
         rec.check("VTN-ANS-01", kind == "oadrResponse" and _code(payload) == 200,
                   f"oadrCreatedEvent {opt} answered {kind} code {_code(payload)}", raw=vtn.last_raw)
 
-    changed = _bandwidth([4.0, 4.0, 2.0, 6.0])
+    changed = _bandwidth([4.0, 4.0, 2.0, 6.0], clock.now())
     await _admin(http, "PUT", f"{admin}/api/signals/{event_a}", changed.model_dump(mode="json"))
     events, _ = await _after_change(vtn, ven_id, rec, f"modifying {event_a}", {event_a: mod0 + 1, event_b: 0})
     modified = events.get(event_a)
@@ -309,21 +320,41 @@ async def _lifecycle(vtn: VtnSession, http: aiohttp.ClientSession, admin: str, v
     await _admin(http, "DELETE", f"{admin}/api/signals/{event_b}")
 
 
-def _check_status(event: dict[str, Any] | None, published: CapacityBandwidth, rec: Recorder, what: str) -> None:
-    """eventStatus and currentValue against the wall clock (the VTN's clock under test), away from boundaries."""
-    if event is None:
-        rec.evidence("VTN-EVT-05", f"{what} was not delivered; its status cannot be judged")
-        return
-    now = datetime.now(UTC)
+async def _check_status(vtn: VtnSession, ven_id: str, event_id: str, published: CapacityBandwidth, rec: Recorder,
+                        what: str, clock: Clock) -> None:
+    """eventStatus and currentValue against the suite's clock, from a fresh oadrRequestEvent whose answer the VTN
+    built when no edge of the event was within the clock tolerance (the suite waits past an edge and asks again)."""
     edges = [published.start, published.end, *(i.start for i in published.intervals)]
-    if any(abs((now - edge).total_seconds()) < BOUNDARY_MARGIN_S for edge in edges):
-        rec.evidence("VTN-EVT-05", f"{what}: too close to an interval boundary to judge its status")
-        return
+    for _ in range(STATUS_ATTEMPTS):
+        before = clock.now()
+        _, payload = await vtn.send("EiEvent", "oadrRequestEvent", request_id="req-status", ven_id=ven_id)
+        after = clock.now()
+        event = _events(payload).get(event_id)
+        if event is None:
+            rec.check("VTN-EVT-06", False, f"{what} ({event_id}) was missing from the answer to oadrRequestEvent",
+                      raw=vtn.last_raw)
+            return
+        sync = timedelta(seconds=CLOCK_SYNC_S)
+        near = [edge for edge in edges if before - sync <= edge <= after + sync]
+        if not near:
+            _judge_status(event, published, rec, what, before, after)
+            return
+        rec.evidence("VTN-EVT-05", f"{what}: the VTN built its answer between {before:%H:%M:%S.%f} and "
+                     f"{after:%H:%M:%S.%f} (± {CLOCK_SYNC_S:g} s clock tolerance), across the edge "
+                     f"{max(near):%H:%M:%S}; asking again after it")
+        await clock.sleep((max(near) + sync - clock.now()).total_seconds() + 0.2)
+    for rule_id in ("VTN-EVT-04", "VTN-EVT-05"):
+        rec.inconclusive(rule_id, f"{what}: every answer was built too close to an edge of the event to judge its "
+                         "status")
+
+
+def _judge_status(event: dict[str, Any], published: CapacityBandwidth, rec: Recorder, what: str,
+                  before: datetime, after: datetime) -> None:
     status = event["event_descriptor"].get("event_status")
-    expected = "far" if now < published.start else "active" if now < published.end else "completed"
-    rec.check("VTN-EVT-05", status == expected, f"{what} ({published.start.isoformat()} .. "
-              f"{published.end.isoformat()}) has eventStatus {status!r} at {now.isoformat()}; expected {expected!r}")
-    current = next((i.import_limit_kw for i in published.intervals if i.start <= now < i.start + INTERVAL), 0.0)
+    expected = "far" if before < published.start else "active" if before < published.end else "completed"
+    rec.check("VTN-EVT-05", status == expected, f"{what} ({published.start:%H:%M} .. {published.end:%H:%M}Z) has "
+              f"eventStatus {status!r}, built between {before:%H:%M:%S} and {after:%H:%M:%S}; expected {expected!r}")
+    current = next((i.import_limit_kw for i in published.intervals if i.start <= before < i.start + INTERVAL), 0.0)
     values = {s.get("signal_name"): s.get("current_value") for s in event["event_signals"]}
     got = values.get(SIGNAL_IMPORT_LIMIT)
     rec.check("VTN-EVT-04", got is not None and abs(float(got) - current) < 1e-6,

@@ -61,8 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--vtn-url", required=True,
                      help="the VTN's OpenADR 2.0b base URL, e.g. http://127.0.0.1:8080/OpenADR2/Simple/2.0b")
     run.add_argument("--contract", type=Path, metavar="FILE.toml", default=None,
-                     help="the household contract: HouseholdContract fields at top level, comfort terms in a "
-                          "[comfort] table (see hems_client/config.py); may be left out when --db holds one")
+                     help="the household's contract file, PROFILE.md §11's form: a [[household]] table with the "
+                          "contract fields and [household.comfort] (see hems_client/config.py); may be left out "
+                          "when --db holds one")
+    run.add_argument("--connection-point", metavar="EAN", default=None,
+                     help="which household of a --contract file with several is this HEMS's (its EAN)")
     run.add_argument("--db", type=Path, metavar="FILE.db", default=None,
                      help="local SQLite store of the contract, the active DSO signals and the failsafe state; a "
                           "restart with the same file resumes with them (default: none, nothing survives a restart)")
@@ -155,12 +158,12 @@ def _contract(args: argparse.Namespace) -> HouseholdContract | None:
                 f" ({args.db} holds no contract yet)" if args.db is not None else " or a --db that holds one"),
                 file=sys.stderr)
         return stored
-    problems = validate_contract_file(args.contract)
+    problems = validate_contract_file(args.contract, args.connection_point)
     if problems:
         for problem in problems:
             print(f"hems-client: error: {problem}", file=sys.stderr)
         return None
-    contract = load_contract(args.contract)
+    contract = load_contract(args.contract, args.connection_point)
     if stored is not None and stored.connection_point_id != contract.connection_point_id:
         print(f"hems-client: error: {args.db} belongs to connection point {stored.connection_point_id}, not "
               f"{contract.connection_point_id} from {args.contract}", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -17,6 +18,7 @@ from faulty.vtn_proxy import (
     reuse_modification_numbers,
     stale_status,
 )
+from verdict_log import record_verdicts
 
 from conformance.cli import main
 from conformance.report import write_reports
@@ -26,6 +28,9 @@ from conformance.vtn_suite import run_vtn_suite
 from dso_server.service import DsoServer
 from dso_server.settings import DsoSettings
 from protocol import ComfortTerms, HouseholdContract, make_ean18
+from protocol.clock import AcceleratedClock
+
+QUARTER = datetime(2030, 1, 14, 16, 15, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -44,6 +49,7 @@ def test_catalogue_ids_are_unique_and_well_formed() -> None:
 
 async def test_our_dso_passes_every_automated_vtn_must_rule(dso: DsoServer) -> None:
     verdicts = await run_vtn_suite(dso.vtn_url, dso.api_url, seed=1)
+    record_verdicts("vtn", {"dso": verdicts})
     assert failed_ids(verdicts) == set()
     automated_musts = {v.rule.rule_id for v in verdicts if v.rule.automated and v.rule.severity is Severity.MUST}
     assert {v.rule.rule_id for v in verdicts if v.outcome is Outcome.PASS} >= automated_musts
@@ -71,6 +77,7 @@ async def test_a_faulty_vtn_fails_exactly_the_rules_it_breaks(
         dso: DsoServer, fault: Fault, broken: set[str], tmp_path: Path) -> None:
     async with FaultyVtnProxy(dso.vtn_url, fault) as proxy:
         verdicts = await run_vtn_suite(proxy.url, dso.api_url, seed=3)
+    record_verdicts("vtn", {fault.__name__: verdicts})
     assert failed_ids(verdicts) == broken
     evidence = [v.evidence for v in verdicts if v.rule.rule_id in broken]
     assert all(any("FAILED" in e["what"] for e in each) for each in evidence)
@@ -87,3 +94,26 @@ def test_bad_arguments_exit_with_2() -> None:
     assert main(["ven"]) == 2
     assert main(["ven", "--ven-cmd", "no-placeholder"]) == 2
     assert main(["bogus"]) == 2
+
+
+@pytest.mark.parametrize("before_quarter_s", [0.5, 2.0, 4.0])
+@pytest.mark.parametrize(("fault", "broken"), [(None, set()), (stale_status, {"VTN-EVT-05"})])
+async def test_a_run_started_seconds_before_a_quarter_hour_judges_every_status_rule(
+        tmp_path: Path, before_quarter_s: float, fault: Fault | None, broken: set[str]) -> None:
+    """No dependence on the time of day: the DSO and the suite share a clock that starts a few seconds before
+    16:15. Wherever the status checks fall, eventStatus and currentValue are judged (the suite waits past an
+    interval boundary instead of skipping), and a stale eventStatus still fails."""
+    clock = AcceleratedClock(QUARTER - timedelta(seconds=before_quarter_s), speed=1.0)
+    settings = DsoSettings(db_path=str(tmp_path / "dso.sqlite"), vtn_port=0, api_port=0, poll_interval_s=1)
+    async with DsoServer(settings, clock) as dso:
+        if fault is None:
+            verdicts = await run_vtn_suite(dso.vtn_url, dso.api_url, seed=5, clock=clock)
+        else:
+            async with FaultyVtnProxy(dso.vtn_url, fault) as proxy:
+                verdicts = await run_vtn_suite(proxy.url, dso.api_url, seed=5, clock=clock)
+    record_verdicts("vtn", {f"{getattr(fault, '__name__', 'dso')}-{before_quarter_s:g}s-before-16:15": verdicts})
+    by_id = {v.rule.rule_id: v for v in verdicts}
+    assert failed_ids(verdicts) == broken
+    assert {by_id[r].outcome for r in ("VTN-EVT-04", "VTN-EVT-05")} <= {Outcome.PASS, Outcome.FAIL}
+    judged = [e["what"] for e in by_id["VTN-EVT-05"].evidence if e["what"].startswith(("ok:", "FAILED:"))]
+    assert any("active event B" in w for w in judged) and any("future event A" in w for w in judged)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import tomllib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,6 +34,7 @@ import aiohttp
 from openleadr.messaging import create_message, parse_message
 
 from protocol import INTERVAL, CapacityBandwidth, HouseholdContract, TouTariff, floor_to_interval
+from protocol.contract_file import read_contract_file
 from protocol.effective import effective_limits
 from protocol.errors import ProfileError
 from protocol.oadr20b import decode_event, encode_plan_report, encode_telemetry_report, hems_report_metadata
@@ -145,7 +145,10 @@ async def main(mode: str, url: str, ean: str, start: datetime, speed: float, con
     def now() -> datetime:
         return start + timedelta(seconds=(loop.time() - wall0) * speed)
 
-    contract = HouseholdContract.model_validate(tomllib.loads(contract_path.read_text()))
+    entries, problems = read_contract_file(contract_path.read_text())
+    if problems or len(entries) != 1:
+        sys.exit(f"{contract_path}: {problems or 'not exactly one household'}")
+    contract = entries[0].contract
     ven = Ven(mode, contract)
     ven_id: str | None = None
     requests: dict[str, str] = {}
