@@ -22,7 +22,7 @@ from conformance.ven_suite import (
     default_clock_mode,
     wall_seconds,
 )
-from conformance.verdicts import Outcome, Verdict, failed_ids
+from conformance.verdicts import Outcome, Report, failed_ids
 
 
 def _positive(text: str) -> float:
@@ -61,9 +61,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print(verdicts: list[Verdict]) -> None:
-    for verdict in verdicts:
-        print(f"{verdict.rule.rule_id:12} {verdict.rule.severity.value:6} {verdict.outcome.value:8} {verdict.summary}")
+def _print(report: Report) -> None:
+    for finding in report.findings:
+        print(f"FINDING: {finding.title}: {finding.detail}")
+    for verdict in report.verdicts:
+        print(f"{verdict.rule.rule_id:12} {verdict.rule.severity.value:6} {verdict.outcome.value:12} {verdict.summary}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,9 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:
         return int(exit_.code or 0) and 2
     if args.side == "vtn":
-        from conformance.vtn_suite import run_vtn_suite
-        target = args.url
-        verdicts = asyncio.run(run_vtn_suite(args.url, args.admin_url, ean=args.ean))
+        from conformance.vtn_suite import run_vtn_suite_report
+        report = asyncio.run(run_vtn_suite_report(args.url, args.admin_url, ean=args.ean))
     else:
         problem = check_ven_cmd(args.ven_cmd)
         if problem:
@@ -85,14 +86,13 @@ def main(argv: list[str] | None = None) -> int:
         if problem:
             print(f"hems-conformance: error: {problem}", file=sys.stderr)
             return 2
-        from conformance.ven_suite import run_ven_suite
-        target = args.ven_cmd
-        verdicts = asyncio.run(run_ven_suite(args.ven_cmd, speed=args.speed, clock_mode=mode,
-                                             timeout_s=args.timeout))
-    _print(verdicts)
-    write_reports(args.out, args.side, target, verdicts)
-    failed = failed_ids(verdicts, Severity.MUST)
-    unclear = failed_ids(verdicts, Severity.MUST, Outcome.INCONCLUSIVE)
+        from conformance.ven_suite import run_ven_suite_report
+        report = asyncio.run(run_ven_suite_report(args.ven_cmd, speed=args.speed, clock_mode=mode,
+                                                  timeout_s=args.timeout))
+    _print(report)
+    write_reports(args.out, args.side, report)
+    failed = failed_ids(report.verdicts, Severity.MUST)
+    unclear = failed_ids(report.verdicts, Severity.MUST, Outcome.INCONCLUSIVE)
     print(f"reports in {args.out}; must-rules failed: {sorted(failed) or 'none'}"
           + (f"; inconclusive: {sorted(unclear)} (run again)" if unclear else ""))
     return 1 if failed else 3 if unclear else 0

@@ -35,10 +35,10 @@ from typing import Any
 
 from conformance.scripted_vtn import Distribution, EventSpec, Message, Received
 from conformance.ven_scenario import CHEAP, CONTRACT, EXPENSIVE, JUDGED, RESUMED, tariff
-from conformance.verdicts import Recorder
+from conformance.verdicts import Finding, Recorder
 from protocol import INTERVAL, CapacityBandwidth, TouTariff, floor_to_interval, make_ean18
 from protocol.effective import effective_limits
-from protocol.limits import exceeds_limit, limit_tolerance_kw
+from protocol.limits import MAX_POWER_KW, exceeds_limit, limit_tolerance_kw
 from protocol.oadr20b.names import REPORT_TELEMETRY
 from protocol.reports import TelemetryInterval
 
@@ -392,15 +392,19 @@ def possible(changes: Sequence[Change], start: datetime, end: datetime) -> list[
 
 def judge_limits(rec: Recorder, run: Run, changes: Sequence[Change]) -> None:
     """Telemetry of each interval of ``JUDGED`` against the limits a conforming VEN could have kept in it;
-    VEN-FS-02's return from ``RESUMED``."""
+    VEN-FS-02's return from ``RESUMED``; a finding when the VEN is over by the same amount whatever the limit."""
     rows = run.telemetry()
     failsafe_kw = CONTRACT.failsafe_import_kw
     had_load_above_failsafe = False
+    judged: dict[str, int] = {}
+    over: list[tuple[int, str, float, float]] = []
+    """(interval, rule, import, limit) of the intervals over a limit that was the only one owed."""
     for k, rule in sorted(JUDGED.items()):
         start = run.interval(k)
         row = rows.get(start)
         if row is None:
             continue
+        judged[rule] = judged.get(rule, 0) + 1
         options = possible(changes, start, start + INTERVAL)
         limits = sorted({held.import_limit_kw(start) for held, _ in options})
         low, high = limits[0], limits[-1]
@@ -414,6 +418,8 @@ def judge_limits(rec: Recorder, run: Run, changes: Sequence[Change]) -> None:
             failsafe = all(held.failsafe for held, _ in options if held.import_limit_kw(start) == high)
             rec.check(rule, False, f"{label}, limit {high:g} kW{' (failsafe)' if failsafe else ''} + tolerance "
                       f"{limit_tolerance_kw(high):g} kW", limit_kw=high, **data)
+            if low == high:
+                over.append((k, rule, row.import_kw, high))
         else:
             late = [cause for held, cause in options[1:]]
             rec.inconclusive(rule, f"{label}: over the limit {low:g} kW a conforming VEN kept once "
@@ -423,6 +429,10 @@ def judge_limits(rec: Recorder, run: Run, changes: Sequence[Change]) -> None:
             continue
         if k < RESUMED and low > failsafe_kw and exceeds_limit(row.import_kw, failsafe_kw):
             had_load_above_failsafe = True
+    for rule in sorted(set(JUDGED.values()) - set(judged)):
+        missing = [f"{k} ({run.interval(k):%H:%M}Z)" for k, r in sorted(JUDGED.items()) if r == rule]
+        rec.not_judged(rule, f"not judged: no telemetry for interval {', '.join(missing)}")
+    _constant_offset(rec, over)
     start = run.interval(RESUMED)
     resumed = rows.get(start)
     if resumed is None:
@@ -438,8 +448,34 @@ def judge_limits(rec: Recorder, run: Run, changes: Sequence[Change]) -> None:
                   f"{resumed.import_kw:.3f} kW, within the failsafe limit {failsafe_kw:g} kW, though it imported "
                   "more under such limits before: it did not leave the failsafe")
     else:
-        rec.evidence("VEN-FS-02", "cannot tell whether the VEN left the failsafe: its load never exceeded the "
-                     "failsafe limit where it was allowed to")
+        rec.not_judged("VEN-FS-02", "not judged: the VEN's load never exceeded the failsafe limit where it was "
+                       "allowed to, so whether it left the failsafe does not show")
+
+
+OFFSET_SPREAD_KW = 0.15
+"""Excesses within this of each other count as one constant offset."""
+
+
+def _constant_offset(rec: Recorder, over: Sequence[tuple[int, str, float, float]]) -> None:
+    """A VEN over different limits by the same amount in intervals judged for different rules breaks one thing,
+    not each of those rules: say so first."""
+    if len(over) < 3:
+        return
+    excess = statistics.median(imported - limit for _, _, imported, limit in over)
+    same = [o for o in over if abs(o[2] - o[3] - excess) <= OFFSET_SPREAD_KW]
+    rules = sorted({rule for _, rule, _, _ in same})
+    limits = sorted({limit for _, _, _, limit in same})
+    if len(same) < 3 or len(rules) < 2 or len(limits) < 2:
+        return
+    every = "every limit" if len(same) == len(over) else f"{len(same)} of the {len(over)} limits it broke"
+    rec.finding(Finding(
+        title=f"over {every} by {excess:.1f} kW",
+        detail=(f"in intervals {', '.join(str(k) for k, _, _, _ in same)} the VEN imported {excess:.2f} kW (± "
+                f"{OFFSET_SPREAD_KW:g}) more than the limit, whether the limit was {limits[0]:g} or {limits[-1]:g} "
+                "kW: one constant offset, not the separate faults the rules judged in those intervals name. Look for "
+                "a load the HEMS leaves out of its budget, a meter read as gross instead of net, or a limit applied "
+                "per device rather than at the connection point (PROFILE §5.2.1, §6)."),
+        explains=tuple(rules)))
 
 
 def judge_polls_after_return(rec: Recorder, run: Run) -> None:
@@ -507,12 +543,63 @@ def judge_tou(rec: Recorder, run: Run) -> None:
     dear = [rows[s] for s in (run.interval(k) for k in EXPENSIVE) if s in rows]
     cheap = [rows[s] for s in (run.interval(k) for k in CHEAP) if s in rows]
     if not dear or not cheap:
+        rec.not_judged("VEN-TOU-01", f"not judged: no telemetry for intervals {[*EXPENSIVE, *CHEAP]}")
         return
     dear_kw, cheap_kw = statistics.mean(r.import_kw for r in dear), statistics.mean(r.import_kw for r in cheap)
     rec.check("VEN-TOU-01", cheap_kw - dear_kw >= TOU_MIN_SHIFT_KW,
               f"mean import {dear_kw:.2f} kW at {[prices[r.start] for r in dear]} EUR/kWh, {cheap_kw:.2f} kW at "
               f"{[prices[r.start] for r in cheap]} EUR/kWh (shift {cheap_kw - dear_kw:.2f} kW, at least "
               f"{TOU_MIN_SHIFT_KW} kW expected)")
+
+
+TELEMETRY_RULES = tuple(sorted({*JUDGED.values(), "VEN-TOU-01"}))
+"""The rules judged on the VEN's telemetry."""
+CLOCK_OFFSET = timedelta(minutes=20)
+"""A VEN's telemetry labelled this far off its own clock is labelled on another clock (local time as UTC, …)."""
+
+
+def telemetry_diagnosis(rec: Recorder, run: Run) -> str | None:
+    """Why the VEN's telemetry cannot be judged at all, with a finding naming the cause; None when it can."""
+    bad = [(why, report) for name, why, report in run.received.bad_reports if name == REPORT_TELEMETRY]
+    if not run.received.telemetry:
+        if not bad:
+            return "not judged: no telemetry arrived (see VEN-RPT-01, VEN-RPT-02)"
+        values = [v for _, report in bad for v in _report_values(report)]
+        if values and max(values) > MAX_POWER_KW and max(values) / 1000 <= MAX_POWER_KW:
+            rec.finding(Finding(
+                title="telemetry in W, not kW",
+                detail=(f"all {len(bad)} TELEMETRY_USAGE reports were refused: values such as {max(values):g} exceed "
+                        f"the {MAX_POWER_KW:g} kW plausibility bound (PROFILE §4.6), and divided by 1000 they are "
+                        "plausible household power in kW. The rules judged on telemetry cannot be judged."),
+                explains=("VEN-RPT-02", "VEN-RPT-03", *TELEMETRY_RULES)))
+        return (f"not judged: no valid telemetry — all {len(bad)} TELEMETRY_USAGE reports broke the profile, e.g. "
+                f"{bad[0][0]}")
+    lags = [created - (max(i.start for i in t.intervals) + INTERVAL)
+            for _, created, t in run.received.telemetry if created is not None and t.intervals]
+    if lags:
+        lag = statistics.median(lags)
+        if abs(lag) > CLOCK_OFFSET:
+            minutes = round(abs(lag).total_seconds() / 60)
+            direction = "ahead of" if lag < timedelta(0) else "behind"
+            rec.finding(Finding(
+                title=f"telemetry labelled {minutes} min {direction} the VEN's own clock",
+                detail=(f"the newest interval of each TELEMETRY_USAGE report starts {minutes} minutes {direction} "
+                        "the report's own createdDateTime would have it (a finished interval ends just before the "
+                        "report is made): its intervals are labelled on another clock — local time written as UTC, "
+                        "or an interval counter that drifted (PROFILE §3.1, §9.3). The suite cannot tell which "
+                        "interval a value belongs to, so the rules judged on telemetry cannot be judged."),
+                explains=("VEN-RPT-02", *TELEMETRY_RULES)))
+            return "not judged: the telemetry's interval labels do not follow the VEN's own clock (see findings)"
+    return None
+
+
+def _report_values(report: Any) -> list[float]:
+    values = []
+    for interval in (report.get("intervals") or []) if isinstance(report, dict) else []:
+        value = (interval.get("report_payload") or {}).get("value") if isinstance(interval, dict) else None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            values.append(float(value))
+    return values
 
 
 STARTUP = ("oadrQueryRegistration", "oadrCreatePartyRegistration", "oadrRegisterReport", "oadrRequestEvent")
@@ -552,8 +639,13 @@ def _judge(rec: Recorder, run: Run, *, reports_due_until: datetime) -> None:
     answered = answers_to(run)
     judge_report_offer(rec, run)
     judge_answers(rec, run, answered)
-    judge_limits(rec, run, conforming_changes(run, answered))
+    gap = telemetry_diagnosis(rec, run)
+    if gap is None:
+        judge_limits(rec, run, conforming_changes(run, answered))
+        judge_tou(rec, run)
+    else:
+        for rule_id in TELEMETRY_RULES:
+            rec.not_judged(rule_id, gap)
     judge_polls_after_return(rec, run)
     judge_telemetry_delivery(rec, run, reports_due_until)
     judge_plans(rec, run)
-    judge_tou(rec, run)

@@ -45,7 +45,7 @@ from conformance.ven_judge import (
     judge,
 )
 from conformance.ven_scenario import EAN, END_MIN, REPORTS_DUE_UNTIL_MIN, STEPS, Action, Step, contract_toml, payloads
-from conformance.verdicts import Recorder, Verdict
+from conformance.verdicts import Recorder, Report, Verdict, suite_facts
 from protocol import INTERVAL, floor_to_interval
 
 DEFAULT_SPEED = 120.0
@@ -215,8 +215,18 @@ class _Session:
 async def run_ven_suite(ven_cmd: str, *, speed: float = DEFAULT_SPEED, clock_mode: ClockMode | None = None,
                         timeout_s: float | None = None, on_registered: Callable[[], None] | None = None
                         ) -> list[Verdict]:
-    """Start the VEN under test from ``ven_cmd``, run the scenario against it and return the verdicts.
-    ``on_registered`` is called once the VEN registered (tests that run several VENs at once use it)."""
+    """Start the VEN under test from ``ven_cmd``, run the scenario against it and return the verdicts."""
+    report = await run_ven_suite_report(ven_cmd, speed=speed, clock_mode=clock_mode, timeout_s=timeout_s,
+                                        on_registered=on_registered)
+    return report.verdicts
+
+
+async def run_ven_suite_report(ven_cmd: str, *, speed: float = DEFAULT_SPEED, clock_mode: ClockMode | None = None,
+                               timeout_s: float | None = None, on_registered: Callable[[], None] | None = None
+                               ) -> Report:
+    """Start the VEN under test from ``ven_cmd``, run the scenario against it and return the verdicts, the
+    findings and the facts of the run. ``on_registered`` is called once the VEN registered (tests that run several
+    VENs at once use it)."""
     mode = clock_mode if clock_mode is not None else default_clock_mode(ven_cmd, speed)
     problem = check_clock_mode(mode, speed)
     if problem:
@@ -260,7 +270,9 @@ async def run_ven_suite(ven_cmd: str, *, speed: float = DEFAULT_SPEED, clock_mod
                             f"{session.origin.isoformat()} on the VEN's clock")
     run = session.run(session.now())
     judge(rec, run, reports_due_until=session.origin + timedelta(minutes=REPORTS_DUE_UNTIL_MIN))
-    return rec.verdicts()
+    return rec.report(**suite_facts(), command=ven_cmd, clock=mode.value, speed=speed,
+                      product=", ".join(session.vtn.user_agents) or None,
+                      scenario_origin=session.origin.isoformat())
 
 
 async def _play(session: _Session, rec: Recorder, on_registered: Callable[[], None] | None) -> None:

@@ -22,7 +22,7 @@ import aiohttp
 from openleadr.messaging import create_message, parse_message
 
 from conformance.rules import Side
-from conformance.verdicts import Recorder, Verdict
+from conformance.verdicts import Recorder, Report, Verdict, suite_facts
 from protocol import (
     INTERVAL,
     BandwidthInterval,
@@ -60,6 +60,8 @@ class VtnSession:
         self.url = url.rstrip("/")
         self.http = http
         self.last_raw = ""
+        self.servers: list[str] = []
+        """The distinct HTTP Server headers the VTN answered with (its product and version, when it says)."""
 
     async def send(self, service: str, message_type: str, **payload: Any) -> tuple[str, dict[str, Any]]:
         return await self.send_raw(service, create_message(message_type, **payload))
@@ -67,6 +69,9 @@ class VtnSession:
     async def send_raw(self, service: str, xml: str) -> tuple[str, dict[str, Any]]:
         async with self.http.post(f"{self.url}/{service}", data=xml.encode(), headers=HEADERS) as reply:
             body = await reply.read()
+            server = reply.headers.get("Server")
+            if server and server not in self.servers:
+                self.servers.append(server)
             self.last_raw = body.decode(errors="replace")
             if reply.status >= 300:
                 return f"HTTP {reply.status}", {"status": reply.status}
@@ -96,18 +101,32 @@ def _seconds(value: Any) -> float | None:
 
 async def run_vtn_suite(url: str, admin_url: str | None, *, ean: str | None = None, seed: int | None = None,
                         clock: Clock | None = None) -> list[Verdict]:
+    """Runs every VTN scenario and returns the verdicts (see ``run_vtn_suite_report``)."""
+    return (await run_vtn_suite_report(url, admin_url, ean=ean, seed=seed, clock=clock)).verdicts
+
+
+async def run_vtn_suite_report(url: str, admin_url: str | None, *, ean: str | None = None, seed: int | None = None,
+                               clock: Clock | None = None) -> Report:
     """Runs every VTN scenario; ``ean`` is a connection point the VTN already serves (else one is added);
     ``clock`` is the suite's (the wall clock unless a test injects one)."""
     clock = clock if clock is not None else WallClock()
     rec = Recorder(Side.VTN)
+    servers: list[str] = []
+    await _run(url, admin_url, ean, seed, clock, rec, servers)
+    return rec.report(**suite_facts(), url=url, product=", ".join(servers) or None)
+
+
+async def _run(url: str, admin_url: str | None, ean: str | None, seed: int | None, clock: Clock, rec: Recorder,
+               servers: list[str]) -> None:
     rng = random.Random(seed)
     ean = ean or make_ean18("8716871" + "".join(str(rng.randrange(10)) for _ in range(10)))
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http:
         vtn = VtnSession(url, http)
+        vtn.servers = servers
         admin = await _add_household(http, admin_url, ean, rec)
         ven_id = await _registration(vtn, ean, rec)
         if ven_id is None:
-            return rec.verdicts()
+            return
         await _polls(vtn, ven_id, rec)
         await _reports(vtn, ven_id, ean, rec, clock)
         if admin is None:
@@ -115,7 +134,6 @@ async def run_vtn_suite(url: str, admin_url: str | None, *, ean: str | None = No
                 rec.skip(rule_id, "no operator API (--admin-url) to publish an event")
         else:
             await _lifecycle(vtn, http, admin, ven_id, ean, rec, clock)
-    return rec.verdicts()
 
 
 async def _add_household(http: aiohttp.ClientSession, admin_url: str | None, ean: str, rec: Recorder) -> str | None:

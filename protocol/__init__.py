@@ -7,10 +7,14 @@ from protocol.reports import ComfortStatus, Plan, PlanInterval, Telemetry, Telem
 from protocol.signals import BandwidthInterval, CapacityBandwidth, Firmness, TariffInterval, TouTariff
 from protocol.timebase import INTERVAL, INTERVAL_S, INTERVALS_PER_DAY, floor_to_interval
 
+PROFILE_VERSION = "0.1"
+"""The version of PROFILE.md this package implements (its first line says the same)."""
+
 __all__ = [
     "INTERVAL",
     "INTERVALS_PER_DAY",
     "INTERVAL_S",
+    "PROFILE_VERSION",
     "BandwidthInterval",
     "CapacityBandwidth",
     "ComfortStatus",

@@ -35,11 +35,11 @@ from conformance.ven_suite import (
     _Script,
     check_ven_cmd,
     faketime_prefix,
-    run_ven_suite,
+    run_ven_suite_report,
     scenario_origin,
     scenario_start,
 )
-from conformance.verdicts import Outcome, Recorder, Verdict, failed_ids
+from conformance.verdicts import Outcome, Recorder, Report, Verdict, failed_ids
 from protocol import Telemetry, TelemetryInterval
 
 FAULTY = Path(__file__).parent / "faulty" / "ven_script.py"
@@ -71,6 +71,11 @@ BREAKS: dict[str, set[str]] = {
     "sticky_failsafe": {"VEN-FS-02"},
     "no_backfill": {"VEN-RPT-03"},
     "answers_all": {"VEN-ANS-02"},
+    # The three below break one thing that shows in many rules; a finding names it first.
+    "offset": {"VEN-LIM-01", "VEN-LIM-02", "VEN-EVT-02", "VEN-EVT-03", "VEN-EVT-04", "VEN-EVT-05", "VEN-FS-01",
+               "VEN-FS-02"},
+    "watts": {"VEN-RPT-02", "VEN-RPT-03"},
+    "local_time": {"VEN-RPT-02"},
 }
 
 
@@ -79,12 +84,12 @@ def _faulty(mode: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def runs() -> dict[str, list[Verdict]]:
-    """Every VEN of this module against the suite, concurrently; keyed by mode ('hems', 'hems-no-failsafe')."""
+def reports() -> dict[str, Report]:
+    """Every VEN of this module against the suite, concurrently; keyed by mode ('hems', 'hems-no-failsafe', ...)."""
     commands = {"hems": (HEMS, None), "hems-no-failsafe": (HEMS + " --failsafe-after-s 0", None),
                 "stock-openleadr": (STOCK, ClockMode.FAKETIME), **{mode: (_faulty(mode), None) for mode in BREAKS}}
 
-    async def all_runs() -> list[list[Verdict]]:
+    async def all_runs() -> list[Report]:
         # A VEN under faketime at speed 120 waits at most 83 ms of wall time for an answer (its 10 s timeout); the
         # products under faketime start once the others have registered, after the machine's start-up burst of
         # fifteen Python processes, as a vendor runs one product on a machine of its own.
@@ -97,17 +102,23 @@ def runs() -> dict[str, list[Verdict]]:
             if pending == 0:
                 started.set()
 
-        async def run(command: str, mode: ClockMode | None) -> list[Verdict]:
+        async def run(command: str, mode: ClockMode | None) -> Report:
             if mode is ClockMode.FAKETIME:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(started.wait(), 120)
-            return await run_ven_suite(command, clock_mode=mode, on_registered=registered if mode is None else None)
+            return await run_ven_suite_report(command, clock_mode=mode,
+                                              on_registered=registered if mode is None else None)
 
         return await asyncio.gather(*(run(command, mode) for command, mode in commands.values()))
 
-    runs = dict(zip(commands, asyncio.run(all_runs()), strict=True))
-    record_verdicts("ven", runs)
-    return runs
+    done = dict(zip(commands, asyncio.run(all_runs()), strict=True))
+    record_verdicts("ven", {mode: report.verdicts for mode, report in done.items()})
+    return done
+
+
+@pytest.fixture(scope="module")
+def runs(reports: dict[str, Report]) -> dict[str, list[Verdict]]:
+    return {mode: report.verdicts for mode, report in reports.items()}
 
 
 def _explain(verdicts: list[Verdict]) -> list[str]:
@@ -148,6 +159,28 @@ def test_a_scripted_ven_fails_exactly_the_rules_it_breaks(runs: dict[str, list[V
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("mode", "title", "explained"), [
+    ("offset", "over every limit by 1.5 kW", {"VEN-EVT-03", "VEN-FS-01", "VEN-LIM-01"}),
+    ("watts", "telemetry in W, not kW", {"VEN-RPT-02", "VEN-LIM-01"}),
+    ("local_time", "telemetry labelled 60 min ahead of the VEN's own clock", {"VEN-RPT-02", "VEN-FS-01"}),
+])
+def test_a_finding_names_the_root_cause_before_the_rules_it_shows_in(
+        runs: dict[str, list[Verdict]], reports: dict[str, Report], mode: str, title: str,
+        explained: set[str]) -> None:
+    """A VEN over every limit by a constant fails EVT-03 and FS-01 as it must, but the report leads with the one
+    cause instead of a cancelled event kept and a failsafe ignored; all-invalid or mislabelled telemetry makes the
+    limit rules 'not judged' with the reason, never 'not run - scenario did not reach it'."""
+    [finding] = reports[mode].findings
+    assert finding.title == title and explained <= set(finding.explains)
+    by_id = {v.rule.rule_id: v for v in runs[mode]}
+    for rule_id in explained:
+        assert by_id[rule_id].summary.startswith(f"{title} (root cause, see findings)"), by_id[rule_id].summary
+    if mode != "offset":
+        assert by_id["VEN-LIM-01"].outcome is Outcome.NOT_RUN and "not judged" in by_id["VEN-LIM-01"].summary
+    assert not any("scenario did not reach it" in v.summary for v in runs[mode])
+
+
+@pytest.mark.slow
 def test_a_stock_openleadr_ven_on_the_wall_clock_is_judged_at_speed_under_faketime(
         runs: dict[str, list[Verdict]]) -> None:
     """Any VEN as it ships: run under libfaketime at speed 120, a VEN that only reads the wall clock gets its
@@ -161,19 +194,30 @@ def test_a_stock_openleadr_ven_on_the_wall_clock_is_judged_at_speed_under_faketi
 
 
 @pytest.mark.slow
-def test_the_evidence_and_the_reports_say_what_was_seen(runs: dict[str, list[Verdict]], tmp_path: Path) -> None:
+def test_the_evidence_and_the_reports_say_what_was_seen(runs: dict[str, list[Verdict]],
+                                                        reports: dict[str, Report], tmp_path: Path) -> None:
     greedy = runs["greedy"]
     lim = next(v for v in greedy if v.rule.rule_id == "VEN-LIM-01")
     assert any(e.get("import_kw") == 6.0 and e.get("limit_kw") == 5.0 for e in lim.evidence)
     silent = {v.rule.rule_id: v for v in runs["silent"]}
     assert silent["VEN-LIM-01"].outcome is Outcome.NOT_RUN  # no telemetry: nothing to judge, not a pass
+    assert silent["VEN-LIM-01"].summary.startswith("not judged: no telemetry arrived")
 
-    write_reports(tmp_path, "ven", "greedy", greedy)
+    write_reports(tmp_path, "ven", reports["greedy"])
     report = json.loads((tmp_path / "report.json").read_text())
     assert set(report["must_failed"]) == BREAKS["greedy"] and report["conforms"] is False
+    assert report["command"] == _faulty("greedy") and report["clock"] == "own" and report["profile_version"]
     junit = ElementTree.parse(tmp_path / "junit.xml").getroot()
     assert {case.get("name") for case in junit if case.find("failure") is not None} == BREAKS["greedy"]
-    assert "DOES NOT CONFORM" in (tmp_path / "report.html").read_text()
+    page = (tmp_path / "report.html").read_text()
+    assert "DOES NOT CONFORM" in page and "ven_script.py greedy" in page and "Profile version" in page
+    assert "hems-conformance version" in page and "Python/3" in page  # the User-Agent the product sent
+
+    write_reports(tmp_path / "offset", "ven", reports["offset"])
+    page = (tmp_path / "offset" / "report.html").read_text()
+    assert page.index("Findings: read these first") < page.index("<table class=rules>")
+    assert json.loads((tmp_path / "offset" / "report.json").read_text())["findings"][0]["title"] == (
+        "over every limit by 1.5 kW")
 
 
 ORIGIN = datetime(2030, 1, 14, 19, tzinfo=UTC)

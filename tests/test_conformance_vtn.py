@@ -24,7 +24,7 @@ from conformance.cli import main
 from conformance.report import write_reports
 from conformance.rules import RULES, Severity, Side
 from conformance.verdicts import Outcome, failed_ids
-from conformance.vtn_suite import run_vtn_suite
+from conformance.vtn_suite import run_vtn_suite, run_vtn_suite_report
 from dso_server.service import DsoServer
 from dso_server.settings import DsoSettings
 from protocol import ComfortTerms, HouseholdContract, make_ean18
@@ -76,15 +76,17 @@ async def test_without_an_operator_api_the_publish_rules_are_not_run(dso: DsoSer
 async def test_a_faulty_vtn_fails_exactly_the_rules_it_breaks(
         dso: DsoServer, fault: Fault, broken: set[str], tmp_path: Path) -> None:
     async with FaultyVtnProxy(dso.vtn_url, fault) as proxy:
-        verdicts = await run_vtn_suite(proxy.url, dso.api_url, seed=3)
+        result = await run_vtn_suite_report(proxy.url, dso.api_url, seed=3)
+    verdicts = result.verdicts
     record_verdicts("vtn", {fault.__name__: verdicts})
     assert failed_ids(verdicts) == broken
     evidence = [v.evidence for v in verdicts if v.rule.rule_id in broken]
     assert all(any("FAILED" in e["what"] for e in each) for each in evidence)
 
-    write_reports(tmp_path, "vtn", proxy.url, verdicts)
+    write_reports(tmp_path, "vtn", result)
     report = json.loads((tmp_path / "report.json").read_text())
     assert set(report["must_failed"]) == broken and report["conforms"] is False
+    assert report["url"] == proxy.url and report["product"].startswith("Python/3")
     junit = ElementTree.parse(tmp_path / "junit.xml").getroot()
     assert {case.get("name") for case in junit if case.find("failure") is not None} == broken
     assert "DOES NOT CONFORM" in (tmp_path / "report.html").read_text()

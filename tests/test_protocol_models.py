@@ -327,3 +327,9 @@ def test_the_limit_tolerance_is_the_one_profile_5_2_2_states() -> None:
     assert (float(stated[1]), float(stated[2]) / 100) == (LIMIT_TOLERANCE_KW, LIMIT_TOLERANCE_FRACTION)
     assert limit_tolerance_kw(1.0) == 0.1 and limit_tolerance_kw(10.0) == pytest.approx(0.2)
     assert not exceeds_limit(5.1, 5.0) and exceeds_limit(5.11, 5.0) and not exceeds_limit(10.2, 10.0)
+
+
+def test_the_profile_version_in_code_is_the_one_profile_md_states() -> None:
+    text = (Path(protocol.__file__).parent / "PROFILE.md").read_text(encoding="utf-8")
+    stated = re.search(r"\*\*Version ([0-9.]+)", text)
+    assert stated is not None and stated[1] == protocol.PROFILE_VERSION

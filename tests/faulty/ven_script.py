@@ -19,6 +19,9 @@ Modes (each breaks one rule of the profile):
 ``sticky_failsafe``   never leaves the failsafe once in it (§10.3).
 ``no_backfill``       drops telemetry it could not deliver (§9.3.2).
 ``answers_all``       answers every event, also those whose oadrResponseRequired is never (§8.1).
+``offset``            keeps every limit 1.5 kW too high (an uncontrolled load outside its budget, §5.2.1).
+``watts``             reports its telemetry in W instead of kW (§4.6).
+``local_time``        labels its telemetry intervals in local time (UTC+1) written as UTC (§3.1).
 """
 
 from __future__ import annotations
@@ -42,9 +45,11 @@ from protocol.oadr20b.names import SPECIFIER_PLAN, SPECIFIER_TELEMETRY
 from protocol.reports import Plan, PlanInterval, Telemetry, TelemetryInterval
 
 MODES = ("good", "silent", "greedy", "forgetful", "stale", "keeps_cancelled", "no_implied_cancel", "trusts_status",
+         "offset", "watts", "local_time",
          "no_rereg", "no_failsafe", "sticky_failsafe", "no_backfill", "answers_all")
 WANT_CHEAP_KW, WANT_DEAR_KW, CHEAP_EUR_PER_KWH = 6.0, 0.4, 0.2
 FAILSAFE_AFTER = timedelta(seconds=120)
+OFFSET_KW = 1.5
 POLL_WALL_S = 0.2
 
 
@@ -130,7 +135,23 @@ class Ven:
         prices = [i.import_price_eur_per_kwh for h in self.events.values() if isinstance(h.payload, TouTariff)
                   for i in h.payload.intervals if i.start == floor_to_interval(moment)]
         want = WANT_CHEAP_KW if prices and prices[-1] < CHEAP_EUR_PER_KWH else WANT_DEAR_KW
-        return want if self.mode == "greedy" else min(want, self.limit_kw(moment))
+        if self.mode == "offset" and want == WANT_CHEAP_KW:
+            want += OFFSET_KW  # it wants enough to show its offset over every limit, 5 kW included
+        if self.mode == "greedy":
+            return want
+        return min(want, self.limit_kw(moment) + (OFFSET_KW if self.mode == "offset" else 0.0))
+
+
+def _tamper(mode: str, report: dict[str, Any]) -> dict[str, Any]:
+    """The telemetry report as the ``watts`` and ``local_time`` modes send it."""
+    for interval in report["intervals"]:
+        if mode == "watts":
+            interval["report_payload"]["value"] *= 1000
+        elif mode == "local_time":
+            interval["dtstart"] += timedelta(hours=1)
+    if mode == "local_time":
+        report["dtstart"] += timedelta(hours=1)
+    return report
 
 
 def _answer(event_id: str, modification: int, request_id: str | None, opt: str, code: int) -> dict[str, Any]:
@@ -208,9 +229,9 @@ async def main(mode: str, url: str, ean: str, start: datetime, speed: float, con
                     reported += INTERVAL
                 if backlog:
                     kind, _ = await send("EiReport", "oadrUpdateReport", request_id="r4", ven_id=ven_id, reports=[
-                        encode_telemetry_report(Telemetry(intervals=tuple(backlog[-192:])),
-                                                report_request_id=requests[SPECIFIER_TELEMETRY],
-                                                created_at=now())])
+                        _tamper(mode, encode_telemetry_report(Telemetry(intervals=tuple(backlog[-192:])),
+                                                              report_request_id=requests[SPECIFIER_TELEMETRY],
+                                                              created_at=now()))])
                     if kind is not None or mode == "no_backfill":
                         backlog.clear()
                 limit_now = ven.limit_kw(moment)
