@@ -37,6 +37,7 @@ from protocol.clock import Clock, WallClock
 from protocol.oadr20b import encode_telemetry_report, hems_report_metadata
 from protocol.oadr20b.names import (
     PROGRAM_CAPACITY_FIRM,
+    RID_IMPORT_KW,
     SIGNAL_EXPORT_LIMIT,
     SIGNAL_IMPORT_LIMIT,
     SIGNAL_TYPE_LIMIT,
@@ -45,7 +46,8 @@ from protocol.oadr20b.names import (
 from protocol.reports import Telemetry, TelemetryInterval
 
 PUBLISH_RULES = ("VTN-SHP-01", "VTN-SHP-02", "VTN-SHP-03", "VTN-SHP-04", "VTN-SHP-05", "VTN-SHP-06", "VTN-EVT-01",
-                 "VTN-EVT-02", "VTN-EVT-03", "VTN-EVT-04", "VTN-EVT-05", "VTN-EVT-06", "VTN-ANS-01", "VTN-POLL-04")
+                 "VTN-EVT-02", "VTN-EVT-03", "VTN-EVT-04", "VTN-EVT-05", "VTN-EVT-06", "VTN-ANS-01", "VTN-POLL-04",
+                 "VTN-POLL-05", "VTN-CLK-01")
 POLLS_PER_CHANGE = 5
 CLOCK_SYNC_S = 2.0
 """PROFILE: both ends keep their clocks within 2 s of true time."""
@@ -180,10 +182,9 @@ async def _polls(vtn: VtnSession, ven_id: str, rec: Recorder) -> None:
     kind, _ = await vtn.send("EiEvent", "oadrRequestEvent", request_id="req-events", ven_id=ven_id)
     rec.check("VTN-POLL-01", kind == "oadrDistributeEvent", f"oadrRequestEvent answered {kind}", raw=vtn.last_raw)
     kind, payload = await vtn.send("OadrPoll", "oadrPoll", ven_id="conformance-unknown-ven")
-    code = _code(payload)
-    rec.check("VTN-POLL-02", kind == "oadrRequestReregistration" or kind.startswith("HTTP 4")
-              or (code is not None and code >= 400),
-              f"oadrPoll from an unknown venID answered {kind} code {code}", raw=vtn.last_raw)
+    rec.check("VTN-POLL-02", kind == "oadrRequestReregistration",
+              f"oadrPoll from an unknown venID answered {kind} code {_code(payload)} (oadrRequestReregistration "
+              "expected, PROFILE §2.8)", raw=vtn.last_raw)
     broken = "<?xml version='1.0'?><oadrPayload><oadrSignedObject><oadrPoll><venID>x</venID>"
     try:
         kind, payload = await vtn.send_raw("EiEvent", broken)
@@ -214,6 +215,17 @@ async def _reports(vtn: VtnSession, ven_id: str, ean: str, rec: Recorder, clock:
         encode_telemetry_report(telemetry, report_request_id=request_id, created_at=clock.now())])
     rec.check("VTN-RPT-02", kind == "oadrUpdatedReport" and _code(payload) == 200,
               f"oadrUpdateReport with one {SPECIFIER_TELEMETRY} interval answered {kind} code {_code(payload)}",
+              raw=vtn.last_raw)
+    broken = encode_telemetry_report(telemetry, report_request_id=request_id, created_at=clock.now())
+    for interval in broken["intervals"]:
+        if interval["report_payload"]["r_id"] == RID_IMPORT_KW:
+            interval["report_payload"]["value"] = -1.25  # registers are magnitudes (PROFILE §4.3, §4.6)
+    kind, payload = await vtn.send("EiReport", "oadrUpdateReport", request_id="req-broken", ven_id=ven_id,
+                                   reports=[broken])
+    description = str((payload.get("response") or {}).get("response_description") or "")
+    rec.check("VTN-RPT-03", kind == "oadrUpdatedReport" and _code(payload) == 454 and "report[0]" in description
+              and RID_IMPORT_KW in description, f"a TELEMETRY_USAGE report with import_kw -1.25 was answered {kind} "
+              f"code {_code(payload)} {description!r} (454 naming report[0] and {RID_IMPORT_KW} expected)",
               raw=vtn.last_raw)
 
 
@@ -263,19 +275,45 @@ def _events(distribution: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
 async def _after_change(vtn: VtnSession, ven_id: str, rec: Recorder, change: str,
                         expected: dict[str, int]) -> tuple[dict[str, dict[str, Any]], str]:
     """After ``change``, the next poll must bring an oadrDistributeEvent carrying every event of ``expected``
-    (event id -> the modificationNumber it must have by now); a second poll must bring nothing new."""
+    (event id -> the modificationNumber it must have by now); while the suite does not answer it, the next poll
+    must bring it again; once the suite answered it, a poll must bring nothing new."""
     kinds, distribution, raw = await _poll_for_distribution(vtn, ven_id)
     rec.check("VTN-POLL-04", distribution is not None, f"after {change} oadrPoll was answered {kinds}", raw=raw)
     events = _events(distribution)
     if distribution is not None:
-        carried = {e: int(events[e]["event_descriptor"]["modification_number"]) for e in expected if e in events}
-        rec.check("VTN-EVT-06", carried.keys() == expected.keys(),
-                  f"after {change} the oadrDistributeEvent carried {sorted(events)}; the VEN holds "
-                  f"{sorted(expected)}", raw=raw)
+        _check_carried(rec, change, events, expected, raw)
+        kind, repeated = await vtn.send("OadrPoll", "oadrPoll", ven_id=ven_id)
+        rec.check("VTN-POLL-05", kind == "oadrDistributeEvent", f"after {change}, the next poll, with the "
+                  f"distribution not answered yet, was answered {kind} (the distribution again expected)",
+                  raw=vtn.last_raw)
+        if kind == "oadrDistributeEvent":
+            _check_carried(rec, f"{change} (sent again)", _events(repeated), expected, vtn.last_raw)
+        await _answer_all(vtn, ven_id, distribution, repeated if kind == "oadrDistributeEvent" else None)
         again, _, raw_again = await _poll_for_distribution(vtn, ven_id)
-        rec.check("VTN-POLL-04", again[-1] == "oadrResponse", f"the poll after that was answered {again} (nothing "
-                  "new: oadrResponse expected)", raw=raw_again)
+        rec.check("VTN-POLL-04", again[-1] == "oadrResponse", f"once it was answered, the next poll was answered "
+                  f"{again} (nothing new: oadrResponse expected)", raw=raw_again)
     return events, raw
+
+
+def _check_carried(rec: Recorder, change: str, events: dict[str, dict[str, Any]], expected: dict[str, int],
+                   raw: str) -> None:
+    carried = {e: int(events[e]["event_descriptor"]["modification_number"]) for e in expected if e in events}
+    rec.check("VTN-EVT-06", carried.keys() == expected.keys(), f"after {change} the oadrDistributeEvent carried "
+              f"{sorted(events)}; the VEN holds {sorted(expected)}", raw=raw)
+
+
+async def _answer_all(vtn: VtnSession, ven_id: str, *distributions: dict[str, Any] | None) -> None:
+    """Answer every event the ``distributions`` brought optIn 200, as a conforming VEN does (PROFILE §8.1)."""
+    latest = [d for d in distributions if d is not None]
+    request_id = latest[-1].get("request_id") if latest else None
+    versions = {str(e["event_descriptor"]["event_id"]): e["event_descriptor"]["modification_number"]
+                for d in latest for e in d.get("events") or []}
+    responses = [{"response_code": 200, "response_description": "OK", "request_id": request_id,
+                  "event_id": event_id, "opt_type": "optIn", "modification_number": modification}
+                 for event_id, modification in versions.items()]
+    if responses:
+        await vtn.send("EiEvent", "oadrCreatedEvent", ven_id=ven_id, event_responses=responses, response={
+            "response_code": 200, "response_description": "OK", "request_id": request_id})
 
 
 def _answer_created(ven_id: str, event_id: str, modification: int, opt: str) -> dict[str, Any]:
@@ -292,13 +330,23 @@ async def _lifecycle(vtn: VtnSession, http: aiohttp.ClientSession, admin: str, v
     await _poll_for_distribution(vtn, ven_id)  # take whatever is pending before the test's own events
     published = _bandwidth([5.0, 4.0, 3.0, 6.0], clock.now())
     now_active = _bandwidth([7.0, 7.5, 8.0, 8.5], clock.now(), first=0)
+    before = clock.now()
     event_a = await _publish(http, admin, ean, published)
+    after = clock.now()
     event_b = await _publish(http, admin, ean, now_active)
     if event_a is None or event_b is None:
         for rule_id in PUBLISH_RULES:
             rec.skip(rule_id, "publishing via the operator API failed")
         return
     events, raw = await _after_change(vtn, ven_id, rec, "publishing events A and B", {event_a: 0, event_b: 0})
+    _, limited = await vtn.send("EiEvent", "oadrRequestEvent", request_id="req-limit", ven_id=ven_id, reply_limit=1)
+    limited_raw = vtn.last_raw
+    _, unlimited = await vtn.send("EiEvent", "oadrRequestEvent", request_id="req-all", ven_id=ven_id)
+    carried, everything = sorted(_events(limited)), sorted(_events(unlimited))
+    if {event_a, event_b} <= set(everything):  # else the VTN leaves events out anyway: VTN-EVT-06's business
+        rec.check("VTN-POLL-01", set(everything) <= set(carried), f"oadrRequestEvent with replyLimit 1 was answered "
+                  f"with {carried}, without it with {everything} (PROFILE §2.5: replyLimit is ignored)",
+                  raw=limited_raw)
     if event_a not in events:  # a VTN that does not distribute by poll may still answer oadrRequestEvent
         _, requested = await vtn.send("EiEvent", "oadrRequestEvent", request_id="req-events", ven_id=ven_id)
         events, raw = {**_events(requested), **events}, vtn.last_raw
@@ -308,6 +356,7 @@ async def _lifecycle(vtn: VtnSession, http: aiohttp.ClientSession, admin: str, v
         return
     event = events[event_a]
     _check_shape(event, raw, published, rec, ven_id)
+    _check_clock(event, before, after, rec)
     mod0 = event["event_descriptor"]["modification_number"]
     rec.check("VTN-EVT-01", mod0 == 0, f"new event {event_a} has modificationNumber {mod0}")
     await _check_status(vtn, ven_id, event_b, now_active, rec, "active event B", clock)
@@ -377,6 +426,17 @@ def _judge_status(event: dict[str, Any], published: CapacityBandwidth, rec: Reco
     got = values.get(SIGNAL_IMPORT_LIMIT)
     rec.check("VTN-EVT-04", got is not None and abs(float(got) - current) < 1e-6,
               f"{what}: currentValue of {SIGNAL_IMPORT_LIMIT} is {got}, the interval in progress says {current}")
+
+
+def _check_clock(event: dict[str, Any], before: datetime, after: datetime, rec: Recorder) -> None:
+    """VTN-CLK-01: a version made while the suite published it carries that moment (PROFILE §3.7, §5.1)."""
+    sync = timedelta(seconds=CLOCK_SYNC_S)
+    descriptor = event["event_descriptor"]
+    for name in ("created_date_time", "modification_date_time"):
+        stamp = descriptor.get(name)
+        rec.check("VTN-CLK-01", isinstance(stamp, datetime) and before - sync <= stamp <= after + sync,
+                  f"{name} {stamp} of an event published between {before:%H:%M:%S.%f} and {after:%H:%M:%S.%f} (±"
+                  f"{CLOCK_SYNC_S:g} s)")
 
 
 def _check_shape(event: dict[str, Any], raw: str, published: CapacityBandwidth, rec: Recorder, ven_id: str) -> None:

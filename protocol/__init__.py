@@ -6,9 +6,7 @@ from protocol.errors import ProfileError
 from protocol.reports import ComfortStatus, Plan, PlanInterval, Telemetry, TelemetryInterval
 from protocol.signals import BandwidthInterval, CapacityBandwidth, Firmness, TariffInterval, TouTariff
 from protocol.timebase import INTERVAL, INTERVAL_S, INTERVALS_PER_DAY, floor_to_interval
-
-PROFILE_VERSION = "0.1"
-"""The version of PROFILE.md this package implements (its first line says the same)."""
+from protocol.version import PROFILE_VERSION
 
 __all__ = [
     "INTERVAL",

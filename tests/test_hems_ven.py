@@ -178,7 +178,7 @@ async def test_ven_receives_bandwidth_answers_events_and_reports(vtn: MiniVtn) -
         answer = vtn.answers_for("bw-1", 0)[0]
         assert (answer["opt_type"], answer["response_code"]) == ("optIn", 200)
 
-        # Out of profile: the limit in W (scale 'none') -> optOut 454 naming itemBase.scale; last limits kept.
+        # Out of profile: the limit in W (scale 'none') -> optOut 454 naming itemBase.siScaleCode; last limits kept.
         bad_scale = as_event(bandwidth(start, [1.0, 1.0, 1.0, 1.0]), "bw-1", 1, wall_now)
         for signal in bad_scale["event_signals"]:
             signal["measurement"]["scale"] = "none"
@@ -186,7 +186,7 @@ async def test_ven_receives_bandwidth_answers_events_and_reports(vtn: MiniVtn) -
         await eventually(lambda: bool(vtn.answers_for("bw-1", 1)))
         answer = vtn.answers_for("bw-1", 1)[0]
         assert (answer["opt_type"], answer["response_code"]) == ("optOut", 454)
-        assert "itemBase.scale" in answer["response_description"]
+        assert "itemBase.siScaleCode" in answer["response_description"]
         assert book.signals["bw-1"].payload == first and book.signals["bw-1"].modification_number == 0
 
         # A negative limit in a new event -> optOut 454 naming the field; nothing stored.

@@ -331,5 +331,5 @@ def test_the_limit_tolerance_is_the_one_profile_5_2_2_states() -> None:
 
 def test_the_profile_version_in_code_is_the_one_profile_md_states() -> None:
     text = (Path(protocol.__file__).parent / "PROFILE.md").read_text(encoding="utf-8")
-    stated = re.search(r"\*\*Version ([0-9.]+)", text)
+    stated = re.search(r"\*\*Version ([0-9]+\.[0-9]+)", text)
     assert stated is not None and stated[1] == protocol.PROFILE_VERSION

@@ -48,9 +48,12 @@ from dso_server.store.sqlite import DsoStore, new_id
 from dso_server.transport.oadr20b import templates
 from protocol import ProfileError
 from protocol.clock import Clock
+from protocol.errors import OADR_INVALID_DATA
 from protocol.oadr20b import decode_report, encode_event, report_requests_for
 
 logger = logging.getLogger(__name__)
+
+MAX_DESCRIPTION_CHARS = 240
 
 
 Handler = Callable[[dict[str, Any]], Awaitable[tuple[str, dict[str, Any]]]]
@@ -212,29 +215,32 @@ class DsoVtn:
 
     # -------------------------------------------------------------------------------------------- events
 
-    def events_for(self, ven_id: str) -> tuple[list[dict[str, Any]], frozenset[DeliveryKey]]:
-        """All relevant oadrEvents of this VEN, encoded now, and their delivery keys."""
+    def events_for(self, ven_id: str) -> tuple[list[dict[str, Any]], frozenset[DeliveryKey], set[tuple[str, int]]]:
+        """All relevant oadrEvents of this VEN, encoded now, their delivery keys, and the (event id, modification
+        number) pairs the VEN answered."""
         now = self.clock.now()
         ven = self.store.ven(ven_id)
         if ven is None:
-            return [], frozenset()
+            return [], frozenset(), set()
         signals = self.store.signals(connection_point_id=ven.connection_point_id, ending_after=now)
-        relevant = relevant_signals(signals, acknowledged=self.store.acknowledged(ven_id), now=now)
+        answered = self.store.acknowledged(ven_id)
+        relevant = relevant_signals(signals, acknowledged=answered, now=now)
         events = [
             encode_event(signal.payload, event_id=signal.event_id, modification_number=signal.modification_number,
                          ven_id=ven_id, created_at=signal.created_at, modified_at=signal.modified_at, now=now,
                          cancelled=signal.cancelled)
             for signal in relevant
         ]
-        return events, delivery_keys(relevant, now)
+        return events, delivery_keys(relevant, now), answered
 
     async def on_poll(self, ven_id: str) -> tuple[str, dict[str, Any]] | None:
-        """oadrPoll: an oadrDistributeEvent with all relevant events when any of them is news, else nothing."""
+        """oadrPoll: an oadrDistributeEvent with all relevant events when any of them is news or still unanswered
+        (PROFILE §7.4.3), else nothing."""
         now = self.clock.now()
         self.store.touch_ven(ven_id, now=now)
-        events, keys = self.events_for(ven_id)
+        events, keys, answered = self.events_for(ven_id)
         previous = self.store.delivered(ven_id)
-        if delivery_due(previous, keys):
+        if delivery_due(previous, keys, answered):
             self.store.record_delivery(ven_id, keys, now=now)
             logger.debug("Delivering %d event(s) to VEN %s on poll", len(events), ven_id)
             return "oadrDistributeEvent", {"events": events}
@@ -243,14 +249,12 @@ class DsoVtn:
         return None
 
     async def handle_request_event(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        """oadrRequestEvent: always an oadrDistributeEvent with all relevant events (possibly none)."""
+        """oadrRequestEvent: always an oadrDistributeEvent with all relevant events (possibly none). replyLimit is
+        ignored (PROFILE §2.5): a shorter list would tell the VEN that the events left out were cancelled."""
         ven_id = payload["ven_id"]
         now = self.clock.now()
         self.store.touch_ven(ven_id, now=now)
-        events, _ = self.events_for(ven_id)
-        limit = _int_or_none(payload.get("reply_limit"))
-        if limit is not None and limit > 0:
-            events = events[:limit]
+        events, _, _ = self.events_for(ven_id)
         sent = {(event["event_descriptor"]["event_id"], event["event_descriptor"]["modification_number"],
                  event["event_descriptor"]["event_status"]) for event in events}
         self.store.record_delivery(ven_id, frozenset(sent), now=now)
@@ -307,8 +311,9 @@ class DsoVtn:
         return "oadrRegisteredReport", {"report_requests": requests}
 
     async def handle_update_report(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        """oadrUpdateReport: decode each report and store it; a report that breaks the profile is logged and
-        dropped, the others are kept, and the answer is an oadrUpdatedReport either way."""
+        """oadrUpdateReport: decode each report and store it. A report that breaks the profile is refused whole
+        (PROFILE §9.2: per report) and logged, the others are kept; the answer is oadrUpdatedReport 200 when all
+        were kept, else 454 naming the first refused report and its field."""
         ven_id = payload["ven_id"]
         now = self.clock.now()
         ven = self.store.ven(ven_id)
@@ -316,6 +321,7 @@ class DsoVtn:
             return "oadrUpdatedReport", {}
         known_requests = {r.report_request_id for r in self.store.report_requests(ven_id)}
         decoded = []
+        refused: list[str] = []
         for index, report in enumerate(payload.get("reports") or []):
             request_id = str(report.get("report_request_id"))
             try:
@@ -324,16 +330,22 @@ class DsoVtn:
                 logger.warning("VEN %s: report %d (%s, reportRequestID %s) breaks the profile and was not stored: "
                                "%s (response code %s)", ven_id, index, report.get("report_name"), request_id, error,
                                error.response_code)
+                refused.append(f"report[{index}] {report.get('report_name')}: {error.field}: {error.reason}")
                 continue
             except (TypeError, ValueError, KeyError, AttributeError) as error:
                 logger.warning("VEN %s: report %d (%s) cannot be read and was not stored: %s: %s", ven_id, index,
                                report.get("report_name"), type(error).__name__, error)
+                refused.append(f"report[{index}] {report.get('report_name')}: report: cannot be read: "
+                               f"{type(error).__name__}: {error}")
                 continue
             if request_id not in known_requests:
                 logger.info("VEN %s sent report %s under reportRequestID %s, which this VTN did not issue",
                             ven_id, report.get("report_name"), request_id)
         self.store.store_reports(ven.connection_point_id, decoded, now=now)
         self.store.touch_ven(ven_id, now=now)
+        if refused:
+            more = f" (and {len(refused) - 1} more refused)" if len(refused) > 1 else ""
+            raise Rejection("oadrUpdatedReport", OADR_INVALID_DATA, (refused[0] + more)[:MAX_DESCRIPTION_CHARS])
         return "oadrUpdatedReport", {}
 
     async def handle_created_report(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
