@@ -12,9 +12,9 @@ seconds"; it asks what a conforming VEN owed given what the suite knows happened
 * **When each change reached the VEN**: the wall time the scripted VTN served each oadrDistributeEvent, and when
   the VEN answered it (oadrCreatedEvent carrying the distribution's requestID), mapped onto the VEN's clock.
   A conforming VEN applies a change somewhere between being served it and ``REACT`` after it answered. The
-  failsafe is owed from 120 s after the last exchange the VTN answered before it went away (§10.2), give or take
-  ``FAILSAFE_ALLOWANCE``; it is released by the first distribution after the VTN's return that brings fresh limits
-  (§10.3).
+  failsafe is owed from 120 s after the last exchange the VTN answered before it began to refuse (§10.1: a refusal
+  or a request to re-register is no contact; §10.2), give or take ``FAILSAFE_ALLOWANCE``; it is released by the
+  first distribution after the VTN's return that brings fresh limits covering the present (§10.3).
 * **Each judged interval** (labelled by the VEN's own clock in its telemetry) is held against every limit a
   conforming VEN could have had during it: the interval passes when its mean import is within the lowest of them
   (plus the tolerance of §5.2.2), fails when it exceeds even the highest, and is **inconclusive** — with the
@@ -39,7 +39,7 @@ from conformance.verdicts import Finding, Recorder
 from protocol import INTERVAL, CapacityBandwidth, TouTariff, floor_to_interval, make_ean18
 from protocol.effective import effective_limits
 from protocol.limits import MAX_POWER_KW, exceeds_limit, limit_tolerance_kw
-from protocol.oadr20b.names import REPORT_TELEMETRY
+from protocol.oadr20b.names import READING_MEAN, REPORT_TELEMETRY, SPECIFIER_TELEMETRY
 from protocol.reports import TelemetryInterval
 
 REACT = timedelta(seconds=60)
@@ -51,6 +51,12 @@ FAILSAFE_ALLOWANCE = timedelta(seconds=120)
 control step)."""
 SEND_WITHIN = timedelta(minutes=1)
 """A finished interval's telemetry is due within 60 s (PROFILE.md §9.3.1)."""
+TELEMETRY_CHUNK = 96
+"""PROFILE.md §9.3.2: at most 96 intervals per telemetry report."""
+REGISTER_FIRST_WAIT_S = 60.0
+REGISTER_MAX_WAIT_S = 600.0
+REGISTER_JITTER = 0.2
+"""PROFILE.md §2.11: after a refusal 60 s, doubling up to 10 minutes, each wait ×0.8-1.2."""
 POLL_MEDIAN_FACTOR = 1.5
 """VEN-REG-03: the median gap between polls may be this many times the requested poll frequency."""
 TOU_MIN_SHIFT_KW = 0.5
@@ -129,7 +135,13 @@ class Run:
     """Whether the requested poll frequency is wall time (a VEN on its own simulated clock) or VEN time."""
     reregister_wall: float | None = None
     down_wall: float | None = None
+    """When the VTN began to refuse (no contact from then, PROFILE.md §10.1)."""
     up_wall: float | None = None
+    """When it accepted again."""
+    cancel_wall: float | None = None
+    """When a poll was answered with oadrCancelPartyRegistration."""
+    wall_clock: bool = False
+    """The VEN ran on the real clock (--clock wall): its timestamps can be held to ±2 s (VEN-CLK-01)."""
     hung_up: tuple[tuple[float, str], ...] = ()
     """(wall, message type): requests the VEN gave up on before the suite's answer went out."""
     notes: tuple[str, ...] = ()
@@ -227,7 +239,9 @@ class Answered:
 
 def answers_to(run: Run) -> dict[str, Answered]:
     """Per distribution requestID, the eventResponses the VEN sent under it (§8.1: each carries the requestID of
-    the oadrDistributeEvent it answers)."""
+    the oadrDistributeEvent it answers). A distribution left unanswered counts as answered by the answer to a later
+    one that carried the same event versions (the VTN sends a distribution again until it is answered, §7.4.3: the
+    first one, or its answer, may have been lost)."""
     found: dict[str, Answered] = {d.request_id: Answered({}, None) for d in run.served}
     for message in run.messages("oadrCreatedEvent"):
         for response in message.payload.get("event_responses") or []:
@@ -239,6 +253,17 @@ def answers_to(run: Run) -> dict[str, Answered]:
             known.responses.setdefault(key, response)
             if known.first_wall is None:
                 found[request_id] = Answered(known.responses, message.wall)
+    served = list(run.served)
+    for index, distribution in enumerate(served):
+        if found[distribution.request_id].responses:
+            continue
+        owed = {(e.event_id, e.modification_number) for e in distribution.expected if e.opt_type != "none"}
+        if not owed:
+            continue
+        later = next((found[d.request_id] for d in served[index + 1:] if found[d.request_id].responses
+                      and owed <= set(found[d.request_id].responses)), None)
+        if later is not None:
+            found[distribution.request_id] = later
     return found
 
 
@@ -271,10 +296,13 @@ def judge_answers(rec: Recorder, run: Run, answered: dict[str, Answered]) -> Non
                           answers=list(answers.responses.values()))
                 continue
             code = _int(got.get("response_code"))
-            ok = got.get("opt_type") == owed.opt_type and (
-                code == 200 if owed.opt_type == "optIn" else code is not None and code >= 400)
-            rec.check(owed.rule, ok, f"{what} answered {got.get('opt_type')} {code} "
-                      f"{got.get('response_description')!r}{delay} (owed {owed.opt_type})", answer=got)
+            description = str(got.get("response_description") or "")
+            path_ok = owed.opt_type == "optIn" or description.startswith("event")
+            ok = got.get("opt_type") == owed.opt_type and code == owed.code and path_ok
+            rec.check(owed.rule, ok, f"{what} answered {got.get('opt_type')} {code} {description!r}{delay} (owed "
+                      f"{owed.opt_type} {owed.code}" + ("" if owed.opt_type == "optIn" else
+                                                        ", a description starting with the field's path") + ")",
+                      answer=got)
 
 
 def _int(value: object) -> int | None:
@@ -321,7 +349,7 @@ class _Book:
         new = []
         for spec in specs:
             known = self.events.get(spec.event_id)
-            if spec.invalid or (known is not None and spec.modification_number <= known[0]):
+            if not spec.applies or (known is not None and spec.modification_number <= known[0]):
                 continue
             if spec.cancelled:
                 self.events.pop(spec.event_id, None)
@@ -478,13 +506,48 @@ def _constant_offset(rec: Recorder, over: Sequence[tuple[int, str, float, float]
         explains=tuple(rules)))
 
 
-def judge_polls_after_return(rec: Recorder, run: Run) -> None:
+def judge_return(rec: Recorder, run: Run) -> None:
+    """VEN-FS-02: once the VTN accepts again the VEN comes back (registers again, as it was asked to, or polls)."""
     if run.up_wall is None:
         return
-    back = run.messages("oadrPoll", after=run.up_wall)
-    first = (run.at(back[0].wall) - run.at(run.up_wall)).total_seconds() if back else None
-    rec.check("VEN-FS-02", first is not None, f"first oadrPoll {first:.0f} simulated s after the VTN came back"
-              if first is not None else "no oadrPoll after the VTN came back")
+    back = [m for m in run.log if m.wall >= run.up_wall and m.kind in ("oadrCreatePartyRegistration", "oadrPoll")]
+    if not back:
+        rec.check("VEN-FS-02", False, "after the VTN accepted again the VEN neither registered nor polled")
+        return
+    delay = (run.at(back[0].wall) - run.at(run.up_wall)).total_seconds()
+    rec.check("VEN-FS-02", True, f"the VEN came back ({back[0].kind}) {delay:.0f} simulated s after the VTN "
+              "accepted again")
+
+
+def judge_refusals(rec: Recorder, run: Run) -> None:
+    """VEN-REG-06: while the VTN refuses, each registration waits at least 60 s (less 20 % jitter) after the
+    previous refusal, doubling up to 10 minutes (PROFILE.md §2.11)."""
+    if run.down_wall is None:
+        return
+    end = run.up_wall if run.up_wall is not None else float("inf")
+    refused = [m.wall for m in run.messages("oadrCreatePartyRegistration", after=run.down_wall) if m.wall < end]
+    if len(refused) < 2:
+        rec.not_judged("VEN-REG-06", f"not judged: the VEN registered {len(refused)} time(s) while the VTN refused")
+        return
+    for n, (a, b) in enumerate(itertools.pairwise(refused)):
+        gap = (run.at(b) - run.at(a)).total_seconds()
+        least = (1 - REGISTER_JITTER) * min(REGISTER_FIRST_WAIT_S * 2 ** n, REGISTER_MAX_WAIT_S)
+        rec.check("VEN-REG-06", gap >= least, f"refused registration {n + 2} came {gap:.0f} simulated s after the "
+                  f"previous one (at least {least:.0f} s owed)")
+
+
+def judge_cancellation(rec: Recorder, run: Run) -> None:
+    """VEN-REG-05: the VTN's oadrCancelPartyRegistration is answered, and the VEN never registers again."""
+    if run.cancel_wall is None:
+        return
+    answers = [m for m in run.messages("oadrCanceledPartyRegistration", after=run.cancel_wall)]
+    codes = [_int((m.payload.get("response") or {}).get("response_code")) for m in answers]
+    rec.check("VEN-REG-05", 200 in codes, f"oadrCancelPartyRegistration answered oadrCanceledPartyRegistration "
+              f"{codes[0]}" if codes else "oadrCancelPartyRegistration never answered")
+    again = run.messages("oadrCreatePartyRegistration", after=run.cancel_wall)
+    left = (run.end - run.at(run.cancel_wall)).total_seconds()
+    rec.check("VEN-REG-05", not again, f"the VEN registered again {len(again)} time(s) after the VTN cancelled its "
+              "registration" if again else f"no registration in the {left:.0f} simulated s after the cancellation")
 
 
 # ---------------------------------------------------------------------------------------------- reports
@@ -508,32 +571,75 @@ def due_intervals(run: Run, until: datetime) -> tuple[list[datetime], list[datet
 
 
 def judge_telemetry_delivery(rec: Recorder, run: Run, until: datetime) -> None:
-    """VEN-RPT-02: an interval for every finished interval; VEN-RPT-03: those due while the VTN was away."""
+    """VEN-RPT-02: an interval for every finished interval, at most 96 per report; VEN-RPT-03: those due while the
+    VTN refused, sent after it accepted again, the oldest first."""
     rows = run.telemetry()
     regular, missed = due_intervals(run, until)
     absent = [s.isoformat() for s in regular if s not in rows]
     rec.check("VEN-RPT-02", bool(regular) and not absent,
               f"{len(regular) - len(absent)} of {len(regular)} finished intervals reported"
               + (f"; missing {absent}" if absent else ""), received=len(rows))
+    sizes = [len(t.intervals) for _, _, t in run.received.telemetry]
+    if sizes:
+        rec.check("VEN-RPT-02", max(sizes) <= TELEMETRY_CHUNK, f"{len(sizes)} TELEMETRY_USAGE reports of at most "
+                  f"{max(sizes)} intervals (at most {TELEMETRY_CHUNK} allowed)")
     if missed:
         lost = [s.isoformat() for s in missed if s not in rows]
         rec.check("VEN-RPT-03", not lost, f"{len(missed) - len(lost)} of {len(missed)} intervals due while the "
-                  "VTN was unreachable were sent after it returned" + (f"; never sent {lost}" if lost else ""))
+                  "VTN refused were sent after it accepted again" + (f"; never sent {lost}" if lost else ""))
+        order = [i.start for _, _, t in run.received.telemetry for i in t.intervals if i.start in missed]
+        rec.check("VEN-RPT-03", order == sorted(order), f"the missed intervals arrived in the order "
+                  f"{[s.strftime('%H:%M') for s in order]} (oldest first)")
     for name, why, _ in run.received.bad_reports:
         rule = "VEN-RPT-02" if name == REPORT_TELEMETRY else "VEN-RPT-04"
         rec.check(rule, False, f"a {name} report broke the profile: {why}")
 
 
 def judge_plans(rec: Recorder, run: Run) -> None:
+    """VEN-RPT-04: 96-192 contiguous intervals from the interval of planning, at most one plan per interval."""
     plans = run.received.plans
     if not plans:
         rec.check("VEN-RPT-04", False, "no x-HEMS_PLAN report arrived")
         return
     for _, plan in plans:
         first = plan.intervals[0].start
-        rec.check("VEN-RPT-04", len(plan.intervals) == 96 and first == floor_to_interval(plan.created_at),
+        rec.check("VEN-RPT-04", 96 <= len(plan.intervals) <= 192 and first == floor_to_interval(plan.created_at),
                   f"plan made {plan.created_at.isoformat()}: {len(plan.intervals)} intervals from "
                   f"{first.isoformat()}")
+    made = [floor_to_interval(plan.created_at) for _, plan in plans]
+    twice = sorted({m.strftime("%H:%M") for m in made if made.count(m) > 1})
+    rec.check("VEN-RPT-04", not twice, f"{len(made)} plans, " + (f"several made in the interval(s) {twice}" if twice
+                                                                 else "at most one per 15-minute interval"))
+
+
+def judge_report_reading_types(rec: Recorder, run: Run) -> None:
+    """VEN-RPT-01: the telemetry rIDs are offered with readingType Mean (PROFILE.md §9.1)."""
+    offers = run.messages("oadrRegisterReport")
+    reports = (offers[0].payload.get("reports") or []) if offers else []
+    telemetry = [d for r in reports if r.get("report_specifier_id") == SPECIFIER_TELEMETRY
+                 for d in r.get("report_descriptions") or []]
+    if telemetry:
+        types = {str(d.get("r_id")): d.get("reading_type") for d in telemetry}
+        rec.check("VEN-RPT-01", all(t == READING_MEAN for t in types.values()), f"telemetry rIDs offered with "
+                  f"readingType {types} ({READING_MEAN!r} owed)")
+
+
+CLOCK_TOLERANCE = timedelta(seconds=2)
+TRANSPORT_ALLOWANCE = timedelta(seconds=1)
+WALL_ONLY = ("VEN-CLK-01",)
+"""Rules judged only when the VEN runs on the real clock."""
+
+
+def judge_clock(rec: Recorder, run: Run) -> None:
+    """VEN-CLK-01: on the real clock, the createdDateTime of each report the VEN sends is within 2 s of when it
+    arrived (PROFILE.md §3.7), plus a second for the way there."""
+    if not run.wall_clock:
+        rec.not_judged("VEN-CLK-01", "not judged: a VEN's clock is held to UTC only in real time (--clock wall)")
+        return
+    for wall, stamp in clock_samples(run.log, run.received):
+        arrived = run.at(wall)
+        rec.check("VEN-CLK-01", arrived - CLOCK_TOLERANCE - TRANSPORT_ALLOWANCE <= stamp <= arrived + CLOCK_TOLERANCE,
+                  f"createdDateTime {stamp:%H:%M:%S.%f} of a report that arrived at {arrived:%H:%M:%S.%f} UTC")
 
 
 def judge_tou(rec: Recorder, run: Run) -> None:
@@ -646,6 +752,10 @@ def _judge(rec: Recorder, run: Run, *, reports_due_until: datetime) -> None:
     else:
         for rule_id in TELEMETRY_RULES:
             rec.not_judged(rule_id, gap)
-    judge_polls_after_return(rec, run)
+    judge_return(rec, run)
+    judge_refusals(rec, run)
+    judge_cancellation(rec, run)
     judge_telemetry_delivery(rec, run, reports_due_until)
+    judge_report_reading_types(rec, run)
     judge_plans(rec, run)
+    judge_clock(rec, run)

@@ -6,27 +6,35 @@ in each interval is not taken from this table but derived from what the scripted
 (conformance.ven_judge): a step served late under load shifts the owed limit with it, never the verdict.
 
 Every step that changes a conforming VEN's limits changes only intervals that start at least 8 simulated minutes
-later, and no judged interval holds a change a conforming VEN makes (the outage, the return of the VTN with its
-fresh limits fall into intervals 9 and 11, which are not judged). A step that a faulty VEN could take the wrong
-way at once (the out-of-profile event) comes early in the interval it is judged in. The tariff makes load worth
+later, and no judged interval holds a change a conforming VEN makes (the refusal, the return of the VTN and the
+fresh limits fall into intervals 9 and 12, which are not judged). A step that a faulty VEN could take the wrong
+way at once (the out-of-profile events) comes early in the interval it is judged in. The tariff makes load worth
 having from interval 2 on (negative, rising prices), so a price-aware VEN presses against every limit and a VEN
 that keeps a wrong limit shows it in its telemetry.
 
     k   what the VTN did before interval k                    limit a conforming VEN keeps   judged for
     1   firm F1 3 kW, non-firm N1 +2 kW (k = 0-4), tariff     5.0 (firm + non-firm, §6)      VEN-LIM-01, VEN-TOU-01
     2   -                                                      5.0                            VEN-LIM-01
-    3   out-of-profile event (minute 46)                      5.0 (last valid limits)        VEN-LIM-02
+    3   out-of-profile events (46): a negative limit (454),   5.0 (last valid limits)        VEN-LIM-02, VEN-EVT-01
+        one for another venID (462)
     4   -                                                      5.0                            VEN-LIM-02
     5   F1 modified to 2 kW from k = 5 (67), stale F1#0 (71)  2.0                            VEN-EVT-02
-    6   non-firm N2 +2 kW for k = 6 (67), cancelled (82)      2.0                            VEN-EVT-03
+    6   non-firm N2 +2 kW for k = 6 (67), cancelled with an   2.0                            VEN-EVT-03
+        out-of-profile body (82): still optIn 200 (§7.3.2)
     7   non-firm N3 +2.5 kW for k = 7 (67), left out (97)     2.0 (implied cancel)           VEN-EVT-04
     8   firm F2 1.2 kW for k = 8, eventStatus a lie (112)     1.2                            VEN-EVT-05
-    9   VTN unreachable from minute 136: failsafe from ~138   - (changes inside)             -
-    10  VTN back at minute 152, no fresh limits               failsafe 1.0 (held)            VEN-FS-01
-    11  F1 modified: 3 kW from k = 12 (fresh limits, 172)     - (changes inside)             -
-    12  -                                                      3.0, and above the failsafe    VEN-FS-02
-    -   reregistration request (196), after the last judged interval, so a VEN that mishandles it spoils nothing
-    -   an event with oadrResponseRequired never (199), which the VEN must not answer
+    9   the VTN refuses from minute 136: oadrRequestReregistration to every request, 463 to every registration
+        (§10.1: no contact), failsafe from ~138                - (changes inside)             -
+    10  the VTN accepts again at 152; a firm event for later  failsafe 1.0 (held: an event   VEN-FS-01
+        (F3, k = 20-23) at 153 is no fresh limits (§10.3)     for later releases nothing)
+    11  -                                                      failsafe 1.0 (held)            VEN-FS-01
+    12  F1 modified: 3 kW from k = 12 (fresh limits, 187)     - (changes inside)             -
+    13  reregistration request (198), an event with            3.0, and above the failsafe    VEN-FS-02
+        oadrResponseRequired never (201)
+    -   oadrCancelPartyRegistration (212), after interval 13's telemetry: the VEN must not register again
+
+While the VTN refuses, a VEN must wait at least 60 s (less 20 % jitter) after each refused registration, doubling
+(VEN-REG-06); the telemetry it could not deliver it sends once the VTN accepts again (VEN-RPT-03).
 
 The contract's failsafe import limit (1.0 kW) is deliberately below every limit of the scenario, so that a VEN
 that ignores the failsafe shows it; a real contract keeps 4.2 kW per controllable device (§11).
@@ -60,11 +68,12 @@ HOURS = 8
 """Length of the bandwidth event F1 (32 intervals)."""
 EXPORT_KW = 10.0
 EXPENSIVE_EUR_PER_KWH = 0.60
-END_MIN = 210.0
-"""Interval 12 ends at minute 195; the last step (199) still gets answered, and the telemetry of every interval up
-to 12 is due well before the end."""
-REPORTS_DUE_UNTIL_MIN = 195.0
-"""Telemetry is owed for every interval that ends by this minute (VEN-RPT-02)."""
+END_MIN = 224.0
+"""Interval 13 ends at minute 210; the cancellation (212) leaves the VEN 12 minutes to show that it does not
+register again."""
+REPORTS_DUE_UNTIL_MIN = 210.0
+"""Telemetry is owed for every interval that ends by this minute (VEN-RPT-02), all before the cancellation."""
+
 
 
 class Action(StrEnum):
@@ -79,9 +88,16 @@ class Action(StrEnum):
     """A new event that breaks the profile (a negative import limit); it must be answered optOut."""
     LIE = "lie"
     """A new valid event whose eventStatus contradicts its active period (says completed before it starts)."""
+    FOREIGN = "foreign"
+    """A new valid event targeting another VEN's venID: it must be answered optOut 462 and not applied."""
+    CANCEL_BAD = "cancel_bad"
+    """Cancel events with an out-of-profile body: still a valid cancellation (optIn 200, honoured)."""
     REREGISTER = "reregister"
-    VTN_DOWN = "vtn_down"
-    VTN_UP = "vtn_up"
+    REFUSE = "refuse"
+    """From now the VTN refuses: oadrRequestReregistration to every request, 463 to every registration."""
+    ACCEPT = "accept"
+    CANCEL_REGISTRATION = "cancel_registration"
+    """The next poll gets oadrCancelPartyRegistration: the VEN must answer and never register again."""
 
 
 @dataclass(frozen=True)
@@ -124,28 +140,34 @@ def payloads(start: datetime) -> dict[str, list[CapacityBandwidth | TouTariff]]:
         "conf-nonfirm-2": [_bandwidth(start, Firmness.NON_FIRM, 6, 1, 2.0)],
         "conf-nonfirm-3": [_bandwidth(start, Firmness.NON_FIRM, 7, 1, 2.5)],
         "conf-firm-2": [_bandwidth(start, Firmness.FIRM, 8, 1, 1.2)],
-        "conf-unanswered": [_bandwidth(start, Firmness.FIRM, 14, 4, CONTRACT.contracted_max_import_kw)],
+        "conf-foreign": [_bandwidth(start, Firmness.FIRM, 0, n, 0.5)],
+        "conf-firm-3": [_bandwidth(start, Firmness.FIRM, 20, 4, 1.5)],
+        "conf-unanswered": [_bandwidth(start, Firmness.FIRM, 18, 4, CONTRACT.contracted_max_import_kw)],
     }
 
 
 STEPS: tuple[Step, ...] = (
     Step(0, Action.PUBLISH, ("conf-tariff", "conf-firm-1", "conf-nonfirm-1")),
     Step(46, Action.BAD, ("conf-bad-1",), answer_rule="VEN-EVT-01"),
+    Step(46, Action.FOREIGN, ("conf-foreign",), answer_rule="VEN-EVT-01"),
     Step(67, Action.PUBLISH, ("conf-firm-1", "conf-nonfirm-2", "conf-nonfirm-3"), answer_rule="VEN-EVT-02"),
     Step(71, Action.STALE, ("conf-firm-1",), answer_rule="VEN-EVT-02"),
-    Step(82, Action.CANCEL, ("conf-nonfirm-2",), answer_rule="VEN-EVT-03"),
-    Step(97, Action.DROP, ("conf-nonfirm-3", "conf-nonfirm-1", "conf-bad-1")),
+    Step(82, Action.CANCEL_BAD, ("conf-nonfirm-2",), answer_rule="VEN-EVT-03"),
+    Step(97, Action.DROP, ("conf-nonfirm-3", "conf-nonfirm-1", "conf-bad-1", "conf-foreign")),
     Step(112, Action.LIE, ("conf-firm-2",), answer_rule="VEN-EVT-05"),
-    Step(136, Action.VTN_DOWN),
-    Step(152, Action.VTN_UP),
-    Step(172, Action.PUBLISH, ("conf-firm-1",)),
-    Step(196, Action.REREGISTER),
-    Step(199, Action.PUBLISH, ("conf-unanswered",), answer_rule="VEN-ANS-02", response_required="never"),
+    Step(136, Action.REFUSE),
+    Step(152, Action.ACCEPT),
+    Step(153, Action.PUBLISH, ("conf-firm-3",)),
+    Step(187, Action.PUBLISH, ("conf-firm-1",)),
+    Step(198, Action.REREGISTER),
+    Step(201, Action.PUBLISH, ("conf-unanswered",), answer_rule="VEN-ANS-02", response_required="never"),
+    Step(212, Action.CANCEL_REGISTRATION),
 )
 JUDGED: dict[int, str] = {1: "VEN-LIM-01", 2: "VEN-LIM-01", 3: "VEN-LIM-02", 4: "VEN-LIM-02", 5: "VEN-EVT-02",
-                          6: "VEN-EVT-03", 7: "VEN-EVT-04", 8: "VEN-EVT-05", 10: "VEN-FS-01", 12: "VEN-FS-02"}
+                          6: "VEN-EVT-03", 7: "VEN-EVT-04", 8: "VEN-EVT-05", 10: "VEN-FS-01", 11: "VEN-FS-01",
+                          13: "VEN-FS-02"}
 """Interval k -> the rule its telemetry is judged for (the table above)."""
-RESUMED = 12
+RESUMED = 13
 """After the fresh limits a VEN that had load above the failsafe limit before must show it again here."""
 EXPENSIVE = (1,)
 CHEAP = (2, 3)

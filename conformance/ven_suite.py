@@ -27,7 +27,6 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -147,19 +146,20 @@ class _Script:
                          response_required=step.response_required, **kind)  # type: ignore[arg-type]
 
     async def apply(self, step: Step, now: datetime) -> float | None:
-        """Carry out one step; returns the wall time of an outage edge."""
+        """Carry out one step; returns the wall time at which the VTN began or stopped refusing."""
         once = None
-        if step.action in (Action.PUBLISH, Action.BAD, Action.LIE):
-            extra: dict[str, object] = {"invalid": True} if step.action is Action.BAD else (
-                {"status_lie": "completed"} if step.action is Action.LIE else {})
+        if step.action in (Action.PUBLISH, Action.BAD, Action.LIE, Action.FOREIGN):
+            extra: dict[str, object] = {Action.BAD: {"invalid": True}, Action.LIE: {"status_lie": "completed"},
+                                        Action.FOREIGN: {"foreign": True}}.get(step.action, {})
             for event_id in step.event_ids:
                 self.current[event_id] = self._spec(event_id, step, now, **extra)
-        elif step.action is Action.CANCEL:
+        elif step.action in (Action.CANCEL, Action.CANCEL_BAD):
             for event_id in step.event_ids:
                 known = self.current[event_id]
                 self.current[event_id] = EventSpec(
                     event_id=event_id, modification_number=known.modification_number + 1, payload=known.payload,
-                    rule=step.answer_rule, created_at=known.created_at, modified_at=now, cancelled=True)
+                    rule=step.answer_rule, created_at=known.created_at, modified_at=now, cancelled=True,
+                    invalid=step.action is Action.CANCEL_BAD)
         elif step.action is Action.DROP:
             for event_id in step.event_ids:
                 self.current.pop(event_id, None)
@@ -170,12 +170,12 @@ class _Script:
         elif step.action is Action.REREGISTER:
             self.vtn.request_reregistration()
             return None
-        elif step.action is Action.VTN_DOWN:
-            await self.vtn.down()
+        elif step.action in (Action.REFUSE, Action.ACCEPT):
+            self.vtn.refuse(step.action is Action.REFUSE)
             return time.monotonic()
-        elif step.action is Action.VTN_UP:
-            await self.vtn.up()
-            return time.monotonic()
+        elif step.action is Action.CANCEL_REGISTRATION:
+            self.vtn.cancel_registration()
+            return None
         self.vtn.set_events(list(self.current.values()), once=once)
         return None
 
@@ -183,10 +183,11 @@ class _Script:
 class _Session:
     """One run: the scripted VTN, the VEN's clock as estimated so far, the scenario's origin and its edges."""
 
-    def __init__(self, clock: VenClock, poll_freq: timedelta, *, poll_freq_is_wall: bool) -> None:
+    def __init__(self, clock: VenClock, poll_freq: timedelta, *, poll_freq_is_wall: bool, wall_clock: bool) -> None:
         self.prior = self.clock = clock
         self.vtn = ScriptedVtn(lambda: self.clock.at(time.monotonic()), poll_freq=poll_freq)
         self.poll_freq_is_wall = poll_freq_is_wall
+        self.wall_clock = wall_clock
         self.origin: datetime | None = None
         self.edges: dict[Action, float] = {}
         self.notes: list[str] = []
@@ -208,25 +209,22 @@ class _Session:
                    distributions=tuple(self.vtn.distributions), received=self.vtn.received,
                    poll_freq=self.vtn.poll_freq, poll_freq_is_wall=self.poll_freq_is_wall,
                    reregister_wall=self.vtn.reregistration_served, hung_up=tuple(self.vtn.hung_up),
-                   down_wall=self.edges.get(Action.VTN_DOWN), up_wall=self.edges.get(Action.VTN_UP),
+                   down_wall=self.edges.get(Action.REFUSE), up_wall=self.edges.get(Action.ACCEPT),
+                   cancel_wall=self.vtn.cancel_served, wall_clock=self.wall_clock,
                    notes=tuple(self.notes))
 
 
 async def run_ven_suite(ven_cmd: str, *, speed: float = DEFAULT_SPEED, clock_mode: ClockMode | None = None,
-                        timeout_s: float | None = None, on_registered: Callable[[], None] | None = None
-                        ) -> list[Verdict]:
+                        timeout_s: float | None = None) -> list[Verdict]:
     """Start the VEN under test from ``ven_cmd``, run the scenario against it and return the verdicts."""
-    report = await run_ven_suite_report(ven_cmd, speed=speed, clock_mode=clock_mode, timeout_s=timeout_s,
-                                        on_registered=on_registered)
+    report = await run_ven_suite_report(ven_cmd, speed=speed, clock_mode=clock_mode, timeout_s=timeout_s)
     return report.verdicts
 
 
 async def run_ven_suite_report(ven_cmd: str, *, speed: float = DEFAULT_SPEED, clock_mode: ClockMode | None = None,
-                               timeout_s: float | None = None, on_registered: Callable[[], None] | None = None
-                               ) -> Report:
+                               timeout_s: float | None = None) -> Report:
     """Start the VEN under test from ``ven_cmd``, run the scenario against it and return the verdicts, the
-    findings and the facts of the run. ``on_registered`` is called once the VEN registered (tests that run several
-    VENs at once use it)."""
+    findings and the facts of the run."""
     mode = clock_mode if clock_mode is not None else default_clock_mode(ven_cmd, speed)
     problem = check_clock_mode(mode, speed)
     if problem:
@@ -235,7 +233,7 @@ async def run_ven_suite_report(ven_cmd: str, *, speed: float = DEFAULT_SPEED, cl
     start = datetime.now(UTC) if mode is ClockMode.WALL else scenario_start(datetime.now(UTC))
     poll = {ClockMode.OWN: POLL_FREQ, ClockMode.FAKETIME: FAKETIME_POLL, ClockMode.WALL: WALL_POLL}[mode]
     session = _Session(VenClock.reading(start, time.monotonic(), speed), poll,
-                       poll_freq_is_wall=mode is ClockMode.OWN)
+                       poll_freq_is_wall=mode is ClockMode.OWN, wall_clock=mode is ClockMode.WALL)
     with tempfile.TemporaryDirectory() as tmp:
         contract = Path(tmp) / "contract.toml"
         contract.write_text(contract_toml(), encoding="utf-8")
@@ -251,7 +249,7 @@ async def run_ven_suite_report(ven_cmd: str, *, speed: float = DEFAULT_SPEED, cl
             budget = timeout_s if timeout_s is not None else (
                 REGISTRATION_TIMEOUT_S + CLOCK_READ_TIMEOUT_S + wall_seconds(speed) * 1.2 + COMPLETION_TIMEOUT_S)
             try:
-                await asyncio.wait_for(_play(session, rec, on_registered), budget)
+                await asyncio.wait_for(_play(session, rec), budget)
             except TimeoutError:
                 rec.evidence("VEN-REG-01", f"scenario stopped after {budget:g} s of wall time")
             finally:
@@ -275,15 +273,13 @@ async def run_ven_suite_report(ven_cmd: str, *, speed: float = DEFAULT_SPEED, cl
                       scenario_origin=session.origin.isoformat())
 
 
-async def _play(session: _Session, rec: Recorder, on_registered: Callable[[], None] | None) -> None:
+async def _play(session: _Session, rec: Recorder) -> None:
     vtn = session.vtn
     deadline = time.monotonic() + REGISTRATION_TIMEOUT_S
     while (registration := vtn.first("oadrCreatePartyRegistration")) is None:
         if time.monotonic() > deadline:
             return
         await asyncio.sleep(0.05)
-    if on_registered is not None:
-        on_registered()
     deadline = time.monotonic() + CLOCK_READ_TIMEOUT_S
     while vtn.first("oadrRegisterReport") is None and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
@@ -301,7 +297,8 @@ async def _play(session: _Session, rec: Recorder, on_registered: Callable[[], No
 
 async def _complete(session: _Session, reports_due_until: datetime) -> None:
     """Wait (at most COMPLETION_TIMEOUT_S) for what a slow but conforming VEN still owes: an answer to every
-    distribution, the re-registration asked for, the telemetry of every finished interval."""
+    distribution, the re-registration asked for, the telemetry of every finished interval, the answer to the
+    cancellation of its registration."""
     deadline = time.monotonic() + COMPLETION_TIMEOUT_S
     while time.monotonic() < deadline:
         session.refine_clock()
@@ -314,7 +311,10 @@ async def _complete(session: _Session, reports_due_until: datetime) -> None:
         regular, missed = due_intervals(run, reports_due_until)
         rows = run.telemetry()
         reported = all(s in rows for s in (*regular, *missed))
-        if not unanswered and registered_again and reported and session.now() >= reports_due_until + REACT:
+        cancel = run.cancel_wall
+        cancel_answered = cancel is None or bool(run.messages("oadrCanceledPartyRegistration", after=cancel))
+        if (not unanswered and registered_again and reported and cancel_answered
+                and session.now() >= reports_due_until + REACT):
             return
         await asyncio.sleep(0.2)
 

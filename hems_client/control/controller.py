@@ -3,8 +3,11 @@ under a local guard, meters each interval and reports telemetry, plan and comfor
 
 All timing follows the injected clock. The household is stepped in sub-steps of ``substep_s`` clock seconds;
 each sub-step the guard (``hems_client.control.guard``) corrects the plan's setpoints against the last measured load.
-Sending never blocks the loop: reports go through an outbox drained by a separate task, and telemetry the
-transport could not deliver is kept (up to two days) and sent with the next interval's.
+Sending never blocks the loop: reports go through an outbox drained by a separate task. Telemetry the transport
+could not deliver is kept (up to two days) and sent again once contact returns (PROFILE.md §9.3.3): the interval
+that just ended at once, the missed ones after a random wait of 0-300 s (so that a region reconnecting at once does
+not stampede the VTN), the oldest first, at most 96 per message. Plans go at most once per 15-minute interval and
+at least every 4 h (§9.4.1).
 
 Failsafe (``hems_client.control.failsafe``): with a ``link`` (the VEN's ``last_contact_at``) the controller applies the
 contract's failsafe limits after ``failsafe_after_s`` of clock time without contact, instead of the signal-based
@@ -25,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -56,6 +60,11 @@ __all__ = ["ContactSource", "ControlDecision", "Controller", "HouseholdState", "
            "OptimiserPlanner", "Planner", "Reporter", "RulePlanner"]
 
 logger = logging.getLogger(__name__)
+
+TELEMETRY_CHUNK = 96
+"""PROFILE.md §9.3.2: at most 96 intervals per telemetry report."""
+BACKFILL_MAX_WAIT_S = 300.0
+"""PROFILE.md §9.3.3: after a loss of contact the missed intervals wait a random 0-300 s."""
 
 
 class Reporter(Protocol):
@@ -174,6 +183,11 @@ class Controller:
         self._seen_version = -1
         self._last_plan_sent: Plan | None = None
         self._unsent_telemetry: list[TelemetryInterval] = []
+        self._delivery_lost = False
+        """The last telemetry could not be delivered: the next success is contact returning (§9.3.3)."""
+        self._backfill_at: datetime | None = None
+        """Until then only the newest interval goes; the missed ones after it (§9.3.3)."""
+        self._rng = random.Random(contract.connection_point_id)  # spreads a region, reproducible per household
         self._prices_applied: dict[datetime, TariffInterval] = {}
         self._limit_cache: tuple[datetime, int, FailsafeState, EffectiveLimit, TariffInterval] | None = None
         self._budget_key: tuple[datetime, float, float] | None = None
@@ -247,6 +261,7 @@ class Controller:
                 self._advance(previous, now)
                 self._last_step_at = now
                 self._persist_signals()
+                self._backfill_due(now)
                 failsafe_moved = self._update_failsafe(now)
                 if floor_to_interval(now) > floor_to_interval(previous):
                     self._close_intervals(now)
@@ -279,14 +294,20 @@ class Controller:
         self.decision = replace(decision, notes=(*notes, *decision.notes)) if notes else decision
         self._seen_version = self.signal_book.version
         self.replans += 1
-        if self._plan_changed(self.decision.plan):
+        if self._plan_due(self.decision.plan):
             self._last_plan_sent = self.decision.plan
             plan = self.decision.plan
             self._enqueue(lambda: self._send(lambda reporter: reporter.send_plan(plan)))
 
-    def _plan_changed(self, plan: Plan) -> bool:
+    def _plan_due(self, plan: Plan) -> bool:
+        """Send this plan? The first; then at most one per 15-minute interval (a change waits for the next
+        interval's plan), when it changed or ``plan_resend_s`` (4 h) passed (PROFILE.md §9.4.1)."""
         last = self._last_plan_sent
-        if last is None or (plan.created_at - last.created_at).total_seconds() >= self.plan_resend_s:
+        if last is None:
+            return True
+        if floor_to_interval(plan.created_at) == floor_to_interval(last.created_at):
+            return False
+        if (plan.created_at - last.created_at).total_seconds() >= self.plan_resend_s:
             return True
         before = {interval.start: interval.net_import_kw for interval in last.intervals}
         return any(abs(interval.net_import_kw - before[interval.start]) > self.plan_tolerance_kw
@@ -317,7 +338,7 @@ class Controller:
         if self.failsafe is None or self.link is None:
             return False
         transitions = self.failsafe.update(now=now, last_contact_at=self.link.last_contact_at,
-                                           limits_changed_at=self.signal_book.limits_changed_at,
+                                           limits_changed_at=self.signal_book.fresh_limits_at(now),
                                            last_attempt_at=self.link.last_attempt_at)
         if not transitions:
             return False
@@ -475,12 +496,29 @@ class Controller:
         return True if self.reporter is None else await call(self.reporter)
 
     async def _send_telemetry_backlog(self) -> bool:
-        batch = tuple(self._unsent_telemetry)
-        if not batch or self.reporter is None:
+        """Send what is owed (PROFILE.md §9.3.3): normally everything, oldest first in chunks of 96; after a loss
+        of contact first only the newest interval, the missed ones once a random 0-300 s have passed."""
+        if not self._unsent_telemetry or self.reporter is None:
             return True
+        now = self.clock.now()
+        waiting = self._delivery_lost or (self._backfill_at is not None and now < self._backfill_at)
+        batch = tuple(self._unsent_telemetry[-1:] if waiting else self._unsent_telemetry[:TELEMETRY_CHUNK])
         delivered = await self.reporter.send_telemetry(Telemetry(intervals=batch))
-        if delivered:
-            sent = {interval.start for interval in batch}
-            self._unsent_telemetry = [i for i in self._unsent_telemetry if i.start not in sent]
-        return delivered
+        if not delivered:
+            self._delivery_lost = True
+            return False
+        sent = {interval.start for interval in batch}
+        self._unsent_telemetry = [i for i in self._unsent_telemetry if i.start not in sent]
+        if self._delivery_lost:  # contact is back: the missed intervals wait their turn (``_backfill_due``)
+            self._delivery_lost = False
+            self._backfill_at = now + timedelta(seconds=self._rng.uniform(0.0, BACKFILL_MAX_WAIT_S))
+        elif self._unsent_telemetry and not waiting:
+            self._enqueue(self._send_telemetry_backlog)  # the next chunk
+        return True
 
+    def _backfill_due(self, now: datetime) -> None:
+        """On the control loop's steps: once the random wait after a loss is over, send the missed intervals."""
+        if self._backfill_at is not None and now >= self._backfill_at:
+            self._backfill_at = None
+            if self._unsent_telemetry:
+                self._enqueue(self._send_telemetry_backlog)
