@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -137,9 +138,12 @@ class Received:
 
 
 class ScriptedVtn:
-    def __init__(self, sim_now: Callable[[], datetime], poll_freq: timedelta = POLL_FREQ) -> None:
+    def __init__(self, sim_now: Callable[[], datetime], poll_freq: timedelta = POLL_FREQ,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.sim_now = sim_now
         self.poll_freq = poll_freq
+        self.ssl_context = ssl_context
+        """Serve https with this context (the suite's certificates) instead of plain http."""
         self.log: list[Message] = []
         self.user_agents: list[str] = []
         """The distinct HTTP User-Agent headers the VEN sent (its product and version, when it says)."""
@@ -309,10 +313,11 @@ class ScriptedVtn:
         app.router.add_post(PATH + "/{service}", self._handle)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", self.port)
+        site = web.TCPSite(runner, "127.0.0.1", self.port, ssl_context=self.ssl_context)
         await site.start()
         self.port = int(runner.addresses[0][1])
-        self.url = f"http://127.0.0.1:{self.port}{PATH}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}{PATH}"
         self._runner = runner
 
     async def down(self) -> None:

@@ -27,6 +27,7 @@ seconds"; it asks what a conforming VEN owed given what the suite knows happened
 from __future__ import annotations
 
 import itertools
+import math
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -685,7 +686,9 @@ def telemetry_diagnosis(rec: Recorder, run: Run) -> str | None:
     if lags:
         lag = statistics.median(lags)
         if abs(lag) > CLOCK_OFFSET:
-            minutes = round(abs(lag).total_seconds() / 60)
+            # lag = the labels' shift (whole intervals) + the VEN's delay in making the report (0 to a few minutes,
+            # longer on a busy machine): the shift is lag rounded down to whole intervals, whatever the load.
+            minutes = abs(math.floor(lag / INTERVAL)) * round(INTERVAL.total_seconds() / 60)
             direction = "ahead of" if lag < timedelta(0) else "behind"
             rec.finding(Finding(
                 title=f"telemetry labelled {minutes} min {direction} the VEN's own clock",

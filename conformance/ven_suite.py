@@ -3,14 +3,15 @@
 The VEN is started as a subprocess from ``--ven-cmd``; these placeholders are filled in: ``{vtn_url}``, ``{ean}``
 (the connection point), ``{contract}`` (PROFILE.md §11's contract file for that EAN), ``{speed}``, ``{start}``
 (the simulated start, ISO UTC) and ``{poll_interval_s}`` (wall seconds between polls that make 30 simulated
-seconds). How the VEN keeps time is the ``clock`` mode:
+seconds); for a VEN that speaks TLS ``{ca_file}`` (the CA of the scripted VTN's certificate), ``{cert}`` and
+``{key}`` (its client certificate, issued by the suite for the run). How the VEN keeps time is the ``clock`` mode:
 
 * ``own``: the VEN runs its own clock at ``{speed}`` from ``{start}`` (options of the product, as our
   hems-client has); the scripted VTN asks for a poll every wall second.
 * ``faketime``: the VEN reads the wall clock, as a product ships. The suite starts it under libfaketime
   (``faketime -f '@<start> x<speed>' <command>``), so its wall clock starts at ``{start}`` and runs ``speed``
   times fast, its sleeps and timeouts with it; the scripted VTN asks for a poll every 30 of the VEN's seconds.
-* ``wall``: the VEN reads the real clock and the scenario runs in real time (``--speed 1``, 3.5 hours); the
+* ``wall``: the VEN reads the real clock and the scenario runs in real time (``--speed 1``, 3.7 hours); the
   scripted VTN asks for a poll every 10 s, as the reference VTN does.
 
 The scenario is ``conformance.ven_scenario.STEPS``, started on the VEN's clock at a quarter-hour just before it
@@ -25,14 +26,17 @@ import os
 import shlex
 import shutil
 import signal
+import ssl
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
-from conformance.rules import Side
-from conformance.scripted_vtn import POLL_FREQ, EventSpec, ScriptedVtn
+from conformance.certificates import SuiteCertificates, issue
+from conformance.rules import Side, rules_for
+from conformance.scripted_vtn import PATH, POLL_FREQ, EventSpec, ScriptedVtn
 from conformance.ven_judge import (
     REACT,
     Run,
@@ -48,7 +52,7 @@ from conformance.verdicts import Recorder, Report, Verdict, suite_facts
 from protocol import INTERVAL, floor_to_interval
 
 DEFAULT_SPEED = 120.0
-"""Simulated seconds per wall second: the scenario's 210 simulated minutes take 105 s."""
+"""Simulated seconds per wall second: the scenario's 224 simulated minutes take 112 s."""
 REGISTRATION_TIMEOUT_S = 60.0
 """Wall seconds the VEN may take to start and register (a loaded machine starts a Python HEMS slowly)."""
 CLOCK_READ_TIMEOUT_S = 10.0
@@ -62,7 +66,16 @@ before: then the next one (interval 1 must start at least 5 minutes after the fi
 FAKETIME_POLL = timedelta(seconds=30)
 WALL_POLL = timedelta(seconds=10)
 
-PLACEHOLDERS = ("vtn_url", "ean", "contract", "speed", "start", "poll_interval_s")
+PLACEHOLDERS = ("vtn_url", "ean", "contract", "speed", "start", "poll_interval_s", "ca_file", "cert", "key")
+TLS_PLACEHOLDERS = ("ca_file", "cert", "key")
+"""A command that uses any of these gets an https scripted VTN and the security rules (VEN-SEC-01)."""
+IMPOSTOR_TIMEOUT_S = 30.0
+"""Wall seconds a VEN gets to start and try the impostor VTN."""
+VEN_RULES_BESIDES_SECURITY = "only the security rules were run (security_only)"
+
+
+def uses_tls(ven_cmd: str) -> bool:
+    return any(f"{{{name}}}" in ven_cmd for name in TLS_PLACEHOLDERS)
 
 
 class ClockMode(StrEnum):
@@ -215,16 +228,22 @@ class _Session:
 
 
 async def run_ven_suite(ven_cmd: str, *, speed: float = DEFAULT_SPEED, clock_mode: ClockMode | None = None,
-                        timeout_s: float | None = None) -> list[Verdict]:
+                        timeout_s: float | None = None, security_only: bool = False) -> list[Verdict]:
     """Start the VEN under test from ``ven_cmd``, run the scenario against it and return the verdicts."""
-    report = await run_ven_suite_report(ven_cmd, speed=speed, clock_mode=clock_mode, timeout_s=timeout_s)
+    report = await run_ven_suite_report(ven_cmd, speed=speed, clock_mode=clock_mode, timeout_s=timeout_s,
+                                        security_only=security_only)
     return report.verdicts
 
 
 async def run_ven_suite_report(ven_cmd: str, *, speed: float = DEFAULT_SPEED, clock_mode: ClockMode | None = None,
-                               timeout_s: float | None = None) -> Report:
+                               timeout_s: float | None = None, security_only: bool = False) -> Report:
     """Start the VEN under test from ``ven_cmd``, run the scenario against it and return the verdicts, the
-    findings and the facts of the run."""
+    findings and the facts of the run.
+
+    When ``ven_cmd`` uses {ca_file}, {cert} or {key}, the suite issues its own certificates (``certificates``),
+    first starts the VEN against an impostor VTN whose certificate comes from another CA (VEN-SEC-01), then runs
+    the scenario over mutual TLS. ``security_only`` stops after the impostor.
+    """
     mode = clock_mode if clock_mode is not None else default_clock_mode(ven_cmd, speed)
     problem = check_clock_mode(mode, speed)
     if problem:
@@ -234,14 +253,33 @@ async def run_ven_suite_report(ven_cmd: str, *, speed: float = DEFAULT_SPEED, cl
     poll = {ClockMode.OWN: POLL_FREQ, ClockMode.FAKETIME: FAKETIME_POLL, ClockMode.WALL: WALL_POLL}[mode]
     session = _Session(VenClock.reading(start, time.monotonic(), speed), poll,
                        poll_freq_is_wall=mode is ClockMode.OWN, wall_clock=mode is ClockMode.WALL)
+    prefix = faketime_prefix(start, speed) if mode is ClockMode.FAKETIME else []
     with tempfile.TemporaryDirectory() as tmp:
         contract = Path(tmp) / "contract.toml"
         contract.write_text(contract_toml(), encoding="utf-8")
+        certs = issue(Path(tmp) / "certificates", [EAN]) if uses_tls(ven_cmd) else None
+
+        def command_for(vtn_url: str) -> list[str]:
+            ven_cert, ven_key = certs.ven(EAN) if certs is not None else ("", "")
+            return prefix + shlex.split(ven_cmd.format(
+                vtn_url=vtn_url, ean=EAN, contract=contract, speed=speed, start=start.isoformat(),
+                poll_interval_s=round(30 / speed, 3), ca_file=certs.ca_file if certs else "", cert=ven_cert,
+                key=ven_key))
+
+        if certs is None:
+            rec.skip("VEN-SEC-01", "the VEN ran over plain http: give --ven-cmd the {ca_file} {cert} {key} "
+                                   "placeholders to test it over TLS")
+        else:
+            await _impostor(command_for, certs, rec, Path(tmp))
+        if security_only:
+            for rule in rules_for(Side.VEN):
+                if rule.rule_id != "VEN-SEC-01":
+                    rec.skip(rule.rule_id, VEN_RULES_BESIDES_SECURITY)
+            return rec.report(**suite_facts(), command=ven_cmd, clock=mode.value, speed=speed)
+        if certs is not None:
+            session.vtn.ssl_context = certs.server_context()
         async with session.vtn:
-            command = shlex.split(ven_cmd.format(vtn_url=session.vtn.url, ean=EAN, contract=contract, speed=speed,
-                                                 start=start.isoformat(), poll_interval_s=round(30 / speed, 3)))
-            if mode is ClockMode.FAKETIME:
-                command = faketime_prefix(start, speed) + command
+            command = command_for(session.vtn.url)
             errors = (Path(tmp) / "ven.stderr").open("w+b")  # a file, not a pipe: a chatty VEN must not block
             session.prior = session.clock = VenClock.reading(start, time.monotonic(), speed)
             process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.DEVNULL,
@@ -271,6 +309,63 @@ async def run_ven_suite_report(ven_cmd: str, *, speed: float = DEFAULT_SPEED, cl
     return rec.report(**suite_facts(), command=ven_cmd, clock=mode.value, speed=speed,
                       product=", ".join(session.vtn.user_agents) or None,
                       scenario_origin=session.origin.isoformat())
+
+
+async def _impostor(command_for: Callable[[str], list[str]], certs: SuiteCertificates, rec: Recorder,
+                    workdir: Path) -> None:
+    """VEN-SEC-01: start the VEN against a VTN whose certificate (valid for 127.0.0.1) comes from a CA the VEN
+    was not given. It passes when it aborts the TLS handshake, fails when it completes it (and shows what it
+    sent), is not run when it never tries within ``IMPOSTOR_TIMEOUT_S``."""
+    judged = asyncio.Event()
+    context = certs.server_context(impostor=True)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            try:
+                await writer.start_tls(context)
+            except (ssl.SSLError, ConnectionError, OSError) as error:
+                if not judged.is_set():
+                    rec.check("VEN-SEC-01", True, "the VEN aborted the TLS handshake with an impostor VTN whose "
+                              f"certificate comes from a CA it was not given ({type(error).__name__}: {error})")
+                return
+            try:
+                request = await asyncio.wait_for(reader.read(4096), 5)
+            except (TimeoutError, ConnectionError, OSError):
+                request = b""
+            if not judged.is_set():
+                first = request.split(b"\r\n", 1)[0].decode(errors="replace")
+                kind = _message_kind(request)
+                rec.check("VEN-SEC-01", False, "the VEN completed a TLS handshake with an impostor VTN whose "
+                          f"certificate comes from a CA it was not given, and sent {first!r} ({kind})")
+        finally:
+            judged.set()
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    errors = (workdir / "impostor.stderr").open("w+b")
+    process = await asyncio.create_subprocess_exec(
+        *command_for(f"https://127.0.0.1:{port}{PATH}"), stdout=asyncio.subprocess.DEVNULL, stderr=errors,
+        start_new_session=True)
+    try:
+        await asyncio.wait_for(judged.wait(), IMPOSTOR_TIMEOUT_S)
+    except TimeoutError:
+        errors.seek(0)
+        rec.skip("VEN-SEC-01", f"the VEN did not connect to the impostor VTN within {IMPOSTOR_TIMEOUT_S:g} s")
+        rec.evidence("VEN-SEC-01", "no connection to the impostor VTN",
+                     stderr=errors.read().decode(errors="replace")[-2000:])
+    finally:
+        await _stop(process)
+        errors.close()
+        server.close()
+        await server.wait_closed()
+
+
+def _message_kind(request: bytes) -> str:
+    for kind in ("oadrCreatePartyRegistration", "oadrQueryRegistration", "oadrPoll", "oadrRequestEvent"):
+        if kind.encode() in request:
+            return kind
+    return "no OpenADR message read"
 
 
 async def _play(session: _Session, rec: Recorder) -> None:

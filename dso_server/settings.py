@@ -9,6 +9,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dso_server.capacity.planner import PlannerConfig
+from dso_server.security.tls import is_loopback
+from protocol.oadr20b.xml_guard import MAX_MESSAGE_BYTES
 
 DEFAULT_PATH_PREFIX = "/OpenADR2/Simple/2.0b"
 """Where openleadr serves the 2.0b endpoints (EiEvent, EiReport, EiRegisterParty, OadrPoll)."""
@@ -24,7 +26,21 @@ class DsoSettings(BaseModel):
     vtn_port: int = Field(default=8080, ge=0, le=65535)
     """0 picks a free port; ``DsoServer.vtn_url`` tells which."""
     api_host: str = "127.0.0.1"
+    """Address of the operator API (and its pages), independent of ``vtn_host``: loopback unless it runs TLS
+    (``api_cert``/``api_key``) or ``api_insecure`` is set."""
     api_port: int = Field(default=8081, ge=0, le=65535)
+    api_cert: Path | None = None
+    """PEM server certificate (chain) of the operator API; with ``api_key`` the API serves HTTPS (TLS 1.2+)."""
+    api_key: Path | None = None
+    """PEM private key of ``api_cert`` (unencrypted; keep it readable by the server's account only)."""
+    api_client_ca: Path | None = None
+    """PEM CA certificate(s): clients may present a certificate signed by it instead of a bearer token; the
+    certificate counts only once registered with ``dso-server token create --cert``. Needs ``api_cert``."""
+    api_insecure: bool = False
+    """Serve the API over plain HTTP on a non-loopback address. Tokens then cross the network in clear text:
+    only for a lab network you trust; the server warns at every start."""
+    api_session_ttl_s: float = Field(default=8 * 3600, ge=60, le=7 * 86400)
+    """How long a web page login lasts (server clock seconds); it also ends when its token is revoked."""
     vtn_id: str = Field(default="DSO-VTN", min_length=1, max_length=128)
     poll_interval_s: float = Field(default=DEFAULT_POLL_INTERVAL_S, ge=1, le=60)
     """The oadrRequestedOadrPollFreq the VTN gives every VEN at registration, in whole seconds; at most 60 so
@@ -53,10 +69,22 @@ class DsoSettings(BaseModel):
     """Lowest node voltage the allocation may cause where a grid model is loaded (EN 50160: -10 %)."""
     max_voltage_pu: float = Field(default=1.1, gt=1.0, lt=1.5)
     """Highest node voltage export may cause (EN 50160: +10 %)."""
+    max_message_bytes: int = Field(default=MAX_MESSAGE_BYTES, ge=16 * 1024, le=64 * 1024 * 1024)
+    """Largest OpenADR message the VTN reads; a larger one is answered 413 before it is parsed."""
     cert: Path | None = None
-    """PEM certificate to sign outgoing OpenADR messages with (XML signatures); off when None."""
+    """The VTN's PEM certificate: served over TLS, and the XML-signature certificate with ``sign_messages``
+    (``dso-server pki issue-vtn`` writes one)."""
     key: Path | None = None
     passphrase: str | None = None
+    ca_file: Path | None = None
+    """PEM bundle of the CAs the VENs' client certificates must chain to (the PKI's ca.crt). Which household a
+    certificate speaks for is its enrolment in the store (``dso-server pki issue-ven`` / ``pki enrol``)."""
+    insecure: bool = False
+    """Serve the VTN over plain HTTP without client certificates. Only on a loopback address (a demo, tests):
+    any local process can then act as any household."""
+    sign_messages: bool = False
+    """Sign outgoing OpenADR messages with cert/key, and require every incoming message to be signed by the
+    certificate of its TLS connection (XML signature verified, ReplayProtect checked)."""
 
     @field_validator("vtn_id")
     @classmethod
@@ -87,7 +115,7 @@ class DsoSettings(BaseModel):
             raise ValueError(f"unknown IANA time zone {value!r}, e.g. Europe/Amsterdam") from None
         return value
 
-    @field_validator("contracts_file", "grid_path", "cert", "key")
+    @field_validator("contracts_file", "grid_path", "cert", "key", "ca_file", "api_cert", "api_key", "api_client_ca")
     @classmethod
     def _file_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
@@ -112,7 +140,37 @@ class DsoSettings(BaseModel):
         )
 
     @model_validator(mode="after")
-    def _signing_pair(self) -> DsoSettings:
+    def _secure_by_default(self) -> DsoSettings:
         if (self.cert is None) != (self.key is None):
-            raise ValueError("cert and key go together: give both to sign messages, or neither")
+            raise ValueError("cert and key go together: give both, or neither")
+        if self.insecure:
+            if not is_loopback(self.vtn_host):
+                raise ValueError(f"insecure (plain HTTP) is refused on vtn_host {self.vtn_host!r}: only on a loopback "
+                                 "address such as 127.0.0.1; serve TLS with cert, key and ca_file anywhere else")
+            if self.ca_file is not None:
+                raise ValueError("ca_file has no use with insecure: plain HTTP carries no client certificates")
+        else:
+            missing = [name for name in ("cert", "key", "ca_file") if getattr(self, name) is None]
+            if missing:
+                raise ValueError(f"the VTN serves TLS with client certificates: {', '.join(missing)} missing (create "
+                                 "them with 'dso-server pki'), or set insecure for plain HTTP on a loopback address")
+        if self.sign_messages and self.cert is None:
+            raise ValueError("sign_messages needs cert and key")
         return self
+
+    @property
+    def api_tls(self) -> bool:
+        return self.api_cert is not None
+
+    @model_validator(mode="after")
+    def _api_exposure(self) -> DsoSettings:
+        if (self.api_cert is None) != (self.api_key is None):
+            raise ValueError("api_cert and api_key go together: give both to serve the API over TLS, or neither")
+        if self.api_client_ca is not None and self.api_cert is None:
+            raise ValueError("api_client_ca needs api_cert and api_key: client certificates only exist under TLS")
+        if not is_loopback(self.api_host) and not self.api_tls and not self.api_insecure:
+            raise ValueError(f"api_host {self.api_host!r} is not a loopback address: serve the API over TLS "
+                             "(api_cert and api_key; serve --api-cert/--api-key) or, on a lab network you trust, "
+                             "allow plain HTTP explicitly with api_insecure (serve --api-insecure)")
+        return self
+

@@ -10,8 +10,10 @@ MAX_POWER_KW = 250.0
 
 MAX_EVENTS_PER_VEN = 32
 """PROFILE.md §1.5: the most relevant events a VTN holds for one VEN."""
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-"""PROFILE.md §1.5: no message of the profile is larger; a receiver accepts up to this."""
+MAX_VEN_MESSAGE_BYTES = 1024 * 1024
+"""PROFILE.md §1.5: the largest message a VEN sends; a VTN accepts up to this (and may refuse more with 413)."""
+MAX_VTN_MESSAGE_BYTES = 16 * 1024 * 1024
+"""PROFILE.md §1.5: the largest message a VTN sends (32 week-long events fit); a VEN accepts up to this."""
 
 MAX_ABS_PRICE_EUR_PER_KWH = 10.0
 """EU day-ahead prices are capped at +4 and -0.5 EUR/kWh; beyond 10 it is EUR/MWh sent as EUR/kWh."""

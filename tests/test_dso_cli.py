@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from support.security import plain_settings  # plain HTTP on loopback where the test is not about TLS
 
 from dso_server.cli import build_parser, main
 from dso_server.contracts import ContractsFileError, load_contracts, parse_contracts
 from dso_server.records import EventResponse
+from dso_server.security.tokens import Role
 from dso_server.service import DsoServer
 from dso_server.settings import DsoSettings
 from protocol import floor_to_interval, make_ean18
@@ -106,7 +108,11 @@ def test_settings_are_checked_once_at_start(tmp_path: Path) -> None:
         DsoSettings(vtn_port=70000)
     with pytest.raises(ValidationError, match="whole number of seconds"):
         DsoSettings(poll_interval_s=1.5)
-    settings = DsoSettings(http_path_prefix="/oadr/")
+    with pytest.raises(ValidationError, match="cert, key, ca_file missing"):
+        DsoSettings()
+    with pytest.raises(ValidationError, match=r"insecure \(plain HTTP\) is refused on vtn_host '0\.0\.0\.0'"):
+        DsoSettings(insecure=True, vtn_host="0.0.0.0")
+    settings = DsoSettings(http_path_prefix="/oadr/", insecure=True)
     assert settings.http_path_prefix == "/oadr"
     with pytest.raises(ValidationError):
         settings.vtn_port = 1  # type: ignore[misc]
@@ -156,12 +162,13 @@ def test_an_invalid_contracts_file_stops_serve_with_exit_2(tmp_path: Path, capsy
     contracts = tmp_path / "contracts.toml"
     contracts.write_text(HOUSEHOLD.format(ean=EAN_A).replace("17.0", "-17.0"))
     code, _, err = run(["serve", "--db", ":memory:", "--vtn-port", "0", "--api-port", "0", "--contracts",
-                        str(contracts)], capsys)
+                        str(contracts), "--insecure"], capsys)
     assert code == 2
     assert f"{contracts}: household[0].contracted_max_import_kw" in err and "negative" in err
 
 
-def test_an_unreachable_api_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_unreachable_api_exits_1(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DSO_API_TOKEN", "dso_" + "x" * 43)
     code, _, err = run(["households", "--api-url", "http://127.0.0.1:9"], capsys)
     assert code == 1 and "cannot reach the operator API" in err
 
@@ -170,15 +177,21 @@ def test_an_unreachable_api_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
 async def dso(tmp_path: Path) -> AsyncIterator[DsoServer]:
     contracts = tmp_path / "contracts.toml"
     contracts.write_text(HOUSEHOLD.format(ean=EAN_A) + HOUSEHOLD.format(ean=EAN_B))
-    settings = DsoSettings(db_path=":memory:", vtn_port=0, api_port=0, contracts_file=contracts)
+    settings = plain_settings(db_path=":memory:", vtn_port=0, api_port=0, contracts_file=contracts)
     async with DsoServer(settings, WallClock()) as server:
         yield server
 
 
 async def test_publish_modify_cancel_and_read_through_the_cli(
-    dso: DsoServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    dso: DsoServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url = ["--api-url", dso.api_url]
+    # Changes with an operate token from a file; reads with a read token from the environment.
+    token_file = tmp_path / "operate.token"
+    token_file.write_text(dso.create_token("cli-operator") + "\n")
+    token_file.chmod(0o600)
+    monkeypatch.setenv("DSO_API_TOKEN", dso.create_token("cli-reader", Role.READ))
+    url = ["--api-url", dso.api_url, "--token-file", str(token_file)]
+    read_url = ["--api-url", dso.api_url]
     start = floor_to_interval(datetime.now(UTC)) + timedelta(hours=2)
     code, out, err = await run_async(["publish", "bandwidth", *url, "--group", "feeder-1", "--firmness", "non_firm",
                                       "--start", start.isoformat(), "--import-kw", "5,4.5,3", "--export-kw", "6",
@@ -209,12 +222,24 @@ async def test_publish_modify_cancel_and_read_through_the_cli(
                                    capsys)
     assert code == 1 and "No household has connection point id" in err
 
-    code, out, _ = await run_async(["households", *url], capsys)
+    code, out, _ = await run_async(["households", *read_url], capsys)
     assert code == 0 and EAN_A in out and "feeder-1" in out
-    code, out, _ = await run_async(["signals", *url, "--connection-point", EAN_A], capsys)
+    code, out, _ = await run_async(["signals", *read_url, "--connection-point", EAN_A], capsys)
     assert code == 0 and event_id in out and "cancelled" in out
-    code, out, _ = await run_async(["telemetry", *url, "--connection-point", EAN_A], capsys)
+    code, out, _ = await run_async(["telemetry", *read_url, "--connection-point", EAN_A], capsys)
     assert code == 0 and "import_kw" in out
+    # The read token cannot change anything.
+    code, _, err = await run_async(["cancel", event_id, *read_url], capsys)
+    assert code == 1 and "has the role read" in err and "needs operate" in err
+
+    # Who did what: the audit log through the API and straight from the store agree.
+    code, out, err = await run_async(["audit", *read_url, "--actor", "token:cli-operator", "--json"], capsys)
+    assert code == 0, err
+    actions = [(e["action"], e["outcome"]) for e in json.loads(out)["entries"]]
+    assert actions == [("signal.publish", "ok"), ("signal.modify", "ok"), ("publication.cancel", "ok"),
+                       ("signal.cancel", "refused"), ("signal.publish", "refused")]
+    code, out, _ = await run_async(["audit", *read_url, "--action", "signal.cancel"], capsys)
+    assert code == 0 and "token:cli-reader" in out and "refused" in out
 
     ven = dso.store.register_ven(EAN_A, now=datetime.now(UTC))
     dso.store.record_responses(ven.ven_id, [EventResponse(
@@ -230,13 +255,27 @@ async def test_publish_modify_cancel_and_read_through_the_cli(
     assert code == 1 and "no-such-event" in err
 
 
-def test_a_key_that_cannot_sign_stops_serve_with_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_certificates_that_do_not_load_stop_serve_with_exit_2(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
     cert, key = tmp_path / "vtn.crt", tmp_path / "vtn.key"
     cert.write_text("not a certificate")
     key.write_text("not a key")
-    code, _, err = run(["serve", "--db", ":memory:", "--vtn-port", "0", "--api-port", "0", "--cert", str(cert),
-                        "--key", str(key)], capsys)
+    common = ["serve", "--db", ":memory:", "--vtn-port", "0", "--api-port", "0", "--cert", str(cert), "--key", str(key)]
+    code, _, err = run([*common, "--ca-file", str(cert)], capsys)
+    assert code == 2 and "cannot serve TLS with certificate" in err and "Traceback" not in err
+    code, _, err = run([*common, "--insecure", "--sign-messages"], capsys)
     assert code == 2 and "Cannot sign OpenADR messages" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["serve"], "cert, key, ca_file missing (create them with 'dso-server pki')"),
+    (["serve", "--insecure", "--host", "0.0.0.0"], "insecure (plain HTTP) is refused on vtn_host '0.0.0.0'"),
+    (["serve", "--pki", "nowhere"], "nowhere/vtn.crt is not a readable file"),
+    (["serve", "--pki", "nowhere", "--cert", "x.pem"], "give --pki or --cert/--key/--ca-file, not both"),
+])
+def test_serve_is_secure_by_default(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run([*argv, "--db", ":memory:", "--vtn-port", "0", "--api-port", "0"], capsys)
+    assert code == 2 and message in err and "Traceback" not in err, err
 
 
 def test_serve_reports_a_busy_port_and_an_unusable_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -248,8 +287,8 @@ def test_serve_reports_a_busy_port_and_an_unusable_database(tmp_path: Path, caps
         busy.listen()
         port = busy.getsockname()[1]
         code, _, err = run(["serve", "--db", str(tmp_path / "dso.sqlite"), "--vtn-port", "0", "--api-port",
-                            str(port)], capsys)
+                            str(port), "--insecure"], capsys)
     assert code == 1 and "cannot start" in err and "Traceback" not in err
     code, _, err = run(["serve", "--db", str(tmp_path / "missing" / "dso.sqlite"), "--vtn-port", "0",
-                        "--api-port", "0"], capsys)
+                        "--api-port", "0", "--insecure"], capsys)
     assert code == 1 and "cannot use the database" in err

@@ -30,7 +30,12 @@ from protocol import (
     TouTariff,
 )
 from protocol.errors import OADR_INVALID_DATA, OADR_SIGNAL_NOT_SUPPORTED
-from protocol.limits import MAX_ABS_PRICE_EUR_PER_KWH, MAX_POWER_KW
+from protocol.limits import (
+    MAX_ABS_PRICE_EUR_PER_KWH,
+    MAX_POWER_KW,
+    MAX_VEN_MESSAGE_BYTES,
+    MAX_VTN_MESSAGE_BYTES,
+)
 from protocol.oadr20b import (
     PROGRAM_CAPACITY_FIRM,
     PROGRAM_CAPACITY_NON_FIRM,
@@ -49,6 +54,7 @@ from protocol.oadr20b import (
     read_event,
     report_requests_for,
 )
+from protocol.reports import MAX_REPORT_INTERVALS
 from protocol.signals import MAX_SIGNAL_INTERVALS
 
 SETTINGS = settings(max_examples=50, deadline=None)
@@ -680,3 +686,29 @@ def test_the_first_matching_row_decides_and_a_timestamp_without_z_is_invalid() -
     signal(parsed, "x-EXPORT_CAPACITY_LIMIT")["intervals"] = []
     error = rejection(parsed)
     assert (error.field, error.response_code) == ("event.eventSignals[x-EXPORT_CAPACITY_LIMIT].intervals", 454)
+
+
+@pytest.mark.slow
+def test_the_largest_messages_the_ceilings_allow_fit_the_byte_limits_of_profile_1_5() -> None:
+    """PROFILE §1.5: 32 events of 672 intervals (UUID ids) stay below the 16 MiB a VEN accepts, a 192-interval plan
+    and a 96-interval telemetry report below the 1 MiB a VTN accepts, and the profile states both limits."""
+    text = (Path(protocol.__file__).parent / "PROFILE.md").read_text(encoding="utf-8")
+    assert "at most **1 MiB**" in text and MAX_VEN_MESSAGE_BYTES == 1024 * 1024
+    assert "at most **16 MiB**" in text and MAX_VTN_MESSAGE_BYTES == 16 * 1024 * 1024
+    uuid = "c3f1a0b2-1234-4cde-9f00-0123456789ab"
+    week = CapacityBandwidth(firmness=Firmness.FIRM, intervals=tuple(
+        BandwidthInterval(start=T0 + k * INTERVAL, import_limit_kw=123.456, export_limit_kw=98.765)
+        for k in range(MAX_SIGNAL_INTERVALS)))
+    event = encode_event(week, event_id=uuid, modification_number=99, ven_id=uuid, created_at=T0, modified_at=T0,
+                         now=T0 - timedelta(days=1))
+    distribution = create_message("oadrDistributeEvent", request_id=uuid, vtn_id=uuid, events=[event] * 32,
+                                  response={"response_code": 200, "response_description": "OK", "request_id": uuid})
+    assert 12 * 1024 * 1024 < len(distribution.encode()) < MAX_VTN_MESSAGE_BYTES
+    plan = Plan(created_at=T0, intervals=tuple(PlanInterval(start=T0 + k * INTERVAL, net_import_kw=-123.456)
+                                               for k in range(MAX_REPORT_INTERVALS)))
+    telemetry = Telemetry(intervals=tuple(TelemetryInterval(start=T0 + k * INTERVAL, import_kw=123.456,
+                                                            export_kw=98.765) for k in range(96)))
+    for report in (encode_plan_report(plan, report_request_id=uuid),
+                   encode_telemetry_report(telemetry, report_request_id=uuid, created_at=T0)):
+        message = create_message("oadrUpdateReport", request_id=uuid, ven_id=uuid, reports=[report])
+        assert len(message.encode()) < MAX_VEN_MESSAGE_BYTES / 8

@@ -50,8 +50,10 @@ from dso_server.records import (
 from protocol import CapacityBandwidth, ComfortStatus, HouseholdContract, Plan, Telemetry, TouTariff
 from protocol.limits import MAX_EVENTS_PER_VEN
 
-SCHEMA_VERSION = 2
-"""1: signals, registrations, reports. 2 (additive): the grid, forecasts and allocation runs (``grid_store``)."""
+SCHEMA_VERSION = 3
+"""1: signals, registrations, reports. 2 (additive): the grid, forecasts and allocation runs (``grid_store``).
+3 (additive): operator API tokens, web sessions and the audit log (``security_store``); VEN certificates
+enrolled per household (``certificates``)."""
 MEMORY = ":memory:"
 
 
@@ -145,6 +147,19 @@ _TABLES: tuple[tuple[str, dict[str, type], str | tuple[str, ...], set[str], list
     ("allocation_events", {"connection_point_id": str, "kind": str, "event_id": str, "updated_at": str},
      ("connection_point_id", "kind"), {"event_id", "updated_at"},
      [("connection_point_id", "households", "connection_point_id"), ("event_id", "signals", "event_id")]),
+    # Schema 3: operator API credentials (only hashes), web sessions and the audit log (security_store).
+    ("api_tokens", {"token_id": str, "name": str, "role": str, "secret_sha256": str, "cert_sha256": str,
+                    "created_at": str, "created_by": str, "expires_at": str, "revoked_at": str, "revoked_by": str},
+     "token_id", {"name", "role", "created_at", "created_by"}, []),
+    ("api_sessions", {"session_sha256": str, "token_id": str, "created_at": str, "expires_at": str},
+     "session_sha256", {"token_id", "created_at", "expires_at"}, [("token_id", "api_tokens", "token_id")]),
+    ("audit_log", {"id": int, "at": str, "actor": str, "action": str, "target": str, "outcome": str, "detail": str},
+     "id", {"at", "actor", "action", "outcome", "detail"}, []),
+    # Schema 3: which certificate speaks for which household (dso_server.store.certificates). No foreign key to
+    # households: certificates are issued and enrolled before the contracts file is loaded.
+    ("ven_certificates", {"fingerprint_sha256": str, "connection_point_id": str, "subject": str, "serial": str,
+                          "not_after": str, "enrolled_at": str, "revoked_at": str, "revocation_reason": str},
+     "fingerprint_sha256", {"connection_point_id", "subject", "serial", "not_after", "enrolled_at"}, []),
 )
 _INDEXES = (
     ("vens", ["ven_name"], True),
@@ -156,6 +171,12 @@ _INDEXES = (
     ("telemetry", ["interval_start"], False),
     ("grid_connection_points", ["feeder_id"], False),
     ("allocation_runs", ["kind", "day"], False),
+    ("api_tokens", ["secret_sha256"], True),
+    ("api_tokens", ["cert_sha256"], True),
+    ("api_sessions", ["token_id"], False),
+    ("audit_log", ["at"], False),
+    ("audit_log", ["actor", "at"], False),
+    ("ven_certificates", ["connection_point_id"], False),
 )
 
 
