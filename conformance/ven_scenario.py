@@ -64,8 +64,11 @@ CONTRACT = HouseholdContract(connection_point_id=EAN, contracted_max_import_kw=1
                              failsafe_import_kw=1.0, failsafe_export_kw=1.0, failsafe_duration_s=7200,
                              comfort=ComfortTerms())
 
-HOURS = 8
-"""Length of the bandwidth event F1 (32 intervals)."""
+HOURS = 4
+"""Length of the bandwidth event F1 (16 intervals: the scenario's 15 and one more). Events no longer than the
+scenario needs keep the scripted VTN's rendering cheap: it serves two dozen VENs at once in the suite's tests."""
+TARIFF_INTERVALS = 16
+"""The tariff covers the scenario's intervals (after it, a VEN's default prices apply)."""
 EXPORT_KW = 10.0
 EXPENSIVE_EUR_PER_KWH = 0.60
 END_MIN = 224.0
@@ -124,7 +127,7 @@ def tariff(start: datetime) -> TouTariff:
     return TouTariff(intervals=tuple(TariffInterval(
         start=start + k * INTERVAL,
         import_price_eur_per_kwh=EXPENSIVE_EUR_PER_KWH if k < 2 else round(-0.30 + 0.01 * k, 2),
-        export_price_eur_per_kwh=0.0) for k in range(96)))
+        export_price_eur_per_kwh=0.0) for k in range(TARIFF_INTERVALS)))
 
 
 def payloads(start: datetime) -> dict[str, list[CapacityBandwidth | TouTariff]]:
