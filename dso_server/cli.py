@@ -194,6 +194,16 @@ def build_parser() -> argparse.ArgumentParser:
     _api_url_option(signals)
     _json_option(signals)
 
+    responses = commands.add_parser(
+        "responses", help="list the HEMSs' answers to events (optIn/optOut, response code and description)",
+        description="List the oadrCreatedEvent answers the VTN stored, newest last: per event and modification "
+                    "number the opt type, the response code and the HEMS's description (PROFILE §8).")
+    target = responses.add_mutually_exclusive_group()
+    target.add_argument("--event-id", help="only the answers to this event")
+    target.add_argument("--connection-point", metavar="EAN", help="only this household's answers")
+    _api_url_option(responses)
+    _json_option(responses)
+
     telemetry = commands.add_parser("telemetry", help="show a household's measured import and export",
                                     description="Show the telemetry intervals a household's HEMS reported.")
     telemetry.add_argument("--connection-point", metavar="EAN", required=True, help="the household's EAN")
@@ -734,6 +744,19 @@ def _signals(args: argparse.Namespace) -> int:
     return 0
 
 
+def _responses(args: argparse.Namespace) -> int:
+    answer = request(args, "GET", "/api/responses", query={
+        "event_id": args.event_id, "connection_point_id": args.connection_point})
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return 0
+    print(_table([(r["received_at"], r["connection_point_id"], r["event_id"], r["modification_number"],
+                   r["opt_type"], r["response_code"], r["response_description"]) for r in answer["responses"]],
+                 ("received_at", "connection_point", "event_id", "modification", "opt_type", "code",
+                  "description")))
+    return 0
+
+
 def _telemetry(args: argparse.Namespace) -> int:
     for value, option in ((args.since, "--since"), (args.until, "--until")):
         if value is not None:
@@ -986,7 +1009,8 @@ def _revoke_enrolment(db: str, fingerprint: str, reason: str, *, must_exist: boo
 
 
 _COMMANDS = {"pki": _pki, "grid": _grid, "publish": _publish, "modify": _modify, "cancel": _cancel,
-             "households": _households, "signals": _signals, "telemetry": _telemetry, "token": _token,
+             "households": _households, "signals": _signals, "responses": _responses, "telemetry": _telemetry,
+             "token": _token,
              "audit": _audit}
 
 

@@ -124,12 +124,12 @@ def _contract(settings: HemsSettings) -> HouseholdContract | None:
                 f" ({settings.db} holds no contract yet)" if settings.db is not None else " or a --db that holds one"),
                 file=sys.stderr)
         return stored
-    problems = validate_contract_file(settings.contract)
+    problems = validate_contract_file(settings.contract, settings.connection_point)
     if problems:
         for problem in problems:
             print(f"hems-client: error: {problem}", file=sys.stderr)
         return None
-    contract = load_contract(settings.contract)
+    contract = load_contract(settings.contract, settings.connection_point)
     if stored is not None and stored.connection_point_id != contract.connection_point_id:
         print(f"hems-client: error: {settings.db} belongs to connection point {stored.connection_point_id}, not "
               f"{contract.connection_point_id} from {settings.contract}", file=sys.stderr)

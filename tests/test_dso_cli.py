@@ -14,6 +14,7 @@ from support.security import plain_settings  # plain HTTP on loopback where the 
 
 from dso_server.cli import build_parser, main, serve_settings
 from dso_server.contracts import ContractsFileError, load_contracts, parse_contracts
+from dso_server.records import EventResponse
 from dso_server.security.tokens import Role
 from dso_server.service import DsoServer
 from dso_server.settings import DsoSettings
@@ -123,7 +124,7 @@ def test_settings_are_checked_once_at_start(tmp_path: Path) -> None:
 def test_every_command_explains_itself(capsys: pytest.CaptureFixture[str]) -> None:
     for argv in (["--help"], ["serve", "--help"], ["publish", "bandwidth", "--help"], ["publish", "tariff", "--help"],
                  ["modify", "--help"], ["cancel", "--help"], ["households", "--help"], ["signals", "--help"],
-                 ["telemetry", "--help"]):
+                 ["telemetry", "--help"], ["responses", "--help"]):
         code, out, _ = run(argv, capsys)
         assert code == 0 and "usage: dso-server" in out
     served = serve_settings(build_parser().parse_args(["serve", "--insecure"]), {})
@@ -239,6 +240,19 @@ async def test_publish_modify_cancel_and_read_through_the_cli(
                        ("signal.cancel", "refused"), ("signal.publish", "refused")]
     code, out, _ = await run_async(["audit", *read_url, "--action", "signal.cancel"], capsys)
     assert code == 0 and "token:cli-reader" in out and "refused" in out
+
+    ven = dso.store.register_ven(EAN_A, now=datetime.now(UTC))
+    dso.store.record_responses(ven.ven_id, [EventResponse(
+        event_id=event_id, modification_number=0, opt_type="optOut", response_code=454,
+        response_description="event.eventSignals[x-IMPORT_CAPACITY_LIMIT].itemBase.scale: is 'none'")],
+        now=datetime.now(UTC))
+    code, out, err = await run_async(["responses", *url, "--event-id", event_id], capsys)
+    assert code == 0, err
+    assert event_id in out and "optOut" in out and "454" in out and "itemBase.scale" in out
+    code, out, _ = await run_async(["responses", *url, "--connection-point", EAN_B, "--json"], capsys)
+    assert code == 0 and json.loads(out) == {"responses": []}
+    code, _, err = await run_async(["responses", *url, "--event-id", "no-such-event"], capsys)
+    assert code == 1 and "no-such-event" in err
 
 
 def test_certificates_that_do_not_load_stop_serve_with_exit_2(tmp_path: Path,

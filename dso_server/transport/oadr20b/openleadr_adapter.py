@@ -11,7 +11,13 @@ exactly what broke:
 - ``messaging.validate_xml_schema`` and ``messaging.parse_message``: the 2.0b XSD check, then the message type
   and openleadr's normalised payload dict (``parse``), read from the validated tree's oadrSignedObject.
 - ``messaging.TEMPLATES``, ``preflight.preflight_message`` and ``utils.flatten_xml``: rendering a message
-  (``MessageWriter``).
+  (``MessageWriter``). One template is corrected (``_template``): openleadr renders
+  ``oadrCreatedPartyRegistration`` with empty ``<ei:registrationID />`` and ``<ei:venID />`` when there is no id
+  to give, and PROFILE.md §2.3 wants a refusal (463) without either element (the 2.0b schema makes both
+  optional); the writer uses a copy of openleadr's template without the empty elements, for the VTN only
+  (openleadr's global template environment is left as it is).
+- ``utils.certificate_fingerprint_from_der``: the OpenADR fingerprint (last 10 bytes of the SHA-256 of the DER
+  certificate), shown to operators beside the full SHA-256 this project binds.
 
 XML signatures are not openleadr's here: signing and verifying use ``protocol.oadr20b.xmldsig``, written for the
 one 2.0b signature profile (PROFILE §12.5). openleadr signs through signxml and re-reads the key for every
@@ -19,8 +25,6 @@ message (about 100 ms with RSA 2048, 1 ms with EC P-256); signxml re-parses the 
 verification, keeps a process-global nonce set and accepts ReplayProtect timestamps from the future. openleadr
 and signxml remain the cross-check in the tests (messages signed here verify there and the other way round).
 The replay check is ``protocol.oadr20b.replay.ReplayGuard`` on the caller's side.
-- ``utils.certificate_fingerprint_from_der``: the OpenADR fingerprint (last 10 bytes of the SHA-256 of the DER
-  certificate), shown to operators beside the full SHA-256 this project binds.
 """
 
 from __future__ import annotations
@@ -99,6 +103,32 @@ def openadr_fingerprint(der: bytes) -> str:
     return str(utils.certificate_fingerprint_from_der(der))
 
 
+_CORRECTED = "oadrCreatedPartyRegistration"
+_EMPTY_IDS = (
+    ("{% else %}\n    <ei:registrationID />\n    {% endif %}", "{% endif %}"),
+    ("{% else %}\n    <ei:venID />\n    {% endif %}", "{% endif %}"),
+)
+_corrected_template: Any = None
+
+
+def _template(message_type: str) -> Any:
+    """openleadr's template for ``message_type``; for oadrCreatedPartyRegistration a copy that leaves out the
+    empty registrationID and venID elements (module docstring). An accepted registration renders as before."""
+    global _corrected_template
+    if message_type != _CORRECTED:
+        return messaging.TEMPLATES.get_template(f"{message_type}.xml")
+    if _corrected_template is None:
+        loader = messaging.TEMPLATES.loader
+        assert loader is not None
+        source, _, _ = loader.get_source(messaging.TEMPLATES, f"{_CORRECTED}.xml")
+        for empty, kept in _EMPTY_IDS:
+            if empty not in source:
+                raise RuntimeError(f"openleadr's {_CORRECTED}.xml changed; review _template in {__name__}")
+            source = source.replace(empty, kept)
+        _corrected_template = messaging.TEMPLATES.from_string(source)
+    return _corrected_template
+
+
 class MessageWriter:
     """Renders 2.0b messages with openleadr's templates; signs them when given a certificate and key.
 
@@ -125,7 +155,7 @@ class MessageWriter:
 
     def render(self, message_type: str, payload: Mapping[str, Any]) -> str:
         checked = preflight.preflight_message(message_type, dict(payload))
-        template = messaging.TEMPLATES.get_template(f"{message_type}.xml")
+        template = _template(message_type)
         signed_object = utils.flatten_xml(template.render(**checked))
         if self._signer is not None:
             return self._signer.sign(signed_object, now=self._now())
