@@ -30,6 +30,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 HOSTS = ("127.0.0.1", "localhost")
+NOT_BEFORE = timedelta(days=2)
+"""Certificates are valid from two days back: a VEN run under faketime (``--clock faketime``) reads a clock that
+starts at the scenario's start, up to a day before the real time, and verifies the VTN's certificate on it."""
 STRANGER_EAN = "871687199999999996"
 """CN of the certificate nobody enrolled (a valid EAN18 no test household uses)."""
 
@@ -107,7 +110,7 @@ def _ca(common_name: str, now: datetime) -> tuple[Any, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
     certificate = (x509.CertificateBuilder().subject_name(_name(common_name)).issuer_name(_name(common_name))
                    .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=30))
+                   .not_valid_before(now - NOT_BEFORE).not_valid_after(now + timedelta(days=30))
                    .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
                    .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
                                                 key_encipherment=False, data_encipherment=False, key_agreement=False,
@@ -129,7 +132,7 @@ def _leaf(ca: tuple[Any, x509.Certificate], common_name: str, now: datetime, *, 
                 names.append(x509.DNSName(host))
     builder = (x509.CertificateBuilder().subject_name(_name(common_name)).issuer_name(ca_cert.subject)
                .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=30))
+               .not_valid_before(now - NOT_BEFORE).not_valid_after(now + timedelta(days=30))
                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server
                                                      else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))

@@ -1,7 +1,8 @@
 """``hems-conformance vtn --url U --admin-url A``, ``hems-conformance ven --ven-cmd "... {vtn_url} ..."`` and
 ``hems-conformance certificates --dir D --ean A --ean B`` (the suite's certificates for the VTN-SEC rules).
 
-Exit code 0 when every must-rule passed or was not run, 1 when a must-rule failed, 2 for bad arguments.
+Exit code 0 when no must-rule failed or was inconclusive, 1 when a must-rule failed, 3 when none failed but one
+could not be judged fairly (run again), 2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -14,8 +15,16 @@ from pathlib import Path
 
 from conformance.report import write_reports
 from conformance.rules import Severity
-from conformance.ven_suite import DEFAULT_SPEED, PLACEHOLDERS, check_ven_cmd, wall_seconds
-from conformance.verdicts import Verdict, failed_ids
+from conformance.ven_suite import (
+    DEFAULT_SPEED,
+    PLACEHOLDERS,
+    ClockMode,
+    check_clock_mode,
+    check_ven_cmd,
+    default_clock_mode,
+    wall_seconds,
+)
+from conformance.verdicts import Outcome, Report, failed_ids
 
 
 def _positive(text: str) -> float:
@@ -49,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
     ven.add_argument("--speed", type=_positive, default=DEFAULT_SPEED,
                      help=f"simulated seconds per wall second the VEN must run its clock at (default "
                           f"{DEFAULT_SPEED:g}: the scenario takes {wall_seconds(DEFAULT_SPEED):.0f} s)")
+    ven.add_argument("--clock", choices=[m.value for m in ClockMode], default=None,
+                     help="how the VEN keeps time: 'own' - it runs its clock at {speed} from {start} (options of the "
+                          "product); 'faketime' - it reads the wall clock and the suite runs it under libfaketime at "
+                          "--speed; 'wall' - it reads the real clock and the scenario runs in real time (--speed 1). "
+                          "Default: own when --ven-cmd contains {speed}, else wall at --speed 1, else faketime")
     ven.add_argument("--timeout", type=_positive, default=None,
                      help="wall seconds the whole run may take (default: the scenario's length plus a minute)")
     ven.add_argument("--security-only", action="store_true",
@@ -66,9 +80,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print(verdicts: list[Verdict]) -> None:
-    for verdict in verdicts:
-        print(f"{verdict.rule.rule_id:12} {verdict.rule.severity.value:6} {verdict.outcome.value:8} {verdict.summary}")
+def _print(report: Report) -> None:
+    for finding in report.findings:
+        print(f"FINDING: {finding.title}: {finding.detail}")
+    for verdict in report.verdicts:
+        print(f"{verdict.rule.rule_id:12} {verdict.rule.severity.value:6} {verdict.outcome.value:12} {verdict.summary}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,8 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         return _certificates(args)
     if args.side == "vtn":
         from conformance.certificates import SuiteCertificates
-        from conformance.vtn_suite import run_vtn_suite
-        target = args.url
+        from conformance.vtn_suite import run_vtn_suite_report
         try:
             token = (args.admin_token_file.read_text(encoding="utf-8").strip() if args.admin_token_file
                      else os.environ.get("DSO_API_TOKEN") or None)
@@ -93,22 +108,28 @@ def main(argv: list[str] | None = None) -> int:
             print("hems-conformance: error: an https VTN needs --certs (with certificates of two households, see "
                   "'hems-conformance certificates') and --vtn-ca", file=sys.stderr)
             return 2
-        verdicts = asyncio.run(run_vtn_suite(args.url, args.admin_url, ean=args.ean, admin_token=token,
-                                             certificates=certs, vtn_ca=args.vtn_ca))
+        report = asyncio.run(run_vtn_suite_report(args.url, args.admin_url, ean=args.ean, admin_token=token,
+                                                  certificates=certs, vtn_ca=args.vtn_ca))
     else:
         problem = check_ven_cmd(args.ven_cmd)
         if problem:
             print(f"hems-conformance: error: --ven-cmd {problem}", file=sys.stderr)
             return 2
-        from conformance.ven_suite import run_ven_suite
-        target = args.ven_cmd
-        verdicts = asyncio.run(run_ven_suite(args.ven_cmd, speed=args.speed, timeout_s=args.timeout,
-                                             security_only=args.security_only))
-    _print(verdicts)
-    write_reports(args.out, args.side, target, verdicts)
-    failed = failed_ids(verdicts, Severity.MUST)
-    print(f"reports in {args.out}; must-rules failed: {sorted(failed) or 'none'}")
-    return 1 if failed else 0
+        mode = ClockMode(args.clock) if args.clock else default_clock_mode(args.ven_cmd, args.speed)
+        problem = check_clock_mode(mode, args.speed)
+        if problem:
+            print(f"hems-conformance: error: {problem}", file=sys.stderr)
+            return 2
+        from conformance.ven_suite import run_ven_suite_report
+        report = asyncio.run(run_ven_suite_report(args.ven_cmd, speed=args.speed, clock_mode=mode,
+                                                  timeout_s=args.timeout, security_only=args.security_only))
+    _print(report)
+    write_reports(args.out, args.side, report)
+    failed = failed_ids(report.verdicts, Severity.MUST)
+    unclear = failed_ids(report.verdicts, Severity.MUST, Outcome.INCONCLUSIVE)
+    print(f"reports in {args.out}; must-rules failed: {sorted(failed) or 'none'}"
+          + (f"; inconclusive: {sorted(unclear)} (run again)" if unclear else ""))
+    return 1 if failed else 3 if unclear else 0
 
 
 def _certificates(args: argparse.Namespace) -> int:

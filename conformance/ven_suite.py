@@ -1,43 +1,70 @@
 """Plays a scripted VTN against a VEN under test: starts the VEN, runs the scenario, judges what it recorded.
 
 The VEN is started as a subprocess from ``--ven-cmd``; these placeholders are filled in: ``{vtn_url}``, ``{ean}``
-(the connection point), ``{contract}`` (a TOML contract file for that EAN), ``{speed}``, ``{start}`` (the
-simulated start, ISO UTC) and ``{poll_interval_s}`` (wall seconds between polls that make 30 simulated seconds);
-for a VEN that speaks TLS ``{ca_file}`` (the CA of the scripted VTN's certificate), ``{cert}`` and ``{key}`` (its
-client certificate, issued by the suite for the run). The VEN must run its clock at ``{speed}`` from ``{start}``:
-every time of the profile (the 120 s failsafe, the 60 s poll) is simulated time; the scripted VTN's requested poll
-frequency (1 s) is wall time.
+(the connection point), ``{contract}`` (PROFILE.md §11's contract file for that EAN), ``{speed}``, ``{start}``
+(the simulated start, ISO UTC) and ``{poll_interval_s}`` (wall seconds between polls that make 30 simulated
+seconds); for a VEN that speaks TLS ``{ca_file}`` (the CA of the scripted VTN's certificate), ``{cert}`` and
+``{key}`` (its client certificate, issued by the suite for the run). How the VEN keeps time is the ``clock`` mode:
 
-The scenario is ``conformance.ven_scenario.STEPS``; the verdicts come from ``conformance.ven_judge``.
+* ``own``: the VEN runs its own clock at ``{speed}`` from ``{start}`` (options of the product, as our
+  hems-client has); the scripted VTN asks for a poll every wall second.
+* ``faketime``: the VEN reads the wall clock, as a product ships. The suite starts it under libfaketime
+  (``faketime -f '@<start> x<speed>' <command>``), so its wall clock starts at ``{start}`` and runs ``speed``
+  times fast, its sleeps and timeouts with it; the scripted VTN asks for a poll every 30 of the VEN's seconds.
+* ``wall``: the VEN reads the real clock and the scenario runs in real time (``--speed 1``, 3.7 hours); the
+  scripted VTN asks for a poll every 10 s, as the reference VTN does.
+
+The scenario is ``conformance.ven_scenario.STEPS``, started on the VEN's clock at a quarter-hour just before it
+registered; the verdicts come from ``conformance.ven_judge``, which judges by what happened, never by wall time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shlex
+import shutil
+import signal
 import ssl
 import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 
 from conformance.certificates import SuiteCertificates, issue
 from conformance.rules import Side, rules_for
-from conformance.scripted_vtn import PATH, EventSpec, ScriptedVtn
-from conformance.ven_judge import Run, judge
-from conformance.ven_scenario import CONTRACT_TOML, EAN, END_MIN, STEPS, Action, Step, payloads, snapshots
-from conformance.verdicts import Recorder, Verdict
+from conformance.scripted_vtn import PATH, POLL_FREQ, EventSpec, ScriptedVtn
+from conformance.ven_judge import (
+    REACT,
+    Run,
+    VenClock,
+    answers_to,
+    clock_samples,
+    due_intervals,
+    estimate_clock,
+    judge,
+)
+from conformance.ven_scenario import EAN, END_MIN, REPORTS_DUE_UNTIL_MIN, STEPS, Action, Step, contract_toml, payloads
+from conformance.verdicts import Recorder, Report, Verdict, suite_facts
+from protocol import INTERVAL, floor_to_interval
 
 DEFAULT_SPEED = 120.0
-"""Simulated seconds per wall second: the scenario's 210 simulated minutes take 105 s."""
-REGISTRATION_TIMEOUT_S = 20.0
-CLOCK_READ_TIMEOUT_S = 5.0
-MAX_CLOCK_SHIFT = timedelta(minutes=30)
+"""Simulated seconds per wall second: the scenario's 224 simulated minutes take 112 s."""
+REGISTRATION_TIMEOUT_S = 60.0
+"""Wall seconds the VEN may take to start and register (a loaded machine starts a Python HEMS slowly)."""
+CLOCK_READ_TIMEOUT_S = 10.0
+COMPLETION_TIMEOUT_S = 15.0
+"""After the scenario, wall seconds to wait for what the VEN still owes (answers, telemetry, re-registration)."""
 START_HOUR_UTC = 19
 """The scenario starts on an evening (20:00 in Amsterdam in winter), when households have load to shift."""
-
+ORIGIN_LATE_MIN = 10
+"""The scenario's origin is the quarter-hour the VEN registered in, unless that began more than this many minutes
+before: then the next one (interval 1 must start at least 5 minutes after the first distribution)."""
+FAKETIME_POLL = timedelta(seconds=30)
+WALL_POLL = timedelta(seconds=10)
 
 PLACEHOLDERS = ("vtn_url", "ean", "contract", "speed", "start", "poll_interval_s", "ca_file", "cert", "key")
 TLS_PLACEHOLDERS = ("ca_file", "cert", "key")
@@ -49,6 +76,19 @@ VEN_RULES_BESIDES_SECURITY = "only the security rules were run (security_only)"
 
 def uses_tls(ven_cmd: str) -> bool:
     return any(f"{{{name}}}" in ven_cmd for name in TLS_PLACEHOLDERS)
+
+
+class ClockMode(StrEnum):
+    OWN = "own"
+    FAKETIME = "faketime"
+    WALL = "wall"
+
+
+def default_clock_mode(ven_cmd: str, speed: float) -> ClockMode:
+    """``own`` when the command passes ``{speed}`` on, else real time at speed 1 and faketime otherwise."""
+    if "{speed}" in ven_cmd:
+        return ClockMode.OWN
+    return ClockMode.WALL if speed == 1 else ClockMode.FAKETIME
 
 
 def check_ven_cmd(ven_cmd: str) -> str | None:
@@ -68,10 +108,26 @@ def check_ven_cmd(ven_cmd: str) -> str | None:
     return None
 
 
+def check_clock_mode(mode: ClockMode, speed: float) -> str | None:
+    """Why ``mode`` cannot run at ``speed`` on this machine, or None."""
+    if mode is ClockMode.WALL and speed != 1:
+        return f"--clock wall runs on the real clock: it needs --speed 1, not {speed:g}"
+    if mode is ClockMode.FAKETIME and shutil.which("faketime") is None:
+        return ("--clock faketime needs libfaketime's 'faketime' command (Debian: apt-get install faketime); "
+                "or run the VEN in real time with --speed 1")
+    return None
+
+
 def scenario_start(now: datetime) -> datetime:
     """The latest 19:00 UTC before ``now``."""
     start = now.astimezone(UTC).replace(hour=START_HOUR_UTC, minute=0, second=0, microsecond=0)
     return start if start <= now else start - timedelta(days=1)
+
+
+def scenario_origin(registered: datetime) -> datetime:
+    """The quarter-hour the scenario's interval 0 starts at, for a VEN that registered at ``registered``."""
+    floor = floor_to_interval(registered)
+    return floor if registered - floor <= timedelta(minutes=ORIGIN_LATE_MIN) else floor + INTERVAL
 
 
 def wall_seconds(speed: float) -> float:
@@ -79,32 +135,19 @@ def wall_seconds(speed: float) -> float:
     return END_MIN * 60 / speed
 
 
-class SuiteClock:
-    """The suite's simulated clock: ``start`` at wall time ``wall0``, running at ``speed``."""
-
-    def __init__(self, start: datetime, speed: float) -> None:
-        self.start, self.speed, self.wall0 = start, speed, time.monotonic()
-
-    def now(self) -> datetime:
-        return self.at(time.monotonic())
-
-    def at(self, wall: float) -> datetime:
-        return self.start + timedelta(seconds=(wall - self.wall0) * self.speed)
-
-    def follow(self, ven_time: datetime, wall: float) -> timedelta:
-        """Shift this clock so that at ``wall`` it read ``ven_time`` (what the VEN's clock said then); returns the
-        shift. The VEN under test starts its clock when its process is ready, seconds after the suite's."""
-        shift = self.at(wall) - ven_time
-        self.wall0 += shift.total_seconds() / self.speed
-        return shift
+def faketime_prefix(start: datetime, speed: float) -> list[str]:
+    """libfaketime's wrapper: the VEN's wall clock reads ``start`` when it starts and runs ``speed`` times fast.
+    faketime reads the timestamp in the process's local time zone, so it is written in that zone."""
+    local = start.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    return ["faketime", "-f", f"@{local} x{speed:g}"]
 
 
 class _Script:
     """Turns the scenario's steps into what the scripted VTN distributes."""
 
-    def __init__(self, vtn: ScriptedVtn, start: datetime) -> None:
+    def __init__(self, vtn: ScriptedVtn, origin: datetime) -> None:
         self.vtn = vtn
-        self.versions = payloads(start)
+        self.versions = payloads(origin)
         self.current: dict[str, EventSpec] = {}
 
     def _spec(self, event_id: str, step: Step, now: datetime, **kind: object) -> EventSpec:
@@ -116,19 +159,20 @@ class _Script:
                          response_required=step.response_required, **kind)  # type: ignore[arg-type]
 
     async def apply(self, step: Step, now: datetime) -> float | None:
-        """Carry out one step; returns the wall time of a reregistration request or an outage edge."""
+        """Carry out one step; returns the wall time at which the VTN began or stopped refusing."""
         once = None
-        if step.action in (Action.PUBLISH, Action.BAD, Action.LIE):
-            extra: dict[str, object] = {"invalid": True} if step.action is Action.BAD else (
-                {"status_lie": "completed"} if step.action is Action.LIE else {})
+        if step.action in (Action.PUBLISH, Action.BAD, Action.LIE, Action.FOREIGN):
+            extra: dict[str, object] = {Action.BAD: {"invalid": True}, Action.LIE: {"status_lie": "completed"},
+                                        Action.FOREIGN: {"foreign": True}}.get(step.action, {})
             for event_id in step.event_ids:
                 self.current[event_id] = self._spec(event_id, step, now, **extra)
-        elif step.action is Action.CANCEL:
+        elif step.action in (Action.CANCEL, Action.CANCEL_BAD):
             for event_id in step.event_ids:
                 known = self.current[event_id]
                 self.current[event_id] = EventSpec(
                     event_id=event_id, modification_number=known.modification_number + 1, payload=known.payload,
-                    rule=step.answer_rule, created_at=known.created_at, modified_at=now, cancelled=True)
+                    rule=step.answer_rule, created_at=known.created_at, modified_at=now, cancelled=True,
+                    invalid=step.action is Action.CANCEL_BAD)
         elif step.action is Action.DROP:
             for event_id in step.event_ids:
                 self.current.pop(event_id, None)
@@ -138,39 +182,89 @@ class _Script:
                     if e.event_id in step.event_ids else e for e in self.current.values()]
         elif step.action is Action.REREGISTER:
             self.vtn.request_reregistration()
+            return None
+        elif step.action in (Action.REFUSE, Action.ACCEPT):
+            self.vtn.refuse(step.action is Action.REFUSE)
             return time.monotonic()
-        elif step.action is Action.VTN_DOWN:
-            await self.vtn.down()
-            return time.monotonic()
-        elif step.action is Action.VTN_UP:
-            await self.vtn.up()
-            return time.monotonic()
+        elif step.action is Action.CANCEL_REGISTRATION:
+            self.vtn.cancel_registration()
+            return None
         self.vtn.set_events(list(self.current.values()), once=once)
         return None
 
 
-async def run_ven_suite(ven_cmd: str, *, speed: float = DEFAULT_SPEED, timeout_s: float | None = None,
-                        security_only: bool = False) -> list[Verdict]:
-    """Start the VEN under test from ``ven_cmd``, run the scenario against it and return the verdicts.
+class _Session:
+    """One run: the scripted VTN, the VEN's clock as estimated so far, the scenario's origin and its edges."""
+
+    def __init__(self, clock: VenClock, poll_freq: timedelta, *, poll_freq_is_wall: bool, wall_clock: bool) -> None:
+        self.prior = self.clock = clock
+        self.vtn = ScriptedVtn(lambda: self.clock.at(time.monotonic()), poll_freq=poll_freq)
+        self.poll_freq_is_wall = poll_freq_is_wall
+        self.wall_clock = wall_clock
+        self.origin: datetime | None = None
+        self.edges: dict[Action, float] = {}
+        self.notes: list[str] = []
+
+    def now(self) -> datetime:
+        return self.clock.at(time.monotonic())
+
+    def refine_clock(self) -> str:
+        self.clock, note = estimate_clock(self.prior, clock_samples(self.vtn.log, self.vtn.received))
+        return note
+
+    async def sleep_until(self, moment: datetime) -> None:
+        while (remaining := self.clock.wall_at(moment) - time.monotonic()) > 0:
+            await asyncio.sleep(min(0.05, max(remaining, 0.005)))
+
+    def run(self, end: datetime) -> Run:
+        assert self.origin is not None
+        return Run(origin=self.origin, clock=self.clock, end=end, log=tuple(self.vtn.log),
+                   distributions=tuple(self.vtn.distributions), received=self.vtn.received,
+                   poll_freq=self.vtn.poll_freq, poll_freq_is_wall=self.poll_freq_is_wall,
+                   reregister_wall=self.vtn.reregistration_served, hung_up=tuple(self.vtn.hung_up),
+                   down_wall=self.edges.get(Action.REFUSE), up_wall=self.edges.get(Action.ACCEPT),
+                   cancel_wall=self.vtn.cancel_served, wall_clock=self.wall_clock,
+                   notes=tuple(self.notes))
+
+
+async def run_ven_suite(ven_cmd: str, *, speed: float = DEFAULT_SPEED, clock_mode: ClockMode | None = None,
+                        timeout_s: float | None = None, security_only: bool = False) -> list[Verdict]:
+    """Start the VEN under test from ``ven_cmd``, run the scenario against it and return the verdicts."""
+    report = await run_ven_suite_report(ven_cmd, speed=speed, clock_mode=clock_mode, timeout_s=timeout_s,
+                                        security_only=security_only)
+    return report.verdicts
+
+
+async def run_ven_suite_report(ven_cmd: str, *, speed: float = DEFAULT_SPEED, clock_mode: ClockMode | None = None,
+                               timeout_s: float | None = None, security_only: bool = False) -> Report:
+    """Start the VEN under test from ``ven_cmd``, run the scenario against it and return the verdicts, the
+    findings and the facts of the run.
 
     When ``ven_cmd`` uses {ca_file}, {cert} or {key}, the suite issues its own certificates (``certificates``),
     first starts the VEN against an impostor VTN whose certificate comes from another CA (VEN-SEC-01), then runs
     the scenario over mutual TLS. ``security_only`` stops after the impostor.
     """
+    mode = clock_mode if clock_mode is not None else default_clock_mode(ven_cmd, speed)
+    problem = check_clock_mode(mode, speed)
+    if problem:
+        raise ValueError(problem)
     rec = Recorder(Side.VEN)
-    start = scenario_start(datetime.now(UTC))
-    clock = SuiteClock(start, speed)
-    edges: dict[Action, float] = {}
+    start = datetime.now(UTC) if mode is ClockMode.WALL else scenario_start(datetime.now(UTC))
+    poll = {ClockMode.OWN: POLL_FREQ, ClockMode.FAKETIME: FAKETIME_POLL, ClockMode.WALL: WALL_POLL}[mode]
+    session = _Session(VenClock.reading(start, time.monotonic(), speed), poll,
+                       poll_freq_is_wall=mode is ClockMode.OWN, wall_clock=mode is ClockMode.WALL)
+    prefix = faketime_prefix(start, speed) if mode is ClockMode.FAKETIME else []
     with tempfile.TemporaryDirectory() as tmp:
         contract = Path(tmp) / "contract.toml"
-        contract.write_text(CONTRACT_TOML, encoding="utf-8")
+        contract.write_text(contract_toml(), encoding="utf-8")
         certs = issue(Path(tmp) / "certificates", [EAN]) if uses_tls(ven_cmd) else None
 
-        def command_for(vtn_url: str) -> str:
+        def command_for(vtn_url: str) -> list[str]:
             ven_cert, ven_key = certs.ven(EAN) if certs is not None else ("", "")
-            return ven_cmd.format(vtn_url=vtn_url, ean=EAN, contract=contract, speed=speed, start=start.isoformat(),
-                                  poll_interval_s=round(30 / speed, 3), ca_file=certs.ca_file if certs else "",
-                                  cert=ven_cert, key=ven_key)
+            return prefix + shlex.split(ven_cmd.format(
+                vtn_url=vtn_url, ean=EAN, contract=contract, speed=speed, start=start.isoformat(),
+                poll_interval_s=round(30 / speed, 3), ca_file=certs.ca_file if certs else "", cert=ven_cert,
+                key=ven_key))
 
         if certs is None:
             rec.skip("VEN-SEC-01", "the VEN ran over plain http: give --ven-cmd the {ca_file} {cert} {key} "
@@ -181,17 +275,19 @@ async def run_ven_suite(ven_cmd: str, *, speed: float = DEFAULT_SPEED, timeout_s
             for rule in rules_for(Side.VEN):
                 if rule.rule_id != "VEN-SEC-01":
                     rec.skip(rule.rule_id, VEN_RULES_BESIDES_SECURITY)
-            return rec.verdicts()
-        vtn = ScriptedVtn(clock.now, ssl_context=certs.server_context() if certs is not None else None)
-        async with vtn:
-            command = command_for(vtn.url)
+            return rec.report(**suite_facts(), command=ven_cmd, clock=mode.value, speed=speed)
+        if certs is not None:
+            session.vtn.ssl_context = certs.server_context()
+        async with session.vtn:
+            command = command_for(session.vtn.url)
             errors = (Path(tmp) / "ven.stderr").open("w+b")  # a file, not a pipe: a chatty VEN must not block
-            clock.wall0 = time.monotonic()
-            process = await asyncio.create_subprocess_exec(
-                *shlex.split(command), stdout=asyncio.subprocess.DEVNULL, stderr=errors)
+            session.prior = session.clock = VenClock.reading(start, time.monotonic(), speed)
+            process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.DEVNULL,
+                                                           stderr=errors, start_new_session=True)
+            budget = timeout_s if timeout_s is not None else (
+                REGISTRATION_TIMEOUT_S + CLOCK_READ_TIMEOUT_S + wall_seconds(speed) * 1.2 + COMPLETION_TIMEOUT_S)
             try:
-                budget = timeout_s if timeout_s is not None else wall_seconds(speed) + 3 * REGISTRATION_TIMEOUT_S
-                await asyncio.wait_for(_play(vtn, clock, rec, edges), budget)
+                await asyncio.wait_for(_play(session, rec), budget)
             except TimeoutError:
                 rec.evidence("VEN-REG-01", f"scenario stopped after {budget:g} s of wall time")
             finally:
@@ -203,15 +299,19 @@ async def run_ven_suite(ven_cmd: str, *, speed: float = DEFAULT_SPEED, timeout_s
         if exited_early is not None:
             rec.evidence("VEN-REG-01", f"the VEN exited with code {exited_early} before the scenario ended",
                          stderr=stderr[-3000:])
-    run = Run(start=start, speed=speed, wall0=clock.wall0, end=clock.now(), log=tuple(vtn.log),
-              distributions=tuple(vtn.distributions), received=vtn.received, snapshots=tuple(snapshots(start)),
-              reregister_wall=edges.get(Action.REREGISTER), down_wall=edges.get(Action.VTN_DOWN),
-              up_wall=edges.get(Action.VTN_UP))
-    judge(rec, run)
-    return rec.verdicts()
+    if session.origin is None:
+        session.origin = scenario_origin(session.now())
+    session.notes.append(session.refine_clock())
+    session.notes.insert(0, f"clock mode {mode.value}, speed {speed:g}; scenario origin "
+                            f"{session.origin.isoformat()} on the VEN's clock")
+    run = session.run(session.now())
+    judge(rec, run, reports_due_until=session.origin + timedelta(minutes=REPORTS_DUE_UNTIL_MIN))
+    return rec.report(**suite_facts(), command=ven_cmd, clock=mode.value, speed=speed,
+                      product=", ".join(session.vtn.user_agents) or None,
+                      scenario_origin=session.origin.isoformat())
 
 
-async def _impostor(command_for: Callable[[str], str], certs: SuiteCertificates, rec: Recorder,
+async def _impostor(command_for: Callable[[str], list[str]], certs: SuiteCertificates, rec: Recorder,
                     workdir: Path) -> None:
     """VEN-SEC-01: start the VEN against a VTN whose certificate (valid for 127.0.0.1) comes from a CA the VEN
     was not given. It passes when it aborts the TLS handshake, fails when it completes it (and shows what it
@@ -245,8 +345,8 @@ async def _impostor(command_for: Callable[[str], str], certs: SuiteCertificates,
     port = server.sockets[0].getsockname()[1]
     errors = (workdir / "impostor.stderr").open("w+b")
     process = await asyncio.create_subprocess_exec(
-        *shlex.split(command_for(f"https://127.0.0.1:{port}{PATH}")), stdout=asyncio.subprocess.DEVNULL,
-        stderr=errors)
+        *command_for(f"https://127.0.0.1:{port}{PATH}"), stdout=asyncio.subprocess.DEVNULL, stderr=errors,
+        start_new_session=True)
     try:
         await asyncio.wait_for(judged.wait(), IMPOSTOR_TIMEOUT_S)
     except TimeoutError:
@@ -268,48 +368,59 @@ def _message_kind(request: bytes) -> str:
     return "no OpenADR message read"
 
 
-async def _play(vtn: ScriptedVtn, clock: SuiteClock, rec: Recorder, edges: dict[Action, float]) -> None:
+async def _play(session: _Session, rec: Recorder) -> None:
+    vtn = session.vtn
     deadline = time.monotonic() + REGISTRATION_TIMEOUT_S
-    while vtn.first("oadrCreatePartyRegistration") is None:
+    while (registration := vtn.first("oadrCreatePartyRegistration")) is None:
         if time.monotonic() > deadline:
             return
         await asyncio.sleep(0.05)
-    await _follow_ven_clock(vtn, clock, rec)
-    script = _Script(vtn, clock.start)
-    for step in STEPS:
-        await _sleep_until(clock, clock.start + timedelta(minutes=step.at_min))
-        edge = await script.apply(step, clock.now())
-        if edge is not None:
-            edges[step.action] = edge
-    await _sleep_until(clock, clock.start + timedelta(minutes=END_MIN))
-
-
-async def _follow_ven_clock(vtn: ScriptedVtn, clock: SuiteClock, rec: Recorder) -> None:
-    """Run the scenario on the VEN's clock, read from the createdDateTime of its oadrRegisterReport (§9.1: now)."""
     deadline = time.monotonic() + CLOCK_READ_TIMEOUT_S
-    while (offer := vtn.first("oadrRegisterReport")) is None and time.monotonic() < deadline:
+    while vtn.first("oadrRegisterReport") is None and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    stamps = [r.get("created_date_time") for r in (offer.payload.get("reports") or [])] if offer else []
-    ven_time = next((t for t in stamps if isinstance(t, datetime)), None)
-    if offer is None or ven_time is None or abs(clock.at(offer.wall) - ven_time) > MAX_CLOCK_SHIFT:
-        rec.evidence("VEN-LIM-01", "could not read the VEN's clock from an oadrRegisterReport; the scenario runs on "
-                     "the suite's clock", created_date_time=ven_time)
-        return
-    shift = clock.follow(ven_time, offer.wall)
-    rec.evidence("VEN-LIM-01", f"the scenario runs on the VEN's clock, {shift.total_seconds():.0f} simulated s "
-                 "behind the suite's start (the VEN's start-up)", created_date_time=ven_time)
+    rec.evidence("VEN-LIM-01", session.refine_clock())
+    session.origin = origin = scenario_origin(session.clock.at(registration.wall))
+    script = _Script(vtn, origin)
+    for step in STEPS:
+        await session.sleep_until(origin + timedelta(minutes=step.at_min))
+        edge = await script.apply(step, session.now())
+        if edge is not None:
+            session.edges[step.action] = edge
+    await session.sleep_until(origin + timedelta(minutes=END_MIN))
+    await _complete(session, origin + timedelta(minutes=REPORTS_DUE_UNTIL_MIN))
 
 
-async def _sleep_until(clock: SuiteClock, moment: datetime) -> None:
-    while (now := clock.now()) < moment:
-        await asyncio.sleep(min(0.05, max((moment - now).total_seconds() / clock.speed, 0.005)))
+async def _complete(session: _Session, reports_due_until: datetime) -> None:
+    """Wait (at most COMPLETION_TIMEOUT_S) for what a slow but conforming VEN still owes: an answer to every
+    distribution, the re-registration asked for, the telemetry of every finished interval, the answer to the
+    cancellation of its registration."""
+    deadline = time.monotonic() + COMPLETION_TIMEOUT_S
+    while time.monotonic() < deadline:
+        session.refine_clock()
+        run = session.run(session.now())
+        answered = answers_to(run)
+        unanswered = [d for d in run.served if not answered[d.request_id].responses
+                      and any(e.opt_type != "none" for e in d.expected)]
+        rereg = run.reregister_wall
+        registered_again = rereg is None or bool(run.messages("oadrRequestEvent", after=rereg))
+        regular, missed = due_intervals(run, reports_due_until)
+        rows = run.telemetry()
+        reported = all(s in rows for s in (*regular, *missed))
+        cancel = run.cancel_wall
+        cancel_answered = cancel is None or bool(run.messages("oadrCanceledPartyRegistration", after=cancel))
+        if (not unanswered and registered_again and reported and cancel_answered
+                and session.now() >= reports_due_until + REACT):
+            return
+        await asyncio.sleep(0.2)
 
 
 async def _stop(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is None:
-        process.terminate()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(process.wait(), 5)
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+    """Stop the VEN and whatever it started (faketime runs the VEN as its child): its whole process group, politely
+    first, then for good."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(process.wait(), 5)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    await process.wait()

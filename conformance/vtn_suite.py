@@ -4,6 +4,12 @@ The publish, modify and cancel steps need the operator API of our DSO server (``
 token from ``--admin-token-file`` or ``$DSO_API_TOKEN``):
 ``POST /api/households``, ``POST /api/bandwidths``, ``PUT``/``DELETE /api/signals/{event_id}``. A VTN without it
 gets the verdict "not run" for the rules those steps check.
+
+Time: the VTN under test runs on its own clock, which the profile requires to be within ``CLOCK_SYNC_S`` of true
+time; the suite reads its own (injected) clock. eventStatus and currentValue depend on the moment the VTN built
+its message, which the suite knows only to lie between sending the request and receiving the answer, widened by
+the clock tolerance. When an edge of the event (its start, its end, an interval boundary) falls in that window the
+suite waits until the edge is well past and asks again, so the rules are judged whenever the run starts.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import random
 import re
 import ssl
 import warnings
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +27,7 @@ from openleadr.messaging import create_message, parse_message
 
 from conformance.certificates import SuiteCertificates
 from conformance.rules import Side
-from conformance.verdicts import Recorder, Verdict
+from conformance.verdicts import Recorder, Report, Verdict, suite_facts
 from protocol import (
     INTERVAL,
     BandwidthInterval,
@@ -32,9 +38,11 @@ from protocol import (
     floor_to_interval,
     make_ean18,
 )
+from protocol.clock import Clock, WallClock
 from protocol.oadr20b import encode_telemetry_report, hems_report_metadata
 from protocol.oadr20b.names import (
     PROGRAM_CAPACITY_FIRM,
+    RID_IMPORT_KW,
     SIGNAL_EXPORT_LIMIT,
     SIGNAL_IMPORT_LIMIT,
     SIGNAL_TYPE_LIMIT,
@@ -43,10 +51,14 @@ from protocol.oadr20b.names import (
 from protocol.reports import Telemetry, TelemetryInterval
 
 PUBLISH_RULES = ("VTN-SHP-01", "VTN-SHP-02", "VTN-SHP-03", "VTN-SHP-04", "VTN-SHP-05", "VTN-SHP-06", "VTN-EVT-01",
-                 "VTN-EVT-02", "VTN-EVT-03", "VTN-EVT-04", "VTN-EVT-05", "VTN-EVT-06", "VTN-ANS-01", "VTN-POLL-04")
+                 "VTN-EVT-02", "VTN-EVT-03", "VTN-EVT-04", "VTN-EVT-05", "VTN-EVT-06", "VTN-ANS-01", "VTN-POLL-04",
+                 "VTN-POLL-05", "VTN-CLK-01")
 POLLS_PER_CHANGE = 5
-BOUNDARY_MARGIN_S = 30.0
+CLOCK_SYNC_S = 2.0
+"""PROFILE: both ends keep their clocks within 2 s of true time."""
+STATUS_ATTEMPTS = 3
 _TIMESTAMP = re.compile(r"(?:date-time|DateTime)>([^<]+)<")
+_ID_ELEMENTS = re.compile(r"<(?:\w+:)?(venID|registrationID)[\s/>]")
 HEADERS = {"Content-Type": "application/xml"}
 
 
@@ -55,6 +67,8 @@ class VtnSession:
         self.url = url.rstrip("/")
         self.http = http
         self.last_raw = ""
+        self.servers: list[str] = []
+        """The distinct HTTP Server headers the VTN answered with (its product and version, when it says)."""
 
     async def send(self, service: str, message_type: str, **payload: Any) -> tuple[str, dict[str, Any]]:
         return await self.send_raw(service, create_message(message_type, **payload))
@@ -62,6 +76,9 @@ class VtnSession:
     async def send_raw(self, service: str, xml: str) -> tuple[str, dict[str, Any]]:
         async with self.http.post(f"{self.url}/{service}", data=xml.encode(), headers=HEADERS) as reply:
             body = await reply.read()
+            server = reply.headers.get("Server")
+            if server and server not in self.servers:
+                self.servers.append(server)
             self.last_raw = body.decode(errors="replace")
             if reply.status >= 300:
                 return f"HTTP {reply.status}", {"status": reply.status}
@@ -91,17 +108,34 @@ def _seconds(value: Any) -> float | None:
 
 async def run_vtn_suite(url: str, admin_url: str | None, *, ean: str | None = None, seed: int | None = None,
                         admin_token: str | None = None, certificates: SuiteCertificates | None = None,
-                        vtn_ca: Path | None = None) -> list[Verdict]:
+                        vtn_ca: Path | None = None, clock: Clock | None = None) -> list[Verdict]:
+    """Runs every VTN scenario and returns the verdicts (see ``run_vtn_suite_report``)."""
+    return (await run_vtn_suite_report(url, admin_url, ean=ean, seed=seed, admin_token=admin_token,
+                                       certificates=certificates, vtn_ca=vtn_ca, clock=clock)).verdicts
+
+
+async def run_vtn_suite_report(url: str, admin_url: str | None, *, ean: str | None = None, seed: int | None = None,
+                               admin_token: str | None = None, certificates: SuiteCertificates | None = None,
+                               vtn_ca: Path | None = None, clock: Clock | None = None) -> Report:
     """Runs every VTN scenario; ``ean`` is a connection point the VTN already serves (else one is added).
     ``admin_token`` is the operator API's bearer token (operate role); it goes to the operator API only, never
-    to the VTN under test.
+    to the VTN under test. ``clock`` is the suite's (the wall clock unless a test injects one).
 
     Over https the suite is a VEN with the certificates of ``certificates`` (``hems-conformance certificates``:
     the VTN must trust their CA and have enrolled the first two households' certificates) and verifies the VTN
     against ``vtn_ca``; the main scenario runs as the first household, and the security rules are judged. Over
     plain http the security rules are not run.
     """
+    clock = clock if clock is not None else WallClock()
     rec = Recorder(Side.VTN)
+    servers: list[str] = []
+    await _run(url, admin_url, ean, seed, admin_token, certificates, vtn_ca, clock, rec, servers)
+    return rec.report(**suite_facts(), url=url, product=", ".join(servers) or None)
+
+
+async def _run(url: str, admin_url: str | None, ean: str | None, seed: int | None, admin_token: str | None,
+               certificates: SuiteCertificates | None, vtn_ca: Path | None, clock: Clock, rec: Recorder,
+               servers: list[str]) -> None:
     rng = random.Random(seed)
     tls = url.startswith("https://")
     if tls:
@@ -121,22 +155,22 @@ async def run_vtn_suite(url: str, admin_url: str | None, *, ean: str | None = No
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as vtn_http, \
             aiohttp.ClientSession(timeout=timeout, headers=admin_headers) as http:
         vtn = VtnSession(url, vtn_http)
+        vtn.servers = servers
         admin = await _add_household(http, admin_url, ean, rec)
         if tls and admin is not None and certificates is not None:
             await _add_household(http, admin_url, certificates.eans()[1], rec)
         ven_id = await _registration(vtn, ean, rec)
         if ven_id is None:
-            return rec.verdicts()
+            return
         await _polls(vtn, ven_id, rec)
-        await _reports(vtn, ven_id, ean, rec)
+        await _reports(vtn, ven_id, ean, rec, clock)
         if admin is None:
             for rule_id in PUBLISH_RULES:
                 rec.skip(rule_id, "no operator API (--admin-url) to publish an event")
         else:
-            await _lifecycle(vtn, http, admin, ven_id, ean, rec)
+            await _lifecycle(vtn, http, admin, ven_id, ean, rec, clock)
     if tls and certificates is not None and vtn_ca is not None:
         await _security(url, certificates, vtn_ca, rec)
-    return rec.verdicts()
 
 
 async def _add_household(http: aiohttp.ClientSession, admin_url: str | None, ean: str, rec: Recorder) -> str | None:
@@ -166,9 +200,11 @@ async def _registration(vtn: VtnSession, ean: str, rec: Recorder) -> str | None:
               f"registrationID {reg_id!r}, poll frequency {freq} s", raw=vtn.last_raw)
     bad = "871687100000000000"  # wrong check digit
     kind, refused = await vtn.send("EiRegisterParty", "oadrCreatePartyRegistration", **_register_payload(bad))
-    rec.check("VTN-REG-02", kind.startswith("HTTP 4") or (_code(refused) == 463 and not refused.get("ven_id")),
-              f"registration of {bad} answered {kind} code {_code(refused)}, venID {refused.get('ven_id')!r}",
-              raw=vtn.last_raw)
+    ids = _ID_ELEMENTS.findall(vtn.last_raw)
+    rec.check("VTN-REG-02", kind.startswith("HTTP 4") or (_code(refused) == 463 and not ids),
+              f"registration of {bad} answered {kind} code {_code(refused)}"
+              + (f" with {', '.join(sorted(set(ids)))} element(s), which a refusal must not carry" if ids else
+                 ", no venID and no registrationID"), raw=vtn.last_raw)
     if not ven_id:
         return None
     _, again = await vtn.send("EiRegisterParty", "oadrCreatePartyRegistration", **_register_payload(ean))
@@ -181,10 +217,9 @@ async def _polls(vtn: VtnSession, ven_id: str, rec: Recorder) -> None:
     kind, _ = await vtn.send("EiEvent", "oadrRequestEvent", request_id="req-events", ven_id=ven_id)
     rec.check("VTN-POLL-01", kind == "oadrDistributeEvent", f"oadrRequestEvent answered {kind}", raw=vtn.last_raw)
     kind, payload = await vtn.send("OadrPoll", "oadrPoll", ven_id="conformance-unknown-ven")
-    code = _code(payload)
-    rec.check("VTN-POLL-02", kind == "oadrRequestReregistration" or kind.startswith("HTTP 4")
-              or (code is not None and code >= 400),
-              f"oadrPoll from an unknown venID answered {kind} code {code}", raw=vtn.last_raw)
+    rec.check("VTN-POLL-02", kind == "oadrRequestReregistration",
+              f"oadrPoll from an unknown venID answered {kind} code {_code(payload)} (oadrRequestReregistration "
+              "expected, PROFILE §2.8)", raw=vtn.last_raw)
     broken = "<?xml version='1.0'?><oadrPayload><oadrSignedObject><oadrPoll><venID>x</venID>"
     try:
         kind, payload = await vtn.send_raw("EiEvent", broken)
@@ -195,10 +230,10 @@ async def _polls(vtn: VtnSession, ven_id: str, rec: Recorder) -> None:
               f"a truncated XML request answered {kind} code {code}", raw=vtn.last_raw[:2000])
 
 
-async def _reports(vtn: VtnSession, ven_id: str, ean: str, rec: Recorder) -> None:
+async def _reports(vtn: VtnSession, ven_id: str, ean: str, rec: Recorder, clock: Clock) -> None:
     kind, payload = await vtn.send("EiReport", "oadrRegisterReport", request_id="req-reports", ven_id=ven_id,
                                    report_request_id=0,
-                                   reports=hems_report_metadata(resource_id=ean, created_at=datetime.now(UTC)))
+                                   reports=hems_report_metadata(resource_id=ean, created_at=clock.now()))
     requests = payload.get("report_requests") or []
     rec.check("VTN-RPT-01", kind == "oadrRegisteredReport" and len(requests) > 0,
               f"oadrRegisterReport answered {kind} with {len(requests)} report request(s)", raw=vtn.last_raw)
@@ -209,18 +244,29 @@ async def _reports(vtn: VtnSession, ven_id: str, ean: str, rec: Recorder) -> Non
         return
     await vtn.send("EiReport", "oadrCreatedReport", ven_id=ven_id, pending_reports=[{"report_request_id": request_id}],
                    response={"response_code": 200, "response_description": "OK", "request_id": "req-reports"})
-    last = floor_to_interval(datetime.now(UTC)) - INTERVAL
+    last = floor_to_interval(clock.now()) - INTERVAL
     telemetry = Telemetry(intervals=(TelemetryInterval(start=last, import_kw=1.25, export_kw=0.0),))
     kind, payload = await vtn.send("EiReport", "oadrUpdateReport", request_id="req-update", ven_id=ven_id, reports=[
-        encode_telemetry_report(telemetry, report_request_id=request_id, created_at=datetime.now(UTC))])
+        encode_telemetry_report(telemetry, report_request_id=request_id, created_at=clock.now())])
     rec.check("VTN-RPT-02", kind == "oadrUpdatedReport" and _code(payload) == 200,
               f"oadrUpdateReport with one {SPECIFIER_TELEMETRY} interval answered {kind} code {_code(payload)}",
               raw=vtn.last_raw)
+    broken = encode_telemetry_report(telemetry, report_request_id=request_id, created_at=clock.now())
+    for interval in broken["intervals"]:
+        if interval["report_payload"]["r_id"] == RID_IMPORT_KW:
+            interval["report_payload"]["value"] = -1.25  # registers are magnitudes (PROFILE §4.3, §4.6)
+    kind, payload = await vtn.send("EiReport", "oadrUpdateReport", request_id="req-broken", ven_id=ven_id,
+                                   reports=[broken])
+    description = str((payload.get("response") or {}).get("response_description") or "")
+    rec.check("VTN-RPT-03", kind == "oadrUpdatedReport" and _code(payload) == 454 and "report[0]" in description
+              and RID_IMPORT_KW in description, f"a TELEMETRY_USAGE report with import_kw -1.25 was answered {kind} "
+              f"code {_code(payload)} {description!r} (454 naming report[0] and {RID_IMPORT_KW} expected)",
+              raw=vtn.last_raw)
 
 
-def _bandwidth(import_kw: list[float], *, first: int = 8) -> CapacityBandwidth:
+def _bandwidth(import_kw: list[float], now: datetime, *, first: int = 8) -> CapacityBandwidth:
     """A firm bandwidth from ``first`` intervals after the current one (0: active now)."""
-    start = floor_to_interval(datetime.now(UTC)) + first * INTERVAL
+    start = floor_to_interval(now) + first * INTERVAL
     return CapacityBandwidth(firmness=Firmness.FIRM, intervals=tuple(
         BandwidthInterval(start=start + i * INTERVAL, import_limit_kw=v, export_limit_kw=5.0)
         for i, v in enumerate(import_kw)))
@@ -264,19 +310,45 @@ def _events(distribution: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
 async def _after_change(vtn: VtnSession, ven_id: str, rec: Recorder, change: str,
                         expected: dict[str, int]) -> tuple[dict[str, dict[str, Any]], str]:
     """After ``change``, the next poll must bring an oadrDistributeEvent carrying every event of ``expected``
-    (event id -> the modificationNumber it must have by now); a second poll must bring nothing new."""
+    (event id -> the modificationNumber it must have by now); while the suite does not answer it, the next poll
+    must bring it again; once the suite answered it, a poll must bring nothing new."""
     kinds, distribution, raw = await _poll_for_distribution(vtn, ven_id)
     rec.check("VTN-POLL-04", distribution is not None, f"after {change} oadrPoll was answered {kinds}", raw=raw)
     events = _events(distribution)
     if distribution is not None:
-        carried = {e: int(events[e]["event_descriptor"]["modification_number"]) for e in expected if e in events}
-        rec.check("VTN-EVT-06", carried.keys() == expected.keys(),
-                  f"after {change} the oadrDistributeEvent carried {sorted(events)}; the VEN holds "
-                  f"{sorted(expected)}", raw=raw)
+        _check_carried(rec, change, events, expected, raw)
+        kind, repeated = await vtn.send("OadrPoll", "oadrPoll", ven_id=ven_id)
+        rec.check("VTN-POLL-05", kind == "oadrDistributeEvent", f"after {change}, the next poll, with the "
+                  f"distribution not answered yet, was answered {kind} (the distribution again expected)",
+                  raw=vtn.last_raw)
+        if kind == "oadrDistributeEvent":
+            _check_carried(rec, f"{change} (sent again)", _events(repeated), expected, vtn.last_raw)
+        await _answer_all(vtn, ven_id, distribution, repeated if kind == "oadrDistributeEvent" else None)
         again, _, raw_again = await _poll_for_distribution(vtn, ven_id)
-        rec.check("VTN-POLL-04", again[-1] == "oadrResponse", f"the poll after that was answered {again} (nothing "
-                  "new: oadrResponse expected)", raw=raw_again)
+        rec.check("VTN-POLL-04", again[-1] == "oadrResponse", f"once it was answered, the next poll was answered "
+                  f"{again} (nothing new: oadrResponse expected)", raw=raw_again)
     return events, raw
+
+
+def _check_carried(rec: Recorder, change: str, events: dict[str, dict[str, Any]], expected: dict[str, int],
+                   raw: str) -> None:
+    carried = {e: int(events[e]["event_descriptor"]["modification_number"]) for e in expected if e in events}
+    rec.check("VTN-EVT-06", carried.keys() == expected.keys(), f"after {change} the oadrDistributeEvent carried "
+              f"{sorted(events)}; the VEN holds {sorted(expected)}", raw=raw)
+
+
+async def _answer_all(vtn: VtnSession, ven_id: str, *distributions: dict[str, Any] | None) -> None:
+    """Answer every event the ``distributions`` brought optIn 200, as a conforming VEN does (PROFILE §8.1)."""
+    latest = [d for d in distributions if d is not None]
+    request_id = latest[-1].get("request_id") if latest else None
+    versions = {str(e["event_descriptor"]["event_id"]): e["event_descriptor"]["modification_number"]
+                for d in latest for e in d.get("events") or []}
+    responses = [{"response_code": 200, "response_description": "OK", "request_id": request_id,
+                  "event_id": event_id, "opt_type": "optIn", "modification_number": modification}
+                 for event_id, modification in versions.items()]
+    if responses:
+        await vtn.send("EiEvent", "oadrCreatedEvent", ven_id=ven_id, event_responses=responses, response={
+            "response_code": 200, "response_description": "OK", "request_id": request_id})
 
 
 def _answer_created(ven_id: str, event_id: str, modification: int, opt: str) -> dict[str, Any]:
@@ -287,19 +359,29 @@ def _answer_created(ven_id: str, event_id: str, modification: int, opt: str) -> 
 
 
 async def _lifecycle(vtn: VtnSession, http: aiohttp.ClientSession, admin: str, ven_id: str, ean: str,
-                     rec: Recorder) -> None:
+                     rec: Recorder, clock: Clock) -> None:
     """Publish a future event A and an active event B; modify A; cancel A. After each change poll, check the
     distribution, and check shape, modification numbers, status and currentValue."""
     await _poll_for_distribution(vtn, ven_id)  # take whatever is pending before the test's own events
-    published = _bandwidth([5.0, 4.0, 3.0, 6.0])
-    now_active = _bandwidth([7.0, 7.5, 8.0, 8.5], first=0)
+    published = _bandwidth([5.0, 4.0, 3.0, 6.0], clock.now())
+    now_active = _bandwidth([7.0, 7.5, 8.0, 8.5], clock.now(), first=0)
+    before = clock.now()
     event_a = await _publish(http, admin, ean, published)
+    after = clock.now()
     event_b = await _publish(http, admin, ean, now_active)
     if event_a is None or event_b is None:
         for rule_id in PUBLISH_RULES:
             rec.skip(rule_id, "publishing via the operator API failed")
         return
     events, raw = await _after_change(vtn, ven_id, rec, "publishing events A and B", {event_a: 0, event_b: 0})
+    _, limited = await vtn.send("EiEvent", "oadrRequestEvent", request_id="req-limit", ven_id=ven_id, reply_limit=1)
+    limited_raw = vtn.last_raw
+    _, unlimited = await vtn.send("EiEvent", "oadrRequestEvent", request_id="req-all", ven_id=ven_id)
+    carried, everything = sorted(_events(limited)), sorted(_events(unlimited))
+    if {event_a, event_b} <= set(everything):  # else the VTN leaves events out anyway: VTN-EVT-06's business
+        rec.check("VTN-POLL-01", set(everything) <= set(carried), f"oadrRequestEvent with replyLimit 1 was answered "
+                  f"with {carried}, without it with {everything} (PROFILE §2.5: replyLimit is ignored)",
+                  raw=limited_raw)
     if event_a not in events:  # a VTN that does not distribute by poll may still answer oadrRequestEvent
         _, requested = await vtn.send("EiEvent", "oadrRequestEvent", request_id="req-events", ven_id=ven_id)
         events, raw = {**_events(requested), **events}, vtn.last_raw
@@ -309,16 +391,17 @@ async def _lifecycle(vtn: VtnSession, http: aiohttp.ClientSession, admin: str, v
         return
     event = events[event_a]
     _check_shape(event, raw, published, rec, ven_id)
+    _check_clock(event, before, after, rec)
     mod0 = event["event_descriptor"]["modification_number"]
     rec.check("VTN-EVT-01", mod0 == 0, f"new event {event_a} has modificationNumber {mod0}")
-    _check_status(events.get(event_b), now_active, rec, "active event B")
-    _check_status(event, published, rec, "future event A")
+    await _check_status(vtn, ven_id, event_b, now_active, rec, "active event B", clock)
+    await _check_status(vtn, ven_id, event_a, published, rec, "future event A", clock)
     for opt in ("optIn", "optOut"):
         kind, payload = await vtn.send("EiEvent", "oadrCreatedEvent", **_answer_created(ven_id, event_a, mod0, opt))
         rec.check("VTN-ANS-01", kind == "oadrResponse" and _code(payload) == 200,
                   f"oadrCreatedEvent {opt} answered {kind} code {_code(payload)}", raw=vtn.last_raw)
 
-    changed = _bandwidth([4.0, 4.0, 2.0, 6.0])
+    changed = _bandwidth([4.0, 4.0, 2.0, 6.0], clock.now())
     await _admin(http, "PUT", f"{admin}/api/signals/{event_a}", changed.model_dump(mode="json"))
     events, _ = await _after_change(vtn, ven_id, rec, f"modifying {event_a}", {event_a: mod0 + 1, event_b: 0})
     modified = events.get(event_a)
@@ -339,25 +422,56 @@ async def _lifecycle(vtn: VtnSession, http: aiohttp.ClientSession, admin: str, v
     await _admin(http, "DELETE", f"{admin}/api/signals/{event_b}")
 
 
-def _check_status(event: dict[str, Any] | None, published: CapacityBandwidth, rec: Recorder, what: str) -> None:
-    """eventStatus and currentValue against the wall clock (the VTN's clock under test), away from boundaries."""
-    if event is None:
-        rec.evidence("VTN-EVT-05", f"{what} was not delivered; its status cannot be judged")
-        return
-    now = datetime.now(UTC)
+async def _check_status(vtn: VtnSession, ven_id: str, event_id: str, published: CapacityBandwidth, rec: Recorder,
+                        what: str, clock: Clock) -> None:
+    """eventStatus and currentValue against the suite's clock, from a fresh oadrRequestEvent whose answer the VTN
+    built when no edge of the event was within the clock tolerance (the suite waits past an edge and asks again)."""
     edges = [published.start, published.end, *(i.start for i in published.intervals)]
-    if any(abs((now - edge).total_seconds()) < BOUNDARY_MARGIN_S for edge in edges):
-        rec.evidence("VTN-EVT-05", f"{what}: too close to an interval boundary to judge its status")
-        return
+    for _ in range(STATUS_ATTEMPTS):
+        before = clock.now()
+        _, payload = await vtn.send("EiEvent", "oadrRequestEvent", request_id="req-status", ven_id=ven_id)
+        after = clock.now()
+        event = _events(payload).get(event_id)
+        if event is None:
+            rec.check("VTN-EVT-06", False, f"{what} ({event_id}) was missing from the answer to oadrRequestEvent",
+                      raw=vtn.last_raw)
+            return
+        sync = timedelta(seconds=CLOCK_SYNC_S)
+        near = [edge for edge in edges if before - sync <= edge <= after + sync]
+        if not near:
+            _judge_status(event, published, rec, what, before, after)
+            return
+        rec.evidence("VTN-EVT-05", f"{what}: the VTN built its answer between {before:%H:%M:%S.%f} and "
+                     f"{after:%H:%M:%S.%f} (± {CLOCK_SYNC_S:g} s clock tolerance), across the edge "
+                     f"{max(near):%H:%M:%S}; asking again after it")
+        await clock.sleep((max(near) + sync - clock.now()).total_seconds() + 0.2)
+    for rule_id in ("VTN-EVT-04", "VTN-EVT-05"):
+        rec.inconclusive(rule_id, f"{what}: every answer was built too close to an edge of the event to judge its "
+                         "status")
+
+
+def _judge_status(event: dict[str, Any], published: CapacityBandwidth, rec: Recorder, what: str,
+                  before: datetime, after: datetime) -> None:
     status = event["event_descriptor"].get("event_status")
-    expected = "far" if now < published.start else "active" if now < published.end else "completed"
-    rec.check("VTN-EVT-05", status == expected, f"{what} ({published.start.isoformat()} .. "
-              f"{published.end.isoformat()}) has eventStatus {status!r} at {now.isoformat()}; expected {expected!r}")
-    current = next((i.import_limit_kw for i in published.intervals if i.start <= now < i.start + INTERVAL), 0.0)
+    expected = "far" if before < published.start else "active" if before < published.end else "completed"
+    rec.check("VTN-EVT-05", status == expected, f"{what} ({published.start:%H:%M} .. {published.end:%H:%M}Z) has "
+              f"eventStatus {status!r}, built between {before:%H:%M:%S} and {after:%H:%M:%S}; expected {expected!r}")
+    current = next((i.import_limit_kw for i in published.intervals if i.start <= before < i.start + INTERVAL), 0.0)
     values = {s.get("signal_name"): s.get("current_value") for s in event["event_signals"]}
     got = values.get(SIGNAL_IMPORT_LIMIT)
     rec.check("VTN-EVT-04", got is not None and abs(float(got) - current) < 1e-6,
               f"{what}: currentValue of {SIGNAL_IMPORT_LIMIT} is {got}, the interval in progress says {current}")
+
+
+def _check_clock(event: dict[str, Any], before: datetime, after: datetime, rec: Recorder) -> None:
+    """VTN-CLK-01: a version made while the suite published it carries that moment (PROFILE §3.7, §5.1)."""
+    sync = timedelta(seconds=CLOCK_SYNC_S)
+    descriptor = event["event_descriptor"]
+    for name in ("created_date_time", "modification_date_time"):
+        stamp = descriptor.get(name)
+        rec.check("VTN-CLK-01", isinstance(stamp, datetime) and before - sync <= stamp <= after + sync,
+                  f"{name} {stamp} of an event published between {before:%H:%M:%S.%f} and {after:%H:%M:%S.%f} (±"
+                  f"{CLOCK_SYNC_S:g} s)")
 
 
 def _check_shape(event: dict[str, Any], raw: str, published: CapacityBandwidth, rec: Recorder, ven_id: str) -> None:

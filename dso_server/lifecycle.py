@@ -11,9 +11,10 @@ Delivery: every oadrDistributeEvent carries *all* of a VEN's relevant events (2.
 later oadrDistributeEvent is an implied cancellation). Relevant are the events that have not ended, and of the
 cancelled ones those whose cancellation the VEN has not yet acknowledged (an oadrCreatedEvent naming the
 cancellation's modification number). The VTN remembers per VEN the set of (event id, modification number,
-status) it last delivered; a poll is answered with an oadrDistributeEvent only when the current set holds
-something the VEN has not seen. A set that only shrank (an event ended or its cancellation was acknowledged)
-needs no message: the VEN already knows.
+status) it last delivered; a poll is answered with an oadrDistributeEvent when the current set holds something
+the VEN has not seen, or when the VEN has not yet answered an event version it was sent (PROFILE.md §7.4.3: the
+distribution, or its answer, may have been lost; sending it again is harmless). A set that only shrank (an event
+ended or its cancellation was acknowledged) needs no message: the VEN already knows.
 """
 
 from __future__ import annotations
@@ -95,9 +96,16 @@ def delivery_keys(signals: Iterable[Signal], now: datetime) -> frozenset[Deliver
     )
 
 
-def delivery_due(previous: frozenset[DeliveryKey] | None, current: frozenset[DeliveryKey]) -> bool:
-    """Whether a poll must be answered with an oadrDistributeEvent: something in ``current`` is news to the VEN.
+def delivery_due(previous: frozenset[DeliveryKey] | None, current: frozenset[DeliveryKey],
+                 answered: Collection[tuple[str, int]] = frozenset()) -> bool:
+    """Whether a poll must be answered with an oadrDistributeEvent: something in ``current`` is news to the VEN, or
+    it was sent an event version it still holds but has not answered (``answered``: the (event id, modification
+    number) pairs it did answer).
 
     ``previous`` is None when nothing was delivered since the VEN registered.
     """
-    return bool(current - (previous or frozenset()))
+    if current - (previous or frozenset()):
+        return True
+    sent = {(event_id, modification) for event_id, modification, _ in previous or ()}
+    return any((event_id, modification) in sent and (event_id, modification) not in answered
+               for event_id, modification, _ in current)

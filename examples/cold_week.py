@@ -7,9 +7,10 @@ the demo's time-of-use tariff, and a firm import limit 16:00-21:00 local that ch
 (no network; about 10-20 s). It prints the daily KPIs with the reason for every interval whose mean import
 went over its limit (``hems_client.control.over_limit``), then each such interval.
 
-    python examples/cold_week.py [--days 7] [--seed 5] [--tolerance-kw 0.0]
+    python examples/cold_week.py [--days 7] [--seed 5] [--profile-tolerance]
 
-``--tolerance-kw`` is what counts as over in the table: 0 lists every interval over its limit at all.
+The table lists every interval over its limit at all; ``--profile-tolerance`` lists only those over it by more
+than the profile's tolerance (PROFILE.md §5.2.2, ``protocol.limits``), which is what the HEMS's KPI counts.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ class ColdWeek:
     household: Household
 
 
-def run_cold_week(*, days: int = 7, seed: int = 5, tolerance_kw: float = 0.0) -> ColdWeek:
+def run_cold_week(*, days: int = 7, seed: int = 5, exact: bool = True) -> ColdWeek:
     weather = Weather.synthetic(start=START - timedelta(hours=1), days=days + 2, seed=11, mean_temp_c=-3.0,
                                 daily_amplitude_k=5.0, cloudiness=0.5)
     household = make_household(CONTRACT, weather=weather, seed=seed, pv_kw=5.0)
@@ -93,7 +94,7 @@ def run_cold_week(*, days: int = 7, seed: int = 5, tolerance_kw: float = 0.0) ->
     for event in signals(days):
         book.apply(event, now=START)
     controller = Controller(contract=CONTRACT, household=household, clock=ManualClock(START), signal_book=book,
-                            kpi=KpiTracker(timezone=CONTRACT.comfort.timezone, tolerance_kw=tolerance_kw))
+                            kpi=KpiTracker(timezone=CONTRACT.comfort.timezone, exact=exact))
     asyncio.run(controller.run(until=START + timedelta(days=days)))
     return ColdWeek(controller=controller, household=household)
 
@@ -102,14 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--days", type=int, default=7, help="simulated days from Monday 00:00 local (default 7)")
     parser.add_argument("--seed", type=int, default=5, help="seed of the household (default 5)")
-    parser.add_argument("--tolerance-kw", type=float, default=0.0,
-                        help="mean import above the limit that counts as over (default 0: every interval over)")
+    parser.add_argument("--profile-tolerance", action="store_true",
+                        help="count an interval as over only beyond the profile's tolerance (default: at all)")
     args = parser.parse_args(argv)
     if not 1 <= args.days <= 28:
         parser.error(f"--days must be between 1 and 28, not {args.days}")
-    if not 0.0 <= args.tolerance_kw <= 1.0:
-        parser.error(f"--tolerance-kw must be between 0 and 1, not {args.tolerance_kw}")
-    week = run_cold_week(days=args.days, seed=args.seed, tolerance_kw=args.tolerance_kw)
+    week = run_cold_week(days=args.days, seed=args.seed, exact=not args.profile_tolerance)
     days = week.controller.kpi.days()
     print(format_kpi_table([(CONTRACT.connection_point_id, day) for day in days]))
     print()

@@ -66,6 +66,7 @@ from protocol import (
 )
 from protocol.clock import AcceleratedClock, sleep_until
 from protocol.effective import lowest_limits
+from protocol.limits import exceeds_limit
 
 ZONE = ZoneInfo("Europe/Amsterdam")
 # A cold winter day, starting at local noon so the evening peak, the night and the 06:00 EV departure all fall
@@ -76,7 +77,8 @@ GROUP = "feeder-1"
 COMFORT = ComfortTerms(indoor_setpoint_c=20.0, temperature_band_k=1.0, ev_departure_local=time(6, 0),
                        ev_required_range_km=150.0, timezone="Europe/Amsterdam")
 OVER_KW = 0.01
-"""What the table counts as over a limit."""
+"""What the table counts as a summed load over a summed limit or a transformer's capacity (a household against its
+own limit is judged by the profile's tolerance, ``protocol.limits.exceeds_limit``)."""
 
 # (PV kWp, heat pump, EV, battery) per household; the list repeats for more households.
 DEVICE_MIXES = [(5.0, True, True, True), (4.0, True, True, False), (6.0, True, False, True)]
@@ -272,7 +274,7 @@ def measured_rows(dso: DsoServer, scenario: Scenario, apps: list[HemsApp]
                                                                start=scenario.start, count=scenario.intervals)
         telemetry, limits = house.telemetry, house.limit_kw
         over = [row.import_kw - limits[start] for start, row in telemetry.items()
-                if row.import_kw > limits[start] + OVER_KW]
+                if exceeds_limit(row.import_kw, limits[start])]
         peak_start = max(telemetry, key=lambda start: telemetry[start].import_kw) if telemetry else scenario.start
         comfort, ev_km, need_km = _summarise_kpis(app.kpi.days())
         cost = _cost_eur(telemetry, scenario.tariff)

@@ -23,7 +23,7 @@ from hems_client.settings import ENV_PREFIX, ControllerSettings, HemsSettings
 from hems_client.store import HemsStore, StoreError
 from protocol.clock import AcceleratedClock, WallClock
 from protocol.contract import HouseholdContract
-from protocol.settings import SettingsError, add_arguments, resolve
+from protocol.settings import SettingsError, add_arguments, config_text, resolve
 from protocol.timebase import floor_to_interval
 
 
@@ -70,21 +70,6 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> HemsSetti
     config = args.config if args.config is not None else env.get(f"{ENV_PREFIX}CONFIG")
     return resolve(HemsSettings, cli=args, env=env, env_prefix=ENV_PREFIX,
                    config_file=Path(config) if config else None)
-
-
-def config_text(settings: HemsSettings) -> str:
-    """The settings as a TOML config file would hold them (unset optional ones as comments)."""
-    lines = []
-    for name, value in settings.model_dump(mode="json").items():
-        if value is None:
-            lines.append(f"# {name} =")
-        elif isinstance(value, bool):
-            lines.append(f"{name} = {'true' if value else 'false'}")
-        elif isinstance(value, int | float):
-            lines.append(f"{name} = {value!r}")
-        else:
-            lines.append(f'{name} = "{value}"')
-    return "\n".join(lines)
 
 
 async def _run(settings: HemsSettings, security: VenSecurity, contract: HouseholdContract) -> int:
@@ -139,12 +124,12 @@ def _contract(settings: HemsSettings) -> HouseholdContract | None:
                 f" ({settings.db} holds no contract yet)" if settings.db is not None else " or a --db that holds one"),
                 file=sys.stderr)
         return stored
-    problems = validate_contract_file(settings.contract)
+    problems = validate_contract_file(settings.contract, settings.connection_point)
     if problems:
         for problem in problems:
             print(f"hems-client: error: {problem}", file=sys.stderr)
         return None
-    contract = load_contract(settings.contract)
+    contract = load_contract(settings.contract, settings.connection_point)
     if stored is not None and stored.connection_point_id != contract.connection_point_id:
         print(f"hems-client: error: {settings.db} belongs to connection point {stored.connection_point_id}, not "
               f"{contract.connection_point_id} from {settings.contract}", file=sys.stderr)

@@ -1,7 +1,9 @@
-"""Reading a household contract from TOML, with errors that name the file and the field.
+"""Reading the household's contract from a contract file, with errors that name the file and the field.
 
-The file holds the ``HouseholdContract`` fields at top level and the comfort terms as a ``[comfort]`` table::
+The file is PROFILE.md §11's (``protocol.contract_file``), the same the DSO reads: one ``[[household]]`` table
+per connection point, the comfort terms in ``[household.comfort]``::
 
+    [[household]]
     connection_point_id = "871687120000000011"
     contracted_max_import_kw = 17.0
     contracted_max_export_kw = 10.0
@@ -9,22 +11,23 @@ The file holds the ``HouseholdContract`` fields at top level and the comfort ter
     failsafe_export_kw = 4.2
     failsafe_duration_s = 7200
 
-    [comfort]
+    [household.comfort]
     indoor_setpoint_c = 20.0
     temperature_band_k = 1.0
     ev_departure_local = 06:00:00
     ev_required_range_km = 150.0
     timezone = "Europe/Amsterdam"
+
+A file with several households (the DSO's) needs ``connection_point_id`` to say which one is this HEMS's; a
+``group`` is the DSO's business and is ignored here.
 """
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from protocol.contract import HouseholdContract
+from protocol.contract_file import read_contract_file
 
 
 class ConfigError(ValueError):
@@ -35,35 +38,38 @@ class ConfigError(ValueError):
         super().__init__(f"{path}: {field}: {reason}" if field else f"{path}: {reason}")
 
 
-def validate_contract_file(path: Path) -> list[ConfigError]:
-    """Every problem with the contract file (empty when it is valid)."""
+def _read(path: Path, connection_point_id: str | None) -> tuple[HouseholdContract | None, list[ConfigError]]:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as error:
-        return [ConfigError(path, "", f"cannot read the file: {error.strerror or error}")]
+        return None, [ConfigError(path, "", f"cannot read the file: {error.strerror or error}")]
     except UnicodeDecodeError:
-        return [ConfigError(path, "", "is not UTF-8 text")]
-    except tomllib.TOMLDecodeError as error:
-        return [ConfigError(path, "", f"is not valid TOML: {error}")]
-    try:
-        HouseholdContract.model_validate(data)
-    except ValidationError as error:
-        problems = []
-        for item in error.errors():
-            field = ".".join(str(part) for part in item["loc"]) or "(file)"
-            reason = item["msg"].removeprefix("Value error, ")
-            if item["type"] == "extra_forbidden":
-                reason = "is not a contract field"
-            elif item["type"] == "missing":
-                reason = "is required"
-            problems.append(ConfigError(path, field, reason))
-        return problems
-    return []
+        return None, [ConfigError(path, "", "is not UTF-8 text")]
+    entries, problems = read_contract_file(text)
+    if problems:
+        return None, [ConfigError(path, problem.where, problem.reason) for problem in problems]
+    if connection_point_id is not None:
+        mine = [e for e in entries if e.contract.connection_point_id == connection_point_id]
+        if not mine:
+            return None, [ConfigError(path, "", f"holds no household with connection_point_id "
+                                                f"{connection_point_id}")]
+        return mine[0].contract, []
+    if len(entries) != 1:
+        return None, [ConfigError(path, "", f"holds {len(entries)} households; a HEMS needs exactly one, or "
+                                            "--connection-point to say which is its own")]
+    return entries[0].contract, []
 
 
-def load_contract(path: Path) -> HouseholdContract:
-    """The contract in ``path``, or ConfigError naming the file and the first bad field."""
-    problems = validate_contract_file(path)
+def validate_contract_file(path: Path, connection_point_id: str | None = None) -> list[ConfigError]:
+    """Every problem with the contract file (empty when it is valid)."""
+    return _read(path, connection_point_id)[1]
+
+
+def load_contract(path: Path, connection_point_id: str | None = None) -> HouseholdContract:
+    """The contract in ``path`` (the one of ``connection_point_id`` when the file holds several), or ConfigError
+    naming the file and the first bad field."""
+    contract, problems = _read(path, connection_point_id)
     if problems:
         raise problems[0]
-    return HouseholdContract.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
+    assert contract is not None
+    return contract

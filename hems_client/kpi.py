@@ -2,9 +2,10 @@
 
 Days are local calendar days in the contract's time zone. An interval counts as over the limit when its mean
 import exceeds the import limit in force (the effective limit, or the failsafe limit; the one in force at the
-end of the interval when it changed) by more than ``tolerance_kw``. Every interval counted over carries the
-reason the controller attributed to it (``hems_client.control.over_limit``), ``unattributed`` if a caller
-gave none.
+end of the interval when it changed) by more than the profile's tolerance (``protocol.limits.exceeds_limit``,
+PROFILE.md §5.2.2); the energy over the limit is counted from the limit itself; every interval counted over
+carries the reason the controller attributed to it (``hems_client.control.over_limit``), ``unattributed`` if a
+caller gave none.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 from hems_client.control.over_limit import OverLimitReason
+from protocol.limits import exceeds_limit
 from protocol.timebase import INTERVAL_S
 
 _DT_H = INTERVAL_S / 3600
@@ -74,9 +76,13 @@ class DailyKpi:
 
 
 class KpiTracker:
-    def __init__(self, *, timezone: str = "Europe/Amsterdam", tolerance_kw: float = 0.01) -> None:
+    """``exact``: count every interval whose mean import exceeds its limit at all, not only those beyond the
+    profile's tolerance (a diagnostic view: what the over-limit attribution explains); the KPI the HEMS reports
+    uses the tolerance."""
+
+    def __init__(self, *, timezone: str = "Europe/Amsterdam", exact: bool = False) -> None:
         self._zone = ZoneInfo(timezone)
-        self.tolerance_kw = tolerance_kw
+        self.exact = exact
         self._days: dict[date, DailyKpi] = {}
 
     def _day(self, moment: datetime) -> DailyKpi:
@@ -105,7 +111,7 @@ class KpiTracker:
             kpi.peak_import_kw, kpi.limit_at_peak_kw = import_kw, import_limit_kw
         if kpi.min_import_limit_kw is None or import_limit_kw < kpi.min_import_limit_kw:
             kpi.min_import_limit_kw = import_limit_kw
-        if import_kw > import_limit_kw + self.tolerance_kw:
+        if import_kw > import_limit_kw if self.exact else exceeds_limit(import_kw, import_limit_kw):
             kpi.intervals_over_limit += 1
             kpi.energy_over_limit_kwh += (import_kw - import_limit_kw) * _DT_H
             kpi.over_limit.append(OverLimitInterval(

@@ -82,8 +82,10 @@ class HemsSettings(ControllerSettings):
         "the VTN's OpenADR 2.0b base URL, e.g. https://dso.example.net:8080/OpenADR2/Simple/2.0b (with --cert, "
         "--key and --ca-file), or http://127.0.0.1:8080/... with --insecure"))
     contract: Path | None = Field(None, description=(
-        "the household contract (TOML): HouseholdContract fields at top level, comfort terms in a [comfort] table "
-        "(see hems_client/config.py); may be left out when --db holds one"))
+        "the household's contract file, PROFILE.md §11's form: a [[household]] table with the contract fields and "
+        "[household.comfort] (see protocol/contract_file.py); may be left out when --db holds one"))
+    connection_point: str | None = Field(None, description=(
+        "which household of a contract file with several is this HEMS's (its EAN; none: the file's only one)"))
     db: Path | None = Field(None, description=(
         "local SQLite store of the contract, the active DSO signals and the failsafe state; a restart with the "
         "same file resumes with them (none: nothing survives a restart)"))

@@ -56,7 +56,11 @@ class HemsStore:
             self._db["contract"].create({"id": int, "connection_point_id": str, "json": str}, pk="id",
                                         if_not_exists=True)
             self._db["signals"].create({"event_id": str, "modification_number": int, "sequence": int, "kind": str,
-                                        "payload": str}, pk="event_id", if_not_exists=True)
+                                        "payload": str, "received_at": str, "modified_at": str}, pk="event_id",
+                                       if_not_exists=True)
+            for column in ("received_at", "modified_at"):  # stores written before these columns existed
+                if column not in self._db["signals"].columns_dict:
+                    self._db["signals"].add_column(column, str)
             self._db["known_modifications"].create({"event_id": str, "modification_number": int}, pk="event_id",
                                                    if_not_exists=True)
             self._db["book"].create({"id": int, "version": int, "limits_changed_at": str}, pk="id",
@@ -96,7 +100,8 @@ class HemsStore:
             self._db["signals"].insert_all(
                 ({"event_id": s.event_id, "modification_number": s.modification_number, "sequence": s.sequence,
                   "kind": "bandwidth" if isinstance(s.payload, CapacityBandwidth) else "tariff",
-                  "payload": s.payload.model_dump_json()} for s in snapshot.signals), pk="event_id")
+                  "payload": s.payload.model_dump_json(), "received_at": _time(s.received_at),
+                  "modified_at": _time(s.modified_at)} for s in snapshot.signals), pk="event_id")
             self._db["known_modifications"].delete_where()
             self._db["known_modifications"].insert_all(
                 ({"event_id": event_id, "modification_number": number}
@@ -113,7 +118,9 @@ class HemsStore:
             if kind is None:
                 raise StoreError(f"store {self.path}: signal {row['event_id']!r} has unknown kind {row['kind']!r}")
             signals.append(ActiveSignal(row["event_id"], int(row["modification_number"]),
-                                        kind.model_validate_json(row["payload"]), int(row["sequence"])))
+                                        kind.model_validate_json(row["payload"]), int(row["sequence"]),
+                                        received_at=_parse_time(row.get("received_at")),
+                                        modified_at=_parse_time(row.get("modified_at"))))
         known = {row["event_id"]: int(row["modification_number"])
                  for row in self._db["known_modifications"].rows}
         book_rows = list(self._db["book"].rows_where("id = 1"))

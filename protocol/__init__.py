@@ -6,11 +6,13 @@ from protocol.errors import ProfileError
 from protocol.reports import ComfortStatus, Plan, PlanInterval, Telemetry, TelemetryInterval
 from protocol.signals import BandwidthInterval, CapacityBandwidth, Firmness, TariffInterval, TouTariff
 from protocol.timebase import INTERVAL, INTERVAL_S, INTERVALS_PER_DAY, floor_to_interval
+from protocol.version import PROFILE_VERSION
 
 __all__ = [
     "INTERVAL",
     "INTERVALS_PER_DAY",
     "INTERVAL_S",
+    "PROFILE_VERSION",
     "BandwidthInterval",
     "CapacityBandwidth",
     "ComfortStatus",

@@ -69,6 +69,11 @@ class HouseholdContract(BaseModel):
     failsafe_import_kw: float
     failsafe_export_kw: float
     failsafe_duration_s: int = Field(ge=MIN_FAILSAFE_DURATION_S, le=MAX_FAILSAFE_DURATION_S)
+    non_flexible_import_kw: float = 0.0
+    """Import the household declared at enrolment that it cannot shed (PROFILE.md §5.2.1, §11): a limit below it
+    binds only down to it. 0 (the default): every limit binds."""
+    non_flexible_export_kw: float = 0.0
+    """Likewise for export (e.g. PV that cannot be curtailed)."""
     comfort: ComfortTerms = ComfortTerms()
 
     @field_validator("connection_point_id")
@@ -81,7 +86,7 @@ class HouseholdContract(BaseModel):
         return value
 
     @field_validator("contracted_max_import_kw", "contracted_max_export_kw", "failsafe_import_kw",
-                     "failsafe_export_kw")
+                     "failsafe_export_kw", "non_flexible_import_kw", "non_flexible_export_kw")
     @classmethod
     def _power(cls, value: float) -> float:
         return check_power_kw(value)
@@ -97,5 +102,16 @@ class HouseholdContract(BaseModel):
             raise ValueError(
                 f"failsafe_export_kw {self.failsafe_export_kw} exceeds contracted_max_export_kw "
                 f"{self.contracted_max_export_kw}"
+            )
+        # The household must be able to meet its own failsafe limits (PROFILE.md §11).
+        if self.non_flexible_import_kw > self.failsafe_import_kw:
+            raise ValueError(
+                f"non_flexible_import_kw {self.non_flexible_import_kw} exceeds failsafe_import_kw "
+                f"{self.failsafe_import_kw}: the household could not meet its own failsafe limit"
+            )
+        if self.non_flexible_export_kw > self.failsafe_export_kw:
+            raise ValueError(
+                f"non_flexible_export_kw {self.non_flexible_export_kw} exceeds failsafe_export_kw "
+                f"{self.failsafe_export_kw}: the household could not meet its own failsafe limit"
             )
         return self

@@ -19,6 +19,14 @@ from protocol.signals import CapacityBandwidth, Firmness
 from protocol.timebase import INTERVAL, floor_to_interval
 
 
+def binding_limits_kw(contract: HouseholdContract, import_limit_kw: float,
+                      export_limit_kw: float) -> tuple[float, float]:
+    """The (import, export) limits an interval's mean import and export are judged against (PROFILE.md §5.2.1):
+    the limit in force (effective or failsafe), but never below the household's declared non-flexible load."""
+    return (max(import_limit_kw, contract.non_flexible_import_kw),
+            max(export_limit_kw, contract.non_flexible_export_kw))
+
+
 @dataclass(frozen=True)
 class EffectiveLimit:
     start: datetime

@@ -1,4 +1,5 @@
-"""Plausibility bounds shared by the models: a value past these is a typo or a unit error, not data."""
+"""Plausibility bounds shared by the models (a value past these is a typo or a unit error, not data), and the
+tolerance by which an interval's mean import or export is judged against its limit (PROFILE.md §5.2.2)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,13 @@ import math
 
 MAX_POWER_KW = 250.0
 """No household connection carries more; a larger value is usually W sent where kW was meant."""
+
+MAX_EVENTS_PER_VEN = 32
+"""PROFILE.md §1.5: the most relevant events a VTN holds for one VEN."""
+MAX_VEN_MESSAGE_BYTES = 1024 * 1024
+"""PROFILE.md §1.5: the largest message a VEN sends; a VTN accepts up to this (and may refuse more with 413)."""
+MAX_VTN_MESSAGE_BYTES = 16 * 1024 * 1024
+"""PROFILE.md §1.5: the largest message a VTN sends (32 week-long events fit); a VEN accepts up to this."""
 
 MAX_ABS_PRICE_EUR_PER_KWH = 10.0
 """EU day-ahead prices are capped at +4 and -0.5 EUR/kWh; beyond 10 it is EUR/MWh sent as EUR/kWh."""
@@ -32,3 +40,19 @@ def check_price_eur_per_kwh(value: float) -> float:
             f"price {value} EUR/kWh is beyond +-{MAX_ABS_PRICE_EUR_PER_KWH} EUR/kWh (EUR/MWh sent as EUR/kWh?)"
         )
     return value
+
+
+LIMIT_TOLERANCE_KW = 0.1
+LIMIT_TOLERANCE_FRACTION = 0.02
+"""PROFILE.md §5.2.2: an interval's mean import (export) complies when it is at most the limit plus 0.1 kW or 2 %
+of the limit, whichever is larger (meter accuracy class A/B and sub-minute control, see the rationale there)."""
+
+
+def limit_tolerance_kw(limit_kw: float) -> float:
+    """The tolerance on ``limit_kw`` (PROFILE.md §5.2.2)."""
+    return max(LIMIT_TOLERANCE_KW, LIMIT_TOLERANCE_FRACTION * limit_kw)
+
+
+def exceeds_limit(mean_kw: float, limit_kw: float) -> bool:
+    """True when an interval's mean import (export) ``mean_kw`` breaks ``limit_kw`` (PROFILE.md §5.2.1, §5.2.2)."""
+    return mean_kw > limit_kw + limit_tolerance_kw(limit_kw)

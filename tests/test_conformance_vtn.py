@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -20,15 +21,19 @@ from faulty.vtn_proxy import (
     stale_status,
 )
 from support.security import LabPki, enrol_certificate, plain_settings
+from verdict_log import record_verdicts
 
 from conformance.certificates import SuiteCertificates, issue
 from conformance.cli import main
 from conformance.report import write_reports
 from conformance.rules import RULES, Severity, Side
 from conformance.verdicts import Outcome, failed_ids
-from conformance.vtn_suite import run_vtn_suite
+from conformance.vtn_suite import run_vtn_suite, run_vtn_suite_report
 from dso_server.service import DsoServer
 from protocol import ComfortTerms, HouseholdContract, make_ean18
+from protocol.clock import AcceleratedClock
+
+QUARTER = datetime(2030, 1, 14, 16, 15, tzinfo=UTC)
 
 EAN_A, EAN_B = make_ean18("87168712345600001"), make_ean18("87168712345600002")
 
@@ -67,6 +72,7 @@ async def test_our_dso_passes_every_automated_vtn_must_rule(
     dso, certificates, vtn_ca = tls_dso
     verdicts = await run_vtn_suite(dso.vtn_url, dso.api_url, seed=1, admin_token=token(dso),
                                    certificates=certificates, vtn_ca=vtn_ca)
+    record_verdicts("vtn", {"dso": verdicts})
     assert failed_ids(verdicts) == set(), [f"{v.rule.rule_id}: {v.summary}" for v in verdicts
                                            if v.outcome is Outcome.FAIL]
     automated_musts = {v.rule.rule_id for v in verdicts if v.rule.automated and v.rule.severity is Severity.MUST}
@@ -95,14 +101,17 @@ async def test_without_an_operator_api_the_publish_rules_are_not_run(dso: DsoSer
 async def test_a_faulty_vtn_fails_exactly_the_rules_it_breaks(
         dso: DsoServer, fault: Fault, broken: set[str], tmp_path: Path) -> None:
     async with FaultyVtnProxy(dso.vtn_url, fault) as proxy:
-        verdicts = await run_vtn_suite(proxy.url, dso.api_url, seed=3, admin_token=token(dso))
+        result = await run_vtn_suite_report(proxy.url, dso.api_url, seed=3, admin_token=token(dso))
+    verdicts = result.verdicts
+    record_verdicts("vtn", {fault.__name__: verdicts})
     assert failed_ids(verdicts) == broken
     evidence = [v.evidence for v in verdicts if v.rule.rule_id in broken]
     assert all(any("FAILED" in e["what"] for e in each) for each in evidence)
 
-    write_reports(tmp_path, "vtn", proxy.url, verdicts)
+    write_reports(tmp_path, "vtn", result)
     report = json.loads((tmp_path / "report.json").read_text())
     assert set(report["must_failed"]) == broken and report["conforms"] is False
+    assert report["url"] == proxy.url and report["product"].startswith("Python/3")
     junit = ElementTree.parse(tmp_path / "junit.xml").getroot()
     assert {case.get("name") for case in junit if case.find("failure") is not None} == broken
     assert "DOES NOT CONFORM" in (tmp_path / "report.html").read_text()
@@ -133,3 +142,27 @@ def test_bad_arguments_exit_with_2() -> None:
     assert main(["ven"]) == 2
     assert main(["ven", "--ven-cmd", "no-placeholder"]) == 2
     assert main(["bogus"]) == 2
+
+
+@pytest.mark.parametrize("before_quarter_s", [0.5, 2.0, 4.0])
+@pytest.mark.parametrize(("fault", "broken"), [(None, set()), (stale_status, {"VTN-EVT-05"})])
+async def test_a_run_started_seconds_before_a_quarter_hour_judges_every_status_rule(
+        tmp_path: Path, before_quarter_s: float, fault: Fault | None, broken: set[str]) -> None:
+    """No dependence on the time of day: the DSO and the suite share a clock that starts a few seconds before
+    16:15. Wherever the status checks fall, eventStatus and currentValue are judged (the suite waits past an
+    interval boundary instead of skipping), and a stale eventStatus still fails."""
+    clock = AcceleratedClock(QUARTER - timedelta(seconds=before_quarter_s), speed=1.0)
+    settings = plain_settings(db_path=str(tmp_path / "dso.sqlite"), vtn_port=0, api_port=0, poll_interval_s=1)
+    async with DsoServer(settings, clock) as dso:
+        if fault is None:
+            verdicts = await run_vtn_suite(dso.vtn_url, dso.api_url, seed=5, clock=clock, admin_token=token(dso))
+        else:
+            async with FaultyVtnProxy(dso.vtn_url, fault) as proxy:
+                verdicts = await run_vtn_suite(proxy.url, dso.api_url, seed=5, clock=clock,
+                                               admin_token=token(dso))
+    record_verdicts("vtn", {f"{getattr(fault, '__name__', 'dso')}-{before_quarter_s:g}s-before-16:15": verdicts})
+    by_id = {v.rule.rule_id: v for v in verdicts}
+    assert failed_ids(verdicts) == broken
+    assert {by_id[r].outcome for r in ("VTN-EVT-04", "VTN-EVT-05")} <= {Outcome.PASS, Outcome.FAIL}
+    judged = [e["what"] for e in by_id["VTN-EVT-05"].evidence if e["what"].startswith(("ok:", "FAILED:"))]
+    assert any("active event B" in w for w in judged) and any("future event A" in w for w in judged)

@@ -12,8 +12,9 @@ import pytest
 from pydantic import ValidationError
 from support.security import plain_settings  # plain HTTP on loopback where the test is not about TLS
 
-from dso_server.cli import build_parser, main
+from dso_server.cli import build_parser, main, serve_settings
 from dso_server.contracts import ContractsFileError, load_contracts, parse_contracts
+from dso_server.records import EventResponse
 from dso_server.security.tokens import Role
 from dso_server.service import DsoServer
 from dso_server.settings import DsoSettings
@@ -37,7 +38,7 @@ FILE = Path("contracts.toml")
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     try:
-        code = main(argv)
+        code = main(argv, env={})  # serve reads no DSO_* variable of the machine running the tests
     except SystemExit as exit_:
         code = int(exit_.code or 0)
     out, err = capsys.readouterr()
@@ -123,11 +124,11 @@ def test_settings_are_checked_once_at_start(tmp_path: Path) -> None:
 def test_every_command_explains_itself(capsys: pytest.CaptureFixture[str]) -> None:
     for argv in (["--help"], ["serve", "--help"], ["publish", "bandwidth", "--help"], ["publish", "tariff", "--help"],
                  ["modify", "--help"], ["cancel", "--help"], ["households", "--help"], ["signals", "--help"],
-                 ["telemetry", "--help"]):
+                 ["telemetry", "--help"], ["responses", "--help"]):
         code, out, _ = run(argv, capsys)
         assert code == 0 and "usage: dso-server" in out
-    serve_help = build_parser().parse_args(["serve"])
-    assert (serve_help.vtn_port, serve_help.api_port, serve_help.poll_interval_s) == (8080, 8081, 10.0)
+    served = serve_settings(build_parser().parse_args(["serve", "--insecure"]), {})
+    assert (served.vtn_port, served.api_port, served.poll_interval_s) == (8080, 8081, 10.0)
 
 
 @pytest.mark.parametrize(("argv", "words"), [
@@ -146,7 +147,7 @@ def test_every_command_explains_itself(capsys: pytest.CaptureFixture[str]) -> No
     (["publish", "tariff", "--group", "g", "--start", "2030-01-01T17:00:00+00:00", "--import-price", "300",
       "--export-price", "0"], "EUR/MWh"),
     (["modify", "ev-1", "--file", "/nonexistent/body.json"], "cannot read /nonexistent/body.json"),
-    (["serve", "--vtn-id", "dso", "--db", ":memory:"], "vtn_id: vtn_id 'dso' is all lowercase"),
+    (["serve", "--vtn-id", "dso", "--db", ":memory:"], "--vtn-id 'dso': is all lowercase"),
     (["telemetry", "--connection-point", EAN_A, "--since", "yesterday"], "not an ISO 8601 timestamp"),
 ])
 def test_bad_arguments_exit_2_with_a_message(argv: list[str], words: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -240,6 +241,19 @@ async def test_publish_modify_cancel_and_read_through_the_cli(
     code, out, _ = await run_async(["audit", *read_url, "--action", "signal.cancel"], capsys)
     assert code == 0 and "token:cli-reader" in out and "refused" in out
 
+    ven = dso.store.register_ven(EAN_A, now=datetime.now(UTC))
+    dso.store.record_responses(ven.ven_id, [EventResponse(
+        event_id=event_id, modification_number=0, opt_type="optOut", response_code=454,
+        response_description="event.eventSignals[x-IMPORT_CAPACITY_LIMIT].itemBase.scale: is 'none'")],
+        now=datetime.now(UTC))
+    code, out, err = await run_async(["responses", *url, "--event-id", event_id], capsys)
+    assert code == 0, err
+    assert event_id in out and "optOut" in out and "454" in out and "itemBase.scale" in out
+    code, out, _ = await run_async(["responses", *url, "--connection-point", EAN_B, "--json"], capsys)
+    assert code == 0 and json.loads(out) == {"responses": []}
+    code, _, err = await run_async(["responses", *url, "--event-id", "no-such-event"], capsys)
+    assert code == 1 and "no-such-event" in err
+
 
 def test_certificates_that_do_not_load_stop_serve_with_exit_2(tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
@@ -256,8 +270,9 @@ def test_certificates_that_do_not_load_stop_serve_with_exit_2(tmp_path: Path,
 @pytest.mark.parametrize("argv, message", [
     (["serve"], "cert, key, ca_file missing (create them with 'dso-server pki')"),
     (["serve", "--insecure", "--host", "0.0.0.0"], "insecure (plain HTTP) is refused on vtn_host '0.0.0.0'"),
-    (["serve", "--pki", "nowhere"], "nowhere/vtn.crt is not a readable file"),
-    (["serve", "--pki", "nowhere", "--cert", "x.pem"], "give --pki or --cert/--key/--ca-file, not both"),
+    (["serve", "--pki", "nowhere"], "--pki 'nowhere': nowhere/vtn.crt, nowhere/vtn.key, nowhere/ca.crt are not "
+                                    "readable files"),
+    (["serve", "--pki", "nowhere", "--cert", "x.pem"], "give pki, or cert, key and ca_file, not both"),
 ])
 def test_serve_is_secure_by_default(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run([*argv, "--db", ":memory:", "--vtn-port", "0", "--api-port", "0"], capsys)

@@ -51,3 +51,19 @@ def test_silent_households() -> None:
     now = T0 + 10 * INTERVAL
     last = {"a": T0 + 9 * INTERVAL, "b": T0, "c": None}
     assert silent_households(last, now=now, max_intervals=4) == ["b", "c"]
+
+
+def test_the_profile_tolerance_and_the_declared_non_flexible_load_decide_a_violation() -> None:
+    """PROFILE §5.2.1/§5.2.2: 0.1 kW or 2 % over the limit is within it; a limit below the household's declared
+    non-flexible load binds only down to that load."""
+    bw = CapacityBandwidth(firmness=Firmness.FIRM, intervals=tuple(
+        BandwidthInterval(start=T0 + i * INTERVAL, import_limit_kw=v, export_limit_kw=5.0)
+        for i, v in enumerate([2.0, 2.0, 10.0, 10.0, 0.5, 0.5])))
+    imports = [2.1, 2.11, 10.2, 10.21, 0.8, 0.95]
+    tele = [TelemetryInterval(start=T0 + i * INTERVAL, import_kw=v, export_kw=0) for i, v in enumerate(imports)]
+    declared = _contract().model_copy(update={"non_flexible_import_kw": 0.8})
+    assert [(x.start, x.intervals) for x in find_violations(declared, [bw], tele)] == [
+        (T0 + INTERVAL, 1), (T0 + 3 * INTERVAL, 1), (T0 + 5 * INTERVAL, 1)]
+    assert [x.intervals for x in find_violations(_contract(), [bw], tele)] == [1, 3]
+    with pytest.raises(ValueError, match="could not meet its own failsafe limit"):
+        HouseholdContract.model_validate({**_contract().model_dump(), "non_flexible_import_kw": 5.0})

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from dso_server.errors import (
+    Conflict,
     IllegalSignalChange,
     SchemaError,
     UnknownEvent,
@@ -101,14 +102,18 @@ def test_relevant_signals_drop_ended_and_acknowledged_cancellations(store: DsoSt
                                                                                     now=NOW), NOW)}
 
 
-def test_delivery_is_due_only_for_news() -> None:
+def test_delivery_is_due_for_news_and_until_the_ven_answered() -> None:
     a0, a1, b0 = ("a", 0, "far"), ("a", 1, "far"), ("b", 0, "active")
-    assert not delivery_due(None, frozenset())
-    assert delivery_due(None, frozenset({a0}))
-    assert not delivery_due(frozenset({a0}), frozenset({a0}))
-    assert delivery_due(frozenset({a0}), frozenset({a1}))
-    assert delivery_due(frozenset({a0}), frozenset({a0, b0}))
-    assert not delivery_due(frozenset({a0, b0}), frozenset({b0}))  # only shrank: the VEN knows already
+    answered = {("a", 0), ("a", 1), ("b", 0)}
+    assert not delivery_due(None, frozenset(), answered)
+    assert delivery_due(None, frozenset({a0}), answered)
+    assert not delivery_due(frozenset({a0}), frozenset({a0}), answered)
+    assert delivery_due(frozenset({a0}), frozenset({a1}), answered)
+    assert delivery_due(frozenset({a0}), frozenset({a0, b0}), answered)
+    assert not delivery_due(frozenset({a0, b0}), frozenset({b0}), answered)  # only shrank: the VEN knows already
+    # PROFILE §7.4.3: sent but not answered (the distribution or the answer was lost) -> sent again.
+    assert delivery_due(frozenset({a0, b0}), frozenset({a0, b0}), {("a", 0)})
+    assert not delivery_due(frozenset({a0}), frozenset({a0, b0}) - {b0}, {("a", 0)})
 
 
 # ------------------------------------------------------------------------------------------------ signals
@@ -181,6 +186,21 @@ def test_publishing_to_an_unknown_household_stores_nothing(store: DsoStore) -> N
         store.publish({EAN_A: bandwidth(5), EAN_UNKNOWN: bandwidth(5)}, now=NOW)
     assert caught.value.field == "connection_point_ids[1]"
     assert count(store, "signals") == 0
+
+
+def test_a_household_holds_at_most_32_open_signals(store: DsoStore) -> None:
+    """PROFILE §1.5: the 33rd open signal is refused (409) and nothing is stored; a cancelled or ended one makes
+    room again."""
+    first = store.publish({EAN_A: bandwidth(5)}, now=NOW).signals[0]
+    for _ in range(31):
+        store.publish({EAN_A: tariff(0.3)}, now=NOW)
+    with pytest.raises(Conflict) as caught:
+        store.publish({EAN_B: bandwidth(5), EAN_A: bandwidth(4)}, now=NOW)
+    assert caught.value.http_status == 409 and EAN_A in str(caught.value) and "§1.5" in str(caught.value)
+    assert count(store, "signals") == 32
+    store.cancel_signal(first.event_id, now=NOW)
+    store.publish({EAN_A: bandwidth(4)}, now=NOW)
+    store.publish({EAN_A: bandwidth(4)}, now=NOW + timedelta(hours=2))  # the first 32 have ended by then
 
 
 def test_a_failure_half_way_rolls_the_whole_publication_back() -> None:

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from api_auth import bearer
 from openleadr import OpenADRClient
-from openleadr.messaging import create_message, parse_message
+from openleadr.messaging import create_message, parse_message, validate_xml_schema
 from support.security import LabPki, plain_settings  # plain HTTP on loopback; mutual TLS: test_dso_vtn_tls.py
 
 from dso_server.service import DsoServer
@@ -264,6 +264,23 @@ async def test_a_restart_keeps_registrations_and_signals(settings: DsoSettings, 
         assert (decoded.meta.event_id, decoded.meta.modification_number, decoded.payload) == (event_id, 0, published)
 
 
+async def test_a_refused_registration_carries_no_ven_id_and_no_registration_id(dso: DsoServer) -> None:
+    """PROFILE §2.3: 463, a description naming the venName, and neither element (not even empty ones)."""
+    unknown = make_ean18("87168712000000077")
+    message = create_message("oadrCreatePartyRegistration", request_id="r1", ven_name=unknown, http_pull_model=True,
+                             xml_signature=False, report_only=False, profile_name="2.0b", transport_name="simpleHttp")
+    async with aiohttp.ClientSession() as session, session.post(
+            f"{dso.vtn_url}/EiRegisterParty", data=message.encode(),
+            headers={"Content-Type": "application/xml"}) as reply:
+        raw = await reply.text()
+    validate_xml_schema(raw.encode())
+    assert "<ei:responseCode>463</ei:responseCode>" in raw and unknown in raw
+    assert "venID" not in raw and "registrationID" not in raw
+    accepted = create_message("oadrCreatedPartyRegistration", response={"response_code": 200, "response_description":
+                              "OK", "request_id": "r"}, ven_id="v", registration_id="g", vtn_id="x", profiles=[])
+    assert "<ei:registrationID>g</ei:registrationID><ei:venID>v</ei:venID>" in accepted
+
+
 async def test_an_unknown_ven_id_is_asked_to_reregister(dso: DsoServer) -> None:
     message = create_message("oadrPoll", ven_id="ven-never-registered")
     response_type, _ = await post_xml(dso, "OadrPoll", message)
@@ -302,8 +319,11 @@ async def test_reports_land_in_the_store_and_a_bad_one_does_not_spoil_the_rest(d
         encode_plan_report(plan, report_request_id=request_of["HEMS_PLAN"]),
         encode_comfort_report(comfort, report_request_id=request_of["HEMS_COMFORT"]),
     ])
-    response_type, _ = await post_xml(dso, "EiReport", update)
-    assert response_type == "oadrUpdatedReport"
+    response_type, answered = await post_xml(dso, "EiReport", update)
+    # PROFILE §9.2: refused per report, answered 454 naming the report and the field, never a silent 200.
+    assert response_type == "oadrUpdatedReport" and answered["response"]["response_code"] == 454
+    assert answered["response"]["response_description"].startswith("report[0] TELEMETRY_USAGE: report.intervals[")
+    assert "lacks rID 'export_kw'" in answered["response"]["response_description"]
 
     answer = await api(dso, "GET", "/api/telemetry", params={"connection_point_id": EAN_B})
     assert [(i["start"], i["import_kw"], i["export_kw"]) for i in answer["intervals"]] == [
@@ -373,16 +393,22 @@ async def test_polls_follow_the_injected_clock_through_an_events_life() -> None:
                  e["event_descriptor"]["event_status"], e["event_signals"][0]["current_value"])
                 for e in answer[1]["events"]]
 
+    async def answer(modification: int) -> None:
+        await vtn.handle_created_event({"ven_id": ven_id, "event_responses": [
+            {"event_id": event_id, "modification_number": modification, "opt_type": "optIn", "response_code": 200,
+             "response_description": "OK"}]})
+
     assert status(await vtn.on_poll(ven_id)) == [(event_id, 0, "far", 0.0)]
+    # PROFILE §7.4.3: until the VEN answered, every poll brings the distribution again.
+    assert status(await vtn.on_poll(ven_id)) == [(event_id, 0, "far", 0.0)]
+    await answer(0)
     assert await vtn.on_poll(ven_id) is None
     clock.advance(3600 + 900)  # into the second interval: the status changed, so the VEN hears it
     assert status(await vtn.on_poll(ven_id)) == [(event_id, 0, "active", 2.0)]
-    assert await vtn.on_poll(ven_id) is None
+    assert await vtn.on_poll(ven_id) is None  # already answered: a new status alone is news only once
     store.cancel_signal(event_id, now=clock.now())
     assert status(await vtn.on_poll(ven_id)) == [(event_id, 1, "cancelled", 0.0)]  # 2.0b rule 14
-    await vtn.handle_created_event({"ven_id": ven_id, "event_responses": [
-        {"event_id": event_id, "modification_number": 1, "opt_type": "optIn", "response_code": 200,
-         "response_description": "OK"}]})
+    await answer(1)
     assert await vtn.on_poll(ven_id) is None  # acknowledged: gone without another message
     assert status(await vtn.handle_request_event({"ven_id": ven_id})) == []
 

@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from openleadr.messaging import create_message, parse_message
 from support.security import LabPki
+from support.signatures import keys_from_files, ours, signed_object, tampered_corpus
 from support.store_dump import logical_dump
 
 from dso_server.service import DsoServer
@@ -160,3 +161,38 @@ async def test_each_vtn_keeps_its_own_nonces(tmp_path: Path, pki: LabPki) -> Non
     finally:
         await first.stop()
         await second.stop()
+
+
+async def test_every_tampered_message_is_refused_over_mutual_tls_and_stores_nothing(dso: DsoServer,
+                                                                                    pki: LabPki) -> None:
+    """The corpus of tests/support/signatures.py, made from polls signed with the household's own enrolled key
+    and sent over its own TLS connection: each is answered 463 naming the problem (or 400 when the 2.0b schema
+    refuses it first); the store is unchanged; the honest poll is then accepted."""
+    registration = {"request_id": "r", "ven_name": EAN_A, "http_pull_model": True, "xml_signature": True,
+                    "report_only": False, "profile_name": "2.0b", "transport_name": "simpleHttp",
+                    "transport_address": None}
+    a = context(pki, EAN_A)
+    _, answer = await post(f"{dso.vtn_url}/EiRegisterParty",
+                           render("oadrCreatePartyRegistration", registration, signer(pki, EAN_A)), a)
+    ven_id = answer["ven_id"]
+    keys = keys_from_files(*pki.issue_ven(EAN_A))
+    before = logical_dump(dso.settings.db_path)
+    outcomes = {}
+    connector = aiohttp.TCPConnector(ssl=a)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for case in tampered_corpus(keys, ven_id=ven_id, now=datetime.now(UTC)):
+            async with session.post(f"{dso.vtn_url}/OadrPoll", data=case.message.encode(),
+                                    headers={"Content-Type": "application/xml"}) as reply:
+                body = await reply.read()
+            if reply.status == 200:
+                response_type, payload = parse_message(body)
+                assert response_type == "oadrResponse" and payload["response"]["response_code"] == 463, case.name
+                assert case.words in payload["response"]["response_description"], (case.name, payload)
+            else:
+                assert reply.status == 400, (case.name, reply.status, body[:200])
+            outcomes[case.name] = reply.status
+    assert logical_dump(dso.settings.db_path) == before
+    assert sum(status == 200 for status in outcomes.values()) >= 40, outcomes  # most reach the signature check
+    honest = ours(signed_object("oadrPoll", ven_id=ven_id), keys, now=datetime.now(UTC), nonce=None)
+    response_type, payload = await post(f"{dso.vtn_url}/OadrPoll", honest, a)
+    assert response_type == "oadrResponse" and payload["response"]["response_code"] == 200

@@ -24,6 +24,7 @@ from protocol.timebase import floor_to_interval
 
 EAN = make_ean18("87168712000000011")
 VALID = f"""
+[[household]]
 connection_point_id = "{EAN}"
 contracted_max_import_kw = 17.0
 contracted_max_export_kw = 10.0
@@ -31,7 +32,7 @@ failsafe_import_kw = 4.2
 failsafe_export_kw = 4.2
 failsafe_duration_s = 7200
 
-[comfort]
+[household.comfort]
 indoor_setpoint_c = 20.5
 ev_departure_local = 06:30:00
 ev_required_range_km = 120
@@ -64,13 +65,17 @@ def test_valid_contract_loads_with_comfort_table(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("text", "field", "reason"), [
-    (VALID.replace("contracted_max_import_kw = 17.0\n", ""), "contracted_max_import_kw", "is required"),
-    (VALID.replace("= 17.0", "= -3.0"), "contracted_max_import_kw", "negative"),
-    (VALID.replace(f'"{EAN}"', '"871687120000000012"'), "connection_point_id", "check digit"),
-    (VALID.replace("indoor_setpoint_c = 20.5", "indoor_setpoint_c = 50"), "comfort.indoor_setpoint_c", "30"),
-    (VALID.replace('timezone = "Europe/Amsterdam"', 'timezone = "Mars/Olympus"'), "comfort.timezone", "Mars"),
-    (VALID + "\ncolour = 'blue'\n", "comfort.colour", "is not a contract field"),
-    ("colour = 'blue'\n" + VALID, "colour", "is not a contract field"),
+    (VALID.replace("contracted_max_import_kw = 17.0\n", ""), "household[0].contracted_max_import_kw", "is required"),
+    (VALID.replace("= 17.0", "= -3.0"), "household[0].contracted_max_import_kw", "negative"),
+    (VALID.replace(f'"{EAN}"', '"871687120000000012"'), "household[0].connection_point_id", "check digit"),
+    (VALID.replace("indoor_setpoint_c = 20.5", "indoor_setpoint_c = 50"), "household[0].comfort.indoor_setpoint_c",
+     "30"),
+    (VALID.replace('timezone = "Europe/Amsterdam"', 'timezone = "Mars/Olympus"'), "household[0].comfort.timezone",
+     "Mars"),
+    (VALID + "\ncolour = 'blue'\n", "household[0].comfort.colour", "is not a contract field"),
+    ("colour = 'blue'\n" + VALID, "", "unknown top-level key(s) ['colour']"),
+    (VALID.replace("[[household]]\n", "").replace("[household.comfort]", "[comfort]"), "", "[[household]] tables"),
+    (VALID + VALID.replace(EAN, make_ean18("87168712000000022")), "", "holds 2 households"),
 ])
 def test_bad_contract_is_a_readable_error_naming_file_and_field(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, field: str, reason: str
@@ -82,6 +87,17 @@ def test_bad_contract_is_a_readable_error_naming_file_and_field(
     with pytest.raises(ConfigError) as raised:
         load_contract(path)
     assert raised.value.field == field
+
+
+def test_the_dso_contracts_file_serves_too_with_connection_point(tmp_path: Path) -> None:
+    """One contract file format everywhere (PROFILE §11): the DSO's file with several households works."""
+    other = make_ean18("87168712000000022")
+    path = write(tmp_path, VALID.replace("[[household]]", '[[household]]\ngroup = "feeder-1"')
+                 + VALID.replace(EAN, other))
+    assert load_contract(path, other).connection_point_id == other
+    assert load_contract(path, EAN).comfort.indoor_setpoint_c == 20.5
+    with pytest.raises(ConfigError, match="holds no household"):
+        load_contract(path, make_ean18("87168712000000033"))
 
 
 def test_unreadable_and_malformed_files_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -32,7 +32,8 @@ def test_every_setting_has_an_option_an_environment_variable_and_a_config_key(tm
     for name in HemsSettings.model_fields:
         assert option(name) in parser_options, name
     # A value for every field through each source arrives in the object.
-    samples = {"vtn_url": URL, "contract": "c.toml", "db": "h.db", "planner": "rule", "speed": "60",
+    samples = {"vtn_url": URL, "contract": "c.toml", "connection_point": "871687120000000011", "db": "h.db",
+               "planner": "rule", "speed": "60",
                "start": "2025-01-15T00:00+01:00", "duration_h": "2", "seed": "4", "outdoor_mean_c": "-3",
                "cloudiness": "0.9", "pv_kw": "5", "annual_kwh": "3000", "poll_interval_s": "0.2",
                "log_level": "ERROR", "substep_s": "5", "failsafe_after_s": "150", "horizon_intervals": "48",

@@ -171,6 +171,45 @@ def test_book_holds_the_newest_version_unless_it_was_cancelled(sequence: list) -
         assert book.signals["e"].payload == bandwidth(best[2])
 
 
+def tariff(price: float, *, start: datetime = T0, count: int = 4) -> TouTariff:
+    return TouTariff(intervals=tuple(TariffInterval(start=start + i * INTERVAL, import_price_eur_per_kwh=price,
+                                                    export_price_eur_per_kwh=0.0) for i in range(count)))
+
+
+def test_fresh_limits_are_a_bandwidth_covering_now_in_a_version_received_after_the_loss() -> None:
+    """PROFILE §10.3: an event for later, a cancellation or a version the HEMS already held are no fresh limits."""
+    book = SignalBook()
+    held_at = T0 + timedelta(minutes=5)
+    book.apply(event("today", 0, bandwidth(3.0)), now=held_at)
+    lost = T0 + timedelta(minutes=10)
+    back = T0 + timedelta(minutes=20)
+    book.apply(event("today", 0, bandwidth(3.0)), now=back)  # sent again after a re-registration
+    book.apply(event("tomorrow", 0, bandwidth(2.0, start=T0 + timedelta(days=1))), now=back)
+    book.apply(event("price", 0, tariff(0.3)), now=back)
+    assert book.fresh_limits_at(back) == held_at < lost
+    book.apply(event("other", 0, bandwidth(5.0, firmness=Firmness.NON_FIRM, start=T0 - INTERVAL)), now=back)
+    book.apply(event("other", 1, bandwidth(5.0), EventStatus.CANCELLED), now=back + timedelta(minutes=1))
+    assert book.fresh_limits_at(back + timedelta(minutes=1)) == held_at
+    book.apply(event("today", 1, bandwidth(2.5)), now=back + timedelta(minutes=2))
+    assert book.fresh_limits_at(back + timedelta(minutes=2)) == back + timedelta(minutes=2)
+    assert book.fresh_limits_at(T0 + timedelta(hours=5)) is None  # nothing covers that moment
+
+
+def test_overlapping_tariffs_follow_the_latest_modification_date_time_then_the_event_id() -> None:
+    """PROFILE §5.3.1: not the order of delivery, which a restart or a re-registration changes."""
+    def priced(event_id: str, price: float, modified: datetime) -> DecodedEvent:
+        return DecodedEvent(meta=EventMeta(event_id, 0, EventStatus.FAR, NOW, modified_at=modified),
+                            payload=tariff(price))
+    for order in (("a", "b"), ("b", "a")):
+        book = SignalBook()
+        events = {"a": priced("a", 0.10, NOW + timedelta(minutes=5)), "b": priced("b", 0.20, NOW)}
+        for event_id in order:
+            book.apply(events[event_id], now=NOW)
+        assert book.tariff(start=T0, count=1).intervals[0].import_price_eur_per_kwh == 0.10
+    book = SignalBook()
+    book.apply(priced("b", 0.20, NOW), now=NOW)
+    book.apply(priced("a", 0.10, NOW), now=NOW)
+    assert book.tariff(start=T0, count=1).intervals[0].import_price_eur_per_kwh == 0.20  # same time: "b" > "a"
 @pytest.mark.parametrize(("field", "value", "message"), [
     ("import_price_eur_per_kwh", float("nan"), "DefaultPrices.import_price_eur_per_kwh: price must be a finite"),
     ("export_price_eur_per_kwh", float("inf"), "DefaultPrices.export_price_eur_per_kwh: price must be a finite"),

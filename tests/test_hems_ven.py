@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import random
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
@@ -19,7 +20,7 @@ from openleadr import OpenADRServer
 from support.security import PLAIN_HTTP  # plain HTTP on loopback: this module is not about security
 
 from hems_client.control.signal_book import SignalBook
-from hems_client.transport.oadr20b.ven import HemsVen, judge_event
+from hems_client.transport.oadr20b.ven import HemsVen, is_contact, judge_event, reregistration_wait
 from protocol import (
     INTERVAL,
     BandwidthInterval,
@@ -179,7 +180,7 @@ async def test_ven_receives_bandwidth_answers_events_and_reports(vtn: MiniVtn) -
         answer = vtn.answers_for("bw-1", 0)[0]
         assert (answer["opt_type"], answer["response_code"]) == ("optIn", 200)
 
-        # Out of profile: the limit in W (scale 'none') -> optOut 454 naming itemBase.scale; last limits kept.
+        # Out of profile: the limit in W (scale 'none') -> optOut 454 naming itemBase.siScaleCode; last limits kept.
         bad_scale = as_event(bandwidth(start, [1.0, 1.0, 1.0, 1.0]), "bw-1", 1, wall_now)
         for signal in bad_scale["event_signals"]:
             signal["measurement"]["scale"] = "none"
@@ -187,7 +188,7 @@ async def test_ven_receives_bandwidth_answers_events_and_reports(vtn: MiniVtn) -
         await eventually(lambda: bool(vtn.answers_for("bw-1", 1)))
         answer = vtn.answers_for("bw-1", 1)[0]
         assert (answer["opt_type"], answer["response_code"]) == ("optOut", 454)
-        assert "itemBase.scale" in answer["response_description"]
+        assert "itemBase.siScaleCode" in answer["response_description"]
         assert book.signals["bw-1"].payload == first and book.signals["bw-1"].modification_number == 0
 
         # A negative limit in a new event -> optOut 454 naming the field; nothing stored.
@@ -320,3 +321,35 @@ async def test_hems_app_runs_household_against_vtn_and_reports(vtn: MiniVtn) -> 
     assert sum(isinstance(r, ComfortStatus) for r in received) == 8
     assert app.controller.telemetry == telemetry
     assert app.controller.failsafe_transitions == []  # polled every 90 clock seconds: never silent for 120 s
+
+
+def test_the_answer_follows_profile_5_5_in_order() -> None:
+    """A readable cancellation is optIn 200 whatever else it holds; an event for another VEN is 462."""
+    start = floor_to_interval(WallClock().now()) + 4 * INTERVAL
+    payload = CapacityBandwidth(firmness=Firmness.FIRM, intervals=(
+        BandwidthInterval(start=start, import_limit_kw=3.0, export_limit_kw=3.0),))
+    cancelled = encode_event(payload, event_id="ev-c", modification_number=2, ven_id=VEN_ID, created_at=start,
+                             modified_at=start, now=start, cancelled=True)
+    cancelled["event_signals"][0]["intervals"][0]["signal_payload"] = -1.0
+    _, answer = judge_event(cancelled, ven_id=VEN_ID)
+    assert (answer.opt_type, answer.response_code, answer.modification_number) == ("optIn", 200, 2)
+    other = encode_event(payload, event_id="ev-o", modification_number=0, ven_id="ven-of-the-neighbours",
+                         created_at=start, modified_at=start, now=start)
+    read, answer = judge_event(other, ven_id=VEN_ID)
+    assert read is None and (answer.opt_type, answer.response_code) == ("optOut", 462)
+    assert answer.response_description.startswith("event.eiTarget.venID: ")
+
+
+def test_contact_is_an_answer_with_200_and_a_refusal_waits_longer_each_time() -> None:
+    """PROFILE §10.1: 463 and oadrRequestReregistration are no contact; §2.11: 60 s doubling to 10 minutes, ±20 %."""
+    ok = {"response": {"response_code": 200}}
+    assert is_contact("oadrResponse", ok) and is_contact("oadrDistributeEvent", ok)
+    assert not is_contact("oadrCreatedPartyRegistration", {"response": {"response_code": 463}})
+    assert not is_contact("oadrUpdatedReport", {"response": {"response_code": 454}})
+    assert not is_contact("oadrRequestReregistration", {}) and not is_contact(None, {})
+    assert is_contact("oadrCreatedPartyRegistration", {**ok, "registration_id": "reg-1"})
+    assert not is_contact("oadrCreatedPartyRegistration", ok)  # the answer to oadrQueryRegistration
+    rng = random.Random(1)
+    waits = [reregistration_wait(n, rng).total_seconds() for n in range(1, 8)]
+    for wait, nominal in zip(waits, (60, 120, 240, 480, 600, 600, 600), strict=True):
+        assert 0.8 * nominal <= wait <= 1.2 * nominal

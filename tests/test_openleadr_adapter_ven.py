@@ -197,3 +197,16 @@ async def test_answers_must_be_signed_by_the_vtns_fingerprint_and_fresh(fake_vtn
     finally:
         await ven.close()
     assert ven.exchanges == [True, False, False, False] and ven.refused_answers == 3
+
+
+def test_answers_are_read_from_the_signed_object_as_openleadr_reads_the_body(tmp_path: Path) -> None:
+    """parse_answer hands openleadr's parse_message the oadrSignedObject alone (what the signature check
+    verifies): the same type and payload as openleadr's own parse of the whole answer, signed or not."""
+    pki = LabPki.create(tmp_path / "pki")
+    key = serialization.load_pem_private_key(pki.pki.vtn_key_path.read_bytes(), None)
+    payload = {"response": OK, "ven_id": "v", "registration_id": "reg-1", "vtn_id": "VTN",
+               "profiles": [{"profile_name": "2.0b", "transports": [{"transport_name": "simpleHttp"}]}]}
+    for writer in (MessageWriter(), MessageWriter(cert_pem=pki.pki.vtn_cert_path.read_bytes(), private_key=key)):
+        answer = writer.render("oadrCreatedPartyRegistration", payload).encode()
+        _, message_type, parsed = adapter.parse_answer(answer)
+        assert (message_type, parsed) == messaging.parse_message(answer)

@@ -112,6 +112,18 @@ def test_parse_reads_each_message_a_ven_sends_into_the_fields_the_vtn_uses(messa
         assert parsed.payload["pending_reports"] == [{"report_request_id": "rr-1"}]
 
 
+@pytest.mark.parametrize("message_type, payload", _ven_messages(), ids=[m for m, _ in _ven_messages()])
+def test_parse_reads_the_payload_from_the_signed_object_as_openleadr_reads_the_body(
+        message_type: str, payload: dict, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    """parse hands openleadr's parse_message the validated tree's oadrSignedObject alone (what a signature check
+    verifies) instead of the whole body: the same payload as openleadr's own parse, signed or not."""
+    key, cert = _key_and_cert(LabPki.create(tmp_path / "pki"))
+    for message in (messaging.create_message(message_type, **payload),
+                    oadr.MessageWriter(cert_pem=cert, private_key=key).render(message_type, payload)):
+        parsed = oadr.parse(message.encode())
+        assert (parsed.message_type, parsed.payload) == messaging.parse_message(message.encode())
+
+
 def test_parse_refuses_a_schema_valid_message_outside_its_envelope() -> None:
     with pytest.raises(oadr.NotOpenAdr, match="oadrPayload"):
         oadr.parse(b'<oadr:oadrPoll xmlns:oadr="http://openadr.org/oadr-2.0b/2012/07" ei:schemaVersion="2.0b" '
@@ -161,8 +173,9 @@ def _key_and_cert(pki: LabPki) -> tuple[object, bytes]:
 
 def test_the_writer_signs_with_a_key_parsed_once_and_openleadr_verifies_it(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """Signed answers (signxml, detached, C14N 1.0, ReplayProtect) verify with openleadr's own check, so a stock
-    openleadr VEN configured with the VTN's fingerprint accepts them; no key is parsed per message."""
+    """Signed answers (protocol.oadr20b.xmldsig: detached, C14N 1.0, ReplayProtect) verify with openleadr's own
+    check (signxml), so a stock openleadr VEN configured with the VTN's fingerprint accepts them; no key is parsed
+    per message."""
     key, cert = _key_and_cert(LabPki.create(tmp_path / "pki"))
     writer = oadr.MessageWriter(cert_pem=cert, private_key=key)
 
@@ -180,8 +193,8 @@ def test_the_writer_signs_with_a_key_parsed_once_and_openleadr_verifies_it(tmp_p
 
 
 def test_verify_signature_names_the_signer_and_refuses_tampering(tmp_path: Path) -> None:
-    """messaging.VERIFIER + utils.extract_pem_cert: the signer's certificate, the ReplayProtect read from the
-    signed bytes; a changed body, a missing signature or one not covering the body are refused."""
+    """verify_signature (protocol.oadr20b.xmldsig): the signer's certificate, the ReplayProtect read from the
+    signed bytes; a changed body, a missing signature or a forged signature value are refused."""
     key, cert = _key_and_cert(LabPki.create(tmp_path / "pki"))
     now = datetime(2030, 1, 1, tzinfo=UTC)
     writer = oadr.MessageWriter(cert_pem=cert, private_key=key, now=lambda: now)

@@ -76,7 +76,7 @@ async def test_plain_openleadr_ven_receives_published_bandwidth(dso: DsoProcess)
         assert received, "the published bandwidth never reached the VEN"
         event = received[-1]
         descriptor = event["event_descriptor"]
-        assert descriptor["market_context"] == "urn:hems-dso:program:capacity:firm"
+        assert descriptor["market_context"] == "urn:hems-dso:program:capacity:firm:1.0"
         assert descriptor["modification_number"] == 0
         assert event["response_required"] == "always"
         assert event["active_period"]["dtstart"] == start

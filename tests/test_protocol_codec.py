@@ -30,11 +30,17 @@ from protocol import (
     TouTariff,
 )
 from protocol.errors import OADR_INVALID_DATA, OADR_SIGNAL_NOT_SUPPORTED
-from protocol.limits import MAX_ABS_PRICE_EUR_PER_KWH, MAX_POWER_KW
+from protocol.limits import (
+    MAX_ABS_PRICE_EUR_PER_KWH,
+    MAX_POWER_KW,
+    MAX_VEN_MESSAGE_BYTES,
+    MAX_VTN_MESSAGE_BYTES,
+)
 from protocol.oadr20b import (
     PROGRAM_CAPACITY_FIRM,
     PROGRAM_CAPACITY_NON_FIRM,
     PROGRAM_TOU_TARIFF,
+    Cancellation,
     EventStatus,
     decode_event,
     decode_report,
@@ -45,8 +51,10 @@ from protocol.oadr20b import (
     event_status_at,
     hems_report_metadata,
     names,
+    read_event,
     report_requests_for,
 )
+from protocol.reports import MAX_REPORT_INTERVALS
 from protocol.signals import MAX_SIGNAL_INTERVALS
 
 SETTINGS = settings(max_examples=50, deadline=None)
@@ -295,14 +303,18 @@ def test_report_registration_validates_and_leads_to_15_minute_requests() -> None
     telemetry = by_name["METADATA_TELEMETRY_USAGE"]
     assert telemetry["report_specifier_id"] == names.SPECIFIER_TELEMETRY
     assert [(d["r_id"], d["reading_type"], d["measurement"]["name"], d["measurement"]["scale"])
-            for d in telemetry["report_descriptions"]] == [("import_kw", "Direct Read", "powerReal", "k"),
-                                                           ("export_kw", "Direct Read", "powerReal", "k")]
+            for d in telemetry["report_descriptions"]] == [("import_kw", "Mean", "powerReal", "k"),
+                                                           ("export_kw", "Mean", "powerReal", "k")]
     plan = by_name["x-METADATA_HEMS_PLAN"]
     assert [(d["r_id"], d["reading_type"]) for d in plan["report_descriptions"]] == [("net_import_kw", "Projected")]
     comfort = by_name["x-METADATA_COMFORT_STATUS"]
     assert [d["r_id"] for d in comfort["report_descriptions"]] == [
         "indoor_temperature_c", "comfort_min_c", "comfort_max_c", "ev_range_km", "ev_required_range_km"]
-    assert {d["measurement"]["name"] for d in comfort["report_descriptions"]} == {"customUnit"}
+    items = {d["r_id"]: (d["measurement"]["name"], d["measurement"]["unit"]) for d in comfort["report_descriptions"]}
+    assert items == {
+        "indoor_temperature_c": ("temperature", "celsius"), "comfort_min_c": ("temperature", "celsius"),
+        "comfort_max_c": ("temperature", "celsius"), "ev_range_km": ("customUnit", None),
+        "ev_required_range_km": ("customUnit", None)}
 
     # The VTN requests every offered report, from what it parsed, every 15 minutes.
     requests = report_requests_for(parsed, request_ids=iter(["rr-1", "rr-2", "rr-3"]))
@@ -366,7 +378,7 @@ def test_unknown_market_context_is_not_supported() -> None:
     error = rejection(event)
     assert error.field == "event.eventDescriptor.marketContext"
     assert error.response_code == OADR_SIGNAL_NOT_SUPPORTED == 460
-    assert "urn:other-dso:program:flex" in error.reason and PROGRAM_CAPACITY_FIRM in error.reason
+    assert "urn:other-dso:program:flex" in error.reason and PROGRAM_CAPACITY_FIRM[:-1] + "x" in error.reason
 
 
 def test_missing_export_signal_is_invalid_data() -> None:
@@ -410,7 +422,7 @@ def test_wrong_item_base_scale_is_invalid_data_also_after_xml() -> None:
     signal(event, "x-IMPORT_CAPACITY_LIMIT")["measurement"]["scale"] = "none"  # W where kW is meant
     (parsed,) = distribute(event)
     error = rejection(parsed)
-    assert error.field == "event.eventSignals[x-IMPORT_CAPACITY_LIMIT].itemBase.scale"
+    assert error.field == "event.eventSignals[x-IMPORT_CAPACITY_LIMIT].itemBase.siScaleCode"
     assert "'k'" in error.reason and error.response_code == 454
 
 
@@ -418,7 +430,7 @@ def test_wrong_currency_is_invalid_data() -> None:
     event = encode(tariff(0.3, 0.4))
     signal(event, "x-EXPORT_PRICE")["measurement"]["unit"] = "USD"
     error = rejection(event)
-    assert error.field == "event.eventSignals[x-EXPORT_PRICE].itemBase.unit" and "'EUR'" in error.reason
+    assert error.field == "event.eventSignals[x-EXPORT_PRICE].itemBase.itemUnits" and "'EUR'" in error.reason
 
 
 def test_missing_item_base_is_invalid_data() -> None:
@@ -488,7 +500,8 @@ def test_negative_limit_is_invalid_data_and_points_to_export() -> None:
     signal(event, "x-IMPORT_CAPACITY_LIMIT")["intervals"][1]["signal_payload"] = -3.0
     (parsed,) = distribute(event)
     error = rejection(parsed)
-    assert error.field == "event.intervals[1].import_limit_kw" and error.response_code == 454
+    assert error.field == "event.eventSignals[x-IMPORT_CAPACITY_LIMIT].intervals[1].signalPayload"
+    assert error.response_code == 454
     assert "negative" in error.reason and "export" in error.reason
 
 
@@ -496,14 +509,16 @@ def test_limit_in_watts_is_invalid_data() -> None:
     event = encode(bandwidth(5, 4))
     signal(event, "x-EXPORT_CAPACITY_LIMIT")["intervals"][0]["signal_payload"] = 5000.0
     error = rejection(event)
-    assert error.field == "event.intervals[0].export_limit_kw" and "W sent as kW" in error.reason
+    assert error.field == "event.eventSignals[x-EXPORT_CAPACITY_LIMIT].intervals[0].signalPayload"
+    assert "W sent as kW" in error.reason
 
 
 def test_price_in_eur_per_mwh_is_invalid_data() -> None:
     event = encode(tariff(0.3, 0.4))
     signal(event, "ELECTRICITY_PRICE")["intervals"][0]["signal_payload"] = 300.0
     error = rejection(event)
-    assert error.field == "event.intervals[0].import_price_eur_per_kwh" and "EUR/MWh" in error.reason
+    assert error.field == "event.eventSignals[ELECTRICITY_PRICE].intervals[0].signalPayload"
+    assert "EUR/MWh" in error.reason
 
 
 def test_off_grid_active_period_is_invalid_data() -> None:
@@ -514,7 +529,7 @@ def test_off_grid_active_period_is_invalid_data() -> None:
         for index, interval in enumerate(found["intervals"]):
             interval["dtstart"] = shifted + index * INTERVAL
     error = rejection(event)
-    assert error.field == "event.intervals[0].start" and "15-minute grid" in error.reason
+    assert error.field == "event.activePeriod.dtstart" and "15-minute grid" in error.reason
 
 
 def test_naive_active_period_is_invalid_data() -> None:
@@ -554,7 +569,8 @@ def test_series_longer_than_a_week_is_a_profile_error() -> None:
                                    "signal_payload": 3.0})
     event["active_period"]["duration"] += INTERVAL
     error = rejection(event)
-    assert error.field == "event.intervals" and "672" in error.reason and error.response_code == 454
+    assert error.field == "event.eventSignals[x-IMPORT_CAPACITY_LIMIT].intervals"
+    assert "672" in error.reason and error.response_code == 454
 
 
 def test_test_events_are_flagged() -> None:
@@ -616,3 +632,83 @@ def test_event_status_at_the_boundaries() -> None:
     assert event_status_at(T0, end, T0) is EventStatus.ACTIVE
     assert event_status_at(T0, end, end) is EventStatus.COMPLETED
     assert event_status_at(T0, end, T0 - timedelta(days=1), cancelled=True) is EventStatus.CANCELLED
+
+
+# ------------------------------------------------------------------------ PROFILE 1.0: §1.6, §5.5 in order
+
+
+@pytest.mark.parametrize(("version", "accepted"), [("1.0", True), ("1.7", True), ("2.0", False), ("0.9", False),
+                                                   (None, False)])
+def test_a_program_of_the_same_major_version_is_accepted_and_any_other_is_460(version: str | None,
+                                                                                accepted: bool) -> None:
+    event = encode(bandwidth(5, 4))
+    base = PROGRAM_CAPACITY_FIRM.rsplit(":", 1)[0]
+    event["event_descriptor"]["market_context"] = base if version is None else f"{base}:{version}"
+    (parsed,) = distribute(event)
+    if accepted:
+        assert decode_event(parsed).payload == bandwidth(5, 4)
+    else:
+        error = rejection(parsed)
+        assert (error.field, error.response_code) == ("event.eventDescriptor.marketContext", 460)
+
+
+def test_an_event_for_another_ven_is_a_target_mismatch() -> None:
+    (parsed,) = distribute(encode(bandwidth(5, 4)))
+    assert decode_event(parsed, ven_id=VEN_ID).payload == bandwidth(5, 4)
+    with pytest.raises(ProfileError) as caught:
+        decode_event(parsed, ven_id="ven-someone-else")
+    assert (caught.value.field, caught.value.response_code) == ("event.eiTarget.venID", 462)
+
+
+def test_a_readable_cancellation_is_valid_whatever_else_it_holds() -> None:
+    """§5.5 row 2: answered optIn 200 and honoured even when its body is out of profile."""
+    event = encode(bandwidth(5, 4), modification_number=3, cancelled=True)
+    signal(event, "x-IMPORT_CAPACITY_LIMIT")["intervals"][0]["signal_payload"] = -1.0
+    (parsed,) = distribute(event)
+    assert read_event(parsed) == Cancellation("ev-1", 3)
+    assert rejection(parsed).field.endswith("signalPayload")  # decode_event alone still refuses the body
+    del parsed["event_descriptor"]["modification_number"]
+    with pytest.raises(ProfileError, match="modificationNumber"):
+        read_event(parsed)
+
+
+def test_the_first_matching_row_decides_and_a_timestamp_without_z_is_invalid() -> None:
+    """An unknown program and a wrong signal type: row 5 (460) before row 7; an offset instead of Z (which
+    openleadr does not read as a time) is row 8; a signal without intervals row 10."""
+    event = encode(bandwidth(5, 4))
+    event["event_descriptor"]["market_context"] = "urn:other-dso:program:flex"
+    signal(event, "x-IMPORT_CAPACITY_LIMIT")["signal_type"] = "level"
+    assert rejection(event).response_code == 460
+    (parsed,) = distribute(encode(bandwidth(5, 4)))
+    parsed["active_period"]["dtstart"] = "2025-01-15T16:00:00+00:00"
+    assert rejection(parsed).field == "event.activePeriod.dtstart"
+    (parsed,) = distribute(encode(bandwidth(5, 4)))
+    signal(parsed, "x-EXPORT_CAPACITY_LIMIT")["intervals"] = []
+    error = rejection(parsed)
+    assert (error.field, error.response_code) == ("event.eventSignals[x-EXPORT_CAPACITY_LIMIT].intervals", 454)
+
+
+@pytest.mark.slow
+def test_the_largest_messages_the_ceilings_allow_fit_the_byte_limits_of_profile_1_5() -> None:
+    """PROFILE §1.5: 32 events of 672 intervals (UUID ids) stay below the 16 MiB a VEN accepts, a 192-interval plan
+    and a 96-interval telemetry report below the 1 MiB a VTN accepts, and the profile states both limits."""
+    text = (Path(protocol.__file__).parent / "PROFILE.md").read_text(encoding="utf-8")
+    assert "at most **1 MiB**" in text and MAX_VEN_MESSAGE_BYTES == 1024 * 1024
+    assert "at most **16 MiB**" in text and MAX_VTN_MESSAGE_BYTES == 16 * 1024 * 1024
+    uuid = "c3f1a0b2-1234-4cde-9f00-0123456789ab"
+    week = CapacityBandwidth(firmness=Firmness.FIRM, intervals=tuple(
+        BandwidthInterval(start=T0 + k * INTERVAL, import_limit_kw=123.456, export_limit_kw=98.765)
+        for k in range(MAX_SIGNAL_INTERVALS)))
+    event = encode_event(week, event_id=uuid, modification_number=99, ven_id=uuid, created_at=T0, modified_at=T0,
+                         now=T0 - timedelta(days=1))
+    distribution = create_message("oadrDistributeEvent", request_id=uuid, vtn_id=uuid, events=[event] * 32,
+                                  response={"response_code": 200, "response_description": "OK", "request_id": uuid})
+    assert 12 * 1024 * 1024 < len(distribution.encode()) < MAX_VTN_MESSAGE_BYTES
+    plan = Plan(created_at=T0, intervals=tuple(PlanInterval(start=T0 + k * INTERVAL, net_import_kw=-123.456)
+                                               for k in range(MAX_REPORT_INTERVALS)))
+    telemetry = Telemetry(intervals=tuple(TelemetryInterval(start=T0 + k * INTERVAL, import_kw=123.456,
+                                                            export_kw=98.765) for k in range(96)))
+    for report in (encode_plan_report(plan, report_request_id=uuid),
+                   encode_telemetry_report(telemetry, report_request_id=uuid, created_at=T0)):
+        message = create_message("oadrUpdateReport", request_id=uuid, ven_id=uuid, reports=[report])
+        assert len(message.encode()) < MAX_VEN_MESSAGE_BYTES / 8

@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime, time, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
+import protocol
 from protocol import (
     INTERVAL,
     BandwidthInterval,
@@ -29,7 +32,14 @@ from protocol import (
     make_ean18,
 )
 from protocol.contract import ean18_check_digit
-from protocol.limits import MAX_ABS_PRICE_EUR_PER_KWH, MAX_POWER_KW
+from protocol.limits import (
+    LIMIT_TOLERANCE_FRACTION,
+    LIMIT_TOLERANCE_KW,
+    MAX_ABS_PRICE_EUR_PER_KWH,
+    MAX_POWER_KW,
+    exceeds_limit,
+    limit_tolerance_kw,
+)
 from protocol.signals import MAX_SIGNAL_INTERVALS
 
 T0 = datetime(2025, 1, 15, 16, 0, tzinfo=UTC)
@@ -316,3 +326,19 @@ def test_effective_limits_start_from_the_interval_holding_start() -> None:
     result = effective_limits(contract(), [limits((5, 6), (4, 6))], start=moment, count=2)
     assert [limit.start for limit in result] == [T0 + INTERVAL, T0 + 2 * INTERVAL]
     assert [limit.import_limit_kw for limit in result] == [4, 17.0]
+
+
+def test_the_limit_tolerance_is_the_one_profile_5_2_2_states() -> None:
+    """One tolerance: PROFILE §5.2.2 states it, ``protocol.limits`` holds it, everything else calls it."""
+    text = (Path(protocol.__file__).parent / "PROFILE.md").read_text(encoding="utf-8")
+    stated = re.search(r"\*\*([0-9.]+) kW or ([0-9.]+) % of the limit, whichever is larger\*\*", text)
+    assert stated is not None
+    assert (float(stated[1]), float(stated[2]) / 100) == (LIMIT_TOLERANCE_KW, LIMIT_TOLERANCE_FRACTION)
+    assert limit_tolerance_kw(1.0) == 0.1 and limit_tolerance_kw(10.0) == pytest.approx(0.2)
+    assert not exceeds_limit(5.1, 5.0) and exceeds_limit(5.11, 5.0) and not exceeds_limit(10.2, 10.0)
+
+
+def test_the_profile_version_in_code_is_the_one_profile_md_states() -> None:
+    text = (Path(protocol.__file__).parent / "PROFILE.md").read_text(encoding="utf-8")
+    stated = re.search(r"\*\*Version ([0-9]+\.[0-9]+)", text)
+    assert stated is not None and stated[1] == protocol.PROFILE_VERSION

@@ -17,6 +17,7 @@ from dso_server.capacity.grid import load_grid
 from dso_server.store.grid_store import GridStore
 from dso_server.store.sqlite import DsoStore
 from protocol import INTERVAL, CapacityBandwidth, Firmness, effective_limits
+from protocol.limits import exceeds_limit, limit_tolerance_kw
 
 ROOT = Path(__file__).resolve().parent.parent
 ZONE = ZoneInfo("Europe/Amsterdam")
@@ -84,7 +85,7 @@ def test_quickstart_prints_table_and_writes_plot(tmp_path: Path) -> None:
             # The evening limit held (PROFILE tolerance), and it was what the household ran into.
             evening = [s for s in starts if _published_limit_kw(s) == 3.0]
             assert len(evening) == 8
-            assert all(imports[s] <= 3.0 + _tolerance_kw(3.0) for s in evening), (ean, imports)
+            assert all(imports[s] <= 3.0 + limit_tolerance_kw(3.0) for s in evening), (ean, imports)
             binding += [(ean, s) for s in evening if imports[s] >= 0.9 * 3.0]
             import_kwh += sum(imports.values()) * 0.25
             for s in starts:
@@ -140,11 +141,6 @@ def _quickstart() -> ModuleType:
         sys.modules[name] = module  # its dataclasses look their module up while it executes
         spec.loader.exec_module(module)
     return sys.modules[name]
-
-
-def _tolerance_kw(limit_kw: float) -> float:
-    """PROFILE tolerance on a limit: 0.1 kW or 2 %, whichever is larger."""
-    return max(0.1, 0.02 * limit_kw)
 
 
 @pytest.mark.slow
@@ -205,11 +201,11 @@ def test_quickstart_allocate_keeps_households_and_transformer_within_the_planner
             for start in starts:
                 limit, row = limits[start], telemetry[start]
                 assert firm[start].constrained_by_dso, f"{ean} {start}: no firm limit from the planner"
-                assert row.import_kw <= limit.import_limit_kw + _tolerance_kw(limit.import_limit_kw), (ean, start)
-                assert row.export_kw <= limit.export_limit_kw + _tolerance_kw(limit.export_limit_kw), (ean, start)
+                assert not exceeds_limit(row.import_kw, limit.import_limit_kw), (ean, start)
+                assert not exceeds_limit(row.export_kw, limit.export_limit_kw), (ean, start)
                 firm_sum[start] += firm[start].import_limit_kw
                 limit_sum[start] += limit.import_limit_kw
-                tolerance_sum[start] += _tolerance_kw(limit.import_limit_kw)
+                tolerance_sum[start] += limit_tolerance_kw(limit.import_limit_kw)
                 non_firm_in_force[start] |= limit.import_limit_kw > firm[start].import_limit_kw + 1e-9
                 # Evening and the HEMS drawing (nearly) all the planner allowed firm, though its devices and
                 # contract could take more: the DSO's limit is what holds it back.

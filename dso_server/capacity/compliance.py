@@ -1,4 +1,8 @@
-"""Compliance: telemetry against the effective limit, violations as runs, and households gone silent."""
+"""Compliance: telemetry against the effective limit, violations as runs, and households gone silent.
+
+An interval violates when its mean import or export exceeds the limit it is judged against (PROFILE.md §5.2.1: the
+effective limit, not below the household's declared non-flexible load) by more than the profile's tolerance
+(§5.2.2); how far it went over is counted from the limit itself."""
 
 from __future__ import annotations
 
@@ -7,12 +11,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from protocol.contract import HouseholdContract
-from protocol.effective import effective_limits
+from protocol.effective import binding_limits_kw, effective_limits
+from protocol.limits import exceeds_limit
 from protocol.reports import TelemetryInterval
 from protocol.signals import CapacityBandwidth
 from protocol.timebase import INTERVAL
-
-_TOL_KW = 1e-9
 
 
 @dataclass(frozen=True)
@@ -60,12 +63,14 @@ def find_violations(
 
     for row in rows:
         lim = limits[row.start]
-        over = max(row.import_kw - lim.import_limit_kw, row.export_kw - lim.export_limit_kw, 0.0)
-        if over > _TOL_KW and (not run or row.start - run[-1][0] == INTERVAL):
+        import_kw, export_kw = binding_limits_kw(contract, lim.import_limit_kw, lim.export_limit_kw)
+        violated = exceeds_limit(row.import_kw, import_kw) or exceeds_limit(row.export_kw, export_kw)
+        over = max(row.import_kw - import_kw, row.export_kw - export_kw, 0.0)
+        if violated and (not run or row.start - run[-1][0] == INTERVAL):
             run.append((row.start, over))
         else:
             close()
-            if over > _TOL_KW:
+            if violated:
                 run.append((row.start, over))
     close()
     return result

@@ -48,6 +48,7 @@ from dso_server.records import (
     kind_of,
 )
 from protocol import CapacityBandwidth, ComfortStatus, HouseholdContract, Plan, Telemetry, TouTariff
+from protocol.limits import MAX_EVENTS_PER_VEN
 
 SCHEMA_VERSION = 3
 """1: signals, registrations, reports. 2 (additive): the grid, forecasts and allocation runs (``grid_store``).
@@ -330,6 +331,7 @@ class DsoStore:
         if not payloads:
             raise Conflict("A publication needs at least one connection point.", field="connection_point_ids")
         self.check_households(list(payloads))
+        self._check_room(list(payloads), now)
         publication_id = self._new_id("pub")
         event_ids = []
         with self.transaction():
@@ -344,6 +346,18 @@ class DsoStore:
                 })
                 event_ids.append(event_id)
         return Publication(publication_id, tuple(self.signal(event_id) for event_id in event_ids))
+
+    def _check_room(self, connection_point_ids: Sequence[str], now: datetime) -> None:
+        """PROFILE.md §1.5: a VEN holds at most MAX_EVENTS_PER_VEN open events (not cancelled, not ended)."""
+        marks = ", ".join("?" for _ in connection_point_ids)
+        rows = self._rows(f"SELECT connection_point_id, COUNT(*) AS open FROM signals WHERE cancelled = 0 AND "
+                          f"end_at > ? AND connection_point_id IN ({marks}) GROUP BY connection_point_id",
+                          [to_text(now), *connection_point_ids])
+        full = sorted(row["connection_point_id"] for row in rows if row["open"] >= MAX_EVENTS_PER_VEN)
+        if full:
+            raise Conflict(f"{', '.join(full)} already hold{'s' if len(full) == 1 else ''} {MAX_EVENTS_PER_VEN} open "
+                           "signals, the most a VEN holds (PROFILE §1.5); cancel or modify one instead.",
+                           field="connection_point_ids")
 
     def signal(self, event_id: str) -> Signal:
         rows = self._rows("SELECT * FROM signals WHERE event_id = ?", [event_id])

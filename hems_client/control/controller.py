@@ -3,8 +3,11 @@ under a local guard, meters each interval and reports telemetry, plan and comfor
 
 All timing follows the injected clock. The household is stepped in sub-steps of ``substep_s`` clock seconds;
 each sub-step the guard (``hems_client.control.guard``) corrects the plan's setpoints against the last measured load.
-Sending never blocks the loop: reports go through an outbox drained by a separate task, and telemetry the
-transport could not deliver is kept (up to two days) and sent with the next interval's.
+Sending never blocks the loop: reports go through an outbox drained by a separate task. Telemetry the transport
+could not deliver is kept (up to two days) and sent again once contact returns (PROFILE.md §9.3.3): the interval
+that just ended at once, the missed ones after a random wait of 0-300 s (so that a region reconnecting at once does
+not stampede the VTN), the oldest first, at most 96 per message. Plans go at most once per 15-minute interval and
+at least every 4 h (§9.4.1).
 
 Failsafe (``hems_client.control.failsafe``): with a ``link`` (the VEN's ``last_contact_at``) the controller applies the
 contract's failsafe limits after ``failsafe_after_s`` of clock time without contact, instead of the signal-based
@@ -25,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
@@ -50,7 +54,7 @@ from hems_client.settings import ControllerSettings
 from hems_client.store import HemsStore
 from protocol.clock import Clock, sleep_until
 from protocol.contract import HouseholdContract
-from protocol.effective import EffectiveLimit
+from protocol.effective import EffectiveLimit, binding_limits_kw
 from protocol.reports import MAX_REPORT_INTERVALS, ComfortStatus, Plan, PlanInterval, Telemetry, TelemetryInterval
 from protocol.signals import TariffInterval
 from protocol.timebase import INTERVAL, INTERVAL_S, floor_to_interval
@@ -60,6 +64,10 @@ __all__ = ["ContactSource", "ControlDecision", "Controller", "HouseholdState", "
 
 logger = logging.getLogger(__name__)
 
+TELEMETRY_CHUNK = 96
+"""PROFILE.md §9.3.2: at most 96 intervals per telemetry report."""
+BACKFILL_MAX_WAIT_S = 300.0
+"""PROFILE.md §9.3.3: after a loss of contact the missed intervals wait a random 0-300 s."""
 DEFAULT_SETTINGS = ControllerSettings()
 
 ATTRIBUTION_LOOKBACK_INTERVALS = 24
@@ -180,6 +188,11 @@ class Controller:
         self._seen_version = -1
         self._last_plan_sent: Plan | None = None
         self._unsent_telemetry: list[TelemetryInterval] = []
+        self._delivery_lost = False
+        """The last telemetry could not be delivered: the next success is contact returning (§9.3.3)."""
+        self._backfill_at: datetime | None = None
+        """Until then only the newest interval goes; the missed ones after it (§9.3.3)."""
+        self._rng = random.Random(contract.connection_point_id)  # spreads a region, reproducible per household
         self._prices_applied: dict[datetime, TariffInterval] = {}
         self._limit_cache: tuple[datetime, int, FailsafeState, EffectiveLimit, TariffInterval] | None = None
         self._budget_key: tuple[datetime, float, float] | None = None
@@ -260,6 +273,7 @@ class Controller:
                 self._advance(previous, now)
                 self._last_step_at = now
                 self._persist_signals()
+                self._backfill_due(now)
                 failsafe_moved = self._update_failsafe(now)
                 if floor_to_interval(now) > floor_to_interval(previous):
                     self._close_intervals(now)
@@ -301,7 +315,7 @@ class Controller:
         self._pending_notes.clear()
         self.decision = replace(decision, notes=(*notes, *decision.notes)) if notes else decision
         self.replans += 1
-        if planned and self._plan_changed(self.decision.plan):
+        if planned and self._plan_due(self.decision.plan):
             self._last_plan_sent = self.decision.plan
             plan = self.decision.plan
             self._enqueue(lambda: self._send(lambda reporter: reporter.send_plan(plan)))
@@ -346,9 +360,15 @@ class Controller:
         plan = Plan(created_at=now, intervals=(PlanInterval(start=start, net_import_kw=limit.import_limit_kw),))
         return ControlDecision(created_at=now, setpoints={}, plan=plan, notes=(note,))
 
-    def _plan_changed(self, plan: Plan) -> bool:
+    def _plan_due(self, plan: Plan) -> bool:
+        """Send this plan? The first; then at most one per 15-minute interval (a change waits for the next
+        interval's plan), when it changed or ``plan_resend_s`` (4 h) passed (PROFILE.md §9.4.1)."""
         last = self._last_plan_sent
-        if last is None or (plan.created_at - last.created_at).total_seconds() >= self.plan_resend_s:
+        if last is None:
+            return True
+        if floor_to_interval(plan.created_at) == floor_to_interval(last.created_at):
+            return False
+        if (plan.created_at - last.created_at).total_seconds() >= self.plan_resend_s:
             return True
         before = {interval.start: interval.net_import_kw for interval in last.intervals}
         return any(abs(interval.net_import_kw - before[interval.start]) > self.plan_tolerance_kw
@@ -386,7 +406,7 @@ class Controller:
         if self.failsafe is None or self.link is None:
             return False
         transitions = self.failsafe.update(now=now, last_contact_at=self.link.last_contact_at,
-                                           limits_changed_at=self.signal_book.limits_changed_at,
+                                           limits_changed_at=self.signal_book.fresh_limits_at(now),
                                            last_attempt_at=self.link.last_attempt_at)
         if not transitions:
             return False
@@ -507,14 +527,15 @@ class Controller:
             limit = self.limits_applied.get(interval.start) or self._in_force(interval.start)[0]
             price = self._prices_applied.pop(interval.start, None) or self._in_force(interval.start)[1]
             log = self._interval_logs.pop(interval.start, None) or IntervalLog()
-            reason, detail = (attribute(log, import_kw=interval.import_kw, limit_kw=limit.import_limit_kw,
+            import_limit_kw = binding_limits_kw(self.contract, limit.import_limit_kw, limit.export_limit_kw)[0]
+            reason, detail = (attribute(log, import_kw=interval.import_kw, limit_kw=import_limit_kw,
                                         earlier_excess_kwh=sum(self._base_load_excess_kwh),
                                         earlier_h=len(self._base_load_excess_kwh) * INTERVAL_S / 3600)
-                              if interval.import_kw > limit.import_limit_kw else (None, ""))
+                              if interval.import_kw > import_limit_kw else (None, ""))  # the KPI decides what counts
             self._base_load_excess_kwh.append(log.base_load_excess_kwh)
             self.kpi.record_interval(
                 start=interval.start, import_kw=interval.import_kw, export_kw=interval.export_kw,
-                import_limit_kw=limit.import_limit_kw, import_price_eur_per_kwh=price.import_price_eur_per_kwh,
+                import_limit_kw=import_limit_kw, import_price_eur_per_kwh=price.import_price_eur_per_kwh,
                 export_price_eur_per_kwh=price.export_price_eur_per_kwh, over_reason=reason, over_detail=detail,
             )
         if not closed:
@@ -582,12 +603,29 @@ class Controller:
         return True if self.reporter is None else await call(self.reporter)
 
     async def _send_telemetry_backlog(self) -> bool:
-        batch = tuple(self._unsent_telemetry)
-        if not batch or self.reporter is None:
+        """Send what is owed (PROFILE.md §9.3.3): normally everything, oldest first in chunks of 96; after a loss
+        of contact first only the newest interval, the missed ones once a random 0-300 s have passed."""
+        if not self._unsent_telemetry or self.reporter is None:
             return True
+        now = self.clock.now()
+        waiting = self._delivery_lost or (self._backfill_at is not None and now < self._backfill_at)
+        batch = tuple(self._unsent_telemetry[-1:] if waiting else self._unsent_telemetry[:TELEMETRY_CHUNK])
         delivered = await self.reporter.send_telemetry(Telemetry(intervals=batch))
-        if delivered:
-            sent = {interval.start for interval in batch}
-            self._unsent_telemetry = [i for i in self._unsent_telemetry if i.start not in sent]
-        return delivered
+        if not delivered:
+            self._delivery_lost = True
+            return False
+        sent = {interval.start for interval in batch}
+        self._unsent_telemetry = [i for i in self._unsent_telemetry if i.start not in sent]
+        if self._delivery_lost:  # contact is back: the missed intervals wait their turn (``_backfill_due``)
+            self._delivery_lost = False
+            self._backfill_at = now + timedelta(seconds=self._rng.uniform(0.0, BACKFILL_MAX_WAIT_S))
+        elif self._unsent_telemetry and not waiting:
+            self._enqueue(self._send_telemetry_backlog)  # the next chunk
+        return True
 
+    def _backfill_due(self, now: datetime) -> None:
+        """On the control loop's steps: once the random wait after a loss is over, send the missed intervals."""
+        if self._backfill_at is not None and now >= self._backfill_at:
+            self._backfill_at = None
+            if self._unsent_telemetry:
+                self._enqueue(self._send_telemetry_backlog)

@@ -8,8 +8,9 @@ The HEMS watches the clock time of its last successful exchange with the VTN (``
 * No contact for ``after_s`` (LPC: 120 s) -> FAILSAFE: the contract's failsafe import/export limits replace the
   signal-based limits (capped by the contracted maximum), from the moment the loss is noticed.
 * Contact again -> FAILSAFE_RECONNECTED: still failsafe limits, until either
-  - fresh limits arrive: the DSO added, modified or cancelled a capacity bandwidth after contact was lost
-    (``SignalBook.limits_changed_at``), or
+  - fresh limits arrive (PROFILE.md §10.3): a valid, non-test capacity bandwidth covering the present, in a version
+    received after contact was lost (``SignalBook.fresh_limits_at``; an event for later, a cancellation or a
+    version already held before the loss is none), or
   - the failsafe limits have been held for ``hold_s`` (the contract's ``failsafe_duration_s``, LPC's
     FailsafeDurationMinimum, 2–24 h) with contact back;
   then -> NORMAL. Contact lost again before that -> FAILSAFE, the hold still counted from the first entry.
@@ -65,7 +66,7 @@ class FailsafeEvent(StrEnum):
     """No successful exchange with the VTN for ``after_s``."""
     CONTACT_RESTORED = "contact_restored"
     FRESH_LIMITS = "fresh_limits"
-    """A capacity bandwidth was added, modified or cancelled after contact was lost."""
+    """A capacity bandwidth covering the present arrived in a version received after contact was lost."""
     HOLD_ELAPSED = "hold_elapsed"
     """The failsafe limits have been held for the contract's failsafe duration."""
 

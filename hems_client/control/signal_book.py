@@ -21,17 +21,20 @@ status; the DSO modifies or cancels it.
 An event that fails to decode is not given to the book at all; the transport passes its id in ``present_ids``
 so that it is not taken for an implied cancel and the last valid version stays in force.
 
-For the failsafe (``hems_client.control.failsafe``) the book remembers when the DSO last changed a capacity bandwidth
-(``limits_changed_at``: added, modified, cancelled or implicitly cancelled; expiry by the clock does not count):
-"fresh limits" are a change after contact with the VTN was lost. ``snapshot()`` / ``from_snapshot()`` carry
-everything the book knows to the local store (``hems_client.store``) and back.
+For the failsafe (``hems_client.control.failsafe``) the book remembers when it received each version it holds
+(``ActiveSignal.received_at``): "fresh limits" (PROFILE.md §10.3) are a capacity bandwidth covering the present in a
+version received after contact was lost (``fresh_limits_at``) - not a cancellation, not an event for later, not a
+version it already held and receives again after a re-registration. ``limits_changed_at`` (the last change of any
+capacity bandwidth, cancellations included) is kept for diagnostics. Overlapping tariffs: the one with the latest
+modificationDateTime wins, then the greater eventID (§5.3.1). ``snapshot()`` / ``from_snapshot()`` carry everything
+the book knows to the local store (``hems_client.store``) and back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from protocol.contract import HouseholdContract
 from protocol.effective import EffectiveLimit, effective_limits
@@ -47,7 +50,11 @@ class ActiveSignal:
     modification_number: int
     payload: CapacityBandwidth | TouTariff
     sequence: int = 0
-    """Book version at which this version was stored: orders overlapping tariffs (the latest wins)."""
+    """Book version at which this version was stored."""
+    received_at: datetime | None = None
+    """Clock time this version was received (fresh limits, PROFILE.md §10.3)."""
+    modified_at: datetime | None = None
+    """Its modificationDateTime: the latest wins where tariffs overlap (PROFILE.md §5.3.1)."""
 
 
 @dataclass(frozen=True)
@@ -152,7 +159,7 @@ class SignalBook:
         self.version += 1
         previous = self._signals.get(meta.event_id)
         self._signals[meta.event_id] = ActiveSignal(meta.event_id, meta.modification_number, event.payload,
-                                                    self.version)
+                                                    self.version, received_at=now, modified_at=meta.modified_at)
         if isinstance(event.payload, CapacityBandwidth) or (
                 previous is not None and isinstance(previous.payload, CapacityBandwidth)):
             self.limits_changed_at = now
@@ -204,6 +211,13 @@ class SignalBook:
     def signals(self) -> dict[str, ActiveSignal]:
         return dict(self._signals)
 
+    def fresh_limits_at(self, now: datetime) -> datetime | None:
+        """When the newest capacity bandwidth covering ``now`` was received (None: none covers it). The failsafe
+        takes limits received after contact was lost as fresh (PROFILE.md §10.3)."""
+        covering = [s.received_at for s in self._signals.values() if isinstance(s.payload, CapacityBandwidth)
+                    and s.received_at is not None and s.payload.start <= now < s.payload.end]
+        return max(covering, default=None)
+
     def bandwidths(self) -> list[CapacityBandwidth]:
         return [s.payload for s in self._signals.values() if isinstance(s.payload, CapacityBandwidth)]
 
@@ -214,13 +228,14 @@ class SignalBook:
         return effective_limits(contract, self.bandwidths(), start=start, count=count)
 
     def tariff(self, *, start: datetime, count: int, default: DefaultPrices | None = None) -> TouTariff:
-        """Prices for ``count`` intervals from the one holding ``start``: from the tariff event in force (the one
-        stored last wins where two overlap), ``default`` (else the book's default prices) where none is."""
+        """Prices for ``count`` intervals from the one holding ``start``: from the tariff event in force (where two
+        overlap the one with the latest modificationDateTime, then the greater eventID: PROFILE.md §5.3.1),
+        ``default`` (else the book's default prices) where none is."""
         if default is None:
             default = self.default_prices
         first = floor_to_interval(start)
         prices: dict[datetime, TariffInterval] = {}
-        for signal in sorted(self._signals.values(), key=lambda s: s.sequence):
+        for signal in sorted(self._signals.values(), key=_tariff_precedence):
             if isinstance(signal.payload, TouTariff):
                 for interval in signal.payload.intervals:
                     prices[interval.start] = interval
@@ -232,3 +247,11 @@ class SignalBook:
                 start=moment, import_price_eur_per_kwh=default.import_price_eur_per_kwh,
                 export_price_eur_per_kwh=default.export_price_eur_per_kwh))
         return TouTariff(intervals=tuple(intervals))
+
+
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+
+def _tariff_precedence(signal: ActiveSignal) -> tuple[datetime, str]:
+    """Later sorts later, so its prices overwrite: modificationDateTime, then eventID (PROFILE.md §5.3.1)."""
+    return (signal.modified_at or _EARLIEST, signal.event_id)

@@ -5,12 +5,14 @@ this package free of openleadr's (aiohttp-importing) package and of any I/O.
 """
 
 from protocol.oadr20b.events import (
+    Cancellation,
     DecodedEvent,
     EventMeta,
     EventStatus,
     decode_event,
     encode_event,
     event_status_at,
+    read_event,
 )
 from protocol.oadr20b.names import (
     PROGRAM_CAPACITY_FIRM,
@@ -30,6 +32,7 @@ __all__ = [
     "PROGRAM_CAPACITY_FIRM",
     "PROGRAM_CAPACITY_NON_FIRM",
     "PROGRAM_TOU_TARIFF",
+    "Cancellation",
     "DecodedEvent",
     "EventMeta",
     "EventStatus",
@@ -41,5 +44,6 @@ __all__ = [
     "encode_telemetry_report",
     "event_status_at",
     "hems_report_metadata",
+    "read_event",
     "report_requests_for",
 ]

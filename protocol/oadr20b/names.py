@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-# marketContext: which program an event belongs to. Firmness is a property of the program, as in 3.x.
-PROGRAM_CAPACITY_FIRM = "urn:hems-dso:program:capacity:firm"
-PROGRAM_CAPACITY_NON_FIRM = "urn:hems-dso:program:capacity:non-firm"
-PROGRAM_TOU_TARIFF = "urn:hems-dso:program:tou-tariff"
+from protocol import version as _version
+
+# marketContext: which program an event belongs to, and in which version of the profile (PROFILE.md §1.6, §5.1).
+# Firmness is a property of the program, as in 3.x.
+PROGRAM_PREFIX = "urn:hems-dso:program:"
+PROGRAM_NAME_CAPACITY_FIRM = "capacity:firm"
+PROGRAM_NAME_CAPACITY_NON_FIRM = "capacity:non-firm"
+PROGRAM_NAME_TOU_TARIFF = "tou-tariff"
+PROGRAM_CAPACITY_FIRM = f"{PROGRAM_PREFIX}{PROGRAM_NAME_CAPACITY_FIRM}:{_version.PROFILE_VERSION}"
+PROGRAM_CAPACITY_NON_FIRM = f"{PROGRAM_PREFIX}{PROGRAM_NAME_CAPACITY_NON_FIRM}:{_version.PROFILE_VERSION}"
+PROGRAM_TOU_TARIFF = f"{PROGRAM_PREFIX}{PROGRAM_NAME_TOU_TARIFF}:{_version.PROFILE_VERSION}"
 
 # 2.0b has no absolute kW limit (x-loadControlCapacity is a fraction): x- names aligned with OpenADR 3.
 SIGNAL_IMPORT_LIMIT = "x-IMPORT_CAPACITY_LIMIT"
@@ -34,6 +41,16 @@ ITEM_PRICE_EUR_PER_KWH = {
     "unit": "EUR",
     "scale": "none",
 }
+
+ITEM_TEMPERATURE_C = {
+    "name": "temperature",
+    "description": "temperature",
+    "unit": "celsius",
+    "scale": "none",
+}
+READING_MEAN = "Mean"
+READING_DIRECT = "Direct Read"
+READING_PROJECTED = "Projected"
 
 # Reports the HEMS offers (oadrRegisterReport) and sends (oadrUpdateReport).
 REPORT_TELEMETRY = "TELEMETRY_USAGE"

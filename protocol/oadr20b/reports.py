@@ -29,14 +29,17 @@ _ITEM_CUSTOM = {"name": "customUnit", "description": "profile quantity", "unit":
 
 # (report name, specifier id, reading type, rIDs with their itemBase)
 _OFFERED: tuple[tuple[str, str, str, tuple[tuple[str, Mapping[str, Any]], ...]], ...] = (
-    (names.REPORT_TELEMETRY, names.SPECIFIER_TELEMETRY, "Direct Read",
+    (names.REPORT_TELEMETRY, names.SPECIFIER_TELEMETRY, names.READING_MEAN,
      ((names.RID_IMPORT_KW, names.ITEM_POWER_KW), (names.RID_EXPORT_KW, names.ITEM_POWER_KW))),
-    (names.REPORT_PLAN, names.SPECIFIER_PLAN, "Projected", ((names.RID_NET_IMPORT_KW, names.ITEM_POWER_KW),)),
-    (names.REPORT_COMFORT, names.SPECIFIER_COMFORT, "Direct Read",
-     tuple((rid, _ITEM_CUSTOM) for rid in (names.RID_INDOOR_TEMPERATURE_C, names.RID_COMFORT_MIN_C,
-                                           names.RID_COMFORT_MAX_C, names.RID_EV_RANGE_KM,
-                                           names.RID_EV_REQUIRED_RANGE_KM))),
+    (names.REPORT_PLAN, names.SPECIFIER_PLAN, names.READING_PROJECTED,
+     ((names.RID_NET_IMPORT_KW, names.ITEM_POWER_KW),)),
+    (names.REPORT_COMFORT, names.SPECIFIER_COMFORT, names.READING_DIRECT,
+     (*((rid, names.ITEM_TEMPERATURE_C) for rid in (names.RID_INDOOR_TEMPERATURE_C, names.RID_COMFORT_MIN_C,
+                                                    names.RID_COMFORT_MAX_C)),
+      *((rid, _ITEM_CUSTOM) for rid in (names.RID_EV_RANGE_KM, names.RID_EV_REQUIRED_RANGE_KM)))),
 )
+"""(report name, specifier, readingType, rIDs with their itemBase): PROFILE.md §9.1. Telemetry values are means
+over their interval; temperatures use 2.0b's temperature itemBase, the ranges a customUnit (2.0b has no distance)."""
 
 
 def metadata_name(report_name: str) -> str:
@@ -83,7 +86,7 @@ def report_requests_for(offered: Iterable[Mapping[str, Any]], *, request_ids: It
         if specifier not in known:
             continue
         payloads = [
-            {"r_id": description["r_id"], "reading_type": description.get("reading_type", "Direct Read")}
+            {"r_id": description["r_id"], "reading_type": description.get("reading_type", names.READING_DIRECT)}
             for description in report.get("report_descriptions") or []
             if description.get("r_id") in dict(known[specifier])
         ]

@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import re
 
-MAX_MESSAGE_BYTES = 1024 * 1024
-"""Default limit for a message a VEN sends (the largest, a 96-interval plan report, is about 60 KiB)."""
-MAX_ANSWER_BYTES = 8 * 1024 * 1024
-"""Default limit for an answer a VTN sends: an oadrDistributeEvent carries all of a VEN's events."""
+from protocol.limits import MAX_VEN_MESSAGE_BYTES, MAX_VTN_MESSAGE_BYTES
+
+MAX_MESSAGE_BYTES = MAX_VEN_MESSAGE_BYTES
+"""Default limit for a message a VEN sends (PROFILE §1.5: 1 MiB; the largest, a 192-interval plan, is ~62 KiB)."""
+MAX_ANSWER_BYTES = MAX_VTN_MESSAGE_BYTES
+"""Default limit for an answer a VTN sends (PROFILE §1.5: 16 MiB): an oadrDistributeEvent carries all of a VEN's
+events."""
 
 XINCLUDE_NAMESPACE = b"http://www.w3.org/2001/XInclude"
 _UTF16_32_BOMS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")

@@ -3,32 +3,40 @@
 Run as ``python ven_script.py MODE VTN_URL EAN START SPEED CONTRACT [CERT KEY CA_FILE]`` (with the three files
 it speaks mutual TLS, verifying the VTN against CA_FILE). It wants 6 kW whenever import is cheaper
 than 0.2 EUR/kWh and 0.4 kW otherwise, and imports what it wants up to the limit it believes in; each finished
-interval it reports the mean, and whenever its limits change it reports a plan.
+interval it reports the mean, and whenever its limits change it reports a plan (at most one per interval).
 
 Modes (each breaks one rule of the profile):
-``good``              none.
-``silent``            registers and polls, but ignores every answer: never requests events, never answers, never
-                      reports, never registers again.
-``greedy``            ignores every limit (imports what it wants) and opts in to every event.
-``forgetful``         forgets all its limits when an out-of-profile event arrives (§5.5).
-``stale``             applies whatever version of an event arrives, also a lower modificationNumber (§7.3.4).
-``keeps_cancelled``   keeps applying a cancelled event (§7.3.2).
-``no_implied_cancel`` keeps events that are left out of a later distribution (§7.4.2).
-``trusts_status``     drops events whose eventStatus says completed, whatever their active period (§7.2.3).
-``no_rereg``          ignores oadrRequestReregistration (§2.8).
-``no_failsafe``       keeps its limits when the VTN is gone (§10.2).
-``sticky_failsafe``   never leaves the failsafe once in it (§10.3).
-``no_backfill``       drops telemetry it could not deliver (§9.3.2).
-``answers_all``       answers every event, also those whose oadrResponseRequired is never (§8.1).
-``trusts_any_vtn``    over TLS, does not verify the VTN's certificate (§12.3).
+``good``               none.
+``silent``             registers and polls, but ignores every answer: never requests events, never answers, never
+                       reports, never registers again.
+``greedy``             ignores every limit (imports what it wants) and opts in to every event.
+``forgetful``          forgets all its limits when an out-of-profile event arrives (§5.5).
+``stale``              applies whatever version of an event arrives, also a lower modificationNumber (§7.3.4).
+``keeps_cancelled``    keeps applying a cancelled event (§7.3.2).
+``no_implied_cancel``  keeps events that are left out of a later distribution (§7.4.2).
+``trusts_status``      drops events whose eventStatus says completed, whatever their active period (§7.2.3).
+``no_rereg``           ignores oadrRequestReregistration (§2.8).
+``no_failsafe``        keeps its limits when the VTN refuses it (§10.2).
+``sticky_failsafe``    never leaves the failsafe once in it (§10.3).
+``no_backfill``        drops telemetry it could not deliver (§9.3.3).
+``answers_all``        answers every event, also those whose oadrResponseRequired is never (§8.1).
+``offset``             keeps every limit 1.5 kW too high (an uncontrolled load outside its budget, §5.2.1).
+``watts``              reports its telemetry in W instead of kW (§4.6).
+``local_time``         labels its telemetry intervals in local time (UTC+1) written as UTC (§3.1).
+``counts_refusals``    takes any answer for contact, a refusal and a request to re-register too (§10.1).
+``early_release``      leaves the failsafe on any capacity event after contact returns, also one for later (§10.3).
+``optout_cancel``      answers a cancellation whose body is out of profile optOut 454 (it still honours it, §7.3.2).
+``no_backoff``         registers again at once after a refusal (§2.11).
+``rereg_after_cancel`` registers again after the VTN cancelled its registration (§2.12).
+``trusts_any_vtn``     over TLS, does not verify the VTN's certificate (§12.3).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import sys
-import tomllib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,40 +46,57 @@ import aiohttp
 from openleadr.messaging import create_message, parse_message
 
 from protocol import INTERVAL, CapacityBandwidth, HouseholdContract, TouTariff, floor_to_interval
+from protocol.contract_file import read_contract_file
 from protocol.effective import effective_limits
 from protocol.errors import ProfileError
-from protocol.oadr20b import decode_event, encode_plan_report, encode_telemetry_report, hems_report_metadata
+from protocol.oadr20b import (
+    Cancellation,
+    decode_event,
+    encode_plan_report,
+    encode_telemetry_report,
+    hems_report_metadata,
+    read_event,
+)
 from protocol.oadr20b.names import SPECIFIER_PLAN, SPECIFIER_TELEMETRY
 from protocol.reports import Plan, PlanInterval, Telemetry, TelemetryInterval
 
 MODES = ("good", "silent", "greedy", "forgetful", "stale", "keeps_cancelled", "no_implied_cancel", "trusts_status",
-         "no_rereg", "no_failsafe", "sticky_failsafe", "no_backfill", "answers_all", "trusts_any_vtn")
+         "offset", "watts", "local_time", "no_rereg", "no_failsafe", "sticky_failsafe", "no_backfill", "answers_all",
+         "counts_refusals", "early_release", "optout_cancel", "no_backoff", "rereg_after_cancel",
+         "trusts_any_vtn")
 WANT_CHEAP_KW, WANT_DEAR_KW, CHEAP_EUR_PER_KWH = 6.0, 0.4, 0.2
 FAILSAFE_AFTER = timedelta(seconds=120)
-POLL_WALL_S = 0.2
+OFFSET_KW = 1.5
+POLL_WALL_S = 0.4
+"""Wall seconds between polls: under the 1 s the scripted VTN asks for, and light on a machine that runs twenty of
+these beside the suite."""
+CHUNK = 96
+FIRST_WAIT, MAX_WAIT = timedelta(seconds=60), timedelta(minutes=10)
 
 
 @dataclass
 class Held:
     modification_number: int
     payload: CapacityBandwidth | TouTariff
-    cancelled: bool = False
 
 
 @dataclass
 class Ven:
     mode: str
     contract: HouseholdContract
+    ven_id: str | None = None
     events: dict[str, Held] = field(default_factory=dict)
-    known: dict[str, tuple[int, str, int]] = field(default_factory=dict)
-    """Per event id: the highest modificationNumber seen and the answer given to it (opt type, code)."""
+    known: dict[str, tuple[int, str, int, str]] = field(default_factory=dict)
+    """Per event id: the highest modificationNumber seen and the answer given to it (opt type, code, text)."""
     last_contact: datetime | None = None
     failsafe: bool = False
+    held_at_loss: set[tuple[str, int]] = field(default_factory=set)
     fresh_since_lost: bool = False
 
     # ------------------------------------------------------------------------------------------- events
 
-    def on_distribution(self, events: list[dict[str, Any]], request_id: str | None) -> list[dict[str, Any]]:
+    def on_distribution(self, events: list[dict[str, Any]], request_id: str | None,
+                        now: datetime) -> list[dict[str, Any]]:
         """Applies the events; returns the answers owed (those whose responseRequired is always)."""
         answers, present = [], set()
         unanswered = {str(e["event_descriptor"]["event_id"]) for e in events
@@ -82,44 +107,64 @@ class Ven:
             present.add(event_id)
             seen = self.known.get(event_id)
             if seen is not None and modification <= seen[0] and self.mode != "stale":  # a repeat or stale copy
-                answers.append(_answer(event_id, modification, request_id, seen[1], seen[2]))
+                answers.append(_answer(event_id, modification, request_id, *seen[1:]))
                 continue
             try:
-                decoded = decode_event(raw)
-            except ProfileError:
-                opt, code = ("optIn", 200) if self.mode == "greedy" else ("optOut", 454)
-                self.known[event_id] = (modification, opt, code)
-                answers.append(_answer(event_id, modification, request_id, opt, code))
+                read = read_event(raw, ven_id=self.ven_id)
+            except ProfileError as error:
+                opt, code = ("optIn", 200) if self.mode == "greedy" else ("optOut", error.response_code)
+                text = "OK" if code == 200 else f"{error.field}: {error.reason}"[:240]
+                self.known[event_id] = (modification, opt, code, text)
+                answers.append(_answer(event_id, modification, request_id, opt, code, text))
                 if self.mode == "forgetful":
                     for held in [e for e, h in self.events.items() if isinstance(h.payload, CapacityBandwidth)]:
                         del self.events[held]
                 continue
-            self.known[event_id] = (modification, "optIn", 200)
+            if isinstance(read, Cancellation):
+                opt, code = ("optOut", 454) if self.mode == "optout_cancel" and _bad_body(raw) else ("optIn", 200)
+                text = "OK" if code == 200 else "event: a cancellation out of profile"
+                self.known[event_id] = (modification, opt, code, text)
+                answers.append(_answer(event_id, modification, request_id, opt, code, text))
+                if self.mode == "keeps_cancelled":  # keeps what it held (or the new body, when it is valid)
+                    with contextlib.suppress(ProfileError):
+                        self.events[event_id] = Held(modification, decode_event(raw).payload)
+                else:
+                    self.events.pop(event_id, None)
+                continue
+            self.known[event_id] = (modification, "optIn", 200, "OK")
             answers.append(_answer(event_id, modification, request_id, "optIn", 200))
-            cancelled = decoded.meta.status.value == "cancelled"
-            believed_over = self.mode == "trusts_status" and decoded.meta.status.value == "completed"
-            if believed_over or (cancelled and self.mode != "keeps_cancelled"):
+            believed_over = self.mode == "trusts_status" and read.meta.status.value == "completed"
+            if believed_over:
                 self.events.pop(event_id, None)
             else:
-                self.events[event_id] = Held(modification, decoded.payload, cancelled)
-            self._fresh(decoded.payload)
+                self.events[event_id] = Held(modification, read.payload)
+            self._fresh(event_id, modification, read.payload, now)
         if self.mode != "no_implied_cancel":
             for gone in [e for e in self.events if e not in present]:
-                self._fresh(self.events.pop(gone).payload)
+                del self.events[gone]
         return [a for a in answers if a["event_id"] not in unanswered]
 
-    def _fresh(self, payload: CapacityBandwidth | TouTariff) -> None:
-        if isinstance(payload, CapacityBandwidth) and self.failsafe and self.last_contact is not None:
+    def _fresh(self, event_id: str, modification: int, payload: CapacityBandwidth | TouTariff,
+               now: datetime) -> None:
+        """§10.3: a capacity bandwidth covering now in a version not held at the loss."""
+        if not self.failsafe or not isinstance(payload, CapacityBandwidth):
+            return
+        if self.mode == "early_release" or (
+                (event_id, modification) not in self.held_at_loss and payload.start <= now < payload.end):
             self.fresh_since_lost = True
 
     # ------------------------------------------------------------------------------------------- limits
 
-    def contact(self, now: datetime, ok: bool) -> None:
+    def contact(self, now: datetime, kind: str | None, answer: dict[str, Any]) -> None:
+        code = (answer.get("response") or {}).get("response_code")
+        ok = kind is not None and (self.mode == "counts_refusals" or (
+            kind != "oadrRequestReregistration" and code in (200, "200", None)))
         if ok:
             self.last_contact = now
         silent_for = now - (self.last_contact or now)
         if not self.failsafe and silent_for > FAILSAFE_AFTER and self.mode != "no_failsafe":
             self.failsafe, self.fresh_since_lost = True, False
+            self.held_at_loss = {(e, h.modification_number) for e, h in self.events.items()}
         if self.failsafe and ok and self.fresh_since_lost and self.mode != "sticky_failsafe":
             self.failsafe = False
 
@@ -133,12 +178,37 @@ class Ven:
         prices = [i.import_price_eur_per_kwh for h in self.events.values() if isinstance(h.payload, TouTariff)
                   for i in h.payload.intervals if i.start == floor_to_interval(moment)]
         want = WANT_CHEAP_KW if prices and prices[-1] < CHEAP_EUR_PER_KWH else WANT_DEAR_KW
-        return want if self.mode == "greedy" else min(want, self.limit_kw(moment))
+        if self.mode == "offset" and want == WANT_CHEAP_KW:
+            want += OFFSET_KW  # it wants enough to show its offset over every limit, 5 kW included
+        if self.mode == "greedy":
+            return want
+        return min(want, self.limit_kw(moment) + (OFFSET_KW if self.mode == "offset" else 0.0))
 
 
-def _answer(event_id: str, modification: int, request_id: str | None, opt: str, code: int) -> dict[str, Any]:
-    return {"response_code": code, "response_description": "OK" if code == 200 else "invalid data",
-            "request_id": request_id, "event_id": event_id, "modification_number": modification, "opt_type": opt}
+def _bad_body(raw: dict[str, Any]) -> bool:
+    try:
+        decode_event(raw)
+    except ProfileError:
+        return True
+    return False
+
+
+def _tamper(mode: str, report: dict[str, Any]) -> dict[str, Any]:
+    """The telemetry report as the ``watts`` and ``local_time`` modes send it."""
+    for interval in report["intervals"]:
+        if mode == "watts":
+            interval["report_payload"]["value"] *= 1000
+        elif mode == "local_time":
+            interval["dtstart"] += timedelta(hours=1)
+    if mode == "local_time":
+        report["dtstart"] += timedelta(hours=1)
+    return report
+
+
+def _answer(event_id: str, modification: int, request_id: str | None, opt: str, code: int,
+            description: str = "OK") -> dict[str, Any]:
+    return {"response_code": code, "response_description": description, "request_id": request_id,
+            "event_id": event_id, "modification_number": modification, "opt_type": opt}
 
 
 async def main(mode: str, url: str, ean: str, start: datetime, speed: float, contract_path: Path,
@@ -149,13 +219,18 @@ async def main(mode: str, url: str, ean: str, start: datetime, speed: float, con
     def now() -> datetime:
         return start + timedelta(seconds=(loop.time() - wall0) * speed)
 
-    contract = HouseholdContract.model_validate(tomllib.loads(contract_path.read_text()))
-    ven = Ven(mode, contract)
-    ven_id: str | None = None
+    entries, problems = read_contract_file(contract_path.read_text())
+    if problems or len(entries) != 1:
+        sys.exit(f"{contract_path}: {problems or 'not exactly one household'}")
+    ven = Ven(mode, entries[0].contract)
+    registered = False
+    cancelled = False
+    refusals = 0
+    register_after: datetime | None = None
     requests: dict[str, str] = {}
     samples: dict[datetime, list[float]] = {}
     backlog: list[TelemetryInterval] = []
-    planned_for: float | None = None
+    planned: tuple[float, datetime] | None = None
 
     connector = None
     if tls is not None:
@@ -171,68 +246,109 @@ async def main(mode: str, url: str, ean: str, start: datetime, speed: float, con
             try:
                 async with http.post(f"{url}/{service}", data=create_message(kind, **payload)) as reply:
                     answer = parse_message(await reply.read()) if reply.status == 200 else (None, {})
-            except (aiohttp.ClientError, TimeoutError):
+            except (aiohttp.ClientError, TimeoutError, ValueError):
                 answer = (None, {})
-            ven.contact(now(), answer[0] is not None)
+            ven.contact(now(), answer[0], answer[1])
             return answer
 
         async def register() -> None:
-            nonlocal ven_id
-            _, reg = await send("EiRegisterParty", "oadrCreatePartyRegistration", request_id="r1", ven_name=ean,
-                                http_pull_model=True, xml_signature=False, report_only=False, profile_name="2.0b",
-                                transport_name="simpleHttp")
-            ven_id = reg.get("ven_id") or ven_id
+            nonlocal registered, refusals, register_after
+            if register_after is not None and now() < register_after:
+                return
+            kind, reg = await send("EiRegisterParty", "oadrCreatePartyRegistration", request_id="r1", ven_name=ean,
+                                   ven_id=ven.ven_id, http_pull_model=True, xml_signature=False, report_only=False,
+                                   profile_name="2.0b", transport_name="simpleHttp")
+            code = (reg.get("response") or {}).get("response_code")
+            if kind != "oadrCreatedPartyRegistration" or code not in (200, "200"):
+                if kind is not None and mode != "no_backoff":  # refused: wait, doubling (§2.11)
+                    refusals += 1
+                    register_after = now() + min(FIRST_WAIT * 2 ** (refusals - 1), MAX_WAIT)
+                return
+            registered, refusals, register_after = True, 0, None
+            ven.ven_id = reg.get("ven_id") or ven.ven_id
             if mode == "silent":
                 return
-            _, registered = await send("EiReport", "oadrRegisterReport", request_id="r3", ven_id=ven_id,
-                                       report_request_id=0, reports=hems_report_metadata(resource_id=ean,
-                                                                                         created_at=now()))
-            for request in registered.get("report_requests") or []:
+            _, offered = await send("EiReport", "oadrRegisterReport", request_id="r3", ven_id=ven.ven_id,
+                                    report_request_id=0, reports=hems_report_metadata(resource_id=ean,
+                                                                                      created_at=now()))
+            requests.clear()
+            for request in offered.get("report_requests") or []:
                 requests[request["report_specifier"]["report_specifier_id"]] = request["report_request_id"]
-            kind, payload = await send("EiEvent", "oadrRequestEvent", request_id="r2", ven_id=ven_id)
+            kind, payload = await send("EiEvent", "oadrRequestEvent", request_id="r2", ven_id=ven.ven_id)
             if kind == "oadrDistributeEvent":
                 await on_events(payload)
 
         async def on_events(payload: dict[str, Any]) -> None:
-            answers = ven.on_distribution(payload.get("events") or [], payload.get("request_id"))
+            answers = ven.on_distribution(payload.get("events") or [], payload.get("request_id"), now())
             if answers:
-                await send("EiEvent", "oadrCreatedEvent", ven_id=ven_id, event_responses=answers, response={
+                await send("EiEvent", "oadrCreatedEvent", ven_id=ven.ven_id, event_responses=answers, response={
                     "response_code": 200, "response_description": "OK", "request_id": payload.get("request_id")})
+
+        async def send_telemetry() -> None:
+            """Each finished interval's mean; what could not be delivered again, oldest first, at most 96 a report
+            (§9.3.3)."""
+            nonlocal reported, backlog
+            moment = now()
+            if SPECIFIER_TELEMETRY not in requests:
+                return
+            while floor_to_interval(moment) > reported:
+                values = samples.pop(reported, None) or [ven.import_kw(reported)]
+                backlog.append(TelemetryInterval(start=reported, import_kw=sum(values) / len(values), export_kw=0.0))
+                reported += INTERVAL
+            backlog = backlog[-192:]
+            while backlog:
+                chunk = backlog[:CHUNK]
+                kind, answer = await send("EiReport", "oadrUpdateReport", request_id="r4", ven_id=ven.ven_id,
+                                          reports=[_tamper(mode, encode_telemetry_report(
+                                              Telemetry(intervals=tuple(chunk)),
+                                              report_request_id=requests[SPECIFIER_TELEMETRY], created_at=now()))])
+                code = (answer.get("response") or {}).get("response_code")
+                if (kind == "oadrUpdatedReport" and code in (200, "200", 454, "454")) or mode == "no_backfill":
+                    backlog = backlog[len(chunk):]
+                else:
+                    break
 
         await register()
         reported = floor_to_interval(now())
         while True:
-            kind, payload = await send("OadrPoll", "oadrPoll", ven_id=ven_id)
+            sampled = now()
+            samples.setdefault(floor_to_interval(sampled), []).append(ven.import_kw(sampled))
+            if not registered:
+                if not cancelled or mode == "rereg_after_cancel":
+                    await register()
+                if mode == "no_backfill":  # it keeps sending its telemetry, and drops what the VTN refused
+                    await send_telemetry()
+                await asyncio.sleep(POLL_WALL_S)
+                continue
+            kind, payload = await send("OadrPoll", "oadrPoll", ven_id=ven.ven_id)
             if mode != "silent":
                 if kind == "oadrDistributeEvent":
                     await on_events(payload)
                 elif kind == "oadrRequestReregistration" and mode != "no_rereg":
+                    registered = False
                     await register()
+                elif kind == "oadrCancelPartyRegistration":
+                    await send("EiRegisterParty", "oadrCanceledPartyRegistration", ven_id=ven.ven_id,
+                               registration_id=payload.get("registration_id"), response={
+                                   "response_code": 200, "response_description": "OK",
+                                   "request_id": payload.get("request_id")})
+                    registered, cancelled = False, True
+                    continue
             moment = now()
-            samples.setdefault(floor_to_interval(moment), []).append(ven.import_kw(moment))
+            if mode != "silent":
+                await send_telemetry()
             if mode != "silent" and SPECIFIER_TELEMETRY in requests:
-                while floor_to_interval(moment) > reported:
-                    values = samples.pop(reported, None) or [ven.import_kw(reported)]
-                    backlog.append(TelemetryInterval(start=reported, import_kw=sum(values) / len(values),
-                                                     export_kw=0.0))
-                    reported += INTERVAL
-                if backlog:
-                    kind, _ = await send("EiReport", "oadrUpdateReport", request_id="r4", ven_id=ven_id, reports=[
-                        encode_telemetry_report(Telemetry(intervals=tuple(backlog[-192:])),
-                                                report_request_id=requests[SPECIFIER_TELEMETRY],
-                                                created_at=now())])
-                    if kind is not None or mode == "no_backfill":
-                        backlog.clear()
                 limit_now = ven.limit_kw(moment)
-                if SPECIFIER_PLAN in requests and limit_now != planned_for:
-                    first = floor_to_interval(moment)
+                interval = floor_to_interval(moment)
+                if SPECIFIER_PLAN in requests and (planned is None or (limit_now != planned[0]
+                                                                       and interval != planned[1])):
                     plan = Plan(created_at=moment, intervals=tuple(
-                        PlanInterval(start=first + k * INTERVAL, net_import_kw=ven.import_kw(first + k * INTERVAL))
-                        for k in range(96)))
-                    kind, _ = await send("EiReport", "oadrUpdateReport", request_id="r5", ven_id=ven_id, reports=[
+                        PlanInterval(start=interval + k * INTERVAL,
+                                     net_import_kw=ven.import_kw(interval + k * INTERVAL)) for k in range(96)))
+                    kind, _ = await send("EiReport", "oadrUpdateReport", request_id="r5", ven_id=ven.ven_id, reports=[
                         encode_plan_report(plan, report_request_id=requests[SPECIFIER_PLAN])])
-                    if kind is not None:
-                        planned_for = limit_now
+                    if kind == "oadrUpdatedReport":
+                        planned = (limit_now, interval)
             await asyncio.sleep(POLL_WALL_S)
 
 

@@ -1,7 +1,9 @@
 """A faulty VTN: our DSO's VTN behind a proxy that rewrites every oadrDistributeEvent with one fault.
 
 The proxy parses the answer with openleadr's messaging, changes the events, and renders it again, so what the
-suite receives is well-formed 2.0b with exactly one thing wrong:
+suite receives is well-formed 2.0b with exactly one thing wrong. The VEN's oadrCreatedEvent answers go back with
+the modification numbers our VTN sent, so that the faulty VTN stays consistent with itself (a real VTN that
+reuses modification numbers also counts the answers to them as answers):
 
 ``reuse_modification_numbers``  every event keeps modificationNumber 0 (breaks VTN-EVT-02, VTN-EVT-03)
 ``interval_gap``                15 minutes between the first and the second interval of every signal, the
@@ -74,18 +76,33 @@ class FaultyVtnProxy:
         self.fault = fault
         self.ssl_context = ssl_context
         self.seen: set[tuple[str, int]] = set()
+        self.real: dict[str, int] = {}
+        """Per event id, the modification number our VTN last sent (before the fault)."""
         self.runner: web.AppRunner | None = None
         self.url = ""
 
     async def _forward(self, request: web.Request) -> web.Response:
+        sent = await request.read()
+        try:
+            kind, payload = parse_message(sent)
+        except Exception:  # the suite's deliberately broken request: pass it on untouched
+            kind, payload = "", {}
+        if kind == "oadrCreatedEvent":
+            for response in payload.get("event_responses") or []:
+                response["modification_number"] = self.real.get(str(response.get("event_id")),
+                                                                response.get("modification_number"))
+            sent = create_message(kind, **payload).encode()
         async with aiohttp.ClientSession() as http, http.post(
-                f"{self.upstream}/{request.match_info['service']}", data=await request.read(),
+                f"{self.upstream}/{request.match_info['service']}", data=sent,
                 headers={"Content-Type": "application/xml"}) as reply:
             body = await reply.read()
             status = reply.status
         if status == 200 and body:
             kind, payload = parse_message(body)
             if kind == "oadrDistributeEvent":
+                for event in payload.get("events") or []:
+                    descriptor = event["event_descriptor"]
+                    self.real[str(descriptor["event_id"])] = descriptor["modification_number"]
                 payload["events"] = self.fault(payload.get("events") or [], self.seen)
                 body = create_message(kind, **payload).encode()
         return web.Response(status=status, body=body, content_type="application/xml")

@@ -9,15 +9,22 @@ exactly what broke:
   each call. Defence in depth behind ``protocol.oadr20b.xml_guard``: with openleadr's own parser, lxml 5.4-6.2
   segfault on a used internal entity.
 - ``messaging.validate_xml_schema`` and ``messaging.parse_message``: the 2.0b XSD check, then the message type
-  and openleadr's normalised payload dict (``parse``).
+  and openleadr's normalised payload dict (``parse``), read from the validated tree's oadrSignedObject.
 - ``messaging.TEMPLATES``, ``preflight.preflight_message`` and ``utils.flatten_xml``: rendering a message
-  (``MessageWriter``). openleadr's ``create_message`` re-reads the signing key for every message (about 100 ms
-  with RSA 2048, 1 ms with EC P-256); the writer parses it once.
-- ``messaging.VERIFIER`` and ``utils.extract_pem_cert``: checking an XML signature (``verify_signature``).
-  openleadr's own ReplayProtect check keeps a process-global nonce set and accepts timestamps from the future,
-  so the replay check is ``protocol.oadr20b.replay.ReplayGuard`` on the caller's side instead.
+  (``MessageWriter``). One template is corrected (``_template``): openleadr renders
+  ``oadrCreatedPartyRegistration`` with empty ``<ei:registrationID />`` and ``<ei:venID />`` when there is no id
+  to give, and PROFILE.md §2.3 wants a refusal (463) without either element (the 2.0b schema makes both
+  optional); the writer uses a copy of openleadr's template without the empty elements, for the VTN only
+  (openleadr's global template environment is left as it is).
 - ``utils.certificate_fingerprint_from_der``: the OpenADR fingerprint (last 10 bytes of the SHA-256 of the DER
   certificate), shown to operators beside the full SHA-256 this project binds.
+
+XML signatures are not openleadr's here: signing and verifying use ``protocol.oadr20b.xmldsig``, written for the
+one 2.0b signature profile (PROFILE §12.5). openleadr signs through signxml and re-reads the key for every
+message (about 100 ms with RSA 2048, 1 ms with EC P-256); signxml re-parses the document about nine times per
+verification, keeps a process-global nonce set and accepts ReplayProtect timestamps from the future. openleadr
+and signxml remain the cross-check in the tests (messages signed here verify there and the other way round).
+The replay check is ``protocol.oadr20b.replay.ReplayGuard`` on the caller's side.
 """
 
 from __future__ import annotations
@@ -27,20 +34,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from uuid import uuid4
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from lxml import etree
 from openleadr import enums, messaging, preflight, utils
-from signxml import XMLSigner, methods
-from signxml.algorithms import SignatureMethod
+
+from protocol.oadr20b import xmldsig
 
 OADR_NAMESPACE = "http://openadr.org/oadr-2.0b/2012/07"
-REPLAY_NAMESPACE = "http://openadr.org/oadr-2.0b/2012/07/xmldsig-properties"
-DSIG_NAMESPACE = "http://www.w3.org/2000/09/xmldsig#"
-C14N_1_0 = "http://www.w3.org/TR/2001/REC-xml-c14n-20010315"
 PAYLOAD_TAG = f"{{{OADR_NAMESPACE}}}oadrPayload"
 
 XMLSyntaxError = etree.XMLSyntaxError
@@ -73,6 +75,7 @@ class NotOpenAdr(ValueError):
     """The body is XML but not a 2.0b message this codec reads (schema, root element)."""
 
 
+
 def parse(body: bytes) -> ParsedMessage:
     """Schema-validate and parse a message that passed ``protocol.oadr20b.xml_guard``. Raises ``NotOpenAdr``."""
     try:
@@ -82,7 +85,7 @@ def parse(body: bytes) -> ParsedMessage:
     if tree.tag != PAYLOAD_TAG:  # the XSD also declares every message type as a possible root
         raise NotOpenAdr(f"the root element is {tree.tag}; a 2.0b message is an oadr:oadrPayload")
     try:
-        message_type, payload = messaging.parse_message(body)
+        message_type, payload = messaging.parse_message(xmldsig.signed_object_document(tree))
     except Exception as error:  # xmltodict/expat or openleadr's normalisation on an odd but schema-valid shape
         raise NotOpenAdr(f"cannot read the message: {type(error).__name__}: {error}") from None
     if not isinstance(payload, dict):
@@ -100,6 +103,32 @@ def openadr_fingerprint(der: bytes) -> str:
     return str(utils.certificate_fingerprint_from_der(der))
 
 
+_CORRECTED = "oadrCreatedPartyRegistration"
+_EMPTY_IDS = (
+    ("{% else %}\n    <ei:registrationID />\n    {% endif %}", "{% endif %}"),
+    ("{% else %}\n    <ei:venID />\n    {% endif %}", "{% endif %}"),
+)
+_corrected_template: Any = None
+
+
+def _template(message_type: str) -> Any:
+    """openleadr's template for ``message_type``; for oadrCreatedPartyRegistration a copy that leaves out the
+    empty registrationID and venID elements (module docstring). An accepted registration renders as before."""
+    global _corrected_template
+    if message_type != _CORRECTED:
+        return messaging.TEMPLATES.get_template(f"{message_type}.xml")
+    if _corrected_template is None:
+        loader = messaging.TEMPLATES.loader
+        assert loader is not None
+        source, _, _ = loader.get_source(messaging.TEMPLATES, f"{_CORRECTED}.xml")
+        for empty, kept in _EMPTY_IDS:
+            if empty not in source:
+                raise RuntimeError(f"openleadr's {_CORRECTED}.xml changed; review _template in {__name__}")
+            source = source.replace(empty, kept)
+        _corrected_template = messaging.TEMPLATES.from_string(source)
+    return _corrected_template
+
+
 class MessageWriter:
     """Renders 2.0b messages with openleadr's templates; signs them when given a certificate and key.
 
@@ -112,24 +141,12 @@ class MessageWriter:
         if (cert_pem is None) != (private_key is None):
             raise ValueError("a signing certificate and its private key go together")
         self._now = now
-        self._signer: XMLSigner | None = None
-        self._certificates: list[x509.Certificate] = []
-        self._key = private_key
+        self._signer: xmldsig.MessageSigner | None = None
         self.fingerprint: str | None = None
         """OpenADR fingerprint of the signing certificate (what VENs configure as the VTN's), or None."""
         if cert_pem is not None:
             certificate = x509.load_pem_x509_certificate(cert_pem)
-            self._certificates = [certificate]
-            if isinstance(private_key, ec.EllipticCurvePrivateKey):
-                algorithm = "ecdsa-sha256"
-            elif isinstance(private_key, rsa.RSAPrivateKey):
-                algorithm = "rsa-sha256"
-            else:
-                raise ValueError(f"cannot sign XML with a {type(private_key).__name__}; use an EC or RSA key")
-            signer = XMLSigner(method=methods.detached, c14n_algorithm=C14N_1_0)
-            signer.namespaces["oadr"] = OADR_NAMESPACE
-            signer.sign_alg = SignatureMethod.from_fragment(algorithm)
-            self._signer = signer
+            self._signer = xmldsig.MessageSigner(certificate=certificate, private_key=private_key)
             self.fingerprint = openadr_fingerprint(certificate.public_bytes(Encoding.DER))
 
     @property
@@ -138,28 +155,12 @@ class MessageWriter:
 
     def render(self, message_type: str, payload: Mapping[str, Any]) -> str:
         checked = preflight.preflight_message(message_type, dict(payload))
-        template = messaging.TEMPLATES.get_template(f"{message_type}.xml")
+        template = _template(message_type)
         signed_object = utils.flatten_xml(template.render(**checked))
-        signature = None
         if self._signer is not None:
-            tree = etree.fromstring(signed_object)
-            signature_tree = self._signer.sign(tree, key=self._key, cert=self._certificates,
-                                               reference_uri="#oadrSignedObject",
-                                               signature_properties=self._replay_protect())
-            signature = etree.tostring(signature_tree).decode("utf-8")
+            return self._signer.sign(signed_object, now=self._now())
         envelope = messaging.TEMPLATES.get_template("oadrPayload.xml")
-        return str(envelope.render(template=message_type, signature=signature, signed_object=signed_object))
-
-    def _replay_protect(self) -> Any:
-        timestamp = etree.Element(f"{{{REPLAY_NAMESPACE}}}timestamp")
-        timestamp.text = utils.datetimeformat(self._now())
-        nonce = etree.Element(f"{{{REPLAY_NAMESPACE}}}nonce")
-        nonce.text = uuid4().hex
-        element = etree.Element(f"{{{REPLAY_NAMESPACE}}}ReplayProtect", nsmap={"dsp": REPLAY_NAMESPACE},
-                                attrib={"Id": "myid", "Target": "#mytarget"})
-        element.append(timestamp)
-        element.append(nonce)
-        return element
+        return str(envelope.render(template=message_type, signature=None, signed_object=signed_object))
 
 
 @dataclass(frozen=True)
@@ -175,38 +176,23 @@ class BadSignature(ValueError):
     pass
 
 
-def verify_signature(tree: Any) -> Signature:
-    """Verify a message's detached signature: one reference must be the message's own oadrSignedObject, the
-    other its ReplayProtect, whose timestamp and nonce are read from the signed bytes. Raises ``BadSignature``
-    naming what is wrong; whether the signer is acceptable is the caller's decision."""
-    if tree.find(f".//{{{DSIG_NAMESPACE}}}X509Certificate") is None:
-        raise BadSignature("the message is not signed (no ds:Signature with an X509Certificate)")
+_VERIFIER = xmldsig.SignatureVerifier()
+
+
+def verify_signature(tree: Any, *, now: datetime | None = None) -> Signature:
+    """Verify a message's signature (PROFILE §12.5): one reference must be the message's own oadrSignedObject,
+    the other the signature's ReplayProtect, whose timestamp and nonce are returned. ``now`` (wall time by
+    default) dates the signing certificate. Raises ``BadSignature`` naming what is wrong; whether the signer is
+    acceptable and the ReplayProtect fresh are the caller's decisions."""
     try:
-        pem = utils.extract_pem_cert(tree)
-        results = messaging.VERIFIER.verify(tree, x509_cert=pem, expect_references=2)
-        certificate = x509.load_pem_x509_certificate(pem.encode())
-    except Exception as error:  # signxml raises InvalidSignature, InvalidInput, ValueError ...
-        raise BadSignature(f"the XML signature does not verify: {type(error).__name__}: {error}") from None
-    signed = {result.signed_xml.tag: result for result in results if result.signed_xml is not None}
-    body = tree.find(f"{{{OADR_NAMESPACE}}}oadrSignedObject")
-    signed_body = signed.get(f"{{{OADR_NAMESPACE}}}oadrSignedObject")
-    if body is None or signed_body is None or signed_body.signed_data != etree.tostring(body, method="c14n"):
-        raise BadSignature("the signature does not cover the message's oadrSignedObject")
-    properties = signed.get(f"{{{DSIG_NAMESPACE}}}Object")  # ds:Object > SignatureProperties > ReplayProtect
-    replay = None if properties is None else properties.signed_xml.find(f".//{{{REPLAY_NAMESPACE}}}ReplayProtect")
-    if replay is None:
-        raise BadSignature("the signature does not cover a ReplayProtect element")
-    timestamp_text = replay.findtext(f"{{{REPLAY_NAMESPACE}}}timestamp")
-    nonce = replay.findtext(f"{{{REPLAY_NAMESPACE}}}nonce")
-    if not timestamp_text or not nonce:
-        raise BadSignature("the signed ReplayProtect carries no timestamp and nonce")
-    try:
-        timestamp = utils.parse_datetime(timestamp_text.strip())
-    except Exception:
-        raise BadSignature(f"the ReplayProtect timestamp {timestamp_text[:40]!r} is not a date-time") from None
-    if not isinstance(timestamp, datetime) or timestamp.tzinfo is None:
-        raise BadSignature(f"the ReplayProtect timestamp {timestamp_text[:40]!r} has no UTC offset")
-    return Signature(fingerprint_sha256(certificate.public_bytes(Encoding.DER)), timestamp, nonce.strip())
+        verified = _VERIFIER.verify(tree, now=now if now is not None else datetime.now(UTC))
+    except xmldsig.NotSigned as refused:
+        raise BadSignature(refused.reason) from None
+    except xmldsig.SignatureRefused as refused:
+        raise BadSignature(f"the XML signature does not verify: {refused.reason}") from None
+    except Exception as error:  # fail closed: a hostile message the verifier did not foresee is still refused
+        raise BadSignature(f"the XML signature cannot be checked: {type(error).__name__}: {error}"[:300]) from None
+    return Signature(verified.fingerprint_sha256, verified.timestamp, verified.nonce)
 
 
 def new_request_id() -> str:

@@ -55,11 +55,14 @@ from dso_server.transport.oadr20b import openleadr_adapter as oadr
 from dso_server.transport.oadr20b.openleadr_adapter import STATUS_CODES
 from protocol import ProfileError
 from protocol.clock import Clock, WallClock
+from protocol.errors import OADR_INVALID_DATA
 from protocol.oadr20b import decode_report, encode_event, report_requests_for
 from protocol.oadr20b.replay import Replayed, ReplayGuard
 from protocol.oadr20b.xml_guard import MAX_MESSAGE_BYTES, DocumentTooLarge, HostileXml, check_document
 
 logger = logging.getLogger(__name__)
+
+MAX_DESCRIPTION_CHARS = 240
 
 
 Handler = Callable[[dict[str, Any]], Awaitable[tuple[str, dict[str, Any]]]]
@@ -267,7 +270,9 @@ class DsoVtn:
         response.setdefault("response", {"response_code": 200, "response_description": "OK",
                                          "request_id": payload.get("request_id")})
         response["vtn_id"] = self.vtn_id
-        if not response.get("ven_id"):
+        refused_registration = (response_type == "oadrCreatedPartyRegistration"
+                                and response["response"].get("response_code") != 200)
+        if not response.get("ven_id") and not refused_registration:  # a refusal names no venID (§2.3)
             response["ven_id"] = ven_id
         response.setdefault("request_id", oadr.new_request_id())
         return response_type, response
@@ -368,32 +373,35 @@ class DsoVtn:
 
     # -------------------------------------------------------------------------------------------- events
 
-    def events_for(self, ven_id: str) -> tuple[list[dict[str, Any]], frozenset[DeliveryKey]]:
-        """All relevant oadrEvents of this VEN, encoded now, and their delivery keys."""
+    def events_for(self, ven_id: str) -> tuple[list[dict[str, Any]], frozenset[DeliveryKey], set[tuple[str, int]]]:
+        """All relevant oadrEvents of this VEN, encoded now, their delivery keys, and the (event id, modification
+        number) pairs the VEN answered."""
         now = self.clock.now()
         ven = self.store.ven(ven_id)
         if ven is None:
-            return [], frozenset()
+            return [], frozenset(), set()
         signals = self.store.signals(connection_point_id=ven.connection_point_id, ending_after=now)
-        relevant = relevant_signals(signals, acknowledged=self.store.acknowledged(ven_id), now=now)
+        answered = self.store.acknowledged(ven_id)
+        relevant = relevant_signals(signals, acknowledged=answered, now=now)
         events = [
             encode_event(signal.payload, event_id=signal.event_id, modification_number=signal.modification_number,
                          ven_id=ven_id, created_at=signal.created_at, modified_at=signal.modified_at, now=now,
                          cancelled=signal.cancelled)
             for signal in relevant
         ]
-        return events, delivery_keys(relevant, now)
+        return events, delivery_keys(relevant, now), answered
 
     async def handle_poll(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         return await self.on_poll(str(payload["ven_id"])) or ("oadrResponse", {})
 
     async def on_poll(self, ven_id: str) -> tuple[str, dict[str, Any]] | None:
-        """oadrPoll: an oadrDistributeEvent with all relevant events when any of them is news, else nothing."""
+        """oadrPoll: an oadrDistributeEvent with all relevant events when any of them is news or still unanswered
+        (PROFILE §7.4.3), else nothing."""
         now = self.clock.now()
         self.store.touch_ven(ven_id, now=now)
-        events, keys = self.events_for(ven_id)
+        events, keys, answered = self.events_for(ven_id)
         previous = self.store.delivered(ven_id)
-        if delivery_due(previous, keys):
+        if delivery_due(previous, keys, answered):
             self.store.record_delivery(ven_id, keys, now=now)
             logger.debug("Delivering %d event(s) to VEN %s on poll", len(events), ven_id)
             return "oadrDistributeEvent", {"events": events}
@@ -402,14 +410,12 @@ class DsoVtn:
         return None
 
     async def handle_request_event(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        """oadrRequestEvent: always an oadrDistributeEvent with all relevant events (possibly none)."""
+        """oadrRequestEvent: always an oadrDistributeEvent with all relevant events (possibly none). replyLimit is
+        ignored (PROFILE §2.5): a shorter list would tell the VEN that the events left out were cancelled."""
         ven_id = payload["ven_id"]
         now = self.clock.now()
         self.store.touch_ven(ven_id, now=now)
-        events, _ = self.events_for(ven_id)
-        limit = _int_or_none(payload.get("reply_limit"))
-        if limit is not None and limit > 0:
-            events = events[:limit]
+        events, _, _ = self.events_for(ven_id)
         sent = {(event["event_descriptor"]["event_id"], event["event_descriptor"]["modification_number"],
                  event["event_descriptor"]["event_status"]) for event in events}
         self.store.record_delivery(ven_id, frozenset(sent), now=now)
@@ -466,8 +472,9 @@ class DsoVtn:
         return "oadrRegisteredReport", {"report_requests": requests}
 
     async def handle_update_report(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        """oadrUpdateReport: decode each report and store it; a report that breaks the profile is logged and
-        dropped, the others are kept, and the answer is an oadrUpdatedReport either way."""
+        """oadrUpdateReport: decode each report and store it. A report that breaks the profile is refused whole
+        (PROFILE §9.2: per report) and logged, the others are kept; the answer is oadrUpdatedReport 200 when all
+        were kept, else 454 naming the first refused report and its field."""
         ven_id = payload["ven_id"]
         now = self.clock.now()
         ven = self.store.ven(ven_id)
@@ -475,6 +482,7 @@ class DsoVtn:
             return "oadrUpdatedReport", {}
         known_requests = {r.report_request_id for r in self.store.report_requests(ven_id)}
         decoded = []
+        refused: list[str] = []
         for index, report in enumerate(payload.get("reports") or []):
             request_id = str(report.get("report_request_id"))
             try:
@@ -483,16 +491,24 @@ class DsoVtn:
                 logger.warning("VEN %s: report %d (%s, reportRequestID %s) breaks the profile and was not stored: "
                                "%s (response code %s)", ven_id, index, report.get("report_name"), request_id, error,
                                error.response_code)
+                refused.append(f"report[{index}] {report.get('report_name')}: {error.field}: {error.reason}")
                 continue
             except (TypeError, ValueError, KeyError, AttributeError) as error:
                 logger.warning("VEN %s: report %d (%s) cannot be read and was not stored: %s: %s", ven_id, index,
                                report.get("report_name"), type(error).__name__, error)
+                refused.append(f"report[{index}] {report.get('report_name')}: report: cannot be read: "
+                               f"{type(error).__name__}: {error}")
                 continue
             if request_id not in known_requests:
                 logger.info("VEN %s sent report %s under reportRequestID %s, which this VTN did not issue",
                             ven_id, report.get("report_name"), request_id)
         self.store.store_reports(ven.connection_point_id, decoded, now=now)
         self.store.touch_ven(ven_id, now=now)
+        if refused:  # answered, not raised: a Rejection would roll back the reports that were kept
+            more = f" (and {len(refused) - 1} more refused)" if len(refused) > 1 else ""
+            return "oadrUpdatedReport", {"response": {
+                "response_code": OADR_INVALID_DATA, "response_description": (refused[0] + more)[:MAX_DESCRIPTION_CHARS],
+                "request_id": payload.get("request_id")}}
         return "oadrUpdatedReport", {}
 
     async def handle_created_report(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:

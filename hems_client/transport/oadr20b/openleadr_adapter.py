@@ -15,12 +15,13 @@ and uses only the client's public coroutines (``query_registration``, ``create_p
 - ``OpenADRClient._ensure_client_session`` and ``client_session`` (overridden/set): one aiohttp session whose
   TLS context (``VenTls``) is built once: TLS 1.2+, the VTN's certificate verified against the configured CA
   and host name, this VEN's client certificate.
-- ``OpenADRClient._create_message`` (replaced): openleadr's re-reads the signing key for every message; here the
-  key is parsed once (``render``).
+- ``OpenADRClient._create_message`` (replaced): openleadr's re-reads the signing key for every message and signs
+  through signxml; here messages are signed by ``protocol.oadr20b.xmldsig`` with the key parsed once (``render``),
+  and answers are verified by it too (PROFILE §12.5).
 - ``messaging.XML_PARSER`` (replaced process-wide), ``messaging.validate_xml_schema``, ``parse_message``,
-  ``TEMPLATES``, ``preflight.preflight_message``, ``utils.flatten_xml``, ``messaging.VERIFIER``,
-  ``utils.extract_pem_cert``: as in ``dso_server.transport.oadr20b.openleadr_adapter`` (the two packages import
-  only ``protocol``, so the VTN's glue is mirrored here rather than shared).
+  ``TEMPLATES``, ``preflight.preflight_message``, ``utils.flatten_xml``, ``utils.certificate_fingerprint_from_der``:
+  as in ``dso_server.transport.oadr20b.openleadr_adapter`` (the two packages import only ``protocol``, so the
+  VTN's glue is mirrored here rather than shared).
 - ``OpenADRClient.scheduler`` (APScheduler, created by its constructor and never started here) and the public
   attributes ``ven_id``, ``ven_name``, ``registration_id``, ``poll_frequency``, ``vtn_url``.
 """
@@ -35,26 +36,20 @@ from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
 
 import aiohttp
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key
 from lxml import etree
 from openleadr import OpenADRClient, messaging, preflight, utils
-from signxml import XMLSigner, methods
-from signxml.algorithms import SignatureMethod
 
+from protocol.oadr20b import xmldsig
 from protocol.oadr20b.replay import Replayed, ReplayGuard
 from protocol.oadr20b.xml_guard import MAX_ANSWER_BYTES, HostileXml, check_document
 
 logger = logging.getLogger(__name__)
 
 OADR_NAMESPACE = "http://openadr.org/oadr-2.0b/2012/07"
-REPLAY_NAMESPACE = "http://openadr.org/oadr-2.0b/2012/07/xmldsig-properties"
-DSIG_NAMESPACE = "http://www.w3.org/2000/09/xmldsig#"
-C14N_1_0 = "http://www.w3.org/TR/2001/REC-xml-c14n-20010315"
 PAYLOAD_TAG = f"{{{OADR_NAMESPACE}}}oadrPayload"
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 10.0
@@ -76,6 +71,7 @@ class RefusedAnswer(ValueError):
     """The VTN's answer was not accepted; ``reason`` says why."""
 
 
+
 def parse_answer(body: bytes, *, max_bytes: int = MAX_ANSWER_BYTES) -> tuple[Any, str, dict[str, Any]]:
     """Guard, schema-validate and parse a VTN answer: (lxml tree, message type, payload). Raises RefusedAnswer."""
     try:
@@ -89,7 +85,7 @@ def parse_answer(body: bytes, *, max_bytes: int = MAX_ANSWER_BYTES) -> tuple[Any
     if tree.tag != PAYLOAD_TAG:
         raise RefusedAnswer(f"the root element is {tree.tag}; a 2.0b message is an oadr:oadrPayload")
     try:
-        message_type, payload = messaging.parse_message(body)
+        message_type, payload = messaging.parse_message(xmldsig.signed_object_document(tree))
     except Exception as error:
         raise RefusedAnswer(f"cannot read the answer: {type(error).__name__}: {error}") from None
     return tree, message_type, payload if isinstance(payload, dict) else {}
@@ -124,35 +120,17 @@ class VenTls:
 
 
 class MessageSigner:
-    """Signs rendered messages (detached XML-DSig, C14N 1.0, ReplayProtect) with a key parsed once."""
+    """Signs rendered messages (PROFILE §12.5: detached XML-DSig, C14N 1.0, ReplayProtect) with a key parsed once."""
 
     def __init__(self, cert_pem: bytes, private_key: Any, *, now: Callable[[], datetime] = lambda: datetime.now(UTC)
                  ) -> None:
-        if isinstance(private_key, ec.EllipticCurvePrivateKey):
-            algorithm = "ecdsa-sha256"
-        elif isinstance(private_key, rsa.RSAPrivateKey):
-            algorithm = "rsa-sha256"
-        else:
-            raise ValueError(f"cannot sign XML with a {type(private_key).__name__}; use an EC or RSA key")
-        self._signer = XMLSigner(method=methods.detached, c14n_algorithm=C14N_1_0)
-        self._signer.namespaces["oadr"] = OADR_NAMESPACE
-        self._signer.sign_alg = SignatureMethod.from_fragment(algorithm)
-        self._certificates = [x509.load_pem_x509_certificate(cert_pem)]
-        self._key = private_key
+        self._signer = xmldsig.MessageSigner(certificate=x509.load_pem_x509_certificate(cert_pem),
+                                             private_key=private_key)
         self._now = now
 
-    def signature(self, signed_object: str) -> str:
-        timestamp = etree.Element(f"{{{REPLAY_NAMESPACE}}}timestamp")
-        timestamp.text = utils.datetimeformat(self._now())
-        nonce = etree.Element(f"{{{REPLAY_NAMESPACE}}}nonce")
-        nonce.text = uuid4().hex
-        replay = etree.Element(f"{{{REPLAY_NAMESPACE}}}ReplayProtect", nsmap={"dsp": REPLAY_NAMESPACE},
-                               attrib={"Id": "myid", "Target": "#mytarget"})
-        replay.append(timestamp)
-        replay.append(nonce)
-        tree = self._signer.sign(etree.fromstring(signed_object), key=self._key, cert=self._certificates,
-                                 reference_uri="#oadrSignedObject", signature_properties=replay)
-        return str(etree.tostring(tree).decode("utf-8"))
+    def message(self, signed_object: str) -> str:
+        """The signed oadrPayload around ``signed_object``."""
+        return self._signer.sign(signed_object, now=self._now())
 
 
 def new_request_id() -> str:
@@ -163,39 +141,29 @@ def render(message_type: str, payload: Mapping[str, Any], signer: MessageSigner 
     """A 2.0b message from openleadr's templates, signed when a signer is given."""
     checked = preflight.preflight_message(message_type, dict(payload))
     signed_object = utils.flatten_xml(messaging.TEMPLATES.get_template(f"{message_type}.xml").render(**checked))
-    signature = signer.signature(signed_object) if signer is not None else None
+    if signer is not None:
+        return signer.message(signed_object)
     return str(messaging.TEMPLATES.get_template("oadrPayload.xml").render(
-        template=message_type, signature=signature, signed_object=signed_object))
+        template=message_type, signature=None, signed_object=signed_object))
 
 
-def signer_fingerprint(tree: Any) -> tuple[str, datetime, str]:
-    """Verify the answer's signature over its oadrSignedObject and ReplayProtect; (OpenADR fingerprint of the
-    signing certificate, timestamp, nonce). Raises RefusedAnswer."""
-    if tree.find(f".//{{{DSIG_NAMESPACE}}}X509Certificate") is None:
-        raise RefusedAnswer("the answer is not signed")
+_VERIFIER = xmldsig.SignatureVerifier()
+
+
+def signer_fingerprint(tree: Any, *, now: datetime | None = None) -> tuple[str, datetime, str]:
+    """Verify the answer's signature over its oadrSignedObject and ReplayProtect (PROFILE §12.5); (OpenADR
+    fingerprint of the signing certificate, timestamp, nonce). ``now`` (wall time by default) dates the signing
+    certificate. Raises RefusedAnswer."""
     try:
-        pem = utils.extract_pem_cert(tree)
-        results = messaging.VERIFIER.verify(tree, x509_cert=pem, expect_references=2)
-    except Exception as error:
-        raise RefusedAnswer(f"the XML signature does not verify: {type(error).__name__}: {error}") from None
-    signed = {result.signed_xml.tag: result for result in results if result.signed_xml is not None}
-    body = tree.find(f"{{{OADR_NAMESPACE}}}oadrSignedObject")
-    signed_body = signed.get(f"{{{OADR_NAMESPACE}}}oadrSignedObject")
-    if body is None or signed_body is None or signed_body.signed_data != etree.tostring(body, method="c14n"):
-        raise RefusedAnswer("the signature does not cover the answer's oadrSignedObject")
-    properties = signed.get(f"{{{DSIG_NAMESPACE}}}Object")
-    replay = None if properties is None else properties.signed_xml.find(f".//{{{REPLAY_NAMESPACE}}}ReplayProtect")
-    timestamp_text = None if replay is None else replay.findtext(f"{{{REPLAY_NAMESPACE}}}timestamp")
-    nonce = None if replay is None else replay.findtext(f"{{{REPLAY_NAMESPACE}}}nonce")
-    if not timestamp_text or not nonce:
-        raise RefusedAnswer("the signature covers no ReplayProtect timestamp and nonce")
-    try:
-        timestamp = utils.parse_datetime(timestamp_text.strip())
-    except Exception:
-        timestamp = None
-    if not isinstance(timestamp, datetime) or timestamp.tzinfo is None:
-        raise RefusedAnswer(f"the ReplayProtect timestamp {timestamp_text[:40]!r} is not a UTC date-time")
-    return utils.certificate_fingerprint(pem), timestamp, nonce.strip()
+        verified = _VERIFIER.verify(tree, now=now if now is not None else datetime.now(UTC))
+    except xmldsig.NotSigned:
+        raise RefusedAnswer("the answer is not signed") from None
+    except xmldsig.SignatureRefused as refused:
+        raise RefusedAnswer(f"the XML signature does not verify: {refused.reason}") from None
+    except Exception as error:  # fail closed: a hostile answer the verifier did not foresee is still refused
+        raise RefusedAnswer(f"the XML signature cannot be checked: {type(error).__name__}: {error}"[:300]) from None
+    der = verified.certificate.public_bytes(Encoding.DER)
+    return str(utils.certificate_fingerprint_from_der(der)), verified.timestamp, verified.nonce
 
 
 # ------------------------------------------------------------------------------------------------ client
@@ -300,7 +268,7 @@ class OpenleadrVen(OpenADRClient):
         return message_type, payload, None
 
     def _check_signature(self, tree: Any) -> None:
-        fingerprint, timestamp, nonce = signer_fingerprint(tree)
+        fingerprint, timestamp, nonce = signer_fingerprint(tree, now=self._wall_now())
         if fingerprint != self.vtn_fingerprint:
             raise RefusedAnswer(f"the answer is signed by certificate {fingerprint}, not by the VTN's "
                                 f"{self.vtn_fingerprint}")

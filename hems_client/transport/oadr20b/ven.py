@@ -2,11 +2,13 @@
 is taken from openleadr's ``OpenADRClient`` (``openleadr_adapter``: TLS, the XML guard, signatures).
 
 What it does differently from the stock client:
-- events: every event of an oadrDistributeEvent is decoded with ``protocol.oadr20b.decode_event``. A valid one is
-  answered optIn/200 and goes into the :class:`SignalBook`; an invalid or out-of-profile one is answered optOut
-  with the ProfileError's response code and a description naming the field and the reason, and the book keeps
-  the last valid version. One oadrCreatedEvent answers all events whose responseRequired is 'always' (none is
-  sent when no event requires it). Decisions never depend on the wall clock.
+- events: every event of an oadrDistributeEvent is read with ``protocol.oadr20b.read_event`` (PROFILE.md §5.5 in
+  order). A valid one is answered optIn/200 and goes into the :class:`SignalBook`; a cancellation whose id and
+  version can be read is answered optIn/200 and honoured whatever else it holds; an invalid or out-of-profile one
+  (an event for another venID included) is answered optOut with the ProfileError's response code and a
+  description starting with the field's path, and the book keeps the last valid version. One oadrCreatedEvent
+  answers all events whose responseRequired is 'always' (none is sent when no event requires it). Decisions never
+  depend on the wall clock.
 - reports: no ``add_report`` / APScheduler machinery. After registration the VEN offers the profile's reports
   (``hems_report_metadata``), remembers the reportRequestIDs the VTN asks for per reportSpecifierID, answers
   oadrCreatedReport, and sends oadrUpdateReport only when the controller calls ``send_telemetry`` /
@@ -15,11 +17,16 @@ What it does differently from the stock client:
   oadrRequestedOadrPollFreq capped at ``max_poll_interval_s``), which re-registers when registration is lost
   and never lets a lost VTN crash the household. Each poll reads messages until the VTN answers oadrResponse
   (2.0b: keep polling while messages are queued).
-- link health: ``last_contact_at`` is the clock time of the last exchange the VTN answered, ``last_attempt_at``
-  of the last exchange that ended, answered or not (a request times out after 5 s to connect, 10 s to read,
-  wall time). An answer refused by the XML guard, the schema or the signature check is not contact.
+- link health: ``last_contact_at`` is the clock time of the last successful exchange (PROFILE.md §10.1: an answer
+  with responseCode 200; a refusal, any other code and oadrRequestReregistration are no contact),
+  ``last_attempt_at`` of the last exchange that ended, answered or not (a request times out after 5 s to connect,
+  10 s to read, wall time: the profile's 10 s request timeout on a real clock). An answer refused by the XML
+  guard, the schema or the signature check is not contact either.
+- registration: a refused registration is retried after 60 s, doubling up to 10 minutes, each wait ×0.8-1.2
+  (§2.11); after the VTN's oadrCancelPartyRegistration the VEN answers, stops polling and never registers again of
+  its own accord (§2.12).
 - link loss is logged once: one warning when contact is lost (with the reason), one line when it returns
-  (``exchange_ended``); the controller logs the failsafe's state changes.
+  (``_note_link``); the controller logs the failsafe's state changes.
 - security: https with the VEN's certificate, the VTN verified against the configured CA; plain http only with
   ``insecure`` and only to loopback (``transport_problem``).
 """
@@ -30,9 +37,10 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -40,15 +48,16 @@ from hems_client.control.signal_book import SignalBook
 from hems_client.transport.oadr20b.openleadr_adapter import OpenleadrVen, VenTls, new_request_id
 from protocol.clock import Clock
 from protocol.contract import HouseholdContract
-from protocol.errors import OADR_INVALID_DATA, ProfileError
+from protocol.errors import OADR_INVALID_DATA, OADR_INVALID_ID, ProfileError
 from protocol.oadr20b import (
+    Cancellation,
     DecodedEvent,
-    decode_event,
     encode_comfort_report,
     encode_plan_report,
     encode_telemetry_report,
     hems_report_metadata,
     names,
+    read_event,
 )
 from protocol.reports import ComfortStatus, Plan, Telemetry
 
@@ -58,6 +67,10 @@ OFFERED_SPECIFIERS = (names.SPECIFIER_TELEMETRY, names.SPECIFIER_PLAN, names.SPE
 MAX_DESCRIPTION_CHARS = 240
 MAX_MESSAGES_PER_POLL = 20
 DEFAULT_POLL_INTERVAL_S = 10.0
+REREGISTER_FIRST_WAIT = timedelta(seconds=60)
+REREGISTER_MAX_WAIT = timedelta(minutes=10)
+REREGISTER_JITTER = 0.2
+"""PROFILE.md §2.11: after a refusal wait 60 s, doubling up to 10 minutes, each wait times a factor 0.8-1.2."""
 
 
 @dataclass(frozen=True)
@@ -104,22 +117,30 @@ def transport_problem(vtn_url: str, *, tls: VenTls | None, insecure: bool) -> st
     return None
 
 
-def judge_event(event: Mapping[str, Any]) -> tuple[DecodedEvent | None, EventAnswer]:
-    """Decode one oadrEvent dict and decide the answer: optIn/200 when it is valid under the profile,
-    optOut with the ProfileError's code otherwise. Pure."""
+def judge_event(event: Mapping[str, Any], *, ven_id: str | None = None
+                ) -> tuple[DecodedEvent | Cancellation | None, EventAnswer]:
+    """Read one oadrEvent dict by PROFILE.md §5.5 and decide the answer: optIn/200 for a valid event or a readable
+    cancellation, optOut with the ProfileError's code and path otherwise. ``ven_id``: this VEN's, for the
+    eiTarget. Pure."""
     descriptor = event.get("event_descriptor") if isinstance(event, Mapping) else None
     descriptor = descriptor if isinstance(descriptor, Mapping) else {}
     event_id = str(descriptor.get("event_id", ""))
     modification = descriptor.get("modification_number")
     modification = modification if isinstance(modification, int) else None
     try:
-        decoded = decode_event(event)
+        read = read_event(event, ven_id=ven_id)
     except ProfileError as error:
         return None, EventAnswer(event_id, modification, "optOut", error.response_code, describe(error))
     except (TypeError, AttributeError, KeyError, ValueError) as error:  # a shape the codec did not foresee
         reason = ProfileError("event", f"cannot be read: {type(error).__name__}: {error}")
         return None, EventAnswer(event_id, modification, "optOut", OADR_INVALID_DATA, describe(reason))
-    return decoded, EventAnswer(event_id, modification, "optIn", 200, "OK")
+    return read, EventAnswer(event_id, modification, "optIn", 200, "OK")
+
+
+def reregistration_wait(refusals: int, rng: random.Random) -> timedelta:
+    """How long to wait after the ``refusals``-th refused registration in a row (PROFILE.md §2.11)."""
+    wait = min(REREGISTER_FIRST_WAIT * 2 ** max(refusals - 1, 0), REREGISTER_MAX_WAIT)
+    return wait * rng.uniform(1 - REREGISTER_JITTER, 1 + REREGISTER_JITTER)
 
 
 class HemsVen(OpenleadrVen):
@@ -156,7 +177,7 @@ class HemsVen(OpenleadrVen):
         """Cap (wall seconds) on the VTN's requested poll frequency, so that a slow poll on an accelerated
         clock does not look like a lost link to the failsafe."""
         self.last_contact_at: datetime | None = None
-        """Clock time of the last request the VTN answered (link health, for the failsafe)."""
+        """Clock time of the last contact with the VTN (PROFILE.md §10.1; link health, for the failsafe)."""
         self.last_attempt_at: datetime | None = None
         """Clock time of the last request that ended, answered or failed."""
         self.report_request_ids: dict[str, str] = {}
@@ -166,6 +187,14 @@ class HemsVen(OpenleadrVen):
         self.transport_errors = 0
         self.link_lost_since: datetime | None = None
         """Clock time of the first failed exchange since the last answer (None while the link is up)."""
+        self.last_answer: tuple[str | None, dict[str, Any]] = (None, {})
+        """The last request's answer (type, payload); (None, {}) when there was none."""
+        self.cancelled_by_vtn = False
+        """The VTN cancelled the registration (§2.12): no more polls, no registering again of its own accord."""
+        self.refusals = 0
+        """Registrations refused in a row (§2.11)."""
+        self.register_not_before: datetime | None = None
+        self._rng = random.Random(contract.connection_point_id)  # spreads a region, reproducible per household
         self._poll_task: asyncio.Task[None] | None = None
 
     # --------------------------------------------------------------------------------------- lifecycle
@@ -183,12 +212,28 @@ class HemsVen(OpenleadrVen):
             self._poll_task = self.loop.create_task(self._poll_forever())
 
     async def connect(self) -> bool:
-        """Registration -> report registration -> oadrRequestEvent. True when registered."""
+        """Registration -> report registration -> oadrRequestEvent. True when registered. After a refusal the next
+        attempt waits (§2.11); after the VTN's cancellation there is none (§2.12)."""
+        if self.cancelled_by_vtn:
+            return False
+        now = self.clock.now()
+        if self.register_not_before is not None and now < self.register_not_before:
+            return False
         _, payload = await self.query_registration()
         request_id = (payload.get("response") or {}).get("request_id") if payload else None
+        self.registration_id = None  # a re-registration carries the venID and no registrationID (§2.2)
         await self.create_party_registration(ven_id=self.ven_id, request_id=request_id)
+        response_type, answer = self.last_answer
         if not self.registered:
+            if response_type == "oadrCreatedPartyRegistration":  # answered, but refused
+                self.refusals += 1
+                wait = reregistration_wait(self.refusals, self._rng)
+                self.register_not_before = self.clock.now() + wait
+                logger.warning("VEN %s: registration refused (%s %s); next attempt in %.0f s", self.ven_name,
+                               (answer.get("response") or {}).get("response_code"),
+                               (answer.get("response") or {}).get("response_description"), wait.total_seconds())
             return False
+        self.refusals, self.register_not_before = 0, None
         self.report_request_ids.clear()
         await self.register_hems_reports()
         await self.sync_events()
@@ -212,7 +257,7 @@ class HemsVen(OpenleadrVen):
         return interval if self.max_poll_interval_s is None else min(interval, self.max_poll_interval_s)
 
     async def _poll_forever(self) -> None:
-        while True:
+        while not self.cancelled_by_vtn:
             try:
                 if self.registered:
                     await self._poll()
@@ -226,6 +271,27 @@ class HemsVen(OpenleadrVen):
             await asyncio.sleep(self.poll_interval())
 
     # --------------------------------------------------------------------------------------- transport
+
+    async def _perform_request(self, service: str, message: str) -> tuple[str | None, dict[str, Any]]:
+        """One exchange (``OpenleadrVen._exchange``): (type, payload) on an answer, (None, {}) on an empty 200
+        answer or on any failure. ``last_contact_at`` moves only on contact (``is_contact``, PROFILE.md §10.1); an
+        empty 200 (the VTN's answer to our own oadrResponse) or another 200 answer that is no contact (the answer to
+        oadrQueryRegistration) is neither contact nor a loss of it."""
+        message_type, payload, reason = await self._exchange(service, message)
+        self.last_answer = (message_type, payload)
+        if reason is not None:
+            self.exchange_ended(answered=False, reason=reason)
+        elif is_contact(message_type, payload):
+            self.exchange_ended(answered=True)
+        else:
+            response = payload.get("response") or {}
+            code = _int(response.get("response_code"))
+            if message_type is None or code in (200, None):  # the VTN is there, but this is not contact either
+                self.last_attempt_at = self.clock.now()
+            else:  # refused: logged like a lost link
+                self.exchange_ended(answered=False, reason=f"{message_type} {code} "
+                                                           f"{response.get('response_description') or ''}".strip())
+        return message_type, payload
 
     def exchange_ended(self, *, answered: bool, reason: str | None = None) -> None:
         """``last_attempt_at`` moves after every exchange, ``last_contact_at`` only when the VTN answered; a lost
@@ -256,6 +322,8 @@ class HemsVen(OpenleadrVen):
             if response_type is None or response_type == "oadrResponse":
                 return
             await self._handle(response_type, payload)
+            if not self.registered:  # asked to re-register and refused, or cancelled: no more polls for now
+                return
 
     async def _handle(self, message_type: str, payload: dict[str, Any]) -> None:
         if message_type == "oadrDistributeEvent":
@@ -263,7 +331,7 @@ class HemsVen(OpenleadrVen):
         elif message_type == "oadrRequestReregistration":
             await self.send_response(service="EiRegisterParty")
             self.registration_id = None
-            await self.connect()
+            await self.connect()  # at once, unless a refusal's wait is still running (§2.11)
         elif message_type == "oadrCreateReport":
             await self._accept_report_requests(payload)
         elif message_type == "oadrCancelReport":
@@ -274,16 +342,23 @@ class HemsVen(OpenleadrVen):
         elif message_type == "oadrUpdateReport":
             await self._answer("EiReport", "oadrUpdatedReport", payload)
         elif message_type == "oadrCancelPartyRegistration":
+            ours = payload.get("registration_id") in (None, self.registration_id)
             await self._answer("EiRegisterParty", "oadrCanceledPartyRegistration", payload,
-                               registration_id=self.registration_id)
-            self.registration_id = None
-            self.report_request_ids.clear()
+                               registration_id=self.registration_id, code=200 if ours else OADR_INVALID_ID)
+            if ours:
+                logger.warning("VEN %s: the VTN cancelled its registration; it stops polling and stays "
+                               "unregistered until restarted (PROFILE §2.12)", self.ven_name)
+                self.registration_id = None
+                self.report_request_ids.clear()
+                self.cancelled_by_vtn = True
         else:
             logger.warning("VEN %s: ignoring unexpected %s", self.ven_name, message_type)
 
-    async def _answer(self, service: str, message_type: str, payload: Mapping[str, Any], **fields: Any) -> None:
+    async def _answer(self, service: str, message_type: str, payload: Mapping[str, Any], *, code: int = 200,
+                      **fields: Any) -> None:
         await self.request(service, message_type, ven_id=self.ven_id, response={
-            "response_code": 200, "response_description": "OK", "request_id": _request_id(payload)}, **fields)
+            "response_code": code, "response_description": "OK" if code == 200 else "ERROR",
+            "request_id": _request_id(payload)}, **fields)
 
     # ------------------------------------------------------------------------------------------ events
 
@@ -303,13 +378,13 @@ class HemsVen(OpenleadrVen):
         cancels: list[tuple[str, int]] = []
         responses = []
         for event in events:
-            valid, answer = judge_event(event)
+            read, answer = judge_event(event, ven_id=self.ven_id)
             present.add(answer.event_id)
             self.answers[answer.event_id] = answer
-            if valid is not None:
-                decoded.append(valid)
-            elif _status(event) == "cancelled" and answer.modification_number is not None:
-                cancels.append((answer.event_id, answer.modification_number))
+            if isinstance(read, Cancellation):  # honoured and answered optIn whatever else it holds (§7.3.2)
+                cancels.append((read.event_id, read.modification_number))
+            elif read is not None:
+                decoded.append(read)
             if isinstance(event, Mapping) and event.get("response_required") == "always":
                 responses.append({
                     "response_code": answer.response_code,
@@ -386,17 +461,39 @@ class HemsVen(OpenleadrVen):
         return await self._update_report(encode_comfort_report(status, report_request_id=request_id))
 
     async def _update_report(self, report: dict[str, Any]) -> bool:
+        """True when the report was delivered (PROFILE.md §9.3.3): answered 200, or 454 - read and refused for good,
+        so that sending it again would only be refused again."""
         response_type, payload = await self.request("EiReport", "oadrUpdateReport", ven_id=self.ven_id,
                                                     request_id=new_request_id(), reports=[report])
         if payload.get("cancel_report"):
             await self._cancel_report(payload["cancel_report"])
-        code = (payload.get("response") or {}).get("response_code")
-        return response_type == "oadrUpdatedReport" and code in (200, "200", None)
+        response = payload.get("response") or {}
+        code = _int(response.get("response_code"))
+        if response_type == "oadrUpdatedReport" and code == OADR_INVALID_DATA:
+            logger.warning("VEN %s: the VTN refused a %s report: %s", self.ven_name, report.get("report_name"),
+                           response.get("response_description"))
+            return True
+        return response_type == "oadrUpdatedReport" and code in (200, None)
 
 
-def _status(event: Any) -> str | None:
-    descriptor = event.get("event_descriptor") if isinstance(event, Mapping) else None
-    return descriptor.get("event_status") if isinstance(descriptor, Mapping) else None
+def is_contact(response_type: str | None, payload: Mapping[str, Any] | None) -> bool:
+    """PROFILE.md §10.1: an answer is contact when it is an OpenADR message with responseCode 200 that shows the VTN
+    serves this VEN - not a refusal or another error code, not oadrRequestReregistration, and of the registration
+    answers only one that gives a registrationID (an answer to oadrQueryRegistration or a refusal does not)."""
+    if response_type is None or response_type == "oadrRequestReregistration":
+        return False
+    payload = payload or {}
+    response = payload.get("response")
+    if isinstance(response, Mapping) and _int(response.get("response_code")) not in (200, None):
+        return False
+    return response_type != "oadrCreatedPartyRegistration" or bool(payload.get("registration_id"))
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _request_id(payload: Mapping[str, Any]) -> str | None:
