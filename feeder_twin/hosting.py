@@ -46,7 +46,9 @@ class Criteria:
         out = []
         if kpis.peak_loading > self.max_loading:
             out.append(f"transformer {kpis.peak_loading:.0%}")
-        if kpis.lowest_voltage_pu < self.min_voltage_pu:
+        if kpis.no_flow_substeps:
+            out.append(f"no power-flow solution at {kpis.no_flow_substeps} sub-steps")
+        elif kpis.lowest_voltage_pu < self.min_voltage_pu:
             out.append(f"voltage {kpis.lowest_voltage_pu:.3f} pu")
         if kpis.max_line_loading > self.max_line_loading:
             out.append(f"line {kpis.max_line_loading:.0%}")

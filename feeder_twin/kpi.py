@@ -85,6 +85,8 @@ class Kpis:
     ev_reference: str
     """'uncontrolled run' or 'contract range'."""
     firm_covered_share: float | None = None
+    no_flow_substeps: int = 0
+    """Sub-steps without a power-flow solution (voltage collapse), counted as beyond every limit."""
 
     def row(self) -> dict[str, object]:
         return asdict(self)
@@ -165,7 +167,7 @@ def compute(result: RunResult, reference: RunResult | None = None) -> Kpis:
         import_kwh=float(np.maximum(net, 0.0).sum() * dt_h),
         pv_curtailed_kwh=float(sum(s.pv_curtailed_kwh for s in result.summaries)),
         ev_reference="uncontrolled run" if reference is not None else "contract range",
-        firm_covered_share=covered,
+        firm_covered_share=covered, no_flow_substeps=int((u_min == 0.0).sum()),
     )
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
+from power_grid_model.errors import PowerGridBatchError, PowerGridError
 
 from dso_server.capacity.grid import Grid
 from dso_server.capacity.powerflow import FeederModel
@@ -89,6 +90,8 @@ class RunResult:
     backend: str
     dso_runs: int = 0
     notes: list[str] = field(default_factory=list)
+    diverged_substeps: int = 0
+    """Sub-steps whose power flow has no solution (the load is beyond what the feeder can carry at all)."""
 
     @property
     def start(self) -> datetime:
@@ -171,6 +174,7 @@ def simulate(spec: RunSpec, grid: Grid, households: Sequence[HouseholdSpec], *, 
         indoor = np.empty((n_h, n_int * n_sub))
         flows = {key: np.empty(n_int * n_sub) for key in ("p", "loading", "u_min", "u_max", "line", "node")}
         departures: list[tuple[int, datetime, float, float]] = []
+        diverged = 0
         shard_rows = [np.array([row_of[h.ean] for h in group]) for group in groups]
         for k in range(n_int):
             begin = start + k * INTERVAL
@@ -188,13 +192,16 @@ def simulate(spec: RunSpec, grid: Grid, households: Sequence[HouseholdSpec], *, 
                 indoor[rows, columns] = output.indoor_c
                 telemetry[rows] = output.telemetry
                 departures.extend((int(rows[r]), at, km, kwh) for r, at, km, kwh in output.departures)
-            flow = model.flow(net[flow_rows, columns])
-            flows["p"][columns] = flow.transformer_kw
-            flows["loading"][columns] = flow.transformer_loading
-            flows["u_min"][columns] = flow.u_pu.min(axis=1)
-            flows["u_max"][columns] = flow.u_pu.max(axis=1)
-            flows["line"][columns] = flow.line_loading.max(axis=1)
-            flows["node"][columns] = flow.u_pu.argmin(axis=1)
+            p_kw, loading, u_min, u_max, line, node, failed = solve_flow(model, net[flow_rows, columns],
+                                                                        transformer.rating_kva,
+                                                                        transformer.power_factor)
+            flows["p"][columns] = p_kw
+            flows["loading"][columns] = loading
+            flows["u_min"][columns] = u_min
+            flows["u_max"][columns] = u_max
+            flows["line"][columns] = line
+            flows["node"][columns] = node
+            diverged += failed
             if strategy.allocates:
                 dso.record_telemetry(begin, [h.ean for h in households], telemetry, now=until)
                 dso.plan(until)
@@ -211,12 +218,48 @@ def simulate(spec: RunSpec, grid: Grid, households: Sequence[HouseholdSpec], *, 
             firm_kw=firm, limit_kw=limit, departures=sorted(departures, key=lambda d: (d[1], d[0])),
             summaries=[summaries[h.ean] for h in households], transformer_rating_kva=transformer.rating_kva,
             wall_s=wall_time.monotonic() - began, backend=getattr(backend, "name", type(backend).__name__),
-            dso_runs=len(dso.runs))
+            dso_runs=len(dso.runs), diverged_substeps=diverged,
+            notes=[f"no power-flow solution at {diverged} sub-step(s) (voltage collapse: counted as 0 pu, the "
+                   "transformer at the summed load without losses, lines beyond their ampacity)"] if diverged else [])
     finally:
         backend.finish()
         if owned:
             backend.close()
         dso.close()
+
+
+def solve_flow(model: FeederModel, load_kw: np.ndarray, rating_kva: float, power_factor: float
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """The power flow of one interval's sub-steps (``load_kw``: (connection points, sub-steps), as for
+    ``FeederModel.flow``): per sub-step the transformer kW and loading, the lowest and highest node voltage, the
+    highest line loading, the lowest node, and how many sub-steps had no solution. A load far beyond the feeder's
+    capacity has none (Newton-Raphson diverges: the voltage collapses); such a sub-step counts as beyond every
+    limit -- 0 pu, lines at infinite loading, the transformer at the summed load without losses -- instead of
+    ending the study."""
+    n = load_kw.shape[1]
+    try:
+        flows = [model.flow(load_kw)]
+        failed: list[int] = []
+    except PowerGridBatchError:  # solve one by one to keep the sub-steps that have a solution
+        flows, failed = [], []
+        for step in range(n):
+            try:
+                flows.append(model.flow(load_kw[:, step:step + 1]))
+            except PowerGridError:
+                failed.append(step)
+    solved = [step for step in range(n) if step not in failed]
+    p_kw, loading, u_min, u_max, line, node = (np.empty(n) for _ in range(6))
+    if flows:
+        u = np.concatenate([f.u_pu for f in flows])
+        p_kw[solved] = np.concatenate([f.transformer_kw for f in flows])
+        loading[solved] = np.concatenate([f.transformer_loading for f in flows])
+        u_min[solved], u_max[solved], node[solved] = u.min(axis=1), u.max(axis=1), u.argmin(axis=1)
+        line[solved] = np.concatenate([f.line_loading for f in flows]).max(axis=1)
+    if failed:
+        total = load_kw[:, failed].sum(axis=0)
+        p_kw[failed], loading[failed] = total, np.abs(total) / power_factor / rating_kva
+        u_min[failed], u_max[failed], line[failed], node[failed] = 0.0, 1.0, np.inf, 0
+    return p_kw, loading, u_min, u_max, line, node, len(failed)
 
 
 def backend_parallelism(backend: Backend) -> int:

@@ -97,6 +97,8 @@ def run_study(config: StudyConfig, *, grid: Grid | None = None, series_path: Pat
                 kpis.append(row)
                 if log is not None:
                     log(f"{spec.label}: {result.wall_s:.0f} s wall ({result.backend}), peak {row.peak_kw:.0f} kW")
+                    for note in result.notes:
+                        log(f"{spec.label}: {note}")
     finally:
         backend.close()
         if store is not None:

@@ -343,3 +343,23 @@ def test_hosting_search_reports_the_largest_share_within_limits_and_what_bound_t
     with pytest.raises(ValueError, match="devices must be some of"):
         search(grid, SCENARIOS["2040"], period, [STRATEGIES["uncontrolled"]], grid_name=GRID, scenario="2040", seed=1,
                substep_s=300, backend=backend, devices=("pv",))
+
+
+def test_a_load_without_power_flow_solution_counts_as_beyond_every_limit_and_the_rest_is_kept() -> None:
+    from dso_server.capacity.powerflow import FeederModel
+    from feeder_twin.runner import solve_flow
+
+    grid = lab_grid("dickert-long-cable")
+    transformer = grid.transformers[0]
+    model = FeederModel(grid, transformer.id, power_factor=transformer.power_factor)
+    n = len(model.connection_points)
+    loads = np.full((n, 3), 1.0)
+    loads[:, 1] = 30.0  # 2.7 MW on a 400 kVA feeder of long cables: Newton-Raphson diverges (voltage collapse)
+    p_kw, loading, u_min, u_max, line, _, failed = solve_flow(model, loads, transformer.rating_kva,
+                                                               transformer.power_factor)
+    assert failed == 1
+    alone = model.flow(loads[:, [0, 2]])
+    assert p_kw[[0, 2]] == pytest.approx(alone.transformer_kw) and u_min[[0, 2]] == pytest.approx(
+        alone.u_pu.min(axis=1))
+    assert u_min[1] == 0.0 and line[1] == np.inf and p_kw[1] == pytest.approx(30.0 * n)
+    assert loading[1] > 1 and 0.9 < u_min[0] < u_max[0] <= 1.0 and u_max[1] == 1.0
