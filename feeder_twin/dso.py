@@ -56,6 +56,8 @@ class StudyDso:
         self._changed = True
         self._next_day_ahead: datetime | None = None
         self.runs: list[AllocationRun] = []
+        self.failures: list[tuple[datetime, str]] = []
+        """(when, error) of every planning step that failed."""
 
     def close(self) -> None:
         self.store.close()
@@ -85,7 +87,15 @@ class StudyDso:
     # ------------------------------------------------------------------------------------------ planning
 
     def plan(self, now: datetime) -> None:
-        """The live server's planning loop body at ``now``: firm runs that are due, then a non-firm run."""
+        """The live server's planning loop body at ``now``: firm runs that are due, then a non-firm run. A run
+        that fails is recorded in ``failures`` and the loop goes on, as the live loop logs it and tries again at
+        its next wake-up (here: the next interval); the households keep the limits they have."""
+        try:
+            self._plan(now)
+        except Exception as error:
+            self.failures.append((now, f"{type(error).__name__}: {error}"))
+
+    def _plan(self, now: datetime) -> None:
         if self._next_day_ahead is None or now >= self._next_day_ahead:
             for day in days_due(now, self.config):
                 self._record(run_day_ahead(self.store, self.grid, day=day, now=now, config=self.config,

@@ -87,6 +87,8 @@ class Kpis:
     firm_covered_share: float | None = None
     no_flow_substeps: int = 0
     """Sub-steps without a power-flow solution (voltage collapse), counted as beyond every limit."""
+    dso_failures: int = 0
+    """Planning steps of the DSO that failed in the run (warm-up included); the limits in force stayed."""
 
     def row(self) -> dict[str, object]:
         return asdict(self)
@@ -167,7 +169,7 @@ def compute(result: RunResult, reference: RunResult | None = None) -> Kpis:
         import_kwh=float(np.maximum(net, 0.0).sum() * dt_h),
         pv_curtailed_kwh=float(sum(s.pv_curtailed_kwh for s in result.summaries)),
         ev_reference="uncontrolled run" if reference is not None else "contract range",
-        firm_covered_share=covered, no_flow_substeps=int((u_min == 0.0).sum()),
+        firm_covered_share=covered, no_flow_substeps=int((u_min == 0.0).sum()), dso_failures=result.dso_failures,
     )
 
 

@@ -90,6 +90,8 @@ class RunResult:
     backend: str
     dso_runs: int = 0
     notes: list[str] = field(default_factory=list)
+    dso_failures: int = 0
+    """Planning steps of the DSO that failed (the live loop logs them and goes on; so does the study)."""
     diverged_substeps: int = 0
     """Sub-steps whose power flow has no solution (the load is beyond what the feeder can carry at all)."""
 
@@ -219,8 +221,7 @@ def simulate(spec: RunSpec, grid: Grid, households: Sequence[HouseholdSpec], *, 
             summaries=[summaries[h.ean] for h in households], transformer_rating_kva=transformer.rating_kva,
             wall_s=wall_time.monotonic() - began, backend=getattr(backend, "name", type(backend).__name__),
             dso_runs=len(dso.runs), diverged_substeps=diverged,
-            notes=[f"no power-flow solution at {diverged} sub-step(s) (voltage collapse: counted as 0 pu, the "
-                   "transformer at the summed load without losses, lines beyond their ampacity)"] if diverged else [])
+            dso_failures=len(dso.failures), notes=_notes(diverged, dso.failures))
     finally:
         backend.finish()
         if owned:
@@ -260,6 +261,17 @@ def solve_flow(model: FeederModel, load_kw: np.ndarray, rating_kva: float, power
         p_kw[failed], loading[failed] = total, np.abs(total) / power_factor / rating_kva
         u_min[failed], u_max[failed], line[failed], node[failed] = 0.0, 1.0, np.inf, 0
     return p_kw, loading, u_min, u_max, line, node, len(failed)
+
+
+def _notes(diverged: int, failures: Sequence[tuple[datetime, str]]) -> list[str]:
+    notes = []
+    if diverged:
+        notes.append(f"no power-flow solution at {diverged} sub-step(s) (voltage collapse: counted as 0 pu, the "
+                     "transformer at the summed load without losses, lines beyond their ampacity)")
+    if failures:
+        at, error = failures[0]
+        notes.append(f"the DSO's planning failed {len(failures)} time(s), first at {at.isoformat()}: {error[:300]}")
+    return notes
 
 
 def backend_parallelism(backend: Backend) -> int:

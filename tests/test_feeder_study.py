@@ -363,3 +363,27 @@ def test_a_load_without_power_flow_solution_counts_as_beyond_every_limit_and_the
         alone.u_pu.min(axis=1))
     assert u_min[1] == 0.0 and line[1] == np.inf and p_kw[1] == pytest.approx(30.0 * n)
     assert loading[1] > 1 and 0.9 < u_min[0] < u_max[0] <= 1.0 and u_max[1] == 1.0
+
+
+def test_a_failed_planning_step_is_recorded_and_the_run_goes_on_like_the_live_loop(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import feeder_twin.dso
+    from feeder_twin.kpi import compute
+
+    real = feeder_twin.dso.run_near_real_time
+    calls = []
+
+    def failing_first(*args: object, **kwargs: object) -> object:
+        calls.append(kwargs["now"])
+        if len(calls) == 1:
+            raise RuntimeError("allocation invariant broken")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(feeder_twin.dso, "run_near_real_time", failing_first)
+    full = lab_grid(GRID)
+    grid = full.model_copy(update={"connection_points": full.connection_points[:2]})
+    spec = RunSpec(GRID, "2040", Period(WEEKS["winter"], 1, warmup_h=0.25), strategy("bandwidth"), substep_s=300)
+    result = simulate(spec, grid, household_specs(grid, SCENARIOS["2040"], seed=1), intervals=3)
+    assert len(calls) == 4 and result.dso_failures == 1 and result.dso_runs >= 3
+    assert "planning failed 1 time(s)" in " ".join(result.notes) and "allocation invariant broken" in result.notes[0]
+    assert compute(result).dso_failures == 1
