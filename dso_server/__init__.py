@@ -4,7 +4,8 @@ Modules (import what you need; this package imports nothing on its own, so the p
 
 - ``dso_server.records``: the typed records the store returns (``Household``, ``Ven``, ``Signal``, ...).
 - ``dso_server.lifecycle``: the pure rules: how a signal may change (``SIGNAL_MOVES``) and what a VEN is sent.
-- ``dso_server.store.sqlite``: ``DsoStore``, the source of truth (SQLite through sqlite-utils).
+- ``dso_server.store.sqlite``: ``DsoStore``, the source of truth (SQLite, or PostgreSQL for a region: the engines
+  in ``dso_server.store.engine`` and ``.postgres``, the schema and its migrations in ``dso_server.store.schema``).
 - ``dso_server.transport.oadr20b.vtn``: ``DsoVtn``, the VTN on openleadr's ``OpenADRServer``,
   rebuilt from the store each poll.
 - ``dso_server.api.app`` / ``dso_server.api.codec``: the operator JSON API (``create_app(store, clock)``).

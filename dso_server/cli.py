@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import signal
-import sqlite3
 import sys
 import urllib.error
 import urllib.parse
@@ -70,9 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the VTN and the operator API until interrupted",
                                 description="Run the OpenADR 2.0b VTN and the operator JSON API. Stop with Ctrl-C "
                                             "(SIGINT) or SIGTERM; registrations and signals survive in --db.")
-    serve.add_argument("--db", default="dso.sqlite", metavar="PATH",
-                       help="SQLite file holding households, registrations, signals and reports; created when "
-                            "missing ('%(default)s'; ':memory:' keeps nothing)")
+    serve.add_argument("--db", default="dso.sqlite", metavar="PATH|URL",
+                       help="the store holding households, registrations, signals and reports: a SQLite file, "
+                            "created when missing ('%(default)s'; ':memory:' keeps nothing), or a PostgreSQL URL "
+                            "such as postgresql://dso@db.example/dso (needs pip install -e '.[postgres]')")
     serve.add_argument("--host", default="127.0.0.1", help="address the VTN and the API listen on (%(default)s)")
     serve.add_argument("--api-host", default=None, help="address of the operator API if it differs from --host")
     serve.add_argument("--vtn-port", type=int, default=8080,
@@ -190,14 +190,16 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--lab", metavar="NAME",
                         help="a real LV benchmark grid shipped with pandapower (needs pip install -e '.[lab]'); "
                              "'dso-server grid labs' lists the names")
-    load.add_argument("--db", default="dso.sqlite", metavar="PATH",
-                      help="SQLite file of the DSO (as for 'serve'; created when missing) ('%(default)s')")
+    load.add_argument("--db", default="dso.sqlite", metavar="PATH|URL",
+                      help="the DSO's store, as for 'serve': a SQLite file (created when missing) or a PostgreSQL "
+                           "URL ('%(default)s')")
     grid_commands.add_parser("labs", help="list the lab grids --lab accepts",
                              description="List the LV benchmark grids 'grid load --lab' converts from pandapower.")
     show = grid_commands.add_parser("show", help="summarise the grid in the store",
                                     description="Print the stored grid's transformers with rating, limit and "
                                                 "households, and where it was loaded from.")
-    show.add_argument("--db", default="dso.sqlite", metavar="PATH", help="SQLite file of the DSO ('%(default)s')")
+    show.add_argument("--db", default="dso.sqlite", metavar="PATH|URL",
+                      help="the DSO's store: a SQLite file or a PostgreSQL URL ('%(default)s')")
 
     households = commands.add_parser("households", help="list households, their VEN and their last telemetry",
                                      description="List the households the DSO serves with their registration.")
@@ -392,7 +394,7 @@ def _print_signal(answer: dict[str, Any]) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from dso_server.contracts import ContractsFileError
-    from dso_server.errors import ConfigurationError, SchemaError
+    from dso_server.errors import ConfigurationError, SchemaError, StoreError
     from dso_server.service import DsoServer
     from dso_server.settings import DsoSettings
 
@@ -431,8 +433,8 @@ def _serve(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     except SchemaError as error:
         raise Refused(str(error)) from None
-    except sqlite3.Error as error:
-        raise Refused(f"cannot use the database {args.db}: {error}") from None
+    except StoreError as error:
+        raise Refused(error.message) from None
     except OSError as error:
         raise Refused(f"cannot start: {error.strerror or error}") from None
     return 0
@@ -466,20 +468,22 @@ def _grid(args: argparse.Namespace) -> int:
         grid = _read_grid(args)
         print(f"{args.file}: valid: {grid.summary()}")
         return 0
-    from dso_server.errors import SchemaError
+    from dso_server.errors import SchemaError, StoreError
+    from dso_server.store.engine import redact
     from dso_server.store.grid_store import GridConflict, GridStore
     from dso_server.store.sqlite import DsoStore
 
     try:
+        where = redact(args.db)
         with DsoStore(args.db) as store:
             gstore = GridStore(store)
             if args.grid_command == "show":
                 grid = gstore.grid()
                 if grid is None:
-                    print(f"{args.db}: no grid loaded")
+                    print(f"{where}: no grid loaded")
                     return 0
                 source, loaded_at = gstore.grid_source() or ("?", None)
-                print(f"{args.db}: {grid.summary()}; loaded from {source} at {loaded_at}")
+                print(f"{where}: {grid.summary()}; loaded from {source} at {loaded_at}")
                 counts = {t.id: len(grid.connection_points_of(t.id)) for t in grid.transformers}
                 print(_table([(t.id, f"{t.rating_kva:g}", f"{t.limit_kw:.1f}", counts[t.id],
                                "yes" if t.busbar_node else "no") for t in grid.transformers],
@@ -495,9 +499,9 @@ def _grid(args: argparse.Namespace) -> int:
                 raise UsageError(f"{source}: {error.message}") from None
     except SchemaError as error:
         raise Refused(str(error)) from None
-    except sqlite3.Error as error:
-        raise Refused(f"cannot use the database {args.db}: {error}") from None
-    print(f"{args.db}: loaded {source}: {grid.summary()}; {len(saved.created_households)} new household(s)")
+    except StoreError as error:
+        raise Refused(error.message) from None
+    print(f"{redact(args.db)}: loaded {source}: {grid.summary()}; {len(saved.created_households)} new household(s)")
     return 0
 
 

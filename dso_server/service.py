@@ -37,6 +37,7 @@ from dso_server.contracts import load_contracts
 from dso_server.errors import ConfigurationError
 from dso_server.records import Publication, Signal, SignalPayload
 from dso_server.settings import DsoSettings
+from dso_server.store.engine import redact
 from dso_server.store.grid_store import GridConflict, GridStore
 from dso_server.store.sqlite import DsoStore
 from dso_server.transport.oadr20b.vtn import DsoVtn
@@ -118,7 +119,7 @@ class DsoServer:
             raise
         self._store, self._vtn, self._stack = store, vtn, stack
         logger.info("DSO VTN %s at %s; operator API at %s; store %s", settings.vtn_id, self.vtn_url, self.api_url,
-                    settings.db_path)
+                    redact(settings.db_path))
         if vtn.fingerprint:
             logger.info("Outgoing OpenADR messages are signed; VTN certificate fingerprint %s", vtn.fingerprint)
 

@@ -19,7 +19,8 @@ class DsoSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     db_path: str = "dso.sqlite"
-    """SQLite file (created when missing), or ":memory:" for a store that lives as long as the process."""
+    """The store: a SQLite file (created when missing), ":memory:" for a store that lives as long as the process,
+    or a ``postgresql://`` URL (a region's database shared by several VTN workers; ``dso_server.store.engine``)."""
     vtn_host: str = "127.0.0.1"
     vtn_port: int = Field(default=8080, ge=0, le=65535)
     """0 picks a free port; ``DsoServer.vtn_url`` tells which."""

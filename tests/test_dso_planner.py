@@ -22,8 +22,8 @@ Q = timedelta(minutes=15)
 
 
 @pytest.fixture
-def store() -> DsoStore:
-    store = DsoStore()
+def store(db_location: str) -> DsoStore:
+    store = DsoStore(db_location)  # both backends: the planner's reads and its one-transaction writes
     GridStore(store).save_grid(lab_grid("kerber-landnetz-kabel-1"), now=AFTER_14 - timedelta(days=1), source="lab")
     return store
 

@@ -1,29 +1,29 @@
 """The DSO's source of truth: households, VEN registrations, published signals and what the VENs sent back.
 
-One SQLite file through sqlite-utils (or ":memory:" in tests). Every method that writes several rows does so
-in one transaction (``Database.atomic``), so an error leaves nothing half-written. Timestamps are stored as
-UTC ISO 8601 strings with microseconds, which sort like the instants they name; models as their JSON.
+One database: a SQLite file (the embedded default, or ":memory:" in tests) or PostgreSQL for a region with
+many VTN workers (``dso_server.store.engine``); the SQL here is written once for both. The schema and its
+migrations live in ``dso_server.store.schema``. Every method that writes several rows does so in one
+transaction, so an error leaves nothing half-written. Timestamps are stored as UTC ISO 8601 strings with
+microseconds, which sort like the instants they name; models as their JSON.
 
-The store is synchronous and meant for one thread (the server's event loop): a method runs to its end before
-another starts, so check-then-write sequences inside one method cannot interleave.
+The store is synchronous; one instance is one connection, used by one thread at a time (another thread gets its
+own with ``reopen()``). Check-then-write sequences that must not interleave with another writer run inside one
+transaction.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlite_utils import Database
-
 from dso_server.errors import (
     Conflict,
     IllegalSignalChange,
-    SchemaError,
     UnknownEvent,
     UnknownGroup,
     UnknownHousehold,
@@ -47,11 +47,11 @@ from dso_server.records import (
     Ven,
     kind_of,
 )
+from dso_server.store.engine import MEMORY, Database, open_database
+from dso_server.store.schema import SCHEMA_VERSION, migrate
 from protocol import CapacityBandwidth, ComfortStatus, HouseholdContract, Plan, Telemetry, TouTariff
 
-SCHEMA_VERSION = 2
-"""1: signals, registrations, reports. 2 (additive): the grid, forecasts and allocation runs (``grid_store``)."""
-MEMORY = ":memory:"
+__all__ = ["MEMORY", "SCHEMA_VERSION", "DsoStore", "from_text", "new_id", "to_text", "where_clause"]
 
 
 def new_id(prefix: str) -> str:
@@ -79,98 +79,25 @@ def _maybe(text: str | None) -> datetime | None:
     return None if text is None else from_text(text)
 
 
-# table -> (columns, primary key, not null, foreign keys); created in this order.
-_TABLES: tuple[tuple[str, dict[str, type], str | tuple[str, ...], set[str], list[tuple[str, str, str]]], ...] = (
-    ("households", {"connection_point_id": str, "group_name": str, "contract": str, "updated_at": str},
-     "connection_point_id", {"contract", "updated_at"}, []),
-    ("vens", {"ven_id": str, "ven_name": str, "registration_id": str, "connection_point_id": str,
-              "registered_at": str, "last_seen_at": str, "fingerprint": str},
-     "ven_id", {"ven_name", "connection_point_id", "registered_at"},
-     [("connection_point_id", "households", "connection_point_id")]),
-    ("signals", {"event_id": str, "connection_point_id": str, "kind": str, "payload": str,
-                 "modification_number": int, "created_at": str, "modified_at": str, "cancelled": int,
-                 "publication_id": str, "start_at": str, "end_at": str},
-     "event_id", {"connection_point_id", "kind", "payload", "modification_number", "created_at", "modified_at",
-                  "cancelled", "publication_id", "start_at", "end_at"},
-     [("connection_point_id", "households", "connection_point_id")]),
-    ("deliveries", {"ven_id": str, "delivered": str, "delivered_at": str},
-     "ven_id", {"delivered", "delivered_at"}, [("ven_id", "vens", "ven_id")]),
-    ("responses", {"id": int, "ven_id": str, "event_id": str, "modification_number": int, "opt_type": str,
-                   "response_code": int, "response_description": str, "received_at": str},
-     "id", {"ven_id", "event_id", "opt_type", "received_at"},
-     [("ven_id", "vens", "ven_id"), ("event_id", "signals", "event_id")]),
-    ("report_offers", {"ven_id": str, "report_specifier_id": str, "report_name": str, "r_ids": str,
-                       "offered_at": str},
-     ("ven_id", "report_specifier_id"), {"r_ids", "offered_at"}, [("ven_id", "vens", "ven_id")]),
-    ("report_requests", {"report_request_id": str, "ven_id": str, "report_specifier_id": str, "requested_at": str},
-     "report_request_id", {"ven_id", "report_specifier_id", "requested_at"}, [("ven_id", "vens", "ven_id")]),
-    ("telemetry", {"connection_point_id": str, "interval_start": str, "import_kw": float, "export_kw": float,
-                   "received_at": str},
-     ("connection_point_id", "interval_start"), {"import_kw", "export_kw", "received_at"},
-     [("connection_point_id", "households", "connection_point_id")]),
-    ("plans", {"connection_point_id": str, "created_at": str, "plan": str, "received_at": str},
-     ("connection_point_id", "created_at"), {"plan", "received_at"},
-     [("connection_point_id", "households", "connection_point_id")]),
-    ("comfort", {"connection_point_id": str, "measured_at": str, "status": str, "received_at": str},
-     ("connection_point_id", "measured_at"), {"status", "received_at"},
-     [("connection_point_id", "households", "connection_point_id")]),
-    # Schema 2: the grid (dso_server.capacity.grid), replaced as a whole by GridStore.save_grid.
-    ("grid_transformers", {"id": str, "position": int, "rating_kva": float, "power_factor": float,
-                           "safety_margin": float, "busbar_node": str, "u1_kv": float, "u2_kv": float,
-                           "uk_percent": float, "pk_kw": float},
-     "id", {"position", "rating_kva", "power_factor", "safety_margin", "u1_kv", "u2_kv", "uk_percent", "pk_kw"}, []),
-    ("grid_feeders", {"id": str, "position": int, "transformer_id": str},
-     "id", {"position", "transformer_id"}, [("transformer_id", "grid_transformers", "id")]),
-    ("grid_nodes", {"id": str, "position": int, "transformer_id": str, "u_rated_kv": float},
-     "id", {"position", "transformer_id", "u_rated_kv"}, [("transformer_id", "grid_transformers", "id")]),
-    ("grid_lines", {"id": str, "position": int, "from_node": str, "to_node": str, "r_ohm": float, "x_ohm": float,
-                    "c_nf": float, "i_max_a": float},
-     "id", {"position", "from_node", "to_node", "r_ohm", "x_ohm", "c_nf", "i_max_a"},
-     [("from_node", "grid_nodes", "id"), ("to_node", "grid_nodes", "id")]),
-    ("grid_connection_points", {"ean": str, "position": int, "feeder_id": str, "node_id": str,
-                                "contracted_max_import_kw": float, "contracted_max_export_kw": float,
-                                "controllable_devices": int, "guaranteed_kw_per_device": float, "annual_kwh": float},
-     "ean", {"position", "feeder_id", "contracted_max_import_kw", "contracted_max_export_kw", "controllable_devices",
-             "guaranteed_kw_per_device", "annual_kwh"},
-     [("ean", "households", "connection_point_id"), ("feeder_id", "grid_feeders", "id"),
-      ("node_id", "grid_nodes", "id")]),
-    ("grid_meta", {"key": str, "value": str}, "key", {"value"}, []),
-    ("forecasts", {"transformer_id": str, "interval_start": str, "kind": str, "p10_kw": float, "p50_kw": float,
-                   "p90_kw": float, "made_at": str},
-     ("transformer_id", "interval_start", "kind"), {"p10_kw", "p50_kw", "p90_kw", "made_at"}, []),
-    ("allocation_runs", {"run_id": str, "kind": str, "day": str, "window_start": str, "window_end": str,
-                         "publication_id": str, "run_at": str, "summary": str},
-     "run_id", {"kind", "window_start", "window_end", "run_at", "summary"}, []),
-    ("allocation_events", {"connection_point_id": str, "kind": str, "event_id": str, "updated_at": str},
-     ("connection_point_id", "kind"), {"event_id", "updated_at"},
-     [("connection_point_id", "households", "connection_point_id"), ("event_id", "signals", "event_id")]),
-)
-_INDEXES = (
-    ("vens", ["ven_name"], True),
-    ("vens", ["connection_point_id"], True),
-    ("signals", ["connection_point_id", "end_at"], False),
-    ("signals", ["publication_id"], False),
-    ("responses", ["event_id"], False),
-    ("responses", ["ven_id", "event_id", "modification_number"], False),
-    ("telemetry", ["interval_start"], False),
-    ("grid_connection_points", ["feeder_id"], False),
-    ("allocation_runs", ["kind", "day"], False),
-)
-
-
 class DsoStore:
-    """Repository over one SQLite database. Raises ``dso_server.errors`` exceptions, never half-writes."""
+    """Repository over the store's database. Raises ``dso_server.errors`` exceptions, never half-writes."""
 
-    def __init__(self, path: str | Path = MEMORY, *, id_factory: Callable[[str], str] = new_id) -> None:
-        if not hasattr(Database, "atomic"):  # sqlite-utils 3.x commits inside every write: no safe transactions
-            raise RuntimeError("dso_server needs sqlite-utils >= 4.0 (Database.atomic); upgrade sqlite-utils")
-        self.path = str(path)
+    def __init__(self, location: str | Path | Database = MEMORY, *,
+                 id_factory: Callable[[str], str] = new_id) -> None:
+        """Open (and create or migrate) the store at ``location``: a SQLite file, ":memory:", a
+        ``postgresql://`` URL, or an open engine."""
+        self.db: Database = location if isinstance(location, Database) else open_database(location)
+        self.path = self.db.location
         self._new_id = id_factory
-        self.db = Database(self.path)
-        self.db.execute("PRAGMA foreign_keys = ON")
-        if self.path != MEMORY:
-            self.db.enable_wal()
-        self._create_schema()
+        try:
+            migrate(self.db)
+        except BaseException:
+            self.db.close()
+            raise
+
+    def reopen(self) -> DsoStore:
+        """The same store over a connection of its own, for another thread (see ``engine.Database.reopen``)."""
+        return DsoStore(self.db.reopen(), id_factory=self._new_id)
 
     def close(self) -> None:
         self.db.close()
@@ -181,27 +108,12 @@ class DsoStore:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self) -> AbstractContextManager[None]:
         """One transaction; nested uses become savepoints. Rolls back everything on any exception."""
-        with self.db.atomic():
-            yield
-
-    def _create_schema(self) -> None:
-        version = next(self.db.query("PRAGMA user_version"))["user_version"]
-        if version > SCHEMA_VERSION:
-            raise SchemaError(f"The database {self.path} has schema version {version}; this server knows only "
-                              f"up to {SCHEMA_VERSION}. Use a newer dso-server or another --db file.")
-        with self.transaction():
-            for name, columns, pk, not_null, foreign_keys in _TABLES:
-                self.db.table(name).create(columns, pk=pk, not_null=not_null, foreign_keys=foreign_keys or None,
-                                     if_not_exists=True)
-            for table, columns, unique in _INDEXES:
-                self.db.table(table).create_index(columns, unique=unique, if_not_exists=True)
-            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return self.db.transaction()
 
     def _rows(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[dict[str, Any]]:
-        return list(self.db.query(sql, params))
+        return self.db.query(sql, params)
 
     # ------------------------------------------------------------------------------------------ households
 
@@ -210,7 +122,7 @@ class DsoStore:
         created = not self._rows("SELECT 1 FROM households WHERE connection_point_id = ?",
                                  [contract.connection_point_id])
         with self.transaction():
-            self.db.table("households").upsert({
+            self.db.upsert("households", {
                 "connection_point_id": contract.connection_point_id, "group_name": group,
                 "contract": contract.model_dump_json(), "updated_at": to_text(now),
             }, pk="connection_point_id")
@@ -241,8 +153,15 @@ class DsoStore:
 
     def check_households(self, connection_point_ids: Sequence[str], *, field: str = "connection_point_ids") -> None:
         """Raise UnknownHousehold for the first id that names no household (``field[index]`` in the error)."""
-        for index, connection_point_id in enumerate(connection_point_ids):
-            if not self._rows("SELECT 1 FROM households WHERE connection_point_id = ?", [connection_point_id]):
+        known: set[str] = set()
+        ids = list(connection_point_ids)
+        for chunk in range(0, len(ids), 500):
+            part = ids[chunk:chunk + 500]
+            marks = ",".join("?" * len(part))
+            known.update(row["connection_point_id"] for row in self._rows(
+                f"SELECT connection_point_id FROM households WHERE connection_point_id IN ({marks})", part))
+        for index, connection_point_id in enumerate(ids):
+            if connection_point_id not in known:
                 raise UnknownHousehold(connection_point_id, field=f"{field}[{index}]")
 
     # ------------------------------------------------------------------------------------------------ VENs
@@ -259,14 +178,13 @@ class DsoStore:
         with self.transaction():
             if known:
                 ven_id = known[0]["ven_id"]
-                self.db.table("vens").update(ven_id, {
-                    "registration_id": known[0]["registration_id"] or self._new_id("reg"),
-                    "last_seen_at": to_text(now),
-                    "fingerprint": fingerprint or known[0]["fingerprint"],
-                })
+                self.db.execute("UPDATE vens SET registration_id = ?, last_seen_at = ?, fingerprint = ? "
+                                "WHERE ven_id = ?",
+                                [known[0]["registration_id"] or self._new_id("reg"), to_text(now),
+                                 fingerprint or known[0]["fingerprint"], ven_id])
             else:
                 ven_id = self._new_id("ven")
-                self.db.table("vens").insert({
+                self.db.insert("vens", {
                     "ven_id": ven_id, "ven_name": ven_name, "registration_id": self._new_id("reg"),
                     "connection_point_id": ven_name, "registered_at": to_text(now), "last_seen_at": to_text(now),
                     "fingerprint": fingerprint,
@@ -310,19 +228,20 @@ class DsoStore:
             raise Conflict("A publication needs at least one connection point.", field="connection_point_ids")
         self.check_households(list(payloads))
         publication_id = self._new_id("pub")
-        event_ids = []
+        at = to_text(now)
+        signals = tuple(
+            Signal(event_id=self._new_id("ev"), connection_point_id=connection_point_id, payload=payload,
+                   modification_number=0, created_at=from_text(at), modified_at=from_text(at), cancelled=False,
+                   publication_id=publication_id)
+            for connection_point_id, payload in payloads.items())
         with self.transaction():
-            for connection_point_id, payload in payloads.items():
-                event_id = self._new_id("ev")
-                self.db.table("signals").insert({
-                    "event_id": event_id, "connection_point_id": connection_point_id,
-                    "kind": kind_of(payload).value, "payload": payload.model_dump_json(), "modification_number": 0,
-                    "created_at": to_text(now), "modified_at": to_text(now), "cancelled": 0,
-                    "publication_id": publication_id, "start_at": to_text(payload.start),
-                    "end_at": to_text(payload.end),
-                })
-                event_ids.append(event_id)
-        return Publication(publication_id, tuple(self.signal(event_id) for event_id in event_ids))
+            self.db.insert("signals", [{
+                "event_id": signal.event_id, "connection_point_id": signal.connection_point_id,
+                "kind": signal.kind.value, "payload": signal.payload.model_dump_json(), "modification_number": 0,
+                "created_at": at, "modified_at": at, "cancelled": 0, "publication_id": publication_id,
+                "start_at": to_text(signal.start), "end_at": to_text(signal.end),
+            } for signal in signals])
+        return Publication(publication_id, signals)
 
     def signal(self, event_id: str) -> Signal:
         rows = self._rows("SELECT * FROM signals WHERE event_id = ?", [event_id])
@@ -371,10 +290,10 @@ class DsoStore:
         if payload == signal.payload:
             return signal
         with self.transaction():
-            self.db.table("signals").update(event_id, {
-                "payload": payload.model_dump_json(), "modification_number": signal.modification_number + 1,
-                "modified_at": to_text(now), "start_at": to_text(payload.start), "end_at": to_text(payload.end),
-            })
+            self.db.execute("UPDATE signals SET payload = ?, modification_number = ?, modified_at = ?, start_at = ?, "
+                            "end_at = ? WHERE event_id = ?",
+                            [payload.model_dump_json(), signal.modification_number + 1, to_text(now),
+                             to_text(payload.start), to_text(payload.end), event_id])
         return self.signal(event_id)
 
     def cancel_signal(self, event_id: str, *, now: datetime) -> Signal:
@@ -382,9 +301,8 @@ class DsoStore:
         signal = self.signal(event_id)
         check_move(signal, SignalAction.CANCEL, now)
         with self.transaction():
-            self.db.table("signals").update(event_id, {
-                "cancelled": 1, "modification_number": signal.modification_number + 1, "modified_at": to_text(now),
-            })
+            self.db.execute("UPDATE signals SET cancelled = 1, modification_number = ?, modified_at = ? "
+                            "WHERE event_id = ?", [signal.modification_number + 1, to_text(now), event_id])
         return self.signal(event_id)
 
     def modify_publication(
@@ -426,8 +344,8 @@ class DsoStore:
         return frozenset((str(e), int(m), str(s)) for e, m, s in json.loads(rows[0]["delivered"]))
 
     def record_delivery(self, ven_id: str, keys: frozenset[DeliveryKey], *, now: datetime) -> None:
-        self.db.table("deliveries").upsert(
-            {"ven_id": ven_id, "delivered": json.dumps(sorted(keys)), "delivered_at": to_text(now)}, pk="ven_id")
+        self.db.upsert("deliveries", {"ven_id": ven_id, "delivered": json.dumps(sorted(keys)),
+                                      "delivered_at": to_text(now)}, pk="ven_id")
 
     # ------------------------------------------------------------------------------------------- responses
 
@@ -445,7 +363,7 @@ class DsoStore:
                 if not rows:
                     ignored.append(response.event_id)
                     continue
-                self.db.table("responses").insert({
+                self.db.insert("responses", {
                     "ven_id": ven_id, "event_id": response.event_id,
                     "modification_number": response.modification_number, "opt_type": response.opt_type,
                     "response_code": response.response_code, "response_description": response.response_description,
@@ -487,12 +405,12 @@ class DsoStore:
             self.db.execute("DELETE FROM report_offers WHERE ven_id = ?", [ven_id])
             self.db.execute("DELETE FROM report_requests WHERE ven_id = ?", [ven_id])
             for specifier_id, report_name, r_ids in offered:
-                self.db.table("report_offers").upsert({
+                self.db.upsert("report_offers", {
                     "ven_id": ven_id, "report_specifier_id": specifier_id, "report_name": report_name,
                     "r_ids": json.dumps(r_ids), "offered_at": to_text(now),
                 }, pk=("ven_id", "report_specifier_id"))
             for request_id, specifier_id in requests:
-                self.db.table("report_requests").insert({
+                self.db.insert("report_requests", {
                     "report_request_id": request_id, "ven_id": ven_id, "report_specifier_id": specifier_id,
                     "requested_at": to_text(now),
                 })
@@ -515,18 +433,18 @@ class DsoStore:
         with self.transaction():
             for report in reports:
                 if isinstance(report, Telemetry):
-                    self.db.table("telemetry").upsert_all([
+                    self.db.upsert("telemetry", [
                         {"connection_point_id": connection_point_id, "interval_start": to_text(interval.start),
                          "import_kw": interval.import_kw, "export_kw": interval.export_kw, "received_at": received}
                         for interval in report.intervals
                     ], pk=("connection_point_id", "interval_start"))
                 elif isinstance(report, Plan):
-                    self.db.table("plans").upsert({
+                    self.db.upsert("plans", {
                         "connection_point_id": connection_point_id, "created_at": to_text(report.created_at),
                         "plan": report.model_dump_json(), "received_at": received,
                     }, pk=("connection_point_id", "created_at"))
                 else:
-                    self.db.table("comfort").upsert({
+                    self.db.upsert("comfort", {
                         "connection_point_id": connection_point_id, "measured_at": to_text(report.measured_at),
                         "status": report.model_dump_json(), "received_at": received,
                     }, pk=("connection_point_id", "measured_at"))
