@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--key", type=Path, metavar="PEM", help="private key belonging to --cert")
     serve.add_argument("--passphrase", default=os.environ.get("DSO_KEY_PASSPHRASE"),
                        help="passphrase of --key (default: $DSO_KEY_PASSPHRASE)")
+    serve.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="VTN worker processes sharing the sockets and the store (%(default)s); each serves the "
+                            "VTN and the operator API, one of them runs the planner; more than one is meant for a "
+                            "PostgreSQL --db")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                        help="how much the server logs to stderr (%(default)s)")
 
@@ -406,12 +410,15 @@ def _serve(args: argparse.Namespace) -> int:
             api_port=args.api_port, vtn_id=args.vtn_id, poll_interval_s=args.poll_interval_s,
             contracts_file=args.contracts, cert=args.cert, key=args.key, passphrase=args.passphrase,
             grid_path=args.grid, timezone=args.timezone, day_ahead_time=args.day_ahead_time,
-            near_real_time_interval_s=args.near_real_time_interval_s,
+            near_real_time_interval_s=args.near_real_time_interval_s, workers=args.workers,
         )
     except ValidationError as error:
         item = error.errors()[0]
         field = ".".join(str(part) for part in item["loc"]) or "settings"
         raise UsageError(f"{field}: {item['msg'].removeprefix('Value error, ')}") from None
+
+    if settings.workers > 1:
+        return _serve_workers(settings, args)
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -437,6 +444,35 @@ def _serve(args: argparse.Namespace) -> int:
         raise Refused(error.message) from None
     except OSError as error:
         raise Refused(f"cannot start: {error.strerror or error}") from None
+    return 0
+
+
+def _serve_workers(settings: Any, args: argparse.Namespace) -> int:
+    from dso_server.contracts import ContractsFileError
+    from dso_server.errors import ConfigurationError, SchemaError, StoreError
+    from dso_server.service import _url
+    from dso_server.workers import Supervisor
+
+    supervisor = Supervisor(settings, settings.workers)
+    try:
+        listeners = supervisor.open()
+    except (ContractsFileError, ConfigurationError) as error:
+        raise UsageError(str(error)) from None
+    except SchemaError as error:
+        raise Refused(str(error)) from None
+    except StoreError as error:
+        raise Refused(error.message) from None
+    except OSError as error:
+        raise Refused(f"cannot start: {error.strerror or error}") from None
+    vtn_url = _url(settings.vtn_host, listeners.vtn.getsockname()[1]) + settings.http_path_prefix.rstrip("/")
+    api_url = _url(settings.api_host, listeners.api.getsockname()[1])
+
+    def ready() -> None:
+        print(f"dso-server: VTN at {vtn_url} ({settings.workers} workers)", flush=True)
+        print(f"dso-server: operator API at {api_url}/api/", flush=True)
+
+    supervisor.serve(on_ready=ready)
+    print("dso-server: stopping", flush=True)
     return 0
 
 

@@ -54,6 +54,9 @@ class DsoSettings(BaseModel):
     """Lowest node voltage the allocation may cause where a grid model is loaded (EN 50160: -10 %)."""
     max_voltage_pu: float = Field(default=1.1, gt=1.0, lt=1.5)
     """Highest node voltage export may cause (EN 50160: +10 %)."""
+    workers: int = Field(default=1, ge=1, le=64)
+    """VTN worker processes (``dso-server serve --workers``): each serves the VTN and the operator API on shared
+    sockets; all share the store, so more than one wants PostgreSQL (``dso_server.workers``)."""
     cert: Path | None = None
     """PEM certificate to sign outgoing OpenADR messages with (XML signatures); off when None."""
     key: Path | None = None

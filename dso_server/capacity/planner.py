@@ -174,7 +174,7 @@ def run_day_ahead(store: DsoStore, grid: Grid, *, day: date, now: datetime, conf
     None when the day has its firm publication already or nothing of it is left."""
     gstore = GridStore(store)
     key = day.isoformat()
-    if gstore.runs(kind=FIRM, day=key, limit=1):
+    if gstore.runs(kind=FIRM, day=key, status="ok", limit=1):
         return None
     starts = day_intervals(day, config.timezone)
     first = floor_to_interval(now) + INTERVAL

@@ -21,6 +21,7 @@ is PostgreSQL through psycopg 3 (installed with ``pip install -e '.[postgres]'``
 
 from __future__ import annotations
 
+import fcntl
 import re
 import sqlite3
 import threading
@@ -28,7 +29,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from dso_server.errors import StoreError, StoreIntegrityError, StoreUnavailable
@@ -110,6 +111,14 @@ class Database(ABC):
     def lock_schema(self) -> None:
         """Inside a transaction: wait until no other connection migrates the schema (released at commit)."""
 
+    @abstractmethod
+    def try_lock(self, name: str) -> bool:
+        """Take the lock ``name`` unless another connection (of any process) holds it; held until ``unlock`` or
+        until this connection or its process ends, so a killed holder never blocks the others."""
+
+    @abstractmethod
+    def unlock(self, name: str) -> None: ...
+
     @property
     def in_transaction(self) -> bool:
         return self._depth > 0
@@ -188,6 +197,7 @@ class SqliteDatabase(Database):
         super().__init__()
         self.location = str(path)
         self._busy_timeout_s = busy_timeout_s
+        self._locks: dict[str, IO[bytes]] = {}
         try:
             self._connection = sqlite3.connect(self.location, isolation_level=None, check_same_thread=False,
                                                timeout=busy_timeout_s)
@@ -246,6 +256,8 @@ class SqliteDatabase(Database):
 
     def close(self) -> None:
         with self._lock:
+            for name in list(self._locks):
+                self.unlock(name)
             self._connection.close()
 
     def reopen(self) -> Database:
@@ -264,6 +276,28 @@ class SqliteDatabase(Database):
 
     def lock_schema(self) -> None:
         pass  # BEGIN IMMEDIATE already holds the only write lock
+
+    def try_lock(self, name: str) -> bool:
+        """An advisory lock on the file ``<database>.<name>.lock`` (flock: released when the process dies).
+        An in-memory database lives in one process only: its lock is always free."""
+        if self.location == MEMORY:
+            return True
+        if name in self._locks:
+            return True
+        handle = open(f"{self.location}.{name}.lock", "a+b")  # noqa: SIM115 (held open while locked)
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            return False
+        self._locks[name] = handle
+        return True
+
+    def unlock(self, name: str) -> None:
+        handle = self._locks.pop(name, None)
+        if handle is not None:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            handle.close()
 
 
 def open_database(location: str | Path) -> Database:

@@ -68,6 +68,8 @@ class AllocationRun:
     status: str = "ok"
     """"ok", or "failed" with ``error`` saying why (the run published nothing then)."""
     error: str | None = None
+    worker: str | None = None
+    """The server process that ran it (``DsoStore.origin``)."""
 
 
 def contract_for(cp: ConnectionPoint) -> HouseholdContract:
@@ -208,23 +210,30 @@ class GridStore:
     # ------------------------------------------------------------------------------------- allocation runs
 
     def record_run(self, *, kind: str, day: str | None, window_start: datetime, window_end: datetime,
-                   publication_id: str | None, now: datetime, summary: Mapping[str, Any]) -> AllocationRun:
+                   publication_id: str | None, now: datetime, summary: Mapping[str, Any],
+                   error: str | None = None) -> AllocationRun:
+        """Record a run; with ``error`` a failed one (status "failed"), which published nothing."""
         run_id = new_id("run")
         self.db.insert("allocation_runs", {
             "run_id": run_id, "kind": kind, "day": day, "window_start": to_text(window_start),
             "window_end": to_text(window_end), "publication_id": publication_id, "run_at": to_text(now),
-            "summary": json.dumps(dict(summary), allow_nan=False),
+            "summary": json.dumps(dict(summary), allow_nan=False), "status": "failed" if error else "ok",
+            "error": error, "worker": self.store.origin,
         })
-        return self.runs(kind=kind, limit=1)[0]
+        return self._runs(" WHERE run_id = ?", [run_id], 1)[0]
 
-    def runs(self, *, kind: str | None = None, day: str | None = None, limit: int = 100) -> list[AllocationRun]:
-        """Runs, newest first."""
-        where, params = where_clause(("kind = ?", kind), ("day = ?", day))
+    def runs(self, *, kind: str | None = None, day: str | None = None, status: str | None = None,
+             limit: int = 100) -> list[AllocationRun]:
+        """Runs, newest first; ``status`` "ok" or "failed" to see only those."""
+        where, params = where_clause(("kind = ?", kind), ("day = ?", day), ("status = ?", status))
+        return self._runs(where, params, limit)
+
+    def _runs(self, where: str, params: list[Any], limit: int) -> list[AllocationRun]:
         sql = "SELECT * FROM allocation_runs" + where
         rows = self._rows(sql + " ORDER BY run_at DESC, rowid DESC LIMIT ?", [*params, limit])
         return [AllocationRun(r["run_id"], r["kind"], r["day"], from_text(r["window_start"]),
                               from_text(r["window_end"]), r["publication_id"], from_text(r["run_at"]),
-                              json.loads(r["summary"]), r["status"], r["error"]) for r in rows]
+                              json.loads(r["summary"]), r["status"], r["error"], r["worker"]) for r in rows]
 
     def allocation_event(self, connection_point_id: str, kind: str) -> str | None:
         rows = self._rows("SELECT event_id FROM allocation_events WHERE connection_point_id = ? AND kind = ?",

@@ -13,6 +13,7 @@ timestamps stored as ISO 8601 text sort and compare exactly as in SQLite.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -28,6 +29,11 @@ from dso_server.store.engine import Database, Params, Row, redact
 
 SCHEMA_LOCK_KEY = 0x44_53_4F_5F_53_43_48  # "DSO_SCH": the advisory lock migrations take
 CONNECT_TIMEOUT_S = 10
+
+
+def lock_key(name: str) -> int:
+    """The 64-bit advisory lock key of a lock name (stable across processes and versions)."""
+    return int.from_bytes(hashlib.sha256(f"dso_server:{name}".encode()).digest()[:8], "big", signed=True)
 
 
 @lru_cache(maxsize=1024)
@@ -140,3 +146,12 @@ class PostgresDatabase(Database):
 
     def lock_schema(self) -> None:
         self.query("SELECT pg_advisory_xact_lock(?) AS locked", [SCHEMA_LOCK_KEY])
+
+    def try_lock(self, name: str) -> bool:
+        """A session advisory lock: PostgreSQL releases it when this connection ends, also when its process
+        was killed (the server notices the closed socket)."""
+        return bool(self.query("SELECT pg_try_advisory_lock(?) AS locked", [lock_key(name)])[0]["locked"])
+
+    def unlock(self, name: str) -> None:
+        if not self._connection.closed:
+            self.query("SELECT pg_advisory_unlock(?) AS unlocked", [lock_key(name)])

@@ -176,6 +176,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "failed allocation runs recorded; change log for the VTN workers' caches", (
         AddColumn("allocation_runs", "status", str, default="ok", not_null=True),
         AddColumn("allocation_runs", "error", str),
+        AddColumn("allocation_runs", "worker", str),
         CreateTables(_V3_TABLES),
     )),
 )

@@ -14,6 +14,8 @@ transaction.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -59,6 +61,11 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:16]}"
 
 
+def default_origin() -> str:
+    """This process as a writer of the store: host:pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def to_text(moment: datetime) -> str:
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError(f"naive datetime {moment.isoformat()}; the store keeps timezone-aware UTC instants")
@@ -83,11 +90,13 @@ class DsoStore:
     """Repository over the store's database. Raises ``dso_server.errors`` exceptions, never half-writes."""
 
     def __init__(self, location: str | Path | Database = MEMORY, *,
-                 id_factory: Callable[[str], str] = new_id) -> None:
+                 id_factory: Callable[[str], str] = new_id, origin: str | None = None) -> None:
         """Open (and create or migrate) the store at ``location``: a SQLite file, ":memory:", a
-        ``postgresql://`` URL, or an open engine."""
+        ``postgresql://`` URL, or an open engine. ``origin`` names the server process writing (host:pid by
+        default); it is recorded with allocation runs and changes."""
         self.db: Database = location if isinstance(location, Database) else open_database(location)
         self.path = self.db.location
+        self.origin = origin or default_origin()
         self._new_id = id_factory
         try:
             migrate(self.db)
@@ -97,7 +106,7 @@ class DsoStore:
 
     def reopen(self) -> DsoStore:
         """The same store over a connection of its own, for another thread (see ``engine.Database.reopen``)."""
-        return DsoStore(self.db.reopen(), id_factory=self._new_id)
+        return DsoStore(self.db.reopen(), id_factory=self._new_id, origin=self.origin)
 
     def close(self) -> None:
         self.db.close()

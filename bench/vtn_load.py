@@ -1,0 +1,704 @@
+"""VTN load benchmark: N simulated VENs against the project's VTN and, in the same run, a stock openleadr VTN.
+
+Every VEN does what a real one does, over one keep-alive HTTP connection of its own: it registers
+(oadrCreatePartyRegistration), answers the oadrDistributeEvent of its first poll with oadrCreatedEvent, and then
+sends oadrPoll back to back, closed loop, for the measured window; a share of the VENs (``--telemetry-share``)
+also registered its reports and posts an oadrUpdateReport with telemetry every ``--telemetry-every-s`` seconds.
+Halfway through the window every VEN's event is changed (the project: a modification through the operator API;
+stock openleadr, which cannot modify: a second event per VEN through ``add_raw_event``) and each VEN's first poll
+sent after the change must carry it: a poll answered from a stale cache counts as ``stale`` (an error).
+
+Both servers carry the same events: one capacity bandwidth per household, encoded by ``protocol.oadr20b`` for
+both (stock openleadr gets it through ``add_raw_event``). Each server runs in processes of its own; the load comes
+from ``--generators`` processes of raw asyncio HTTP clients (prepared request bytes, no HTTP library on the
+path), so their CPU per poll can be printed beside the server's. Cases:
+
+* ``plain``: HTTP on loopback (the project server runs with ``--insecure-plain-http`` where it needs one);
+* ``tls`` and ``signed``: planned to run once the VTN's TLS with client certificates and message signatures are
+  in place (issue 10); listed as not run until then.
+
+Per case and server: polls/s, p50/p99 latency, errors, stale polls, server and generator CPU (microseconds per
+poll) and how busy the machine was with other work. The project server is measured with ``--workers`` 1 and,
+on PostgreSQL, with 2 (the row says how many). The last line:
+
+    polls_per_s=<x> tls_polls_per_s=<t> signed_polls_per_s=<s> baseline_ratio=<x/stock> errors=<n>
+
+with x the project's best plain figure (its worker count is printed in the table), stock the stock openleadr
+plain figure of the same run, and n the errors and stale polls of all cases together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from protocol import BandwidthInterval, CapacityBandwidth, Firmness
+from protocol.contract import make_ean18
+
+HERE = Path(__file__).resolve()
+PREFIX = "/OpenADR2/Simple/2.0b"
+Q = timedelta(minutes=15)
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# ------------------------------------------------------------------------------------------- the events
+
+
+def bandwidth(start: datetime, import_kw: float) -> CapacityBandwidth:
+    return CapacityBandwidth(firmness=Firmness.FIRM, intervals=tuple(
+        BandwidthInterval(start=start + i * Q, import_limit_kw=import_kw, export_limit_kw=5.0) for i in range(8)))
+
+
+def event_start(now: datetime) -> datetime:
+    """The first quarter hour at least an hour ahead: the events stay 'far' during the whole run."""
+    later = now + timedelta(hours=1)
+    return later.replace(minute=later.minute - later.minute % 15, second=0, microsecond=0) + Q
+
+
+def eans(n: int) -> list[str]:
+    return [make_ean18(f"87169{i:012d}") for i in range(n)]
+
+
+# --------------------------------------------------------------------------------------- CPU accounting
+
+
+def _proc_cpu_s(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(parent, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        todo.extend(children.get(current, []))
+    return out
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by ``pid`` and all its descendants."""
+    return sum(_proc_cpu_s(p) for p in _descendants(pid))
+
+
+def machine_cpu_s() -> float:
+    """Busy CPU seconds of the whole machine so far (all cores, /proc/stat)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]
+    return (sum(values[:8]) - idle) / CLK_TCK
+
+
+# ---------------------------------------------------------------------------------------------- servers
+
+
+@dataclass
+class Server:
+    name: str
+    host: str
+    port: int
+    process: subprocess.Popen[str]
+    api_url: str | None = None
+    publication_id: str | None = None
+    workers: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def cpu_s(self) -> float:
+        return tree_cpu_s(self.process.pid)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _read_line(process: subprocess.Popen[str], pattern: str, timeout_s: float = 120) -> re.Match[str]:
+    deadline = time.monotonic() + timeout_s
+    seen = []
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            if process.poll() is not None:
+                break
+            continue
+        seen.append(line)
+        match = re.search(pattern, line)
+        if match:
+            return match
+    raise RuntimeError(f"server did not print {pattern!r}; it said:\n{''.join(seen)[-3000:]}")
+
+
+def _api(url: str, method: str, path: str, body: Any = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url + path, method=method, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as answer:
+        return json.loads(answer.read())
+
+
+def _bandwidth_body(payload: CapacityBandwidth) -> dict[str, Any]:
+    return json.loads(payload.model_dump_json())
+
+
+def start_project(*, n: int, db: str, workers: int, workdir: Path, start: datetime) -> Server:
+    contracts = workdir / "contracts.toml"
+    contracts.write_text("".join(
+        f'[[household]]\nconnection_point_id = "{ean}"\ngroup = "bench"\ncontracted_max_import_kw = 17.0\n'
+        'contracted_max_export_kw = 10.0\nfailsafe_import_kw = 4.2\nfailsafe_export_kw = 4.2\n'
+        'failsafe_duration_s = 7200\n\n' for ean in eans(n)))
+    argv = [sys.executable, "-m", "dso_server.cli", "serve", "--db", db, "--contracts", str(contracts),
+            "--vtn-port", "0", "--api-port", "0", "--log-level", "WARNING"]
+    if workers != 1:
+        argv += ["--workers", str(workers)]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=workdir)
+    try:
+        vtn = _read_line(process, r"VTN at http://([\d.]+):(\d+)")
+        api = _read_line(process, r"operator API at (http://\S+?)/api/")
+    except BaseException:
+        process.kill()
+        raise
+    server = Server(f"project ({workers} worker{'s' if workers > 1 else ''})", vtn.group(1), int(vtn.group(2)),
+                    process, api_url=api.group(1), workers=workers)
+    body = {"group": "bench", **_bandwidth_body(bandwidth(start, 5.0))}
+    server.publication_id = _api(server.api_url or "", "POST", "/api/bandwidths", body)["publication_id"]
+    return server
+
+
+def start_stock(*, n: int, start: datetime) -> Server:
+    argv = [sys.executable, str(HERE), "stock-server", "--vens", str(n), "--start", start.isoformat()]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        match = _read_line(process, r"stock VTN at ([\d.]+):(\d+)")
+    except BaseException:
+        process.kill()
+        raise
+    return Server("stock openleadr", match.group(1), int(match.group(2)), process)
+
+
+def change_events(server: Server, start: datetime) -> None:
+    """Change every VEN's events, through the operator API (project) or the stock server's bench route."""
+    if server.api_url is not None:
+        _api(server.api_url, "PUT", f"/api/publications/{server.publication_id}",
+             _bandwidth_body(bandwidth(start, 3.0)))
+    else:
+        urllib.request.urlopen(urllib.request.Request(f"http://{server.host}:{server.port}/bench/change",
+                                                      method="POST", data=b""), timeout=120).read()
+
+
+def stock_server_main(args: argparse.Namespace) -> None:
+    """A stock openleadr 0.5.36 OpenADRServer as its documentation sets one up: a registration handler, a
+    ven_lookup, events queued with add_raw_event; one route of ours to queue the mid-run change."""
+    import logging
+
+    from aiohttp import web
+    from openleadr import OpenADRServer
+
+    from protocol.oadr20b import encode_event
+
+    logging.getLogger("openleadr").setLevel(logging.ERROR)
+    start = datetime.fromisoformat(args.start)
+    known = set(eans(args.vens))
+    vens: dict[str, dict[str, Any]] = {}
+    server = OpenADRServer(vtn_id="STOCK-VTN", http_host="127.0.0.1", http_port=0, show_fingerprint=False,
+                           ven_lookup=lambda ven_id: vens.get(ven_id))
+
+    def event_for(ven_id: str, number: int, import_kw: float) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        return encode_event(bandwidth(start, import_kw), event_id=f"ev-{number}-{ven_id}", modification_number=0,
+                            ven_id=ven_id, created_at=now, modified_at=now, now=now)
+
+    async def on_create_party_registration(info: dict[str, Any]) -> tuple[str, str] | bool:
+        name = str(info.get("ven_name"))  # openleadr turns an all-digit venName into an int
+        if name not in known:
+            return False
+        ven_id = f"ven-{name}"
+        if ven_id not in vens:
+            vens[ven_id] = {"ven_id": ven_id, "ven_name": name, "registration_id": f"reg-{name}", "fingerprint": None}
+            server.add_raw_event(ven_id, event_for(ven_id, 1, 5.0), callback=None)
+        return ven_id, vens[ven_id]["registration_id"]
+
+    async def change(request: web.Request) -> web.Response:
+        for ven_id in list(vens):
+            server.add_raw_event(ven_id, event_for(ven_id, 2, 3.0), callback=None)
+        return web.Response(text="ok")
+
+    server.add_handler("on_create_party_registration", on_create_party_registration)
+    server.app.router.add_post("/bench/change", change)
+
+    async def run() -> None:
+        runner = web.AppRunner(server.app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        print(f"stock VTN at 127.0.0.1:{runner.addresses[0][1]}", flush=True)
+        await asyncio.Event().wait()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+
+
+# -------------------------------------------------------------------------------------------- generator
+
+
+def _message(message_type: str, **payload: Any) -> bytes:
+    from openleadr.messaging import create_message
+
+    return create_message(message_type, **payload).encode()
+
+
+class Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection: one request at a time, the answer's status and body."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = bytes(self.buffer[:end]).lower()
+        found = re.search(rb"\r\ncontent-length: *(\d+)", head)
+        length = int(found.group(1)) if found else 0
+        if len(self.buffer) < end + 4 + length:
+            return
+        status = int(head[9:12])
+        body = bytes(self.buffer[end + 4:end + 4 + length])
+        del self.buffer[:end + 4 + length]
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result((status, body))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ConnectionError(f"connection closed: {exc}"))
+
+    async def request(self, raw: bytes) -> tuple[int, bytes]:
+        assert self.transport is not None
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(raw)
+        return await self.waiter
+
+
+def http_post(path: str, body: bytes) -> bytes:
+    return (f"POST {PREFIX}/{path} HTTP/1.1\r\nHost: vtn\r\nContent-Type: application/xml\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+@dataclass
+class GeneratorSpec:
+    index: int
+    host: str
+    port: int
+    names: list[str]
+    telemetry: set[str]
+    warmup_s: float
+    duration_s: float
+    telemetry_every_s: float
+
+
+@dataclass
+class GeneratorResult:
+    polls: int = 0
+    latencies_s: list[float] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+    stale: int = 0
+    missed_change: int = 0
+    distributions: int = 0
+    reports: int = 0
+    cpu_s: float = 0.0
+    window_s: float = 0.0
+
+
+class Ven:
+    def __init__(self, name: str, telemetry: bool) -> None:
+        self.name = name
+        self.telemetry = telemetry
+        self.ven_id = ""
+        self.connection = Connection()
+        self.poll = b""
+        self.report = b""
+        self.got_change = False
+
+
+def _error(result: GeneratorResult, kind: str) -> None:
+    result.errors[kind] = result.errors.get(kind, 0) + 1
+
+
+async def _answer_events(ven: Ven, body: bytes) -> None:
+    from openleadr.messaging import parse_message
+
+    _, payload = parse_message(body)
+    responses = [{"event_id": e["event_descriptor"]["event_id"],
+                  "modification_number": e["event_descriptor"]["modification_number"],
+                  "response_code": 200, "response_description": "OK", "opt_type": "optIn",
+                  "request_id": payload.get("request_id")} for e in payload.get("events") or []]
+    created = _message("oadrCreatedEvent", ven_id=ven.ven_id, event_responses=responses,
+                       response={"response_code": 200, "response_description": "OK",
+                                 "request_id": payload.get("request_id")})
+    status, answer = await ven.connection.request(http_post("EiEvent", created))
+    if status != 200 or b"oadrResponse" not in answer:
+        raise RuntimeError(f"oadrCreatedEvent answered {status}: {answer[:200]!r}")
+
+
+async def _setup(ven: Ven, spec: GeneratorSpec) -> None:
+    from protocol.oadr20b import encode_telemetry_report, hems_report_metadata
+    from protocol.reports import Telemetry, TelemetryInterval
+
+    loop = asyncio.get_running_loop()
+    await loop.create_connection(lambda: ven.connection, spec.host, spec.port)
+    registration = _message("oadrCreatePartyRegistration", request_id=f"req-{ven.name}", ven_name=ven.name,
+                            http_pull_model=True, xml_signature=False, report_only=False, profile_name="2.0b",
+                            transport_name="simpleHttp", transport_address=None)
+    status, body = await ven.connection.request(http_post("EiRegisterParty", registration))
+    found = re.search(rb"<ei:venID>([^<]+)</ei:venID>", body)
+    if status != 200 or b"oadrCreatedPartyRegistration" not in body or found is None or b">200<" not in body:
+        raise RuntimeError(f"registration of {ven.name} answered {status}: {body[:300]!r}")
+    ven.ven_id = found.group(1).decode()
+    ven.poll = http_post("OadrPoll", _message("oadrPoll", ven_id=ven.ven_id))
+    if ven.telemetry:
+        now = datetime.now(UTC)
+        offer = _message("oadrRegisterReport", ven_id=ven.ven_id, request_id=f"rr-{ven.name}", report_request_id=0,
+                         reports=hems_report_metadata(resource_id=ven.name, created_at=now))
+        status, body = await ven.connection.request(http_post("EiReport", offer))
+        request_id = re.search(rb"reportRequestID>([^<]+)<", body)
+        report_request_id = request_id.group(1).decode() if request_id else "rr-unknown"
+        start = now.replace(second=0, microsecond=0) - Q
+        telemetry = Telemetry(intervals=(TelemetryInterval(start=start - timedelta(minutes=start.minute % 15),
+                                                           import_kw=1.5, export_kw=0.0),))
+        report = encode_telemetry_report(telemetry, report_request_id=report_request_id, created_at=now)
+        ven.report = http_post("EiReport", _message("oadrUpdateReport", ven_id=ven.ven_id,
+                                                    request_id=f"ur-{ven.name}", reports=[report]))
+    # The first poll brings the event; answer it like a VEN, then poll until nothing is new.
+    for _ in range(5):
+        status, body = await ven.connection.request(ven.poll)
+        if b"oadrDistributeEvent" in body:
+            await _answer_events(ven, body)
+        elif status == 200 and b"oadrResponse" in body:
+            return
+        else:
+            raise RuntimeError(f"poll of {ven.name} answered {status}: {body[:300]!r}")
+    raise RuntimeError(f"VEN {ven.name} never saw a quiet poll")
+
+
+async def _run_ven(ven: Ven, spec: GeneratorSpec, result: GeneratorResult, t0: float, t_end: float,
+                   change: tuple[Any, Any]) -> None:
+    """Poll back to back until t_end. ``change``: when the change was started and when the API acknowledged it
+    (0 before): a distribution after the start carries it; a quiet answer to a poll sent after the
+    acknowledgement, to a VEN that has not had it yet, is stale."""
+    change_started, change_at = change
+    clock = time.monotonic
+    next_report = t0 + (hash(ven.name) % 1000) / 1000 * spec.telemetry_every_s
+    while True:
+        now = clock()
+        if now >= t_end:
+            return
+        try:
+            if ven.telemetry and now >= next_report:
+                next_report += spec.telemetry_every_s
+                status, body = await asyncio.wait_for(ven.connection.request(ven.report), 30)
+                if status != 200 or b"oadrUpdatedReport" not in body:
+                    _error(result, f"report {status}")
+                else:
+                    result.reports += 1
+                continue
+            changed = change_at.value
+            sent = clock()
+            status, body = await asyncio.wait_for(ven.connection.request(ven.poll), 30)
+            done = clock()
+        except (TimeoutError, ConnectionError, OSError) as error:
+            _error(result, type(error).__name__)
+            return
+        counted = sent >= t0 and done <= t_end
+        if status != 200:
+            _error(result, f"http {status}")
+            continue
+        if b"oadrDistributeEvent" in body:
+            result.distributions += 1
+            ven.got_change = ven.got_change or change_started.value > 0
+            try:
+                await _answer_events(ven, body)
+            except (RuntimeError, ConnectionError, OSError):
+                _error(result, "oadrCreatedEvent")
+        elif b"oadrResponse" in body and b">200<" in body:
+            if changed > 0 and not ven.got_change:
+                result.stale += 1  # sent after the change was acknowledged by the API, answered without it
+        else:
+            _error(result, "unexpected answer")
+            continue
+        if counted:
+            result.polls += 1
+            result.latencies_s.append(done - sent)
+
+
+def generator_main(spec: GeneratorSpec, ready: Any, go: Any, change: tuple[Any, Any], out: Any) -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    result = GeneratorResult()
+
+    async def run() -> None:
+        vens = [Ven(name, name in spec.telemetry) for name in spec.names]
+        limit = asyncio.Semaphore(64)
+
+        async def setup(ven: Ven) -> None:
+            async with limit:
+                await _setup(ven, spec)
+
+        await asyncio.gather(*(setup(ven) for ven in vens))
+        ready.release()
+        while go.value == 0:  # the orchestrator sets the window start once every generator is ready
+            await asyncio.sleep(0.01)
+        t0 = go.value
+        t_end = t0 + spec.duration_s
+        await asyncio.sleep(max(0.0, t0 - spec.warmup_s - time.monotonic()))
+        tasks = [asyncio.create_task(_run_ven(ven, spec, result, t0, t_end, change)) for ven in vens]
+        await asyncio.sleep(max(0.0, t0 - time.monotonic()))
+        cpu0 = time.process_time()
+        await asyncio.gather(*tasks)
+        result.cpu_s = time.process_time() - cpu0
+        result.window_s = spec.duration_s
+        result.missed_change = sum(not ven.got_change for ven in vens)
+        for ven in vens:
+            if ven.connection.transport is not None:
+                ven.connection.transport.close()
+
+    try:
+        asyncio.run(run())
+    except Exception as error:  # reported to the orchestrator, which prints it
+        out.put(("error", spec.index, f"{type(error).__name__}: {error}"))
+        ready.release()
+        return
+    out.put(("ok", spec.index, result))
+
+
+# ------------------------------------------------------------------------------------------- one measure
+
+
+@dataclass
+class Measure:
+    case: str
+    server: str
+    vens: int
+    polls_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    stale: int
+    reports_per_s: float
+    server_cpu_us: float
+    generator_cpu_us: float
+    others_cores: float
+    error_kinds: dict[str, int]
+
+
+def measure(server: Server, *, case: str, n: int, generators: int, warmup_s: float, duration_s: float,
+            telemetry_share: float, telemetry_every_s: float, start: datetime) -> Measure:
+    names = eans(n)
+    telemetry = set(names[: round(n * telemetry_share)])
+    ctx = mp.get_context("fork")
+    ready = ctx.Semaphore(0)
+    go = ctx.Value("d", 0.0, lock=False)
+    change_started = ctx.Value("d", 0.0, lock=False)
+    change_at = ctx.Value("d", 0.0, lock=False)
+    out = ctx.Queue()
+    specs = [GeneratorSpec(i, server.host, server.port, names[i::generators], telemetry & set(names[i::generators]),
+                           warmup_s, duration_s, telemetry_every_s) for i in range(generators)]
+    processes = [ctx.Process(target=generator_main, args=(spec, ready, go, (change_started, change_at), out),
+                             daemon=True)
+                 for spec in specs]
+    for process in processes:
+        process.start()
+    try:
+        for _ in processes:
+            if not ready.acquire(timeout=600):
+                raise RuntimeError("the generators did not finish registering within 10 minutes")
+        t0 = time.monotonic() + warmup_s + 0.2
+        go.value = t0
+        time.sleep(max(0.0, t0 - time.monotonic()))
+        server_cpu0, machine0, gen_cpu0 = server.cpu_s(), machine_cpu_s(), sum(_proc_cpu_s(p.pid or 0)
+                                                                                for p in processes)
+        time.sleep(duration_s / 2)
+        change_started.value = time.monotonic()
+        change_events(server, start)
+        change_at.value = time.monotonic()
+        time.sleep(max(0.0, t0 + duration_s - time.monotonic()))
+        server_cpu = server.cpu_s() - server_cpu0
+        machine = machine_cpu_s() - machine0
+        generators_cpu = sum(_proc_cpu_s(p.pid or 0) for p in processes) - gen_cpu0
+        results: list[GeneratorResult] = []
+        for _ in processes:
+            status, index, payload = out.get(timeout=120)
+            if status != "ok":
+                raise RuntimeError(f"generator {index} failed: {payload}")
+            results.append(payload)
+    finally:
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+    polls = sum(r.polls for r in results)
+    latencies = sorted(x for r in results for x in r.latencies_s)
+    kinds: dict[str, int] = {}
+    for r in results:
+        for kind, count in r.errors.items():
+            kinds[kind] = kinds.get(kind, 0) + count
+    missed = sum(r.missed_change for r in results)
+    if missed:
+        kinds["VEN never got the change"] = missed
+    quantile = (lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000) if latencies else (
+        lambda q: float("nan"))
+    ours = server_cpu + generators_cpu
+    return Measure(case=case, server=server.name, vens=n, polls_per_s=polls / duration_s, p50_ms=quantile(0.5),
+                   p99_ms=quantile(0.99), errors=sum(kinds.values()), stale=sum(r.stale for r in results),
+                   reports_per_s=sum(r.reports for r in results) / duration_s,
+                   server_cpu_us=server_cpu / max(polls, 1) * 1e6,
+                   generator_cpu_us=generators_cpu / max(polls, 1) * 1e6,
+                   others_cores=max(0.0, machine - ours) / duration_s, error_kinds=kinds)
+
+
+# ------------------------------------------------------------------------------------------------- main
+
+
+@contextlib.contextmanager
+def project_store(kind: str, workdir: Path) -> Iterator[str]:
+    """Where the project server keeps its store: a fresh SQLite file or a fresh database on a private
+    PostgreSQL server started for the run."""
+    if kind == "sqlite":
+        yield str(workdir / f"dso-{time.monotonic_ns()}.sqlite")
+        return
+    from dso_server.store.pgtemp import TemporaryPostgres
+
+    with TemporaryPostgres() as postgres:
+        yield postgres.create_database()
+
+
+def _row(m: Measure) -> str:
+    return (f"{m.case:<7}{m.server:<22}{m.vens:>6}{m.polls_per_s:>10.0f}{m.p50_ms:>9.1f}{m.p99_ms:>9.1f}"
+            f"{m.errors:>7}{m.stale:>7}{m.reports_per_s:>9.1f}{m.server_cpu_us:>10.0f}{m.generator_cpu_us:>9.0f}"
+            f"{m.others_cores:>8.2f}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command")
+    stock = sub.add_parser("stock-server", help="(internal) run the stock openleadr VTN")
+    stock.add_argument("--vens", type=int, required=True)
+    stock.add_argument("--start", required=True)
+    parser.add_argument("--vens", type=int, default=2000, help="simulated VENs (%(default)s)")
+    parser.add_argument("--duration-s", type=float, default=20.0, help="measured window per run (%(default)s)")
+    parser.add_argument("--warmup-s", type=float, default=3.0, help="polling before the window (%(default)s)")
+    parser.add_argument("--generators", type=int, default=2, help="load generator processes (%(default)s)")
+    parser.add_argument("--telemetry-share", type=float, default=0.25,
+                        help="share of the VENs that post telemetry (%(default)s)")
+    parser.add_argument("--telemetry-every-s", type=float, default=5.0,
+                        help="how often each of them posts, wall seconds (%(default)s)")
+    parser.add_argument("--cases", default="plain", help="comma-separated: plain, tls, signed (%(default)s)")
+    parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite",
+                        help="the project server's store for the 1-worker run (%(default)s)")
+    parser.add_argument("--workers", default="1",
+                        help="comma-separated worker counts of the project server; more than 1 runs on PostgreSQL "
+                             "(%(default)s)")
+    parser.add_argument("--no-stock", action="store_true", help="skip the stock openleadr baseline")
+    args = parser.parse_args(argv)
+    if args.command == "stock-server":
+        stock_server_main(args)
+        return 0
+
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    workers = [int(w) for w in args.workers.split(",")]
+    start = event_start(datetime.now(UTC))
+    measures: list[Measure] = []
+    not_run: list[str] = []
+    print(f"{args.vens} VENs, {args.generators} generator processes, {args.duration_s:g} s window, "
+          f"{args.telemetry_share:.0%} posting telemetry every {args.telemetry_every_s:g} s; "
+          f"load average before: {Path('/proc/loadavg').read_text().split()[0]}", flush=True)
+    common = dict(n=args.vens, generators=args.generators, warmup_s=args.warmup_s, duration_s=args.duration_s,
+                  telemetry_share=args.telemetry_share, telemetry_every_s=args.telemetry_every_s, start=start)
+    with tempfile.TemporaryDirectory(prefix="vtn-load-") as tmp:
+        workdir = Path(tmp)
+        for case in cases:
+            if case != "plain":
+                not_run.append(case)
+                continue
+            for count in workers:
+                kind = args.db if count == 1 else "postgresql"
+                with project_store(kind, workdir) as db:
+                    server = start_project(n=args.vens, db=db, workers=count, workdir=workdir, start=start)
+                    server.name += f" {kind}"
+                    try:
+                        measures.append(measure(server, case=case, **common))
+                    finally:
+                        server.stop()
+                print(_row(measures[-1]), flush=True)
+            if not args.no_stock:
+                server = start_stock(n=args.vens, start=start)
+                try:
+                    measures.append(measure(server, case=case, **common))
+                finally:
+                    server.stop()
+                print(_row(measures[-1]), flush=True)
+
+    print()
+    print(f"{'case':<7}{'server':<22}{'vens':>6}{'polls/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>7}{'stale':>7}"
+          f"{'reports/s':>9}{'srv us/poll':>10}{'gen us/poll':>9}{'others':>8}")
+    for m in measures:
+        print(_row(m))
+        if m.error_kinds:
+            print(f"       errors: {m.error_kinds}")
+    for case in not_run:
+        print(f"{case:<7}not run: the VTN does not serve {case} yet")
+    print("(srv/gen us/poll: CPU microseconds per poll of the server processes / the generator processes; others: "
+          "cores busy with other work on the machine during the window)")
+
+    def best(case: str, project: bool) -> float:
+        figures = [m.polls_per_s for m in measures if m.case == case and m.server.startswith("project") == project]
+        return max(figures) if figures else 0.0
+
+    x, stock_x = best("plain", True), best("plain", False)
+    errors = sum(m.errors + m.stale for m in measures)
+    print(f"polls_per_s={x:.0f} tls_polls_per_s={best('tls', True):.0f} signed_polls_per_s={best('signed', True):.0f} "
+          f"baseline_ratio={x / stock_x if stock_x else float('nan'):.2f} errors={errors}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
