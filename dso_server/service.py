@@ -34,7 +34,7 @@ import os
 import socket
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from types import TracebackType
 from typing import Any
@@ -62,7 +62,7 @@ from dso_server.store.engine import redact
 from dso_server.store.grid_store import GridConflict, GridStore
 from dso_server.store.sqlite import DsoStore
 from dso_server.transport.oadr20b.vtn import DsoVtn
-from protocol.clock import Clock, WallClock
+from protocol.clock import Clock, WallClock, speed_of
 from protocol.timebase import INTERVAL, floor_to_interval
 
 logger = logging.getLogger(__name__)
@@ -176,7 +176,10 @@ class DsoServer:
                                                       listeners.api if listeners else None)
             stack.push_async_callback(api_runner.cleanup)
             if GridStore(store).grid() is not None:
-                planning = asyncio.create_task(self._plan(store, settings.planner_config()), name="dso-planning")
+                # Non-firm changes keep one VEN poll period of lead time, in the server clock's seconds.
+                config = replace(settings.planner_config(),
+                                 lead_time_s=settings.poll_interval_s * speed_of(self.clock))
+                planning = asyncio.create_task(self._plan(store, config), name="dso-planning")
                 stack.push_async_callback(_cancel, planning)
         except BaseException:
             await stack.aclose()

@@ -17,6 +17,11 @@ Theory of operation
   non-firm event per local day, *modified* at every run (modification number + 1; intervals already begun keep
   their values, so compliance judges them by what was in force). Stacking a second non-firm event would be
   wrong anyway: of one firmness the lowest applies (PROFILE §6.1), so a second event could only tighten.
+  **Lead time**: an interval that starts within ``lead_time_s`` of the run (one poll period of the VENs, in
+  server-clock seconds) keeps the non-firm limits in force for every household: a VEN that learns of a lower
+  limit only at its next poll would otherwise be over it until then. Keeping all households' values of that
+  interval (not only the lowered ones) keeps the transformer invariant the run that set them checked. A
+  household whose non-firm event did not change is not modified, so its VEN is sent nothing.
 
 Both runs only happen while a grid is loaded; without one the server behaves as before.
 """
@@ -25,7 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -47,6 +52,7 @@ from dso_server.capacity.grid import Grid
 from dso_server.capacity.grid_allocation import GridAllocation, firm_for_grid, non_firm_for_grid
 from dso_server.capacity.powerflow import FeederModel, Limits
 from dso_server.errors import IllegalSignalChange
+from dso_server.records import Signal
 from dso_server.store.grid_store import AllocationRun, GridStore
 from dso_server.store.sqlite import DsoStore
 from protocol.effective import lowest_limits
@@ -70,6 +76,9 @@ class PlannerConfig:
     silent_after_intervals: int = 4
     min_voltage_pu: float = 0.9
     max_voltage_pu: float = 1.1
+    lead_time_s: float = 0.0
+    """Non-firm limits of intervals starting sooner than this after a run are left as they are (server clock
+    seconds; the server sets one VEN poll period, scaled to its clock)."""
 
 
 def _history_days(day: date, window_days: int) -> list[date]:
@@ -279,6 +288,7 @@ def run_near_real_time(store: DsoStore, grid: Grid, *, now: datetime, config: Pl
                                                           weight=np.array([c.contracted_max_export_kw for c in cps])))
     nf = non_firm_for_grid(grid, firm=firm, expected_import_kw=np.stack(expected_imp),
                            expected_export_kw=np.stack(expected_exp), limits=_limits(config), models=models)
+    nf = _keep_within_lead_time(nf, signals, starts, now=now, lead_time_s=config.lead_time_s)
     new: dict[str, CapacityBandwidth] = {}
     modified = 0
     with store.transaction():
@@ -304,6 +314,21 @@ def run_near_real_time(store: DsoStore, grid: Grid, *, now: datetime, config: Pl
                                 summary=summary)
     logger.info("Near-real-time non-firm allocation from %s: %s", starts[0].isoformat(), summary)
     return run
+
+
+def _keep_within_lead_time(nf: GridAllocation, signals: dict[str, list[Signal]], starts: Sequence[datetime], *,
+                           now: datetime, lead_time_s: float) -> GridAllocation:
+    """``nf`` with the intervals that start within the lead time set back to the non-firm limits in force."""
+    frozen = [i for i, s in enumerate(starts) if s < now + timedelta(seconds=lead_time_s)]
+    if not frozen:
+        return nf
+    import_kw, export_kw = nf.import_kw.copy(), nf.export_kw.copy()
+    for h, ean in enumerate(nf.eans):
+        in_force = lowest_limits([s.payload for s in signals[ean] if not s.cancelled
+                                  and isinstance(s.payload, CapacityBandwidth)], Firmness.NON_FIRM)
+        for i in frozen:
+            import_kw[h, i], export_kw[h, i] = in_force.get(starts[i], (0.0, 0.0))
+    return replace(nf, import_kw=import_kw, export_kw=export_kw)
 
 
 def _update_non_firm(store: DsoStore, gstore: GridStore, ean: str, starts: Sequence[datetime],
