@@ -33,6 +33,7 @@ from dso_server.lifecycle import (
     relevant_signals,
 )
 from dso_server.records import EventResponse, Household
+from dso_server.store.changes import ChangeBatch, ChangeFeed, prune
 from dso_server.store.engine import open_database
 from dso_server.store.grid_store import GridStore
 from dso_server.store.schema import MIGRATIONS, SCHEMA_VERSION, AddColumn, Migration, migrate
@@ -370,3 +371,61 @@ def test_an_old_sqlite_file_written_by_sqlite_utils_is_migrated(tmp_path: Path) 
         assert (run.kind, run.summary, run.status, run.error) == ("firm", {"households": 1}, "ok", None)
         later = store.publish({EAN_A: bandwidth(3)}, now=NOW + Q)  # and it works as a store of today
         assert store.signals(connection_point_id=EAN_A)[-1].event_id == later.signals[0].event_id
+
+
+# ----------------------------------------------------------------------------------------------- change log
+
+
+def test_the_change_log_names_each_household_whose_events_changed_and_who_wrote(db_location: str) -> None:
+    with DsoStore(db_location, origin="worker-a") as writer, DsoStore(db_location, origin="worker-b") as other:
+        writer.put_households([Household(contract(EAN_A), "feeder-1"), Household(contract(EAN_B), "feeder-1")],
+                              now=NOW)
+        feed = ChangeFeed(other.db)
+        feed.start()
+        assert feed.read() == ChangeBatch((), True)
+        ven = writer.register_ven(EAN_A, now=NOW)
+        event_id = writer.publish({EAN_A: bandwidth(5), EAN_B: bandwidth(5)}, now=NOW).signals[0].event_id
+        writer.modify_signal(event_id, bandwidth(4), now=NOW)
+        other.record_delivery(ven.ven_id, frozenset({(event_id, 1, "far")}), now=NOW)
+        writer.record_responses(ven.ven_id, [EventResponse(event_id, 1, "optIn", 200, "OK")], now=NOW)
+        writer.record_responses(ven.ven_id, [EventResponse("ev-unknown", 1, "optIn", 200, "OK")], now=NOW)
+        writer.cancel_registration(ven.ven_id)
+        batch = feed.read()
+        assert batch.complete
+        assert [(c.connection_point_id, c.kind, c.origin) for c in batch.changes] == [
+            (EAN_A, "ven", "worker-a"), (EAN_A, "signals", "worker-a"), (EAN_B, "signals", "worker-a"),
+            (EAN_A, "signals", "worker-a"), (EAN_A, "delivery", "worker-b"), (EAN_A, "ack", "worker-a"),
+            (EAN_A, "ven", "worker-a")]
+        assert feed.read().changes == ()  # each change once
+        with pytest.raises(UnknownHousehold):
+            writer.publish({EAN_UNKNOWN: bandwidth(5)}, now=NOW)
+        assert feed.read().changes == ()  # nothing logged for what was not stored
+
+
+def test_a_reader_that_fell_behind_the_pruned_log_is_told_to_drop_everything(db_location: str) -> None:
+    with DsoStore(db_location) as store:
+        store.put_households([Household(contract(EAN_A), None)], now=NOW)
+        feed = ChangeFeed(store.db)
+        feed.start()
+        for _ in range(5):
+            store.publish({EAN_A: bandwidth(5)}, now=NOW)
+        assert prune(store.db, keep_rows=2) == 3
+        batch = feed.read()
+        assert not batch.complete and len(batch.changes) == 2
+        assert feed.read() == ChangeBatch((), True)  # caught up again
+
+
+def test_a_change_committed_after_a_later_one_is_not_missed(postgres_url: str) -> None:
+    """PostgreSQL: transaction 1 takes the smaller id but commits after transaction 2; the reader, which saw
+    2's row, still gets 1's at its next read."""
+    with DsoStore(postgres_url, origin="one") as one, DsoStore(postgres_url, origin="two") as two, \
+            DsoStore(postgres_url) as reader:
+        one.put_households([Household(contract(EAN_A), None), Household(contract(EAN_B), None)], now=NOW)
+        feed = ChangeFeed(reader.db)
+        feed.start()
+        with one.transaction():
+            one.publish({EAN_A: bandwidth(5)}, now=NOW)  # id n, not committed yet
+            two.publish({EAN_B: bandwidth(5)}, now=NOW)  # id n + 1, committed
+            assert [c.origin for c in feed.read().changes] == ["two"]
+        assert [c.origin for c in feed.read().changes] == ["one"]
+        assert feed.read().changes == ()

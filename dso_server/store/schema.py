@@ -160,14 +160,15 @@ _V2_INDEXES: tuple[IndexSpec, ...] = (
     ("allocation_runs", ["kind", "day"], False),
 )
 
-# What changed for which connection point, in commit order: how every VTN worker learns that a VEN's cached
-# events are stale (dso_server.store.changes). ``seq`` comes from the one-row change_counter, whose row lock
-# orders concurrent writers, so a reader that saw seq n has seen every change up to n.
+# What changed for which connection point: how every VTN worker learns that what it holds in memory about a VEN
+# is stale (dso_server.store.changes). ``id`` grows with each row; ``xid`` is the PostgreSQL transaction that
+# wrote it (NULL on SQLite, whose writers take turns), so a reader can also pick up rows of transactions that were
+# still open at its last read.
 _V3_TABLES: tuple[TableSpec, ...] = (
-    ("change_counter", {"id": int, "seq": int}, "id", {"seq"}, []),
-    ("changes", {"seq": int, "connection_point_id": str, "kind": str, "origin": str, "changed_at": str},
-     ("seq", "connection_point_id", "kind"), {"origin", "changed_at"}, []),
+    ("changes", {"id": int, "xid": int, "connection_point_id": str, "kind": str, "origin": str},
+     "id", {"connection_point_id", "kind", "origin"}, []),
 )
+_V3_INDEXES: tuple[IndexSpec, ...] = (("changes", ["xid"], False),)
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "households, VEN registrations, signals, responses, reports",
@@ -178,6 +179,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         AddColumn("allocation_runs", "error", str),
         AddColumn("allocation_runs", "worker", str),
         CreateTables(_V3_TABLES),
+        CreateIndexes(_V3_INDEXES),
     )),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
@@ -249,11 +251,6 @@ def _apply(db: Database, step: Step) -> None:
         db.execute(add_column_sql(db.dialect, step))
 
 
-def _seed(db: Database, version: int) -> None:
-    if version == 3:
-        db.execute("INSERT INTO change_counter (id, seq) VALUES (1, 0) ON CONFLICT (id) DO NOTHING")
-
-
 def migrate(db: Database, *, target: int = SCHEMA_VERSION, migrations: Sequence[Migration] = MIGRATIONS) -> int:
     """Bring ``db`` to schema version ``target`` (all or nothing); the version it had before."""
     if not migrations or target > migrations[-1].version:
@@ -272,7 +269,6 @@ def migrate(db: Database, *, target: int = SCHEMA_VERSION, migrations: Sequence[
             if found < migration.version <= target:
                 for step in migration.steps:
                     _apply(db, step)
-                _seed(db, migration.version)
         if found < target:
             db.set_schema_version(target)
     return found

@@ -49,6 +49,7 @@ from dso_server.records import (
     Ven,
     kind_of,
 )
+from dso_server.store.changes import ACK, DELIVERY, SIGNALS, VEN, record_changes
 from dso_server.store.engine import MEMORY, Database, open_database
 from dso_server.store.schema import SCHEMA_VERSION, migrate
 from protocol import CapacityBandwidth, ComfortStatus, HouseholdContract, Plan, Telemetry, TouTariff
@@ -199,6 +200,7 @@ class DsoStore:
                     "fingerprint": fingerprint,
                 })
             self.db.execute("DELETE FROM deliveries WHERE ven_id = ?", [ven_id])
+            record_changes(self.db, VEN, [ven_name], origin=self.origin)
         ven = self.ven(ven_id)
         assert ven is not None
         return ven
@@ -215,13 +217,23 @@ class DsoStore:
         return [_ven(row) for row in self._rows("SELECT * FROM vens ORDER BY ven_name")]
 
     def touch_ven(self, ven_id: str, *, now: datetime) -> None:
-        self.db.execute("UPDATE vens SET last_seen_at = ? WHERE ven_id = ?", [to_text(now), ven_id])
+        self.touch_vens({ven_id: now})
+
+    def touch_vens(self, last_seen: Mapping[str, datetime]) -> None:
+        """Record when VENs were last heard from (one transaction); never moves a VEN's time backwards, so
+        workers flushing what they saw in any order leave the latest."""
+        rows = [(to_text(moment), ven_id, to_text(moment)) for ven_id, moment in last_seen.items()]
+        if rows:
+            self.db.executemany("UPDATE vens SET last_seen_at = ? WHERE ven_id = ? AND "
+                                "(last_seen_at IS NULL OR last_seen_at < ?)", rows)
 
     def cancel_registration(self, ven_id: str) -> Ven:
         """The VEN left (oadrCancelPartyRegistration): it must register again before it is served."""
-        if self.ven(ven_id) is None:
+        known = self.ven(ven_id)
+        if known is None:
             raise UnknownVen(ven_id)
         with self.transaction():
+            record_changes(self.db, VEN, [known.connection_point_id], origin=self.origin)
             self.db.execute("UPDATE vens SET registration_id = NULL WHERE ven_id = ?", [ven_id])
             self.db.execute("DELETE FROM deliveries WHERE ven_id = ?", [ven_id])
             self.db.execute("DELETE FROM report_requests WHERE ven_id = ?", [ven_id])
@@ -250,6 +262,7 @@ class DsoStore:
                 "created_at": at, "modified_at": at, "cancelled": 0, "publication_id": publication_id,
                 "start_at": to_text(signal.start), "end_at": to_text(signal.end),
             } for signal in signals])
+            record_changes(self.db, SIGNALS, payloads, origin=self.origin)
         return Publication(publication_id, signals)
 
     def signal(self, event_id: str) -> Signal:
@@ -303,6 +316,7 @@ class DsoStore:
                             "end_at = ? WHERE event_id = ?",
                             [payload.model_dump_json(), signal.modification_number + 1, to_text(now),
                              to_text(payload.start), to_text(payload.end), event_id])
+            record_changes(self.db, SIGNALS, [signal.connection_point_id], origin=self.origin)
         return self.signal(event_id)
 
     def cancel_signal(self, event_id: str, *, now: datetime) -> Signal:
@@ -312,6 +326,7 @@ class DsoStore:
         with self.transaction():
             self.db.execute("UPDATE signals SET cancelled = 1, modification_number = ?, modified_at = ? "
                             "WHERE event_id = ?", [signal.modification_number + 1, to_text(now), event_id])
+            record_changes(self.db, SIGNALS, [signal.connection_point_id], origin=self.origin)
         return self.signal(event_id)
 
     def modify_publication(
@@ -352,15 +367,26 @@ class DsoStore:
             return None
         return frozenset((str(e), int(m), str(s)) for e, m, s in json.loads(rows[0]["delivered"]))
 
-    def record_delivery(self, ven_id: str, keys: frozenset[DeliveryKey], *, now: datetime) -> None:
-        self.db.upsert("deliveries", {"ven_id": ven_id, "delivered": json.dumps(sorted(keys)),
-                                      "delivered_at": to_text(now)}, pk="ven_id")
+    def record_delivery(self, ven_id: str, keys: frozenset[DeliveryKey], *, now: datetime,
+                        connection_point_id: str | None = None) -> None:
+        """What the VEN was sent (or, when the set only shrank, now knows). ``connection_point_id`` saves a read
+        when the caller knows it."""
+        if connection_point_id is None:
+            ven = self.ven(ven_id)
+            if ven is None:
+                raise UnknownVen(ven_id)
+            connection_point_id = ven.connection_point_id
+        with self.transaction():
+            self.db.upsert("deliveries", {"ven_id": ven_id, "delivered": json.dumps(sorted(keys)),
+                                          "delivered_at": to_text(now)}, pk="ven_id")
+            record_changes(self.db, DELIVERY, [connection_point_id], origin=self.origin)
 
     # ------------------------------------------------------------------------------------------- responses
 
     def record_responses(self, ven_id: str, responses: Iterable[EventResponse], *, now: datetime) -> list[str]:
         """Store the VEN's eventResponses as received (one transaction). Returns the event ids it ignored
         because they name no event of this VEN's household."""
+        responses = list(responses)
         ven = self.ven(ven_id)
         if ven is None:
             raise UnknownVen(ven_id)
@@ -378,6 +404,8 @@ class DsoStore:
                     "response_code": response.response_code, "response_description": response.response_description,
                     "received_at": to_text(now),
                 })
+            if len(ignored) < len(responses):
+                record_changes(self.db, ACK, [ven.connection_point_id], origin=self.origin)
         return ignored
 
     def responses(self, *, event_id: str | None = None, connection_point_id: str | None = None

@@ -1,0 +1,108 @@
+"""The VTN's per-VEN cache and batched liveness over a real store (both backends): a poll sees every change
+committed before it, by this writer or another; nothing is read again for a household that did not change;
+liveness reaches the store in batches and never goes backwards."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from dso_server.records import EventResponse, Household
+from dso_server.store.sqlite import DsoStore
+from dso_server.transport.ven_cache import Liveness, VenCache
+from protocol import BandwidthInterval, CapacityBandwidth, Firmness, HouseholdContract, make_ean18
+
+NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+Q = timedelta(minutes=15)
+EAN_A = make_ean18("87168712000000001")
+EAN_B = make_ean18("87168712000000002")
+
+
+def contract(ean: str) -> HouseholdContract:
+    return HouseholdContract(connection_point_id=ean, contracted_max_import_kw=17.0, contracted_max_export_kw=10.0,
+                             failsafe_import_kw=4.2, failsafe_export_kw=4.2, failsafe_duration_s=7200)
+
+
+def bandwidth(value: float) -> CapacityBandwidth:
+    return CapacityBandwidth(firmness=Firmness.FIRM, intervals=(
+        BandwidthInterval(start=NOW + 4 * Q, import_limit_kw=value, export_limit_kw=5.0),))
+
+
+@pytest.fixture
+def stores(db_location: str) -> Iterator[tuple[DsoStore, DsoStore]]:
+    """The VTN's store and another writer's (another worker, the planner's thread)."""
+    with DsoStore(db_location, origin="vtn") as vtn, DsoStore(db_location, origin="elsewhere") as other:
+        vtn.put_households([Household(contract(EAN_A), None), Household(contract(EAN_B), None)], now=NOW)
+        yield vtn, other
+
+
+async def test_a_change_by_any_writer_reaches_the_next_poll_and_nothing_else_is_reloaded(
+        stores: tuple[DsoStore, DsoStore]) -> None:
+    vtn, other = stores
+    a, b = vtn.register_ven(EAN_A, now=NOW), vtn.register_ven(EAN_B, now=NOW)
+    cache = VenCache(vtn)
+    await cache.fresh()
+    state_a, state_b = cache.get(a.ven_id, NOW), cache.get(b.ven_id, NOW)
+    assert state_a is not None and state_b is not None and cache.loads == 2
+    assert state_a.plan(NOW).keys == frozenset() and not state_a.plan(NOW).due
+    event = other.publish({EAN_A: bandwidth(5)}, now=NOW).signals[0]  # another worker's API
+    assert cache.get(a.ven_id, NOW) is state_a  # not yet read: the cache answers as it was ...
+    await cache.fresh()  # ... until the next poll's read
+    fresh_a = cache.get(a.ven_id, NOW)
+    assert fresh_a is not state_a and cache.get(b.ven_id, NOW) is state_b and cache.loads == 3
+    plan = fresh_a.plan(NOW)
+    assert plan.due and [s.event_id for s in plan.signals] == [event.event_id]
+    cache.record_delivery(fresh_a, plan.keys, NOW)
+    await cache.fresh()
+    assert cache.get(a.ven_id, NOW) is fresh_a and not fresh_a.plan(NOW).due  # its own delivery: kept
+    other.modify_signal(event.event_id, bandwidth(3), now=NOW)
+    await cache.fresh()
+    assert cache.get(a.ven_id, NOW).plan(NOW).due  # type: ignore[union-attr]
+    other.record_delivery(a.ven_id, frozenset({(event.event_id, 1, "far")}), now=NOW)  # delivered elsewhere
+    await cache.fresh()
+    assert not cache.get(a.ven_id, NOW).plan(NOW).due  # type: ignore[union-attr]
+    assert cache.get("ven-unknown", NOW) is None
+
+
+async def test_one_read_of_the_change_log_serves_every_request_waiting(stores: tuple[DsoStore, DsoStore]) -> None:
+    cache = VenCache(stores[0])
+    await asyncio.gather(*(cache.fresh() for _ in range(50)))
+    assert cache.reads == 1
+    await cache.fresh()
+    assert cache.reads == 2
+
+
+async def test_a_cancellation_acknowledged_here_or_elsewhere_leaves_the_delivery(
+        stores: tuple[DsoStore, DsoStore]) -> None:
+    vtn, other = stores
+    a = vtn.register_ven(EAN_A, now=NOW)
+    event = vtn.publish({EAN_A: bandwidth(5)}, now=NOW).signals[0]
+    cache = VenCache(vtn)
+    other.cancel_signal(event.event_id, now=NOW)
+    await cache.fresh()
+    state = cache.get(a.ven_id, NOW)
+    assert state is not None and [s.cancelled for s in state.plan(NOW).signals] == [True]
+    cache.record_responses(state, [EventResponse(event.event_id, 1, "optIn", 200, "OK")], NOW)
+    assert state.plan(NOW).signals == []
+    other.register_ven(EAN_A, now=NOW)  # registering again elsewhere forgets what was delivered
+    await cache.fresh()
+    assert cache.get(a.ven_id, NOW) is not state
+
+
+async def test_liveness_is_written_in_batches_and_never_goes_back(stores: tuple[DsoStore, DsoStore]) -> None:
+    vtn, other = stores
+    a, b = vtn.register_ven(EAN_A, now=NOW), vtn.register_ven(EAN_B, now=NOW)
+    liveness = Liveness(other, flush_interval_s=0.01)
+    for second in range(100):
+        liveness.seen(a.ven_id, NOW + timedelta(seconds=second))
+    liveness.seen(b.ven_id, NOW + timedelta(seconds=5))
+    assert vtn.ven(a.ven_id).last_seen_at == NOW  # type: ignore[union-attr]
+    assert await liveness.flush() == 2
+    assert vtn.ven(a.ven_id).last_seen_at == NOW + timedelta(seconds=99)  # type: ignore[union-attr]
+    liveness.seen(a.ven_id, NOW + timedelta(seconds=50))  # another worker's older sighting, flushed later
+    await liveness.flush()
+    assert vtn.ven(a.ven_id).last_seen_at == NOW + timedelta(seconds=99)  # type: ignore[union-attr]
+    assert vtn.ven(b.ven_id).last_seen_at == NOW + timedelta(seconds=5)  # type: ignore[union-attr]
