@@ -32,6 +32,7 @@ import itertools
 import logging
 import os
 import socket
+import time
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
@@ -41,6 +42,7 @@ from typing import Any
 
 from aiohttp import web
 
+from dso_server import metrics
 from dso_server.api.app import create_app
 from dso_server.capacity.forecast import day_intervals
 from dso_server.capacity.grid import load_grid
@@ -224,6 +226,7 @@ class DsoServer:
                     except StoreError as error:
                         logger.warning("Cannot take the planner lock: %s", error)
                     if self.planner_active:
+                        metrics.PLANNER_ACTIVE.inc()
                         logger.info("This server (%s) runs the planner", self.origin)
                 wake = now + timedelta(seconds=retry_s)
                 if self.planner_active:
@@ -232,10 +235,14 @@ class DsoServer:
                     except StoreError as error:
                         # The connection (and with it a PostgreSQL lock) may be gone: take the lock anew.
                         logger.error("Planner lost the store: %s; it will try to take the planner lock again", error)
-                        planner_store.db.unlock(PLANNER_LOCK)
+                        with contextlib.suppress(StoreError):
+                            planner_store.db.unlock(PLANNER_LOCK)
                         self.planner_active = False
+                        metrics.PLANNER_ACTIVE.dec()
                 await self.clock.sleep(max((wake - self.clock.now()).total_seconds(), 0.001))
         finally:
+            if self.planner_active:
+                metrics.PLANNER_ACTIVE.dec()
             self.planner_active = False
             with contextlib.suppress(StoreError):
                 planner_store.db.unlock(PLANNER_LOCK)
@@ -264,11 +271,15 @@ class DsoServer:
     def _guarded(gstore: GridStore, kind: str, day: date | None, now: datetime, config: PlannerConfig,
                  run: Any) -> None:
         """Run one allocation; a failure is recorded in the store as a failed run (and logged), never lost."""
+        began = time.perf_counter()
         try:
-            run()
+            done = run()
         except StoreError:
+            metrics.PLANNER_RUNS.labels(kind, "failed").inc()
             raise
         except Exception as error:
+            metrics.PLANNER_RUNS.labels(kind, "failed").inc()
+            metrics.PLANNER_SECONDS.labels(kind).observe(time.perf_counter() - began)
             logger.exception("Capacity allocation run (%s) at %s failed", kind, now.isoformat())
             if day is not None:
                 starts = day_intervals(day, config.timezone)
@@ -279,6 +290,10 @@ class DsoServer:
             gstore.record_run(kind=kind, day=day.isoformat() if day else None, window_start=window[0],
                               window_end=window[1], publication_id=None, now=now, summary={},
                               error=f"{type(error).__name__}: {error}"[:2000])
+            return
+        if done is not None:  # None: nothing was due (the day has its firm run already)
+            metrics.PLANNER_RUNS.labels(kind, "ok").inc()
+            metrics.PLANNER_SECONDS.labels(kind).observe(time.perf_counter() - began)
 
     # ------------------------------------------------------------------- publishing from Python (the demo)
 

@@ -33,6 +33,7 @@ from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from dso_server.errors import StoreError, StoreIntegrityError, StoreUnavailable
+from dso_server.metrics import timed_store
 
 MEMORY = ":memory:"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -209,21 +210,21 @@ class SqliteDatabase(Database):
             raise _sqlite_error(error, self.location) from None
 
     def query(self, sql: str, params: Params | Mapping[str, Any] = ()) -> list[Row]:
-        with self._lock:
+        with self._lock, timed_store("read"):
             try:
                 return self._connection.execute(sql, params).fetchall()
             except sqlite3.Error as error:
                 raise _sqlite_error(error, self.location) from None
 
     def execute(self, sql: str, params: Params = ()) -> int:
-        with self._lock:
+        with self._lock, timed_store("write"):
             try:
                 return self._connection.execute(sql, params).rowcount
             except sqlite3.Error as error:
                 raise _sqlite_error(error, self.location) from None
 
     def executemany(self, sql: str, rows: Iterable[Params]) -> None:
-        with self._lock, self.transaction():
+        with self._lock, self.transaction(), timed_store("write"):
             try:
                 self._connection.executemany(sql, rows)
             except sqlite3.Error as error:
@@ -248,11 +249,12 @@ class SqliteDatabase(Database):
                 raise
             self._depth = depth
             try:
-                self.execute("COMMIT" if depth == 0 else f"RELEASE sp{depth}")
-            except StoreError:
+                with timed_store("commit"):
+                    self._connection.execute("COMMIT" if depth == 0 else f"RELEASE sp{depth}")
+            except sqlite3.Error as error:
                 if depth == 0 and self._connection.in_transaction:
                     self._connection.execute("ROLLBACK")
-                raise
+                raise _sqlite_error(error, self.location) from None
 
     def close(self) -> None:
         with self._lock:

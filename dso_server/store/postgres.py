@@ -25,6 +25,7 @@ from psycopg.adapt import Dumper
 from psycopg.rows import dict_row
 
 from dso_server.errors import StoreError, StoreIntegrityError, StoreUnavailable
+from dso_server.metrics import timed_store
 from dso_server.store.engine import Database, Params, Row, redact
 
 SCHEMA_LOCK_KEY = 0x44_53_4F_5F_53_43_48  # "DSO_SCH": the advisory lock migrations take
@@ -86,21 +87,21 @@ class PostgresDatabase(Database):
         return self._connection
 
     def query(self, sql: str, params: Params | Mapping[str, Any] = ()) -> list[Row]:
-        with self._lock:
+        with self._lock, timed_store("read"):
             try:
                 return self._usable().execute(to_psycopg(sql), params or None).fetchall()
             except psycopg.Error as error:
                 raise _error(error, self.location) from None
 
     def execute(self, sql: str, params: Params = ()) -> int:
-        with self._lock:
+        with self._lock, timed_store("write"):
             try:
                 return self._usable().execute(to_psycopg(sql), params or None).rowcount
             except psycopg.Error as error:
                 raise _error(error, self.location) from None
 
     def executemany(self, sql: str, rows: Iterable[Params]) -> None:
-        with self._lock, self.transaction():
+        with self._lock, self.transaction(), timed_store("write"):
             try:
                 with self._connection.cursor() as cursor:
                     cursor.executemany(to_psycopg(sql), rows)
@@ -113,10 +114,17 @@ class PostgresDatabase(Database):
             depth = self._depth
             connection = self._usable()
             self._depth = depth + 1
+            transaction = connection.transaction()
             try:
-                with connection.transaction():
+                transaction.__enter__()
+                try:
                     yield
-            except psycopg.Error as error:  # raised by COMMIT itself (a deferred check, a lost connection)
+                except BaseException as error:
+                    transaction.__exit__(type(error), error, error.__traceback__)
+                    raise
+                with timed_store("commit"):
+                    transaction.__exit__(None, None, None)
+            except psycopg.Error as error:  # raised by BEGIN or COMMIT (a deferred check, a lost connection)
                 raise _error(error, self.location) from None
             finally:
                 self._depth = depth
