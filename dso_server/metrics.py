@@ -27,9 +27,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -42,33 +42,52 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 REGISTRY = CollectorRegistry(auto_describe=True)
 """This process's metrics (not prometheus_client's global registry, so tests and libraries stay apart)."""
 
-POLLS = Counter("dso_vtn_polls", "oadrPoll messages answered", registry=REGISTRY)
-DISTRIBUTIONS = Counter("dso_vtn_distributions", "oadrDistributeEvent sent in answer to an oadrPoll",
-                        registry=REGISTRY)
-MESSAGES = Counter("dso_vtn_messages", "OpenADR 2.0b messages answered, by type", ["message_type"],
-                   registry=REGISTRY)
-EVENT_RESPONSES = Counter("dso_vtn_event_responses", "eventResponses received in oadrCreatedEvent",
-                          ["response_code", "opt_type"], registry=REGISTRY)
-STORE_READS = Counter("dso_vtn_store_reads", "reads of the store on the VTN's path: VEN state loaded, change log",
-                      ["reason"], registry=REGISTRY)
-PLANNER_RUNS = Counter("dso_planner_runs", "capacity allocation runs", ["kind", "status"], registry=REGISTRY)
-PLANNER_SECONDS = Histogram("dso_planner_run_seconds", "duration of a capacity allocation run", ["kind"],
-                            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300), registry=REGISTRY)
-PLANNER_ACTIVE = Gauge("dso_planner_active", "1 in the server that holds the planner lock and runs the allocation",
-                       registry=REGISTRY, multiprocess_mode="livesum")
-STORE_SECONDS = Histogram("dso_store_seconds", "time spent in one store call", ["operation"],
-                          buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                   0.1, 0.25, 1.0),
-                          registry=REGISTRY)
-_STORE_READ = STORE_SECONDS.labels("read")
-_STORE_WRITE = STORE_SECONDS.labels("write")
-_STORE_COMMIT = STORE_SECONDS.labels("commit")
+
+def _create() -> dict[str, Any]:
+    # prometheus_client picks file-backed values when PROMETHEUS_MULTIPROC_DIR is set *when it is imported*; the
+    # supervisor of ``serve --workers`` sets it later, before the first metric is used, so look again here.
+    values.ValueClass = values.get_value_class()
+    store_seconds = Histogram(
+        "dso_store_seconds", "time spent in one store call", ["operation"], registry=REGISTRY,
+        buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
+    return {
+        "POLLS": Counter("dso_vtn_polls", "oadrPoll messages answered", registry=REGISTRY),
+        "DISTRIBUTIONS": Counter("dso_vtn_distributions", "oadrDistributeEvent sent in answer to an oadrPoll",
+                                 registry=REGISTRY),
+        "MESSAGES": Counter("dso_vtn_messages", "OpenADR 2.0b messages answered, by type", ["message_type"],
+                            registry=REGISTRY),
+        "EVENT_RESPONSES": Counter("dso_vtn_event_responses", "eventResponses received in oadrCreatedEvent",
+                                   ["response_code", "opt_type"], registry=REGISTRY),
+        "STORE_READS": Counter("dso_vtn_store_reads", "reads of the store on the VTN's path: VEN state loaded, "
+                               "change log read", ["reason"], registry=REGISTRY),
+        "PLANNER_RUNS": Counter("dso_planner_runs", "capacity allocation runs", ["kind", "status"],
+                                registry=REGISTRY),
+        "PLANNER_SECONDS": Histogram("dso_planner_run_seconds", "duration of a capacity allocation run", ["kind"],
+                                     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+                                     registry=REGISTRY),
+        "PLANNER_ACTIVE": Gauge("dso_planner_active", "1 in the server that holds the planner lock and runs the "
+                                "allocation", registry=REGISTRY, multiprocess_mode="livesum"),
+        "STORE_SECONDS": store_seconds,
+        "_STORE": {operation: store_seconds.labels(operation) for operation in ("read", "write", "commit")},
+    }
+
+
+def __getattr__(name: str) -> Any:
+    """The metrics are made on first use (see ``_create``) and then are plain module attributes."""
+    if name in _NAMES:
+        globals().update(_create())
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_NAMES = frozenset({"POLLS", "DISTRIBUTIONS", "MESSAGES", "EVENT_RESPONSES", "STORE_READS", "PLANNER_RUNS",
+                    "PLANNER_SECONDS", "PLANNER_ACTIVE", "STORE_SECONDS", "_STORE"})
 
 
 @contextmanager
 def timed_store(operation: str) -> Iterator[None]:
     """Observe the duration of one store call (``read``, ``write`` or ``commit``)."""
-    histogram = {"read": _STORE_READ, "write": _STORE_WRITE, "commit": _STORE_COMMIT}[operation]
+    histogram = (globals().get("_STORE") or __getattr__("_STORE"))[operation]
     began = time.perf_counter()
     try:
         yield

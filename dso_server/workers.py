@@ -24,12 +24,15 @@ import ctypes
 import logging
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 
+from dso_server import metrics
 from dso_server.service import DsoServer, Listeners, prepare_store
 from dso_server.settings import DsoSettings
 from dso_server.store.sqlite import DsoStore
@@ -81,10 +84,12 @@ class Supervisor:
         self.workers = workers
         self._context = mp.get_context("fork")  # workers inherit the bound sockets
         self._processes: dict[int, BaseProcess] = {}
+        self._own_metrics_dir: str | None = None
         self.listeners: Listeners | None = None
 
     def open(self) -> Listeners:
         """Migrate the store, load the files, bind the sockets (before any worker exists)."""
+        self._metrics_directory()
         with DsoStore(self.settings.db_path) as store:
             prepare_store(store, self.settings, WallClock().now())
         vtn = _listen(self.settings.vtn_host, self.settings.vtn_port)
@@ -95,6 +100,17 @@ class Supervisor:
             raise
         self.listeners = Listeners(vtn=vtn, api=api)
         return self.listeners
+
+    def _metrics_directory(self) -> None:
+        """Where the workers' metrics go so that a scrape of any worker reports all (``dso_server.metrics``):
+        $PROMETHEUS_MULTIPROC_DIR when set, else a directory of this supervisor's, removed at the end."""
+        if os.environ.get(metrics.MULTIPROC_ENV):
+            return
+        if "POLLS" in vars(metrics):
+            logger.warning("Metrics were in use before the workers started; each worker reports only its own")
+            return
+        self._own_metrics_dir = tempfile.mkdtemp(prefix="dso-metrics-")
+        os.environ[metrics.MULTIPROC_ENV] = self._own_metrics_dir
 
     @property
     def pids(self) -> dict[int, int | None]:
@@ -128,6 +144,7 @@ class Supervisor:
                         logger.error("VTN worker %d (pid %s) exited with %s; starting it again", index, process.pid,
                                      process.exitcode)
                         process.join()
+                        self._forget_metrics(process.pid)
                         time.sleep(RESTART_DELAY_S)
                         if not stop["requested"]:
                             self._start(index)
@@ -150,7 +167,19 @@ class Supervisor:
                 process.kill()
                 process.join()
 
+    @staticmethod
+    def _forget_metrics(pid: int | None) -> None:
+        directory = os.environ.get(metrics.MULTIPROC_ENV)
+        if directory and pid is not None:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(pid, directory)
+
     def close(self) -> None:
+        if self._own_metrics_dir is not None:
+            shutil.rmtree(self._own_metrics_dir, ignore_errors=True)
+            os.environ.pop(metrics.MULTIPROC_ENV, None)
+            self._own_metrics_dir = None
         if self.listeners is not None:
             self.listeners.vtn.close()
             self.listeners.api.close()
