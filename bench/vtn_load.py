@@ -280,6 +280,8 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self.sent_at = 0.0
+        """When the outstanding request was sent (monotonic); the watchdog fails requests older than 30 s."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -310,8 +312,15 @@ class Connection(asyncio.Protocol):
     async def request(self, raw: bytes) -> tuple[int, bytes]:
         assert self.transport is not None
         self.waiter = asyncio.get_running_loop().create_future()
+        self.sent_at = time.monotonic()
         self.transport.write(raw)
         return await self.waiter
+
+    def expire(self, now: float, timeout_s: float) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done() and now - self.sent_at > timeout_s:
+            self.waiter = None
+            waiter.set_exception(TimeoutError(f"no answer within {timeout_s:g} s"))
 
 
 def http_post(path: str, body: bytes) -> bytes:
@@ -430,7 +439,7 @@ async def _run_ven(ven: Ven, spec: GeneratorSpec, result: GeneratorResult, t0: f
         try:
             if ven.telemetry and now >= next_report:
                 next_report += spec.telemetry_every_s
-                status, body = await asyncio.wait_for(ven.connection.request(ven.report), 30)
+                status, body = await ven.connection.request(ven.report)
                 if status != 200 or b"oadrUpdatedReport" not in body:
                     _error(result, f"report {status}")
                 else:
@@ -438,7 +447,7 @@ async def _run_ven(ven: Ven, spec: GeneratorSpec, result: GeneratorResult, t0: f
                 continue
             changed = change_at.value
             sent = clock()
-            status, body = await asyncio.wait_for(ven.connection.request(ven.poll), 30)
+            status, body = await ven.connection.request(ven.poll)
             done = clock()
         except (TimeoutError, ConnectionError, OSError) as error:
             _error(result, type(error).__name__)
@@ -490,10 +499,20 @@ def generator_main(spec: GeneratorSpec, ready: Any, go: Any, change: tuple[Any, 
         t_end = t0 + spec.duration_s
         await asyncio.sleep(max(0.0, t0 - spec.warmup_s - time.monotonic()))
         tasks = [asyncio.create_task(_run_ven(ven, spec, result, t0, t_end, change)) for ven in vens]
+
+        async def watchdog() -> None:  # one timer for all connections instead of a timeout per request
+            while True:
+                await asyncio.sleep(1.0)
+                now = time.monotonic()
+                for ven in vens:
+                    ven.connection.expire(now, 30.0)
+
+        guard = asyncio.create_task(watchdog())
         await asyncio.sleep(max(0.0, t0 - time.monotonic()))
         cpu0 = time.process_time()
         await asyncio.gather(*tasks)
         result.cpu_s = time.process_time() - cpu0
+        guard.cancel()
         result.window_s = spec.duration_s
         result.missed_change = sum(not ven.got_change for ven in vens)
         for ven in vens:

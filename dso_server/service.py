@@ -169,6 +169,10 @@ class DsoServer:
             vtn = DsoVtn(store=store, clock=self.clock, vtn_id=settings.vtn_id,
                          poll_interval_s=settings.poll_interval_s, http_path_prefix=settings.http_path_prefix,
                          cert=settings.cert, key=settings.key, passphrase=settings.passphrase)
+            if vtn.liveness.store.db is not store.db:
+                stack.callback(vtn.liveness.store.close)
+            liveness = asyncio.create_task(vtn.liveness.run(), name="dso-liveness")
+            stack.push_async_callback(_cancel, liveness)  # after the VTN stopped serving: a last flush
             listeners = self.listeners
             vtn_runner, self._vtn_port = await _serve(vtn.app, settings.vtn_host, settings.vtn_port,
                                                       listeners.vtn if listeners else None)

@@ -24,6 +24,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -34,6 +35,9 @@ from dso_server.store.changes import ACK, DELIVERY, ChangeFeed, prune
 from dso_server.store.sqlite import DsoStore
 
 logger = logging.getLogger(__name__)
+
+_FRESH_IN_THIS_TASK: ContextVar[bool] = ContextVar("dso_ven_cache_fresh", default=False)
+"""Set by a request's check (``fresh(for_next=True)``) for the handler that follows it in the same task."""
 
 PRUNE_EVERY_S = 60.0
 
@@ -85,8 +89,20 @@ class VenCache:
 
     # ------------------------------------------------------------------------------------------ freshness
 
-    async def fresh(self) -> None:
-        """Return once every change committed before this call is reflected (one shared read per loop turn)."""
+    async def fresh(self, *, for_next: bool = False) -> None:
+        """Return once every change committed before this call is reflected (one shared read per loop turn).
+
+        ``for_next``: the check of a request before its handler runs (the VEN lookup); the handler's own
+        ``fresh()`` in the same asyncio task then returns at once instead of waiting for another read.
+        """
+        if _FRESH_IN_THIS_TASK.get():
+            _FRESH_IN_THIS_TASK.set(False)
+            return
+        await self._wait_for_read()
+        if for_next:
+            _FRESH_IN_THIS_TASK.set(True)
+
+    async def _wait_for_read(self) -> None:
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
         self._waiters.append(waiter)

@@ -30,7 +30,7 @@ import itertools
 import logging
 import warnings
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +40,21 @@ from openleadr.enums import STATUS_CODES
 from openleadr.service import VTNService
 from openleadr.utils import certificate_fingerprint
 
+from dso_server import metrics
 from dso_server.errors import ConfigurationError, UnknownHousehold
-from dso_server.lifecycle import DeliveryKey, delivery_due, delivery_keys, relevant_signals
-from dso_server.records import EventResponse
+from dso_server.lifecycle import DeliveryKey
+from dso_server.records import EventResponse, Signal
 from dso_server.settings import DEFAULT_PATH_PREFIX, DEFAULT_POLL_INTERVAL_S
 from dso_server.store.sqlite import DsoStore, new_id
+from dso_server.transport.ven_cache import Liveness, VenCache
 from protocol import ProfileError
 from protocol.clock import Clock
 from protocol.oadr20b import decode_report, encode_event, report_requests_for
 
 logger = logging.getLogger(__name__)
+
+LIVENESS_FLUSH_S = 5.0
+"""How often what the VENs were last heard from is written to the store (at most every poll interval)."""
 
 
 Handler = Callable[[dict[str, Any]], Awaitable[tuple[str, dict[str, Any]]]]
@@ -129,6 +134,10 @@ class DsoVtn:
             raise ValueError(f"poll_interval_s {poll_interval_s} must be a whole number of seconds >= 1")
         self.store = store
         self.clock = clock
+        # The hot path (dso_server.transport.ven_cache): per-VEN state in memory, refreshed from the store's change
+        # log before each request is answered; liveness written in batches by a connection of its own.
+        self.cache = VenCache(store)
+        self.liveness = Liveness(store.reopen(), flush_interval_s=min(LIVENESS_FLUSH_S, poll_interval_s))
         self.vtn_id = vtn_id
         self.poll_interval_s = poll_interval_s
         # Incoming signatures are only checked on TLS requests (openleadr), which this VTN does not serve yet.
@@ -175,8 +184,12 @@ class DsoVtn:
 
     # -------------------------------------------------------------------------------------- registration
 
-    def ven_lookup(self, ven_id: str) -> dict[str, Any] | None:
-        ven = self.store.ven(ven_id)
+    async def ven_lookup(self, ven_id: str) -> dict[str, Any] | None:
+        """openleadr awaits this before it hands any message but a registration to a handler: the one place
+        every request waits for the change log (``VenCache.fresh``), so the handlers after it see the store."""
+        await self.cache.fresh(for_next=True)
+        state = self.cache.get(str(ven_id), self.clock.now())
+        ven = state.ven if state is not None else None
         if ven is None or ven.registration_id is None:
             return None
         return {"ven_id": ven.ven_id, "ven_name": ven.ven_name, "fingerprint": ven.fingerprint,
@@ -210,55 +223,68 @@ class DsoVtn:
 
     # -------------------------------------------------------------------------------------------- events
 
-    def events_for(self, ven_id: str) -> tuple[list[dict[str, Any]], frozenset[DeliveryKey]]:
-        """All relevant oadrEvents of this VEN, encoded now, and their delivery keys."""
-        now = self.clock.now()
-        ven = self.store.ven(ven_id)
-        if ven is None:
-            return [], frozenset()
-        signals = self.store.signals(connection_point_id=ven.connection_point_id, ending_after=now)
-        relevant = relevant_signals(signals, acknowledged=self.store.acknowledged(ven_id), now=now)
-        events = [
+    def _encode(self, signals: list[Signal], ven_id: str, now: datetime) -> list[dict[str, Any]]:
+        return [
             encode_event(signal.payload, event_id=signal.event_id, modification_number=signal.modification_number,
                          ven_id=ven_id, created_at=signal.created_at, modified_at=signal.modified_at, now=now,
                          cancelled=signal.cancelled)
-            for signal in relevant
+            for signal in signals
         ]
-        return events, delivery_keys(relevant, now)
+
+    def events_for(self, ven_id: str) -> tuple[list[dict[str, Any]], frozenset[DeliveryKey]]:
+        """All relevant oadrEvents of this VEN, encoded now, and their delivery keys."""
+        now = self.clock.now()
+        state = self.cache.get(ven_id, now)
+        if state is None:
+            return [], frozenset()
+        plan = state.plan(now)
+        return self._encode(plan.signals, ven_id, now), plan.keys
 
     async def on_poll(self, ven_id: str) -> tuple[str, dict[str, Any]] | None:
-        """oadrPoll: an oadrDistributeEvent with all relevant events when any of them is news, else nothing."""
+        """oadrPoll: an oadrDistributeEvent with all relevant events when any of them is news, else nothing.
+        Served from the cache (fresh since ``ven_lookup``); the store is written only when something changed."""
+        metrics.POLLS.inc()
+        await self.cache.fresh()
         now = self.clock.now()
-        self.store.touch_ven(ven_id, now=now)
-        events, keys = self.events_for(ven_id)
-        previous = self.store.delivered(ven_id)
-        if delivery_due(previous, keys):
-            self.store.record_delivery(ven_id, keys, now=now)
+        state = self.cache.get(ven_id, now)
+        if state is None:
+            return None
+        self.liveness.seen(ven_id, now)
+        plan = state.plan(now)
+        if plan.due:
+            events = self._encode(plan.signals, ven_id, now)
+            self.cache.record_delivery(state, plan.keys, now)
+            metrics.DISTRIBUTIONS.inc()
             logger.debug("Delivering %d event(s) to VEN %s on poll", len(events), ven_id)
             return "oadrDistributeEvent", {"events": events}
-        if previous is not None and previous != keys:
-            self.store.record_delivery(ven_id, keys, now=now)
+        if plan.shrank:
+            self.cache.record_delivery(state, plan.keys, now)
         return None
 
     async def handle_request_event(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """oadrRequestEvent: always an oadrDistributeEvent with all relevant events (possibly none)."""
         ven_id = payload["ven_id"]
+        await self.cache.fresh()
         now = self.clock.now()
-        self.store.touch_ven(ven_id, now=now)
-        events, _ = self.events_for(ven_id)
+        self.liveness.seen(ven_id, now)
+        state = self.cache.get(ven_id, now)
+        if state is None:
+            return "oadrDistributeEvent", {"events": []}
+        events = self._encode(state.plan(now).signals, ven_id, now)
         limit = _int_or_none(payload.get("reply_limit"))
         if limit is not None and limit > 0:
             events = events[:limit]
         sent = {(event["event_descriptor"]["event_id"], event["event_descriptor"]["modification_number"],
                  event["event_descriptor"]["event_status"]) for event in events}
-        self.store.record_delivery(ven_id, frozenset(sent), now=now)
+        self.cache.record_delivery(state, frozenset(sent), now)
         return "oadrDistributeEvent", {"events": events}
 
     async def handle_created_event(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """oadrCreatedEvent: store every eventResponse as received."""
         ven_id = payload["ven_id"]
+        await self.cache.fresh()
         now = self.clock.now()
-        self.store.touch_ven(ven_id, now=now)
+        self.liveness.seen(ven_id, now)
         outer = payload.get("response") or {}
         if _int_or_none(outer.get("response_code")) not in (200, None):
             logger.warning("VEN %s answered events with eiResponse %s %s", ven_id, outer.get("response_code"),
@@ -273,7 +299,13 @@ class DsoVtn:
             )
             for item in payload.get("event_responses") or []
         ]
-        ignored = self.store.record_responses(ven_id, responses, now=now)
+        for response in responses:
+            metrics.EVENT_RESPONSES.labels(str(response.response_code), response.opt_type).inc()
+        state = self.cache.get(ven_id, now)
+        if state is not None:
+            ignored = self.cache.record_responses(state, responses, now)
+        else:
+            ignored = self.store.record_responses(ven_id, responses, now=now)
         for response in responses:
             level = logging.INFO if response.opt_type == "optIn" and response.response_code == 200 else logging.WARNING
             if response.event_id not in ignored:
@@ -300,7 +332,7 @@ class DsoVtn:
         requests = report_requests_for(reports, request_ids=ids)
         pairs = [(r["report_request_id"], r["report_specifier"]["report_specifier_id"]) for r in requests]
         self.store.record_report_registration(ven_id, offered=offered, requests=pairs, now=now)
-        self.store.touch_ven(ven_id, now=now)
+        self.liveness.seen(ven_id, now)
         logger.info("VEN %s offered %s; requested %s", ven_id, [o[0] for o in offered], [p[1] for p in pairs])
         return "oadrRegisteredReport", {"report_requests": requests}
 
@@ -331,11 +363,11 @@ class DsoVtn:
                 logger.info("VEN %s sent report %s under reportRequestID %s, which this VTN did not issue",
                             ven_id, report.get("report_name"), request_id)
         self.store.store_reports(ven.connection_point_id, decoded, now=now)
-        self.store.touch_ven(ven_id, now=now)
+        self.liveness.seen(ven_id, now)
         return "oadrUpdatedReport", {}
 
     async def handle_created_report(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         pending = [str(p.get("report_request_id")) for p in payload.get("pending_reports") or []]
         logger.info("VEN %s created reports %s", payload.get("ven_id"), pending)
-        self.store.touch_ven(payload["ven_id"], now=self.clock.now())
+        self.liveness.seen(payload["ven_id"], self.clock.now())
         return "oadrResponse", {}
