@@ -95,14 +95,20 @@ async def test_a_cancellation_acknowledged_here_or_elsewhere_leaves_the_delivery
 async def test_liveness_is_written_in_batches_and_never_goes_back(stores: tuple[DsoStore, DsoStore]) -> None:
     vtn, other = stores
     a, b = vtn.register_ven(EAN_A, now=NOW), vtn.register_ven(EAN_B, now=NOW)
-    liveness = Liveness(other, flush_interval_s=0.01)
+    liveness = Liveness(other, flush_interval_s=0.01, resolution_s=30)
     for second in range(100):
         liveness.seen(a.ven_id, NOW + timedelta(seconds=second))
     liveness.seen(b.ven_id, NOW + timedelta(seconds=5))
     assert vtn.ven(a.ven_id).last_seen_at == NOW  # type: ignore[union-attr]
     assert await liveness.flush() == 2
     assert vtn.ven(a.ven_id).last_seen_at == NOW + timedelta(seconds=99)  # type: ignore[union-attr]
-    liveness.seen(a.ven_id, NOW + timedelta(seconds=50))  # another worker's older sighting, flushed later
-    await liveness.flush()
-    assert vtn.ven(a.ven_id).last_seen_at == NOW + timedelta(seconds=99)  # type: ignore[union-attr]
+    liveness.seen(a.ven_id, NOW + timedelta(seconds=110))  # within the resolution: not written yet
+    assert await liveness.flush() == 0
+    liveness.seen(a.ven_id, NOW + timedelta(seconds=129))
+    assert await liveness.flush() == 1
+    assert vtn.ven(a.ven_id).last_seen_at == NOW + timedelta(seconds=129)  # type: ignore[union-attr]
+    older = Liveness(vtn, resolution_s=30)  # another worker, flushing an older sighting later
+    older.seen(a.ven_id, NOW + timedelta(seconds=50))
+    assert await older.flush() == 1
+    assert vtn.ven(a.ven_id).last_seen_at == NOW + timedelta(seconds=129)  # type: ignore[union-attr]
     assert vtn.ven(b.ven_id).last_seen_at == NOW + timedelta(seconds=5)  # type: ignore[union-attr]

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from dso_server.lifecycle import DeliveryKey, delivery_due, delivery_keys, relevant_signals
@@ -188,13 +188,18 @@ class Liveness:
     """When each VEN was last heard from, written to the store in batches by a thread of its own.
 
     ``store`` should be a connection of its own (``DsoStore.reopen()``): the batch is written off the event loop.
+    A VEN's time is written again only once it moved on by ``resolution_s`` (server clock) since it was last
+    written, so a region of VENs polling every few seconds costs one row update per VEN and ``resolution_s``,
+    not per poll; the store's ``last_seen_at`` is at most ``resolution_s`` plus ``flush_interval_s`` behind.
     """
 
-    def __init__(self, store: DsoStore, *, flush_interval_s: float = 5.0,
+    def __init__(self, store: DsoStore, *, flush_interval_s: float = 5.0, resolution_s: float = 30.0,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.flush_interval_s = flush_interval_s
+        self.resolution = timedelta(seconds=resolution_s)
         self._seen: dict[str, datetime] = {}
+        self._written: dict[str, datetime] = {}
         self._monotonic = monotonic
         self._last_prune = monotonic()
 
@@ -206,9 +211,17 @@ class Liveness:
         return len(self._seen)
 
     def take(self) -> dict[str, datetime]:
-        """What was seen since the last take (call on the thread that calls ``seen``)."""
-        seen, self._seen = self._seen, {}
-        return seen
+        """What is due for writing (call on the thread that calls ``seen``): every VEN seen since the last take
+        whose time moved on by the resolution; the others wait for a later take."""
+        due: dict[str, datetime] = {}
+        for ven_id, moment in self._seen.items():
+            written = self._written.get(ven_id)
+            if written is None or moment - written >= self.resolution:
+                due[ven_id] = moment
+        for ven_id in due:
+            del self._seen[ven_id]
+        self._written.update(due)
+        return due
 
     def write(self, seen: dict[str, datetime]) -> None:
         """Write a batch (one transaction); prune the change log now and then. Any thread."""
@@ -219,11 +232,14 @@ class Liveness:
 
     async def flush(self) -> int:
         seen = self.take()
+        if not seen:
+            return 0
         try:
             await asyncio.to_thread(self.write, seen)
         except BaseException:
             for ven_id, moment in seen.items():  # keep them for the next flush, unless seen again since
                 self._seen.setdefault(ven_id, moment)
+                self._written.pop(ven_id, None)
             raise
         return len(seen)
 
@@ -237,5 +253,6 @@ class Liveness:
                 except Exception:
                     logger.exception("Writing VEN liveness to the store failed; will try again")
         finally:
+            self.resolution = timedelta(0)  # at shutdown everything seen is written
             if self._seen:
                 self.write(self.take())
