@@ -169,8 +169,9 @@ class DsoServer:
             vtn = DsoVtn(store=store, clock=self.clock, vtn_id=settings.vtn_id,
                          poll_interval_s=settings.poll_interval_s, http_path_prefix=settings.http_path_prefix,
                          cert=settings.cert, key=settings.key, passphrase=settings.passphrase)
-            if vtn.liveness.store.db is not store.db:
-                stack.callback(vtn.liveness.store.close)
+            if vtn.writer.store.db is not store.db:
+                stack.callback(vtn.writer.store.close)
+            stack.push_async_callback(vtn.writer.close)  # what the VTN submitted is written before the close
             liveness = asyncio.create_task(vtn.liveness.run(), name="dso-liveness")
             stack.push_async_callback(_cancel, liveness)  # after the VTN stopped serving: a last flush
             listeners = self.listeners

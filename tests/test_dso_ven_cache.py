@@ -12,7 +12,7 @@ import pytest
 
 from dso_server.records import EventResponse, Household
 from dso_server.store.sqlite import DsoStore
-from dso_server.transport.ven_cache import Liveness, VenCache
+from dso_server.transport.ven_cache import Liveness, VenCache, WriteBatcher
 from protocol import BandwidthInterval, CapacityBandwidth, Firmness, HouseholdContract, make_ean18
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -55,7 +55,7 @@ async def test_a_change_by_any_writer_reaches_the_next_poll_and_nothing_else_is_
     assert fresh_a is not state_a and cache.get(b.ven_id, NOW) is state_b and cache.loads == 3
     plan = fresh_a.plan(NOW)
     assert plan.due and [s.event_id for s in plan.signals] == [event.event_id]
-    cache.record_delivery(fresh_a, plan.keys, NOW)
+    await cache.record_delivery(fresh_a, plan.keys, NOW)
     await cache.fresh()
     assert cache.get(a.ven_id, NOW) is fresh_a and not fresh_a.plan(NOW).due  # its own delivery: kept
     other.modify_signal(event.event_id, bandwidth(3), now=NOW)
@@ -85,7 +85,8 @@ async def test_a_cancellation_acknowledged_here_or_elsewhere_leaves_the_delivery
     await cache.fresh()
     state = cache.get(a.ven_id, NOW)
     assert state is not None and [s.cancelled for s in state.plan(NOW).signals] == [True]
-    cache.record_responses(state, [EventResponse(event.event_id, 1, "optIn", 200, "OK")], NOW)
+    await cache.record_responses(state, [EventResponse(event.event_id, 1, "optIn", 200, "OK")], NOW,
+                                 WriteBatcher(vtn.reopen()))
     assert state.plan(NOW).signals == []
     other.register_ven(EAN_A, now=NOW)  # registering again elsewhere forgets what was delivered
     await cache.fresh()
@@ -95,7 +96,7 @@ async def test_a_cancellation_acknowledged_here_or_elsewhere_leaves_the_delivery
 async def test_liveness_is_written_in_batches_and_never_goes_back(stores: tuple[DsoStore, DsoStore]) -> None:
     vtn, other = stores
     a, b = vtn.register_ven(EAN_A, now=NOW), vtn.register_ven(EAN_B, now=NOW)
-    liveness = Liveness(other, flush_interval_s=0.01, resolution_s=30)
+    liveness = Liveness(WriteBatcher(other), flush_interval_s=0.01, resolution_s=30)
     for second in range(100):
         liveness.seen(a.ven_id, NOW + timedelta(seconds=second))
     liveness.seen(b.ven_id, NOW + timedelta(seconds=5))
@@ -107,8 +108,20 @@ async def test_liveness_is_written_in_batches_and_never_goes_back(stores: tuple[
     liveness.seen(a.ven_id, NOW + timedelta(seconds=129))
     assert await liveness.flush() == 1
     assert vtn.ven(a.ven_id).last_seen_at == NOW + timedelta(seconds=129)  # type: ignore[union-attr]
-    older = Liveness(vtn, resolution_s=30)  # another worker, flushing an older sighting later
+    older = Liveness(WriteBatcher(vtn), resolution_s=30)  # another worker, flushing an older sighting later
     older.seen(a.ven_id, NOW + timedelta(seconds=50))
     assert await older.flush() == 1
     assert vtn.ven(a.ven_id).last_seen_at == NOW + timedelta(seconds=129)  # type: ignore[union-attr]
     assert vtn.ven(b.ven_id).last_seen_at == NOW + timedelta(seconds=5)  # type: ignore[union-attr]
+
+
+async def test_concurrent_writes_share_a_commit_and_a_bad_one_fails_alone(stores: tuple[DsoStore, DsoStore]) -> None:
+    vtn, other = stores
+    writer = WriteBatcher(other)
+    names = [EAN_A, EAN_B, "871687120000000999", EAN_A]  # the third is no household
+    outcomes = await asyncio.gather(*(writer.write(lambda store, name=name: store.register_ven(name, now=NOW))
+                                      for name in names), return_exceptions=True)
+    assert writer.batches == 1 and writer.writes == 4
+    assert [type(o).__name__ for o in outcomes] == ["Ven", "Ven", "UnknownHousehold", "Ven"]
+    assert outcomes[0].ven_id == outcomes[3].ven_id  # type: ignore[union-attr]
+    assert sorted(v.connection_point_id for v in vtn.vens()) == [EAN_A, EAN_B]  # the others were stored

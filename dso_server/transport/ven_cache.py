@@ -13,6 +13,10 @@ its liveness, made the store the VTN's bottleneck. Here:
   kinds.
 * ``Liveness`` keeps when each VEN was last heard from and writes it to the store in one batch every
   ``flush_interval_s`` (and at shutdown) instead of one UPDATE per poll; the batch also prunes the change log.
+* ``WriteBatcher`` writes what many requests must store (a delivery, eventResponses, reports, a registration)
+  in one transaction on a connection and thread of its own, and answers each request only after that commit:
+  nothing acknowledged is lost, and a disk that takes milliseconds per commit (fsync) costs one commit per
+  batch instead of one per request, without holding up the event loop.
 
 What a poll then costs is a dictionary lookup and the lifecycle rules on a handful of events
 (``dso_server.lifecycle``); the store is read again only for a household that changed.
@@ -27,7 +31,7 @@ from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from dso_server.lifecycle import DeliveryKey, delivery_due, delivery_keys, relevant_signals
 from dso_server.records import EventResponse, Signal, Ven
@@ -36,6 +40,7 @@ from dso_server.store.sqlite import DsoStore
 
 logger = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
 _FRESH_IN_THIS_TASK: ContextVar[bool] = ContextVar("dso_ven_cache_fresh", default=False)
 """Set by a request's check (``fresh(for_next=True)``) for the handler that follows it in the same task."""
 
@@ -169,13 +174,18 @@ class VenCache:
         self._ven_of[ven.connection_point_id] = ven_id
         return state
 
-    def record_delivery(self, state: VenState, keys: frozenset[DeliveryKey], now: datetime) -> None:
-        self.store.record_delivery(state.ven.ven_id, keys, now=now, connection_point_id=state.ven.connection_point_id)
+    async def record_delivery(self, state: VenState, keys: frozenset[DeliveryKey], now: datetime,
+                              writer: WriteBatcher | None = None) -> None:
+        ven = state.ven
+        await _write(self.store, writer, lambda store: store.record_delivery(
+            ven.ven_id, keys, now=now, connection_point_id=ven.connection_point_id))
         state.delivered = keys
 
-    def record_responses(self, state: VenState, responses: Iterable[EventResponse], now: datetime) -> list[str]:
+    async def record_responses(self, state: VenState, responses: Iterable[EventResponse], now: datetime,
+                               writer: WriteBatcher | None = None) -> list[str]:
         responses = list(responses)
-        ignored = self.store.record_responses(state.ven.ven_id, responses, now=now)
+        ignored = await _write(self.store, writer, lambda store: store.record_responses(
+            state.ven.ven_id, responses, now=now))
         state.acknowledged.update((r.event_id, r.modification_number) for r in responses
                                   if r.modification_number is not None and r.event_id not in ignored)
         return ignored
@@ -184,18 +194,89 @@ class VenCache:
         return len(self._by_ven)
 
 
-class Liveness:
-    """When each VEN was last heard from, written to the store in batches by a thread of its own.
+async def _write(store: DsoStore, writer: WriteBatcher | None, work: Callable[[DsoStore], _T]) -> _T:
+    return await writer.write(work) if writer is not None else work(store)
 
-    ``store`` should be a connection of its own (``DsoStore.reopen()``): the batch is written off the event loop.
+
+class WriteBatcher:
+    """Group commit for the VTN: ``await write(work)`` runs ``work(store)`` in the next batch's transaction and
+    returns its result once that transaction committed (or raises what ``work`` raised).
+
+    One batch runs at a time, in a thread, on ``store`` (a connection of its own: ``DsoStore.reopen()``); what
+    arrives meanwhile forms the next batch, of at most ``max_batch`` writes. A write that fails rolls the batch
+    back; its writes are then tried one transaction each, so one bad write never costs the others theirs.
+    """
+
+    def __init__(self, store: DsoStore, *, max_batch: int = 500) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self._queue: list[tuple[Callable[[DsoStore], Any], asyncio.Future[Any]]] = []
+        self._draining: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.writes = 0
+
+    async def write(self, work: Callable[[DsoStore], _T]) -> _T:
+        future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
+        self._queue.append((work, future))
+        if self._draining is None or self._draining.done():
+            self._draining = asyncio.create_task(self._drain(), name="dso-write-batch")
+        return await future
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
+            try:
+                outcomes = await asyncio.to_thread(self._run, [work for work, _ in batch])
+            except BaseException as error:  # the commit itself failed, or we were cancelled: nothing stored
+                outcomes = [(False, error)] * len(batch)
+                if not isinstance(error, Exception):
+                    for _, future in batch:
+                        if not future.done():
+                            future.cancel()
+                    raise
+            self.batches += 1
+            self.writes += len(batch)
+            for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+                if future.done():
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+
+    def _run(self, works: list[Callable[[DsoStore], Any]]) -> list[tuple[bool, Any]]:
+        try:
+            with self.store.transaction():
+                return [(True, work(self.store)) for work in works]
+        except Exception:
+            if len(works) == 1:
+                raise
+        outcomes: list[tuple[bool, Any]] = []
+        for work in works:  # someone's write failed: each on its own, so only that one fails
+            try:
+                with self.store.transaction():
+                    outcomes.append((True, work(self.store)))
+            except Exception as error:
+                outcomes.append((False, error))
+        return outcomes
+
+    async def close(self) -> None:
+        """Wait for what was submitted."""
+        if self._draining is not None:
+            await asyncio.shield(self._draining)
+
+
+class Liveness:
+    """When each VEN was last heard from, written to the store in batches (through the ``WriteBatcher``).
+
     A VEN's time is written again only once it moved on by ``resolution_s`` (server clock) since it was last
     written, so a region of VENs polling every few seconds costs one row update per VEN and ``resolution_s``,
     not per poll; the store's ``last_seen_at`` is at most ``resolution_s`` plus ``flush_interval_s`` behind.
     """
 
-    def __init__(self, store: DsoStore, *, flush_interval_s: float = 5.0, resolution_s: float = 30.0,
+    def __init__(self, writer: WriteBatcher, *, flush_interval_s: float = 5.0, resolution_s: float = 30.0,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
-        self.store = store
+        self.writer = writer
         self.flush_interval_s = flush_interval_s
         self.resolution = timedelta(seconds=resolution_s)
         self._seen: dict[str, datetime] = {}
@@ -223,19 +304,21 @@ class Liveness:
         self._written.update(due)
         return due
 
-    def write(self, seen: dict[str, datetime]) -> None:
-        """Write a batch (one transaction); prune the change log now and then. Any thread."""
-        self.store.touch_vens(seen)
-        if self._monotonic() - self._last_prune >= PRUNE_EVERY_S:
-            self._last_prune = self._monotonic()
-            prune(self.store.db)
+    def _write(self, store: DsoStore, seen: dict[str, datetime], prune_too: bool) -> None:
+        store.touch_vens(seen)
+        if prune_too:
+            prune(store.db)
 
     async def flush(self) -> int:
+        """Write what is due (one transaction); prune the change log now and then. How many VENs were written."""
         seen = self.take()
-        if not seen:
+        prune_too = self._monotonic() - self._last_prune >= PRUNE_EVERY_S
+        if not seen and not prune_too:
             return 0
+        if prune_too:
+            self._last_prune = self._monotonic()
         try:
-            await asyncio.to_thread(self.write, seen)
+            await self.writer.write(lambda store: self._write(store, seen, prune_too))
         except BaseException:
             for ven_id, moment in seen.items():  # keep them for the next flush, unless seen again since
                 self._seen.setdefault(ven_id, moment)
@@ -244,7 +327,7 @@ class Liveness:
         return len(seen)
 
     async def run(self) -> None:
-        """Flush every ``flush_interval_s`` until cancelled; flush once more then."""
+        """Flush every ``flush_interval_s`` until cancelled; then write everything seen (resolution or not)."""
         try:
             while True:
                 await asyncio.sleep(self.flush_interval_s)
@@ -253,6 +336,7 @@ class Liveness:
                 except Exception:
                     logger.exception("Writing VEN liveness to the store failed; will try again")
         finally:
-            self.resolution = timedelta(0)  # at shutdown everything seen is written
-            if self._seen:
-                self.write(self.take())
+            self.resolution = timedelta(0)
+            seen = self.take()
+            if seen:
+                self.writer.store.touch_vens(seen)

@@ -46,7 +46,7 @@ from dso_server.lifecycle import DeliveryKey
 from dso_server.records import EventResponse, Signal
 from dso_server.settings import DEFAULT_PATH_PREFIX, DEFAULT_POLL_INTERVAL_S
 from dso_server.store.sqlite import DsoStore, new_id
-from dso_server.transport.ven_cache import Liveness, VenCache
+from dso_server.transport.ven_cache import Liveness, VenCache, WriteBatcher
 from protocol import ProfileError
 from protocol.clock import Clock
 from protocol.oadr20b import decode_report, encode_event, report_requests_for
@@ -137,7 +137,8 @@ class DsoVtn:
         # The hot path (dso_server.transport.ven_cache): per-VEN state in memory, refreshed from the store's change
         # log before each request is answered; liveness written in batches by a connection of its own.
         self.cache = VenCache(store)
-        self.liveness = Liveness(store.reopen(), flush_interval_s=min(LIVENESS_FLUSH_S, poll_interval_s))
+        self.writer = WriteBatcher(store.reopen())
+        self.liveness = Liveness(self.writer, flush_interval_s=min(LIVENESS_FLUSH_S, poll_interval_s))
         self.vtn_id = vtn_id
         self.poll_interval_s = poll_interval_s
         # Incoming signatures are only checked on TLS requests (openleadr), which this VTN does not serve yet.
@@ -198,7 +199,9 @@ class DsoVtn:
     async def on_create_party_registration(self, payload: dict[str, Any]) -> tuple[str, str]:
         ven_name = str(payload.get("ven_name"))
         try:
-            ven = self.store.register_ven(ven_name, now=self.clock.now(), fingerprint=payload.get("fingerprint"))
+            now = self.clock.now()
+            ven = await self.writer.write(lambda store: store.register_ven(
+                ven_name, now=now, fingerprint=payload.get("fingerprint")))
         except UnknownHousehold:
             reason = (f"venName {ven_name!r} is not the connection point id (18-digit EAN) of a household this DSO "
                       "serves")
@@ -216,7 +219,7 @@ class DsoVtn:
         return ven.ven_id, ven.registration_id
 
     async def on_cancel_party_registration(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        ven = self.store.cancel_registration(payload["ven_id"])
+        ven = await self.writer.write(lambda store: store.cancel_registration(payload["ven_id"]))
         logger.info("VEN %s (venID %s) cancelled its registration", ven.ven_name, ven.ven_id)
         return "oadrCanceledPartyRegistration", {"registration_id": payload.get("registration_id"),
                                                  "ven_id": ven.ven_id}
@@ -253,12 +256,12 @@ class DsoVtn:
         plan = state.plan(now)
         if plan.due:
             events = self._encode(plan.signals, ven_id, now)
-            self.cache.record_delivery(state, plan.keys, now)
+            await self.cache.record_delivery(state, plan.keys, now, self.writer)
             metrics.DISTRIBUTIONS.inc()
             logger.debug("Delivering %d event(s) to VEN %s on poll", len(events), ven_id)
             return "oadrDistributeEvent", {"events": events}
         if plan.shrank:
-            self.cache.record_delivery(state, plan.keys, now)
+            await self.cache.record_delivery(state, plan.keys, now, self.writer)
         return None
 
     async def handle_request_event(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -276,7 +279,7 @@ class DsoVtn:
             events = events[:limit]
         sent = {(event["event_descriptor"]["event_id"], event["event_descriptor"]["modification_number"],
                  event["event_descriptor"]["event_status"]) for event in events}
-        self.cache.record_delivery(state, frozenset(sent), now)
+        await self.cache.record_delivery(state, frozenset(sent), now, self.writer)
         return "oadrDistributeEvent", {"events": events}
 
     async def handle_created_event(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -303,9 +306,9 @@ class DsoVtn:
             metrics.EVENT_RESPONSES.labels(str(response.response_code), response.opt_type).inc()
         state = self.cache.get(ven_id, now)
         if state is not None:
-            ignored = self.cache.record_responses(state, responses, now)
+            ignored = await self.cache.record_responses(state, responses, now, self.writer)
         else:
-            ignored = self.store.record_responses(ven_id, responses, now=now)
+            ignored = await self.writer.write(lambda store: store.record_responses(ven_id, responses, now=now))
         for response in responses:
             level = logging.INFO if response.opt_type == "optIn" and response.response_code == 200 else logging.WARNING
             if response.event_id not in ignored:
@@ -331,7 +334,8 @@ class DsoVtn:
         ids = (new_id("rr") for _ in itertools.count())
         requests = report_requests_for(reports, request_ids=ids)
         pairs = [(r["report_request_id"], r["report_specifier"]["report_specifier_id"]) for r in requests]
-        self.store.record_report_registration(ven_id, offered=offered, requests=pairs, now=now)
+        await self.writer.write(lambda store: store.record_report_registration(
+            ven_id, offered=offered, requests=pairs, now=now))
         self.liveness.seen(ven_id, now)
         logger.info("VEN %s offered %s; requested %s", ven_id, [o[0] for o in offered], [p[1] for p in pairs])
         return "oadrRegisteredReport", {"report_requests": requests}
@@ -362,7 +366,7 @@ class DsoVtn:
             if request_id not in known_requests:
                 logger.info("VEN %s sent report %s under reportRequestID %s, which this VTN did not issue",
                             ven_id, report.get("report_name"), request_id)
-        self.store.store_reports(ven.connection_point_id, decoded, now=now)
+        await self.writer.write(lambda store: store.store_reports(ven.connection_point_id, decoded, now=now))
         self.liveness.seen(ven_id, now)
         return "oadrUpdatedReport", {}
 
