@@ -52,6 +52,7 @@ from dso_server.capacity.grid import Grid
 from dso_server.capacity.grid_allocation import GridAllocation, firm_for_grid, non_firm_for_grid
 from dso_server.capacity.powerflow import FeederModel, Limits
 from dso_server.errors import IllegalSignalChange
+from dso_server.lifecycle import SignalAction, check_move
 from dso_server.records import Signal
 from dso_server.store.grid_store import AllocationRun, GridStore
 from dso_server.store.sqlite import DsoStore
@@ -295,17 +296,24 @@ def run_near_real_time(store: DsoStore, grid: Grid, *, now: datetime, config: Pl
         for tid in t_ids:
             fc = intra[tid]
             gstore.put_forecast(tid, "intra_day", starts, fc.p10_kw[0], fc.p50_kw[0], fc.p90_kw[0], now=now)
+        # Each household's event of the day, read in a few statements; then every modification in one.
+        event_ids = gstore.allocation_events(NON_FIRM)
+        current = store.signals_by_id([event_ids[ean] for ean in eans if ean in event_ids])
+        modifications: dict[str, CapacityBandwidth] = {}
         for h, ean in enumerate(eans):
-            changed = _update_non_firm(store, gstore, ean, starts, nf.import_kw[h], nf.export_kw[h], now=now,
-                                       day=day, config=config)
-            if changed is True:
-                modified += 1
-            elif isinstance(changed, CapacityBandwidth):
-                new[ean] = changed
+            event_id = event_ids.get(ean)
+            update = _non_firm_update(current.get(event_id) if event_id else None, starts, nf.import_kw[h],
+                                      nf.export_kw[h], now=now, day=day, config=config)
+            if isinstance(update, tuple):
+                modifications[update[0]] = update[1]
+            elif update is not None:
+                new[ean] = update
+        store.modify_signals(modifications, now=now, current=current)
+        modified = len(modifications)
         publication = store.publish(new, now=now) if new else None
         if publication is not None:
-            for signal in publication.signals:
-                gstore.set_allocation_event(signal.connection_point_id, NON_FIRM, signal.event_id, now=now)
+            gstore.set_allocation_events(NON_FIRM, {s.connection_point_id: s.event_id for s in publication.signals},
+                                         now=now)
         summary = {**nf.summary(), "modified": modified, "published": len(new),
                    "non_firm_import_kw": round(float(nf.import_kw.sum(axis=0).max(initial=0.0)), 3)}
         run = gstore.record_run(kind=NON_FIRM, day=day.isoformat(), window_start=starts[0],
@@ -331,15 +339,13 @@ def _keep_within_lead_time(nf: GridAllocation, signals: dict[str, list[Signal]],
     return replace(nf, import_kw=import_kw, export_kw=export_kw)
 
 
-def _update_non_firm(store: DsoStore, gstore: GridStore, ean: str, starts: Sequence[datetime],
-                     import_kw: np.ndarray, export_kw: np.ndarray, *, now: datetime, day: date,
-                     config: PlannerConfig) -> bool | CapacityBandwidth | None:
-    """Modify the household's non-firm event of ``day`` (True), or return the bandwidth to publish anew;
-    None when nothing needs sending (no event yet and nothing to release, or no change)."""
-    event_id = gstore.allocation_event(ean, NON_FIRM)
+def _non_firm_update(signal: Signal | None, starts: Sequence[datetime], import_kw: np.ndarray,
+                     export_kw: np.ndarray, *, now: datetime, day: date,
+                     config: PlannerConfig) -> CapacityBandwidth | tuple[str, CapacityBandwidth] | None:
+    """For one household: (event id, payload) to modify its non-firm event of ``day`` with, or a bandwidth to
+    publish anew, or None when nothing needs sending (no event yet and nothing to release, or no change)."""
     fresh = _bandwidth(starts, import_kw, export_kw, Firmness.NON_FIRM)
-    signal = store.signal(event_id) if event_id is not None else None
-    usable = (signal is not None and not signal.cancelled and not signal.ended_at(now)
+    usable = (signal is not None and check_allows_modify(signal, now)
               and isinstance(signal.payload, CapacityBandwidth)
               and local_day(signal.start, config.timezone) == day and signal.start <= starts[0])
     if not usable:
@@ -354,9 +360,12 @@ def _update_non_firm(store: DsoStore, gstore: GridStore, ean: str, starts: Seque
     payload = CapacityBandwidth(firmness=Firmness.NON_FIRM, intervals=(*kept, *gap, *fresh.intervals))
     if payload == signal.payload:
         return None
-    try:
-        store.modify_signal(signal.event_id, payload, now=now)
-    except IllegalSignalChange:
-        return fresh
-    return True
+    return signal.event_id, payload
 
+
+def check_allows_modify(signal: Signal, now: datetime) -> bool:
+    try:
+        check_move(signal, SignalAction.MODIFY, now)
+    except IllegalSignalChange:
+        return False
+    return True

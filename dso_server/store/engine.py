@@ -87,8 +87,8 @@ class Database(ABC):
         """Run a statement; the number of rows it changed."""
 
     @abstractmethod
-    def executemany(self, sql: str, rows: Iterable[Params]) -> None:
-        """Run one statement for each parameter row (one transaction when inside one)."""
+    def executemany(self, sql: str, rows: Iterable[Params]) -> int:
+        """Run one statement for each parameter row (one transaction); the rows changed in all."""
 
     @abstractmethod
     def close(self) -> None: ...
@@ -223,10 +223,10 @@ class SqliteDatabase(Database):
             except sqlite3.Error as error:
                 raise _sqlite_error(error, self.location) from None
 
-    def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+    def executemany(self, sql: str, rows: Iterable[Params]) -> int:
         with self._lock, self.transaction(), timed_store("write"):
             try:
-                self._connection.executemany(sql, rows)
+                return self._connection.executemany(sql, rows).rowcount
             except sqlite3.Error as error:
                 raise _sqlite_error(error, self.location) from None
 

@@ -240,7 +240,16 @@ class GridStore:
                           [connection_point_id, kind])
         return rows[0]["event_id"] if rows else None
 
+    def allocation_events(self, kind: str) -> dict[str, str]:
+        """connection point id -> its allocation event of ``kind`` (every household that has one)."""
+        rows = self._rows("SELECT connection_point_id, event_id FROM allocation_events WHERE kind = ?", [kind])
+        return {row["connection_point_id"]: row["event_id"] for row in rows}
+
     def set_allocation_event(self, connection_point_id: str, kind: str, event_id: str, *, now: datetime) -> None:
-        self.db.upsert("allocation_events", {"connection_point_id": connection_point_id, "kind": kind,
-                                             "event_id": event_id, "updated_at": to_text(now)},
-                                       pk=("connection_point_id", "kind"))
+        self.set_allocation_events(kind, {connection_point_id: event_id}, now=now)
+
+    def set_allocation_events(self, kind: str, events: Mapping[str, str], *, now: datetime) -> None:
+        """Make these (connection point id -> event id) the households' allocation events of ``kind``."""
+        self.db.upsert("allocation_events", [
+            {"connection_point_id": cp, "kind": kind, "event_id": event_id, "updated_at": to_text(now)}
+            for cp, event_id in events.items()], pk=("connection_point_id", "kind"))

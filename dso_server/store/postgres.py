@@ -100,11 +100,12 @@ class PostgresDatabase(Database):
             except psycopg.Error as error:
                 raise _error(error, self.location) from None
 
-    def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+    def executemany(self, sql: str, rows: Iterable[Params]) -> int:
         with self._lock, self.transaction(), timed_store("write"):
             try:
                 with self._connection.cursor() as cursor:
                     cursor.executemany(to_psycopg(sql), rows)
+                    return cursor.rowcount
             except psycopg.Error as error:
                 raise _error(error, self.location) from None
 

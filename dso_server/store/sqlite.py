@@ -19,6 +19,7 @@ import socket
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -305,19 +306,58 @@ class DsoStore:
 
     def modify_signal(self, event_id: str, payload: SignalPayload, *, now: datetime) -> Signal:
         """Replace what the event says; modificationNumber + 1. The same payload again changes nothing."""
-        signal = self.signal(event_id)
-        check_move(signal, SignalAction.MODIFY, now)
-        if signal.kind is not kind_of(payload):
-            raise WrongSignalKind(event_id, signal.kind.value, kind_of(payload).value)
-        if payload == signal.payload:
-            return signal
-        with self.transaction():
-            self.db.execute("UPDATE signals SET payload = ?, modification_number = ?, modified_at = ?, start_at = ?, "
-                            "end_at = ? WHERE event_id = ?",
-                            [payload.model_dump_json(), signal.modification_number + 1, to_text(now),
-                             to_text(payload.start), to_text(payload.end), event_id])
-            record_changes(self.db, SIGNALS, [signal.connection_point_id], origin=self.origin)
-        return self.signal(event_id)
+        return self.modify_signals({event_id: payload}, now=now)[event_id]
+
+    def modify_signals(self, payloads: Mapping[str, SignalPayload], *, now: datetime,
+                       current: Mapping[str, Signal] | None = None) -> dict[str, Signal]:
+        """``modify_signal`` for many events in one transaction and a few statements (the planner's run over
+        every household). ``current``: the events as the caller just read them (saves reading them again).
+        All or nothing: the first event that may not change raises and nothing is modified."""
+        known = dict(current or {})
+        missing = [event_id for event_id in payloads if event_id not in known]
+        if missing:
+            known.update(self.signals_by_id(missing))
+        out: dict[str, Signal] = {}
+        rows = []
+        at = to_text(now)
+        for event_id, payload in payloads.items():
+            signal = known.get(event_id)
+            if signal is None:
+                raise UnknownEvent(event_id)
+            check_move(signal, SignalAction.MODIFY, now)
+            if signal.kind is not kind_of(payload):
+                raise WrongSignalKind(event_id, signal.kind.value, kind_of(payload).value)
+            if payload == signal.payload:
+                out[event_id] = signal
+                continue
+            out[event_id] = replace(signal, payload=payload, modification_number=signal.modification_number + 1,
+                                    modified_at=from_text(at))
+            rows.append((payload.model_dump_json(), signal.modification_number + 1, at, to_text(payload.start),
+                         to_text(payload.end), event_id, signal.modification_number))
+        if rows:
+            with self.transaction():
+                # The modification number in the WHERE clause: a concurrent change by another writer makes the
+                # update miss, and the whole transaction is refused instead of overwriting it.
+                changed = self.db.executemany(
+                    "UPDATE signals SET payload = ?, modification_number = ?, modified_at = ?, start_at = ?, "
+                    "end_at = ? WHERE event_id = ? AND modification_number = ?", rows)
+                if changed != len(rows):
+                    raise Conflict("An event changed while it was being modified; try again.", field="event_id")
+                record_changes(self.db, SIGNALS, [out[row[5]].connection_point_id for row in rows],
+                               origin=self.origin)
+        return out
+
+    def signals_by_id(self, event_ids: Sequence[str]) -> dict[str, Signal]:
+        """The events with these ids (unknown ids are left out)."""
+        out: dict[str, Signal] = {}
+        ids = list(event_ids)
+        for chunk in range(0, len(ids), 500):
+            part = ids[chunk:chunk + 500]
+            marks = ",".join("?" * len(part))
+            for row in self._rows(f"SELECT * FROM signals WHERE event_id IN ({marks})", part):
+                signal = _signal(row)
+                out[signal.event_id] = signal
+        return out
 
     def cancel_signal(self, event_id: str, *, now: datetime) -> Signal:
         """Cancel the event; modificationNumber + 1. A cancelled event is never modified again."""
