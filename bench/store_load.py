@@ -5,9 +5,10 @@ brings (``--intervals`` quarter hours of it, scaled to 96):
 
 * at start: the households, their VEN registrations, the day-ahead firm publication (96 intervals each) and the
   first non-firm publication;
-* every quarter hour: the planner's non-firm modification of every household's event (one transaction), then per
-  household what the VTN writes when its VEN fetches it (the delivery, the VEN's eventResponse) and the
-  telemetry report of the interval;
+* every quarter hour: the planner's non-firm modification of every household's event (``modify_signals``, one
+  transaction), then per household what the VTN writes when its VEN fetches it (the delivery, the VEN's
+  eventResponse) and the telemetry report of the interval, grouped ``--batch`` to a transaction as the VTN's
+  group commit (``WriteBatcher``) does under load;
 * every 30 s: the liveness of every VEN (``Liveness``: one batched update per VEN and resolution).
 
 It prints, per backend, the rows written and the store time per household and day by kind of write, the write
@@ -30,7 +31,7 @@ import contextlib
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -69,7 +70,14 @@ def bandwidth(first: int, count: int, firmness: Firmness, kw: float) -> Capacity
         BandwidthInterval(start=DAY + (first + i) * Q, import_limit_kw=kw, export_limit_kw=5.0) for i in range(count)))
 
 
-def simulate(store: DsoStore, households: int, intervals: int) -> Tally:
+def _batched(store: DsoStore, items: list[str], batch: int, write: Callable[[str], object]) -> None:
+    for first in range(0, len(items), batch):
+        with store.transaction():
+            for item in items[first:first + batch]:
+                write(item)
+
+
+def simulate(store: DsoStore, households: int, intervals: int, batch: int) -> Tally:
     tally = Tally()
     eans = [make_ean18(f"87167{i:012d}") for i in range(households)]
     now = DAY - timedelta(hours=10)
@@ -83,22 +91,18 @@ def simulate(store: DsoStore, households: int, intervals: int) -> Tally:
             dict.fromkeys(eans, bandwidth(0, 8, Firmness.NON_FIRM, 1.0)), now=now).signals}
     for step in range(intervals):
         now = DAY + step * Q + timedelta(minutes=5)
-        with tally.timed("non-firm modification", households), store.transaction():
+        with tally.timed("non-firm modification", households):
             payload = bandwidth(0, min(96, step + 9), Firmness.NON_FIRM, 1.0 + (step % 3) * 0.5)
-            for ean in eans:
-                store.modify_signal(events[ean], payload, now=now)
+            store.modify_signals({events[ean]: payload for ean in eans}, now=now)
         with tally.timed("delivery", households):
-            for ean in eans:
-                store.record_delivery(vens[ean], frozenset({(events[ean], step + 1, "active")}), now=now,
-                                      connection_point_id=ean)
+            _batched(store, eans, batch, lambda ean, step=step, now=now: store.record_delivery(
+                vens[ean], frozenset({(events[ean], step + 1, "active")}), now=now, connection_point_id=ean))
         with tally.timed("event response", households):
-            for ean in eans:
-                store.record_responses(vens[ean], [EventResponse(events[ean], step + 1, "optIn", 200, "OK")],
-                                       now=now)
+            _batched(store, eans, batch, lambda ean, step=step, now=now: store.record_responses(
+                vens[ean], [EventResponse(events[ean], step + 1, "optIn", 200, "OK")], now=now))
         with tally.timed("telemetry", households):
-            for ean in eans:
-                store.store_reports(ean, [Telemetry(intervals=(TelemetryInterval(
-                    start=DAY + (step - 1) * Q, import_kw=1.5, export_kw=0.2),))], now=now)
+            _batched(store, eans, batch, lambda ean, step=step, now=now: store.store_reports(ean, [Telemetry(
+                intervals=(TelemetryInterval(start=DAY + (step - 1) * Q, import_kw=1.5, export_kw=0.2),))], now=now))
         flushes = 15 * 60 // LIVENESS_EVERY_S
         with tally.timed("liveness", households * flushes):
             for flush in range(flushes):
@@ -145,8 +149,9 @@ def report(name: str, tally: Tally, households: int, intervals: int, size: int) 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--households", type=int, default=1000, help="households simulated (%(default)s)")
-    parser.add_argument("--intervals", type=int, default=16, help="quarter hours simulated (%(default)s of 96)")
+    parser.add_argument("--households", type=int, default=500, help="households simulated (%(default)s)")
+    parser.add_argument("--intervals", type=int, default=96, help="quarter hours simulated (%(default)s of 96)")
+    parser.add_argument("--batch", type=int, default=100, help="writes per transaction (%(default)s)")
     parser.add_argument("--backends", default="sqlite,postgresql", help="%(default)s")
     args = parser.parse_args()
     figures: dict[str, tuple[float, float, float]] = {}
@@ -156,7 +161,7 @@ def main() -> int:
                 path = Path(tmp) / "dso.sqlite"
                 baseline = empty_size(str(Path(tmp) / "empty.sqlite"), Path(tmp) / "empty.sqlite")
                 with DsoStore(path) as store:
-                    tally = simulate(store, args.households, args.intervals)
+                    tally = simulate(store, args.households, args.intervals, args.batch)
                     size = size_bytes(store, path) - baseline
                 figures[backend] = report("SQLite (one file, WAL)", tally, args.households, args.intervals, size)
             else:
@@ -165,7 +170,7 @@ def main() -> int:
                 with TemporaryPostgres() as postgres:
                     baseline = empty_size(postgres.create_database(), None)
                     with DsoStore(postgres.create_database()) as store:
-                        tally = simulate(store, args.households, args.intervals)
+                        tally = simulate(store, args.households, args.intervals, args.batch)
                         size = size_bytes(store, None) - baseline
                 figures[backend] = report("PostgreSQL (local socket, fsync off)", tally, args.households,
                                           args.intervals, size)
