@@ -46,6 +46,7 @@ from dso_server.lifecycle import DeliveryKey
 from dso_server.records import EventResponse, Signal
 from dso_server.settings import DEFAULT_PATH_PREFIX, DEFAULT_POLL_INTERVAL_S
 from dso_server.store.sqlite import DsoStore, new_id
+from dso_server.transport.oadr20b.fast_poll import poll_ven_id, render_response
 from dso_server.transport.ven_cache import Liveness, VenCache, WriteBatcher
 from protocol import ProfileError
 from protocol.clock import Clock
@@ -179,9 +180,48 @@ class DsoVtn:
         report_handlers["oadrUpdateReport"] = self.handle_update_report
         report_handlers["oadrCreatedReport"] = self.handle_created_report
 
+        self._poll_path = f"{self.http_path_prefix.rstrip('/')}/OadrPoll"
+        self.server.app.middlewares.append(self._fast_poll_middleware)
+
     @property
     def app(self) -> web.Application:
         return self.server.app
+
+    # ------------------------------------------------------------------------------------------ hot path
+
+    @web.middleware
+    async def _fast_poll_middleware(self, request: web.Request, handler: Callable[[web.Request], Awaitable[
+            web.StreamResponse]]) -> web.StreamResponse:
+        """An oadrPoll with nothing new is answered here (``fast_poll``); everything else goes on."""
+        if request.method == "POST" and request.path == self._poll_path and \
+                request.headers.get("Content-Type", "").lower().startswith("application/xml"):
+            body = await request.read()  # aiohttp keeps it for the handler when we pass the request on
+            ven_id = poll_ven_id(body)
+            if ven_id is not None:
+                answer = await self.quiet_poll(ven_id)
+                if answer is not None:
+                    return web.Response(body=answer, content_type="application/xml")
+        return await handler(request)
+
+    async def quiet_poll(self, ven_id: str) -> bytes | None:
+        """The answer to a poll of ``ven_id`` when nothing is due and nothing must be written; None otherwise
+        (the general path answers it: a delivery, a change of what was delivered, an unknown VEN, signing)."""
+        if self.fingerprint is not None:
+            return None  # answers are signed: the general path's writer signs each
+        await self.cache.fresh()
+        now = self.clock.now()
+        state = self.cache.get(ven_id, now)
+        if state is None or state.ven.registration_id is None:
+            return None
+        plan = state.plan(now)
+        if plan.due or plan.shrank:
+            return None
+        metrics.POLLS.inc()
+        self.liveness.seen(ven_id, now)
+        answer = state.derived.get("oadr_response")
+        if answer is None:
+            answer = state.derived["oadr_response"] = render_response(vtn_id=self.vtn_id, ven_id=ven_id)
+        return answer
 
     # -------------------------------------------------------------------------------------- registration
 
