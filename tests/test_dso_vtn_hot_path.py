@@ -1,0 +1,108 @@
+"""The VTN's hot path over real loopback HTTP: a quiet oadrPoll answered from memory, exactly as the general
+path answers it, with no store write; every change committed before a poll reaches it (both backends)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from openleadr.messaging import create_message, parse_message
+
+from dso_server import metrics
+from dso_server.service import DsoServer
+from dso_server.settings import DsoSettings
+from dso_server.transport.oadr20b.fast_poll import poll_ven_id
+from protocol import floor_to_interval, make_ean18
+
+Q = timedelta(minutes=15)
+EAN = make_ean18("87168712000000201")
+CONTRACTS = f"""
+[[household]]
+connection_point_id = "{EAN}"
+contracted_max_import_kw = 17.0
+contracted_max_export_kw = 10.0
+failsafe_import_kw = 4.2
+failsafe_export_kw = 4.2
+failsafe_duration_s = 7200
+"""
+
+
+@pytest.fixture
+async def dso(db_location: str, tmp_path: Path) -> AsyncIterator[DsoServer]:
+    contracts = tmp_path / "contracts.toml"
+    contracts.write_text(CONTRACTS)
+    async with DsoServer(DsoSettings(db_path=db_location, vtn_port=0, api_port=0, contracts_file=contracts)) as dso:
+        yield dso
+
+
+async def post(session: aiohttp.ClientSession, url: str, body: bytes | str) -> bytes:
+    async with session.post(url, data=body, headers={"Content-Type": "application/xml"}) as answer:
+        assert answer.status == 200
+        return await answer.read()
+
+
+async def register(session: aiohttp.ClientSession, dso: DsoServer) -> str:
+    body = create_message("oadrCreatePartyRegistration", request_id="r1", ven_name=EAN, http_pull_model=True,
+                          xml_signature=False, report_only=False, profile_name="2.0b", transport_name="simpleHttp",
+                          transport_address=None)
+    _, payload = parse_message(await post(session, f"{dso.vtn_url}/EiRegisterParty", body))
+    return str(payload["ven_id"])
+
+
+def store_writes() -> float:
+    return sum(sample.value for family in metrics.STORE_SECONDS.collect() for sample in family.samples
+               if sample.name == "dso_store_seconds_count" and sample.labels["operation"] != "read")
+
+
+async def test_a_quiet_poll_is_answered_from_memory_exactly_as_the_general_path_answers(dso: DsoServer) -> None:
+    async with aiohttp.ClientSession() as session:
+        ven_id = await register(session, dso)
+        poll = create_message("oadrPoll", ven_id=ven_id)
+        assert poll_ven_id(poll.encode()) == ven_id
+        first = await post(session, f"{dso.vtn_url}/OadrPoll", poll)  # loads the VEN's state
+        assert parse_message(first)[0] == "oadrResponse"
+        writes, polls = store_writes(), metrics.POLLS._value.get()
+        fast = [await post(session, f"{dso.vtn_url}/OadrPoll", poll) for _ in range(50)]
+        assert store_writes() == writes  # no write per poll: liveness goes to the store in batches
+        assert metrics.POLLS._value.get() == polls + 50
+        # The same poll with a comment in it is not the fast path's: the general path answers it.
+        general = await post(session, f"{dso.vtn_url}/OadrPoll",
+                             poll.replace("<oadr:oadrPoll ", "<!-- general path --><oadr:oadrPoll "))
+        assert poll_ven_id(poll.replace("<oadr:oadrPoll ", "<!-- x --><oadr:oadrPoll ").encode()) is None
+        assert set(fast) == {general}
+
+
+async def test_a_change_through_the_api_reaches_the_next_poll(dso: DsoServer) -> None:
+    async with aiohttp.ClientSession() as session:
+        ven_id = await register(session, dso)
+        poll = create_message("oadrPoll", ven_id=ven_id)
+        assert parse_message(await post(session, f"{dso.vtn_url}/OadrPoll", poll))[0] == "oadrResponse"
+        start = floor_to_interval(datetime.now(UTC)) + 8 * Q
+        body: dict[str, Any] = {"connection_point_ids": [EAN], "firmness": "firm", "intervals": [
+            {"start": start.isoformat(), "import_limit_kw": 5.0, "export_limit_kw": 5.0}]}
+        async with session.post(f"{dso.api_url}/api/bandwidths", json=body) as answer:
+            assert answer.status == 201
+            event_id = (await answer.json())["events"][0]["event_id"]
+        kind, payload = parse_message(await post(session, f"{dso.vtn_url}/OadrPoll", poll))
+        assert kind == "oadrDistributeEvent"
+        assert [e["event_descriptor"]["event_id"] for e in payload["events"]] == [event_id]
+        assert parse_message(await post(session, f"{dso.vtn_url}/OadrPoll", poll))[0] == "oadrResponse"
+        async with session.delete(f"{dso.api_url}/api/signals/{event_id}") as answer:
+            assert answer.status == 200
+        kind, payload = parse_message(await post(session, f"{dso.vtn_url}/OadrPoll", poll))
+        assert kind == "oadrDistributeEvent" and payload["events"][0]["event_descriptor"]["event_status"] == "cancelled"
+
+
+def test_the_fast_path_takes_only_plain_schema_valid_polls() -> None:
+    poll = create_message("oadrPoll", ven_id="ven-1").encode()
+    assert poll_ven_id(poll) == "ven-1"
+    assert poll_ven_id(create_message("oadrRequestEvent", ven_id="ven-1", request_id="r").encode()) is None
+    assert poll_ven_id(poll.replace(b"<?xml", b'<!DOCTYPE x [<!ENTITY e "e">]><?xml')) is None
+    assert poll_ven_id(poll.replace(b"ven-1", b"")) is None  # no venID
+    assert poll_ven_id(poll.replace(b"ei:venID", b"ei:venId")) is None  # not schema-valid
+    assert poll_ven_id(poll[:-30]) is None  # not well-formed
+    assert poll_ven_id(poll + b" " * 5000) is None  # too large for a poll
