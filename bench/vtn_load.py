@@ -4,9 +4,12 @@ Every VEN does what a real one does, over one keep-alive HTTP connection of its 
 (oadrCreatePartyRegistration), answers the oadrDistributeEvent of its first poll with oadrCreatedEvent, and then
 sends oadrPoll back to back, closed loop, for the measured window; a share of the VENs (``--telemetry-share``)
 also registered its reports and posts an oadrUpdateReport with telemetry every ``--telemetry-every-s`` seconds.
-Halfway through the window every VEN's event is changed (the project: a modification through the operator API;
-stock openleadr, which cannot modify: a second event per VEN through ``add_raw_event``) and each VEN's first poll
-sent after the change must carry it: a poll answered from a stale cache counts as ``stale`` (an error).
+After the window every VEN's event is changed (the project: a modification through the operator API; stock
+openleadr, which cannot modify: a second event per VEN through ``add_raw_event``) while the VENs keep polling:
+each VEN's first poll sent after the API acknowledged the change must carry it (a poll answered from a stale
+cache counts as ``stale``, an error), and the bench reports how long the change took to reach every VEN and
+the longest poll meanwhile (every VEN fetching and answering its change at once is a burst of work that
+polling every 10 s would spread over 10 s; it is reported apart from the steady window's figures).
 
 Both servers carry the same events: one capacity bandwidth per household, encoded by ``protocol.oadr20b`` for
 both (stock openleadr gets it through ``add_raw_event``). Each server runs in processes of its own; the load comes
@@ -127,8 +130,10 @@ class Server:
     workers: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
+    database_pid: int | None = None
+
     def cpu_s(self) -> float:
-        return tree_cpu_s(self.process.pid)
+        return tree_cpu_s(self.process.pid) + (tree_cpu_s(self.database_pid) if self.database_pid else 0.0)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -339,6 +344,7 @@ class GeneratorSpec:
     warmup_s: float
     duration_s: float
     telemetry_every_s: float
+    change_s: float
 
 
 @dataclass
@@ -348,6 +354,10 @@ class GeneratorResult:
     errors: dict[str, int] = field(default_factory=dict)
     stale: int = 0
     missed_change: int = 0
+    change_delays_s: list[float] = field(default_factory=list)
+    """Per VEN that got the change: from the API's acknowledgement to the answer that carried it."""
+    burst_max_s: float = 0.0
+    """The longest poll while the change was being fetched."""
     distributions: int = 0
     reports: int = 0
     cpu_s: float = 0.0
@@ -369,17 +379,21 @@ def _error(result: GeneratorResult, kind: str) -> None:
     result.errors[kind] = result.errors.get(kind, 0) + 1
 
 
-async def _answer_events(ven: Ven, body: bytes) -> None:
-    from openleadr.messaging import parse_message
+_EVENT = re.compile(rb"<ei:eventID>([^<]+)</ei:eventID><ei:modificationNumber>(\d+)<")
+_REQUEST = re.compile(rb"<pyld:requestID>([^<]*)</pyld:requestID>|<requestID[^>]*>([^<]*)</requestID>")
 
-    _, payload = parse_message(body)
-    responses = [{"event_id": e["event_descriptor"]["event_id"],
-                  "modification_number": e["event_descriptor"]["modification_number"],
-                  "response_code": 200, "response_description": "OK", "opt_type": "optIn",
-                  "request_id": payload.get("request_id")} for e in payload.get("events") or []]
+
+async def _answer_events(ven: Ven, body: bytes) -> None:
+    """oadrCreatedEvent (optIn) for every event of an oadrDistributeEvent; read with regular expressions, since
+    openleadr's parser costs the generator milliseconds per distribution."""
+    events = _EVENT.findall(body)
+    found = _REQUEST.search(body)
+    request_id = (found.group(1) or found.group(2)).decode() if found else None
+    responses = [{"event_id": event_id.decode(), "modification_number": int(number), "response_code": 200,
+                  "response_description": "OK", "opt_type": "optIn", "request_id": request_id}
+                 for event_id, number in events]
     created = _message("oadrCreatedEvent", ven_id=ven.ven_id, event_responses=responses,
-                       response={"response_code": 200, "response_description": "OK",
-                                 "request_id": payload.get("request_id")})
+                       response={"response_code": 200, "response_description": "OK", "request_id": request_id})
     status, answer = await ven.connection.request(http_post("EiEvent", created))
     if status != 200 or b"oadrResponse" not in answer:
         raise RuntimeError(f"oadrCreatedEvent answered {status}: {answer[:200]!r}")
@@ -426,12 +440,14 @@ async def _setup(ven: Ven, spec: GeneratorSpec) -> None:
 
 
 async def _run_ven(ven: Ven, spec: GeneratorSpec, result: GeneratorResult, t0: float, t_end: float,
-                   change: tuple[Any, Any]) -> None:
-    """Poll back to back until t_end. ``change``: when the change was started and when the API acknowledged it
-    (0 before): a distribution after the start carries it; a quiet answer to a poll sent after the
-    acknowledgement, to a VEN that has not had it yet, is stale."""
+                   change: tuple[Any, Any], stop_at: float) -> None:
+    """Poll back to back until ``stop_at``; polls in [t0, t_end] are the steady window's. ``change``: when the
+    change was started and when the API acknowledged it (0 before): a distribution after the start carries it;
+    a quiet answer to a poll sent after the acknowledgement, to a VEN that has not had it yet, is stale."""
     change_started, change_at = change
     clock = time.monotonic
+    t_end_window = t_end
+    t_end = stop_at
     next_report = t0 + (hash(ven.name) % 1000) / 1000 * spec.telemetry_every_s
     while True:
         now = clock()
@@ -453,13 +469,17 @@ async def _run_ven(ven: Ven, spec: GeneratorSpec, result: GeneratorResult, t0: f
         except (TimeoutError, ConnectionError, OSError) as error:
             _error(result, type(error).__name__)
             return
-        counted = sent >= t0 and done <= t_end
+        counted = sent >= t0 and done <= t_end_window
+        if change_started.value > 0:
+            result.burst_max_s = max(result.burst_max_s, done - sent)
         if status != 200:
             _error(result, f"http {status}")
             continue
         if b"oadrDistributeEvent" in body:
             result.distributions += 1
-            ven.got_change = ven.got_change or change_started.value > 0
+            if change_started.value > 0 and not ven.got_change:
+                ven.got_change = True
+                result.change_delays_s.append(max(0.0, done - (change_at.value or done)))
             try:
                 await _answer_events(ven, body)
             except (RuntimeError, ConnectionError, OSError):
@@ -499,7 +519,8 @@ def generator_main(spec: GeneratorSpec, ready: Any, go: Any, change: tuple[Any, 
         t0 = go.value
         t_end = t0 + spec.duration_s
         await asyncio.sleep(max(0.0, t0 - spec.warmup_s - time.monotonic()))
-        tasks = [asyncio.create_task(_run_ven(ven, spec, result, t0, t_end, change)) for ven in vens]
+        tasks = [asyncio.create_task(_run_ven(ven, spec, result, t0, t_end, change, t_end + spec.change_s))
+                 for ven in vens]
 
         async def watchdog() -> None:  # one timer for all connections instead of a timeout per request
             while True:
@@ -510,9 +531,7 @@ def generator_main(spec: GeneratorSpec, ready: Any, go: Any, change: tuple[Any, 
 
         guard = asyncio.create_task(watchdog())
         await asyncio.sleep(max(0.0, t0 - time.monotonic()))
-        cpu0 = time.process_time()
         await asyncio.gather(*tasks)
-        result.cpu_s = time.process_time() - cpu0
         guard.cancel()
         result.window_s = spec.duration_s
         result.missed_change = sum(not ven.got_change for ven in vens)
@@ -543,6 +562,9 @@ class Measure:
     errors: int
     stale: int
     reports_per_s: float
+    change_all_s: float
+    """From the API's acknowledgement of the change until the last VEN had it."""
+    burst_max_ms: float
     server_cpu_us: float
     generator_cpu_us: float
     others_cores: float
@@ -550,7 +572,7 @@ class Measure:
 
 
 def measure(server: Server, *, case: str, n: int, generators: int, warmup_s: float, duration_s: float,
-            telemetry_share: float, telemetry_every_s: float, start: datetime) -> Measure:
+            telemetry_share: float, telemetry_every_s: float, start: datetime, change_s: float) -> Measure:
     names = eans(n)
     telemetry = set(names[: round(n * telemetry_share)])
     ctx = mp.get_context("fork")
@@ -560,7 +582,7 @@ def measure(server: Server, *, case: str, n: int, generators: int, warmup_s: flo
     change_at = ctx.Value("d", 0.0, lock=False)
     out = ctx.Queue()
     specs = [GeneratorSpec(i, server.host, server.port, names[i::generators], telemetry & set(names[i::generators]),
-                           warmup_s, duration_s, telemetry_every_s) for i in range(generators)]
+                           warmup_s, duration_s, telemetry_every_s, change_s) for i in range(generators)]
     processes = [ctx.Process(target=generator_main, args=(spec, ready, go, (change_started, change_at), out),
                              daemon=True)
                  for spec in specs]
@@ -575,14 +597,13 @@ def measure(server: Server, *, case: str, n: int, generators: int, warmup_s: flo
         time.sleep(max(0.0, t0 - time.monotonic()))
         server_cpu0, machine0, gen_cpu0 = server.cpu_s(), machine_cpu_s(), sum(_proc_cpu_s(p.pid or 0)
                                                                                 for p in processes)
-        time.sleep(duration_s / 2)
-        change_started.value = time.monotonic()
-        change_events(server, start)
-        change_at.value = time.monotonic()
         time.sleep(max(0.0, t0 + duration_s - time.monotonic()))
         server_cpu = server.cpu_s() - server_cpu0
         machine = machine_cpu_s() - machine0
         generators_cpu = sum(_proc_cpu_s(p.pid or 0) for p in processes) - gen_cpu0
+        change_started.value = time.monotonic()
+        change_events(server, start)
+        change_at.value = time.monotonic()
         results: list[GeneratorResult] = []
         for _ in processes:
             status, index, payload = out.get(timeout=120)
@@ -606,9 +627,12 @@ def measure(server: Server, *, case: str, n: int, generators: int, warmup_s: flo
     quantile = (lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000) if latencies else (
         lambda q: float("nan"))
     ours = server_cpu + generators_cpu
+    delays = [d for r in results for d in r.change_delays_s]
     return Measure(case=case, server=server.name, vens=n, polls_per_s=polls / duration_s, p50_ms=quantile(0.5),
                    p99_ms=quantile(0.99), errors=sum(kinds.values()), stale=sum(r.stale for r in results),
                    reports_per_s=sum(r.reports for r in results) / duration_s,
+                   change_all_s=max(delays) if len(delays) == n else float("nan"),
+                   burst_max_ms=max(r.burst_max_s for r in results) * 1000,
                    server_cpu_us=server_cpu / max(polls, 1) * 1e6,
                    generator_cpu_us=generators_cpu / max(polls, 1) * 1e6,
                    others_cores=max(0.0, machine - ours) / duration_s, error_kinds=kinds)
@@ -618,22 +642,33 @@ def measure(server: Server, *, case: str, n: int, generators: int, warmup_s: flo
 
 
 @contextlib.contextmanager
-def project_store(kind: str, workdir: Path) -> Iterator[str]:
+def project_store(kind: str, workdir: Path) -> Iterator[tuple[str, int | None]]:
     """Where the project server keeps its store: a fresh SQLite file or a fresh database on a private
-    PostgreSQL server started for the run."""
+    PostgreSQL server started for the run (and that server's pid, whose CPU counts as the VTN's)."""
     if kind == "sqlite":
-        yield str(workdir / f"dso-{time.monotonic_ns()}.sqlite")
+        yield str(workdir / f"dso-{time.monotonic_ns()}.sqlite"), None
         return
     from dso_server.store.pgtemp import TemporaryPostgres
 
     with TemporaryPostgres() as postgres:
-        yield postgres.create_database()
+        yield postgres.create_database(), postgres.pid
+
+
+COLUMNS = (("case", 7, "{m.case}"), ("server", 32, "{m.server}"), ("vens", 6, "{m.vens}"),
+           ("polls/s", 9, "{m.polls_per_s:.0f}"), ("p50 ms", 8, "{m.p50_ms:.1f}"), ("p99 ms", 8, "{m.p99_ms:.1f}"),
+           ("errors", 7, "{m.errors}"), ("stale", 6, "{m.stale}"), ("reports/s", 10, "{m.reports_per_s:.1f}"),
+           ("srv us/poll", 12, "{m.server_cpu_us:.0f}"), ("gen us/poll", 12, "{m.generator_cpu_us:.0f}"),
+           ("others", 7, "{m.others_cores:.2f}"), ("change s", 9, "{m.change_all_s:.2f}"),
+           ("burst ms", 9, "{m.burst_max_ms:.0f}"))
+
+
+def _header() -> str:
+    return "".join(name.ljust(width) if i < 2 else name.rjust(width) for i, (name, width, _) in enumerate(COLUMNS))
 
 
 def _row(m: Measure) -> str:
-    return (f"{m.case:<7}{m.server:<22}{m.vens:>6}{m.polls_per_s:>10.0f}{m.p50_ms:>9.1f}{m.p99_ms:>9.1f}"
-            f"{m.errors:>7}{m.stale:>7}{m.reports_per_s:>9.1f}{m.server_cpu_us:>10.0f}{m.generator_cpu_us:>9.0f}"
-            f"{m.others_cores:>8.2f}")
+    return "".join(fmt.format(m=m).ljust(width) if i < 2 else fmt.format(m=m).rjust(width)
+                   for i, (_, width, fmt) in enumerate(COLUMNS))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -646,6 +681,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--vens", type=int, default=2000, help="simulated VENs (%(default)s)")
     parser.add_argument("--duration-s", type=float, default=20.0, help="measured window per run (%(default)s)")
     parser.add_argument("--warmup-s", type=float, default=3.0, help="polling before the window (%(default)s)")
+    parser.add_argument("--change-s", type=float, default=10.0,
+                        help="polling after the change, for every VEN to fetch it (%(default)s)")
     parser.add_argument("--generators", type=int, default=2, help="load generator processes (%(default)s)")
     parser.add_argument("--telemetry-share", type=float, default=0.25,
                         help="share of the VENs that post telemetry (%(default)s)")
@@ -672,7 +709,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{args.telemetry_share:.0%} posting telemetry every {args.telemetry_every_s:g} s; "
           f"load average before: {Path('/proc/loadavg').read_text().split()[0]}", flush=True)
     common = dict(n=args.vens, generators=args.generators, warmup_s=args.warmup_s, duration_s=args.duration_s,
-                  telemetry_share=args.telemetry_share, telemetry_every_s=args.telemetry_every_s, start=start)
+                  telemetry_share=args.telemetry_share, telemetry_every_s=args.telemetry_every_s, start=start,
+                  change_s=args.change_s)
     with tempfile.TemporaryDirectory(prefix="vtn-load-") as tmp:
         workdir = Path(tmp)
         for case in cases:
@@ -681,9 +719,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 continue
             for count in workers:
                 kind = args.db if count == 1 else "postgresql"
-                with project_store(kind, workdir) as db:
+                with project_store(kind, workdir) as (db, database_pid):
                     server = start_project(n=args.vens, db=db, workers=count, workdir=workdir, start=start)
                     server.name += f" {kind}"
+                    server.database_pid = database_pid
                     try:
                         measures.append(measure(server, case=case, **common))
                     finally:
@@ -698,16 +737,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(_row(measures[-1]), flush=True)
 
     print()
-    print(f"{'case':<7}{'server':<22}{'vens':>6}{'polls/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>7}{'stale':>7}"
-          f"{'reports/s':>9}{'srv us/poll':>10}{'gen us/poll':>9}{'others':>8}")
+    print(_header())
     for m in measures:
         print(_row(m))
         if m.error_kinds:
             print(f"       errors: {m.error_kinds}")
     for case in not_run:
         print(f"{case:<7}not run: the VTN does not serve {case} yet")
-    print("(srv/gen us/poll: CPU microseconds per poll of the server processes / the generator processes; others: "
-          "cores busy with other work on the machine during the window)")
+    print("srv/gen us/poll: CPU microseconds per poll of the server's processes (with its PostgreSQL) / of the load "
+          "generators;\nothers: cores busy with other work on the machine during the window; change s: from the API's "
+          "acknowledgement of\nthe change until every VEN had it; burst ms: the longest poll meanwhile (figures of the "
+          "steady window exclude the change)")
 
     def best(case: str, project: bool) -> float:
         figures = [m.polls_per_s for m in measures if m.case == case and m.server.startswith("project") == project]

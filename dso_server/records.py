@@ -127,6 +127,18 @@ class StoredComfort:
 
 
 @dataclass(frozen=True)
+class VenView:
+    """What the VTN needs of one VEN to answer it: its registration, its household's events that have not ended
+    (in the store's order), the (event id, modification number) pairs it acknowledged of those, and what was last
+    delivered to it (None: nothing since it registered)."""
+
+    ven: Ven
+    signals: tuple[Signal, ...]
+    acknowledged: frozenset[tuple[str, int]]
+    delivered: frozenset[tuple[str, int, str]] | None
+
+
+@dataclass(frozen=True)
 class ReportRequest:
     ven_id: str
     report_request_id: str

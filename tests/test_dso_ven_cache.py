@@ -43,7 +43,7 @@ async def test_a_change_by_any_writer_reaches_the_next_poll_and_nothing_else_is_
         stores: tuple[DsoStore, DsoStore]) -> None:
     vtn, other = stores
     a, b = vtn.register_ven(EAN_A, now=NOW), vtn.register_ven(EAN_B, now=NOW)
-    cache = VenCache(vtn)
+    cache = VenCache(vtn, lambda: NOW)
     await cache.fresh()
     state_a, state_b = cache.get(a.ven_id, NOW), cache.get(b.ven_id, NOW)
     assert state_a is not None and state_b is not None and cache.loads == 2
@@ -68,7 +68,7 @@ async def test_a_change_by_any_writer_reaches_the_next_poll_and_nothing_else_is_
 
 
 async def test_one_read_of_the_change_log_serves_every_request_waiting(stores: tuple[DsoStore, DsoStore]) -> None:
-    cache = VenCache(stores[0])
+    cache = VenCache(stores[0], lambda: NOW)
     await asyncio.gather(*(cache.fresh() for _ in range(50)))
     assert cache.reads == 1
     await cache.fresh()
@@ -80,7 +80,7 @@ async def test_a_cancellation_acknowledged_here_or_elsewhere_leaves_the_delivery
     vtn, other = stores
     a = vtn.register_ven(EAN_A, now=NOW)
     event = vtn.publish({EAN_A: bandwidth(5)}, now=NOW).signals[0]
-    cache = VenCache(vtn)
+    cache = VenCache(vtn, lambda: NOW)
     other.cancel_signal(event.event_id, now=NOW)
     await cache.fresh()
     state = cache.get(a.ven_id, NOW)

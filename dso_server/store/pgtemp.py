@@ -83,6 +83,16 @@ class TemporaryPostgres:
             self.stop()
             raise
 
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's pid (its children are the server's other processes)."""
+        if self.directory is None:
+            return None
+        try:
+            return int((self.directory / "data" / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
     def url(self, database: str = "postgres") -> str:
         if self.directory is None:
             raise RuntimeError("the temporary PostgreSQL server is not running")

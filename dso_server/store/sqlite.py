@@ -48,6 +48,7 @@ from dso_server.records import (
     StoredResponse,
     TelemetryRow,
     Ven,
+    VenView,
     kind_of,
 )
 from dso_server.store.changes import ACK, DELIVERY, SIGNALS, VEN, record_changes
@@ -363,10 +364,7 @@ class DsoStore:
         """Cancel the event; modificationNumber + 1. A cancelled event is never modified again."""
         signal = self.signal(event_id)
         check_move(signal, SignalAction.CANCEL, now)
-        with self.transaction():
-            self.db.execute("UPDATE signals SET cancelled = 1, modification_number = ?, modified_at = ? "
-                            "WHERE event_id = ?", [signal.modification_number + 1, to_text(now), event_id])
-            record_changes(self.db, SIGNALS, [signal.connection_point_id], origin=self.origin)
+        self._cancel_signals([signal], now=now)
         return self.signal(event_id)
 
     def modify_publication(
@@ -374,29 +372,46 @@ class DsoStore:
     ) -> tuple[Publication, list[IllegalSignalChange]]:
         """Modify every open event of a publication (one transaction). Cancelled or ended events are skipped and
         returned with the reason; when no event can be modified, the first reason is raised."""
-        return self._change_publication(publication_id, now, lambda event_id: self.modify_signal(
-            event_id, payload, now=now))
+        publication, open_ids, skipped = self._open_events(publication_id, SignalAction.MODIFY, now)
+        self.modify_signals(dict.fromkeys(open_ids, payload), now=now,
+                            current={s.event_id: s for s in publication.signals})
+        return self.publication(publication_id), skipped
 
     def cancel_publication(
         self, publication_id: str, *, now: datetime
     ) -> tuple[Publication, list[IllegalSignalChange]]:
         """Cancel every open event of a publication (one transaction); see ``modify_publication``."""
-        return self._change_publication(publication_id, now, lambda event_id: self.cancel_signal(event_id, now=now))
-
-    def _change_publication(
-        self, publication_id: str, now: datetime, change: Callable[[str], Signal]
-    ) -> tuple[Publication, list[IllegalSignalChange]]:
-        publication = self.publication(publication_id)
-        skipped: list[IllegalSignalChange] = []
-        with self.transaction():
-            for signal in publication.signals:
-                try:
-                    change(signal.event_id)
-                except IllegalSignalChange as error:
-                    skipped.append(error)
-            if len(skipped) == len(publication.signals):
-                raise skipped[0]
+        publication, open_ids, skipped = self._open_events(publication_id, SignalAction.CANCEL, now)
+        self._cancel_signals([s for s in publication.signals if s.event_id in set(open_ids)], now=now)
         return self.publication(publication_id), skipped
+
+    def _open_events(self, publication_id: str, action: SignalAction, now: datetime
+                     ) -> tuple[Publication, list[str], list[IllegalSignalChange]]:
+        """The publication, the ids of its events ``action`` may change, and why it may not change the others
+        (raised, the first reason, when it may change none)."""
+        publication = self.publication(publication_id)
+        open_ids: list[str] = []
+        skipped: list[IllegalSignalChange] = []
+        for signal in publication.signals:
+            try:
+                check_move(signal, action, now)
+            except IllegalSignalChange as error:
+                skipped.append(error)
+            else:
+                open_ids.append(signal.event_id)
+        if not open_ids:
+            raise skipped[0]
+        return publication, open_ids, skipped
+
+    def _cancel_signals(self, signals: Sequence[Signal], *, now: datetime) -> None:
+        rows = [(signal.modification_number + 1, to_text(now), signal.event_id, signal.modification_number)
+                for signal in signals]
+        with self.transaction():
+            changed = self.db.executemany("UPDATE signals SET cancelled = 1, modification_number = ?, modified_at = ? "
+                                          "WHERE event_id = ? AND modification_number = ?", rows)
+            if changed != len(rows):
+                raise Conflict("An event changed while it was being cancelled; try again.", field="event_id")
+            record_changes(self.db, SIGNALS, [signal.connection_point_id for signal in signals], origin=self.origin)
 
     # ------------------------------------------------------------------------------------------ deliveries
 
@@ -405,7 +420,7 @@ class DsoStore:
         rows = self._rows("SELECT delivered FROM deliveries WHERE ven_id = ?", [ven_id])
         if not rows:
             return None
-        return frozenset((str(e), int(m), str(s)) for e, m, s in json.loads(rows[0]["delivered"]))
+        return _keys(rows[0]["delivered"])
 
     def record_delivery(self, ven_id: str, keys: frozenset[DeliveryKey], *, now: datetime,
                         connection_point_id: str | None = None) -> None:
@@ -463,6 +478,37 @@ class DsoStore:
             )
             for row in self._rows(sql, params)
         ]
+
+    def ven_views(self, ven_ids: Sequence[str], *, now: datetime) -> dict[str, VenView]:
+        """What the VTN needs to answer each of these VENs (unknown ids are left out), in a few statements for
+        any number of VENs: the VTN reloads every VEN whose household changed at once."""
+        out: dict[str, VenView] = {}
+        ids = list(dict.fromkeys(ven_ids))
+        for first in range(0, len(ids), 500):
+            part = ids[first:first + 500]
+            marks = ",".join("?" * len(part))
+            vens = {row["ven_id"]: _ven(row) for row in self._rows(f"SELECT * FROM vens WHERE ven_id IN ({marks})",
+                                                                     part)}
+            if not vens:
+                continue
+            households = {ven.connection_point_id: ven.ven_id for ven in vens.values()}
+            cp_marks = ",".join("?" * len(households))
+            signals: dict[str, list[Signal]] = {ven_id: [] for ven_id in vens}
+            for row in self._rows(f"SELECT * FROM signals WHERE connection_point_id IN ({cp_marks}) AND end_at > ? "
+                                  "ORDER BY start_at, created_at, rowid", [*households, to_text(now)]):
+                signals[households[row["connection_point_id"]]].append(_signal(row))
+            acknowledged: dict[str, set[tuple[str, int]]] = {ven_id: set() for ven_id in vens}
+            for row in self._rows(
+                    f"SELECT DISTINCT r.ven_id, r.event_id, r.modification_number FROM responses r JOIN signals s "
+                    f"ON s.event_id = r.event_id WHERE r.ven_id IN ({marks}) AND s.end_at > ? "
+                    "AND r.modification_number IS NOT NULL", [*part, to_text(now)]):
+                acknowledged[row["ven_id"]].add((row["event_id"], int(row["modification_number"])))
+            delivered = {row["ven_id"]: _keys(row["delivered"]) for row in self._rows(
+                f"SELECT ven_id, delivered FROM deliveries WHERE ven_id IN ({marks})", part)}
+            for ven_id, ven in vens.items():
+                out[ven_id] = VenView(ven, tuple(signals[ven_id]), frozenset(acknowledged[ven_id]),
+                                      delivered.get(ven_id))
+        return out
 
     def acknowledged(self, ven_id: str) -> set[tuple[str, int]]:
         """(event id, modification number) pairs this VEN answered."""
@@ -566,6 +612,10 @@ class DsoStore:
 
 
 # ------------------------------------------------------------------------------------------------ row codecs
+
+
+def _keys(text: str) -> frozenset[DeliveryKey]:
+    return frozenset((str(e), int(m), str(s)) for e, m, s in json.loads(text))
 
 
 def _household(row: Mapping[str, Any]) -> Household:

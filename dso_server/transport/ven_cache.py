@@ -80,8 +80,9 @@ class Delivery:
 class VenCache:
     """Per-VEN state for the VTN, valid as of the last ``fresh()``. Used on the event loop's thread only."""
 
-    def __init__(self, store: DsoStore) -> None:
+    def __init__(self, store: DsoStore, now: Callable[[], datetime]) -> None:
         self.store = store
+        self._now = now
         self._feed = ChangeFeed(store.db)
         self._feed.start()
         self._by_ven: dict[str, VenState] = {}
@@ -131,7 +132,7 @@ class VenCache:
                 waiter.set_result(None)
 
     def refresh(self) -> None:
-        """Read the change log now and drop what it says is stale."""
+        """Read the change log now; reload (in a few statements for all of them) the cached VENs it names."""
         batch = self._feed.read()
         self.reads += 1
         if not batch.complete:
@@ -139,15 +140,25 @@ class VenCache:
             self.clear()
             return
         origin = self.store.origin
-        for change in batch.changes:
-            if change.origin == origin and change.kind in (DELIVERY, ACK):
-                continue  # written by this server, which updated its entry as it wrote
-            self.forget(change.connection_point_id)
+        stale = [self._ven_of[change.connection_point_id] for change in batch.changes
+                 if change.connection_point_id in self._ven_of
+                 and not (change.origin == origin and change.kind in (DELIVERY, ACK))]  # own writes: applied
+        if stale:
+            for ven_id in stale:
+                self._drop(ven_id)
+            self._load(stale, self._now())
 
-    def forget(self, connection_point_id: str) -> None:
-        ven_id = self._ven_of.pop(connection_point_id, None)
-        if ven_id is not None:
-            self._by_ven.pop(ven_id, None)
+    def _drop(self, ven_id: str) -> None:
+        state = self._by_ven.pop(ven_id, None)
+        if state is not None:
+            self._ven_of.pop(state.ven.connection_point_id, None)
+
+    def _load(self, ven_ids: list[str], now: datetime) -> None:
+        self.loads += len(ven_ids)
+        for ven_id, view in self.store.ven_views(ven_ids, now=now).items():
+            self._by_ven[ven_id] = VenState(ven=view.ven, signals=view.signals, acknowledged=set(view.acknowledged),
+                                            delivered=view.delivered)
+            self._ven_of[view.ven.connection_point_id] = ven_id
 
     def clear(self) -> None:
         self._by_ven.clear()
@@ -158,20 +169,9 @@ class VenCache:
     def get(self, ven_id: str, now: datetime) -> VenState | None:
         """The VEN's state (loaded from the store when not cached); None for a VEN the store does not know."""
         state = self._by_ven.get(ven_id)
-        if state is not None:
-            return state
-        ven = self.store.ven(ven_id)
-        if ven is None:
-            return None
-        self.loads += 1
-        state = VenState(
-            ven=ven,
-            signals=tuple(self.store.signals(connection_point_id=ven.connection_point_id, ending_after=now)),
-            acknowledged=self.store.acknowledged(ven_id),
-            delivered=self.store.delivered(ven_id),
-        )
-        self._by_ven[ven_id] = state
-        self._ven_of[ven.connection_point_id] = ven_id
+        if state is None:
+            self._load([ven_id], now)
+            state = self._by_ven.get(ven_id)
         return state
 
     async def record_delivery(self, state: VenState, keys: frozenset[DeliveryKey], now: datetime,

@@ -137,7 +137,7 @@ class DsoVtn:
         self.clock = clock
         # The hot path (dso_server.transport.ven_cache): per-VEN state in memory, refreshed from the store's change
         # log before each request is answered; liveness written in batches by a connection of its own.
-        self.cache = VenCache(store)
+        self.cache = VenCache(store, clock.now)
         self.writer = WriteBatcher(store.reopen())
         self.liveness = Liveness(self.writer, flush_interval_s=min(LIVENESS_FLUSH_S, poll_interval_s))
         self.vtn_id = vtn_id
