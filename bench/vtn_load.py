@@ -290,8 +290,7 @@ class Connection(asyncio.Protocol):
         """When the outstanding request was sent (monotonic); the watchdog fails requests older than 30 s."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio's classes
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data

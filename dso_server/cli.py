@@ -399,7 +399,7 @@ def _print_signal(answer: dict[str, Any]) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from dso_server.contracts import ContractsFileError
     from dso_server.errors import ConfigurationError, SchemaError, StoreError
-    from dso_server.service import DsoServer
+    from dso_server.service import DsoServer, run_event_loop
     from dso_server.settings import DsoSettings
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -435,7 +435,7 @@ def _serve(args: argparse.Namespace) -> int:
             print("dso-server: stopping", flush=True)
 
     try:
-        asyncio.run(run())
+        run_event_loop(run())
     except (ContractsFileError, ConfigurationError) as error:
         raise UsageError(str(error)) from None
     except SchemaError as error:

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 
 from dso_server import metrics
-from dso_server.service import DsoServer, Listeners, prepare_store
+from dso_server.service import DsoServer, Listeners, prepare_store, run_event_loop
 from dso_server.settings import DsoSettings
 from dso_server.store.sqlite import DsoStore
 from protocol.clock import WallClock
@@ -71,7 +71,7 @@ def _worker(settings: DsoSettings, listeners: Listeners, index: int) -> None:
         async with DsoServer(settings, listeners=listeners, load_files=False):
             await stop.wait()
 
-    asyncio.run(run())
+    run_event_loop(run())
 
 
 class Supervisor:
