@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from dso_server import metrics
 from dso_server.lifecycle import DeliveryKey, delivery_due, delivery_keys, relevant_signals
 from dso_server.records import EventResponse, Signal, Ven
 from dso_server.store.changes import ACK, DELIVERY, ChangeFeed, prune
@@ -135,6 +136,7 @@ class VenCache:
         """Read the change log now; reload (in a few statements for all of them) the cached VENs it names."""
         batch = self._feed.read()
         self.reads += 1
+        metrics.STORE_READS.labels("change_log").inc()
         if not batch.complete:
             logger.warning("The change log was pruned past this server's last read; dropping all cached VENs")
             self.clear()
@@ -155,6 +157,7 @@ class VenCache:
 
     def _load(self, ven_ids: list[str], now: datetime) -> None:
         self.loads += len(ven_ids)
+        metrics.STORE_READS.labels("ven_state").inc(len(ven_ids))
         for ven_id, view in self.store.ven_views(ven_ids, now=now).items():
             self._by_ven[ven_id] = VenState(ven=view.ven, signals=view.signals, acknowledged=set(view.acknowledged),
                                             delivered=view.delivered)
