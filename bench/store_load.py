@@ -18,6 +18,8 @@ the number of busy connections it takes), and the database size per household an
     households=<n> pg_bytes_per_household_day=<b> pg_rows_per_s_1m=<r> pg_connections_1m=<c>
     sqlite_bytes_per_household_day=<s>
 
+(bytes: what the store keeps of each household-day, the events, eventResponses and telemetry)
+
 (one line; wrapped here)
 
 These figures size the region in the README (1 M households); polls themselves write nothing (see
@@ -111,6 +113,23 @@ def simulate(store: DsoStore, households: int, intervals: int, batch: int) -> Ta
     return tally
 
 
+def table_bytes(store: DsoStore) -> dict[str, int]:
+    """Bytes per table with its indexes (and TOAST), after a VACUUM on PostgreSQL."""
+    if store.db.dialect == "postgresql":
+        rows = store.db.query("SELECT relname AS name, pg_total_relation_size(c.oid) AS n FROM pg_class c JOIN "
+                              "pg_namespace s ON s.oid = c.relnamespace WHERE s.nspname = current_schema() AND "
+                              "c.relkind = 'r'")
+        return {row["name"]: int(row["n"]) for row in rows}
+    rows = store.db.query("SELECT m.tbl_name AS name, SUM(d.pgsize) AS n FROM dbstat AS d JOIN sqlite_master AS m "
+                          "ON d.name = m.name GROUP BY m.tbl_name")
+    return {row["name"]: int(row["n"]) for row in rows}
+
+
+KEPT = ("signals", "responses", "telemetry")
+"""What a household adds every day and the store keeps (until a retention policy deletes it); the rest is
+bounded (registrations, deliveries, liveness, the pruned change log) or reused after VACUUM."""
+
+
 def size_bytes(store: DsoStore, path: Path | None) -> int:
     if store.db.dialect == "postgresql":
         store.db.execute("VACUUM ANALYZE")
@@ -125,7 +144,8 @@ def empty_size(location: str, path: Path | None) -> int:
         return size_bytes(store, path)
 
 
-def report(name: str, tally: Tally, households: int, intervals: int, size: int) -> tuple[float, float, float]:
+def report(name: str, tally: Tally, households: int, intervals: int, size: int,
+           tables: dict[str, int]) -> tuple[float, float, float, float]:
     scale = 96 / intervals  # to a whole day
     print(f"\n{name}: {households} households, {intervals} quarter hours (x{scale:g} for a day)")
     print(f"  {'write':<22}{'rows/household/day':>20}{'store ms/household/day':>24}{'us/row':>9}")
@@ -141,10 +161,13 @@ def report(name: str, tally: Tally, households: int, intervals: int, size: int) 
     rows_per_s = total_rows * REGION / 86400
     connections = total_s * REGION / 86400
     print(f"  {'all':<22}{total_rows:>20.1f}{total_s * 1000:>24.2f}")
-    print(f"  database: {per_day / 1024:.1f} KiB per household and day (with the start-up rows); a region of "
-          f"1 M households writes {rows_per_s:,.0f} rows/s, keeping {connections:.1f} store connections busy, "
-          f"and grows by {per_day * REGION / 1e9:.1f} GB a day")
-    return per_day, rows_per_s, connections
+    kept = sum(tables.get(t, 0) for t in KEPT) / households * scale
+    print("  tables, KiB per household: " + ", ".join(
+        f"{t} {n / households / 1024:.1f}" for t, n in sorted(tables.items(), key=lambda item: -item[1]) if n))
+    print(f"  database: {per_day / 1024:.1f} KiB per household after the day ({kept / 1024:.1f} KiB of it kept every "
+          f"day: {', '.join(KEPT)}); a region of 1 M households writes {rows_per_s:,.0f} rows/s, keeping "
+          f"{connections:.1f} store connections busy, and keeps {kept * REGION / 1e9:.1f} GB more every day")
+    return per_day, rows_per_s, connections, kept
 
 
 def main() -> int:
@@ -163,7 +186,9 @@ def main() -> int:
                 with DsoStore(path) as store:
                     tally = simulate(store, args.households, args.intervals, args.batch)
                     size = size_bytes(store, path) - baseline
-                figures[backend] = report("SQLite (one file, WAL)", tally, args.households, args.intervals, size)
+                    tables = table_bytes(store)
+                figures[backend] = report("SQLite (one file, WAL)", tally, args.households, args.intervals, size,
+                                          tables)
             else:
                 from dso_server.store.pgtemp import TemporaryPostgres
 
@@ -172,12 +197,13 @@ def main() -> int:
                     with DsoStore(postgres.create_database()) as store:
                         tally = simulate(store, args.households, args.intervals, args.batch)
                         size = size_bytes(store, None) - baseline
+                        tables = table_bytes(store)
                 figures[backend] = report("PostgreSQL (local socket, fsync off)", tally, args.households,
-                                          args.intervals, size)
-    pg = figures.get("postgresql", (float("nan"),) * 3)
-    lite = figures.get("sqlite", (float("nan"),) * 3)
-    print(f"households={args.households} pg_bytes_per_household_day={pg[0]:.0f} pg_rows_per_s_1m={pg[1]:.0f} "
-          f"pg_connections_1m={pg[2]:.1f} sqlite_bytes_per_household_day={lite[0]:.0f}")
+                                          args.intervals, size, tables)
+    pg = figures.get("postgresql", (float("nan"),) * 4)
+    lite = figures.get("sqlite", (float("nan"),) * 4)
+    print(f"households={args.households} pg_bytes_per_household_day={pg[3]:.0f} pg_rows_per_s_1m={pg[1]:.0f} "
+          f"pg_connections_1m={pg[2]:.1f} sqlite_bytes_per_household_day={lite[3]:.0f}")
     return 0
 
 
