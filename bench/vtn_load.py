@@ -162,9 +162,10 @@ def _read_line(process: subprocess.Popen[str], pattern: str, timeout_s: float = 
     raise RuntimeError(f"server did not print {pattern!r}; it said:\n{''.join(seen)[-3000:]}")
 
 
-def _api(url: str, method: str, path: str, body: Any = None) -> Any:
+def _api(server: Server, method: str, path: str, body: Any = None) -> Any:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url + path, method=method, data=data, headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(f"{server.api_url}{path}", method=method, data=data, headers={
+        "Content-Type": "application/json", "Authorization": f"Bearer {server.extra['token']}"})
     with urllib.request.urlopen(request, timeout=120) as answer:
         return json.loads(answer.read())
 
@@ -179,6 +180,9 @@ def start_project(*, n: int, db: str, workers: int, workdir: Path, start: dateti
         f'[[household]]\nconnection_point_id = "{ean}"\ngroup = "bench"\ncontracted_max_import_kw = 17.0\n'
         'contracted_max_export_kw = 10.0\nfailsafe_import_kw = 4.2\nfailsafe_export_kw = 4.2\n'
         'failsafe_duration_s = 7200\n\n' for ean in eans(n)))
+    token = workdir / f"token-{time.monotonic_ns()}"
+    subprocess.run([sys.executable, "-m", "dso_server.cli", "token", "create", "--db", db, "--name",
+                    token.name, "--role", "operate", "--output", str(token)], check=True, capture_output=True)
     argv = [sys.executable, "-m", "dso_server.cli", "serve", "--db", db, "--contracts", str(contracts),
             "--vtn-port", "0", "--api-port", "0", "--log-level", "WARNING"]
     if workers != 1:
@@ -191,9 +195,9 @@ def start_project(*, n: int, db: str, workers: int, workdir: Path, start: dateti
         process.kill()
         raise
     server = Server(f"project ({workers} worker{'s' if workers > 1 else ''})", vtn.group(1), int(vtn.group(2)),
-                    process, api_url=api.group(1), workers=workers)
+                    process, api_url=api.group(1), workers=workers, extra={"token": token.read_text().strip()})
     body = {"group": "bench", **_bandwidth_body(bandwidth(start, 5.0))}
-    server.publication_id = _api(server.api_url or "", "POST", "/api/bandwidths", body)["publication_id"]
+    server.publication_id = _api(server, "POST", "/api/bandwidths", body)["publication_id"]
     return server
 
 
@@ -211,8 +215,7 @@ def start_stock(*, n: int, start: datetime) -> Server:
 def change_events(server: Server, start: datetime) -> None:
     """Change every VEN's events, through the operator API (project) or the stock server's bench route."""
     if server.api_url is not None:
-        _api(server.api_url, "PUT", f"/api/publications/{server.publication_id}",
-             _bandwidth_body(bandwidth(start, 3.0)))
+        _api(server, "PUT", f"/api/publications/{server.publication_id}", _bandwidth_body(bandwidth(start, 3.0)))
     else:
         urllib.request.urlopen(urllib.request.Request(f"http://{server.host}:{server.port}/bench/change",
                                                       method="POST", data=b""), timeout=120).read()

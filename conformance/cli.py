@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -32,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     vtn = sub.add_parser("vtn", help="play a VEN against a VTN (DSO server) under test")
     vtn.add_argument("--url", required=True, help="VTN URL, e.g. http://host:8080/OpenADR2/Simple/2.0b")
     vtn.add_argument("--admin-url", default=None, help="operator API base URL (publish steps are not run without)")
+    vtn.add_argument("--admin-token-file", type=Path, default=None, metavar="PATH",
+                     help="file holding an operate token of the operator API (default: $DSO_API_TOKEN)")
     vtn.add_argument("--ean", default=None, help="an EAN18 the VTN already serves (else one is added)")
     ven = sub.add_parser("ven", help="play a VTN against a VEN (HEMS) under test")
     ven.add_argument("--ven-cmd", required=True,
@@ -60,7 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.side == "vtn":
         from conformance.vtn_suite import run_vtn_suite
         target = args.url
-        verdicts = asyncio.run(run_vtn_suite(args.url, args.admin_url, ean=args.ean))
+        try:
+            token = (args.admin_token_file.read_text(encoding="utf-8").strip() if args.admin_token_file
+                     else os.environ.get("DSO_API_TOKEN") or None)
+        except OSError as error:
+            print(f"hems-conformance: error: --admin-token-file: {error.strerror or error}", file=sys.stderr)
+            return 2
+        verdicts = asyncio.run(run_vtn_suite(args.url, args.admin_url, ean=args.ean, admin_token=token))
     else:
         problem = check_ven_cmd(args.ven_cmd)
         if problem:

@@ -1,6 +1,7 @@
 """Plays a VEN (raw OpenADR 2.0b XML built and parsed by openleadr.messaging) against a VTN under test.
 
-The publish, modify and cancel steps need the operator API of our DSO server (``--admin-url``):
+The publish, modify and cancel steps need the operator API of our DSO server (``--admin-url``, with an operate
+token from ``--admin-token-file`` or ``$DSO_API_TOKEN``):
 ``POST /api/households``, ``POST /api/bandwidths``, ``PUT``/``DELETE /api/signals/{event_id}``. A VTN without it
 gets the verdict "not run" for the rules those steps check.
 """
@@ -85,13 +86,18 @@ def _seconds(value: Any) -> float | None:
 
 
 async def run_vtn_suite(url: str, admin_url: str | None, *, ean: str | None = None,
-                        seed: int | None = None) -> list[Verdict]:
-    """Runs every VTN scenario; ``ean`` is a connection point the VTN already serves (else one is added)."""
+                        seed: int | None = None, admin_token: str | None = None) -> list[Verdict]:
+    """Runs every VTN scenario; ``ean`` is a connection point the VTN already serves (else one is added).
+    ``admin_token`` is the operator API's bearer token (operate role); it goes to the operator API only, never
+    to the VTN under test."""
     rec = Recorder(Side.VTN)
     rng = random.Random(seed)
     ean = ean or make_ean18("8716871" + "".join(str(rng.randrange(10)) for _ in range(10)))
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http:
-        vtn = VtnSession(url, http)
+    timeout = aiohttp.ClientTimeout(total=15)
+    admin_headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else None
+    async with aiohttp.ClientSession(timeout=timeout) as vtn_http, \
+            aiohttp.ClientSession(timeout=timeout, headers=admin_headers) as http:
+        vtn = VtnSession(url, vtn_http)
         admin = await _add_household(http, admin_url, ean, rec)
         ven_id = await _registration(vtn, ean, rec)
         if ven_id is None:

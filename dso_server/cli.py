@@ -13,18 +13,19 @@ import json
 import logging
 import os
 import signal
+import ssl
 import sys
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
-from dso_server.settings import DEFAULT_POLL_INTERVAL_S
+from dso_server.settings import DEFAULT_POLL_INTERVAL_S, DsoSettings
 
 DEFAULT_API_URL = "http://127.0.0.1:8081"
 INTERVAL = timedelta(minutes=15)
@@ -44,6 +45,13 @@ class Refused(Exception):
 def _api_url_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-url", default=os.environ.get("DSO_API_URL", DEFAULT_API_URL),
                         help="base URL of the running DSO's operator API (default: $DSO_API_URL or %(default)s)")
+    parser.add_argument("--token-file", type=Path, default=os.environ.get("DSO_API_TOKEN_FILE"), metavar="PATH",
+                        help="file holding the API token ('dso-server token create --output PATH'); default "
+                             "$DSO_API_TOKEN_FILE, else the token itself from $DSO_API_TOKEN (never an argument: "
+                             "arguments show in 'ps')")
+    parser.add_argument("--api-ca", type=Path, default=os.environ.get("DSO_API_CA"), metavar="PEM",
+                        help="CA certificate to verify an https:// operator API with (default: $DSO_API_CA, else "
+                             "the system's CAs)")
 
 
 def _json_option(parser: argparse.ArgumentParser) -> None:
@@ -73,8 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the store holding households, registrations, signals and reports: a SQLite file, "
                             "created when missing ('%(default)s'; ':memory:' keeps nothing), or a PostgreSQL URL "
                             "such as postgresql://dso@db.example/dso (needs pip install -e '.[postgres]')")
-    serve.add_argument("--host", default="127.0.0.1", help="address the VTN and the API listen on (%(default)s)")
-    serve.add_argument("--api-host", default=None, help="address of the operator API if it differs from --host")
+    serve.add_argument("--host", default="127.0.0.1", help="address the OpenADR VTN listens on (%(default)s)")
+    serve.add_argument("--api-host", default="127.0.0.1",
+                       help="address the operator API and its pages listen on, independent of --host (%(default)s); "
+                            "a non-loopback address needs --api-cert/--api-key (or --api-insecure)")
     serve.add_argument("--vtn-port", type=int, default=8080,
                        help="TCP port of the OpenADR VTN (%(default)s; 0 picks a free one)")
     serve.add_argument("--api-port", type=int, default=8081,
@@ -105,6 +115,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="VTN worker processes sharing the sockets and the store (%(default)s); each serves the "
                             "VTN and the operator API, one of them runs the planner; more than one is meant for a "
                             "PostgreSQL --db")
+    serve.add_argument("--api-cert", type=Path, metavar="PEM",
+                       help="server certificate of the operator API (with --api-key): the API serves HTTPS")
+    serve.add_argument("--api-key", type=Path, metavar="PEM", help="private key belonging to --api-cert")
+    serve.add_argument("--api-client-ca", type=Path, metavar="PEM",
+                       help="accept client certificates signed by this CA as API credentials (each registered with "
+                            "'dso-server token create --cert'); needs --api-cert")
+    serve.add_argument("--api-insecure", action="store_true",
+                       help="allow the API on a non-loopback --api-host over plain HTTP (tokens in clear text on "
+                            "the network; a trusted lab network only)")
+    serve.add_argument("--api-session-ttl-s", type=float, metavar="SECONDS",
+                       default=DsoSettings.model_fields["api_session_ttl_s"].default,
+                       help="how long a web page login lasts (%(default)s)")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                        help="how much the server logs to stderr (%(default)s)")
 
@@ -223,7 +245,59 @@ def build_parser() -> argparse.ArgumentParser:
     telemetry.add_argument("--until", metavar="ISO8601", help="show intervals starting before this (with offset)")
     _api_url_option(telemetry)
     _json_option(telemetry)
+
+    token = commands.add_parser(
+        "token", help="create, list or revoke operator API tokens (on the server's store file)",
+        description="Credentials of the operator API. A token has a name (who, in the audit log) and a role: "
+                    "'read' (every GET, the web pages) or 'operate' (also publish, modify, cancel, change "
+                    "contracts). The store keeps only a SHA-256 of each token; the token itself is shown once. "
+                    "These commands work on the store file (--db), so only who may read the server's files may "
+                    "manage tokens; a running server sees a change at its next request.")
+    token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    create = token_commands.add_parser("create", help="create a token and print it once",
+                                       description="Create a token. It is printed on stdout (or written to "
+                                                   "--output, readable by you only) and never shown again.")
+    create.add_argument("--name", required=True, help="who uses it, e.g. alice or ci-publisher (unique among the "
+                                                      "active tokens)")
+    create.add_argument("--role", required=True, choices=["read", "operate"], help="what it may do")
+    create.add_argument("--expires-days", type=float, metavar="DAYS", help="expire after this many days (default: "
+                                                                           "never; revoke it instead)")
+    create.add_argument("--output", type=Path, metavar="PATH",
+                        help="write the token to this new file (mode 0600) instead of stdout; use it as --token-file")
+    create.add_argument("--cert", type=Path, metavar="PEM",
+                        help="make a client certificate the credential instead of a secret (the API must run "
+                             "with --api-client-ca); nothing secret is printed")
+    _db_option(create)
+    token_list = token_commands.add_parser("list", help="list tokens with role and state (never the secrets)",
+                                           description="List every token: id, name, role, state, created, expires.")
+    _db_option(token_list)
+    _json_option(token_list)
+    revoke = token_commands.add_parser("revoke", help="revoke a token (its web sessions end too)",
+                                       description="Revoke a token by name or id; it is refused from the next "
+                                                   "request on.")
+    revoke.add_argument("token", metavar="NAME_OR_ID", help="the token's name (the active one) or its id")
+    _db_option(revoke)
+
+    audit = commands.add_parser(
+        "audit", help="show the audit log: who changed what, when",
+        description="The audit log: publications, modifications, cancellations, contract changes, grid loads, "
+                    "token and login events, and refused attempts by authenticated callers. Read through the "
+                    "operator API (read role), or straight from the store file with --db.")
+    audit.add_argument("--since", metavar="ISO8601", help="entries at or after this instant (with UTC offset)")
+    audit.add_argument("--until", metavar="ISO8601", help="entries before this instant (with UTC offset)")
+    audit.add_argument("--actor", help="only this actor, e.g. token:alice or local:root")
+    audit.add_argument("--action", help="only this action (e.g. signal.cancel) or family (e.g. signal)")
+    audit.add_argument("--outcome", choices=["ok", "refused"], help="only changes made, or only refused attempts")
+    audit.add_argument("--limit", type=int, default=1000, help="at most this many, the newest (%(default)s)")
+    audit.add_argument("--db", metavar="PATH", help="read the store file instead of asking the API")
+    _api_url_option(audit)
+    _json_option(audit)
     return parser
+
+
+def _db_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", default="dso.sqlite", metavar="PATH",
+                        help="SQLite file of the DSO (as for 'serve'; created when missing) ('%(default)s')")
 
 
 # ------------------------------------------------------------------------------------------------- input
@@ -333,16 +407,55 @@ def publish_body(args: argparse.Namespace) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------- HTTP
 
 
-def request(api_url: str, method: str, path: str, body: dict[str, Any] | None = None,
+def api_token(args: argparse.Namespace) -> str:
+    """The token from --token-file / $DSO_API_TOKEN_FILE, else $DSO_API_TOKEN. Never from an argument's value:
+    command lines are visible to every user of the machine (ps, /proc)."""
+    path = getattr(args, "token_file", None)
+    if path:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as error:
+            raise UsageError(f"cannot read the token file {path}: {getattr(error, 'strerror', None) or error}"
+                             ) from None
+        with contextlib.suppress(OSError):
+            if path.stat().st_mode & 0o077:
+                print(f"dso-server: warning: {path} is readable by other users; chmod 600 it", file=sys.stderr)
+        if not text:
+            raise UsageError(f"the token file {path} is empty")
+        return text
+    text = os.environ.get("DSO_API_TOKEN", "").strip()
+    if not text:
+        raise UsageError("no API token: give --token-file PATH (or $DSO_API_TOKEN_FILE) or set $DSO_API_TOKEN; "
+                         "create one on the server with 'dso-server token create --name NAME --role read|operate'")
+    return text
+
+
+def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    ca = getattr(args, "api_ca", None)
+    if not str(args.api_url).startswith("https://"):
+        return None
+    try:
+        return ssl.create_default_context(cafile=str(ca) if ca else None)
+    except (OSError, ssl.SSLError) as error:
+        raise UsageError(f"cannot use --api-ca {ca}: {error}") from None
+
+
+def request(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None,
             query: dict[str, str] | None = None) -> Any:
+    """Call the operator API with the token of ``args``; the answer's JSON, or Refused/UsageError."""
+    api_url = args.api_url
     url = api_url.rstrip("/") + path
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"--api-url {api_url!r} is not an http:// or https:// URL")
     if query:
         url += "?" + urllib.parse.urlencode({key: value for key, value in query.items() if value is not None})
     data = None if body is None else json.dumps(body).encode()
-    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    headers = {"Content-Type": "application/json", "Accept": "application/json",
+               "Authorization": f"Bearer {api_token(args)}"}
     message = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(message, timeout=30) as answer:
+        with urllib.request.urlopen(message, timeout=30, context=_ssl_context(args)) as answer:
             return json.loads(answer.read() or b"null")
     except urllib.error.HTTPError as error:
         try:
@@ -356,9 +469,7 @@ def request(api_url: str, method: str, path: str, body: dict[str, Any] | None = 
     except (TimeoutError, ConnectionError) as error:
         raise Refused(f"cannot reach the operator API at {api_url}: {error}") from None
     except ValueError as error:
-        if url.startswith(("http://", "https://")):
-            raise Refused(f"the operator API at {api_url} did not answer JSON: {error}") from None
-        raise UsageError(f"--api-url {api_url!r} is not an http:// URL") from None
+        raise Refused(f"the operator API at {api_url} did not answer JSON: {error}") from None
 
 
 # ----------------------------------------------------------------------------------------------- output
@@ -400,14 +511,16 @@ def _serve(args: argparse.Namespace) -> int:
     from dso_server.contracts import ContractsFileError
     from dso_server.errors import ConfigurationError, SchemaError, StoreError
     from dso_server.service import DsoServer, run_event_loop
-    from dso_server.settings import DsoSettings
+    from dso_server.settings import is_loopback
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("openleadr").setLevel(max(logging.WARNING, logging.getLevelName(args.log_level)))
     try:
         settings = DsoSettings(
-            db_path=args.db, vtn_host=args.host, vtn_port=args.vtn_port, api_host=args.api_host or args.host,
-            api_port=args.api_port, vtn_id=args.vtn_id, poll_interval_s=args.poll_interval_s,
+            db_path=args.db, vtn_host=args.host, vtn_port=args.vtn_port, api_host=args.api_host,
+            api_port=args.api_port, api_cert=args.api_cert, api_key=args.api_key, api_client_ca=args.api_client_ca,
+            api_insecure=args.api_insecure, api_session_ttl_s=args.api_session_ttl_s, vtn_id=args.vtn_id,
+            poll_interval_s=args.poll_interval_s,
             contracts_file=args.contracts, cert=args.cert, key=args.key, passphrase=args.passphrase,
             grid_path=args.grid, timezone=args.timezone, day_ahead_time=args.day_ahead_time,
             near_real_time_interval_s=args.near_real_time_interval_s, workers=args.workers,
@@ -429,6 +542,15 @@ def _serve(args: argparse.Namespace) -> int:
         async with DsoServer(settings) as dso:
             print(f"dso-server: VTN at {dso.vtn_url}", flush=True)
             print(f"dso-server: operator API at {dso.api_url}/api/", flush=True)
+            if not settings.api_tls and not is_loopback(settings.api_host):
+                print(f"dso-server: WARNING: INSECURE: the operator API listens on {settings.api_host} over plain "
+                      "HTTP (--api-insecure): tokens and session cookies cross the network in clear text",
+                      file=sys.stderr, flush=True)
+            from dso_server.store.security_store import SecurityStore
+
+            if not any(t.usable_at(dso.clock.now()) for t in SecurityStore(dso.store).tokens()):
+                print(f"dso-server: no API token exists yet; create one with 'dso-server token create --db "
+                      f"{args.db} --name NAME --role operate'", flush=True)
             if dso.vtn.fingerprint:
                 print(f"dso-server: messages signed; VTN certificate fingerprint {dso.vtn.fingerprint}", flush=True)
             await stop.wait()
@@ -451,6 +573,7 @@ def _serve_workers(settings: Any, args: argparse.Namespace) -> int:
     from dso_server.contracts import ContractsFileError
     from dso_server.errors import ConfigurationError, SchemaError, StoreError
     from dso_server.service import _url
+    from dso_server.settings import is_loopback
     from dso_server.workers import Supervisor
 
     supervisor = Supervisor(settings, settings.workers)
@@ -465,11 +588,22 @@ def _serve_workers(settings: Any, args: argparse.Namespace) -> int:
     except OSError as error:
         raise Refused(f"cannot start: {error.strerror or error}") from None
     vtn_url = _url(settings.vtn_host, listeners.vtn.getsockname()[1]) + settings.http_path_prefix.rstrip("/")
-    api_url = _url(settings.api_host, listeners.api.getsockname()[1])
+    api_url = _url(settings.api_host, listeners.api.getsockname()[1], "https" if settings.api_tls else "http")
+    with _open_store(settings.db_path) as store:
+        from dso_server.store.security_store import SecurityStore
+
+        no_token = not any(t.usable_at(datetime.now(UTC)) for t in SecurityStore(store).tokens())
 
     def ready() -> None:
         print(f"dso-server: VTN at {vtn_url} ({settings.workers} workers)", flush=True)
         print(f"dso-server: operator API at {api_url}/api/", flush=True)
+        if not settings.api_tls and not is_loopback(settings.api_host):
+            print(f"dso-server: WARNING: INSECURE: the operator API listens on {settings.api_host} over plain "
+                  "HTTP (--api-insecure): tokens and session cookies cross the network in clear text",
+                  file=sys.stderr, flush=True)
+        if no_token:
+            print(f"dso-server: no API token exists yet; create one with 'dso-server token create --db "
+                  f"{args.db} --name NAME --role operate'", flush=True)
 
     supervisor.serve(on_ready=ready)
     print("dso-server: stopping", flush=True)
@@ -526,11 +660,12 @@ def _grid(args: argparse.Namespace) -> int:
                              ("transformer", "rating_kva", "limit_kw", "households", "grid_model")))
                 return 0
             grid = _read_grid(args)
-            from datetime import UTC
-
             source = f"lab:{args.lab}" if args.lab else str(args.file)
+            from dso_server.security.audit import local_actor
+            from dso_server.store import audited
+
             try:
-                saved = gstore.save_grid(grid, now=datetime.now(UTC), source=source)
+                saved = audited.save_grid(store, grid, now=datetime.now(UTC), source=source, actor=local_actor())
             except GridConflict as error:
                 raise UsageError(f"{source}: {error.message}") from None
     except SchemaError as error:
@@ -542,7 +677,7 @@ def _grid(args: argparse.Namespace) -> int:
 
 
 def _publish(args: argparse.Namespace) -> int:
-    answer = request(args.api_url, "POST", f"/api/{'bandwidths' if args.kind == 'bandwidth' else 'tariffs'}",
+    answer = request(args, "POST", f"/api/{'bandwidths' if args.kind == 'bandwidth' else 'tariffs'}",
                      publish_body(args))
     if args.json:
         print(json.dumps(answer, indent=2))
@@ -554,20 +689,20 @@ def _publish(args: argparse.Namespace) -> int:
 def _modify(args: argparse.Namespace) -> int:
     body = _read_json(args.file)
     collection = "publications" if args.publication else "signals"
-    answer = request(args.api_url, "PUT", f"/api/{collection}/{urllib.parse.quote(args.event_id)}", body)
+    answer = request(args, "PUT", f"/api/{collection}/{urllib.parse.quote(args.event_id)}", body)
     _print_change(answer, args)
     return 0
 
 
 def _cancel(args: argparse.Namespace) -> int:
     collection = "publications" if args.publication else "signals"
-    answer = request(args.api_url, "DELETE", f"/api/{collection}/{urllib.parse.quote(args.event_id)}")
+    answer = request(args, "DELETE", f"/api/{collection}/{urllib.parse.quote(args.event_id)}")
     _print_change(answer, args)
     return 0
 
 
 def _households(args: argparse.Namespace) -> int:
-    answer = request(args.api_url, "GET", "/api/households")
+    answer = request(args, "GET", "/api/households")
     if args.json:
         print(json.dumps(answer, indent=2))
         return 0
@@ -578,7 +713,7 @@ def _households(args: argparse.Namespace) -> int:
 
 
 def _signals(args: argparse.Namespace) -> int:
-    answer = request(args.api_url, "GET", "/api/signals", query={"connection_point_id": args.connection_point})
+    answer = request(args, "GET", "/api/signals", query={"connection_point_id": args.connection_point})
     if args.json:
         print(json.dumps(answer, indent=2))
         return 0
@@ -592,7 +727,7 @@ def _telemetry(args: argparse.Namespace) -> int:
     for value, option in ((args.since, "--since"), (args.until, "--until")):
         if value is not None:
             _instant(value, option)
-    answer = request(args.api_url, "GET", "/api/telemetry", query={
+    answer = request(args, "GET", "/api/telemetry", query={
         "connection_point_id": args.connection_point, "since": args.since, "until": args.until})
     if args.json:
         print(json.dumps(answer, indent=2))
@@ -602,9 +737,137 @@ def _telemetry(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _open_store(path: str) -> Any:
+    from dso_server.errors import SchemaError, StoreError
+    from dso_server.store.sqlite import DsoStore
+
+    try:
+        with DsoStore(path) as store:
+            yield store
+    except SchemaError as error:
+        raise Refused(str(error)) from None
+    except StoreError as error:
+        raise Refused(error.message) from None
+
+
+def _certificate_sha256(path: Path) -> str:
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    try:
+        certificate = x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError) as error:
+        raise UsageError(f"--cert {path} is not a readable PEM certificate: {error}") from None
+    return hashlib.sha256(certificate.public_bytes(Encoding.DER)).hexdigest()
+
+
+def _write_secret(path: Path, secret: str) -> None:
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise UsageError(f"--output {path} exists already; a token file is never overwritten") from None
+    except OSError as error:
+        raise UsageError(f"cannot create --output {path}: {error.strerror or error}") from None
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(secret + "\n")
+
+
+def _token(args: argparse.Namespace) -> int:
+    from dso_server.errors import DsoError
+    from dso_server.security.audit import local_actor
+    from dso_server.security.tokens import Role
+    from dso_server.store.security_store import SecurityStore
+
+    now = datetime.now(UTC)
+    with _open_store(args.db) as store:
+        security = SecurityStore(store)
+        try:
+            if args.token_command == "create":
+                if args.expires_days is not None and not 0 < args.expires_days <= 3650:
+                    raise UsageError(f"--expires-days {args.expires_days} must be more than 0 and at most 3650")
+                if args.cert is not None and args.output is not None:
+                    raise UsageError("--cert makes a certificate the credential: there is no secret to --output")
+                fingerprint = _certificate_sha256(args.cert) if args.cert is not None else None
+                expires = now + timedelta(days=args.expires_days) if args.expires_days is not None else None
+                if args.output is not None and args.output.exists():
+                    raise UsageError(f"--output {args.output} exists already; a token file is never overwritten")
+                token, secret = security.create_token(args.name, Role(args.role), now=now, actor=local_actor(),
+                                                      expires_at=expires, cert_sha256=fingerprint)
+                what = f"certificate {fingerprint}" if fingerprint else "token"
+                print(f"dso-server: {what} {token.name!r} ({token.role.value}, id {token.token_id}) created in "
+                      f"{args.db}" + (f"; expires {expires.isoformat()}" if expires else ""), file=sys.stderr)
+                if secret is not None and args.output is not None:
+                    _write_secret(args.output, secret)
+                    print(f"dso-server: written to {args.output} (mode 0600); use it with --token-file",
+                          file=sys.stderr)
+                elif secret is not None:
+                    print("dso-server: this is the only time the token is shown:", file=sys.stderr)
+                    print(secret, flush=True)
+                return 0
+            if args.token_command == "revoke":
+                token = security.revoke_token(args.token, now=now, actor=local_actor())
+                print(f"dso-server: revoked token {token.name!r} ({token.token_id})")
+                return 0
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        except DsoError as error:
+            raise UsageError(error.message) from None
+        tokens = security.tokens()
+    if args.json:
+        print(json.dumps({"tokens": [{
+            "token_id": t.token_id, "name": t.name, "role": t.role.value, "kind": t.kind, "state": t.state_at(now),
+            "created_at": t.created_at.isoformat(), "created_by": t.created_by,
+            "expires_at": t.expires_at.isoformat() if t.expires_at else None,
+            "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None, "revoked_by": t.revoked_by,
+            "cert_sha256": t.cert_sha256} for t in tokens]}, indent=2))
+        return 0
+    print(_table([(t.token_id, t.name, t.role.value, t.kind, t.state_at(now),
+                   t.created_at.isoformat(timespec="seconds"), t.created_by,
+                   t.expires_at.isoformat(timespec="seconds") if t.expires_at else "never")
+                  for t in tokens], ("token_id", "name", "role", "kind", "state", "created_at", "created_by",
+                                     "expires_at")))
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    for value, option in ((args.since, "--since"), (args.until, "--until")):
+        if value is not None:
+            _instant(value, option)
+    if not 1 <= args.limit <= 10_000:
+        raise UsageError(f"--limit {args.limit} must be from 1 to 10000")
+    if args.db is not None:
+        from dso_server.api.codec import audit_json
+        from dso_server.store.security_store import SecurityStore
+
+        with _open_store(args.db) as store:
+            entries = SecurityStore(store).audit(
+                since=_instant(args.since, "--since") if args.since else None,
+                until=_instant(args.until, "--until") if args.until else None,
+                actor=args.actor, action=args.action, outcome=args.outcome, limit=args.limit)
+            answer = {"entries": [audit_json(entry) for entry in entries]}
+    else:
+        answer = request(args, "GET", "/api/audit", query={
+            "since": args.since, "until": args.until, "actor": args.actor, "action": args.action,
+            "outcome": args.outcome, "limit": str(args.limit)})
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return 0
+    print(_table([(e["at"], e["actor"], e["action"], e["target"] or "", e["outcome"], _short(e["detail"]))
+                  for e in answer["entries"]], ("at", "actor", "action", "target", "outcome", "detail")))
+    return 0
+
+
+def _short(detail: dict[str, Any], width: int = 100) -> str:
+    text = json.dumps(detail, separators=(",", ":"), sort_keys=True)
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
 _COMMANDS = {"serve": _serve, "grid": _grid, "publish": _publish, "modify": _modify, "cancel": _cancel,
-             "households": _households,
-             "signals": _signals, "telemetry": _telemetry}
+             "households": _households, "signals": _signals, "telemetry": _telemetry, "token": _token,
+             "audit": _audit}
 
 
 def _fail(code: int, message: str) -> NoReturn:

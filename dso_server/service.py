@@ -32,6 +32,7 @@ import itertools
 import logging
 import os
 import socket
+import ssl
 import time
 from collections.abc import Coroutine, Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -41,6 +42,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from dso_server import metrics
 from dso_server.api.app import create_app
@@ -59,9 +61,13 @@ from dso_server.capacity.powerflow import FeederModel
 from dso_server.contracts import load_contracts
 from dso_server.errors import ConfigurationError, StoreError
 from dso_server.records import Publication, Signal, SignalPayload
-from dso_server.settings import DsoSettings
+from dso_server.security.audit import local_actor
+from dso_server.security.tokens import Role
+from dso_server.settings import DsoSettings, is_loopback
+from dso_server.store import audited
 from dso_server.store.engine import redact
 from dso_server.store.grid_store import GridConflict, GridStore
+from dso_server.store.security_store import SecurityStore
 from dso_server.store.sqlite import DsoStore
 from dso_server.transport.oadr20b.vtn import DsoVtn
 from protocol.clock import Clock, WallClock, speed_of
@@ -86,14 +92,14 @@ class Listeners:
     api: socket.socket
 
 
-async def _serve(app: web.Application, host: str, port: int, sock: socket.socket | None = None
-                 ) -> tuple[web.AppRunner, int]:
+async def _serve(app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None = None,
+                 sock: socket.socket | None = None) -> tuple[web.AppRunner, int]:
     """Serve ``app`` on host:port (or on ``sock``) with a runner of our own; returns the runner and the port."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
-        site: web.BaseSite = (web.SockSite(runner, sock) if sock is not None
-                              else web.TCPSite(runner, host=host, port=port))
+        site: web.BaseSite = (web.SockSite(runner, sock, ssl_context=ssl_context) if sock is not None
+                              else web.TCPSite(runner, host=host, port=port, ssl_context=ssl_context))
         await site.start()
     except BaseException:
         await runner.cleanup()
@@ -108,8 +114,43 @@ async def _cancel(task: asyncio.Task[None]) -> None:
         await task
 
 
-def _url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+class _BadRequestsInOneLine(logging.Filter):
+    """aiohttp logs a traceback for every malformed HTTP request it answers with 400 (a NUL in a header, a broken
+    request line): one line is enough, and a hostile client cannot fill the log with tracebacks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], HttpProcessingError):
+            error = record.exc_info[1]
+            record.msg = "Refused a malformed HTTP request (%s %s)"
+            record.args = (error.code, str(error.message).splitlines()[0] if error.message else "")
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+        return True
+
+
+_BAD_REQUESTS = _BadRequestsInOneLine()
+
+
+def _url(host: str, port: int, scheme: str = "http") -> str:
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def api_ssl_context(settings: DsoSettings) -> ssl.SSLContext | None:
+    """TLS 1.2+ for the operator API when it has a certificate; client certificates optional (``api_client_ca``):
+    the guard accepts one only when it is registered as a credential, and falls back to bearer tokens."""
+    if settings.api_cert is None or settings.api_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(settings.api_cert, settings.api_key)
+        if settings.api_client_ca is not None:
+            context.load_verify_locations(cafile=settings.api_client_ca)
+            context.verify_mode = ssl.CERT_OPTIONAL
+    except (ssl.SSLError, OSError, ValueError) as error:
+        raise ConfigurationError(f"Cannot serve the operator API over TLS with {settings.api_cert} and "
+                                 f"{settings.api_key}: {error}", field="api_cert") from None
+    return context
 
 
 def run_event_loop(main: Coroutine[Any, Any, _T]) -> _T:
@@ -123,14 +164,17 @@ def run_event_loop(main: Coroutine[Any, Any, _T]) -> _T:
 
 
 def prepare_store(store: DsoStore, settings: DsoSettings, now: datetime) -> None:
-    """Load the contracts file and the grid file of ``settings`` into the store (once per start, before serving)."""
+    """Load the contracts file and the grid file of ``settings`` into the store (once per start, before serving),
+    audited as the local user who started the server."""
+    starter = local_actor("serve")
     if settings.contracts_file is not None:
         households = load_contracts(settings.contracts_file)
-        store.put_households(households, now=now)
+        audited.put_households(store, households, now=now, actor=starter)
         logger.info("Loaded %d household(s) from %s", len(households), settings.contracts_file)
     if settings.grid_path is not None:
         try:
-            saved = GridStore(store).save_grid(load_grid(settings.grid_path), now=now, source=str(settings.grid_path))
+            saved = audited.save_grid(store, load_grid(settings.grid_path), now=now, source=str(settings.grid_path),
+                                      actor=starter)
         except (ValueError, GridConflict) as error:
             raise ConfigurationError(f"grid {settings.grid_path}: {error}", field="grid_path") from None
         logger.info("Loaded grid %s: %s; %d new household(s)", settings.grid_path, saved.grid.summary(),
@@ -171,6 +215,7 @@ class DsoServer:
         if self._stack is not None:
             raise RuntimeError("this DsoServer is already running")
         settings = self.settings
+        logging.getLogger("aiohttp.server").addFilter(_BAD_REQUESTS)  # once: the same filter object is kept once
         stack = AsyncExitStack()
         try:
             store = DsoStore(settings.db_path, origin=self.origin)
@@ -187,11 +232,14 @@ class DsoServer:
             stack.push_async_callback(_cancel, liveness)  # after the VTN stopped serving: a last flush
             listeners = self.listeners
             vtn_runner, self._vtn_port = await _serve(vtn.app, settings.vtn_host, settings.vtn_port,
-                                                      listeners.vtn if listeners else None)
+                                                      sock=listeners.vtn if listeners else None)
             stack.push_async_callback(vtn_runner.cleanup)
-            api_runner, self._api_port = await _serve(create_app(store, self.clock, settings.planner_config()),
-                                                      settings.api_host, settings.api_port,
-                                                      listeners.api if listeners else None)
+            api_app = create_app(store, self.clock, settings.planner_config(),
+                                 session_ttl=timedelta(seconds=settings.api_session_ttl_s),
+                                 secure_cookie=settings.api_tls)
+            api_runner, self._api_port = await _serve(api_app, settings.api_host, settings.api_port,
+                                                      api_ssl_context(settings),
+                                                      sock=listeners.api if listeners else None)
             stack.push_async_callback(api_runner.cleanup)
             if GridStore(store).grid() is not None:
                 # Non-firm changes keep one VEN poll period of lead time, in the server clock's seconds.
@@ -204,6 +252,9 @@ class DsoServer:
             self._vtn_port = self._api_port = None
             raise
         self._store, self._vtn, self._stack = store, vtn, stack
+        if not settings.api_tls and not is_loopback(settings.api_host):
+            logger.warning("INSECURE: the operator API listens on %s over plain HTTP; bearer tokens and session "
+                           "cookies cross the network in clear text. Give it --api-cert/--api-key.", self.api_url)
         logger.info("DSO VTN %s at %s; operator API at %s; store %s", settings.vtn_id, self.vtn_url, self.api_url,
                     redact(settings.db_path))
         if vtn.fingerprint:
@@ -314,9 +365,11 @@ class DsoServer:
     # ------------------------------------------------------------------- publishing from Python (the demo)
 
     def publish(self, payload: SignalPayload | Mapping[str, SignalPayload], *,
-                connection_point_ids: Sequence[str] = (), group: str | None = None) -> Publication:
+                connection_point_ids: Sequence[str] = (), group: str | None = None,
+                actor: str | None = None) -> Publication:
         """Publish one payload to households (by id or group), or a mapping of connection point id -> payload.
-        The VENs receive it at their next poll. Dated by the server's clock."""
+        The VENs receive it at their next poll. Dated by the server's clock; audited as ``actor`` (by default
+        ``local:<os user>``: whoever runs this program)."""
         if isinstance(payload, Mapping):
             if connection_point_ids or group is not None:
                 raise ValueError("a payload per connection point names its households already")
@@ -326,15 +379,17 @@ class DsoServer:
                 raise ValueError("name the households: connection_point_ids or group, not both")
             ids = self.store.group_members(group) if group is not None else list(connection_point_ids)
             payloads = dict.fromkeys(ids, payload)
-        return self.store.publish(payloads, now=self.clock.now())
+        return audited.publish(self.store, payloads, now=self.clock.now(), actor=actor or local_actor(),
+                               group=group)
 
-    def modify(self, event_id: str, payload: SignalPayload) -> Signal:
+    def modify(self, event_id: str, payload: SignalPayload, *, actor: str | None = None) -> Signal:
         """Replace what an event says (modification number + 1)."""
-        return self.store.modify_signal(event_id, payload, now=self.clock.now())
+        return audited.modify_signal(self.store, event_id, payload, now=self.clock.now(),
+                                     actor=actor or local_actor())
 
-    def cancel(self, event_id: str) -> Signal:
+    def cancel(self, event_id: str, *, actor: str | None = None) -> Signal:
         """Cancel an event (modification number + 1)."""
-        return self.store.cancel_signal(event_id, now=self.clock.now())
+        return audited.cancel_signal(self.store, event_id, now=self.clock.now(), actor=actor or local_actor())
 
     # ------------------------------------------------------------------------------------------ accessors
 
@@ -368,5 +423,12 @@ class DsoServer:
 
     @property
     def api_url(self) -> str:
-        """Base of the operator API, e.g. http://127.0.0.1:8081 (endpoints under /api/)."""
-        return _url(self.settings.api_host, self._running()[3])
+        """Base of the operator API, e.g. http://127.0.0.1:8081 (endpoints under /api/; https with api_cert)."""
+        return _url(self.settings.api_host, self._running()[3], "https" if self.settings.api_tls else "http")
+
+    def create_token(self, name: str, role: Role = Role.OPERATE, *, actor: str | None = None) -> str:
+        """A new API token of ``role`` (what ``dso-server token create`` does), for the demo and the tests."""
+        _, secret = SecurityStore(self.store).create_token(name, role, now=self.clock.now(),
+                                                           actor=actor or local_actor())
+        assert secret is not None
+        return secret

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import time
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -25,7 +26,21 @@ class DsoSettings(BaseModel):
     vtn_port: int = Field(default=8080, ge=0, le=65535)
     """0 picks a free port; ``DsoServer.vtn_url`` tells which."""
     api_host: str = "127.0.0.1"
+    """Address of the operator API (and its pages), independent of ``vtn_host``: loopback unless it runs TLS
+    (``api_cert``/``api_key``) or ``api_insecure`` is set."""
     api_port: int = Field(default=8081, ge=0, le=65535)
+    api_cert: Path | None = None
+    """PEM server certificate (chain) of the operator API; with ``api_key`` the API serves HTTPS (TLS 1.2+)."""
+    api_key: Path | None = None
+    """PEM private key of ``api_cert`` (unencrypted; keep it readable by the server's account only)."""
+    api_client_ca: Path | None = None
+    """PEM CA certificate(s): clients may present a certificate signed by it instead of a bearer token; the
+    certificate counts only once registered with ``dso-server token create --cert``. Needs ``api_cert``."""
+    api_insecure: bool = False
+    """Serve the API over plain HTTP on a non-loopback address. Tokens then cross the network in clear text:
+    only for a lab network you trust; the server warns at every start."""
+    api_session_ttl_s: float = Field(default=8 * 3600, ge=60, le=7 * 86400)
+    """How long a web page login lasts (server clock seconds); it also ends when its token is revoked."""
     vtn_id: str = Field(default="DSO-VTN", min_length=1, max_length=128)
     poll_interval_s: float = Field(default=DEFAULT_POLL_INTERVAL_S, ge=1, le=60)
     """The oadrRequestedOadrPollFreq the VTN gives every VEN at registration, in whole seconds; at most 60 so
@@ -91,7 +106,7 @@ class DsoSettings(BaseModel):
             raise ValueError(f"unknown IANA time zone {value!r}, e.g. Europe/Amsterdam") from None
         return value
 
-    @field_validator("contracts_file", "grid_path", "cert", "key")
+    @field_validator("contracts_file", "grid_path", "cert", "key", "api_cert", "api_key", "api_client_ca")
     @classmethod
     def _file_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
@@ -120,3 +135,29 @@ class DsoSettings(BaseModel):
         if (self.cert is None) != (self.key is None):
             raise ValueError("cert and key go together: give both to sign messages, or neither")
         return self
+
+    @property
+    def api_tls(self) -> bool:
+        return self.api_cert is not None
+
+    @model_validator(mode="after")
+    def _api_exposure(self) -> DsoSettings:
+        if (self.api_cert is None) != (self.api_key is None):
+            raise ValueError("api_cert and api_key go together: give both to serve the API over TLS, or neither")
+        if self.api_client_ca is not None and self.api_cert is None:
+            raise ValueError("api_client_ca needs api_cert and api_key: client certificates only exist under TLS")
+        if not is_loopback(self.api_host) and not self.api_tls and not self.api_insecure:
+            raise ValueError(f"api_host {self.api_host!r} is not a loopback address: serve the API over TLS "
+                             "(api_cert and api_key; serve --api-cert/--api-key) or, on a lab network you trust, "
+                             "allow plain HTTP explicitly with api_insecure (serve --api-insecure)")
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and 'localhost'; anything else (0.0.0.0, a name, a LAN address) leaves the machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

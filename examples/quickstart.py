@@ -38,6 +38,7 @@ import aiohttp
 from dso_server.capacity.grid import ConnectionPoint, Grid, GridFileError, Transformer, load_grid
 from dso_server.capacity.planner import FIRM, NON_FIRM
 from dso_server.records import TelemetryRow
+from dso_server.security.tokens import Role
 from dso_server.service import DsoServer
 from dso_server.settings import DsoSettings
 from dso_server.store.grid_store import AllocationRun, GridStore, contract_for
@@ -141,10 +142,10 @@ async def _post(session: aiohttp.ClientSession, url: str, body: dict) -> dict:
         return answer
 
 
-async def publish(api_url: str, scenario: Scenario) -> None:
-    """What a DSO operator does, through the operator API: enrol households, publish the tariff and (without
-    a grid) the bandwidth."""
-    async with aiohttp.ClientSession() as session:
+async def publish(api_url: str, token: str, scenario: Scenario) -> None:
+    """What a DSO operator does, through the operator API with an operate token: enrol households, publish the
+    tariff and (without a grid) the bandwidth."""
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as session:
         for contract in scenario.contracts:
             await _post(session, f"{api_url}/api/households", {**contract.model_dump(mode="json"), "group": GROUP})
         await _post(session, f"{api_url}/api/tariffs", {"group": GROUP, **scenario.tariff.model_dump(mode="json")})
@@ -435,7 +436,8 @@ async def run(args: argparse.Namespace) -> int:
     began = wall_time.monotonic()
     async with DsoServer(settings, clock) as dso:
         print(f"DSO VTN at {dso.vtn_url}, operator API at {dso.api_url}, store {db_path}")
-        await publish(dso.api_url, scenario)
+        # The operator's token, as 'dso-server token create --name demo-operator --role operate' makes it.
+        await publish(dso.api_url, dso.create_token("demo-operator", Role.OPERATE), scenario)
         if scenario.grid is None:
             print(f"published a ToU tariff and a firm bandwidth ({args.evening_limit_kw} kW 16:00-21:00 local) "
                   f"to {len(scenario.contracts)} households")

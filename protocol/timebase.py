@@ -10,12 +10,24 @@ from pydantic import AfterValidator
 INTERVAL_S = 900
 INTERVAL = timedelta(seconds=INTERVAL_S)
 INTERVALS_PER_DAY = 96
+EARLIEST_YEAR = 1970
+LATEST_YEAR = 2200
+"""Timestamps outside these years are typos or attacks: near the calendar's ends (year 1, year 9999) converting to
+UTC or adding an interval overflows Python's datetime, and pandas (the DSO's load profiles) stops at 2262; the
+bound keeps all arithmetic on a timestamp the profile accepted safe."""
+
+
+def check_year(value: datetime) -> datetime:
+    """Refuse a timestamp outside EARLIEST_YEAR..LATEST_YEAR (before any arithmetic on it)."""
+    if not EARLIEST_YEAR <= value.year <= LATEST_YEAR:
+        raise ValueError(f"{value.isoformat()} is outside the years {EARLIEST_YEAR}-{LATEST_YEAR} the profile accepts")
+    return value
 
 
 def _require_utc(value: datetime) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("naive datetime; the profile requires timezone-aware UTC timestamps")
-    return value.astimezone(UTC)
+    return check_year(value).astimezone(UTC)
 
 
 def _require_interval_aligned(value: datetime) -> datetime:

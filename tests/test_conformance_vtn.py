@@ -9,6 +9,7 @@ from xml.etree import ElementTree
 
 import aiohttp
 import pytest
+from api_auth import bearer, token
 from faulty.vtn_proxy import (
     Fault,
     FaultyVtnProxy,
@@ -43,7 +44,7 @@ def test_catalogue_ids_are_unique_and_well_formed() -> None:
 
 
 async def test_our_dso_passes_every_automated_vtn_must_rule(dso: DsoServer) -> None:
-    verdicts = await run_vtn_suite(dso.vtn_url, dso.api_url, seed=1)
+    verdicts = await run_vtn_suite(dso.vtn_url, dso.api_url, seed=1, admin_token=token(dso))
     assert failed_ids(verdicts) == set()
     automated_musts = {v.rule.rule_id for v in verdicts if v.rule.automated and v.rule.severity is Severity.MUST}
     assert {v.rule.rule_id for v in verdicts if v.outcome is Outcome.PASS} >= automated_musts
@@ -51,10 +52,11 @@ async def test_our_dso_passes_every_automated_vtn_must_rule(dso: DsoServer) -> N
 
 async def test_without_an_operator_api_the_publish_rules_are_not_run(dso: DsoServer) -> None:
     ean = make_ean18("87168712999990042")
-    async with aiohttp.ClientSession() as http, http.post(f"{dso.api_url}/api/households", json=HouseholdContract(
-            connection_point_id=ean, contracted_max_import_kw=17.0, contracted_max_export_kw=10.0,
-            failsafe_import_kw=4.2, failsafe_export_kw=4.2, failsafe_duration_s=7200,
-            comfort=ComfortTerms()).model_dump(mode="json")) as reply:
+    contract = HouseholdContract(connection_point_id=ean, contracted_max_import_kw=17.0,
+                                 contracted_max_export_kw=10.0, failsafe_import_kw=4.2, failsafe_export_kw=4.2,
+                                 failsafe_duration_s=7200, comfort=ComfortTerms())
+    async with aiohttp.ClientSession(headers=bearer(dso)) as http, \
+            http.post(f"{dso.api_url}/api/households", json=contract.model_dump(mode="json")) as reply:
         assert reply.status == 201
     verdicts = {v.rule.rule_id: v for v in await run_vtn_suite(dso.vtn_url, None, ean=ean)}
     assert verdicts["VTN-EVT-02"].outcome is Outcome.NOT_RUN
@@ -70,7 +72,7 @@ async def test_without_an_operator_api_the_publish_rules_are_not_run(dso: DsoSer
 async def test_a_faulty_vtn_fails_exactly_the_rules_it_breaks(
         dso: DsoServer, fault: Fault, broken: set[str], tmp_path: Path) -> None:
     async with FaultyVtnProxy(dso.vtn_url, fault) as proxy:
-        verdicts = await run_vtn_suite(proxy.url, dso.api_url, seed=3)
+        verdicts = await run_vtn_suite(proxy.url, dso.api_url, seed=3, admin_token=token(dso))
     assert failed_ids(verdicts) == broken
     evidence = [v.evidence for v in verdicts if v.rule.rule_id in broken]
     assert all(any("FAILED" in e["what"] for e in each) for each in evidence)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from api_auth import bearer
 
 from dso_server.api.app import create_app
 from dso_server.records import Household
@@ -57,7 +58,7 @@ def store() -> DsoStore:
 
 @pytest.fixture
 async def api(store: DsoStore) -> AsyncIterator[TestClient]:
-    async with TestClient(TestServer(create_app(store, ManualClock(NOW)))) as client:
+    async with TestClient(TestServer(create_app(store, ManualClock(NOW))), headers=bearer(store)) as client:
         yield client
 
 
@@ -293,3 +294,125 @@ async def test_read_queries_are_checked(api: TestClient) -> None:
     error = await call(api, "GET", "/api/nothing-here", 404)
     assert "no endpoint" in error["error"]
     await call(api, "PATCH", "/api/households", 405)
+
+
+# ------------------------------------------------------------------------------------------- hostile input
+
+
+def _nested(depth: int) -> str:
+    return '{"connection_point_ids": ["' + EAN_A + '"], "firmness": "firm", "intervals": ' + "[" * depth \
+        + "]" * depth + "}"
+
+
+@pytest.mark.parametrize(("content_type", "data", "status", "words"), [
+    (None, b'{"group": "feeder-1"}', 415, "Content-Type: application/json, not none"),
+    ("text/plain", b'{"group": "feeder-1"}', 415, "not text/plain"),
+    ("application/x-www-form-urlencoded", b"group=feeder-1&firmness=firm", 415, "x-www-form-urlencoded"),
+    ("multipart/form-data; boundary=x", b"--x--", 415, "multipart/form-data"),
+    ("application/json; charset=latin-1", b'{"group": "feeder-1"}', 415, "UTF-8"),
+    ("application/json", b'{"group": "\xff"}', 400, "not UTF-8"),
+    ("application/json", _nested(5000).encode(), 400, "deeper than 32 levels"),
+    ("application/json", _nested(40).encode(), 400, "deeper than 32 levels"),
+    ("application/json", b'{"group": "feeder-1", "x": ' + b"9" * 5000 + b"}", 400, "not valid JSON"),
+    ("application/json", b'{"group": "feeder-1", "x": NaN}', 400, "NaN is not a number JSON allows"),
+    ("application/json", b'"feeder-1"', 400, "JSON object, not a string"),
+    ("application/json", b"", 400, "not valid JSON"),
+])
+async def test_bodies_that_are_not_plain_json_objects_are_refused(
+    api: TestClient, store: DsoStore, content_type: str | None, data: bytes, status: int, words: str,
+) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = await api.post("/api/bandwidths", data=data, headers=headers,
+                              skip_auto_headers=() if content_type else ("Content-Type",))
+    error = await response.json()
+    assert response.status == status, error
+    assert words in error["error"] and "Traceback" not in error["error"]
+    assert store.signals() == []
+
+
+async def test_an_oversized_body_is_413(api: TestClient, store: DsoStore) -> None:
+    body = b'{"group": "' + b"x" * (5 * 1024 * 1024) + b'"}'
+    response = await api.post("/api/bandwidths", data=body, headers={"Content-Type": "application/json"})
+    assert response.status == 413 and "larger than" in (await response.json())["error"]
+    assert store.signals() == []
+
+
+def _as_string(body: dict[str, Any]) -> dict[str, Any]:
+    body["intervals"][0]["import_limit_kw"] = "5"
+    return body
+
+
+def _as_bool(body: dict[str, Any]) -> dict[str, Any]:
+    body["intervals"][0]["export_limit_kw"] = True
+    return body
+
+
+def _as_epoch(body: dict[str, Any]) -> dict[str, Any]:
+    body["intervals"][0]["start"] = 1893502800
+    return body
+
+
+def _year_9999(body: dict[str, Any]) -> dict[str, Any]:
+    body["intervals"] = bandwidth_intervals(5, start=datetime(9999, 12, 31, 23, 45, tzinfo=UTC))
+    return body
+
+
+def _year_1(body: dict[str, Any]) -> dict[str, Any]:
+    body["intervals"][0]["start"] = "0001-01-01T00:00:00+01:00"
+    return body
+
+
+def _ids_as_string(body: dict[str, Any]) -> dict[str, Any]:
+    return {**body, "connection_point_ids": EAN_A}
+
+
+def _nested_unknown(body: dict[str, Any]) -> dict[str, Any]:
+    body["intervals"][0]["priority"] = 1
+    return body
+
+
+@pytest.mark.parametrize(("change", "field", "words"), [
+    (_as_string, "intervals[0].import_limit_kw", "valid number"),
+    (_as_bool, "intervals[0].export_limit_kw", "valid number"),
+    (_as_epoch, "intervals[0].start", "valid datetime"),
+    (_year_9999, "intervals[0].start", "outside the years 1970-2200"),
+    (_year_1, "intervals[0].start", "outside the years 1970-2200"),
+    (_ids_as_string, "connection_point_ids", "valid array"),
+    (_nested_unknown, "intervals[0].priority", "not a field"),
+])
+async def test_wrong_types_and_edge_dates_in_bodies_are_400(
+    api: TestClient, store: DsoStore, change: Any, field: str, words: str,
+) -> None:
+    body = {"connection_point_ids": [EAN_A], "firmness": "firm", "intervals": bandwidth_intervals(5, 4)}
+    error = await call(api, "POST", "/api/bandwidths", 400, json=change(body))
+    assert error["field"] == field and words in error["error"], error
+    assert store.signals() == []
+
+
+@pytest.mark.parametrize(("path", "params", "field", "words"), [
+    ("/api/telemetry", {"connection_point_id": EAN_A, "since": "9999-12-31T23:59:59.999999+00:00"}, "since",
+     "outside the years"),
+    ("/api/telemetry", {"connection_point_id": EAN_A, "until": "0001-01-01T00:00:00+14:00"}, "until",
+     "outside the years"),
+    ("/api/telemetry", {"connection_point_id": EAN_A, "since": "2030-01-02T00:00:00Z",
+                        "until": "2030-01-01T00:00:00Z"}, "until", "later than since"),
+    (f"/api/households/{EAN_A}/violations", {"until": "9999-12-31T23:59:59+00:00"}, "until", "outside the years"),
+    (f"/api/households/{EAN_A}/violations", {"since": "0001-01-01T00:00:00-12:00"}, "since", "outside the years"),
+    ("/api/signals", {"include_ended": "maybe"}, "include_ended", "true or false"),
+    ("/api/signals", {"connection_point": EAN_A}, "connection_point", "not a query parameter"),
+    ("/api/households", {"limit": "1"}, "limit", "not a query parameter"),
+    ("/api/audit", {"limit": "1e9"}, "limit", "whole number"),
+    ("/api/audit", {"limit": "0"}, "limit", "greater than or equal to 1"),
+    ("/api/audit", {"outcome": "maybe"}, "outcome", "'ok' or 'refused'"),
+    ("/api/transformers/T1", {"day": "9999-12-31"}, "day", "outside the years"),
+    ("/api/transformers/T1", {"day": "0001-01-01"}, "day", "outside the years"),
+])
+async def test_bad_queries_are_400_naming_the_parameter(api: TestClient, path: str, params: dict[str, str],
+                                                        field: str, words: str) -> None:
+    error = await call(api, "GET", path, 400, params=params)
+    assert error["field"] == field and words in error["error"], error
+
+
+async def test_a_repeated_query_parameter_is_refused(api: TestClient) -> None:
+    error = await call(api, "GET", f"/api/telemetry?connection_point_id={EAN_A}&connection_point_id={EAN_B}", 400)
+    assert error["field"] == "connection_point_id" and "more than once" in error["error"]

@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from api_auth import bearer
 
 from dso_server.api.app import create_app
 from dso_server.capacity.grid import load_grid
+from dso_server.security.tokens import Role
 from dso_server.store.grid_store import GridStore
 from dso_server.store.sqlite import DsoStore
 from protocol import BandwidthInterval, CapacityBandwidth, Firmness, Telemetry, TelemetryInterval
@@ -43,7 +45,7 @@ def store(db_location: str) -> DsoStore:
 
 @pytest.fixture
 async def api(store: DsoStore) -> AsyncIterator[TestClient]:
-    async with TestClient(TestServer(create_app(store, ManualClock(NOW)))) as client:
+    async with TestClient(TestServer(create_app(store, ManualClock(NOW))), headers=bearer(store, Role.READ)) as client:
         yield client
 
 
@@ -103,7 +105,8 @@ async def test_household_violations(api: TestClient) -> None:
 
 
 async def test_without_grid_no_transformers() -> None:
-    async with TestClient(TestServer(create_app(DsoStore(), ManualClock(NOW)))) as client:
+    store = DsoStore()
+    async with TestClient(TestServer(create_app(store, ManualClock(NOW))), headers=bearer(store, Role.READ)) as client:
         assert (await call(client, "/api/transformers")) == {"transformers": []}
         await call(client, "/api/transformers/T1", 404)
 

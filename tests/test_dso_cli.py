@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from dso_server.cli import build_parser, main
 from dso_server.contracts import ContractsFileError, load_contracts, parse_contracts
+from dso_server.security.tokens import Role
 from dso_server.service import DsoServer
 from dso_server.settings import DsoSettings
 from protocol import floor_to_interval, make_ean18
@@ -160,7 +161,8 @@ def test_an_invalid_contracts_file_stops_serve_with_exit_2(tmp_path: Path, capsy
     assert f"{contracts}: household[0].contracted_max_import_kw" in err and "negative" in err
 
 
-def test_an_unreachable_api_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_unreachable_api_exits_1(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DSO_API_TOKEN", "dso_" + "x" * 43)
     code, _, err = run(["households", "--api-url", "http://127.0.0.1:9"], capsys)
     assert code == 1 and "cannot reach the operator API" in err
 
@@ -175,9 +177,15 @@ async def dso(tmp_path: Path) -> AsyncIterator[DsoServer]:
 
 
 async def test_publish_modify_cancel_and_read_through_the_cli(
-    dso: DsoServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    dso: DsoServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url = ["--api-url", dso.api_url]
+    # Changes with an operate token from a file; reads with a read token from the environment.
+    token_file = tmp_path / "operate.token"
+    token_file.write_text(dso.create_token("cli-operator") + "\n")
+    token_file.chmod(0o600)
+    monkeypatch.setenv("DSO_API_TOKEN", dso.create_token("cli-reader", Role.READ))
+    url = ["--api-url", dso.api_url, "--token-file", str(token_file)]
+    read_url = ["--api-url", dso.api_url]
     start = floor_to_interval(datetime.now(UTC)) + timedelta(hours=2)
     code, out, err = await run_async(["publish", "bandwidth", *url, "--group", "feeder-1", "--firmness", "non_firm",
                                       "--start", start.isoformat(), "--import-kw", "5,4.5,3", "--export-kw", "6",
@@ -208,12 +216,24 @@ async def test_publish_modify_cancel_and_read_through_the_cli(
                                    capsys)
     assert code == 1 and "No household has connection point id" in err
 
-    code, out, _ = await run_async(["households", *url], capsys)
+    code, out, _ = await run_async(["households", *read_url], capsys)
     assert code == 0 and EAN_A in out and "feeder-1" in out
-    code, out, _ = await run_async(["signals", *url, "--connection-point", EAN_A], capsys)
+    code, out, _ = await run_async(["signals", *read_url, "--connection-point", EAN_A], capsys)
     assert code == 0 and event_id in out and "cancelled" in out
-    code, out, _ = await run_async(["telemetry", *url, "--connection-point", EAN_A], capsys)
+    code, out, _ = await run_async(["telemetry", *read_url, "--connection-point", EAN_A], capsys)
     assert code == 0 and "import_kw" in out
+    # The read token cannot change anything.
+    code, _, err = await run_async(["cancel", event_id, *read_url], capsys)
+    assert code == 1 and "has the role read" in err and "needs operate" in err
+
+    # Who did what: the audit log through the API and straight from the store agree.
+    code, out, err = await run_async(["audit", *read_url, "--actor", "token:cli-operator", "--json"], capsys)
+    assert code == 0, err
+    actions = [(e["action"], e["outcome"]) for e in json.loads(out)["entries"]]
+    assert actions == [("signal.publish", "ok"), ("signal.modify", "ok"), ("publication.cancel", "ok"),
+                       ("signal.cancel", "refused"), ("signal.publish", "refused")]
+    code, out, _ = await run_async(["audit", *read_url, "--action", "signal.cancel"], capsys)
+    assert code == 0 and "token:cli-reader" in out and "refused" in out
 
 
 def test_a_key_that_cannot_sign_stops_serve_with_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pytest
+from api_auth import bearer
 
 from dso_server.api.views import lowest_per_interval
 from dso_server.capacity.forecast import day_intervals
@@ -148,6 +149,7 @@ async def test_server_with_grid_publishes_firm_day_ahead_on_its_clock(tmp_path: 
     import urllib.request
     from pathlib import Path
 
+    from dso_server.security.tokens import Role
     from dso_server.service import DsoServer
     from dso_server.settings import DsoSettings
     from protocol.clock import AcceleratedClock
@@ -166,7 +168,8 @@ async def test_server_with_grid_publishes_firm_day_ahead_on_its_clock(tmp_path: 
         assert tomorrow[0].run_at >= datetime(2030, 1, 7, 13, 0, tzinfo=UTC)  # released at 14:00 local, not before
         assert gstore.runs(kind="non_firm")
         url = f"{dso.api_url}/api/transformers/T1?day=2030-01-08"
-        body = await asyncio.to_thread(lambda: json.loads(urllib.request.urlopen(url, timeout=10).read()))
+        request = urllib.request.Request(url, headers=bearer(dso, Role.READ))
+        body = await asyncio.to_thread(lambda: json.loads(urllib.request.urlopen(request, timeout=10).read()))
     # Five households whose contracts (87 kW) fit under the 538.65 kW limit: everyone gets the contract max.
     assert {i["firm_kw"] for i in body["intervals"]} == {87.0}
 

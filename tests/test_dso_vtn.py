@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from api_auth import bearer
 from openleadr import OpenADRClient
 from openleadr.messaging import create_message, parse_message
 
@@ -134,7 +135,8 @@ async def vens() -> AsyncIterator[Callable[[str, str], Ven]]:
 
 
 async def api(dso: DsoServer, method: str, path: str, **kwargs: Any) -> Any:
-    async with aiohttp.ClientSession() as session, session.request(method, dso.api_url + path, **kwargs) as reply:
+    async with aiohttp.ClientSession(headers=bearer(dso)) as session, \
+            session.request(method, dso.api_url + path, **kwargs) as reply:
         body = await reply.json()
         assert reply.status < 300, body
         return body

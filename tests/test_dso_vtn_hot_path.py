@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from api_auth import bearer
 from openleadr.messaging import create_message, parse_message
 
 from dso_server import metrics
@@ -78,20 +79,21 @@ async def test_a_quiet_poll_is_answered_from_memory_exactly_as_the_general_path_
 
 async def test_a_change_through_the_api_reaches_the_next_poll(dso: DsoServer) -> None:
     async with aiohttp.ClientSession() as session:
+        headers = bearer(dso)
         ven_id = await register(session, dso)
         poll = create_message("oadrPoll", ven_id=ven_id)
         assert parse_message(await post(session, f"{dso.vtn_url}/OadrPoll", poll))[0] == "oadrResponse"
         start = floor_to_interval(datetime.now(UTC)) + 8 * Q
         body: dict[str, Any] = {"connection_point_ids": [EAN], "firmness": "firm", "intervals": [
             {"start": start.isoformat(), "import_limit_kw": 5.0, "export_limit_kw": 5.0}]}
-        async with session.post(f"{dso.api_url}/api/bandwidths", json=body) as answer:
+        async with session.post(f"{dso.api_url}/api/bandwidths", json=body, headers=headers) as answer:
             assert answer.status == 201
             event_id = (await answer.json())["events"][0]["event_id"]
         kind, payload = parse_message(await post(session, f"{dso.vtn_url}/OadrPoll", poll))
         assert kind == "oadrDistributeEvent"
         assert [e["event_descriptor"]["event_id"] for e in payload["events"]] == [event_id]
         assert parse_message(await post(session, f"{dso.vtn_url}/OadrPoll", poll))[0] == "oadrResponse"
-        async with session.delete(f"{dso.api_url}/api/signals/{event_id}") as answer:
+        async with session.delete(f"{dso.api_url}/api/signals/{event_id}", headers=headers) as answer:
             assert answer.status == 200
         kind, payload = parse_message(await post(session, f"{dso.vtn_url}/OadrPoll", poll))
         assert kind == "oadrDistributeEvent" and payload["events"][0]["event_descriptor"]["event_status"] == "cancelled"

@@ -26,11 +26,13 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from api_auth import bearer
 from PIL import Image
 from playwright.async_api import Browser, Page, async_playwright
 
 from dso_server.api.app import create_app
 from dso_server.capacity.grid import load_grid
+from dso_server.security.tokens import Role
 from dso_server.service import DsoServer
 from dso_server.settings import DsoSettings
 from dso_server.store.grid_store import GridStore
@@ -157,6 +159,7 @@ class Site:
     hems: HemsApp
     telemetry: dict[str, list[TelemetryInterval]]
     base_url: str
+    read_token: str
 
 
 @pytest.fixture
@@ -177,7 +180,8 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
             # C's reports now come over OpenADR from its VEN, not from the prepared file.
             await wait_for(lambda: any(row.received_at >= START for row in dso.store.telemetry(C)), timeout_s=60,
                            what="telemetry from C's VEN in the DSO store")
-            yield Site(dso=dso, hems=hems, telemetry=telemetry, base_url=dso.api_url)
+            yield Site(dso=dso, hems=hems, telemetry=telemetry, base_url=dso.api_url,
+                       read_token=dso.create_token("web-reader", Role.READ))
         finally:
             await hems.stop()
 
@@ -264,13 +268,23 @@ def assert_close(drawn: float, expected: float, what: str) -> None:
 
 
 async def test_pages_are_served_by_the_operator_api() -> None:
-    """Without a browser: the pages come from the API's own app, as HTML, whatever transformer id is asked for."""
-    async with TestClient(TestServer(create_app(DsoStore(), ManualClock(START)))) as client:
+    """Without a browser: the pages come from the API's own app, as HTML, whatever transformer id is asked for;
+    without a credential they send the browser to the login page and the API answers 401."""
+    store = DsoStore()
+    async with TestClient(TestServer(create_app(store, ManualClock(START)))) as client:
+        for path, back in (("/", "/"), ("/transformers/T9?day=2030-01-07&refresh=0",
+                                         "/transformers/T9?day%3D2030-01-07%26refresh%3D0")):
+            response = await client.get(path, allow_redirects=False)
+            assert response.status == 303 and response.headers["Location"] == f"/login?next={back}"
+        login = await client.get("/login")
+        assert login.status == 200 and 'id="token"' in await login.text()
+        assert (await client.get("/api/transformers/T9")).status == 401
+        headers = bearer(store, Role.READ)
         for path, marker in (("/", 'id="transformers"'), ("/transformers/T9", 'id="plot"')):
-            response = await client.get(path)
+            response = await client.get(path, headers=headers)
             assert response.status == 200 and response.content_type == "text/html"
             assert marker in await response.text()
-        assert (await client.get("/api/transformers/T9")).status == 404
+        assert (await client.get("/api/transformers/T9", headers=headers)).status == 404
 
 
 # The browser fixture comes first: without Chromium the test skips before the server starts.
@@ -280,6 +294,30 @@ async def test_transformer_page_in_a_real_browser(browser: Browser, site: Site, 
     page.set_default_timeout(20_000)
     script_errors: list[str] = []
     page.on("pageerror", lambda error: script_errors.append(str(error)))
+
+    # Before logging in: no page and no data, only the login form (the API answers 401, nothing else).
+    answers: list[tuple[str, int]] = []
+    page.on("response", lambda response: answers.append((response.url, response.status)))
+    await page.goto(f"{site.base_url}/transformers/T1")
+    await page.wait_for_url(f"{site.base_url}/login?next=/transformers/T1")
+    assert await page.evaluate("fetch('/api/transformers/T1').then((r) => r.status)") == 401
+    assert not [url for url, status in answers if "/api/" in url and status < 400]
+    assert await page.locator("#plot").count() == 0
+    # A wrong token is refused with a sentence; the right one returns to the page asked for.
+    await page.fill("#token", "dso_" + "x" * 43)
+    await page.click("#submit")
+    await page.wait_for_function("document.getElementById('error').textContent.includes('not a valid token')")
+    await page.fill("#token", site.read_token)
+    await page.click("#submit")
+    await page.wait_for_url(f"{site.base_url}/transformers/T1")
+    await page.wait_for_selector("#series-load circle")
+    # The session: an HttpOnly, SameSite=Strict cookie that no script reads, and that only reads.
+    [cookie] = await page.context.cookies()
+    assert (cookie["name"], cookie["httpOnly"], cookie["sameSite"]) == ("dso_session", True, "Strict")
+    assert site.read_token not in cookie["value"] and "dso_session" not in await page.evaluate("document.cookie")
+    status = await page.evaluate("""fetch('/api/bandwidths', {method: 'POST', headers: {'Content-Type':
+        'application/json'}, body: JSON.stringify({group: 'T1-F1'})}).then((r) => r.status)""")
+    assert status == 403
 
     # The list of transformers links to each transformer's page.
     await page.goto(f"{site.base_url}/")

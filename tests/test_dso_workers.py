@@ -17,23 +17,20 @@ import asyncio
 import contextlib
 import json
 import os
-import re
-import selectors
+import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from dso_process import DsoProcess, contracts_toml
 from openleadr.messaging import create_message, parse_message
 
 from dso_server.service import DsoServer
@@ -47,71 +44,33 @@ pytestmark = pytest.mark.slow
 
 Q = timedelta(minutes=15)
 EANS = [make_ean18(f"8716871200000010{i}") for i in range(3)]
-CONTRACTS = "".join(
-    f'[[household]]\nconnection_point_id = "{ean}"\ngroup = "feeder-1"\ncontracted_max_import_kw = 17.0\n'
-    'contracted_max_export_kw = 10.0\nfailsafe_import_kw = 4.2\nfailsafe_export_kw = 4.2\n'
-    'failsafe_duration_s = 7200\n\n' for ean in EANS)
+CONTRACTS = contracts_toml(EANS)
 EXAMPLE_GRID = Path(__file__).parent.parent / "examples" / "grid.toml"
 
 
 # ------------------------------------------------------------------------------------------ processes
 
 
-@dataclass
-class Served:
-    process: subprocess.Popen[bytes]
-    vtn_url: str
-    api_url: str
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
 @contextlib.contextmanager
-def serve(db: str, workdir: Path, *args: str, name: str = "dso") -> Iterator[Served]:
-    """``dso-server serve`` on free ports; stopped with SIGTERM (then SIGKILL) at the end."""
-    log_path = workdir / f"{name}.log"
-    contracts = workdir / "contracts.toml"
+def serve(db: str, workdir: Path, *args: str, name: str = "dso") -> Iterator[DsoProcess]:
+    """``dso-server serve`` on free ports with the households of ``CONTRACTS`` (an operate token made for it)."""
+    directory = workdir / name
+    directory.mkdir(exist_ok=True)
+    contracts = directory / "contracts.toml"
     contracts.write_text(CONTRACTS)
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "dso_server.cli", "serve", "--db", db, "--contracts", str(contracts),
-             "--vtn-port", "0", "--api-port", "0", *args],
-            stdout=subprocess.PIPE, stderr=log, cwd=workdir, env={**os.environ, "PYTHONUNBUFFERED": "1"}, bufsize=0)
-    try:
-        assert process.stdout is not None
-        found: dict[str, str] = {}
-        deadline = time.monotonic() + 90
-        with selectors.DefaultSelector() as selector:
-            selector.register(process.stdout, selectors.EVENT_READ)
-            while len(found) < 2:
-                if not selector.select(timeout=max(deadline - time.monotonic(), 0)):
-                    raise RuntimeError("dso-server did not start:\n" + log_path.read_text(errors="replace"))
-                line = process.stdout.readline().decode()
-                if not line:
-                    raise RuntimeError(f"dso-server exited ({process.wait()}):\n" + log_path.read_text())
-                if match := re.search(r"VTN at (\S+)", line):
-                    found["vtn"] = match[1]
-                if match := re.search(r"operator API at (\S+?)/api/", line):
-                    found["api"] = match[1]
-        yield Served(process, found["vtn"], found["api"], log_path)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
+    shared = workdir / "operate.token"  # one token for every server of the test, which share the store
+    if shared.exists():
+        shutil.copy(shared, directory / "operate.token")
+    with DsoProcess(directory, "--contracts", str(contracts), *args, db=db) as served:  # type: ignore[arg-type]
+        if not shared.exists():
+            shutil.copy(served.token_file, shared)
+        yield served
 
 
-def api(base: str, method: str, path: str, body: Any = None) -> Any:
+def api(served: DsoProcess, method: str, path: str, body: Any = None) -> Any:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(base + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(served.api_url + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json", **served.headers()})
     with urllib.request.urlopen(request, timeout=30) as answer:
         return json.loads(answer.read())
 
@@ -187,20 +146,20 @@ async def test_two_servers_on_one_postgres_share_vens_events_and_deliveries(post
             ven = RawVen(session, EANS[0])
             await ven.register(a.vtn_url)
             assert await ven.poll(b.vtn_url) == []  # known to B, nothing published yet
-            published = await asyncio.to_thread(api, a.api_url, "POST", "/api/bandwidths",
+            published = await asyncio.to_thread(api, a, "POST", "/api/bandwidths",
                                                 bandwidth_body(5.0, connection_point_ids=[EANS[0]]))
             event_id = published["events"][0]["event_id"]
             assert await ven.poll(b.vtn_url) == [(event_id, 0)]  # published through A, delivered by B
             assert await ven.poll(a.vtn_url) == []  # A knows B delivered it (and the VEN answered)
-            await asyncio.to_thread(api, b.api_url, "PUT", f"/api/signals/{event_id}", bandwidth_body(3.0))
+            await asyncio.to_thread(api, b, "PUT", f"/api/signals/{event_id}", bandwidth_body(3.0))
             assert await ven.poll(a.vtn_url) == [(event_id, 1)]  # modified through B, the next poll on A has it
             assert await ven.poll(b.vtn_url) == []
-            responses = await asyncio.to_thread(api, b.api_url, "GET", f"/api/responses?event_id={event_id}")
+            responses = await asyncio.to_thread(api, b, "GET", f"/api/responses?event_id={event_id}")
             assert [(r["modification_number"], r["response_code"]) for r in responses["responses"]] == [
                 (0, 200), (1, 200)]
             other = RawVen(session, EANS[1])
             await other.register(b.vtn_url)
-            group = await asyncio.to_thread(api, b.api_url, "POST", "/api/bandwidths",
+            group = await asyncio.to_thread(api, b, "POST", "/api/bandwidths",
                                             bandwidth_body(4.0, group="feeder-1"))
             mine = {e["connection_point_id"]: e["event_id"] for e in group["events"]}
             assert await other.poll(a.vtn_url) == [(mine[EANS[1]], 0)]
@@ -214,7 +173,7 @@ async def test_workers_share_one_port_and_a_killed_worker_comes_back(postgres_ur
             vens = [RawVen(session, ean) for ean in EANS]
             for ven in vens:
                 await ven.register(served.vtn_url)
-            published = await asyncio.to_thread(api, served.api_url, "POST", "/api/bandwidths",
+            published = await asyncio.to_thread(api, served, "POST", "/api/bandwidths",
                                                 bandwidth_body(5.0, group="feeder-1"))
             events = {e["connection_point_id"]: e["event_id"] for e in published["events"]}
             for ven in vens:
@@ -228,7 +187,7 @@ async def test_workers_share_one_port_and_a_killed_worker_comes_back(postgres_ur
                 await ven.register(served.vtn_url)  # registering again: all events are delivered anew
                 assert await ven.poll(served.vtn_url) == [(events[ean], 0)]
                 assert await ven.poll(served.vtn_url) == []
-    assert "exited with -9; starting it again" in served.log()
+    assert "exited with -9; starting it again" in served.log.read_text()
 
 
 async def _wait_for_children(pid: int, count: int, *, without: int | None = None) -> list[int]:
@@ -248,17 +207,17 @@ def test_kill_9_mid_publish_loses_nothing_acknowledged(db_location: str, workers
     acknowledged: list[str] = []
     stop = threading.Event()
 
-    def publish_forever(base: str) -> None:
+    def publish_forever(served: DsoProcess) -> None:
         while not stop.is_set():
             try:
-                answer = api(base, "POST", "/api/bandwidths", bandwidth_body(5.0, group="feeder-1"))
+                answer = api(served, "POST", "/api/bandwidths", bandwidth_body(5.0, group="feeder-1"))
             except (urllib.error.URLError, ConnectionError, OSError):
                 continue  # the server is down for the moment: this one was not acknowledged
             acknowledged.append(answer["publication_id"])
 
     args = ("--workers", str(workers)) if workers > 1 else ()
     with serve(db_location, tmp_path, *args, name="first") as first:
-        threads = [threading.Thread(target=publish_forever, args=(first.api_url,)) for _ in range(3)]
+        threads = [threading.Thread(target=publish_forever, args=(first,)) for _ in range(3)]
         for thread in threads:
             thread.start()
         try:
@@ -274,7 +233,7 @@ def test_kill_9_mid_publish_loses_nothing_acknowledged(db_location: str, workers
                 thread.join()
     seen = list(acknowledged)
     with serve(db_location, tmp_path, name="second") as second:  # a restarted server serves the same state
-        stored = api(second.api_url, "GET", "/api/signals")["signals"]
+        stored = api(second, "GET", "/api/signals")["signals"]
     by_publication: dict[str, list[str]] = {}
     for signal_json in stored:
         by_publication.setdefault(signal_json["publication_id"], []).append(signal_json["connection_point_id"])

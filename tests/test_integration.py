@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from api_auth import bearer
 
 from dso_server.service import DsoServer
 from dso_server.settings import DsoSettings
@@ -84,6 +85,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     settings = DsoSettings(db_path=str(db_path), vtn_port=0, api_port=0, poll_interval_s=1.0)
     weather = Weather.synthetic(start=clock.start - timedelta(hours=1), days=3, seed=3, mean_temp_c=2.0)
     async with DsoServer(settings, clock) as dso, aiohttp.ClientSession() as http:
+        http.headers.update(bearer(dso))
         for contract in CONTRACTS:
             async with http.post(f"{dso.api_url}/api/households",
                                  json={**contract.model_dump(mode="json"), "group": "street"}) as reply:

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -16,31 +13,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from dso_process import BIN, DsoProcess
 from openleadr import OpenADRClient
 
 EAN = "871687120000000011"  # 18 digits, GS1 check digit 1
-BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_http(url: str, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer within {timeout_s} s")
 
 
 @pytest.fixture
-def dso(tmp_path: Path) -> Iterator[tuple[str, str]]:
+def dso(tmp_path: Path) -> Iterator[DsoProcess]:
     contracts = tmp_path / "contracts.toml"
     contracts.write_text(
         f"""
@@ -54,29 +34,12 @@ failsafe_export_kw = 4.2
 failsafe_duration_s = 7200
 """
     )
-    vtn_port, api_port = _free_port(), _free_port()
-    process = subprocess.Popen(
-        [str(BIN / "dso-server"), "serve", "--db", str(tmp_path / "dso.sqlite"), "--vtn-port", str(vtn_port),
-         "--api-port", str(api_port), "--poll-interval-s", "1", "--contracts", str(contracts)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    api = f"http://127.0.0.1:{api_port}"
-    try:
-        _wait_http(f"{api}/api/households")
-        yield f"http://127.0.0.1:{vtn_port}/OpenADR2/Simple/2.0b", api
-    finally:
-        process.terminate()
-        try:
-            output, _ = process.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            output, _ = process.communicate()
-        if os.environ.get("SHOW_DSO_LOG"):
-            print(output)
+    with DsoProcess(tmp_path, "--poll-interval-s", "1", "--contracts", str(contracts)) as process:
+        yield process
 
 
-async def test_plain_openleadr_ven_receives_published_bandwidth(dso: tuple[str, str]) -> None:
-    vtn_url, api_url = dso
+async def test_plain_openleadr_ven_receives_published_bandwidth(dso: DsoProcess) -> None:
+    vtn_url, api_url = dso.vtn_url, dso.api_url
     received: list[dict] = []
 
     async def on_event(event: dict) -> str:
@@ -91,7 +54,8 @@ async def test_plain_openleadr_ven_receives_published_bandwidth(dso: tuple[str, 
         assert client.registration_id, "the DSO did not register a VEN whose venName is a known EAN"
         start = (datetime.now(UTC) + timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
         published = subprocess.run(
-            [str(BIN / "dso-server"), "publish", "bandwidth", "--api-url", api_url, "--connection-point", EAN,
+            [str(BIN / "dso-server"), "publish", "bandwidth", "--api-url", api_url, "--token-file",
+             str(dso.token_file), "--connection-point", EAN,
              "--firmness", "firm", "--start", start.isoformat(), "--import-kw", "5,4.5,3,3",
              "--export-kw", "6,6,6,6"],
             capture_output=True, text=True, timeout=30,
@@ -125,7 +89,8 @@ async def test_plain_openleadr_ven_receives_published_bandwidth(dso: tuple[str, 
         deadline = time.monotonic() + 10
         answers: list[dict] = []
         while not answers and time.monotonic() < deadline:
-            with urllib.request.urlopen(f"{api_url}/api/responses?event_id={event_id}") as reply:
+            request = urllib.request.Request(f"{api_url}/api/responses?event_id={event_id}", headers=dso.headers())
+            with urllib.request.urlopen(request) as reply:
                 answers = json.load(reply)
                 answers = answers.get("responses", answers) if isinstance(answers, dict) else answers
             await asyncio.sleep(0.2)

@@ -72,6 +72,15 @@ def test_naive_datetime_is_rejected_naming_the_field() -> None:
                                    comfort_min_c=19, comfort_max_c=21), "measured_at", "naive datetime")
 
 
+@pytest.mark.parametrize("start", [datetime(9999, 12, 31, 23, 45, tzinfo=UTC),
+                                   datetime(1, 1, 1, 0, 0, tzinfo=timezone(timedelta(hours=1))),
+                                   datetime(1969, 12, 31, 23, 45, tzinfo=UTC), datetime(2201, 1, 1, tzinfo=UTC)])
+def test_timestamps_near_the_ends_of_the_calendar_are_rejected_not_overflowed(start: datetime) -> None:
+    # Without the bound, converting year 1 to UTC or adding an interval to year 9999 raises OverflowError.
+    rejected(lambda: BandwidthInterval(start=start, import_limit_kw=3, export_limit_kw=3), "start",
+             "outside the years 1970-2200")
+
+
 def test_other_time_zones_are_normalised_to_utc() -> None:
     cet = timezone(timedelta(hours=1))
     interval = BandwidthInterval(start=datetime(2025, 1, 15, 17, 0, tzinfo=cet), import_limit_kw=3, export_limit_kw=3)

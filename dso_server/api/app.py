@@ -1,12 +1,16 @@
 """The operator's JSON API (aiohttp): households, publishing and changing signals, reading what came back.
 
-Each handler decodes the request (``api_codec``), calls the store, and encodes the answer. Errors become
-``{"error": "<sentence>", "field": "...", "detail": [...]}`` with 400 (bad input), 404 (unknown household,
-group, event or publication) or 409 (the event's state forbids the change); nothing is stored then.
+Each handler decodes the request (``codec``, against the models of ``models``), calls the store, and encodes the
+answer. Every route but the health check, the API document and the login needs a credential (``auth``): ``read``
+for GETs, ``operate`` for changes. Errors become ``{"error": "<sentence>", "field": "...", "detail": [...]}``
+with 400 (bad input), 401 (no valid credential), 403 (the wrong role), 404 (unknown household, group, event or
+publication), 409 (the event's state forbids the change), 413 (body over ``MAX_BODY_BYTES``) or 415 (a body not
+sent as application/json); nothing is stored then. Every change is written to the audit log in the same
+transaction, with who made it.
 
-Endpoints::
+The routes, their roles and models are the table ``ROUTES`` at the end (also served as ``/api/openapi.json``)::
 
-    GET    /api/health
+    GET    /api/health                          (no credential)   GET /api/openapi.json (no credential)
     GET    /api/households                      POST /api/households (201 new, 200 replaced)
     POST   /api/bandwidths                      POST /api/tariffs
     GET    /api/signals?connection_point_id=&publication_id=&include_ended=
@@ -17,6 +21,8 @@ Endpoints::
     GET    /api/plans?connection_point_id=      GET /api/comfort?connection_point_id=
     GET    /api/transformers                    GET /api/transformers/{id}?day=YYYY-MM-DD
     GET    /api/households/{ean}/violations?since=&until=
+    GET    /api/audit?since=&until=&actor=&action=&outcome=&limit=
+    GET    /api/session                         POST /api/session (log in)   DELETE /api/session (log out)
 
 The transformer endpoints read the grid from the store (``dso-server grid load`` or settings ``grid_path``);
 without a grid, ``/api/transformers`` lists none. ``day`` is a local day of the DSO's time zone (settings
@@ -28,18 +34,23 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import date, datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from aiohttp import web
+from pydantic import BaseModel
 
-from dso_server.api import codec, views
-from dso_server.api.web import add_web_routes
+from dso_server.api import auth, codec, models, views
+from dso_server.api.routes import Route
+from dso_server.api.web import page_routes
 from dso_server.capacity.forecast import local_day
 from dso_server.capacity.planner import PlannerConfig
 from dso_server.errors import DsoError, NotFound
-from dso_server.records import SignalKind
+from dso_server.records import Household, SignalKind
+from dso_server.security.tokens import Identity, Role
+from dso_server.store import audited
 from dso_server.store.grid_store import GridStore
+from dso_server.store.security_store import SecurityStore
 from dso_server.store.sqlite import DsoStore
 from protocol.clock import Clock
 
@@ -48,8 +59,11 @@ logger = logging.getLogger(__name__)
 STORE = web.AppKey("store", DsoStore)
 CLOCK = web.AppKey("clock", Clock)
 PLANNER = web.AppKey("planner", PlannerConfig)
+DOCUMENT = web.AppKey("document", dict)
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
+"""Room for a publication to 100,000 households by id; larger bodies are refused with 413 before parsing."""
+_Query = TypeVar("_Query", bound=BaseModel)
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -66,7 +80,10 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
     try:
         return await handler(request)
     except DsoError as error:
-        return _json(codec.error_body(error), status=error.http_status)
+        response = _json(codec.error_body(error), status=error.http_status)
+        if error.http_status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="dso-operator-api"'
+        return response
     except web.HTTPException as error:
         if error.status < 400:
             raise
@@ -82,14 +99,15 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
         return _error(500, "The server failed to handle this request; its log says why.")
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
-    text = await request.text()
-    try:
-        body = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise codec.ApiError(400, f"The request body is not valid JSON: {error.msg} at line {error.lineno} column "
-                                  f"{error.colno}.", field="body") from None
-    return codec.require_object(body)
+async def _text(request: web.Request) -> str:
+    """The body as JSON text: application/json, UTF-8, syntactically valid, shallow, an object."""
+    raw = await request.read()
+    return codec.decode_body(raw, request.content_type if request.headers.get("Content-Type") else "",
+                             request.charset)
+
+
+def _query(request: web.Request, model: type[_Query]) -> _Query:
+    return codec.validate_query(model, request.query, [key for key, _ in request.query.items()])
 
 
 def _store(request: web.Request) -> DsoStore:
@@ -100,6 +118,14 @@ def _now(request: web.Request) -> datetime:
     return request.app[CLOCK].now()
 
 
+def _identity(request: web.Request) -> Identity:
+    return request[auth.IDENTITY]
+
+
+def _actor(request: web.Request) -> str:
+    return _identity(request).actor
+
+
 # ------------------------------------------------------------------------------------------------ handlers
 
 
@@ -107,36 +133,48 @@ async def health(request: web.Request) -> web.Response:
     return _json({"status": "ok", "now": codec.instant(_now(request))})
 
 
+async def openapi_document(request: web.Request) -> web.Response:
+    return _json(request.app[DOCUMENT])
+
+
+def _household_json(store: DsoStore, household: Household) -> dict[str, Any]:
+    return codec.household_json(household, store.ven_for(household.connection_point_id),
+                                store.last_telemetry_start(household.connection_point_id))
+
+
 async def list_households(request: web.Request) -> web.Response:
+    _query(request, models.NoQuery)
     store = _store(request)
-    return _json({"households": [
-        codec.household_json(household, store.ven_for(household.connection_point_id),
-                             store.last_telemetry_start(household.connection_point_id))
-        for household in store.households()
-    ]})
+    return _json({"households": [_household_json(store, household) for household in store.households()]})
 
 
 async def put_household(request: web.Request) -> web.Response:
+    _query(request, models.NoQuery)
     store = _store(request)
-    household = codec.parse_household(await _body(request))
-    created = store.put_household(household.contract, group=household.group, now=_now(request))
-    return _json(codec.household_json(household, store.ven_for(household.connection_point_id),
-                                      store.last_telemetry_start(household.connection_point_id)),
-                 status=201 if created else 200)
+    household = codec.household_of(await _text(request))
+    created = audited.put_household(store, household, now=_now(request), actor=_actor(request))
+    return _json(_household_json(store, household), status=201 if created else 200)
 
 
 async def _publish(request: web.Request, kind: SignalKind) -> web.Response:
+    _query(request, models.NoQuery)
     store, now = _store(request), _now(request)
-    ids, group, rest = codec.split_targets(await _body(request))
-    payload = codec.parse_payload(kind, rest)
+    text = await _text(request)
+    body: models.BandwidthPublication | models.TariffPublication = (
+        codec.validate(models.BandwidthPublication, text, what="bandwidth") if kind is SignalKind.BANDWIDTH
+        else codec.validate(models.TariffPublication, text, what="tariff"))
+    payload = body.payload()
     codec.check_not_over(payload, now)
-    if group is not None:
-        ids = store.group_members(group)
+    if body.group is not None:
+        ids = store.group_members(body.group)
     else:
-        assert ids is not None
+        assert body.connection_point_ids is not None
+        ids = list(body.connection_point_ids)
         store.check_households(ids)
-    publication = store.publish(dict.fromkeys(ids, payload), now=now)
-    logger.info("Published %s %s to %d household(s)", kind.value, publication.publication_id, len(ids))
+    publication = audited.publish(store, dict.fromkeys(ids, payload), now=now, actor=_actor(request),
+                                  group=body.group)
+    logger.info("%s published %s %s to %d household(s)", _actor(request), kind.value, publication.publication_id,
+                len(ids))
     return _json(codec.publication_json(publication, now), status=201)
 
 
@@ -149,111 +187,107 @@ async def publish_tariff(request: web.Request) -> web.Response:
 
 
 async def list_signals(request: web.Request) -> web.Response:
+    query = _query(request, models.SignalsQuery)
     store, now = _store(request), _now(request)
-    connection_point_id = request.query.get("connection_point_id") or None
-    if connection_point_id is not None:
-        store.household(connection_point_id)
-    include_ended = codec.parse_flag(request.query, "include_ended")
-    signals = store.signals(connection_point_id=connection_point_id,
-                            publication_id=request.query.get("publication_id") or None,
-                            ending_after=None if include_ended else now)
+    if query.connection_point_id is not None:
+        store.household(query.connection_point_id)
+    signals = store.signals(connection_point_id=query.connection_point_id, publication_id=query.publication_id,
+                            ending_after=None if query.include_ended else now)
     return _json({"signals": [codec.signal_json(signal, now) for signal in signals]})
 
 
 async def modify_signal(request: web.Request) -> web.Response:
+    _query(request, models.NoQuery)
     store, now = _store(request), _now(request)
     signal = store.signal(request.match_info["event_id"])
-    payload = codec.parse_payload(signal.kind, await _body(request))
+    payload = codec.change_of(signal.kind, await _text(request))
     codec.check_not_over(payload, now)
-    changed = store.modify_signal(signal.event_id, payload, now=now)
+    changed = audited.modify_signal(store, signal.event_id, payload, now=now, actor=_actor(request))
     return _json(codec.signal_json(changed, now))
 
 
 async def cancel_signal(request: web.Request) -> web.Response:
+    _query(request, models.NoQuery)
     store, now = _store(request), _now(request)
-    return _json(codec.signal_json(store.cancel_signal(request.match_info["event_id"], now=now), now))
+    changed = audited.cancel_signal(store, request.match_info["event_id"], now=now, actor=_actor(request))
+    return _json(codec.signal_json(changed, now))
 
 
 async def modify_publication(request: web.Request) -> web.Response:
+    _query(request, models.NoQuery)
     store, now = _store(request), _now(request)
     publication = store.publication(request.match_info["publication_id"])
-    payload = codec.parse_payload(publication.signals[0].kind, await _body(request))
+    payload = codec.change_of(publication.signals[0].kind, await _text(request))
     codec.check_not_over(payload, now)
-    changed, skipped = store.modify_publication(publication.publication_id, payload, now=now)
+    changed, skipped = audited.modify_publication(store, publication.publication_id, payload, now=now,
+                                                  actor=_actor(request))
     return _json(codec.publication_json(changed, now, skipped))
 
 
 async def cancel_publication(request: web.Request) -> web.Response:
+    _query(request, models.NoQuery)
     store, now = _store(request), _now(request)
-    changed, skipped = store.cancel_publication(request.match_info["publication_id"], now=now)
+    changed, skipped = audited.cancel_publication(store, request.match_info["publication_id"], now=now,
+                                                  actor=_actor(request))
     return _json(codec.publication_json(changed, now, skipped))
 
 
 async def list_responses(request: web.Request) -> web.Response:
+    query = _query(request, models.ResponsesQuery)
     store = _store(request)
-    event_id = request.query.get("event_id") or None
-    connection_point_id = request.query.get("connection_point_id") or None
-    if event_id is not None:
-        store.signal(event_id)
-    if connection_point_id is not None:
-        store.household(connection_point_id)
-    responses = store.responses(event_id=event_id, connection_point_id=connection_point_id)
+    if query.event_id is not None:
+        store.signal(query.event_id)
+    if query.connection_point_id is not None:
+        store.household(query.connection_point_id)
+    responses = store.responses(event_id=query.event_id, connection_point_id=query.connection_point_id)
     return _json({"responses": [codec.response_json(response) for response in responses]})
 
 
 async def telemetry(request: web.Request) -> web.Response:
-    store = _store(request)
-    connection_point_id = codec.require_query(request.query, "connection_point_id")
-    since, until = codec.parse_instant(request.query, "since"), codec.parse_instant(request.query, "until")
-    if since is not None and until is not None and until <= since:
-        raise codec.ApiError(400, "until must be later than since.", field="until")
-    rows = store.telemetry(connection_point_id, since=since, until=until)
-    return _json({"connection_point_id": connection_point_id,
+    query = _query(request, models.TelemetryQuery)
+    rows = _store(request).telemetry(query.connection_point_id, since=query.since, until=query.until)
+    return _json({"connection_point_id": query.connection_point_id,
                   "intervals": [codec.telemetry_json(row) for row in rows]})
 
 
 async def plans(request: web.Request) -> web.Response:
-    connection_point_id = codec.require_query(request.query, "connection_point_id")
-    return _json(codec.plan_json(connection_point_id, _store(request).latest_plan(connection_point_id)))
+    ean = _query(request, models.HouseholdQuery).connection_point_id
+    return _json(codec.plan_json(ean, _store(request).latest_plan(ean)))
 
 
 async def comfort(request: web.Request) -> web.Response:
-    connection_point_id = codec.require_query(request.query, "connection_point_id")
-    return _json(codec.comfort_json(connection_point_id, _store(request).latest_comfort(connection_point_id)))
+    ean = _query(request, models.HouseholdQuery).connection_point_id
+    return _json(codec.comfort_json(ean, _store(request).latest_comfort(ean)))
 
 
 # ------------------------------------------------------------------------------------- capacity management
 
 
 async def list_transformers(request: web.Request) -> web.Response:
+    _query(request, models.NoQuery)
     grid = GridStore(_store(request)).grid()
     return _json(views.transformers_json(grid) if grid is not None else {"transformers": []})
 
 
 async def transformer_day(request: web.Request) -> web.Response:
+    query = _query(request, models.DayQuery)
     store, now, config = _store(request), _now(request), request.app[PLANNER]
     transformer_id = request.match_info["transformer_id"]
     grid = GridStore(store).grid()
     if grid is None or transformer_id not in {t.id for t in grid.transformers}:
         raise NotFound(f"No transformer has id {transformer_id!r}" + (" (no grid is loaded)." if grid is None
                                                                      else "."), field="transformer_id")
-    text = request.query.get("day") or None
-    if text is None:
-        day = local_day(now, config.timezone)
-    else:
-        try:
-            day = date.fromisoformat(text)
-        except ValueError:
-            raise codec.ApiError(400, f"day={text!r} is not a date such as 2030-01-31.", field="day") from None
+    day = query.day if query.day is not None else local_day(now, config.timezone)
     return _json(views.transformer_day_json(store, grid, transformer_id, day=day, now=now, config=config))
 
 
 async def household_violations(request: web.Request) -> web.Response:
+    query = _query(request, models.WindowQuery)
     store, now = _store(request), _now(request)
     ean = request.match_info["connection_point_id"]
     since_default, until_default = views.default_window(now)
-    since = codec.parse_instant(request.query, "since") or since_default
-    until = codec.parse_instant(request.query, "until") or until_default
+    since = query.since or since_default
+    until = query.until or until_default
     if until <= since:
         raise codec.ApiError(400, "until must be later than since.", field="until")
     found = views.household_violations(store, ean, since=since, until=until)
@@ -261,31 +295,144 @@ async def household_violations(request: web.Request) -> web.Response:
                   "violations": [views.violation_json(v) for v in found]})
 
 
-def create_app(store: DsoStore, clock: Clock, config: PlannerConfig | None = None) -> web.Application:
+# ------------------------------------------------------------------------------------------ audit, session
+
+
+async def audit_log(request: web.Request) -> web.Response:
+    query = _query(request, models.AuditQuery)
+    entries = SecurityStore(_store(request)).audit(since=query.since, until=query.until, actor=query.actor,
+                                                   action=query.action, outcome=query.outcome, limit=query.limit)
+    return _json({"entries": [codec.audit_json(entry) for entry in entries]})
+
+
+async def who_am_i(request: web.Request) -> web.Response:
+    _query(request, models.NoQuery)
+    identity = _identity(request)
+    expires_at = None
+    if identity.via == "session":
+        found = _session_of(request)
+        expires_at = found[1] if found else None
+    return _json({**identity.to_json(), "expires_at": codec.instant(expires_at)})
+
+
+def _session_of(request: web.Request) -> Any:
+    for name in (auth.SECURE_COOKIE_NAME, auth.COOKIE):
+        secret = request.cookies.get(name)
+        if secret is not None:
+            found = SecurityStore(_store(request)).session(secret, now=_now(request))
+            if found is not None:
+                return found
+    return None
+
+
+async def log_in(request: web.Request) -> web.Response:
+    """Exchange a token for the pages' session cookie (read-only, see ``auth``)."""
+    _query(request, models.NoQuery)
+    body = codec.validate(models.LoginRequest, await _text(request), what="login")
+    security, now = SecurityStore(_store(request)), _now(request)
+    token = security.authenticate(body.token, now=now)
+    if token is None:
+        logger.warning("Operator API: refused a login from %s: invalid, expired or revoked token", request.remote)
+        raise auth.Unauthorized("This is not a valid token (or it expired, or was revoked).")
+    secret, expires_at = security.create_session(token, now=now, ttl=request.app[auth.SESSION_TTL])
+    secure = request.app[auth.SECURE_COOKIE]
+    response = _json({"actor": f"token:{token.name}", "role": token.role.value, "token_id": token.token_id,
+                      "via": "session", "expires_at": codec.instant(expires_at)})
+    response.set_cookie(auth.cookie_name(secure), secret, path="/", httponly=True, samesite="Strict", secure=secure,
+                        max_age=max(1, int((expires_at - now).total_seconds())))
+    return response
+
+
+async def log_out(request: web.Request) -> web.Response:
+    _query(request, models.NoQuery)
+    identity = _identity(request)
+    for name in (auth.SECURE_COOKIE_NAME, auth.COOKIE):
+        secret = request.cookies.get(name)
+        if secret is not None:
+            SecurityStore(_store(request)).end_session(secret, now=_now(request), actor=identity.actor)
+    response = _json({**identity.to_json(), "expires_at": codec.instant(_now(request))})
+    secure = request.app[auth.SECURE_COOKIE]
+    response.del_cookie(auth.cookie_name(secure), path="/", secure=secure, httponly=True, samesite="Strict")
+    return response
+
+
+# ------------------------------------------------------------------------------------------------- the table
+
+_ERRORS = {400: models.ErrorAnswer, 401: models.ErrorAnswer, 403: models.ErrorAnswer, 404: models.ErrorAnswer}
+_CHANGE_ERRORS = {**_ERRORS, 409: models.ErrorAnswer, 413: models.ErrorAnswer, 415: models.ErrorAnswer}
+READ, OPERATE = Role.READ, Role.OPERATE
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/api/health", health, None, "Liveness: the server answers and its clock", answers={
+        200: models.HealthAnswer}),
+    Route("GET", "/api/openapi.json", openapi_document, None, "This API as an OpenAPI 3.1 document"),
+    Route("GET", "/api/households", list_households, READ, "Households with their VEN and last telemetry",
+          answers={200: models.HouseholdsAnswer, **_ERRORS}),
+    Route("POST", "/api/households", put_household, OPERATE, "Add a household or replace its contract and group",
+          action="household.put", body=models.HouseholdRequest,
+          answers={200: models.HouseholdAnswer, 201: models.HouseholdAnswer, **_CHANGE_ERRORS}),
+    Route("POST", "/api/bandwidths", publish_bandwidth, OPERATE, "Publish a capacity bandwidth to households",
+          action="signal.publish", body=models.BandwidthPublication,
+          answers={201: models.PublicationAnswer, **_CHANGE_ERRORS}),
+    Route("POST", "/api/tariffs", publish_tariff, OPERATE, "Publish a time-of-use tariff to households",
+          action="signal.publish", body=models.TariffPublication,
+          answers={201: models.PublicationAnswer, **_CHANGE_ERRORS}),
+    Route("GET", "/api/signals", list_signals, READ, "Signals that have not ended (or all, include_ended)",
+          query=models.SignalsQuery, answers={200: models.SignalsAnswer, **_ERRORS}),
+    Route("PUT", "/api/signals/{event_id}", modify_signal, OPERATE,
+          "Replace what an event says (modification number + 1)", action="signal.modify", body=models.SignalChange,
+          answers={200: models.SignalAnswer, **_CHANGE_ERRORS}),
+    Route("DELETE", "/api/signals/{event_id}", cancel_signal, OPERATE, "Cancel an event (modification number + 1)",
+          action="signal.cancel", answers={200: models.SignalAnswer, **_CHANGE_ERRORS}),
+    Route("PUT", "/api/publications/{publication_id}", modify_publication, OPERATE,
+          "Modify every open event of a publication", action="publication.modify", body=models.SignalChange,
+          answers={200: models.PublicationAnswer, **_CHANGE_ERRORS}),
+    Route("DELETE", "/api/publications/{publication_id}", cancel_publication, OPERATE,
+          "Cancel every open event of a publication", action="publication.cancel",
+          answers={200: models.PublicationAnswer, **_CHANGE_ERRORS}),
+    Route("GET", "/api/responses", list_responses, READ, "What the VENs answered to events",
+          query=models.ResponsesQuery, answers={200: models.ResponsesAnswer, **_ERRORS}),
+    Route("GET", "/api/telemetry", telemetry, READ, "A household's measured import and export per 15 minutes",
+          query=models.TelemetryQuery, answers={200: models.TelemetryAnswer, **_ERRORS}),
+    Route("GET", "/api/plans", plans, READ, "A household's latest plan", query=models.HouseholdQuery,
+          answers={200: models.PlanAnswer, **_ERRORS}),
+    Route("GET", "/api/comfort", comfort, READ, "A household's latest comfort status", query=models.HouseholdQuery,
+          answers={200: models.ComfortAnswer, **_ERRORS}),
+    Route("GET", "/api/transformers", list_transformers, READ, "The grid's transformers",
+          answers={200: models.TransformersAnswer, **_ERRORS}),
+    Route("GET", "/api/transformers/{transformer_id}", transformer_day, READ,
+          "A transformer's local day: load, forecast band, allocation, households", query=models.DayQuery,
+          answers={200: models.TransformerDayAnswer, **_ERRORS}),
+    Route("GET", "/api/households/{connection_point_id}/violations", household_violations, READ,
+          "A household's runs over its effective limit", query=models.WindowQuery,
+          answers={200: models.ViolationsAnswer, **_ERRORS}),
+    Route("GET", "/api/audit", audit_log, READ, "The audit log: who changed what, when",
+          query=models.AuditQuery, answers={200: models.AuditAnswer, **_ERRORS}),
+    Route("GET", "/api/session", who_am_i, READ, "Who the credential of this request is",
+          answers={200: models.SessionAnswer, **_ERRORS}),
+    Route("POST", "/api/session", log_in, None, "Log in to the web pages: a token for a read-only session cookie",
+          body=models.LoginRequest, answers={200: models.SessionAnswer, **_CHANGE_ERRORS}),
+    Route("DELETE", "/api/session", log_out, READ, "Log out: end this web session", session_may_write=True,
+          answers={200: models.SessionAnswer, **_ERRORS}),
+)
+
+
+def create_app(store: DsoStore, clock: Clock, config: PlannerConfig | None = None, *,
+               session_ttl: timedelta = timedelta(hours=8), secure_cookie: bool = False) -> web.Application:
     """The operator API over ``store``; ``clock`` dates every change and decides what is past; ``config``
-    gives the time zone and thresholds of the capacity-management views (defaults when None)."""
-    app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY_BYTES)
+    gives the time zone and thresholds of the capacity-management views (defaults when None).
+    ``secure_cookie``: the API runs TLS, so the session cookie is Secure (and __Host- prefixed)."""
+    from dso_server.api.openapi import build_document
+
+    app = web.Application(middlewares=[_errors, auth.create_guard(store, clock)], client_max_size=MAX_BODY_BYTES)
     app[STORE] = store
     app[CLOCK] = clock
     app[PLANNER] = config if config is not None else PlannerConfig()
-    app.add_routes([
-        web.get("/api/health", health),
-        web.get("/api/households", list_households),
-        web.post("/api/households", put_household),
-        web.post("/api/bandwidths", publish_bandwidth),
-        web.post("/api/tariffs", publish_tariff),
-        web.get("/api/signals", list_signals),
-        web.put("/api/signals/{event_id}", modify_signal),
-        web.delete("/api/signals/{event_id}", cancel_signal),
-        web.put("/api/publications/{publication_id}", modify_publication),
-        web.delete("/api/publications/{publication_id}", cancel_publication),
-        web.get("/api/responses", list_responses),
-        web.get("/api/telemetry", telemetry),
-        web.get("/api/plans", plans),
-        web.get("/api/comfort", comfort),
-        web.get("/api/transformers", list_transformers),
-        web.get("/api/transformers/{transformer_id}", transformer_day),
-        web.get("/api/households/{connection_point_id}/violations", household_violations),
-    ])
-    add_web_routes(app)  # the operator's pages (dso_server/api/web.py) on the same app
+    app[auth.SESSION_TTL] = session_ttl
+    app[auth.SECURE_COOKIE] = secure_cookie
+    routes = (*ROUTES, *page_routes())
+    app[auth.ROUTES] = {(route.method, route.path): route for route in routes}
+    app[DOCUMENT] = build_document(ROUTES)
+    app.add_routes([web.get(route.path, route.handler) if route.method == "GET"
+                    else web.route(route.method, route.path, route.handler) for route in routes])
     return app

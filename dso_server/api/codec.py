@@ -7,6 +7,7 @@ validation, every problem found (``detail``).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from dso_server.api.models import HouseholdFlat, HouseholdNested
 from dso_server.errors import DsoError, IllegalSignalChange
 from dso_server.records import (
     Household,
@@ -27,10 +29,13 @@ from dso_server.records import (
     TelemetryRow,
     Ven,
 )
+from dso_server.security.audit import AuditEntry
 from protocol import CapacityBandwidth, HouseholdContract, TouTariff
 
-TARGET_KEYS = ("connection_point_ids", "group")
+MAX_DEPTH = 32
+"""The deepest nesting of arrays and objects a request body may have (the deepest valid body has 4)."""
 _LEADING_FIELD = re.compile(r"^(intervals\[\d+\])")
+_NAMED_FIELD = re.compile(r"^(?P<field>[a-z_]+(\[\d+\])?): (?P<message>.+)$", re.DOTALL)
 _Model = TypeVar("_Model", bound=BaseModel)
 
 
@@ -60,8 +65,13 @@ def _problem(item: Mapping[str, Any]) -> dict[str, str]:
     field = _path(item["loc"])
     message = str(item["msg"]).removeprefix("Value error, ")
     if not field:
-        match = _LEADING_FIELD.match(message)
-        field = match.group(1) if match else "body"
+        # A model-level rule names its field first: "intervals[1] starts ..." or "until: until must be ...".
+        named = _NAMED_FIELD.match(message)
+        leading = _LEADING_FIELD.match(message)
+        if named:
+            field, message = named.group("field"), named.group("message")
+        else:
+            field = leading.group(1) if leading else "body"
     if item["type"] == "missing":
         message = "is required"
     elif item["type"] == "extra_forbidden":
@@ -78,111 +88,107 @@ def invalid(error: ValidationError, *, what: str) -> ApiError:
                     detail=problems)
 
 
-def _validate(model: type[_Model], body: Mapping[str, Any], *, what: str) -> _Model:
+def _depth(value: Any) -> int:
+    """How deeply arrays and objects nest (iteratively: a hostile document cannot exhaust the stack here)."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        node, level = pending.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, level)
+            if level <= MAX_DEPTH:
+                pending.extend((child, level + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def decode_body(raw: bytes, content_type: str, charset: str | None) -> str:
+    """The body as JSON text, after the checks no model can make: media type, encoding, syntax, nesting, an
+    object at the top. Raises ApiError (415 for another media type, 400 otherwise)."""
+    if content_type != "application/json":
+        shown = content_type or "none"
+        raise ApiError(415, f"The request body must be JSON sent with Content-Type: application/json, not {shown}.",
+                       field="Content-Type")
+    if charset is not None and charset.lower() not in ("utf-8", "utf8"):
+        raise ApiError(415, f"The request body must be UTF-8, not charset={charset}.", field="Content-Type")
     try:
-        return model.model_validate(dict(body))
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ApiError(400, f"The request body is not UTF-8 (byte {error.start}).", field="body") from None
+    try:
+        document = json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as error:
+        raise ApiError(400, f"The request body is not valid JSON: {error.msg} at line {error.lineno} column "
+                            f"{error.colno}.", field="body") from None
+    except RecursionError:
+        raise ApiError(400, f"The request body nests arrays or objects deeper than {MAX_DEPTH} levels.",
+                       field="body") from None
+    except ValueError as error:  # NaN/Infinity, or an integer longer than Python converts
+        raise ApiError(400, f"The request body is not valid JSON: {error}.", field="body") from None
+    if _depth(document) > MAX_DEPTH:
+        raise ApiError(400, f"The request body nests arrays or objects deeper than {MAX_DEPTH} levels.",
+                       field="body")
+    if not isinstance(document, dict):
+        raise ApiError(400, f"The request body must be a JSON object, not {_json_type(document)}.", field="body")
+    return text
+
+
+def _json_type(value: Any) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}.get(
+        type(value), "null")
+
+
+def validate(model: type[_Model], text: str, *, what: str) -> _Model:
+    """Validate JSON text strictly: numbers must be numbers, timestamps ISO 8601 strings, no unknown fields."""
+    try:
+        return model.model_validate_json(text, strict=True)
     except ValidationError as error:
         raise invalid(error, what=what) from None
 
 
-def require_object(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise ApiError(400, f"The request body must be a JSON object, not {type(body).__name__}.", field="body")
-    return body
+def validate_query(model: type[_Model], query: Mapping[str, str], keys: Sequence[str]) -> _Model:
+    """A route's query parameters; a repeated or unknown one is refused like a bad value."""
+    repeated = sorted({key for key in keys if list(keys).count(key) > 1})
+    if repeated:
+        raise ApiError(400, f"The query parameter {repeated[0]} is given more than once.", field=repeated[0])
+    try:
+        return model.model_validate(dict(query))
+    except ValidationError as error:
+        problem = _problem(error.errors()[0])
+        if problem["type"] == "extra_forbidden":
+            allowed = ", ".join(model.model_fields) or "none"
+            message = f"{problem['field']} is not a query parameter of this endpoint (it takes: {allowed})."
+        elif problem["type"] == "missing":
+            message = f"The query parameter {problem['field']} is required."
+        else:
+            message = f"{problem['field']}={query.get(problem['field'], '')!r}: {problem['message']}."
+        raise ApiError(400, message, field=problem["field"]) from None
 
 
-def parse_household(body: Mapping[str, Any]) -> Household:
+def household_of(text: str) -> Household:
     """``{<HouseholdContract fields>, "group": "..."}`` as in the contracts file, or
     ``{"contract": {<HouseholdContract fields>}, "group": "..."}``; the group is optional."""
-    fields = dict(body)
-    group = fields.pop("group", None)
-    if "contract" in fields:
-        contract = fields.pop("contract")
-        if fields:
-            raise ApiError(400, f"Give the contract either inside 'contract' or at the top level, not both (also "
-                                f"got {sorted(fields)[0]!r}).", field=sorted(fields)[0])
-        if not isinstance(contract, dict):
-            raise ApiError(400, "contract must be a JSON object with the HouseholdContract fields.", field="contract")
-        fields = contract
-    if group is not None and (not isinstance(group, str) or not group.strip()):
-        raise ApiError(400, f"group must be a non-empty string, not {group!r}.", field="group")
-    return Household(contract=_validate(HouseholdContract, fields, what="household contract"), group=group)
+    if "contract" in json.loads(text):
+        nested = validate(HouseholdNested, text, what="household contract")
+        return Household(contract=nested.contract, group=nested.group)
+    flat = validate(HouseholdFlat, text, what="household contract")
+    contract = HouseholdContract.model_validate(flat.model_dump(exclude={"group"}))
+    return Household(contract=contract, group=flat.group)
 
 
-def split_targets(body: Mapping[str, Any]) -> tuple[list[str] | None, str | None, dict[str, Any]]:
-    """(connection point ids, group, the rest of the body); exactly one of the first two is given."""
-    rest = {key: value for key, value in body.items() if key not in TARGET_KEYS}
-    ids, group = body.get("connection_point_ids"), body.get("group")
-    if (ids is None) == (group is None):
-        raise ApiError(400, "Name the households: give either connection_point_ids (a list of 18-digit EANs) or "
-                            "group, " + ("not both." if ids is not None else "neither was given."),
-                       field="connection_point_ids")
-    if group is not None:
-        if not isinstance(group, str) or not group.strip():
-            raise ApiError(400, f"group must be a non-empty string, not {group!r}.", field="group")
-        return None, group, rest
-    if not isinstance(ids, list) or not ids:
-        raise ApiError(400, "connection_point_ids must be a non-empty list of connection point ids.",
-                       field="connection_point_ids")
-    seen: set[str] = set()
-    for index, value in enumerate(ids):
-        if not isinstance(value, str):
-            raise ApiError(400, f"connection_point_ids[{index}] must be a string, not {value!r}.",
-                           field=f"connection_point_ids[{index}]")
-        if value in seen:
-            raise ApiError(400, f"connection_point_ids[{index}] repeats {value}.",
-                           field=f"connection_point_ids[{index}]")
-        seen.add(value)
-    return list(ids), None, rest
-
-
-def parse_payload(kind: SignalKind, body: Mapping[str, Any]) -> SignalPayload:
-    """A CapacityBandwidth (``firmness``, ``intervals``) or a TouTariff (``intervals``)."""
+def change_of(kind: SignalKind, text: str) -> SignalPayload:
+    """The body of a modification: a CapacityBandwidth or a TouTariff, as the event's kind says."""
     if kind is SignalKind.BANDWIDTH:
-        return _validate(CapacityBandwidth, body, what="bandwidth")
-    return _validate(TouTariff, body, what="tariff")
+        return validate(CapacityBandwidth, text, what="bandwidth")
+    return validate(TouTariff, text, what="tariff")
 
 
 def check_not_over(payload: SignalPayload, now: datetime) -> None:
     if payload.end <= now:
         raise ApiError(400, f"The signal ends at {payload.end.isoformat()}, which is already past (now "
                             f"{now.isoformat()}); publish intervals that are still to come.", field="intervals")
-
-
-def _fix_plus(value: str) -> str:
-    # An unencoded '+' in a query string arrives as a space: '2030-01-01T00:00:00 01:00'.
-    return re.sub(r" (\d{2}:?\d{2})$", r"+\1", value) if "T" in value else value
-
-
-def parse_instant(query: Mapping[str, str], name: str) -> datetime | None:
-    value = query.get(name)
-    if value is None or value == "":
-        return None
-    try:
-        moment = datetime.fromisoformat(_fix_plus(value))
-    except ValueError:
-        raise ApiError(400, f"{name}={value!r} is not an ISO 8601 timestamp such as 2030-01-01T00:00:00+00:00.",
-                       field=name) from None
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ApiError(400, f"{name}={value!r} has no UTC offset; add one, e.g. {value}+00:00 or {value}Z.",
-                       field=name)
-    return moment.astimezone(UTC)
-
-
-def require_query(query: Mapping[str, str], name: str) -> str:
-    value = query.get(name)
-    if not value:
-        raise ApiError(400, f"The query parameter {name} is required.", field=name)
-    return value
-
-
-def parse_flag(query: Mapping[str, str], name: str) -> bool:
-    value = query.get(name, "false").lower()
-    if value in ("1", "true", "yes"):
-        return True
-    if value in ("0", "false", "no", ""):
-        return False
-    raise ApiError(400, f"{name}={value!r} must be true or false.", field=name)
 
 
 # ----------------------------------------------------------------------------------------------- rendering
@@ -266,3 +272,8 @@ def comfort_json(connection_point_id: str, stored: StoredComfort | None) -> dict
     return {"connection_point_id": connection_point_id,
             "status": stored.status.model_dump(mode="json") if stored else None,
             "received_at": instant(stored.received_at) if stored else None}
+
+
+def audit_json(entry: AuditEntry) -> dict[str, Any]:
+    return {"id": entry.entry_id, "at": instant(entry.at), "actor": entry.actor, "action": entry.action,
+            "target": entry.target, "outcome": entry.outcome, "detail": dict(entry.detail)}

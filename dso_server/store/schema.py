@@ -160,26 +160,47 @@ _V2_INDEXES: tuple[IndexSpec, ...] = (
     ("allocation_runs", ["kind", "day"], False),
 )
 
+# Operator API credentials (only hashes), web sessions and the audit log (dso_server.store.security_store).
+_V3_TABLES: tuple[TableSpec, ...] = (
+    ("api_tokens", {"token_id": str, "name": str, "role": str, "secret_sha256": str, "cert_sha256": str,
+                    "created_at": str, "created_by": str, "expires_at": str, "revoked_at": str, "revoked_by": str},
+     "token_id", {"name", "role", "created_at", "created_by"}, []),
+    ("api_sessions", {"session_sha256": str, "token_id": str, "created_at": str, "expires_at": str},
+     "session_sha256", {"token_id", "created_at", "expires_at"}, [("token_id", "api_tokens", "token_id")]),
+    ("audit_log", {"id": int, "at": str, "actor": str, "action": str, "target": str, "outcome": str, "detail": str},
+     "id", {"at", "actor", "action", "outcome", "detail"}, []),
+)
+_V3_INDEXES: tuple[IndexSpec, ...] = (
+    ("api_tokens", ["secret_sha256"], True),
+    ("api_tokens", ["cert_sha256"], True),
+    ("api_sessions", ["token_id"], False),
+    ("audit_log", ["at"], False),
+    ("audit_log", ["actor", "at"], False),
+)
+
 # What changed for which connection point: how every VTN worker learns that what it holds in memory about a VEN
 # is stale (dso_server.store.changes). ``id`` grows with each row; ``xid`` is the PostgreSQL transaction that
 # wrote it (NULL on SQLite, whose writers take turns), so a reader can also pick up rows of transactions that were
 # still open at its last read.
-_V3_TABLES: tuple[TableSpec, ...] = (
+_V4_TABLES: tuple[TableSpec, ...] = (
     ("changes", {"id": int, "xid": int, "connection_point_id": str, "kind": str, "origin": str},
      "id", {"connection_point_id", "kind", "origin"}, []),
 )
-_V3_INDEXES: tuple[IndexSpec, ...] = (("changes", ["xid"], False),)
+_V4_INDEXES: tuple[IndexSpec, ...] = (("changes", ["xid"], False),)
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "households, VEN registrations, signals, responses, reports",
               (CreateTables(_V1_TABLES), CreateIndexes(_V1_INDEXES))),
     Migration(2, "grid, forecasts, allocation runs", (CreateTables(_V2_TABLES), CreateIndexes(_V2_INDEXES))),
-    Migration(3, "failed allocation runs recorded; change log for the VTN workers' caches", (
+    Migration(3, "operator API tokens, web sessions, audit log", (CreateTables(_V3_TABLES),
+                                                                   CreateIndexes(_V3_INDEXES))),
+    Migration(4, "failed allocation runs recorded, with the worker that ran them; change log for the VTN "
+                 "workers' caches", (
         AddColumn("allocation_runs", "status", str, default="ok", not_null=True),
         AddColumn("allocation_runs", "error", str),
         AddColumn("allocation_runs", "worker", str),
-        CreateTables(_V3_TABLES),
-        CreateIndexes(_V3_INDEXES),
+        CreateTables(_V4_TABLES),
+        CreateIndexes(_V4_INDEXES),
     )),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
