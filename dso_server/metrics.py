@@ -37,6 +37,9 @@ if TYPE_CHECKING:
     from dso_server.store.sqlite import DsoStore
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+SILENT_AFTER_S = 120.0
+"""A registered VEN not heard from for this long counts as silent: two minutes without a poll is when a HEMS
+falls back to its failsafe limits (EEBus LPC, PROFILE section 2.7); well above the liveness resolution."""
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 REGISTRY = CollectorRegistry(auto_describe=True)

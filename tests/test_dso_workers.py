@@ -32,6 +32,7 @@ import aiohttp
 import pytest
 from dso_process import DsoProcess, contracts_toml
 from openleadr.messaging import create_message, parse_message
+from prometheus_client.parser import text_string_to_metric_families
 
 from dso_server.service import DsoServer
 from dso_server.settings import DsoSettings
@@ -187,6 +188,14 @@ async def test_workers_share_one_port_and_a_killed_worker_comes_back(postgres_ur
                 await ven.register(served.vtn_url)  # registering again: all events are delivered anew
                 assert await ven.poll(served.vtn_url) == [(events[ean], 0)]
                 assert await ven.poll(served.vtn_url) == []
+            # One scrape, whichever worker answers it, counts the polls of all workers, the killed one's too.
+            request = urllib.request.Request(f"{served.api_url}/metrics", headers=served.headers())
+            text = await asyncio.to_thread(lambda: urllib.request.urlopen(request, timeout=30).read().decode())
+    values = {(s.name, tuple(sorted(s.labels.items()))): s.value
+              for family in text_string_to_metric_families(text) for s in family.samples}
+    assert values[("dso_vtn_polls_total", ())] == 3 * 3
+    assert values[("dso_vens_registered", ())] == 3
+    assert values[("dso_planner_active", ())] == 0  # no grid: no planner
     assert "exited with -9; starting it again" in served.log.read_text()
 
 
