@@ -16,9 +16,14 @@ both (stock openleadr gets it through ``add_raw_event``). Each server runs in pr
 from ``--generators`` processes of raw asyncio HTTP clients (prepared request bytes, no HTTP library on the
 path), so their CPU per poll can be printed beside the server's. Cases:
 
-* ``plain``: HTTP on loopback (the project server runs with ``--insecure-plain-http`` where it needs one);
-* ``tls`` and ``signed``: planned to run once the VTN's TLS with client certificates and message signatures are
-  in place (issue 10); listed as not run until then.
+* ``plain``: HTTP on loopback (the project server with ``--insecure``);
+* ``tls``: mutual TLS, every VEN with a client certificate of its own issued by a lab PKI (``dso-server pki``,
+  ECDSA P-256) and enrolled for its household;
+* ``signed``: mutual TLS and XML signatures both ways (``serve --sign-messages``): every request is signed by its
+  VEN afresh (a new ReplayProtect nonce), every answer by the VTN.
+
+The stock openleadr baseline runs the plain case: openleadr ties signatures to TLS (it verifies signatures on
+every TLS request), so its TLS case would be its signed case, and it re-reads its signing key for every message.
 
 Per case and server: polls/s, p50/p99 latency, errors, stale polls, server and generator CPU (microseconds per
 poll) and how busy the machine was with other work. The project server is measured with ``--workers`` 1 and,
@@ -174,7 +179,38 @@ def _bandwidth_body(payload: CapacityBandwidth) -> dict[str, Any]:
     return json.loads(payload.model_dump_json())
 
 
-def start_project(*, n: int, db: str, workers: int, workdir: Path, start: datetime) -> Server:
+def enrol_all(db: str, pki_dir: Path, names: Sequence[str]) -> None:
+    """Enrol every VEN certificate of the lab PKI in the store, in one transaction."""
+    from cryptography import x509
+
+    from dso_server.security.pki import fingerprint_sha256
+    from dso_server.store.certificates import CertificateStore, Enrolment
+    from dso_server.store.sqlite import DsoStore
+
+    with DsoStore(db) as store, store.transaction():
+        certificates = CertificateStore(store)
+        for name in names:
+            certificate = x509.load_pem_x509_certificate((pki_dir / "vens" / f"{name}.crt").read_bytes())
+            certificates.enrol(Enrolment(fingerprint_sha256=fingerprint_sha256(certificate), connection_point_id=name,
+                                         subject=certificate.subject.rfc4514_string(),
+                                         serial=f"{certificate.serial_number:x}",
+                                         not_after=certificate.not_valid_after_utc, enrolled_at=datetime.now(UTC)))
+
+
+def make_pki(directory: Path, names: Sequence[str]) -> Path:
+    """A lab CA, the VTN's certificate and one client certificate per VEN (not enrolled yet)."""
+    from dso_server.security.pki import Pki
+
+    pki = Pki(directory)
+    pki.init(name="vtn_load CA")
+    pki.issue_vtn()
+    for name in names:
+        pki.issue_ven(ean=name)
+    return directory
+
+
+def start_project(*, n: int, db: str, workers: int, workdir: Path, start: datetime, case: str = "plain",
+                  pki_dir: Path | None = None) -> Server:
     contracts = workdir / "contracts.toml"
     contracts.write_text("".join(
         f'[[household]]\nconnection_point_id = "{ean}"\ngroup = "bench"\ncontracted_max_import_kw = 17.0\n'
@@ -185,11 +221,17 @@ def start_project(*, n: int, db: str, workers: int, workdir: Path, start: dateti
                     token.name, "--role", "operate", "--output", str(token)], check=True, capture_output=True)
     argv = [sys.executable, "-m", "dso_server.cli", "serve", "--db", db, "--contracts", str(contracts),
             "--vtn-port", "0", "--api-port", "0", "--log-level", "WARNING"]
+    if case == "plain":
+        argv += ["--insecure"]
+    else:
+        assert pki_dir is not None
+        enrol_all(db, pki_dir, eans(n))
+        argv += ["--pki", str(pki_dir)] + (["--sign-messages"] if case == "signed" else [])
     if workers != 1:
         argv += ["--workers", str(workers)]
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=workdir)
     try:
-        vtn = _read_line(process, r"VTN at http://([\d.]+):(\d+)")
+        vtn = _read_line(process, r"VTN at https?://([\d.]+):(\d+)")
         api = _read_line(process, r"operator API at (http://\S+?)/api/")
     except BaseException:
         process.kill()
@@ -347,6 +389,9 @@ class GeneratorSpec:
     duration_s: float
     telemetry_every_s: float
     change_s: float
+    pki_dir: Path | None = None
+    """With a PKI: mutual TLS, each VEN with its own client certificate."""
+    sign: bool = False
 
 
 @dataclass
@@ -367,7 +412,7 @@ class GeneratorResult:
 
 
 class Ven:
-    def __init__(self, name: str, telemetry: bool) -> None:
+    def __init__(self, name: str, telemetry: bool, spec: GeneratorSpec) -> None:
         self.name = name
         self.telemetry = telemetry
         self.ven_id = ""
@@ -375,6 +420,39 @@ class Ven:
         self.poll = b""
         self.report = b""
         self.got_change = False
+        self.ssl: Any = None
+        self.signer: Any = None
+        self.report_payload: dict[str, Any] = {}
+        if spec.pki_dir is not None:
+            import ssl
+
+            cert, key = spec.pki_dir / "vens" / f"{name}.crt", spec.pki_dir / "vens" / f"{name}.key"
+            self.ssl = ssl.create_default_context(cafile=str(spec.pki_dir / "ca.crt"))
+            self.ssl.load_cert_chain(str(cert), str(key))
+            if spec.sign:
+                from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+                from hems_client.transport.oadr20b.openleadr_adapter import MessageSigner
+
+                self.signer = MessageSigner(cert.read_bytes(), load_pem_private_key(key.read_bytes(), None))
+
+    def message(self, message_type: str, **payload: Any) -> bytes:
+        """A message of this VEN, signed afresh when it signs."""
+        if self.signer is None:
+            return _message(message_type, **payload)
+        from hems_client.transport.oadr20b.openleadr_adapter import render
+
+        return render(message_type, payload, self.signer).encode()
+
+    def poll_request(self) -> bytes:
+        if self.signer is None:
+            return self.poll
+        return http_post("OadrPoll", self.message("oadrPoll", ven_id=self.ven_id))
+
+    def report_request(self) -> bytes:
+        if self.signer is None:
+            return self.report
+        return http_post("EiReport", self.message("oadrUpdateReport", **self.report_payload))
 
 
 def _error(result: GeneratorResult, kind: str) -> None:
@@ -394,7 +472,7 @@ async def _answer_events(ven: Ven, body: bytes) -> None:
     responses = [{"event_id": event_id.decode(), "modification_number": int(number), "response_code": 200,
                   "response_description": "OK", "opt_type": "optIn", "request_id": request_id}
                  for event_id, number in events]
-    created = _message("oadrCreatedEvent", ven_id=ven.ven_id, event_responses=responses,
+    created = ven.message("oadrCreatedEvent", ven_id=ven.ven_id, event_responses=responses,
                        response={"response_code": 200, "response_description": "OK", "request_id": request_id})
     status, answer = await ven.connection.request(http_post("EiEvent", created))
     if status != 200 or b"oadrResponse" not in answer:
@@ -406,8 +484,9 @@ async def _setup(ven: Ven, spec: GeneratorSpec) -> None:
     from protocol.reports import Telemetry, TelemetryInterval
 
     loop = asyncio.get_running_loop()
-    await loop.create_connection(lambda: ven.connection, spec.host, spec.port)
-    registration = _message("oadrCreatePartyRegistration", request_id=f"req-{ven.name}", ven_name=ven.name,
+    await loop.create_connection(lambda: ven.connection, spec.host, spec.port, ssl=ven.ssl,
+                                 server_hostname="localhost" if ven.ssl is not None else None)
+    registration = ven.message("oadrCreatePartyRegistration", request_id=f"req-{ven.name}", ven_name=ven.name,
                             http_pull_model=True, xml_signature=False, report_only=False, profile_name="2.0b",
                             transport_name="simpleHttp", transport_address=None)
     status, body = await ven.connection.request(http_post("EiRegisterParty", registration))
@@ -418,7 +497,7 @@ async def _setup(ven: Ven, spec: GeneratorSpec) -> None:
     ven.poll = http_post("OadrPoll", _message("oadrPoll", ven_id=ven.ven_id))
     if ven.telemetry:
         now = datetime.now(UTC)
-        offer = _message("oadrRegisterReport", ven_id=ven.ven_id, request_id=f"rr-{ven.name}", report_request_id=0,
+        offer = ven.message("oadrRegisterReport", ven_id=ven.ven_id, request_id=f"rr-{ven.name}", report_request_id=0,
                          reports=hems_report_metadata(resource_id=ven.name, created_at=now))
         status, body = await ven.connection.request(http_post("EiReport", offer))
         request_id = re.search(rb"reportRequestID>([^<]+)<", body)
@@ -427,11 +506,11 @@ async def _setup(ven: Ven, spec: GeneratorSpec) -> None:
         telemetry = Telemetry(intervals=(TelemetryInterval(start=start - timedelta(minutes=start.minute % 15),
                                                            import_kw=1.5, export_kw=0.0),))
         report = encode_telemetry_report(telemetry, report_request_id=report_request_id, created_at=now)
-        ven.report = http_post("EiReport", _message("oadrUpdateReport", ven_id=ven.ven_id,
-                                                    request_id=f"ur-{ven.name}", reports=[report]))
+        ven.report_payload = {"ven_id": ven.ven_id, "request_id": f"ur-{ven.name}", "reports": [report]}
+        ven.report = http_post("EiReport", ven.message("oadrUpdateReport", **ven.report_payload))
     # The first poll brings the event; answer it like a VEN, then poll until nothing is new.
     for _ in range(5):
-        status, body = await ven.connection.request(ven.poll)
+        status, body = await ven.connection.request(ven.poll_request())
         if b"oadrDistributeEvent" in body:
             await _answer_events(ven, body)
         elif status == 200 and b"oadrResponse" in body:
@@ -458,7 +537,7 @@ async def _run_ven(ven: Ven, spec: GeneratorSpec, result: GeneratorResult, t0: f
         try:
             if ven.telemetry and now >= next_report:
                 next_report += spec.telemetry_every_s
-                status, body = await ven.connection.request(ven.report)
+                status, body = await ven.connection.request(ven.report_request())
                 if status != 200 or b"oadrUpdatedReport" not in body:
                     _error(result, f"report {status}")
                 else:
@@ -466,7 +545,7 @@ async def _run_ven(ven: Ven, spec: GeneratorSpec, result: GeneratorResult, t0: f
                 continue
             changed = change_at.value
             sent = clock()
-            status, body = await ven.connection.request(ven.poll)
+            status, body = await ven.connection.request(ven.poll_request())
             done = clock()
         except (TimeoutError, ConnectionError, OSError) as error:
             _error(result, type(error).__name__)
@@ -507,7 +586,7 @@ def generator_main(spec: GeneratorSpec, ready: Any, go: Any, change: tuple[Any, 
     result = GeneratorResult()
 
     async def run() -> None:
-        vens = [Ven(name, name in spec.telemetry) for name in spec.names]
+        vens = [Ven(name, name in spec.telemetry, spec) for name in spec.names]
         limit = asyncio.Semaphore(64)
 
         async def setup(ven: Ven) -> None:
@@ -574,7 +653,8 @@ class Measure:
 
 
 def measure(server: Server, *, case: str, n: int, generators: int, warmup_s: float, duration_s: float,
-            telemetry_share: float, telemetry_every_s: float, start: datetime, change_s: float) -> Measure:
+            telemetry_share: float, telemetry_every_s: float, start: datetime, change_s: float,
+            pki_dir: Path | None = None) -> Measure:
     names = eans(n)
     telemetry = set(names[: round(n * telemetry_share)])
     ctx = mp.get_context("fork")
@@ -584,7 +664,8 @@ def measure(server: Server, *, case: str, n: int, generators: int, warmup_s: flo
     change_at = ctx.Value("d", 0.0, lock=False)
     out = ctx.Queue()
     specs = [GeneratorSpec(i, server.host, server.port, names[i::generators], telemetry & set(names[i::generators]),
-                           warmup_s, duration_s, telemetry_every_s, change_s) for i in range(generators)]
+                           warmup_s, duration_s, telemetry_every_s, change_s,
+                           pki_dir if case != "plain" else None, case == "signed") for i in range(generators)]
     processes = [ctx.Process(target=generator_main, args=(spec, ready, go, (change_started, change_at), out),
                              daemon=True)
                  for spec in specs]
@@ -715,22 +796,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                   change_s=args.change_s)
     with tempfile.TemporaryDirectory(prefix="vtn-load-") as tmp:
         workdir = Path(tmp)
+        pki_dir = None
+        if set(cases) - {"plain"}:
+            began = time.monotonic()
+            pki_dir = make_pki(workdir / "pki", eans(args.vens))
+            print(f"lab PKI: a CA and {args.vens} VEN certificates (ECDSA P-256) in {time.monotonic() - began:.0f} s",
+                  flush=True)
         for case in cases:
-            if case != "plain":
+            if case not in ("plain", "tls", "signed"):
                 not_run.append(case)
                 continue
             for count in workers:
                 kind = args.db if count == 1 else "postgresql"
                 with project_store(kind, workdir) as (db, database_pid):
-                    server = start_project(n=args.vens, db=db, workers=count, workdir=workdir, start=start)
+                    server = start_project(n=args.vens, db=db, workers=count, workdir=workdir, start=start,
+                                           case=case, pki_dir=pki_dir)
                     server.name += f" {kind}"
                     server.database_pid = database_pid
                     try:
-                        measures.append(measure(server, case=case, **common))
+                        measures.append(measure(server, case=case, pki_dir=pki_dir, **common))
                     finally:
                         server.stop()
                 print(_row(measures[-1]), flush=True)
-            if not args.no_stock:
+            if not args.no_stock and case == "plain":
                 server = start_stock(n=args.vens, start=start)
                 try:
                     measures.append(measure(server, case=case, **common))
@@ -745,7 +833,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if m.error_kinds:
             print(f"       errors: {m.error_kinds}")
     for case in not_run:
-        print(f"{case:<7}not run: the VTN does not serve {case} yet")
+        print(f"{case:<7}not run: unknown case (plain, tls, signed)")
     print("srv/gen us/poll: CPU microseconds per poll of the server's processes (with its PostgreSQL) / of the load "
           "generators;\nothers: cores busy with other work on the machine during the window; change s: from the API's "
           "acknowledgement of\nthe change until every VEN had it; burst ms: the longest poll meanwhile (figures of the "

@@ -15,8 +15,9 @@ or every gap between two polls looks like a lost link: at speed 600 a 0.1 s wall
 An explicit ``poll_interval_s`` that breaks this is refused (for a ``WallClock`` or an ``AcceleratedClock``);
 without one, the VTN's requested poll frequency is capped at a third of ``failsafe_after_s`` in clock time.
 A loop kept busy (many households planning in one process) delays polls by many clock seconds; the failsafe
-judges silence by the VEN's failed attempts, not by the clock alone, so that is not taken for a lost VTN
-(``hems_client.control.failsafe``). ``failsafe_after_s=None`` runs without failsafe.
+counts silence only once an attempt since the last contact has failed, so that is not taken for a lost VTN,
+and then engages exactly ``failsafe_after_s`` after the last contact (``hems_client.control.failsafe``).
+``failsafe_after_s=None`` runs without failsafe.
 
 Store: a path (or ':memory:') or a ``HemsStore``; a restarted app on the same store resumes with the stored
 signals and failsafe state, so the limits in force before the restart hold before any new contact.
@@ -31,32 +32,51 @@ from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 
-from hems_client.control.controller import Controller
-from hems_client.control.failsafe import DEFAULT_FAILSAFE_AFTER_S
+from hems_client.control.controller import DEFAULT_SETTINGS, Controller
 from hems_client.control.planning import Planner
-from hems_client.control.signal_book import DEFAULT_PRICES, DefaultPrices, SignalBook
+from hems_client.control.signal_book import SignalBook
 from hems_client.devices.household import Household
 from hems_client.kpi import KpiTracker
+from hems_client.settings import ControllerSettings, check_poll_against_failsafe
 from hems_client.store import HemsStore
+from hems_client.transport.oadr20b.openleadr_adapter import VenTls
 from hems_client.transport.oadr20b.ven import HemsVen
 from protocol.clock import AcceleratedClock, Clock, WallClock
 from protocol.contract import HouseholdContract
-from protocol.timebase import INTERVALS_PER_DAY
+
+__all__ = ["HemsApp", "VenSecurity", "check_poll_against_failsafe", "clock_speed"]
 
 
 @dataclass(frozen=True)
 class VenSecurity:
-    """TLS and XML-signature material for the VEN (all optional; plain HTTP without them)."""
+    """The VEN's certificate and key, the CA the VTN's certificate must chain to, and XML-signature options.
+    Secure by default: without cert, key and ca_file the VEN refuses to run unless ``insecure`` (plain HTTP to a
+    VTN on loopback)."""
 
     cert: str | None = None
     key: str | None = None
     passphrase: str | None = None
     vtn_fingerprint: str | None = None
+    """OpenADR fingerprint of the VTN's signing certificate: every answer must then be signed by it."""
     ca_file: str | None = None
     check_hostname: bool = True
+    insecure: bool = False
+    sign_messages: bool = False
+    """Sign outgoing messages with cert/key (XML signatures, ReplayProtect)."""
+
+    def tls(self) -> VenTls | None:
+        given = [name for name in ("cert", "key", "ca_file") if getattr(self, name)]
+        if not given:
+            return None
+        if len(given) < 3:
+            missing = [name for name in ("cert", "key", "ca_file") if name not in given]
+            raise ValueError(f"TLS needs cert, key and ca_file together; {', '.join(missing)} missing")
+        assert self.cert and self.key and self.ca_file
+        return VenTls(cert=Path(self.cert), key=Path(self.key), ca_file=Path(self.ca_file),
+                      passphrase=self.passphrase, check_hostname=self.check_hostname)
 
 
-_NO_SECURITY = VenSecurity()
+_SECURE = VenSecurity()
 
 
 def clock_speed(clock: Clock) -> float | None:
@@ -68,16 +88,6 @@ def clock_speed(clock: Clock) -> float | None:
     return None
 
 
-def check_poll_against_failsafe(*, poll_interval_s: float, speed: float, failsafe_after_s: float) -> None:
-    """Refuse a wall-time poll period that is not shorter than ``failsafe_after_s`` in clock time."""
-    poll_clock_s = poll_interval_s * speed
-    if poll_clock_s >= failsafe_after_s:
-        raise ValueError(
-            f"poll interval {poll_interval_s:g} s (wall) is {poll_clock_s:g} s of clock time at speed {speed:g}; "
-            f"failsafe_after_s {failsafe_after_s:g} must exceed it, or the failsafe engages between two polls "
-            f"(poll faster, e.g. {failsafe_after_s / (3 * speed):.3g} s, or raise failsafe_after_s)")
-
-
 class HemsApp:
     def __init__(
         self,
@@ -87,14 +97,14 @@ class HemsApp:
         vtn_url: str,
         planner: Planner | None = None,
         *,
-        substep_s: float = 10.0,
+        settings: ControllerSettings = DEFAULT_SETTINGS,
         poll_interval_s: float | None = None,
-        horizon_intervals: int = INTERVALS_PER_DAY,
-        default_prices: DefaultPrices = DEFAULT_PRICES,
-        security: VenSecurity = _NO_SECURITY,
+        security: VenSecurity = _SECURE,
         store: HemsStore | str | Path | None = None,
-        failsafe_after_s: float | None = DEFAULT_FAILSAFE_AFTER_S,
     ) -> None:
+        """``settings``: how the controller runs (a ``HemsSettings`` is one); ``poll_interval_s``: wall seconds
+        between polls (None: the VTN's requested frequency, capped as above)."""
+        failsafe_after_s = settings.failsafe_after_s
         speed = clock_speed(clock)
         max_poll_s = None
         if failsafe_after_s is not None and speed is not None:
@@ -110,20 +120,18 @@ class HemsApp:
         try:
             self.controller = Controller(
                 contract=contract, household=household, clock=clock, planner=planner, store=self.store,
-                failsafe_after_s=failsafe_after_s, kpi=KpiTracker(timezone=contract.comfort.timezone),
-                substep_s=substep_s, horizon_intervals=horizon_intervals, default_prices=default_prices,
+                kpi=KpiTracker(timezone=contract.comfort.timezone), settings=settings,
+            )
+            self.signal_book: SignalBook = self.controller.signal_book
+            self.ven = HemsVen(
+                contract=contract, vtn_url=vtn_url, clock=clock, signal_book=self.signal_book,
+                on_signals_changed=self.controller.signals_changed, poll_interval_s=poll_interval_s,
+                max_poll_interval_s=max_poll_s, tls=security.tls(), insecure=security.insecure,
+                sign_messages=security.sign_messages, vtn_fingerprint=security.vtn_fingerprint,
             )
         except Exception:
             self._close_store()
             raise
-        self.signal_book: SignalBook = self.controller.signal_book
-        self.ven = HemsVen(
-            contract=contract, vtn_url=vtn_url, clock=clock, signal_book=self.signal_book,
-            on_signals_changed=self.controller.signals_changed, poll_interval_s=poll_interval_s,
-            max_poll_interval_s=max_poll_s, cert=security.cert, key=security.key, passphrase=security.passphrase,
-            vtn_fingerprint=security.vtn_fingerprint, ca_file=security.ca_file,
-            check_hostname=security.check_hostname,
-        )
         self.controller.reporter = self.ven
         # The failsafe watches the VEN's contact; wired after construction, before the loop reads it.
         self.controller.link = self.ven

@@ -2,18 +2,32 @@
 
 Days are local calendar days in the contract's time zone. An interval counts as over the limit when its mean
 import exceeds the import limit in force (the effective limit, or the failsafe limit; the one in force at the
-end of the interval when it changed) by more than ``tolerance_kw``.
+end of the interval when it changed) by more than ``tolerance_kw``. Every interval counted over carries the
+reason the controller attributed to it (``hems_client.control.over_limit``), ``unattributed`` if a caller
+gave none.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
+from hems_client.control.over_limit import OverLimitReason
 from protocol.timebase import INTERVAL_S
 
 _DT_H = INTERVAL_S / 3600
+
+
+@dataclass(frozen=True)
+class OverLimitInterval:
+    """One interval over its limit and why."""
+
+    start: datetime
+    import_kw: float
+    import_limit_kw: float
+    reason: OverLimitReason
+    detail: str
 
 
 @dataclass
@@ -35,6 +49,16 @@ class DailyKpi:
     ev_required_range_km: float | None = None
     failsafe_h: float = 0.0
     """Hours under the contract's failsafe limits (no contact with the VTN, see ``hems_client.control.failsafe``)."""
+    over_limit: list[OverLimitInterval] = field(default_factory=list)
+    """Every interval counted in ``intervals_over_limit``, with its reason."""
+
+    @property
+    def over_limit_reasons(self) -> dict[str, int]:
+        """How many intervals over the limit each reason explains."""
+        counts: dict[str, int] = {}
+        for interval in self.over_limit:
+            counts[interval.reason.value] = counts.get(interval.reason.value, 0) + 1
+        return counts
 
     @property
     def ev_ready(self) -> bool | None:
@@ -43,8 +67,9 @@ class DailyKpi:
         return self.ev_range_at_departure_km >= self.ev_required_range_km - 0.5
 
     def as_row(self) -> dict[str, object]:
-        row: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self)}
+        row: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "over_limit"}
         row["ev_ready"] = self.ev_ready
+        row["over_limit_reasons"] = self.over_limit_reasons
         return row
 
 
@@ -69,8 +94,11 @@ class KpiTracker:
         import_limit_kw: float,
         import_price_eur_per_kwh: float,
         export_price_eur_per_kwh: float,
+        over_reason: OverLimitReason | None = None,
+        over_detail: str = "",
     ) -> None:
-        """One 15-minute interval's measured mean import and export, with the limit and prices in force."""
+        """One 15-minute interval's measured mean import and export, with the limit and prices in force, and why
+        it went over the limit where it did."""
         kpi = self._day(start)
         kpi.intervals += 1
         if kpi.limit_at_peak_kw is None or import_kw > kpi.peak_import_kw:
@@ -80,6 +108,10 @@ class KpiTracker:
         if import_kw > import_limit_kw + self.tolerance_kw:
             kpi.intervals_over_limit += 1
             kpi.energy_over_limit_kwh += (import_kw - import_limit_kw) * _DT_H
+            kpi.over_limit.append(OverLimitInterval(
+                start=start, import_kw=import_kw, import_limit_kw=import_limit_kw,
+                reason=over_reason if over_reason is not None else OverLimitReason.UNATTRIBUTED,
+                detail=over_detail or "no reason given"))
         kpi.import_kwh += import_kw * _DT_H
         kpi.export_kwh += export_kw * _DT_H
         kpi.cost_eur += (import_kw * import_price_eur_per_kwh - export_kw * export_price_eur_per_kwh) * _DT_H
@@ -115,6 +147,7 @@ _COLUMNS = (
     ("need km", "ev_required_range_km", "{:.0f}"),
     ("cost EUR", "cost_eur", "{:.2f}"),
     ("failsafe h", "failsafe_h", "{:.2f}"),
+    ("over: why", "over_limit_reasons", "{}"),
 )
 
 
@@ -126,6 +159,8 @@ def format_kpi_table(rows: list[tuple[str, DailyKpi]]) -> str:
         cells = [label]
         for _, attribute, pattern in _COLUMNS:
             value = getattr(kpi, attribute)
+            if isinstance(value, dict):
+                value = ", ".join(f"{reason} {count}" for reason, count in sorted(value.items())) or None
             cells.append("-" if value is None else pattern.format(value))
         lines.append(cells)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]

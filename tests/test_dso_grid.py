@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from dso_server.capacity.errors import InvalidGridError
 from dso_server.capacity.grid import ConnectionPoint, Feeder, Grid, Transformer, load_grid
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "grid.toml"
@@ -28,12 +29,20 @@ def test_validation_lists_every_problem() -> None:
         ),
     )
     errors = grid.validate_grid()
-    assert any("duplicate" in e for e in errors)
-    assert any("unknown transformer_id 'X'" in e for e in errors)
-    assert any("unknown feeder_id 'G'" in e for e in errors)
-    assert any("check digit" in e for e in errors)
-    with pytest.raises(ValueError, match="invalid grid"):
+    # Each error carries the component, the field and the id, as power-grid-model's do.
+    assert {(e.component, e.field, e.ids) for e in errors} == {
+        ("feeder", "id", ("F",)),
+        ("feeder", "transformer_id", ("F",)),
+        ("connection_point", "feeder_id", ("871234567890000012",)),
+        ("connection_point", "ean", ("871234567890000012",)),
+    }
+    by_field = {e.field: str(e) for e in errors if e.component == "connection_point"}
+    assert by_field["feeder_id"] == "connection_point '871234567890000012': feeder_id: unknown feeder_id 'G'"
+    assert "check digit" in by_field["ean"]
+    assert any("unknown transformer_id 'X'" in str(e) for e in errors)
+    with pytest.raises(InvalidGridError, match="invalid grid") as raised:
         grid.assert_valid()
+    assert raised.value.errors == tuple(errors) and isinstance(raised.value, ValueError)
 
 
 def test_loader_error_names_file_table_index_field(tmp_path: Path) -> None:

@@ -52,7 +52,7 @@ async def dso(tmp_path: Path) -> AsyncIterator[DsoServer]:
     contracts.write_text(CONTRACTS)
     clock = ManualClock(datetime(2030, 1, 7, 12, 0, tzinfo=UTC))
     async with DsoServer(DsoSettings(db_path=str(tmp_path / "dso.sqlite"), vtn_port=0, api_port=0,
-                                     contracts_file=contracts), clock) as dso:
+                                     contracts_file=contracts, insecure=True), clock) as dso:
         yield dso
 
 
@@ -102,7 +102,8 @@ async def test_a_failed_planner_run_is_shown_by_the_api_and_counted(monkeypatch:
 
     monkeypatch.setattr(dso_server.service, "run_near_real_time", broken)
     clock = AcceleratedClock(datetime(2030, 1, 7, 12, 50, tzinfo=UTC), speed=3600)
-    settings = DsoSettings(db_path=str(tmp_path / "dso.sqlite"), vtn_port=0, api_port=0, grid_path=EXAMPLE_GRID)
+    settings = DsoSettings(db_path=str(tmp_path / "dso.sqlite"), vtn_port=0, api_port=0, grid_path=EXAMPLE_GRID,
+                           insecure=True)
     async with DsoServer(settings, clock) as dso, aiohttp.ClientSession() as session:
         headers = bearer(dso, Role.READ)
         runs: list[dict] = []

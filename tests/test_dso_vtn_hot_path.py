@@ -3,6 +3,7 @@ path answers it, with no store write; every change committed before a poll reach
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,12 +13,17 @@ import aiohttp
 import pytest
 from api_auth import bearer
 from openleadr.messaging import create_message, parse_message
+from support.security import LabPki
 
 from dso_server import metrics
 from dso_server.service import DsoServer
 from dso_server.settings import DsoSettings
+from dso_server.store.certificates import CertificateStore
+from dso_server.store.sqlite import DsoStore
+from dso_server.transport.oadr20b import openleadr_adapter as oadr
 from dso_server.transport.oadr20b.fast_poll import poll_ven_id
 from protocol import floor_to_interval, make_ean18
+from protocol.clock import WallClock
 
 Q = timedelta(minutes=15)
 EAN = make_ean18("87168712000000201")
@@ -36,7 +42,8 @@ failsafe_duration_s = 7200
 async def dso(db_location: str, tmp_path: Path) -> AsyncIterator[DsoServer]:
     contracts = tmp_path / "contracts.toml"
     contracts.write_text(CONTRACTS)
-    async with DsoServer(DsoSettings(db_path=db_location, vtn_port=0, api_port=0, contracts_file=contracts)) as dso:
+    async with DsoServer(DsoSettings(db_path=db_location, vtn_port=0, api_port=0, contracts_file=contracts,
+                                     insecure=True)) as dso:
         yield dso
 
 
@@ -108,3 +115,32 @@ def test_the_fast_path_takes_only_plain_schema_valid_polls() -> None:
     assert poll_ven_id(poll.replace(b"ei:venID", b"ei:venId")) is None  # not schema-valid
     assert poll_ven_id(poll[:-30]) is None  # not well-formed
     assert poll_ven_id(poll + b" " * 5000) is None  # too large for a poll
+
+
+async def test_over_mutual_tls_quiet_polls_skip_the_parser_and_a_revocation_holds_at_the_next_poll(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pki = LabPki.create(tmp_path / "pki")
+    contracts = tmp_path / "contracts.toml"
+    contracts.write_text(CONTRACTS)
+    db = str(tmp_path / "dso.sqlite")
+    parsed: list[bytes] = []
+    original = oadr.parse
+    monkeypatch.setattr(oadr, "parse", lambda body: parsed.append(body) or original(body))
+    settings = pki.settings(db_path=db, vtn_port=0, api_port=0, contracts_file=contracts)
+    async with DsoServer(settings, WallClock()) as dso:
+        pki.enrol(dso.store, EAN)
+        context = ssl.create_default_context(cafile=str(pki.ca_file))
+        context.load_cert_chain(*(str(path) for path in pki.issue_ven(EAN)))
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session:
+            ven_id = await register(session, dso)
+            poll = create_message("oadrPoll", ven_id=ven_id)
+            first = await post(session, f"{dso.vtn_url}/OadrPoll", poll)
+            parsed.clear()
+            assert {await post(session, f"{dso.vtn_url}/OadrPoll", poll) for _ in range(20)} == {first}
+            assert parsed == []  # answered from memory, certificate checked against the cached enrolment
+            with DsoStore(db) as other:  # the operator revokes it, from another process's connection
+                fingerprint = CertificateStore(other).enrolments(EAN)[0].fingerprint_sha256
+                CertificateStore(other).revoke(fingerprint, reason="stolen", now=datetime.now(UTC))
+            kind, payload = parse_message(await post(session, f"{dso.vtn_url}/OadrPoll", poll))
+            assert (kind, payload["response"]["response_code"]) == ("oadrResponse", 463)
+            assert "revoked" in payload["response"]["response_description"]

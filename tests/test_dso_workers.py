@@ -62,7 +62,7 @@ def serve(db: str, workdir: Path, *args: str, name: str = "dso") -> Iterator[Dso
     shared = workdir / "operate.token"  # one token for every server of the test, which share the store
     if shared.exists():
         shutil.copy(shared, directory / "operate.token")
-    with DsoProcess(directory, "--contracts", str(contracts), *args, db=db) as served:  # type: ignore[arg-type]
+    with DsoProcess(directory, "--contracts", str(contracts), "--insecure", *args, db=db) as served:  # type: ignore[arg-type]
         if not shared.exists():
             shutil.copy(served.token_file, shared)
         yield served
@@ -252,7 +252,7 @@ def test_kill_9_mid_publish_loses_nothing_acknowledged(db_location: str, workers
 
 async def test_the_planner_runs_in_one_server_and_moves_when_it_stops(db_location: str) -> None:
     clock = AcceleratedClock(datetime(2030, 1, 7, 12, 50, tzinfo=UTC), speed=3600)  # 13:50 local, 1 h per s
-    settings = DsoSettings(db_path=db_location, vtn_port=0, api_port=0, grid_path=EXAMPLE_GRID,
+    settings = DsoSettings(db_path=db_location, vtn_port=0, api_port=0, grid_path=EXAMPLE_GRID, insecure=True,
                            near_real_time_interval_s=300)
     first = DsoServer(settings, clock)
     second = DsoServer(settings, clock)

@@ -22,6 +22,8 @@ from hems_client.control.failsafe import (
 )
 from hems_client.control.signal_book import SignalBook
 from hems_client.devices import BaseLoad, ElectricVehicle, HeatPump, HomeBattery, Household, Weather
+from hems_client.settings import ControllerSettings
+from hems_client.store import HemsStore
 from protocol import (
     INTERVAL,
     BandwidthInterval,
@@ -131,13 +133,22 @@ def test_silence_is_judged_by_failed_attempts_not_by_a_busy_event_loop() -> None
     """On an accelerated clock a HEMS busy planning does not poll for many clock seconds: that is not VTN loss.
     The VTN going away shows as attempts that end without an answer."""
     failsafe = Failsafe(after_s=120, hold_s=HOLD_S, watch_from=T0)
-    # Last answered and last ended attempt at 00:01; the loop was busy until 00:10.
+    # Last answered and last ended attempt at 00:01; the loop was busy until 00:10: no attempt, no failsafe.
     assert failsafe.update(now=at(10), last_contact_at=at(1), last_attempt_at=at(1), limits_changed_at=None) == []
-    # Attempts fail from then on; the first one more than 120 s after the last answer engages the failsafe.
-    assert failsafe.update(now=at(10.5), last_contact_at=at(1), last_attempt_at=at(2.5),
-                           limits_changed_at=None) == []
-    (lost,) = failsafe.update(now=at(11), last_contact_at=at(1), last_attempt_at=at(3.5), limits_changed_at=None)
+    # An attempt ended without an answer: the silence since 00:01 is real, judged up to now.
+    (lost,) = failsafe.update(now=at(10.5), last_contact_at=at(1), last_attempt_at=at(2.5), limits_changed_at=None)
     assert lost.after is FailsafeState.FAILSAFE and failsafe.contact_lost_after == at(1)
+
+
+def test_with_failed_attempts_it_engages_on_the_dot_not_at_the_next_failed_poll() -> None:
+    """PROFILE §10 / EEBus LPC: 120 s after the last contact, whatever the poll schedule."""
+    failsafe = Failsafe(after_s=120, hold_s=HOLD_S, watch_from=T0)
+    # Contact at 00:01; polls every 10 s fail from 00:01:10, the last one ended at 00:02:50.
+    assert failsafe.update(now=at(2.99), last_contact_at=at(1), last_attempt_at=at(2 + 50 / 60),
+                           limits_changed_at=None) == []
+    (lost,) = failsafe.update(now=at(3), last_contact_at=at(1), last_attempt_at=at(2 + 50 / 60),
+                              limits_changed_at=None)
+    assert lost.at == at(3) and lost.after is FailsafeState.FAILSAFE
 
 
 def test_a_restart_in_failsafe_needs_real_contact_to_leave_it() -> None:
@@ -168,6 +179,53 @@ class FakeLink:
         if self.up:
             self._last = self.clock.now()
         return self._last
+
+
+class PollingLink:
+    """A VEN polling every ``poll_s`` clock seconds: while ``up`` each poll is answered; when down each poll
+    ends without an answer, ``offset_s`` after its slot (not in step with the controller's sub-steps)."""
+
+    def __init__(self, clock: Clock, *, poll_s: float = 10.0, offset_s: float = 3.7) -> None:
+        self.clock = clock
+        self.poll_s, self.offset_s = poll_s, offset_s
+        self.up = True
+        self._last = clock.now()
+
+    @property
+    def last_contact_at(self) -> datetime:
+        if self.up:
+            self._last = self.clock.now()
+        return self._last
+
+    @property
+    def last_attempt_at(self) -> datetime:
+        contact = self.last_contact_at
+        failed = (self.clock.now() - contact).total_seconds() - self.offset_s
+        if self.up or failed < 0:
+            return contact
+        return contact + timedelta(seconds=self.offset_s + self.poll_s * (failed // self.poll_s))
+
+
+def test_the_controller_engages_exactly_120_s_after_the_last_contact_not_at_the_next_step() -> None:
+    """Polls fail every 10 s, out of step with the 10 s sub-steps: the failsafe still comes at 00:22:00 sharp,
+    in the transition, in the stored row and in the KPI's failsafe hours (it used to come at the first
+    sub-step after a failed poll had ended past 120 s: 00:22:10)."""
+    async def scenario() -> None:
+        clock = ManualClock(T0)
+        link = PollingLink(clock)
+        store = HemsStore(":memory:")
+        controller = Controller(contract=CONTRACT, household=ev_household(), clock=clock, link=link, store=store)
+        await controller.run(until=at(20))
+        link.up = False  # last contact 00:20:00
+        await controller.run(until=at(30))
+        (lost,) = controller.failsafe_transitions
+        assert lost.event is FailsafeEvent.CONTACT_LOST and lost.at == at(22)
+        stored = store.load_failsafe()
+        assert stored is not None and stored.entered_at == at(22)
+        (day,) = controller.kpi.days()
+        assert day.failsafe_h == pytest.approx(8 / 60)
+
+    asyncio.run(scenario())
 
 
 def ev_household() -> Household:
@@ -285,6 +343,6 @@ def test_without_a_link_or_with_the_failsafe_disabled_nothing_engages() -> None:
         if isinstance(link, FakeLink):
             link.up = False
         controller = Controller(contract=CONTRACT, household=ev_household(), clock=ManualClock(T0), link=link,
-                                failsafe_after_s=after_s)
+                                settings=ControllerSettings(failsafe_after_s=after_s))
         asyncio.run(controller.run(until=at(30)))
         assert controller.failsafe_state is FailsafeState.NORMAL and controller.failsafe_transitions == []

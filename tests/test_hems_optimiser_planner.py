@@ -24,6 +24,7 @@ from hems_client.devices import BaseLoad, ElectricVehicle, HeatPump, HomeBattery
 from hems_client.devices.base import Conditions
 from hems_client.devices.household import StepResult
 from hems_client.optimiser import HouseholdOptimiser, OptimiserError
+from hems_client.settings import ControllerSettings
 from protocol import (
     INTERVAL,
     BandwidthInterval,
@@ -197,7 +198,7 @@ def test_guard_keeps_import_under_the_limit_when_the_forecast_is_30_percent_low(
     book.apply(tariff_event(start, 24, {h: 0.10 for h in range(18, 24)}, 0.40), now=start)
     home = household(ev_soc=5.0, base_load=base, start=start)
     controller = Controller(contract=CONTRACT, household=home, clock=ManualClock(start), signal_book=book,
-                            substep_s=10.0)
+                            settings=ControllerSettings(substep_s=10.0))
     window = (T0 + timedelta(hours=18), T0 + timedelta(hours=24))
     run(controller, window[0])
     assert controller.decision is not None
@@ -265,6 +266,11 @@ def test_the_optimiser_is_compiled_once_and_a_new_signal_replans_within_a_subste
         with mock.patch.object(HouseholdOptimiser, "_build", side_effect=AssertionError("optimiser rebuilt")):
             book.apply(limit_event("new", T0 + timedelta(minutes=45), 8, 1.5), now=clock.now())
             controller.signals_changed()
+            await controller.run(until=T0 + timedelta(minutes=40, seconds=10))
+            # Re-planned at the next sub-step (not at the 00:45 boundary), for the limit to come.
+            assert controller.decision is not None
+            assert controller.decision.created_at == T0 + timedelta(minutes=40, seconds=10)
+            assert all(i.net_import_kw <= 1.5 + 1e-3 for i in controller.decision.plan.intervals[1:9])
             await controller.run(until=T0 + timedelta(hours=2))
         assert planner.builds == 1
         assert controller.decision is not None

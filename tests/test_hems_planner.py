@@ -119,8 +119,12 @@ def test_impossible_limit_is_met_as_closely_as_possible_and_reported(make_planne
     home = household(battery_soc=0.0)
     controller = Controller(contract=CONTRACT, household=home, clock=ManualClock(T0), signal_book=book,
                             planner=make_planner())
-    run(controller, 2)
+    run(controller, 1)
+    # The plan in force says the limit is broken and why, whichever planner made it.
     assert controller.decision is not None
+    assert any("import limit" in note for note in controller.decision.notes), \
+        controller.decision.notes
+    run(controller, 1)
     assert controller.telemetry, "no interval metered"
     # Only the base load (and nothing flexible) is drawn while the limit cannot be met.
     first_hour = controller.telemetry[:4]
@@ -253,18 +257,23 @@ def test_controller_reports_and_resends_telemetry_after_a_lost_link() -> None:
 
 
 def test_controller_replans_when_signals_change() -> None:
+    """A new limit in mid-interval is planned for at the next sub-step, not at the next interval boundary."""
     async def scenario() -> None:
         clock = ManualClock(T0)
         book = SignalBook()
+        book.apply(tariff_event(T0, [0.10] * 4 + [0.40] * 188), now=T0)  # the first hour is cheap
         controller = Controller(contract=CONTRACT, household=household(), clock=clock, signal_book=book)
-        task = asyncio.create_task(controller.run(until=T0 + timedelta(hours=1)))
-        await asyncio.sleep(0)
-        before = controller.replans
-        book.apply(limit_event("new", T0, 4, 1.0), now=T0)
+        await controller.run(until=T0 + timedelta(minutes=5))
+        first, replans = controller.decision, controller.replans
+        assert first is not None and max(i.net_import_kw for i in first.plan.intervals[:4]) > 2.0  # EV charging
+        book.apply(limit_event("new", T0, 4, 1.0), now=clock.now())
         controller.signals_changed()
-        await task
-        # start + the signal + three interval boundaries (the fourth is the end, closed before re-planning)
-        assert controller.replans >= before + 1
+        await controller.run(until=T0 + timedelta(minutes=5, seconds=10))  # one sub-step, no boundary
+        assert controller.replans == replans + 1
+        decision = controller.decision
+        assert decision is not None and decision.created_at == T0 + timedelta(minutes=5, seconds=10)
+        assert all(i.net_import_kw <= 1.0 + 1e-3 for i in decision.plan.intervals[:4])
+        await controller.run(until=T0 + timedelta(hours=1))
         assert all(i.import_kw <= 1.0 + 0.01 for i in controller.telemetry[1:])
 
     asyncio.run(scenario())
@@ -295,3 +304,64 @@ def test_kpi_tracker_counts_limit_comfort_ev_and_cost() -> None:
     assert day.cost_eur == pytest.approx(4.0 * 0.25 * 0.4 - 2.0 * 0.25 * 0.1)
     assert day.degree_hours_outside_band == pytest.approx(0.5)
     assert day.ev_ready is False and day.as_row()["ev_ready"] is False
+
+
+# ------------------------------------------------------------------------------------ a bad value never stops the loop
+
+
+class FailingPlanner:
+    """The rule planner, except that every call in ``failing`` (call numbers from 0) raises a ValueError."""
+
+    def __init__(self, failing: set[int]) -> None:
+        self.failing = failing
+        self.calls = 0
+        self.inner = RulePlanner()
+
+    def plan(self, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        call, self.calls = self.calls, self.calls + 1
+        if call in self.failing:
+            raise ValueError("indoor_temp_c must be finite, not nan")
+        return self.inner.plan(*args, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("failing", [{0}, {2, 3}], ids=["first-plan", "later-plans"])
+def test_a_planner_that_raises_does_not_stop_the_loop_and_the_limit_still_holds(failing: set[int]) -> None:
+    book = SignalBook()
+    book.apply(limit_event("cap", T0, 8, 2.0), now=T0)
+    controller = Controller(contract=CONTRACT, household=household(), clock=ManualClock(T0), signal_book=book,
+                            planner=FailingPlanner(failing))
+    run(controller, 2)
+    assert len(controller.telemetry) == 8  # the loop ran to the end
+    assert controller.plan_failures == len(failing)
+    assert all(i.import_kw <= 2.0 + 0.02 for i in controller.telemetry)  # the guard kept the limit
+    assert controller.kpi.days()[0].intervals == 8
+
+
+def test_a_failed_plan_is_noted_and_not_sent_and_the_next_one_is() -> None:
+    reporter = FlakyReporter(failures=0)
+    controller = Controller(contract=CONTRACT, household=household(), clock=ManualClock(T0),
+                            signal_book=SignalBook(), reporter=reporter, planner=FailingPlanner({0}))
+
+    async def scenario() -> None:
+        task = asyncio.create_task(controller.run(until=T0 + timedelta(minutes=20)))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert controller.decision is not None
+        assert controller.decision.notes[0].startswith("planning failed (ValueError: indoor_temp_c must be finite")
+        await task
+
+    asyncio.run(scenario())
+    assert reporter.plans and all(plan.created_at >= T0 + INTERVAL for plan in reporter.plans)
+
+
+def test_a_limit_that_cannot_be_computed_falls_back_to_the_failsafe_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    controller = Controller(contract=CONTRACT, household=household(), clock=ManualClock(T0), signal_book=SignalBook())
+
+    def broken(*args: object, **kwargs: object) -> list[EffectiveLimit]:
+        raise ValueError("import_limit_kw must be finite, not nan")
+
+    monkeypatch.setattr(controller.signal_book, "effective_limits", broken)
+    run(controller, 1)
+    assert len(controller.telemetry) == 4 and controller.plan_failures == controller.replans >= 4
+    assert controller.limits_in_force(T0).import_limit_kw == 4.2  # the contract's failsafe limit
+    assert all(i.import_kw <= 4.2 + 0.02 for i in controller.telemetry)

@@ -3,8 +3,11 @@ events keeping the last valid limits, and how bandwidths and tariffs combine for
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -166,3 +169,25 @@ def test_book_holds_the_newest_version_unless_it_was_cancelled(sequence: list) -
     else:
         assert book.signals["e"].modification_number == best[0]
         assert book.signals["e"].payload == bandwidth(best[2])
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("import_price_eur_per_kwh", float("nan"), "DefaultPrices.import_price_eur_per_kwh: price must be a finite"),
+    ("export_price_eur_per_kwh", float("inf"), "DefaultPrices.export_price_eur_per_kwh: price must be a finite"),
+    ("import_price_eur_per_kwh", 300.0, "beyond"),
+    ("export_price_eur_per_kwh", "0.05", "must be a number of EUR/kWh, not '0.05'"),
+])
+def test_default_prices_are_validated_when_made(field: str, value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        DefaultPrices(**{field: value})  # type: ignore[arg-type]
+
+
+def test_the_book_uses_its_own_default_prices_and_refuses_a_damaged_snapshot() -> None:
+    book = SignalBook(default_prices=DefaultPrices(0.25, -0.01))
+    (only,) = book.tariff(start=T0, count=1).intervals
+    assert (only.import_price_eur_per_kwh, only.export_price_eur_per_kwh) == (0.25, -0.01)
+    with pytest.raises(TypeError, match="default_prices must be DefaultPrices"):
+        SignalBook(default_prices=(0.3, 0.05))  # type: ignore[arg-type]
+    damaged = replace(book.snapshot(), version=-1, limits_changed_at=datetime(2025, 1, 1))
+    with pytest.raises(ValueError, match=r"version must be an integer >= 0, not -1; limits_changed_at must be"):
+        SignalBook.from_snapshot(damaged)

@@ -12,13 +12,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hems_client.optimiser import (
+    TESTED_CVXPY,
     HouseholdOptimiser,
     HouseholdParams,
+    IncompatibleCvxpy,
     OptimiserError,
     OptimiserInputs,
     OptimiserResult,
     SlackUse,
+    _model,
     cop_air_source,
+    cvxpy_tested,
 )
 
 N = 96
@@ -332,3 +336,105 @@ def test_a_solver_failure_raises_and_names_the_status() -> None:
     optimiser._direct._highs.setOptionValue("simplex_iteration_limit", 0)  # type: ignore[union-attr]
     with pytest.raises(OptimiserError, match="Iteration limit reached"):
         optimiser.solve(winter_evening(import_price_eur_per_kwh=np.linspace(-0.2, 0.6, N)))
+
+
+# --------------------------------------------------------------------------------------- cvxpy internals
+class _WithoutParamIdToCol:
+    """A compiled problem as a cvxpy that renamed ``param_id_to_col`` would hand it over."""
+
+    def __init__(self, prog: object) -> None:
+        self._prog = prog
+
+    def __getattr__(self, name: str) -> object:
+        if name == "param_id_to_col":
+            raise AttributeError(f"'ParamConeProg' object has no attribute {name!r}")
+        return getattr(self._prog, name)
+
+
+@pytest.fixture
+def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_model, "_WARNED", set())
+
+
+def test_the_installed_cvxpy_is_the_tested_one_and_takes_the_direct_path() -> None:
+    """pyproject.toml pins cvxpy to TESTED_CVXPY; this is the check a newcomer runs after an upgrade."""
+    assert cvxpy_tested(), f"cvxpy {cp.__version__} is outside {TESTED_CVXPY}: update pyproject.toml and _highs.py"
+    assert HouseholdOptimiser(PARAMS).solve_path == "direct"
+
+
+def test_an_incompatible_cvxpy_is_detected_at_start_and_plans_come_from_problem_solve(
+        caplog: pytest.LogCaptureFixture, fresh_warnings: None) -> None:
+    real = cp.Problem.get_problem_data
+
+    def renamed(self: cp.Problem, *args: object, **kwargs: object) -> object:
+        data, chain, inverse = real(self, *args, **kwargs)
+        data[cp.settings.PARAM_PROB] = _WithoutParamIdToCol(data[cp.settings.PARAM_PROB])
+        return data, chain, inverse
+
+    with mock.patch.object(cp.Problem, "get_problem_data", renamed):
+        optimiser = HouseholdOptimiser(PARAMS)
+    assert optimiser.solve_path == "cvxpy"
+    (warning,) = [r for r in caplog.records if r.name == "hems_client.optimiser._model"]
+    assert warning.levelname == "WARNING"
+    message = warning.getMessage()
+    assert f"cvxpy {cp.__version__}" in message and "param_id_to_col" in message
+    assert "Falling back to problem.solve" in message
+    plan = optimiser.solve(winter_evening())
+    reference = HouseholdOptimiser(PARAMS).solve(winter_evening(), path="cvxpy")
+    assert plan.objective_eur == pytest.approx(reference.objective_eur, rel=1e-6)
+    with pytest.raises(IncompatibleCvxpy, match="param_id_to_col"):
+        optimiser.solve(winter_evening(), path="direct")
+    HouseholdOptimiser(PARAMS)  # warned once per process, not once per household
+    with mock.patch.object(cp.Problem, "get_problem_data", renamed):
+        HouseholdOptimiser(PARAMS)
+    assert len([r for r in caplog.records if r.name == "hems_client.optimiser._model"]) == 1
+
+
+def test_an_untested_cvxpy_is_cross_checked_once_and_a_wrong_direct_answer_falls_back(
+        caplog: pytest.LogCaptureFixture, fresh_warnings: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_model, "cvxpy_tested", lambda: False)
+    agreeing = HouseholdOptimiser(PARAMS)
+    assert agreeing.solve(winter_evening()).objective_eur > 0 and agreeing.solve_path == "direct"
+    assert "outside the range the direct HiGHS path was checked with" in caplog.text
+    wrong = HouseholdOptimiser(PARAMS)
+    solve = wrong._direct.solve  # type: ignore[union-attr]
+
+    def off_by_one_euro(values: object) -> object:
+        solution = solve(values)  # type: ignore[arg-type]
+        return replace(solution, objective=solution.objective + 1.0)
+
+    monkeypatch.setattr(wrong._direct, "solve", off_by_one_euro)
+    plan = wrong.solve(winter_evening())
+    assert wrong.solve_path == "cvxpy"
+    assert plan.objective_eur == pytest.approx(agreeing.solve(winter_evening(), path="cvxpy").objective_eur)
+    assert "falling back to problem.solve" in caplog.text
+
+
+def test_a_cvxpy_too_old_for_the_model_is_refused_with_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_model, "cvxpy_version", lambda: (1, 8))
+    with pytest.raises(IncompatibleCvxpy, match=r"too old: .*pip install 'cvxpy>=1.9,<1.10'"):
+        HouseholdOptimiser(PARAMS)
+
+
+# --------------------------------------------------------------------------------------- honest reasons
+def test_a_household_without_a_battery_is_not_told_its_battery_gave_its_maximum() -> None:
+    no_battery = HouseholdOptimiser(replace(PARAMS, battery_max_kw=0.0))
+    steps = np.arange(N)
+    plan = no_battery.solve(winter_evening(import_limit_kw=np.where(steps < 20, 0.2, 17.0), battery_soc_kwh=0.5))
+    reasons = [slack.reason for slack in reported(plan, "grid_import_limit")]
+    assert reasons and all("there is no home battery to cover it" in reason for reason in reasons)
+    assert not any("battery already gave" in reason for reason in reasons)
+
+
+def test_pre_heating_above_the_band_ahead_of_a_limit_is_explained_as_such() -> None:
+    """-8 °C, no battery, a 0 kW limit for six hours from step 16: the plan stores heat in the building first."""
+    steps = np.arange(N)
+    optimiser = HouseholdOptimiser(replace(PARAMS, battery_max_kw=0.0))
+    plan = optimiser.solve(winter_evening(
+        import_limit_kw=np.where((steps >= 16) & (steps < 40), 0.0, 17.0), outdoor_temp_c=np.full(N, -8.0),
+        base_load_kw=np.zeros(N), ev_available=np.zeros(N), ev_target_soc_kwh=0.0, ev_soc_kwh=0.0,
+        ev_departure_step=0, battery_soc_kwh=0.5))
+    warm = reported(plan, "comfort_high")
+    assert warm and all(slack.step <= 20 for slack in warm)
+    assert all("pre-heating ahead of the import limit (0.00 kW at " in slack.reason for slack in warm)
+    assert not any("cheaper to use than to leave" in slack.reason for slack in warm)

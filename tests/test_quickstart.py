@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -21,24 +22,80 @@ ROOT = Path(__file__).resolve().parent.parent
 ZONE = ZoneInfo("Europe/Amsterdam")
 
 
+DEFAULT_START = datetime(2027, 1, 13, 15, 0, tzinfo=ZONE).astimezone(UTC)
+"""The default mode's shortened run: 15:00-18:00 local, the last hour under 8 kW, then the 3 kW evening limit."""
+
+
+def _published_limit_kw(start: datetime) -> float:
+    """What the demo's operator publishes in default mode (its README): 3 kW 16:00-21:00 local, 8 kW otherwise."""
+    return 3.0 if 16 <= start.astimezone(ZONE).hour < 21 else 8.0
+
+
+def _price_eur_per_kwh(start: datetime) -> tuple[float, float]:
+    hour = start.astimezone(ZONE).hour
+    return (0.42 if 17 <= hour < 21 else 0.28 if 7 <= hour < 17 else 0.22 if hour >= 21 else 0.16), 0.05
+
+
 @pytest.mark.slow
 def test_quickstart_prints_table_and_writes_plot(tmp_path: Path) -> None:
+    """The default mode's table says what the DSO's store holds, and the households kept the evening limit."""
+    hours = 3
     result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "quickstart.py"), "--hours", "3", "--speed", "900",
-         "--output-dir", str(tmp_path)],
+        [sys.executable, str(ROOT / "examples" / "quickstart.py"), "--start", "15:00", "--hours", str(hours),
+         "--speed", "900", "--output-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=240,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     lines = result.stdout.splitlines()
     header = next(line for line in lines if "household (EAN)" in line)
     assert "peak kW" in header and "over #" in header and "cost EUR" in header and "K·h outside band" in header
-    rows = [line for line in lines if line.strip().startswith("8716871200000")]
-    assert len(rows) == 3, result.stdout
-    assert any(line.strip().startswith("feeder (all)") for line in lines)
+    table = {line.split()[0]: line.split()[1:] for line in lines if line.strip().startswith("8716871200000")}
+    assert len(table) == 3, result.stdout
+    feeder = next(line for line in lines if line.strip().startswith("feeder (all)")).split()[2:]
     picture = tmp_path / "feeder.png"
     assert picture.stat().st_size > 10_000
     assert picture.read_bytes().startswith(b"\x89PNG")
-    assert (tmp_path / "dso.sqlite").stat().st_size > 0
+    # The everyday path is the secure one: mutual TLS with a certificate per household, issued for this run.
+    assert "DSO VTN at https://127.0.0.1:" in result.stdout and "mutual TLS" in result.stdout
+    assert "PLAIN HTTP" not in result.stderr
+    assert sorted(p.name for p in (tmp_path / "pki" / "vens").glob("*.crt")) == sorted(f"{ean}.crt" for ean in table)
+
+    starts = [DEFAULT_START + i * INTERVAL for i in range(hours * 4)]
+    end = starts[-1] + INTERVAL
+    feeder_load = dict.fromkeys(starts, 0.0)
+    import_kwh = 0.0
+    binding: list[tuple[str, datetime]] = []
+    with DsoStore(tmp_path / "dso.sqlite") as store:
+        for ean, row in table.items():
+            telemetry = {t.interval_start: t for t in store.telemetry(ean, since=DEFAULT_START, until=end)}
+            assert set(telemetry) == set(starts), f"{ean} did not report every interval"
+            imports = {s: telemetry[s].import_kw for s in starts}
+            peak_at = max(starts, key=imports.__getitem__)
+            over = [imports[s] - _published_limit_kw(s) for s in starts if imports[s] > _published_limit_kw(s) + 0.01]
+            cost = sum((imports[s] * _price_eur_per_kwh(s)[0] - telemetry[s].export_kw * _price_eur_per_kwh(s)[1])
+                       * 0.25 for s in starts)
+            peak, limit_at_peak, over_count, over_kwh, household_kwh, cost_eur = row[:6]
+            # Every figure of the row from what the DSO received (rounded as printed).
+            assert float(peak) == pytest.approx(imports[peak_at], abs=0.006), (ean, row)
+            assert float(limit_at_peak) == _published_limit_kw(peak_at), (ean, row)
+            assert int(over_count) == len(over) and float(over_kwh) == pytest.approx(sum(over) * 0.25, abs=0.006)
+            assert float(household_kwh) == pytest.approx(sum(imports.values()) * 0.25, abs=0.06), (ean, row)
+            assert float(cost_eur) == pytest.approx(cost, abs=0.006), (ean, row)
+            # The evening limit held (PROFILE tolerance), and it was what the household ran into.
+            evening = [s for s in starts if _published_limit_kw(s) == 3.0]
+            assert len(evening) == 8
+            assert all(imports[s] <= 3.0 + _tolerance_kw(3.0) for s in evening), (ean, imports)
+            binding += [(ean, s) for s in evening if imports[s] >= 0.9 * 3.0]
+            import_kwh += sum(imports.values()) * 0.25
+            for s in starts:
+                feeder_load[s] += imports[s] - telemetry[s].export_kw
+        responses = {r.response.opt_type for ean in table for r in store.responses(connection_point_id=ean)}
+        assert responses == {"optIn"}
+    assert binding, "no household ran into the 3 kW evening limit: the run shows nothing of the limit"
+    feeder_peak_at = max(starts, key=feeder_load.__getitem__)
+    assert float(feeder[0]) == pytest.approx(feeder_load[feeder_peak_at], abs=0.006)
+    assert float(feeder[1]) == 3 * _published_limit_kw(feeder_peak_at)
+    assert float(feeder[4]) == pytest.approx(import_kwh, abs=0.06)
 
 
 def test_quickstart_rejects_bad_arguments() -> None:
@@ -46,6 +103,25 @@ def test_quickstart_rejects_bad_arguments() -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "--speed must be between" in result.stderr
+
+
+def test_quickstart_without_matplotlib_says_which_extra_to_install_before_running() -> None:
+    hide = ("import runpy, sys; sys.modules['matplotlib'] = None; sys.argv = ['quickstart.py']; "
+            f"runpy.run_path({str(ROOT / 'examples' / 'quickstart.py')!r}, run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", hide], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "matplotlib, which is not installed here: .venv/bin/pip install -e '.[demo]'" in result.stderr
+
+
+def test_the_readme_demo_command_installs_the_demo_extra_and_the_core_does_not_need_it() -> None:
+    readme = (ROOT / "README.md").read_text()
+    demo = readme.split("<!-- demo-command -->", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    assert "pip install -e '.[demo]'" in demo
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = " ".join(pyproject["dependencies"])
+    assert "matplotlib" not in core and "clarabel" not in core
+    assert any("matplotlib" in d for d in pyproject["optional-dependencies"]["demo"])
+    assert "hems-dso-interface[demo]" in pyproject["optional-dependencies"]["test"]
 
 
 # ------------------------------------------------------------------------------------ --allocate: the DSO decides
@@ -109,8 +185,10 @@ def test_quickstart_allocate_keeps_households_and_transformer_within_the_planner
         planner_publications = {run.publication_id for run in gstore.runs(limit=100_000)}
         bandwidths = store.bandwidths_overlapping(list(firm_events), since=START, until=end)
         assert all(s.publication_id in planner_publications for signals in bandwidths.values() for s in signals)
-        assert any(isinstance(s.payload, CapacityBandwidth) and s.payload.firmness is Firmness.NON_FIRM
-                   for signals in bandwidths.values() for s in signals)
+        # At 2,400x a second of the planner's computing is 40 minutes of simulated time, so whether non-firm
+        # capacity was released within the run depends on the machine; the limits must hold either way.
+        assert speed > 900 or any(isinstance(s.payload, CapacityBandwidth) and s.payload.firmness is Firmness.NON_FIRM
+                                  for signals in bandwidths.values() for s in signals)
         for ean, event_id in firm_events.items():
             assert any(r.response.event_id == event_id and r.response.opt_type == "optIn"
                        for r in store.responses(connection_point_id=ean)), ean
@@ -146,7 +224,8 @@ def test_quickstart_allocate_keeps_households_and_transformer_within_the_planner
                 if start.astimezone(ZONE).hour >= 16 and firm[start].import_limit_kw < \
                         contract.contracted_max_import_kw and row.import_kw >= 0.9 * firm[start].import_limit_kw:
                     binding.append((ean, start))
-        assert binding, "no household ran into its DSO limit in the evening: the scenario shows no scarcity"
+        assert binding or speed > 900, "no household ran into its DSO limit in the evening: the scenario shows no " \
+                                       "scarcity"
 
         load = {s: kw for s, (kw, n) in gstore.transformer_load(since=START, until=end)[transformer.id].items()
                 if n == len(firm_events)}  # intervals every household reported

@@ -9,17 +9,21 @@ Because step 2 is proportional to the headroom each household can still take, on
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
+from dso_server.capacity.errors import CapacityError, CapacityInvariantError, labels
+
 FloatArray = NDArray[np.float64]
 _TOL_KW = 1e-6
 
 
-class AllocationInvariantError(AssertionError):
-    """An allocation broke one of its invariants; the message names the invariant and where."""
+class AllocationInvariantError(CapacityInvariantError):
+    """An allocation broke one of its invariants; the error names the transformer or connection point (by id,
+    where the caller gave ids), the interval and the invariant."""
 
 
 @dataclass(frozen=True)
@@ -37,10 +41,13 @@ def share_fairly(
     group: NDArray[np.intp],
     min_kw: FloatArray,
     max_kw: FloatArray,
+    household_ids: Sequence[str] | None = None,
+    group_ids: Sequence[str] | None = None,
 ) -> Allocation:
     """Share ``available_kw`` (groups x intervals) among households (``group[h]`` = row of its transformer).
 
     ``min_kw`` and ``max_kw`` are per household, shape (households,) or (households, intervals).
+    ``household_ids`` (EANs) and ``group_ids`` (transformer ids) name them in errors.
     """
     available = np.maximum(np.asarray(available_kw, dtype=np.float64), 0.0)
     n_groups, n_int = available.shape
@@ -64,34 +71,56 @@ def share_fairly(
     frac = np.minimum(np.divide(remainder, sum_room, out=np.zeros_like(remainder), where=sum_room > 0), 1.0)
     alloc = alloc + room * frac[group]
     result = Allocation(import_kw=alloc, minimums_forced=forced)
-    check_invariants(result, available_kw=available, group=group, min_kw=lo, max_kw=hi)
+    check_invariants(result, available_kw=available, group=group, min_kw=lo, max_kw=hi,
+                     household_ids=household_ids, group_ids=group_ids)
     return result
 
 
-def check_invariants(
-    allocation: Allocation, *, available_kw: FloatArray, group: NDArray[np.intp], min_kw: FloatArray, max_kw: FloatArray
-) -> None:
-    """Raise AllocationInvariantError naming the first broken invariant."""
+def invariant_errors(
+    allocation: Allocation, *, available_kw: FloatArray, group: NDArray[np.intp], min_kw: FloatArray,
+    max_kw: FloatArray, household_ids: Sequence[str] | None = None, group_ids: Sequence[str] | None = None,
+) -> list[CapacityError]:
+    """Every invariant the allocation breaks (at its first interval per component and rule); empty when none."""
     alloc = allocation.import_kw
-    if not np.all(np.isfinite(alloc)) or np.any(alloc < -_TOL_KW):
-        raise AllocationInvariantError("allocation must be finite and >= 0")
+    invalid = ~np.isfinite(alloc) | (alloc < -_TOL_KW)
+    if invalid.any():
+        return _per_row(invalid, "connection_point", household_ids,
+                        lambda h, t: f"{alloc[h, t]!r} kW: an allocation must be finite and >= 0")
     total = np.zeros_like(available_kw)
     np.add.at(total, group, alloc)
     over = total > available_kw + _TOL_KW * max(1, alloc.shape[0])
-    if np.any(over):
-        g, t = np.argwhere(over)[0]
-        raise AllocationInvariantError(
-            f"transformer row {g} interval {t}: allocated {total[g, t]:.3f} kW > available {available_kw[g, t]:.3f} kW"
-        )
-    if np.any(alloc > max_kw + _TOL_KW):
-        h, t = np.argwhere(alloc > max_kw + _TOL_KW)[0]
-        raise AllocationInvariantError(f"household {h} interval {t}: {alloc[h, t]:.3f} kW above contract max")
+    above = alloc > max_kw + _TOL_KW
     share_of_min = np.minimum(min_kw, available_kw[group])
     # A household gets its minimum unless the group's minimums were forced down (then proportionally less).
     short = (alloc < share_of_min - _TOL_KW) & ~allocation.minimums_forced[group]
-    if np.any(short):
-        h, t = np.argwhere(short)[0]
-        raise AllocationInvariantError(f"household {h} interval {t}: below its guaranteed minimum")
+    if not (over.any() or above.any() or short.any()):  # the common case: no ids looked up
+        return []
+    return [
+        *_per_row(over, "transformer", group_ids,
+                  lambda g, t: f"{total[g, t]:.3f} kW allocated in sum > {available_kw[g, t]:.3f} kW available"),
+        *_per_row(above, "connection_point", household_ids,
+                  lambda h, t: f"{alloc[h, t]:.3f} kW above its contract max {max_kw[h, t]:.3f} kW"),
+        *_per_row(short, "connection_point", household_ids,
+                  lambda h, t: f"{alloc[h, t]:.3f} kW below its guaranteed minimum {share_of_min[h, t]:.3f} kW"),
+    ]
+
+
+def _per_row(bad: NDArray[np.bool_], component: str, ids: Sequence[str] | None,
+             message: Callable[[int, int], str]) -> list[CapacityError]:
+    names = labels(ids, bad.shape[0], "household" if component == "connection_point" else component)
+    return [CapacityError(component, "allocated_kw", (names[row],), message(row, t := int(np.argmax(bad[row]))), t)
+            for row in np.flatnonzero(bad.any(axis=1)).tolist()]
+
+
+def check_invariants(
+    allocation: Allocation, *, available_kw: FloatArray, group: NDArray[np.intp], min_kw: FloatArray,
+    max_kw: FloatArray, household_ids: Sequence[str] | None = None, group_ids: Sequence[str] | None = None,
+) -> None:
+    """Raise AllocationInvariantError naming the first broken invariant (``invariant_errors``)."""
+    errors = invariant_errors(allocation, available_kw=available_kw, group=group, min_kw=min_kw, max_kw=max_kw,
+                              household_ids=household_ids, group_ids=group_ids)
+    if errors:
+        raise AllocationInvariantError(errors[0])
 
 
 # ------------------------------------------------------------------------------ envelopes (what the jobs use)
@@ -114,21 +143,24 @@ def allocate_envelopes(
     baseline_kw: FloatArray,
     min_kw: FloatArray,
     max_kw: FloatArray,
+    household_ids: Sequence[str] | None = None,
+    group_ids: Sequence[str] | None = None,
 ) -> Allocation:
     """Firm envelopes (households x intervals): guaranteed minimum, then baseline, then the rest by room."""
+    ids = {"household_ids": household_ids, "group_ids": group_ids}
     n_h, n_i = np.asarray(baseline_kw).shape
     limit = np.broadcast_to(np.asarray(limit_kw, dtype=np.float64)[:, None], (np.asarray(limit_kw).shape[0], n_i))
     hi = np.broadcast_to(np.asarray(max_kw, dtype=np.float64).reshape(n_h, -1), (n_h, n_i))
     lo = np.minimum(np.broadcast_to(np.asarray(min_kw, dtype=np.float64).reshape(n_h, -1), (n_h, n_i)), hi)
     wish = np.clip(np.maximum(np.asarray(baseline_kw, dtype=np.float64), lo), lo, hi)
-    tier1 = share_fairly(available_kw=limit, group=group, min_kw=lo, max_kw=wish)
+    tier1 = share_fairly(available_kw=limit, group=group, min_kw=lo, max_kw=wish, **ids)
     used = np.zeros_like(limit)
     np.add.at(used, group, tier1.import_kw)
     rest = np.maximum(limit - used, 0.0)
     tier2 = share_fairly(available_kw=rest, group=group, min_kw=np.zeros_like(hi),
-                         max_kw=np.maximum(hi - tier1.import_kw, 0.0))
+                         max_kw=np.maximum(hi - tier1.import_kw, 0.0), **ids)
     result = Allocation(import_kw=tier1.import_kw + tier2.import_kw, minimums_forced=tier1.minimums_forced)
-    check_invariants(result, available_kw=np.ascontiguousarray(limit), group=group, min_kw=lo, max_kw=hi)
+    check_invariants(result, available_kw=np.ascontiguousarray(limit), group=group, min_kw=lo, max_kw=hi, **ids)
     return result
 
 
@@ -162,6 +194,7 @@ def non_firm_headroom_kw(
 def allocate_non_firm_envelopes(
     *, limit_kw: FloatArray, capacity_kw: FloatArray, expected_kw: FloatArray, firm_kw: FloatArray,
     baseline_kw: FloatArray, group: NDArray[np.intp], max_kw: FloatArray,
+    household_ids: Sequence[str] | None = None, group_ids: Sequence[str] | None = None,
 ) -> Allocation:
     """Non-firm on top of firm: the headroom shared by the fair rule without minimum, each household capped at
     contract max - firm. Invariants (checked): non-firm under a transformer <= its headroom, so
@@ -171,7 +204,8 @@ def allocate_non_firm_envelopes(
     firm = np.asarray(firm_kw, dtype=np.float64)
     n_h = firm.shape[0]
     room = np.maximum(np.broadcast_to(np.asarray(max_kw, dtype=np.float64).reshape(n_h, -1), firm.shape) - firm, 0.0)
-    return share_fairly(available_kw=headroom, group=group, min_kw=np.zeros_like(room), max_kw=room)
+    return share_fairly(available_kw=headroom, group=group, min_kw=np.zeros_like(room), max_kw=room,
+                        household_ids=household_ids, group_ids=group_ids)
 
 
 def baselines_kw(*, transformer_kw: FloatArray, group: NDArray[np.intp], weight: FloatArray) -> FloatArray:

@@ -40,6 +40,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from dso_server.capacity.errors import CapacityError, InvalidGridError
 from protocol.contract import ean18_check_digit
 
 
@@ -118,61 +119,62 @@ class Grid(_Frozen):
     nodes: tuple[Node, ...] = ()
     lines: tuple[Line, ...] = ()
 
-    def validate_grid(self) -> list[str]:
-        """Every problem found, each naming the component, the id and the rule broken."""
-        errors: list[str] = []
-        for kind, ids in (
-            ("transformer", [t.id for t in self.transformers]),
-            ("feeder", [f.id for f in self.feeders]),
-            ("connection_point", [c.ean for c in self.connection_points]),
-            ("node", [n.id for n in self.nodes]),
-            ("line", [li.id for li in self.lines]),
+    def validate_grid(self) -> list[CapacityError]:
+        """Every problem found, each naming the component, the field, the id(s) and the rule broken."""
+        errors: list[CapacityError] = []
+        for kind, field, ids in (
+            ("transformer", "id", [t.id for t in self.transformers]),
+            ("feeder", "id", [f.id for f in self.feeders]),
+            ("connection_point", "ean", [c.ean for c in self.connection_points]),
+            ("node", "id", [n.id for n in self.nodes]),
+            ("line", "id", [li.id for li in self.lines]),
         ):
             seen: set[str] = set()
             for i in ids:
                 if i in seen:
-                    errors.append(f"{kind} {i!r}: duplicate id")
+                    errors.append(CapacityError(kind, field, (i,), "duplicate id"))
                 seen.add(i)
         t_ids = {t.id for t in self.transformers}
         f_of = {f.id: f.transformer_id for f in self.feeders}
         n_of = {n.id: n.transformer_id for n in self.nodes}
-        errors += [
-            f"feeder {f.id!r}: unknown transformer_id {f.transformer_id!r}"
-            for f in self.feeders
-            if f.transformer_id not in t_ids
-        ]
-        errors += [f"node {n.id!r}: unknown transformer_id {n.transformer_id!r}" for n in self.nodes
-                   if n.transformer_id not in t_ids]
+        errors += [CapacityError("feeder", "transformer_id", (f.id,), f"unknown transformer_id {f.transformer_id!r}")
+                   for f in self.feeders if f.transformer_id not in t_ids]
+        errors += [CapacityError("node", "transformer_id", (n.id,), f"unknown transformer_id {n.transformer_id!r}")
+                   for n in self.nodes if n.transformer_id not in t_ids]
         for li in self.lines:
             for end in ("from_node", "to_node"):
                 if getattr(li, end) not in n_of:
-                    errors.append(f"line {li.id!r}: unknown {end} {getattr(li, end)!r}")
+                    errors.append(CapacityError("line", end, (li.id,), f"unknown {end} {getattr(li, end)!r}"))
             if li.from_node == li.to_node:
-                errors.append(f"line {li.id!r}: from_node and to_node are the same node {li.from_node!r}")
+                errors.append(CapacityError("line", "to_node", (li.id,),
+                                            f"from_node and to_node are the same node {li.from_node!r}"))
             elif li.from_node in n_of and li.to_node in n_of and n_of[li.from_node] != n_of[li.to_node]:
-                errors.append(f"line {li.id!r}: joins nodes of two transformers ({n_of[li.from_node]!r}, "
-                              f"{n_of[li.to_node]!r})")
+                errors.append(CapacityError("line", "to_node", (li.id,), f"joins nodes of two transformers "
+                                            f"({n_of[li.from_node]!r}, {n_of[li.to_node]!r})"))
         modelled = {t.id for t in self.transformers if t.busbar_node is not None}
         for t in self.transformers:
             if t.busbar_node is not None and n_of.get(t.busbar_node) != t.id:
-                errors.append(f"transformer {t.id!r}: busbar_node {t.busbar_node!r} is not a node of this transformer")
+                errors.append(CapacityError("transformer", "busbar_node", (t.id,),
+                                            f"busbar_node {t.busbar_node!r} is not a node of this transformer"))
         for c in self.connection_points:
             if c.feeder_id not in f_of:
-                errors.append(f"connection_point {c.ean!r}: unknown feeder_id {c.feeder_id!r}")
+                errors.append(CapacityError("connection_point", "feeder_id", (c.ean,),
+                                            f"unknown feeder_id {c.feeder_id!r}"))
             if len(c.ean) != 18 or not c.ean.isdigit() or ean18_check_digit(c.ean[:17]) != c.ean[17]:
-                errors.append(f"connection_point {c.ean!r}: not an 18-digit EAN with a valid check digit")
+                errors.append(CapacityError("connection_point", "ean", (c.ean,),
+                                            "not an 18-digit EAN with a valid check digit"))
             tid = f_of.get(c.feeder_id)
             if tid in modelled and c.node_id is None:
-                errors.append(f"connection_point {c.ean!r}: transformer {tid!r} has a grid model, so node_id is "
-                              "required")
+                errors.append(CapacityError("connection_point", "node_id", (c.ean,),
+                                            f"transformer {tid!r} has a grid model, so node_id is required"))
             if c.node_id is not None and tid is not None and n_of.get(c.node_id) != tid:
-                errors.append(f"connection_point {c.ean!r}: node_id {c.node_id!r} is not a node of transformer "
-                              f"{tid!r}")
+                errors.append(CapacityError("connection_point", "node_id", (c.ean,),
+                                            f"node_id {c.node_id!r} is not a node of transformer {tid!r}"))
         if not errors:
             errors += self._connectivity_errors()
         return errors
 
-    def _connectivity_errors(self) -> list[str]:
+    def _connectivity_errors(self) -> list[CapacityError]:
         adjacency: dict[str, set[str]] = defaultdict(set)
         for li in self.lines:
             adjacency[li.from_node].add(li.to_node)
@@ -188,14 +190,16 @@ class Grid(_Frozen):
                     todo.append(other)
             lost = sorted(n.id for n in self.nodes if n.transformer_id == t.id and n.id not in reached)
             if lost:
-                errors.append(f"transformer {t.id!r}: node(s) {lost[:5]} not connected to busbar "
-                              f"{t.busbar_node!r} by lines")
+                errors.append(CapacityError("node", "transformer_id", tuple(lost[:5]),
+                                            f"not connected to busbar {t.busbar_node!r} of transformer {t.id!r} "
+                                            f"by lines" + (f" ({len(lost)} nodes in all)" if len(lost) > 5 else "")))
         return errors
 
     def assert_valid(self) -> None:
+        """Raise InvalidGridError (a ValueError) listing every problem ``validate_grid`` finds."""
         errors = self.validate_grid()
         if errors:
-            raise ValueError("invalid grid:\n" + "\n".join(errors))
+            raise InvalidGridError(errors)
 
     @cached_property
     def _feeder_transformer(self) -> dict[str, str]:

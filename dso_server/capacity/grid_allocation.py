@@ -26,6 +26,7 @@ from dso_server.capacity.allocation import (
     baselines_kw,
     non_firm_headroom_kw,
 )
+from dso_server.capacity.errors import CapacityError
 from dso_server.capacity.grid import Grid
 from dso_server.capacity.powerflow import FeederModel, Limits, check_powerflow, limit_by_powerflow
 
@@ -80,6 +81,8 @@ class _Index:
         self.max_export = np.array([c.contracted_max_export_kw for c in self.cps])
         self.min_import = np.array([c.guaranteed_min_import_kw for c in self.cps])
         self.rows = {tid: np.flatnonzero(self.group == i) for i, tid in enumerate(self.t_ids)}
+        self.ids = {"household_ids": [c.ean for c in self.cps], "group_ids": self.t_ids}
+        """What names the rows in the allocation's errors: EANs and transformer ids."""
 
 
 def _models(grid: Grid, models: dict[str, FeederModel] | None) -> dict[str, FeederModel]:
@@ -96,8 +99,9 @@ def _check_totals(idx: _Index, kw: FloatArray, available: FloatArray, what: str)
     over = total > available + _TOL_KW * max(1, kw.shape[0])
     if over.any():
         g, t = np.argwhere(over)[0]
-        raise AllocationInvariantError(f"transformer {idx.t_ids[g]!r} interval {t}: {what} {total[g, t]:.3f} kW "
-                                       f"> {available[g, t]:.3f} kW")
+        raise AllocationInvariantError(CapacityError(
+            "transformer", f"{what.replace(' ', '_').replace('-', '_')}_kw", (idx.t_ids[g],),
+            f"{what} {total[g, t]:.3f} kW in sum > {available[g, t]:.3f} kW", int(t)))
 
 
 def firm_for_grid(
@@ -116,9 +120,9 @@ def firm_for_grid(
     base_imp = baselines_kw(transformer_kw=p90, group=idx.group, weight=w)
     base_exp = baselines_kw(transformer_kw=-p10, group=idx.group, weight=idx.max_export)
     imp = allocate_envelopes(limit_kw=idx.limit, group=idx.group, baseline_kw=base_imp, min_kw=idx.min_import,
-                             max_kw=idx.max_import)
+                             max_kw=idx.max_import, **idx.ids)
     exp = allocate_envelopes(limit_kw=idx.limit, group=idx.group, baseline_kw=base_exp,
-                             min_kw=np.zeros(len(idx.cps)), max_kw=idx.max_export)
+                             min_kw=np.zeros(len(idx.cps)), max_kw=idx.max_export, **idx.ids)
     import_kw, export_kw = imp.import_kw.copy(), exp.import_kw.copy()
     limited: dict[str, NDArray[np.bool_]] = {}
     forced: dict[str, NDArray[np.bool_]] = {}
@@ -164,7 +168,8 @@ def non_firm_for_grid(
         (firm.export_kw, firm.baseline_export_kw, expected_export_kw, idx.max_export),
     ):
         alloc = allocate_non_firm_envelopes(limit_kw=idx.limit, capacity_kw=idx.capacity, expected_kw=expected,
-                                            firm_kw=firm_kw, baseline_kw=base_kw, group=idx.group, max_kw=max_kw)
+                                            firm_kw=firm_kw, baseline_kw=base_kw, group=idx.group, max_kw=max_kw,
+                                            **idx.ids)
         headrooms.append(non_firm_headroom_kw(limit_kw=idx.limit, capacity_kw=idx.capacity, expected_kw=expected,
                                               firm_kw=firm_kw, baseline_kw=base_kw, group=idx.group))
         out.append(alloc.import_kw.copy())
@@ -193,8 +198,9 @@ def non_firm_for_grid(
                              ("export", firm.export_kw + nf_exp, idx.max_export)):
         if np.any(total > cap[:, None] + _TOL_KW):
             h, t = np.argwhere(total > cap[:, None] + _TOL_KW)[0]
-            raise AllocationInvariantError(f"connection point {idx.cps[h].ean} interval {t}: firm + non-firm "
-                                           f"{name} {total[h, t]:.3f} kW above the contract max {cap[h]:.3f} kW")
+            raise AllocationInvariantError(CapacityError(
+                "connection_point", f"{name}_kw", (idx.cps[h].ean,),
+                f"firm + non-firm {name} {total[h, t]:.3f} kW above the contract max {cap[h]:.3f} kW", int(t)))
     return GridAllocation(eans=firm.eans, import_kw=nf_imp, export_kw=nf_exp,
                           baseline_import_kw=firm.baseline_import_kw, baseline_export_kw=firm.baseline_export_kw,
                           voltage_limited=limited, voltage_forced=forced, power_flows=runs)

@@ -37,6 +37,7 @@ from power_grid_model import (
     initialize_array,
 )
 
+from dso_server.capacity.errors import CapacityError, CapacityInvariantError
 from dso_server.capacity.grid import Grid
 
 FloatArray = NDArray[np.float64]
@@ -44,8 +45,9 @@ _SOURCE_SK_VA = 1e9
 """Short-circuit power of the MV grid behind the transformer: stiff, as in the Kerber benchmark."""
 
 
-class PowerFlowLimitError(AssertionError):
-    """An allocation a power flow finds outside voltage or line limits and that was not flagged as forced."""
+class PowerFlowLimitError(CapacityInvariantError):
+    """An allocation a power flow finds outside voltage or line limits and that was not flagged as forced; the
+    error names the transformer and the branch by the id of its first line from the busbar."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class FeederModel:
         node_index = {n.id: i + 1 for i, n in enumerate(nodes)}  # 0 = the MV source node
         node_ids = set(node_index)
         lines = [li for li in grid.lines if li.from_node in node_ids]
+        self.transformer_id = transformer_id
         self.connection_points = [cp.ean for cp in grid.connection_points_of(transformer_id)]
         cps = grid.connection_points_of(transformer_id)
         n_nodes, n_lines, n_loads = len(nodes) + 1, len(lines), len(cps)
@@ -139,9 +142,13 @@ class FeederModel:
             adjacency[b].append(a)
         branch_of_node = np.full(n_nodes, -1, dtype=np.intp)
         n_branches = 0
+        line_from_busbar = {(node_index[li.from_node], node_index[li.to_node]): li.id for li in lines}
+        self.branch_ids: list[str] = []
+        """Per branch, the id of the line that leaves the busbar into it (what errors name it by)."""
         for start in adjacency[busbar]:
             if branch_of_node[start] >= 0:
                 continue
+            self.branch_ids.append(line_from_busbar.get((busbar, start)) or line_from_busbar.get((start, busbar), ""))
             todo = [start]
             branch_of_node[start] = n_branches
             while todo:
@@ -152,6 +159,8 @@ class FeederModel:
                         todo.append(other)
             n_branches += 1
         self.n_branches = max(n_branches, 1)
+        if not self.branch_ids:
+            self.branch_ids = [f"busbar {transformer.busbar_node}"]
         branch_of_node[branch_of_node < 0] = 0  # the busbar (and the MV node) count to branch 0
         self._branch_of_node = branch_of_node
         self._lv_nodes = np.arange(1, n_nodes)
@@ -285,5 +294,8 @@ def check_powerflow(model: FeederModel, allocation: LimitedAllocation, *, export
     bad = ((room[0] < -1e-4) | (room[1] < -1e-4)).T & ~allocation.forced
     if bad.any():
         b, t = np.argwhere(bad)[0]
-        raise PowerFlowLimitError(f"branch {b} interval {t}: {'voltage' if room[0][t, b] < -1e-4 else 'line'} "
-                                  f"limit broken by {-min(room[0][t, b], room[1][t, b]):.4f} after the reduction")
+        kind = "voltage" if room[0][t, b] < -1e-4 else "line"
+        raise PowerFlowLimitError(CapacityError(
+            "branch", "voltage_pu" if kind == "voltage" else "loading", (model.transformer_id, model.branch_ids[b]),
+            f"{kind} limit broken by {-min(room[0][t, b], room[1][t, b]):.4f} after the reduction (branch behind "
+            f"line {model.branch_ids[b]!r} of transformer {model.transformer_id!r})", int(t)))

@@ -2,7 +2,8 @@
 
 Every store method that changes what a VEN is sent writes, in the same transaction, one row per connection point
 into ``changes``: the kind of change (``SIGNALS``: an event published, modified or cancelled; ``VEN``: registered
-or cancelled; ``DELIVERY``: what was delivered to it; ``ACK``: an eventResponse stored) and the writer
+or cancelled; ``DELIVERY``: what was delivered to it; ``ACK``: an eventResponse stored; ``CERTIFICATE``: a
+certificate enrolled for the household or revoked) and the writer
 (``DsoStore.origin``). A VTN keeps what it needs about each VEN in memory and asks ``ChangeFeed.read`` what
 changed since it last asked; one read answers for every request that arrived before it started, so a change
 committed before a poll arrives is seen by that poll (``dso_server.transport.ven_cache``).
@@ -30,6 +31,7 @@ SIGNALS: Final = "signals"
 VEN: Final = "ven"
 DELIVERY: Final = "delivery"
 ACK: Final = "ack"
+CERTIFICATE: Final = "certificate"
 KEEP_ROWS = 1_000_000
 """Rows the log keeps (about 100 MB; minutes of a region-wide publication to a million households)."""
 

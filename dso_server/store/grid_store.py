@@ -115,7 +115,7 @@ class GridStore:
         """Replace the stored grid by ``grid`` and add missing households (one transaction, all or nothing)."""
         problems = grid.validate_grid()
         if problems:
-            raise GridConflict("invalid grid:\n" + "\n".join(problems), field="grid")
+            raise GridConflict("invalid grid:\n" + "\n".join(map(str, problems)), field="grid")
         households = {h.connection_point_id: h for h in self.store.households()}
         problems = check_against_households(grid, households)
         if problems:

@@ -160,7 +160,15 @@ _V2_INDEXES: tuple[IndexSpec, ...] = (
     ("allocation_runs", ["kind", "day"], False),
 )
 
-# Operator API credentials (only hashes), web sessions and the audit log (dso_server.store.security_store).
+# The VEN certificates enrolled per household (dso_server.store.certificates): which household a TLS client
+# certificate speaks for.
+_CERTIFICATES: TableSpec = (
+    "ven_certificates", {"fingerprint_sha256": str, "connection_point_id": str, "subject": str, "serial": str,
+                         "not_after": str, "enrolled_at": str, "revoked_at": str, "revocation_reason": str},
+    "fingerprint_sha256", {"connection_point_id", "subject", "serial", "not_after", "enrolled_at"}, [])
+
+# Operator API credentials (only hashes), web sessions and the audit log (dso_server.store.security_store); the
+# VEN certificates.
 _V3_TABLES: tuple[TableSpec, ...] = (
     ("api_tokens", {"token_id": str, "name": str, "role": str, "secret_sha256": str, "cert_sha256": str,
                     "created_at": str, "created_by": str, "expires_at": str, "revoked_at": str, "revoked_by": str},
@@ -169,6 +177,7 @@ _V3_TABLES: tuple[TableSpec, ...] = (
      "session_sha256", {"token_id", "created_at", "expires_at"}, [("token_id", "api_tokens", "token_id")]),
     ("audit_log", {"id": int, "at": str, "actor": str, "action": str, "target": str, "outcome": str, "detail": str},
      "id", {"at", "actor", "action", "outcome", "detail"}, []),
+    _CERTIFICATES,
 )
 _V3_INDEXES: tuple[IndexSpec, ...] = (
     ("api_tokens", ["secret_sha256"], True),
@@ -176,6 +185,7 @@ _V3_INDEXES: tuple[IndexSpec, ...] = (
     ("api_sessions", ["token_id"], False),
     ("audit_log", ["at"], False),
     ("audit_log", ["actor", "at"], False),
+    ("ven_certificates", ["connection_point_id"], False),
 )
 
 # What changed for which connection point: how every VTN worker learns that what it holds in memory about a VEN
@@ -192,10 +202,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "households, VEN registrations, signals, responses, reports",
               (CreateTables(_V1_TABLES), CreateIndexes(_V1_INDEXES))),
     Migration(2, "grid, forecasts, allocation runs", (CreateTables(_V2_TABLES), CreateIndexes(_V2_INDEXES))),
-    Migration(3, "operator API tokens, web sessions, audit log", (CreateTables(_V3_TABLES),
-                                                                   CreateIndexes(_V3_INDEXES))),
+    Migration(3, "operator API tokens, web sessions, audit log, VEN certificates", (
+        CreateTables(_V3_TABLES), CreateIndexes(_V3_INDEXES))),
     Migration(4, "failed allocation runs recorded, with the worker that ran them; change log for the VTN "
                  "workers' caches", (
+        # A store of version 3 made before the certificates joined version 3 gets their table here.
+        CreateTables((_CERTIFICATES,)), CreateIndexes((("ven_certificates", ["connection_point_id"], False),)),
         AddColumn("allocation_runs", "status", str, default="ok", not_null=True),
         AddColumn("allocation_runs", "error", str),
         AddColumn("allocation_runs", "worker", str),

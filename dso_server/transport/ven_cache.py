@@ -36,7 +36,8 @@ from typing import Any, TypeVar
 from dso_server import metrics
 from dso_server.lifecycle import DeliveryKey, delivery_due, delivery_keys, relevant_signals
 from dso_server.records import EventResponse, Signal, Ven
-from dso_server.store.changes import ACK, DELIVERY, ChangeFeed, prune
+from dso_server.store.certificates import CertificateStore, Enrolment
+from dso_server.store.changes import ACK, CERTIFICATE, DELIVERY, ChangeFeed, prune
 from dso_server.store.sqlite import DsoStore
 
 logger = logging.getLogger(__name__)
@@ -84,11 +85,14 @@ class VenCache:
     def __init__(self, store: DsoStore, now: Callable[[], datetime]) -> None:
         self.store = store
         self._now = now
+        self._certificates = CertificateStore(store)
         self._feed = ChangeFeed(store.db)
         self._feed.start()
         self._by_ven: dict[str, VenState] = {}
         self._ven_of: dict[str, str] = {}
         """connection point id -> ven id of the cached entries."""
+        self._enrolments: dict[str, Enrolment] = {}
+        """certificate fingerprint (SHA-256) -> its enrolment, for certificates that are enrolled."""
         self._waiters: list[asyncio.Future[None]] = []
         self._scheduled = False
         self.reads = 0
@@ -142,6 +146,10 @@ class VenCache:
             self.clear()
             return
         origin = self.store.origin
+        certificates = {c.connection_point_id for c in batch.changes if c.kind == CERTIFICATE}
+        if certificates:
+            self._enrolments = {fingerprint: enrolment for fingerprint, enrolment in self._enrolments.items()
+                                if enrolment.connection_point_id not in certificates}
         stale = [self._ven_of[change.connection_point_id] for change in batch.changes
                  if change.connection_point_id in self._ven_of
                  and not (change.origin == origin and change.kind in (DELIVERY, ACK))]  # own writes: applied
@@ -166,6 +174,17 @@ class VenCache:
     def clear(self) -> None:
         self._by_ven.clear()
         self._ven_of.clear()
+        self._enrolments.clear()
+
+    def enrolment(self, fingerprint_sha256: str) -> Enrolment | None:
+        """The enrolment of a client certificate (as of the last ``fresh``); None when it is not enrolled. An
+        unknown certificate is looked up again at every request: it may have been enrolled meanwhile."""
+        enrolment = self._enrolments.get(fingerprint_sha256)
+        if enrolment is None:
+            enrolment = self._certificates.enrolment(fingerprint_sha256)
+            if enrolment is not None:
+                self._enrolments[fingerprint_sha256] = enrolment
+        return enrolment
 
     # ---------------------------------------------------------------------------------------------- state
 

@@ -25,13 +25,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from hems_client.control.failsafe import (
-    DEFAULT_FAILSAFE_AFTER_S,
     Failsafe,
     FailsafeState,
     FailsafeTransition,
@@ -39,23 +39,33 @@ from hems_client.control.failsafe import (
 )
 from hems_client.control.guard import guard_setpoints, interval_budget_kw
 from hems_client.control.optimiser_planner import OptimiserPlanner
+from hems_client.control.over_limit import IntervalLog, attribute
 from hems_client.control.planning import ControlDecision, HouseholdState, Planner
 from hems_client.control.rule_planner import RulePlanner
-from hems_client.control.signal_book import DEFAULT_PRICES, DefaultPrices, SignalBook
+from hems_client.control.signal_book import DEFAULT_PRICES, SignalBook
 from hems_client.devices.household import Household
 from hems_client.kpi import KpiTracker
+from hems_client.optimiser import COMFORT_OR_EV_FORCED
+from hems_client.settings import ControllerSettings
 from hems_client.store import HemsStore
 from protocol.clock import Clock, sleep_until
 from protocol.contract import HouseholdContract
 from protocol.effective import EffectiveLimit
-from protocol.reports import MAX_REPORT_INTERVALS, ComfortStatus, Plan, Telemetry, TelemetryInterval
+from protocol.reports import MAX_REPORT_INTERVALS, ComfortStatus, Plan, PlanInterval, Telemetry, TelemetryInterval
 from protocol.signals import TariffInterval
-from protocol.timebase import INTERVAL, INTERVALS_PER_DAY, floor_to_interval
+from protocol.timebase import INTERVAL, INTERVAL_S, floor_to_interval
 
 __all__ = ["ContactSource", "ControlDecision", "Controller", "HouseholdState", "IntervalMeter",
            "OptimiserPlanner", "Planner", "Reporter", "RulePlanner"]
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_SETTINGS = ControllerSettings()
+
+ATTRIBUTION_LOOKBACK_INTERVALS = 24
+"""How far back (6 h) an over-limit interval looks for base load that ran above its forecast."""
+TRACKING_WINDOW_S = 3600.0
+"""The guard's margin covers the largest one-sub-step rise of the load it saw over this many clock seconds."""
 
 
 class Reporter(Protocol):
@@ -120,24 +130,17 @@ class Controller:
         reporter: Reporter | None = None,
         link: ContactSource | None = None,
         store: HemsStore | None = None,
-        failsafe_after_s: float | None = DEFAULT_FAILSAFE_AFTER_S,
         kpi: KpiTracker | None = None,
-        substep_s: float = 10.0,
-        horizon_intervals: int = INTERVALS_PER_DAY,
-        default_prices: DefaultPrices = DEFAULT_PRICES,
-        guard_margin_kw: float = 0.05,
-        plan_tolerance_kw: float = 0.1,
-        plan_resend_s: float = 4 * 3600,
-        history_intervals: int = 7 * INTERVALS_PER_DAY,
+        settings: ControllerSettings = DEFAULT_SETTINGS,
     ) -> None:
         """``signal_book``: the book the transport fills; None resumes the store's (or starts empty).
         ``link``: where contact with the VTN is seen (the VEN; may be set after construction); without one
-        the failsafe never moves. ``failsafe_after_s=None`` disables it. ``failsafe_after_s`` must exceed the
-        VEN's poll period in clock time."""
-        if not substep_s > 0:
-            raise ValueError(f"substep_s must be > 0, not {substep_s}")
-        if failsafe_after_s is not None and not failsafe_after_s > 0:
-            raise ValueError(f"failsafe_after_s must be > 0 or None, not {failsafe_after_s}")
+        the failsafe never moves. ``settings``: how the loop runs (validated when made; its
+        ``failsafe_after_s`` None disables the failsafe, and must exceed the VEN's poll period in clock time)."""
+        if not isinstance(settings, ControllerSettings):
+            raise TypeError(f"settings must be ControllerSettings, not {type(settings).__name__}")
+        self.settings = settings
+        failsafe_after_s = settings.failsafe_after_s
         self.contract = contract
         self.household = household
         self.clock = clock
@@ -145,20 +148,21 @@ class Controller:
         if store is not None:
             store.save_contract(contract)  # refuses a store that belongs to another connection point
         if signal_book is None:
-            signal_book = store.load_signal_book() if store is not None else SignalBook()
+            signal_book = (store.load_signal_book() if store is not None
+                           else SignalBook(default_prices=settings.default_prices))
         self.signal_book = signal_book
         self.planner: Planner = (planner if planner is not None
-                                 else OptimiserPlanner(horizon_intervals=horizon_intervals))
+                                 else OptimiserPlanner(horizon_intervals=settings.horizon_intervals))
         self.reporter = reporter
         self.link = link
         self.kpi = kpi if kpi is not None else KpiTracker(timezone=contract.comfort.timezone)
-        self.substep_s = substep_s
-        self.horizon_intervals = horizon_intervals
-        self.default_prices = default_prices
-        self.guard_margin_kw = guard_margin_kw
-        self.plan_tolerance_kw = plan_tolerance_kw
-        self.plan_resend_s = plan_resend_s
-        self.history_intervals = history_intervals
+        self.substep_s = settings.substep_s
+        self.horizon_intervals = settings.horizon_intervals
+        self.default_prices = settings.default_prices
+        self.guard_margin_kw = settings.guard_margin_kw
+        self.plan_tolerance_kw = settings.plan_tolerance_kw
+        self.plan_resend_s = settings.plan_resend_s
+        self.history_intervals = settings.history_intervals
 
         self.decision: ControlDecision | None = None
         self.telemetry: list[TelemetryInterval] = []
@@ -167,6 +171,8 @@ class Controller:
         """The effective limit the guard applied in each interval (the last one, if it changed), as long as
         the interval is in ``telemetry`` or still open."""
         self.replans = 0
+        self.plan_failures = 0
+        """Re-plans that raised; the loop carried on (see ``_unplanned_decision``)."""
         self.send_failures = 0
         self._meter = IntervalMeter()
         self._last_step_at: datetime | None = None
@@ -183,6 +189,13 @@ class Controller:
         self._sender: asyncio.Task[None] | None = None
         self._saved_revision = signal_book.revision
         self._pending_notes: list[str] = []
+        self._tracking: deque[tuple[datetime, float]] = deque()
+        """(time, kW) of the guard's one-sub-step tracking errors that could matter: the largest rise of the
+        measured over the expected net import in the last ``TRACKING_WINDOW_S``, as a monotone queue."""
+        self._interval_logs: dict[datetime, IntervalLog] = {}
+        """Per open interval, what the over-limit attribution (``control.over_limit``) needs."""
+        self._base_load_excess_kwh: deque[float] = deque(maxlen=ATTRIBUTION_LOOKBACK_INTERVALS)
+        """Base load above its forecast in each of the last closed intervals, kWh."""
 
         self.failsafe: Failsafe | None = None
         """The failsafe state machine (None when disabled)."""
@@ -267,22 +280,71 @@ class Controller:
 
     def _replan(self, now: datetime) -> None:
         self._signals_dirty = False
-        if self.signal_book.expire(now):
-            self._persist_signals()
+        self._seen_version = self.signal_book.version
         start = floor_to_interval(now)
-        limits = self.horizon_limits(start)
-        tariff = self.signal_book.tariff(start=start, count=self.horizon_intervals, default=self.default_prices)
-        state = self.household.state(now, self.horizon_intervals)
-        decision = self.planner.plan(now, state, limits, tariff, self.contract)
+        planned = True
+        try:
+            if self.signal_book.expire(now):
+                self._persist_signals()
+            limits = self.horizon_limits(start)
+            tariff = self.signal_book.tariff(start=start, count=self.horizon_intervals, default=self.default_prices)
+            measured_state = self.household.state(now, self.horizon_intervals)
+            state = self._with_guard_reserve(measured_state, limits)
+            decision = self.planner.plan(now, state, limits, tariff, self.contract)
+            self._log_plan(start, measured_state, state, limits[0], decision)
+        except Exception as error:  # a bad value must not stop the household's control loop
+            planned = False
+            self.plan_failures += 1
+            logger.exception("%s: planning failed at %s", self.contract.connection_point_id, now)
+            decision = self._unplanned_decision(now, start, error)
         notes = [*self._pending_notes, *self._failsafe_notes()]
         self._pending_notes.clear()
         self.decision = replace(decision, notes=(*notes, *decision.notes)) if notes else decision
-        self._seen_version = self.signal_book.version
         self.replans += 1
-        if self._plan_changed(self.decision.plan):
+        if planned and self._plan_changed(self.decision.plan):
             self._last_plan_sent = self.decision.plan
             plan = self.decision.plan
             self._enqueue(lambda: self._send(lambda reporter: reporter.send_plan(plan)))
+
+    def _log_plan(self, start: datetime, measured: HouseholdState, planned: HouseholdState, limit: EffectiveLimit,
+                  decision: ControlDecision) -> None:
+        """What the over-limit attribution needs from a plan: the base load it expected in the interval now
+        running, and whether (and why) it went over that interval's limit."""
+        log = self._interval_logs.setdefault(start, IntervalLog())
+        if log.forecast_base_kw is None and len(measured.forecast):
+            log.forecast_base_kw = measured.forecast.base_load_kw[0]
+        first = decision.plan.intervals[0] if decision.plan.intervals else None
+        if first is None or first.start != start:
+            return
+        reserve = planned.forecast.base_load_kw[0] - measured.forecast.base_load_kw[0]
+        over_kw = first.net_import_kw - reserve - limit.import_limit_kw
+        stamp = f"{start:%Y-%m-%d %H:%M}Z"
+        notes = [note for note in decision.notes if "import limit" in note]
+        note = next((n for n in notes if stamp in n), notes[0] if notes else None)
+        log.add_plan(over_kw=over_kw, note=note, comfort_forced=note is not None and COMFORT_OR_EV_FORCED in note)
+
+    def _with_guard_reserve(self, state: HouseholdState, limits: Sequence[EffectiveLimit]) -> HouseholdState:
+        """Where an import limit is within the guard's margin of 0, the guard keeps that much export (import
+        once drawn cannot be taken back): the plan carries it as base load, so that the battery covering a
+        0 kW window is not drained by the margin before the window ends."""
+        margin = self.guard_margin()
+        forecast = state.forecast
+        extra = [max(margin - limit.import_limit_kw, 0.0) for limit in limits]
+        if not any(extra):
+            return state
+        base = tuple(kw + (extra[k] if k < len(extra) else 0.0) for k, kw in enumerate(forecast.base_load_kw))
+        return replace(state, forecast=replace(forecast, base_load_kw=base))
+
+    def _unplanned_decision(self, now: datetime, start: datetime, error: Exception) -> ControlDecision:
+        """What the household runs on when planning failed: the previous setpoints (the guard clips them to what
+        each device can do now and keeps the limit in force), or none at all; the plan is not sent."""
+        note = (f"planning failed ({type(error).__name__}: {error}); the guard keeps the limit in force with "
+                + ("the previous plan's setpoints" if self.decision is not None else "no setpoints"))
+        if self.decision is not None:
+            return replace(self.decision, created_at=now, notes=(note,))
+        limit = self.limits_in_force(start)
+        plan = Plan(created_at=now, intervals=(PlanInterval(start=start, net_import_kw=limit.import_limit_kw),))
+        return ControlDecision(created_at=now, setpoints={}, plan=plan, notes=(note,))
 
     def _plan_changed(self, plan: Plan) -> bool:
         last = self._last_plan_sent
@@ -297,11 +359,18 @@ class Controller:
         cache = self._limit_cache
         state = self.failsafe_state
         if cache is None or cache[0] != start or cache[1] != self.signal_book.version or cache[2] is not state:
-            if state.failsafe_limits:
+            try:
+                if state.failsafe_limits:
+                    limit = failsafe_limit(self.contract, start)
+                else:
+                    limit = self.signal_book.effective_limits(self.contract, start=start, count=1)[0]
+                price = self.signal_book.tariff(start=start, count=1, default=self.default_prices).intervals[0]
+            except Exception:  # never stop the loop: the contract's failsafe limit is the safe assumption
+                logger.exception("%s: the limit in force at %s cannot be computed; applying the contract's "
+                                 "failsafe limit", self.contract.connection_point_id, start)
                 limit = failsafe_limit(self.contract, start)
-            else:
-                limit = self.signal_book.effective_limits(self.contract, start=start, count=1)[0]
-            price = self.signal_book.tariff(start=start, count=1, default=self.default_prices).intervals[0]
+                price = TariffInterval(start=start, import_price_eur_per_kwh=DEFAULT_PRICES.import_price_eur_per_kwh,
+                                       export_price_eur_per_kwh=DEFAULT_PRICES.export_price_eur_per_kwh)
             cache = self._limit_cache = (start, self.signal_book.version, state, limit, price)
         return cache[3], cache[4]
 
@@ -362,12 +431,18 @@ class Controller:
             ranges = household.power_ranges_kw(moment, dt_s)
             uncontrolled = sum(ranges[d.name][0] for d in household.devices if not d.flexible)
             import_limit_kw, export_limit_kw = self._budget_limits(moment, limit)
+            import_margin_kw, export_margin_kw = self._margins(moment, import_limit_kw, export_limit_kw)
             guarded = guard_setpoints(
                 devices=household.devices, setpoints=self.decision.setpoints, ranges=ranges,
                 uncontrolled_kw=uncontrolled, import_limit_kw=import_limit_kw,
-                export_limit_kw=export_limit_kw, margin_kw=self.guard_margin_kw,
+                export_limit_kw=export_limit_kw, margin_kw=import_margin_kw, export_margin_kw=export_margin_kw,
             )
             result = household.step(moment, dt_s, guarded.setpoints)
+            log = self._interval_logs.setdefault(limit.start, IntervalLog())
+            log.add_step(dt_s=dt_s, import_limit_kw=limit.import_limit_kw, unshed_kw=guarded.unresolved_kw,
+                         uncontrolled_kw=sum(
+                result.power_kw.get(d.name, 0.0) for d in household.devices if not d.flexible))
+            self._track(moment, result.net_import_kw - guarded.expected_net_import_kw)
             used = self._budget_used
             used[0], used[1], used[2] = (used[0] + result.import_kw * dt_s, used[1] + result.export_kw * dt_s,
                                          used[2] + dt_s)
@@ -382,6 +457,33 @@ class Controller:
                 self.kpi.record_departure(at=departure.at, range_km=departure.range_km,
                                           required_range_km=comfort.ev_required_range_km)
             moment = step_end
+
+    def guard_margin(self) -> float:
+        """How far inside the limits the guard aims: ``guard_margin_kw``, or more where the load rose more
+        between two sub-steps than that in the last ``TRACKING_WINDOW_S`` (the largest rise of the measured over
+        the guard's expected net import): the guard sees the load a sub-step late, and import drawn in that
+        step cannot be taken back when the budget is 0."""
+        return max(self.guard_margin_kw, self._tracking[0][1]) if self._tracking else self.guard_margin_kw
+
+    def _track(self, at: datetime, error_kw: float) -> None:
+        queue = self._tracking
+        while queue and queue[-1][1] <= error_kw:  # an older, smaller error can never be the window's largest
+            queue.pop()
+        queue.append((at, error_kw))
+        horizon = at - timedelta(seconds=TRACKING_WINDOW_S)
+        while queue[0][0] < horizon:
+            queue.popleft()
+
+    def _margins(self, moment: datetime, import_budget_kw: float, export_budget_kw: float) -> tuple[float, float]:
+        """The guard's import and export margins for the next sub-step. An overshoot the rest of the interval
+        can take back needs none (the budget does it): the margin applies in the interval's last two sub-steps
+        and where the budget is within a margin of 0 (import drawn then cannot be taken back). Keeping the
+        margin all interval long would drain the battery covering a binding limit by the margin, unplanned."""
+        margin = self.guard_margin()
+        remaining_s = (floor_to_interval(moment) + INTERVAL - moment).total_seconds()
+        closing = remaining_s <= 2 * self.substep_s
+        return (margin if closing or import_budget_kw <= margin else 0.0,
+                margin if closing or export_budget_kw <= margin else 0.0)
 
     def _budget_limits(self, moment: datetime, limit: EffectiveLimit) -> tuple[float, float]:
         """Import and export limits for the guard's next sub-step: the limit in force, tightened by what this
@@ -404,10 +506,16 @@ class Controller:
         for interval in closed:
             limit = self.limits_applied.get(interval.start) or self._in_force(interval.start)[0]
             price = self._prices_applied.pop(interval.start, None) or self._in_force(interval.start)[1]
+            log = self._interval_logs.pop(interval.start, None) or IntervalLog()
+            reason, detail = (attribute(log, import_kw=interval.import_kw, limit_kw=limit.import_limit_kw,
+                                        earlier_excess_kwh=sum(self._base_load_excess_kwh),
+                                        earlier_h=len(self._base_load_excess_kwh) * INTERVAL_S / 3600)
+                              if interval.import_kw > limit.import_limit_kw else (None, ""))
+            self._base_load_excess_kwh.append(log.base_load_excess_kwh)
             self.kpi.record_interval(
                 start=interval.start, import_kw=interval.import_kw, export_kw=interval.export_kw,
                 import_limit_kw=limit.import_limit_kw, import_price_eur_per_kwh=price.import_price_eur_per_kwh,
-                export_price_eur_per_kwh=price.export_price_eur_per_kwh,
+                export_price_eur_per_kwh=price.export_price_eur_per_kwh, over_reason=reason, over_detail=detail,
             )
         if not closed:
             return

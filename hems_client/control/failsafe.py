@@ -22,12 +22,15 @@ Before the first contact, the silence is counted from the moment watching began 
 controller's start). The failsafe is noticed on the controller's steps; the controller wakes at
 ``next_deadline`` so that it engages exactly ``after_s`` after the last contact.
 
-Silence is judged up to the VEN's last *ended* attempt (``last_attempt_at``, answered or failed) when the link
-reports one, not up to ``now``: on an accelerated clock a household whose event loop is busy (compiling or
-solving plans for many households) lets many clock seconds pass without polling, and that is not a lost VTN.
-A VTN that does not answer still ends each attempt (connection refused, or openleadr's 5 s / 10 s wall-time
-timeouts), so the failsafe engages at the first failed attempt after ``after_s`` - at most one poll period
-late. A link without attempt information is judged up to ``now``.
+The failsafe engages exactly ``after_s`` after the last contact once the link has shown the silence is real:
+an attempt ended without an answer since that contact (``last_attempt_at`` later than ``last_contact_at``), or
+the link gives no attempt information. Then silence is judged up to ``now``, so the controller, waking at
+``next_deadline``, engages on the dot (PROFILE §10, EEBus LPC: 120 s), not at the next failed poll. Without a
+failed attempt since the last contact the VEN simply has not asked: on an accelerated clock a household whose
+event loop is busy (compiling or solving plans for many households) lets many clock seconds pass without
+polling, and that is not a lost VTN; silence is then judged up to the last ended attempt, and the failsafe
+engages at the first failed attempt that ends after ``after_s`` (a VTN that does not answer still ends each
+attempt: connection refused, or the transport's timeouts).
 
 The moves are the table ``TRANSITIONS``; :func:`next_state` refuses any other move with
 :class:`IllegalFailsafeTransition`, naming the state and the event.
@@ -197,7 +200,8 @@ class Failsafe:
         """Apply what has been observed by ``now``; the transitions made, in order (usually none)."""
         transitions: list[FailsafeTransition] = []
         latest = self._latest_contact(last_contact_at)
-        judged_at = now if last_attempt_at is None else min(now, last_attempt_at)
+        # A failed attempt since the last contact (or no attempt information) makes the silence real up to now.
+        judged_at = now if last_attempt_at is None or last_attempt_at > latest else min(now, last_attempt_at)
         while True:
             event = self._event(now, judged_at - latest, last_contact_at, limits_changed_at)
             if event is None:

@@ -17,6 +17,12 @@ The DSO judges the mean import of each 15-minute interval, and the guard sees th
 rising load overshoots for a sub-step. :func:`interval_budget_kw` turns the energy already taken in the interval
 into the limit for the rest of it: overshoot is taken back later in the same interval, never the other way
 (the guard never allows more than the limit itself).
+
+The guard aims ``margin_kw`` below the import limit (and above the export limit). At a limit (or budget) of
+0 kW that aim is a small export: the import register only counts up, so import drawn while the guard catches
+up with a rising load can never be taken back, and base-load noise around a net-zero aim would leave the
+interval's mean import above 0 whenever the devices could have held it there. Only where the import and
+export margins cannot both be kept (both limits near 0) does it aim between them.
 """
 
 from __future__ import annotations
@@ -38,6 +44,18 @@ def interval_budget_kw(*, limit_kw: float, used_kws: float, used_s: float, remai
     return min(limit_kw, (limit_kw * (used_s + remaining_s) - used_kws) / remaining_s)
 
 
+def guard_aims_kw(*, import_limit_kw: float, export_limit_kw: float, margin_kw: float,
+                  export_margin_kw: float | None = None) -> tuple[float, float]:
+    """The highest and lowest net import (kW, import-positive) the guard lets through: a margin inside each
+    limit (a budget below 0 counts as 0: no import is the most the rest of an interval can do). Where both
+    margins do not fit between the limits, both aims meet halfway."""
+    highest = max(import_limit_kw, 0.0) - margin_kw
+    lowest = (margin_kw if export_margin_kw is None else export_margin_kw) - max(export_limit_kw, 0.0)
+    if highest < lowest:
+        highest = lowest = (max(import_limit_kw, 0.0) - max(export_limit_kw, 0.0)) / 2
+    return highest, lowest
+
+
 @dataclass(frozen=True)
 class GuardResult:
     setpoints: dict[str, float | None]
@@ -57,9 +75,11 @@ def guard_setpoints(
     import_limit_kw: float,
     export_limit_kw: float,
     margin_kw: float = 0.05,
+    export_margin_kw: float | None = None,
 ) -> GuardResult:
     """Correct ``setpoints`` so that ``uncontrolled_kw`` + flexible powers stays within the limits (less the
-    margin). ``ranges`` holds each flexible device's (lowest, highest) power right now."""
+    margins; ``export_margin_kw`` None: ``margin_kw`` for both). ``ranges`` holds each flexible device's
+    (lowest, highest) power right now."""
     flexible = [device for device in devices if device.flexible]
     powers: dict[str, float] = {}
     for device in flexible:
@@ -70,7 +90,9 @@ def guard_setpoints(
         powers[device.name] = clip(wanted, low, high)
     net = uncontrolled_kw + sum(powers.values())
     shed = 0.0
-    excess = net - max(import_limit_kw - margin_kw, 0.0)
+    import_aim, export_aim = guard_aims_kw(import_limit_kw=import_limit_kw, export_limit_kw=export_limit_kw,
+                                           margin_kw=margin_kw, export_margin_kw=export_margin_kw)
+    excess = net - import_aim
     if excess > 0:
         for device in sorted(flexible, key=lambda d: d.priority):
             low = ranges[device.name][0]
@@ -81,7 +103,7 @@ def guard_setpoints(
                 shed += cut
         unresolved = max(excess, 0.0)
     else:
-        deficit = -max(export_limit_kw - margin_kw, 0.0) - net
+        deficit = export_aim - net
         for kind in _EXPORT_ORDER:
             for device in (d for d in flexible if d.kind is kind):
                 high = ranges[device.name][1]

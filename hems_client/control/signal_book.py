@@ -35,6 +35,7 @@ from datetime import datetime
 
 from protocol.contract import HouseholdContract
 from protocol.effective import EffectiveLimit, effective_limits
+from protocol.limits import check_price_eur_per_kwh
 from protocol.oadr20b.events import DecodedEvent, EventStatus
 from protocol.signals import CapacityBandwidth, TariffInterval, TouTariff
 from protocol.timebase import INTERVAL, floor_to_interval
@@ -59,6 +60,25 @@ class BookSnapshot:
     version: int
     limits_changed_at: datetime | None
 
+    def validate(self) -> list[str]:
+        """Every rule this snapshot breaks (empty when valid): what a damaged store could hold."""
+        errors = []
+        for signal in self.signals:
+            if not isinstance(signal.payload, CapacityBandwidth | TouTariff):
+                errors.append(f"signal {signal.event_id!r}: payload is {type(signal.payload).__name__}, not a "
+                              "capacity bandwidth or tariff")
+            if not isinstance(signal.modification_number, int) or signal.modification_number < 0:
+                errors.append(f"signal {signal.event_id!r}: modification_number must be an integer >= 0, not "
+                              f"{signal.modification_number!r}")
+        for event_id, number in self.known_modifications.items():
+            if not isinstance(number, int) or number < 0:
+                errors.append(f"known modification of {event_id!r} must be an integer >= 0, not {number!r}")
+        if not isinstance(self.version, int) or self.version < 0:
+            errors.append(f"version must be an integer >= 0, not {self.version!r}")
+        if self.limits_changed_at is not None and self.limits_changed_at.tzinfo is None:
+            errors.append(f"limits_changed_at must be timezone-aware, not {self.limits_changed_at!r}")
+        return errors
+
 
 @dataclass(frozen=True)
 class DefaultPrices:
@@ -67,12 +87,27 @@ class DefaultPrices:
     import_price_eur_per_kwh: float = 0.30
     export_price_eur_per_kwh: float = 0.05
 
+    def __post_init__(self) -> None:
+        # Checked here, not when a tariff is built from them inside the control loop (a NaN used to stop it).
+        for name in ("import_price_eur_per_kwh", "export_price_eur_per_kwh"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"DefaultPrices.{name} must be a number of EUR/kWh, not {value!r}")
+            try:
+                check_price_eur_per_kwh(float(value))
+            except ValueError as error:
+                raise ValueError(f"DefaultPrices.{name}: {error}") from None
+
 
 DEFAULT_PRICES = DefaultPrices()
 
 
 class SignalBook:
-    def __init__(self) -> None:
+    def __init__(self, *, default_prices: DefaultPrices = DEFAULT_PRICES) -> None:
+        """``default_prices``: the prices :meth:`tariff` assumes where no ToU tariff is in force."""
+        if not isinstance(default_prices, DefaultPrices):
+            raise TypeError(f"default_prices must be DefaultPrices, not {type(default_prices).__name__}")
+        self.default_prices = default_prices
         self._signals: dict[str, ActiveSignal] = {}
         self._known_modification: dict[str, int] = {}
         self.version = 0
@@ -83,8 +118,11 @@ class SignalBook:
         """Clock time of the last capacity-bandwidth change the DSO made (not expiry)."""
 
     @classmethod
-    def from_snapshot(cls, snapshot: BookSnapshot) -> SignalBook:
-        book = cls()
+    def from_snapshot(cls, snapshot: BookSnapshot, *, default_prices: DefaultPrices = DEFAULT_PRICES) -> SignalBook:
+        errors = snapshot.validate()
+        if errors:
+            raise ValueError("signal book snapshot: " + "; ".join(errors))
+        book = cls(default_prices=default_prices)
         book._signals = {signal.event_id: signal for signal in snapshot.signals}
         book._known_modification = dict(snapshot.known_modifications)
         for signal in snapshot.signals:  # a snapshot from an older writer may lack the stored versions
@@ -175,9 +213,11 @@ class SignalBook:
     def effective_limits(self, contract: HouseholdContract, *, start: datetime, count: int) -> list[EffectiveLimit]:
         return effective_limits(contract, self.bandwidths(), start=start, count=count)
 
-    def tariff(self, *, start: datetime, count: int, default: DefaultPrices = DEFAULT_PRICES) -> TouTariff:
+    def tariff(self, *, start: datetime, count: int, default: DefaultPrices | None = None) -> TouTariff:
         """Prices for ``count`` intervals from the one holding ``start``: from the tariff event in force (the one
-        stored last wins where two overlap), ``default`` where none is."""
+        stored last wins where two overlap), ``default`` (else the book's default prices) where none is."""
+        if default is None:
+            default = self.default_prices
         first = floor_to_interval(start)
         prices: dict[datetime, TariffInterval] = {}
         for signal in sorted(self._signals.values(), key=lambda s: s.sequence):

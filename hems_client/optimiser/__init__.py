@@ -14,15 +14,21 @@ from ._data import (
     SlackKind,
     SlackUse,
 )
+from ._explain import COMFORT_OR_EV_FORCED
+from ._highs import TESTED_CVXPY, IncompatibleCvxpy, cvxpy_tested
 from ._model import HouseholdOptimiser
 
 __all__ = [
+    "COMFORT_OR_EV_FORCED",
+    "TESTED_CVXPY",
     "HouseholdOptimiser",
     "HouseholdParams",
+    "IncompatibleCvxpy",
     "OptimiserError",
     "OptimiserInputs",
     "OptimiserResult",
     "SlackKind",
     "SlackUse",
     "cop_air_source",
+    "cvxpy_tested",
 ]

@@ -8,6 +8,8 @@ from ._data import FloatArray, HouseholdParams, OptimiserInputs, OptimiserResult
 
 REPORT_THRESHOLD = 1e-4  # slacks below this are solver noise, not decisions
 _ON_KW = 1e-3  # a device counts as running above this power
+COMFORT_OR_EV_FORCED = "ran because comfort/EV needs could not be met otherwise"
+"""The phrase of an import-limit reason where the plan broke the limit to keep a comfort or EV term."""
 
 
 def explain_slacks(
@@ -53,7 +55,7 @@ def explain_slacks(
     for k in np.flatnonzero(comfort_high_k > REPORT_THRESHOLD):
         slacks.append(
             SlackUse(
-                "comfort_high", int(k) + 1, float(comfort_high_k[k]), _warm_reason(int(k), inputs, result)
+                "comfort_high", int(k) + 1, float(comfort_high_k[k]), _warm_reason(int(k), inputs, result, params)
             )
         )
     if ev_slack_kwh > REPORT_THRESHOLD:
@@ -82,7 +84,9 @@ def _import_reason(k: int, inputs: OptimiserInputs, result: OptimiserResult, par
     base, pv = inputs.base_load_kw[k], inputs.pv_available_kw[k]
     if base - pv > limit:
         battery = result.battery_discharge_kw[k]
-        if battery >= params.battery_max_kw - _ON_KW:
+        if params.battery_max_kw <= _ON_KW or params.battery_capacity_kwh <= params.battery_min_soc_kwh + _ON_KW:
+            cover = "there is no home battery to cover it"
+        elif battery >= params.battery_max_kw - _ON_KW:
             cover = f"the battery already gave its maximum {params.battery_max_kw:.2f} kW"
         elif result.battery_soc_kwh[k] <= params.battery_min_soc_kwh + _ON_KW:
             cover = f"the battery was empty ({result.battery_soc_kwh[k]:.2f} kWh)"
@@ -101,7 +105,7 @@ def _import_reason(k: int, inputs: OptimiserInputs, result: OptimiserResult, par
         if power > _ON_KW
     ]
     if running:
-        parts.append(", ".join(running) + " ran because comfort/EV needs could not be met otherwise")
+        parts.append(", ".join(running) + " " + COMFORT_OR_EV_FORCED)
     if not parts:
         parts.append("no flexible load could be reduced further")
     return head + "; ".join(parts)
@@ -132,7 +136,7 @@ def _cold_reason(
     return head + "heating would have cost more than the comfort penalty for this shortfall"
 
 
-def _warm_reason(k: int, inputs: OptimiserInputs, result: OptimiserResult) -> str:
+def _warm_reason(k: int, inputs: OptimiserInputs, result: OptimiserResult, params: HouseholdParams) -> str:
     temp, band = result.indoor_temp_c[k + 1], inputs.comfort_max_c[k]
     head = (
         f"indoor temperature {temp:.2f} °C at the end of step {k} is {temp - band:.2f} K above the maximum "
@@ -142,9 +146,31 @@ def _warm_reason(k: int, inputs: OptimiserInputs, result: OptimiserResult) -> st
         return head + f"the house started at {inputs.indoor_temp_c:.2f} °C and there is no cooling"
     if inputs.outdoor_temp_c[k] > band:
         return head + f"it is {inputs.outdoor_temp_c[k]:.2f} °C outdoors and there is no cooling"
-    if result.hp_electric_kw[: k + 1].max() > _ON_KW:
-        return head + "the heat pump absorbed energy that was cheaper to use than to leave"
-    return head + "the band narrowed faster than the house cools"
+    heating = np.flatnonzero(result.hp_electric_kw[: k + 1] > _ON_KW)
+    if len(heating) == 0:
+        return head + "the band narrowed faster than the house cools"
+    # Pre-heating: heat stored in the building for later steps where heating is held back or dearer.
+    later = np.arange(k + 1, len(inputs.import_limit_kw))
+    held_back = later[
+        (result.grid_import_kw[later] >= inputs.import_limit_kw[later] - _ON_KW)
+        & (result.hp_electric_kw[later] < params.hp_max_electric_kw - _ON_KW)
+    ]
+    if len(held_back):
+        window = held_back[: np.argmax(np.diff(held_back, append=held_back[-1] + 2) > 1) + 1]
+        limit = inputs.import_limit_kw[window].min()
+        return head + (
+            f"pre-heating ahead of the import limit ({limit:.2f} kW at {_span(window)}): heat stored now keeps "
+            "the house warm while the limit leaves too little room to heat, and a little too warm now costs "
+            "less than too cold then"
+        )
+    paid = inputs.import_price_eur_per_kwh[heating].min()
+    dearest = int(later[np.argmax(inputs.import_price_eur_per_kwh[later])]) if len(later) else None
+    if dearest is not None and inputs.import_price_eur_per_kwh[dearest] > paid + 1e-9:
+        return head + (
+            f"pre-heating at {paid:.2f} EUR/kWh ahead of dearer hours (up to "
+            f"{inputs.import_price_eur_per_kwh[dearest]:.2f} EUR/kWh at step {dearest})"
+        )
+    return head + "the heat pump absorbed energy that was cheaper to use than to leave (PV or a negative price)"
 
 
 def _ev_reason(

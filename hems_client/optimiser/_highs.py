@@ -11,7 +11,11 @@ coefficients) and dual simplex restarts from the previous optimal basis. Same LP
 agree with ``problem.solve`` to solver tolerance (tests/test_optimiser.py checks it).
 
 It reads ``ParamConeProg`` attributes (``A``, ``q``, ``lb_tensor``, ``param_id_to_col`` …), which are cvxpy
-internals (checked with cvxpy 1.9); the constructor fails loudly if the compiled form is not what it expects.
+internals, and HiGHS's incremental calls (``changeRowsBounds`` …). pyproject.toml bounds both to the versions
+this was checked with (:data:`TESTED_CVXPY`, highspy >= 1.13). The constructor raises
+:class:`IncompatibleCvxpy` when the compiled form or the HiGHS object is not what it reads, so the caller
+(``HouseholdOptimiser``) can fall back to ``problem.solve``; :func:`cvxpy_tested` says whether the installed
+cvxpy is one of the checked versions.
 """
 
 from __future__ import annotations
@@ -24,9 +28,46 @@ import highspy
 import numpy as np
 import scipy.sparse as sp
 from cvxpy import settings as cvxpy_settings
-from cvxpy.lin_ops.lin_op import CONSTANT_ID
 
 from ._data import FloatArray, OptimiserError
+
+TESTED_CVXPY = ((1, 9), (1, 10))
+"""cvxpy versions (major, minor) whose internals this module was checked against: from the first, below the
+second (pyproject.toml pins the same range). 1.8 and older lack Parameter-valued variable bounds."""
+
+_HIGHS_CALLS = ("passModel", "changeColsCost", "changeColsBounds", "changeRowsBounds", "changeCoeff", "run",
+                "getRunTime", "getModelStatus", "getSolution", "modelStatusToString", "setOptionValue")
+
+try:  # internals: a cvxpy that moved them is detected here, not by an ImportError of the whole optimiser
+    from cvxpy.lin_ops.lin_op import CONSTANT_ID
+
+    _PARAM_PROB: str | None = cvxpy_settings.PARAM_PROB
+    _IMPORT_PROBLEM: str | None = None
+except (ImportError, AttributeError) as _error:
+    CONSTANT_ID, _PARAM_PROB = -1, None
+    _IMPORT_PROBLEM = f"{type(_error).__name__}: {_error}"
+
+
+class IncompatibleCvxpy(OptimiserError):
+    """The installed cvxpy (or highspy) is not what the direct path reads; ``problem.solve`` still works."""
+
+
+def cvxpy_version() -> tuple[int, int]:
+    major, minor = (int("".join(ch for ch in part if ch.isdigit()) or 0) for part in cp.__version__.split(".")[:2])
+    return major, minor
+
+
+def cvxpy_tested() -> bool:
+    """True when the installed cvxpy is in :data:`TESTED_CVXPY`."""
+    low, high = TESTED_CVXPY
+    return low <= cvxpy_version() < high
+
+
+def _incompatible(what: str) -> IncompatibleCvxpy:
+    low, high = TESTED_CVXPY
+    return IncompatibleCvxpy(
+        f"cvxpy {cp.__version__} / highspy {getattr(highspy, '__version__', '?')}: {what}; the direct HiGHS path "
+        f"was checked with cvxpy {low[0]}.{low[1]}.x to below {high[0]}.{high[1]} and highspy >= 1.13")
 
 _STATUS = {  # HiGHS model status → cvxpy status names, so both paths report alike
     highspy.HighsModelStatus.kOptimal: cvxpy_settings.OPTIMAL,
@@ -53,8 +94,20 @@ class DirectHighs:
     """Solves a DPP LP ``cp.Problem`` by applying its compiled tensors and re-running one HiGHS instance."""
 
     def __init__(self, problem: cp.Problem) -> None:
+        if _IMPORT_PROBLEM is not None:
+            raise _incompatible(f"cannot import what the direct path reads ({_IMPORT_PROBLEM})")
+        missing = [name for name in _HIGHS_CALLS if not hasattr(highspy.Highs, name)]
+        if missing:
+            raise _incompatible(f"highspy.Highs lacks {', '.join(missing)}")
+        try:
+            self._compile(problem)
+        except (AttributeError, KeyError, TypeError, IndexError, ValueError) as error:
+            raise _incompatible(f"its compiled problem is not what the direct path reads "
+                                f"({type(error).__name__}: {error})") from error
+
+    def _compile(self, problem: cp.Problem) -> None:
         data, _, _ = problem.get_problem_data(cp.HIGHS, enforce_dpp=True)
-        prog = data[cvxpy_settings.PARAM_PROB]
+        prog = data[_PARAM_PROB]
         dims = prog.cone_dims
         if prog.P is not None or prog.is_mixed_integer() or dims.soc or dims.exp or dims.psd or dims.p3d:
             raise OptimiserError("the direct HiGHS path handles continuous LPs only")

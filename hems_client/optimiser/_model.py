@@ -31,6 +31,7 @@ No binaries, so two LP artefacts are removed by the objective instead:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, fields, replace
 from typing import Literal
 
@@ -39,10 +40,22 @@ import numpy as np
 
 from ._data import FloatArray, HouseholdParams, OptimiserError, OptimiserInputs, OptimiserResult
 from ._explain import explain_slacks
-from ._highs import DirectHighs
+from ._highs import TESTED_CVXPY, DirectHighs, IncompatibleCvxpy, cvxpy_tested, cvxpy_version
+
+logger = logging.getLogger(__name__)
 
 GRID_TIE_BREAK_EUR_PER_KWH = 1e-4  # makes simultaneous import + export strictly unprofitable
 OPTIMAL_STATUSES = (cp.OPTIMAL, cp.OPTIMAL_INACCURATE)
+CROSS_CHECK_TOLERANCE = 1e-6
+"""Relative objective difference at which the direct path and ``problem.solve`` count as the same answer."""
+_WARNED: set[str] = set()
+"""Warnings about the installed cvxpy already logged (once per process, not once per household)."""
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        logger.warning("%s", message)
 
 SolvePath = Literal["direct", "cvxpy"]
 
@@ -99,6 +112,12 @@ class HouseholdOptimiser:
     def __init__(
         self, params: HouseholdParams | None = None, *, n_steps: int = 96, dt_h: float = 0.25
     ) -> None:
+        if cvxpy_version() < TESTED_CVXPY[0]:
+            low = TESTED_CVXPY[0]
+            raise IncompatibleCvxpy(
+                f"cvxpy {cp.__version__} is too old: the household problem needs Parameter-valued variable bounds "
+                f"(cvxpy >= {low[0]}.{low[1]}); pip install 'cvxpy>={low[0]}.{low[1]},<{TESTED_CVXPY[1][0]}."
+                f"{TESTED_CVXPY[1][1]}'")
         self.params = params = HouseholdParams() if params is None else params
         if n_steps < 1 or not dt_h > 0:
             raise ValueError(f"need n_steps >= 1 and dt_h > 0, not {n_steps} and {dt_h}")
@@ -114,7 +133,26 @@ class HouseholdOptimiser:
         self._v, self._p, self.problem = self._build()
         if not self.problem.is_dcp(dpp=True):
             raise AssertionError("the household problem must be DPP so re-solves skip compilation")
-        self._direct: DirectHighs | None = None  # compiled by the first direct solve (≈ 20 ms), then reused
+        self.solve_path: SolvePath = "direct"
+        """The path ``solve`` takes by default: "cvxpy" when the installed cvxpy is not what the direct path
+        reads (detected here, at start) or when its first answer disagreed with ``problem.solve``."""
+        self._direct: DirectHighs | None = None
+        self._cross_check = False
+        try:
+            self._direct = DirectHighs(self.problem)  # ≈ 20 ms, once per household
+        except IncompatibleCvxpy as error:
+            self.solve_path = "cvxpy"
+            self._incompatible: IncompatibleCvxpy | None = error
+            _warn_once(f"household optimiser: {error}. Falling back to problem.solve (same plans, about 5x slower "
+                       "per re-solve); install a tested cvxpy to get the fast path back")
+        else:
+            self._incompatible = None
+            if not cvxpy_tested():
+                low, high = TESTED_CVXPY
+                self._cross_check = True
+                _warn_once(f"household optimiser: cvxpy {cp.__version__} is outside the range the direct HiGHS "
+                           f"path was checked with ({low[0]}.{low[1]} to below {high[0]}.{high[1]}); each "
+                           "optimiser's first plan is cross-checked against problem.solve")
 
     # ----------------------------------------------------------------------------------------- build
     def _build(self) -> tuple[_Variables, _Parameters, cp.Problem]:
@@ -177,20 +215,26 @@ class HouseholdOptimiser:
 
     # ----------------------------------------------------------------------------------------- solve
     def solve(
-        self, inputs: OptimiserInputs, *, path: SolvePath = "direct", cvxpy_solver: str = cp.HIGHS
+        self, inputs: OptimiserInputs, *, path: SolvePath | None = None, cvxpy_solver: str = cp.HIGHS
     ) -> OptimiserResult:
         """Plan the horizon for ``inputs``.
 
-        ``path="direct"`` (default) applies the Parameter values to cvxpy's compiled DPP tensors and re-solves
+        ``path="direct"`` applies the Parameter values to cvxpy's compiled DPP tensors and re-solves
         a persistent HiGHS instance from its previous basis; ``path="cvxpy"`` sets the Parameters and calls
         ``problem.solve(solver=cvxpy_solver)``. Both solve the same LP; with HiGHS the answers agree to
-        solver tolerance (see ``bench/optimiser.py`` for the timings).
-        Raises ``ValueError`` for invalid inputs and ``OptimiserError`` if the solver fails.
+        solver tolerance (see ``bench/optimiser.py`` for the timings). ``None`` (default): ``solve_path``,
+        the direct path unless the installed cvxpy cannot take it.
+        Raises ``ValueError`` for invalid inputs, ``IncompatibleCvxpy`` for ``path="direct"`` on a cvxpy the
+        direct path cannot read, and ``OptimiserError`` if the solver fails.
         """
+        if path is None:
+            path = self.solve_path
+            if self._cross_check:
+                return self._cross_checked(inputs)
         values = self.parameter_values(inputs)
         if path == "direct":
             if self._direct is None:
-                self._direct = DirectHighs(self.problem)
+                raise self._incompatible or IncompatibleCvxpy("the direct path is not available")
             by_id = {getattr(self._p, name).id: value for name, value in values.items()}
             solution = self._direct.solve(by_id)
             status, objective, solve_time_s = solution.status, solution.objective, solution.solve_time_s
@@ -220,6 +264,20 @@ class HouseholdOptimiser:
                 "so the solver failed or this is a bug)"
             )
         return self._result(inputs, values, x, status, float(objective), solve_time_s)
+
+    def _cross_checked(self, inputs: OptimiserInputs) -> OptimiserResult:
+        """First solve on an untested cvxpy: both paths; on disagreement keep to ``problem.solve``."""
+        self._cross_check = False
+        direct = self.solve(inputs, path="direct")
+        plain = self.solve(inputs, path="cvxpy")
+        scale = max(1.0, abs(plain.objective_eur))
+        if abs(direct.objective_eur - plain.objective_eur) > CROSS_CHECK_TOLERANCE * scale:
+            self.solve_path = "cvxpy"
+            _warn_once(f"household optimiser: on cvxpy {cp.__version__} the direct HiGHS path found objective "
+                       f"{direct.objective_eur:.6f} EUR where problem.solve found {plain.objective_eur:.6f} EUR; "
+                       "falling back to problem.solve")
+            return plain
+        return direct
 
     def parameter_values(self, inputs: OptimiserInputs) -> ParameterValues:
         """Validate ``inputs`` and compute every Parameter value in numpy (home of all non-DPP arithmetic)."""

@@ -8,7 +8,7 @@ spends most of its time in the dict parser and the renderer. This path instead:
   beyond the XML declaration, validates it against the 2.0b XSD with a parser that resolves nothing, and reads
   the venID from the tree (``poll_ven_id``);
 * answers, when the VEN's cached state (``ven_cache.VenState``) says nothing is due, with that VEN's oadrResponse
-  rendered once by openleadr's templates and kept with the cached state (``response_for``).
+  rendered once by the VTN's message writer and kept with the cached state (``DsoVtn.quiet_poll``).
 
 Everything else (another message, a signed one, a poll that must deliver events or changes what was delivered,
 an unknown or unregistered VEN) returns None here and takes the general path, which answers it exactly as
@@ -18,12 +18,13 @@ before; so the two paths cannot disagree on anything but speed.
 from __future__ import annotations
 
 from lxml import etree
-from openleadr import messaging
+
+from dso_server.transport.oadr20b.openleadr_adapter import XML_SCHEMA
 
 OADR = "{http://openadr.org/oadr-2.0b/2012/07}"
 EI = "{http://docs.oasis-open.org/ns/energyinterop/201110}"
 MAX_POLL_BYTES = 4096
-_PARSER = etree.XMLParser(schema=messaging.XML_SCHEMA, resolve_entities=False, load_dtd=False, no_network=True,
+_PARSER = etree.XMLParser(schema=XML_SCHEMA, resolve_entities=False, load_dtd=False, no_network=True,
                           huge_tree=False, remove_comments=False)
 
 
@@ -42,10 +43,3 @@ def poll_ven_id(body: bytes) -> str | None:
         return None
     ven_id = signed[0].findtext(f"{EI}venID")
     return ven_id or None
-
-
-def render_response(*, vtn_id: str, ven_id: str) -> bytes:
-    """The oadrResponse (200 OK) to a poll of ``ven_id`` with nothing new, as the general path renders it."""
-    return messaging.create_message(
-        "oadrResponse", response={"response_code": 200, "response_description": "OK", "request_id": None},
-        ven_id=ven_id, vtn_id=vtn_id).encode()
