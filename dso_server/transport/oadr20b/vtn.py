@@ -62,7 +62,7 @@ from dso_server.settings import DEFAULT_PATH_PREFIX, DEFAULT_POLL_INTERVAL_S
 from dso_server.store.certificates import CertificateStore
 from dso_server.store.sqlite import DsoStore, new_id
 from dso_server.transport.oadr20b import openleadr_adapter as oadr
-from dso_server.transport.oadr20b.fast_poll import poll_ven_id
+from dso_server.transport.oadr20b.fast_poll import parse_poll
 from dso_server.transport.oadr20b.openleadr_adapter import STATUS_CODES
 from dso_server.transport.ven_cache import Liveness, VenCache, VenState, WriteBatcher
 from protocol import ProfileError
@@ -226,19 +226,22 @@ class DsoVtn:
         except HostileXml as error:
             logger.warning("Refused a message to %s from %s: %s", service, request.remote, error.reason)
             return _refuse(400, f"refused: {error.reason}")
-        if service == "OadrPoll" and not self.require_signatures:
-            ven_id = poll_ven_id(body)
-            if ven_id is not None:
-                quiet = await self.quiet_poll(ven_id, peer_of(request.transport))
-                if quiet is not None:
-                    return web.Response(status=200, body=quiet, content_type=XML)
-        try:
-            message = oadr.parse(body)
-        except oadr.NotOpenAdr as error:
-            logger.info("Refused a message to %s from %s: %s", service, request.remote, error)
-            return _refuse(400, f"refused: {error}")
-        answer = await self.answer(service, message.message_type, message.payload, peer=peer_of(request.transport),
-                                   remote=request.remote, tree=message.tree)
+        poll = parse_poll(body) if service == "OadrPoll" else None
+        if poll is not None and not poll.signed and not self.require_signatures:
+            quiet = await self.quiet_poll(poll.ven_id, peer_of(request.transport))
+            if quiet is not None:
+                return web.Response(status=200, body=quiet, content_type=XML)
+        if poll is not None:  # all an oadrPoll's payload holds is its venID: no need for openleadr's dict parser
+            message_type, payload, tree = "oadrPoll", {"ven_id": poll.ven_id}, poll.tree
+        else:
+            try:
+                message = oadr.parse(body)
+            except oadr.NotOpenAdr as error:
+                logger.info("Refused a message to %s from %s: %s", service, request.remote, error)
+                return _refuse(400, f"refused: {error}")
+            message_type, payload, tree = message.message_type, message.payload, message.tree
+        answer = await self.answer(service, message_type, payload, peer=peer_of(request.transport),
+                                   remote=request.remote, tree=tree)
         if answer is None:
             return web.Response(status=200, content_type=XML)
         return web.Response(status=200, text=self.writer.render(*answer), content_type=XML)
