@@ -311,8 +311,14 @@ class DsoServer:
                         logger.info("This server (%s) runs the planner", self.origin)
                 wake = now + timedelta(seconds=retry_s)
                 if self.planner_active:
+                    run = asyncio.ensure_future(asyncio.to_thread(self._plan_once, planner_store, config, state, now))
                     try:
-                        wake = await asyncio.to_thread(self._plan_once, planner_store, config, state, now)
+                        wake = await asyncio.shield(run)
+                    except asyncio.CancelledError:
+                        # Stopping: let the run in its thread finish before its connection is closed.
+                        with contextlib.suppress(Exception):
+                            await run
+                        raise
                     except StoreError as error:
                         # The connection (and with it a PostgreSQL lock) may be gone: take the lock anew.
                         logger.error("Planner lost the store: %s; it will try to take the planner lock again", error)
