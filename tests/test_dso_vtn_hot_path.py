@@ -27,15 +27,16 @@ from protocol.clock import WallClock
 
 Q = timedelta(minutes=15)
 EAN = make_ean18("87168712000000201")
-CONTRACTS = f"""
+OTHER = make_ean18("87168712000000202")
+CONTRACTS = "".join(f"""
 [[household]]
-connection_point_id = "{EAN}"
+connection_point_id = "{ean}"
 contracted_max_import_kw = 17.0
 contracted_max_export_kw = 10.0
 failsafe_import_kw = 4.2
 failsafe_export_kw = 4.2
 failsafe_duration_s = 7200
-"""
+""" for ean in (EAN, OTHER))
 
 
 @pytest.fixture
@@ -53,8 +54,8 @@ async def post(session: aiohttp.ClientSession, url: str, body: bytes | str) -> b
         return await answer.read()
 
 
-async def register(session: aiohttp.ClientSession, dso: DsoServer) -> str:
-    body = create_message("oadrCreatePartyRegistration", request_id="r1", ven_name=EAN, http_pull_model=True,
+async def register(session: aiohttp.ClientSession, dso: DsoServer, ean: str = EAN) -> str:
+    body = create_message("oadrCreatePartyRegistration", request_id="r1", ven_name=ean, http_pull_model=True,
                           xml_signature=False, report_only=False, profile_name="2.0b", transport_name="simpleHttp",
                           transport_address=None)
     _, payload = parse_message(await post(session, f"{dso.vtn_url}/EiRegisterParty", body))
@@ -104,6 +105,30 @@ async def test_a_change_through_the_api_reaches_the_next_poll(dso: DsoServer) ->
             assert answer.status == 200
         kind, payload = parse_message(await post(session, f"{dso.vtn_url}/OadrPoll", poll))
         assert kind == "oadrDistributeEvent" and payload["events"][0]["event_descriptor"]["event_status"] == "cancelled"
+
+
+async def test_a_change_is_sent_only_to_the_vens_whose_events_changed(dso: DsoServer) -> None:
+    async with aiohttp.ClientSession() as session:
+        headers = bearer(dso)
+        mine, other = await register(session, dso), await register(session, dso, OTHER)
+        polls = {ven_id: create_message("oadrPoll", ven_id=ven_id) for ven_id in (mine, other)}
+
+        async def poll(ven_id: str) -> str:
+            return parse_message(await post(session, f"{dso.vtn_url}/OadrPoll", polls[ven_id]))[0]
+
+        assert [await poll(mine), await poll(other)] == ["oadrResponse", "oadrResponse"]
+        start = floor_to_interval(datetime.now(UTC)) + 8 * Q
+        body = {"connection_point_ids": [EAN], "firmness": "non_firm", "intervals": [
+            {"start": start.isoformat(), "import_limit_kw": 2.0, "export_limit_kw": 2.0}]}
+        async with session.post(f"{dso.api_url}/api/bandwidths", json=body, headers=headers) as answer:
+            event_id = (await answer.json())["events"][0]["event_id"]
+        assert [await poll(other), await poll(mine)] == ["oadrResponse", "oadrDistributeEvent"]
+        body = {"firmness": "non_firm", "intervals": [
+            {"start": start.isoformat(), "import_limit_kw": 3.0, "export_limit_kw": 2.0}]}
+        async with session.put(f"{dso.api_url}/api/signals/{event_id}", json=body, headers=headers) as answer:
+            assert answer.status == 200
+        assert [await poll(other), await poll(mine), await poll(mine)] == [
+            "oadrResponse", "oadrDistributeEvent", "oadrResponse"]
 
 
 def test_the_fast_path_takes_only_plain_schema_valid_polls() -> None:
