@@ -41,6 +41,7 @@ from dso_server.records import (
     Publication,
     ReportRequest,
     Signal,
+    SignalHead,
     SignalKind,
     SignalPayload,
     StoredComfort,
@@ -493,10 +494,14 @@ class DsoStore:
                 continue
             households = {ven.connection_point_id: ven.ven_id for ven in vens.values()}
             cp_marks = ",".join("?" * len(households))
-            signals: dict[str, list[Signal]] = {ven_id: [] for ven_id in vens}
-            for row in self._rows(f"SELECT * FROM signals WHERE connection_point_id IN ({cp_marks}) AND end_at > ? "
-                                  "ORDER BY start_at, created_at, rowid", [*households, to_text(now)]):
-                signals[households[row["connection_point_id"]]].append(_signal(row))
+            signals: dict[str, list[SignalHead]] = {ven_id: [] for ven_id in vens}
+            for row in self._rows(
+                    "SELECT event_id, connection_point_id, modification_number, cancelled, start_at, end_at FROM "
+                    f"signals WHERE connection_point_id IN ({cp_marks}) AND end_at > ? "
+                    "ORDER BY start_at, created_at, rowid", [*households, to_text(now)]):
+                signals[households[row["connection_point_id"]]].append(SignalHead(
+                    row["event_id"], row["connection_point_id"], int(row["modification_number"]),
+                    bool(row["cancelled"]), from_text(row["start_at"]), from_text(row["end_at"])))
             acknowledged: dict[str, set[tuple[str, int]]] = {ven_id: set() for ven_id in vens}
             for row in self._rows(
                     f"SELECT DISTINCT r.ven_id, r.event_id, r.modification_number FROM responses r JOIN signals s "

@@ -8,9 +8,10 @@ its liveness, made the store the VTN's bottleneck. Here:
   modification) pairs it acknowledged and what was last delivered to it, loaded from the store on first use.
   Before it answers, a request waits for ``fresh()``: one read of the store's change log
   (``dso_server.store.changes``) that started after the request arrived, shared by every request that arrived
-  meanwhile, drops the entries of the households anything was changed for, by any worker. What this server
-  itself writes (a delivery, an acknowledgement) it also applies to its entry, so it skips its own rows of those
-  kinds.
+  meanwhile; the entries of the households anything was changed for, by any worker, are reloaded (a few
+  statements for all of them). What this server itself writes (a delivery, an acknowledgement) it also applies
+  to its entry, so it skips its own rows of those kinds. Events are kept without their payloads (a few hundred
+  bytes each instead of tens of kilobytes): a delivery reads the payloads it sends from the store.
 * ``Liveness`` keeps when each VEN was last heard from and writes it to the store in one batch every
   ``flush_interval_s`` (and at shutdown) instead of one UPDATE per poll; the batch also prunes the change log.
 * ``WriteBatcher`` writes what many requests must store (a delivery, eventResponses, reports, a registration)
@@ -35,7 +36,7 @@ from typing import Any, TypeVar
 
 from dso_server import metrics
 from dso_server.lifecycle import DeliveryKey, delivery_due, delivery_keys, relevant_signals
-from dso_server.records import EventResponse, Signal, Ven
+from dso_server.records import EventResponse, SignalHead, Ven
 from dso_server.store.certificates import CertificateStore, Enrolment
 from dso_server.store.changes import ACK, CERTIFICATE, DELIVERY, ChangeFeed, prune
 from dso_server.store.sqlite import DsoStore
@@ -55,8 +56,9 @@ class VenState:
     answer to a poll with nothing new), which goes with the entry."""
 
     ven: Ven
-    signals: tuple[Signal, ...]
-    """Its household's events that had not ended when loaded (in the store's order)."""
+    signals: tuple[SignalHead, ...]
+    """Its household's events that had not ended when loaded (in the store's order), without their payloads:
+    the transport reads those from the store when it delivers."""
     acknowledged: set[tuple[str, int]]
     delivered: frozenset[DeliveryKey] | None
     derived: dict[str, Any] = field(default_factory=dict)
@@ -71,7 +73,7 @@ class VenState:
 
 @dataclass(frozen=True)
 class Delivery:
-    signals: list[Signal]
+    signals: list[SignalHead]
     keys: frozenset[DeliveryKey]
     due: bool
     """Something in ``keys`` is news to the VEN: send all of ``signals``."""

@@ -56,7 +56,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from dso_server import metrics
 from dso_server.errors import ConfigurationError, UnknownHousehold
 from dso_server.lifecycle import DeliveryKey
-from dso_server.records import EventResponse, Signal, Ven
+from dso_server.records import EventResponse, Signal, SignalHead, Ven
 from dso_server.security.tls import Peer, peer_of
 from dso_server.settings import DEFAULT_PATH_PREFIX, DEFAULT_POLL_INTERVAL_S
 from dso_server.store.certificates import CertificateStore
@@ -434,7 +434,10 @@ class DsoVtn:
 
     # -------------------------------------------------------------------------------------------- events
 
-    def _encode(self, signals: list[Signal], ven_id: str, now: datetime) -> list[dict[str, Any]]:
+    def _encode(self, heads: list[SignalHead], ven_id: str, now: datetime) -> list[dict[str, Any]]:
+        """The events as oadrEvents, their payloads read from the store (the cache keeps none)."""
+        full = self.store.signals_by_id([head.event_id for head in heads])
+        signals: list[Signal] = [full[head.event_id] for head in heads if head.event_id in full]
         return [
             encode_event(signal.payload, event_id=signal.event_id, modification_number=signal.modification_number,
                          ven_id=ven_id, created_at=signal.created_at, modified_at=signal.modified_at, now=now,
