@@ -209,10 +209,10 @@ async def _wait_for_children(pid: int, count: int, *, without: int | None = None
     raise AssertionError(f"supervisor {pid} has children {_children(pid)}, wanted {count}")
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_kill_9_mid_publish_loses_nothing_acknowledged(db_location: str, workers: int, tmp_path: Path) -> None:
-    if workers > 1 and not db_location.startswith("postgresql"):
-        pytest.skip("several workers are meant for PostgreSQL")
+@pytest.mark.parametrize(("backend", "workers"), [("sqlite", 1), ("postgresql", 1), ("postgresql", 2)])
+def test_kill_9_mid_publish_loses_nothing_acknowledged(backend: str, workers: int, tmp_path: Path,
+                                                       request: pytest.FixtureRequest) -> None:
+    db_location = str(tmp_path / "dso.sqlite") if backend == "sqlite" else request.getfixturevalue("postgres_url")
     acknowledged: list[str] = []
     stop = threading.Event()
 
