@@ -564,7 +564,7 @@ async def _run_ven(ven: Ven, spec: GeneratorSpec, result: GeneratorResult, t0: f
                 status, body = await ven.connection.request(ven.report_request())
                 if status != 200 or b"oadrUpdatedReport" not in body:
                     _error(result, f"report {status}")
-                else:
+                elif t0 <= now <= t_end_window:
                     result.reports += 1
                 continue
             changed = change_at.value
