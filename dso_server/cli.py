@@ -13,14 +13,13 @@ import json
 import logging
 import os
 import signal
-import sqlite3
 import ssl
 import sys
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -172,14 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--lab", metavar="NAME",
                         help="a real LV benchmark grid shipped with pandapower (needs pip install -e '.[lab]'); "
                              "'dso-server grid labs' lists the names")
-    load.add_argument("--db", default="dso.sqlite", metavar="PATH",
-                      help="SQLite file of the DSO (as for 'serve'; created when missing) ('%(default)s')")
+    load.add_argument("--db", default="dso.sqlite", metavar="PATH|URL",
+                      help="the DSO's store, as for 'serve': a SQLite file (created when missing) or a PostgreSQL "
+                           "URL ('%(default)s')")
     grid_commands.add_parser("labs", help="list the lab grids --lab accepts",
                              description="List the LV benchmark grids 'grid load --lab' converts from pandapower.")
     show = grid_commands.add_parser("show", help="summarise the grid in the store",
                                     description="Print the stored grid's transformers with rating, limit and "
                                                 "households, and where it was loaded from.")
-    show.add_argument("--db", default="dso.sqlite", metavar="PATH", help="SQLite file of the DSO ('%(default)s')")
+    show.add_argument("--db", default="dso.sqlite", metavar="PATH|URL",
+                      help="the DSO's store: a SQLite file or a PostgreSQL URL ('%(default)s')")
 
     _pki_parser(commands)
 
@@ -578,8 +579,8 @@ def _print_signal(answer: dict[str, Any]) -> None:
 
 def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from dso_server.contracts import ContractsFileError
-    from dso_server.errors import ConfigurationError, SchemaError
-    from dso_server.service import DsoServer
+    from dso_server.errors import ConfigurationError, SchemaError, StoreError
+    from dso_server.service import DsoServer, run_event_loop
 
     try:
         settings = serve_settings(args, env)
@@ -590,6 +591,9 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         return 0
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("openleadr").setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
+
+    if settings.workers > 1:
+        return _serve_workers(settings, args)
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -619,15 +623,61 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             print("dso-server: stopping", flush=True)
 
     try:
-        asyncio.run(run())
+        run_event_loop(run())
     except (ContractsFileError, ConfigurationError) as error:
         raise UsageError(str(error)) from None
     except SchemaError as error:
         raise Refused(str(error)) from None
-    except sqlite3.Error as error:
-        raise Refused(f"cannot use the database {settings.db_path}: {error}") from None
+    except StoreError as error:
+        raise Refused(error.message) from None
     except OSError as error:
         raise Refused(f"cannot start: {error.strerror or error}") from None
+    return 0
+
+
+def _serve_workers(settings: Any, args: argparse.Namespace) -> int:
+    from dso_server.contracts import ContractsFileError
+    from dso_server.errors import ConfigurationError, SchemaError, StoreError
+    from dso_server.service import _url
+    from dso_server.settings import is_loopback
+    from dso_server.workers import Supervisor
+
+    supervisor = Supervisor(settings, settings.workers)
+    try:
+        listeners = supervisor.open()
+    except (ContractsFileError, ConfigurationError) as error:
+        raise UsageError(str(error)) from None
+    except SchemaError as error:
+        raise Refused(str(error)) from None
+    except StoreError as error:
+        raise Refused(error.message) from None
+    except OSError as error:
+        raise Refused(f"cannot start: {error.strerror or error}") from None
+    vtn_url = (_url(settings.vtn_host, listeners.vtn.getsockname()[1], "http" if settings.insecure else "https")
+               + settings.http_path_prefix.rstrip("/"))
+    api_url = _url(settings.api_host, listeners.api.getsockname()[1], "https" if settings.api_tls else "http")
+    with _open_store(settings.db_path) as store:
+        from dso_server.store.security_store import SecurityStore
+
+        no_token = not any(t.usable_at(datetime.now(UTC)) for t in SecurityStore(store).tokens())
+
+    def ready() -> None:
+        if settings.insecure:
+            print(f"dso-server: WARNING: --insecure: the VTN serves plain HTTP without client certificates; any "
+                  f"process that reaches {settings.vtn_host} can act as any household. Demo and tests only.",
+                  file=sys.stderr, flush=True)
+        print(f"dso-server: VTN at {vtn_url} ({settings.workers} workers)", flush=True)
+        print(f"dso-server: operator API at {api_url}/api/", flush=True)
+        if not settings.api_tls and not is_loopback(settings.api_host):
+            print(f"dso-server: WARNING: INSECURE: the operator API listens on {settings.api_host} over plain "
+                  "HTTP (--api-insecure): tokens and session cookies cross the network in clear text",
+                  file=sys.stderr, flush=True)
+        if no_token:
+            print(f"dso-server: no API token exists yet; create one with 'dso-server token create --db "
+                  f"{settings.db_path} --name NAME --role operate'", flush=True)
+
+    supervisor.serve(on_ready=ready)
+    print("dso-server: stopping", flush=True)
     return 0
 
 
@@ -659,28 +709,28 @@ def _grid(args: argparse.Namespace) -> int:
         grid = _read_grid(args)
         print(f"{args.file}: valid: {grid.summary()}")
         return 0
-    from dso_server.errors import SchemaError
+    from dso_server.errors import SchemaError, StoreError
+    from dso_server.store.engine import redact
     from dso_server.store.grid_store import GridConflict, GridStore
     from dso_server.store.sqlite import DsoStore
 
     try:
+        where = redact(args.db)
         with DsoStore(args.db) as store:
             gstore = GridStore(store)
             if args.grid_command == "show":
                 grid = gstore.grid()
                 if grid is None:
-                    print(f"{args.db}: no grid loaded")
+                    print(f"{where}: no grid loaded")
                     return 0
                 source, loaded_at = gstore.grid_source() or ("?", None)
-                print(f"{args.db}: {grid.summary()}; loaded from {source} at {loaded_at}")
+                print(f"{where}: {grid.summary()}; loaded from {source} at {loaded_at}")
                 counts = {t.id: len(grid.connection_points_of(t.id)) for t in grid.transformers}
                 print(_table([(t.id, f"{t.rating_kva:g}", f"{t.limit_kw:.1f}", counts[t.id],
                                "yes" if t.busbar_node else "no") for t in grid.transformers],
                              ("transformer", "rating_kva", "limit_kw", "households", "grid_model")))
                 return 0
             grid = _read_grid(args)
-            from datetime import UTC
-
             source = f"lab:{args.lab}" if args.lab else str(args.file)
             from dso_server.security.audit import local_actor
             from dso_server.store import audited
@@ -691,9 +741,9 @@ def _grid(args: argparse.Namespace) -> int:
                 raise UsageError(f"{source}: {error.message}") from None
     except SchemaError as error:
         raise Refused(str(error)) from None
-    except sqlite3.Error as error:
-        raise Refused(f"cannot use the database {args.db}: {error}") from None
-    print(f"{args.db}: loaded {source}: {grid.summary()}; {len(saved.created_households)} new household(s)")
+    except StoreError as error:
+        raise Refused(error.message) from None
+    print(f"{redact(args.db)}: loaded {source}: {grid.summary()}; {len(saved.created_households)} new household(s)")
     return 0
 
 
@@ -773,7 +823,7 @@ def _telemetry(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _open_store(path: str) -> Any:
-    from dso_server.errors import SchemaError
+    from dso_server.errors import SchemaError, StoreError
     from dso_server.store.sqlite import DsoStore
 
     try:
@@ -781,8 +831,8 @@ def _open_store(path: str) -> Any:
             yield store
     except SchemaError as error:
         raise Refused(str(error)) from None
-    except sqlite3.Error as error:
-        raise Refused(f"cannot use the database {path}: {error}") from None
+    except StoreError as error:
+        raise Refused(error.message) from None
 
 
 def _certificate_sha256(path: Path) -> str:
@@ -810,8 +860,6 @@ def _write_secret(path: Path, secret: str) -> None:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from datetime import UTC
-
     from dso_server.errors import DsoError
     from dso_server.security.audit import local_actor
     from dso_server.security.tokens import Role
@@ -967,7 +1015,7 @@ def _pki_command(args: argparse.Namespace, pki: Any) -> int:
 def _enrol(db: str, ean: str, certificate: Any) -> int:
     from datetime import UTC
 
-    from dso_server.errors import DsoError
+    from dso_server.errors import DsoError, StoreError
     from dso_server.security.pki import check_ean, fingerprint_sha256, openadr_fingerprint
     from dso_server.store.certificates import CertificateStore, Enrolment
     from dso_server.store.sqlite import DsoStore
@@ -979,10 +1027,10 @@ def _enrol(db: str, ean: str, certificate: Any) -> int:
     try:
         with DsoStore(db) as store:
             new = CertificateStore(store).enrol(enrolment)
+    except StoreError as error:
+        raise Refused(error.message) from None
     except DsoError as error:
         raise UsageError(error.message) from None
-    except sqlite3.Error as error:
-        raise Refused(f"cannot use the database {db}: {error}") from None
     print(f"{db}: certificate {enrolment.fingerprint_sha256} (OpenADR fingerprint {openadr_fingerprint(certificate)}) "
           f"{'enrolled' if new else 'was already enrolled'} for household {ean}")
     return 0
@@ -991,6 +1039,7 @@ def _enrol(db: str, ean: str, certificate: Any) -> int:
 def _revoke_enrolment(db: str, fingerprint: str, reason: str, *, must_exist: bool) -> None:
     from datetime import UTC
 
+    from dso_server.errors import StoreError
     from dso_server.store.certificates import CertificateStore, UnknownCertificate
     from dso_server.store.sqlite import DsoStore
 
@@ -1002,8 +1051,8 @@ def _revoke_enrolment(db: str, fingerprint: str, reason: str, *, must_exist: boo
             raise UsageError(f"{db}: {error.message}") from None
         print(f"{db}: the certificate was not enrolled there; nothing to refuse")
         return
-    except sqlite3.Error as error:
-        raise Refused(f"cannot use the database {db}: {error}") from None
+    except StoreError as error:
+        raise Refused(error.message) from None
     print(f"{db}: certificate {fingerprint} of household {enrolment.connection_point_id} revoked; the VTN refuses "
           "it from its next message on")
 

@@ -217,8 +217,12 @@ class ServerSettings(BaseModel):
     model_config = _FROZEN
 
     db_path: str = Field("dso.sqlite", min_length=1, description=(
-        "SQLite file holding households, registrations, signals and reports; created when missing (':memory:' "
-        "keeps nothing)"))
+        "the store holding households, registrations, signals and reports: a SQLite file, created when missing "
+        "(':memory:' keeps nothing), or a PostgreSQL URL such as postgresql://dso@db.example/dso (a region's "
+        "database shared by several VTN workers; needs pip install -e '.[postgres]')"))
+    workers: int = Field(1, ge=1, le=64, description=(
+        "VTN worker processes sharing the sockets and the store; each serves the VTN and the operator API, one of "
+        "them runs the planner; more than one is meant for a PostgreSQL --db"))
     contracts_file: Path | None = Field(None, description=(
         "households file (TOML, [[household]] tables: connection_point_id, group, contract fields, "
         "[household.comfort]; see dso_server/contracts.py), added to or updated in the store at every start"))

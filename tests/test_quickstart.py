@@ -144,11 +144,13 @@ def _quickstart() -> ModuleType:
 
 
 @pytest.mark.slow
-def test_quickstart_allocate_keeps_households_and_transformer_within_the_planners_limits(tmp_path: Path) -> None:
+@pytest.mark.parametrize("speed", [900, 2400])  # 2,400x: non-firm changes need their lead time (issue 10)
+def test_quickstart_allocate_keeps_households_and_transformer_within_the_planners_limits(tmp_path: Path,
+                                                                                         speed: int) -> None:
     hours = 2.0
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "quickstart.py"), "--allocate", "--start", "15:00", "--hours",
-         str(hours), "--speed", "900", "--output-dir", str(tmp_path)],
+         str(hours), "--speed", str(speed), "--output-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=240,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -179,8 +181,10 @@ def test_quickstart_allocate_keeps_households_and_transformer_within_the_planner
         planner_publications = {run.publication_id for run in gstore.runs(limit=100_000)}
         bandwidths = store.bandwidths_overlapping(list(firm_events), since=START, until=end)
         assert all(s.publication_id in planner_publications for signals in bandwidths.values() for s in signals)
-        assert any(isinstance(s.payload, CapacityBandwidth) and s.payload.firmness is Firmness.NON_FIRM
-                   for signals in bandwidths.values() for s in signals)
+        # At 2,400x a second of the planner's computing is 40 minutes of simulated time, so whether non-firm
+        # capacity was released within the run depends on the machine; the limits must hold either way.
+        assert speed > 900 or any(isinstance(s.payload, CapacityBandwidth) and s.payload.firmness is Firmness.NON_FIRM
+                                  for signals in bandwidths.values() for s in signals)
         for ean, event_id in firm_events.items():
             assert any(r.response.event_id == event_id and r.response.opt_type == "optIn"
                        for r in store.responses(connection_point_id=ean)), ean
@@ -197,8 +201,12 @@ def test_quickstart_allocate_keeps_households_and_transformer_within_the_planner
                 contract, [p for p in payloads if p.firmness is Firmness.FIRM], start=START, count=count)}
             limits = {lim.start: lim for lim in effective_limits(contract, payloads, start=START, count=count)}
             telemetry = {row.interval_start: row for row in store.telemetry(ean, since=START, until=end)}
-            assert set(telemetry) == set(starts), f"{ean} did not report every interval"
-            for start in starts:
+            # At 2,400x a loaded machine may keep a simulated HEMS from reporting an interval in time; every
+            # interval it did report is judged, and most must be there.
+            if speed <= 900:
+                assert set(telemetry) == set(starts), f"{ean} did not report every interval"
+            assert len(telemetry) >= count - 2, f"{ean} reported only {sorted(telemetry)}"
+            for start in [s for s in starts if s in telemetry]:
                 limit, row = limits[start], telemetry[start]
                 assert firm[start].constrained_by_dso, f"{ean} {start}: no firm limit from the planner"
                 assert not exceeds_limit(row.import_kw, limit.import_limit_kw), (ean, start)
@@ -212,11 +220,13 @@ def test_quickstart_allocate_keeps_households_and_transformer_within_the_planner
                 if start.astimezone(ZONE).hour >= 16 and firm[start].import_limit_kw < \
                         contract.contracted_max_import_kw and row.import_kw >= 0.9 * firm[start].import_limit_kw:
                     binding.append((ean, start))
-        assert binding, "no household ran into its DSO limit in the evening: the scenario shows no scarcity"
+        assert binding or speed > 900, "no household ran into its DSO limit in the evening: the scenario shows no " \
+                                       "scarcity"
 
-        load = {s: kw for s, (kw, _) in gstore.transformer_load(since=START, until=end)[transformer.id].items()}
-        assert set(load) == set(starts)
-        for start in starts:
+        load = {s: kw for s, (kw, n) in gstore.transformer_load(since=START, until=end)[transformer.id].items()
+                if n == len(firm_events)}  # intervals every household reported
+        assert set(load) == set(starts) if speed <= 900 else len(load) >= count - 2
+        for start in load:
             # The planner's invariants: firm limits within the transformer's limit (capacity less the margin),
             # firm + non-firm within its capacity; so the measured load stays within the capacity, and within the
             # limit wherever no non-firm capacity (released from the margin) was in force.
@@ -225,10 +235,11 @@ def test_quickstart_allocate_keeps_households_and_transformer_within_the_planner
             assert load[start] <= limit_sum[start] + tolerance_sum[start], start
             bound = transformer.capacity_kw if non_firm_in_force[start] else transformer.limit_kw
             assert load[start] <= bound + tolerance_sum[start], (start, load[start], bound)
-        over = sum(load[s] > transformer.limit_kw + 0.01 for s in starts)
-        # What the table says about the transformer: its peak and how often it was over its limit.
-        peak = max(load.values())
-        assert transformer_row.split()[2:5] == [f"{peak:.2f}", f"{transformer.limit_kw:.2f}", str(over)]
+        if speed <= 900:
+            over = sum(load[s] > transformer.limit_kw + 0.01 for s in starts)
+            # What the table says about the transformer: its peak and how often it was over its limit.
+            peak = max(load.values())
+            assert transformer_row.split()[2:5] == [f"{peak:.2f}", f"{transformer.limit_kw:.2f}", str(over)]
 
 
 @pytest.mark.parametrize(("arguments", "message"), [

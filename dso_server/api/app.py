@@ -31,6 +31,7 @@ without a grid, ``/api/transformers`` lists none. ``day`` is a local day of the 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -40,6 +41,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel
 
+from dso_server import metrics
 from dso_server.api import auth, codec, models, views
 from dso_server.api.routes import Route
 from dso_server.api.web import page_routes
@@ -278,7 +280,9 @@ async def transformer_day(request: web.Request) -> web.Response:
         raise NotFound(f"No transformer has id {transformer_id!r}" + (" (no grid is loaded)." if grid is None
                                                                      else "."), field="transformer_id")
     day = query.day if query.day is not None else local_day(now, config.timezone)
-    return _json(views.transformer_day_json(store, grid, transformer_id, day=day, now=now, config=config))
+    # Forecasts and a day of telemetry: computed in a thread, so the VTN on this event loop keeps answering.
+    return _json(await asyncio.to_thread(views.transformer_day_json, store, grid, transformer_id, day=day, now=now,
+                                         config=config))
 
 
 async def household_violations(request: web.Request) -> web.Response:
@@ -290,7 +294,7 @@ async def household_violations(request: web.Request) -> web.Response:
     until = query.until or until_default
     if until <= since:
         raise codec.ApiError(400, "until must be later than since.", field="until")
-    found = views.household_violations(store, ean, since=since, until=until)
+    found = await asyncio.to_thread(views.household_violations, store, ean, since=since, until=until)
     return _json({"connection_point_id": ean, "since": codec.instant(since), "until": codec.instant(until),
                   "violations": [views.violation_json(v) for v in found]})
 
@@ -303,6 +307,20 @@ async def audit_log(request: web.Request) -> web.Response:
     entries = SecurityStore(_store(request)).audit(since=query.since, until=query.until, actor=query.actor,
                                                    action=query.action, outcome=query.outcome, limit=query.limit)
     return _json({"entries": [codec.audit_json(entry) for entry in entries]})
+
+
+async def allocation_runs(request: web.Request) -> web.Response:
+    query = _query(request, models.AllocationRunsQuery)
+    runs = GridStore(_store(request)).runs(kind=query.kind, day=query.day.isoformat() if query.day else None,
+                                          status=query.status, limit=query.limit)
+    return _json({"runs": [codec.run_json(run) for run in runs]})
+
+
+async def metrics_text(request: web.Request) -> web.Response:
+    """Prometheus text exposition (``dso_server.metrics``), for a scraper with a read token."""
+    _query(request, models.NoQuery)
+    body = metrics.exposition(_store(request), _now(request), metrics.SILENT_AFTER_S)
+    return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
 
 
 async def who_am_i(request: web.Request) -> web.Response:
@@ -408,6 +426,12 @@ ROUTES: tuple[Route, ...] = (
           answers={200: models.ViolationsAnswer, **_ERRORS}),
     Route("GET", "/api/audit", audit_log, READ, "The audit log: who changed what, when",
           query=models.AuditQuery, answers={200: models.AuditAnswer, **_ERRORS}),
+    Route("GET", "/api/allocation-runs", allocation_runs, READ,
+          "The planner's allocation runs, newest first; a failed run with its error",
+          query=models.AllocationRunsQuery, answers={200: models.AllocationRunsAnswer, **_ERRORS}),
+    Route("GET", "/metrics", metrics_text, READ, "Prometheus metrics: polls, VENs registered and silent, event "
+          "responses, planner runs, store latency (text exposition format)", produces=metrics.CONTENT_TYPE,
+          answers=_ERRORS),
     Route("GET", "/api/session", who_am_i, READ, "Who the credential of this request is",
           answers={200: models.SessionAnswer, **_ERRORS}),
     Route("POST", "/api/session", log_in, None, "Log in to the web pages: a token for a read-only session cookie",

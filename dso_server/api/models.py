@@ -217,6 +217,23 @@ class AuditQuery(_Window):
         return value
 
 
+class AllocationRunsQuery(_Query):
+    kind: Literal["firm", "non_firm"] | None = None
+    day: QueryDay | None = None
+    """The local day the run allocated for."""
+    status: Literal["ok", "failed"] | None = None
+    limit: Annotated[int, Field(ge=1, le=10_000)] = 100
+
+    @field_validator("limit", mode="before")
+    @classmethod
+    def _limit(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if not value.isdigit() or len(value) > 6:
+                raise ValueError(f"{value!r} is not a whole number from 1 to 10000")
+            return int(value)
+        return value
+
+
 # -------------------------------------------------------------------------------------------------- answers
 
 
@@ -405,6 +422,26 @@ class AuditEntryAnswer(_Out):
 
 class AuditAnswer(_Out):
     entries: list[AuditEntryAnswer]
+
+
+class AllocationRunAnswer(_Out):
+    run_id: str
+    kind: Literal["firm", "non_firm"]
+    day: str | None
+    window_start: datetime
+    window_end: datetime
+    publication_id: str | None
+    run_at: datetime
+    status: Literal["ok", "failed"]
+    error: str | None
+    """Why a failed run failed (it published nothing)."""
+    worker: str | None
+    """The server process that ran it."""
+    summary: dict[str, Any]
+
+
+class AllocationRunsAnswer(_Out):
+    runs: list[AllocationRunAnswer]
 
 
 class SessionAnswer(_Out):

@@ -141,9 +141,10 @@ def build_document(routes: Iterable[Route]) -> dict[str, Any]:
                 "content": {"application/json": {"schema": refs[(answer, "serialization")]}}}
             if (operation["operationId"], status) in _LINKS:
                 operation["responses"][str(status)]["links"] = _LINKS[(operation["operationId"], status)]
-        if not route.answers:
+        if not any(status < 300 for status in route.answers):
+            schema = {"type": "object"} if route.produces == "application/json" else {"type": "string"}
             operation["responses"]["200"] = {"description": "The document", "content": {
-                "application/json": {"schema": {"type": "object"}}}}
+                route.produces.split(";")[0]: {"schema": schema}}}
         paths.setdefault(route.path, {})[route.method.lower()] = operation
     return {
         "openapi": "3.1.0",

@@ -38,6 +38,8 @@ class Route:
     """An HTML page: without a credential the browser is sent to the login page instead of a 401."""
     session_may_write: bool = False
     """The one change a session cookie may make: ending itself (logout)."""
+    produces: str = "application/json"
+    """The media type of the answer (``/metrics`` answers Prometheus text)."""
 
     @property
     def documented(self) -> bool:

@@ -17,6 +17,11 @@ Theory of operation
   non-firm event per local day, *modified* at every run (modification number + 1; intervals already begun keep
   their values, so compliance judges them by what was in force). Stacking a second non-firm event would be
   wrong anyway: of one firmness the lowest applies (PROFILE §6.1), so a second event could only tighten.
+  **Lead time**: an interval that starts within ``lead_time_s`` of the run (one poll period of the VENs, in
+  server-clock seconds) keeps the non-firm limits in force for every household: a VEN that learns of a lower
+  limit only at its next poll would otherwise be over it until then. Keeping all households' values of that
+  interval (not only the lowered ones) keeps the transformer invariant the run that set them checked. A
+  household whose non-firm event did not change is not modified, so its VEN is sent nothing.
 
 Both runs only happen while a grid is loaded; without one the server behaves as before.
 """
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import date, datetime, time, timedelta
 from typing import Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -48,6 +54,8 @@ from dso_server.capacity.grid import Grid
 from dso_server.capacity.grid_allocation import GridAllocation, firm_for_grid, non_firm_for_grid
 from dso_server.capacity.powerflow import FeederModel, Limits
 from dso_server.errors import IllegalSignalChange
+from dso_server.lifecycle import SignalAction, check_move
+from dso_server.records import Signal
 from dso_server.store.grid_store import AllocationRun, GridStore
 from dso_server.store.sqlite import DsoStore
 from protocol.effective import lowest_limits
@@ -90,6 +98,10 @@ class PlannerConfig(BaseModel):
         "lowest node voltage (per unit) the allocation may cause where a grid model is loaded (EN 50160: -10 %)"))
     max_voltage_pu: float = Field(1.1, gt=1.0, lt=1.5, description=(
         "highest node voltage (per unit) export may cause where a grid model is loaded (EN 50160: +10 %)"))
+    lead_time_s: float | None = Field(None, ge=0, le=3600, description=(
+        "server-clock seconds before an interval starts within which a near-real-time run no longer changes its "
+        "non-firm limits, so no VEN learns of a lower limit too late (default: one VEN poll period, "
+        "--poll-interval-s scaled to the server's clock)"))
 
     @field_validator("timezone")
     @classmethod
@@ -217,7 +229,7 @@ def run_day_ahead(store: DsoStore, grid: Grid, *, day: date, now: datetime, conf
     None when the day has its firm publication already or nothing of it is left."""
     gstore = GridStore(store)
     key = day.isoformat()
-    if gstore.runs(kind=FIRM, day=key, limit=1):
+    if gstore.runs(kind=FIRM, day=key, status="ok", limit=1):
         return None
     starts = day_intervals(day, config.timezone)
     first = floor_to_interval(now) + INTERVAL
@@ -322,23 +334,31 @@ def run_near_real_time(store: DsoStore, grid: Grid, *, now: datetime, config: Pl
                                                           weight=np.array([c.contracted_max_export_kw for c in cps])))
     nf = non_firm_for_grid(grid, firm=firm, expected_import_kw=np.stack(expected_imp),
                            expected_export_kw=np.stack(expected_exp), limits=_limits(config), models=models)
+    nf = _keep_within_lead_time(nf, signals, starts, now=now, lead_time_s=config.lead_time_s or 0.0)
     new: dict[str, CapacityBandwidth] = {}
     modified = 0
     with store.transaction():
         for tid in t_ids:
             fc = intra[tid]
             gstore.put_forecast(tid, "intra_day", starts, fc.p10_kw[0], fc.p50_kw[0], fc.p90_kw[0], now=now)
+        # Each household's event of the day, read in a few statements; then every modification in one.
+        event_ids = gstore.allocation_events(NON_FIRM)
+        current = store.signals_by_id([event_ids[ean] for ean in eans if ean in event_ids])
+        modifications: dict[str, CapacityBandwidth] = {}
         for h, ean in enumerate(eans):
-            changed = _update_non_firm(store, gstore, ean, starts, nf.import_kw[h], nf.export_kw[h], now=now,
-                                       day=day, config=config)
-            if changed is True:
-                modified += 1
-            elif isinstance(changed, CapacityBandwidth):
-                new[ean] = changed
+            event_id = event_ids.get(ean)
+            update = _non_firm_update(current.get(event_id) if event_id else None, starts, nf.import_kw[h],
+                                      nf.export_kw[h], now=now, day=day, config=config)
+            if isinstance(update, tuple):
+                modifications[update[0]] = update[1]
+            elif update is not None:
+                new[ean] = update
+        store.modify_signals(modifications, now=now, current=current)
+        modified = len(modifications)
         publication = store.publish(new, now=now) if new else None
         if publication is not None:
-            for signal in publication.signals:
-                gstore.set_allocation_event(signal.connection_point_id, NON_FIRM, signal.event_id, now=now)
+            gstore.set_allocation_events(NON_FIRM, {s.connection_point_id: s.event_id for s in publication.signals},
+                                         now=now)
         summary = {**nf.summary(), "modified": modified, "published": len(new),
                    "non_firm_import_kw": round(float(nf.import_kw.sum(axis=0).max(initial=0.0)), 3)}
         run = gstore.record_run(kind=NON_FIRM, day=day.isoformat(), window_start=starts[0],
@@ -349,15 +369,28 @@ def run_near_real_time(store: DsoStore, grid: Grid, *, now: datetime, config: Pl
     return run
 
 
-def _update_non_firm(store: DsoStore, gstore: GridStore, ean: str, starts: Sequence[datetime],
-                     import_kw: np.ndarray, export_kw: np.ndarray, *, now: datetime, day: date,
-                     config: PlannerConfig) -> bool | CapacityBandwidth | None:
-    """Modify the household's non-firm event of ``day`` (True), or return the bandwidth to publish anew;
-    None when nothing needs sending (no event yet and nothing to release, or no change)."""
-    event_id = gstore.allocation_event(ean, NON_FIRM)
+def _keep_within_lead_time(nf: GridAllocation, signals: dict[str, list[Signal]], starts: Sequence[datetime], *,
+                           now: datetime, lead_time_s: float) -> GridAllocation:
+    """``nf`` with the intervals that start within the lead time set back to the non-firm limits in force."""
+    frozen = [i for i, s in enumerate(starts) if s < now + timedelta(seconds=lead_time_s)]
+    if not frozen:
+        return nf
+    import_kw, export_kw = nf.import_kw.copy(), nf.export_kw.copy()
+    for h, ean in enumerate(nf.eans):
+        in_force = lowest_limits([s.payload for s in signals[ean] if not s.cancelled
+                                  and isinstance(s.payload, CapacityBandwidth)], Firmness.NON_FIRM)
+        for i in frozen:
+            import_kw[h, i], export_kw[h, i] = in_force.get(starts[i], (0.0, 0.0))
+    return replace(nf, import_kw=import_kw, export_kw=export_kw)
+
+
+def _non_firm_update(signal: Signal | None, starts: Sequence[datetime], import_kw: np.ndarray,
+                     export_kw: np.ndarray, *, now: datetime, day: date,
+                     config: PlannerConfig) -> CapacityBandwidth | tuple[str, CapacityBandwidth] | None:
+    """For one household: (event id, payload) to modify its non-firm event of ``day`` with, or a bandwidth to
+    publish anew, or None when nothing needs sending (no event yet and nothing to release, or no change)."""
     fresh = _bandwidth(starts, import_kw, export_kw, Firmness.NON_FIRM)
-    signal = store.signal(event_id) if event_id is not None else None
-    usable = (signal is not None and not signal.cancelled and not signal.ended_at(now)
+    usable = (signal is not None and check_allows_modify(signal, now)
               and isinstance(signal.payload, CapacityBandwidth)
               and local_day(signal.start, config.timezone) == day and signal.start <= starts[0])
     if not usable:
@@ -372,9 +405,12 @@ def _update_non_firm(store: DsoStore, gstore: GridStore, ean: str, starts: Seque
     payload = CapacityBandwidth(firmness=Firmness.NON_FIRM, intervals=(*kept, *gap, *fresh.intervals))
     if payload == signal.payload:
         return None
-    try:
-        store.modify_signal(signal.event_id, payload, now=now)
-    except IllegalSignalChange:
-        return fresh
-    return True
+    return signal.event_id, payload
 
+
+def check_allows_modify(signal: Signal, now: datetime) -> bool:
+    try:
+        check_move(signal, SignalAction.MODIFY, now)
+    except IllegalSignalChange:
+        return False
+    return True
