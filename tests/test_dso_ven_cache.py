@@ -57,11 +57,14 @@ async def test_a_change_by_any_writer_reaches_the_next_poll_and_nothing_else_is_
     assert plan.due and [s.event_id for s in plan.signals] == [event.event_id]
     await cache.record_delivery(fresh_a, plan.keys, NOW)
     await cache.fresh()
-    assert cache.get(a.ven_id, NOW) is fresh_a and not fresh_a.plan(NOW).due  # its own delivery: kept
+    assert cache.get(a.ven_id, NOW) is fresh_a and fresh_a.plan(NOW).due  # its own delivery: kept, unanswered
+    await cache.record_responses(fresh_a, [EventResponse(event.event_id, 0, "optIn", 200, "OK")], NOW)
+    assert not fresh_a.plan(NOW).due  # answered: nothing to send again (PROFILE 7.4.3)
     other.modify_signal(event.event_id, bandwidth(3), now=NOW)
     await cache.fresh()
     assert cache.get(a.ven_id, NOW).plan(NOW).due  # type: ignore[union-attr]
     other.record_delivery(a.ven_id, frozenset({(event.event_id, 1, "far")}), now=NOW)  # delivered elsewhere
+    other.record_responses(a.ven_id, [EventResponse(event.event_id, 1, "optIn", 200, "OK")], now=NOW)
     await cache.fresh()
     assert not cache.get(a.ven_id, NOW).plan(NOW).due  # type: ignore[union-attr]
     assert cache.get("ven-unknown", NOW) is None

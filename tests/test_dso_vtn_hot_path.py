@@ -62,6 +62,17 @@ async def register(session: aiohttp.ClientSession, dso: DsoServer, ean: str = EA
     return str(payload["ven_id"])
 
 
+async def opt_in(session: aiohttp.ClientSession, dso: DsoServer, ven_id: str, events: list[dict[str, Any]]) -> None:
+    """The VEN's oadrCreatedEvent (optIn) to the events it was sent: until then each poll sends them again
+    (PROFILE §7.4.3)."""
+    body = create_message("oadrCreatedEvent", ven_id=ven_id, response={
+        "response_code": 200, "response_description": "OK", "request_id": None}, event_responses=[
+        {"response_code": 200, "response_description": "OK", "request_id": "d1", "opt_type": "optIn",
+         "event_id": e["event_descriptor"]["event_id"],
+         "modification_number": e["event_descriptor"]["modification_number"]} for e in events])
+    assert parse_message(await post(session, f"{dso.vtn_url}/EiEvent", body))[0] == "oadrResponse"
+
+
 def store_writes() -> float:
     return sum(sample.value for family in metrics.STORE_SECONDS.collect() for sample in family.samples
                if sample.name == "dso_store_seconds_count" and sample.labels["operation"] != "read")
@@ -100,6 +111,9 @@ async def test_a_change_through_the_api_reaches_the_next_poll(dso: DsoServer) ->
         kind, payload = parse_message(await post(session, f"{dso.vtn_url}/OadrPoll", poll))
         assert kind == "oadrDistributeEvent"
         assert [e["event_descriptor"]["event_id"] for e in payload["events"]] == [event_id]
+        kind, _ = parse_message(await post(session, f"{dso.vtn_url}/OadrPoll", poll))
+        assert kind == "oadrDistributeEvent"  # not answered yet: sent again
+        await opt_in(session, dso, ven_id, payload["events"])
         assert parse_message(await post(session, f"{dso.vtn_url}/OadrPoll", poll))[0] == "oadrResponse"
         async with session.delete(f"{dso.api_url}/api/signals/{event_id}", headers=headers) as answer:
             assert answer.status == 200
@@ -114,7 +128,10 @@ async def test_a_change_is_sent_only_to_the_vens_whose_events_changed(dso: DsoSe
         polls = {ven_id: create_message("oadrPoll", ven_id=ven_id) for ven_id in (mine, other)}
 
         async def poll(ven_id: str) -> str:
-            return parse_message(await post(session, f"{dso.vtn_url}/OadrPoll", polls[ven_id]))[0]
+            kind, payload = parse_message(await post(session, f"{dso.vtn_url}/OadrPoll", polls[ven_id]))
+            if kind == "oadrDistributeEvent":
+                await opt_in(session, dso, ven_id, payload["events"])
+            return str(kind)
 
         assert [await poll(mine), await poll(other)] == ["oadrResponse", "oadrResponse"]
         start = floor_to_interval(datetime.now(UTC)) + 8 * Q
