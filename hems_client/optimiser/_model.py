@@ -115,11 +115,12 @@ class _Parameters(DeviceParameters):
     export_limit: cp.Parameter
 
 
-def make_parameters(kind: type[DeviceParameters], n: int) -> DeviceParameters:
+def make_parameters(kind: type[DeviceParameters], n: int, scalars: frozenset[str] = SCALAR_PARAMETERS
+                    ) -> DeviceParameters:
     """One Parameter per field of ``kind``: scalars for the start states, length-``n`` vectors otherwise.
     Parameters carry no attributes (nonneg=…): cvxpy would swap them for internal copies, and the direct path
     feeds values by Parameter id. Inputs are validated in numpy instead."""
-    return kind(**{f.name: cp.Parameter(() if f.name in SCALAR_PARAMETERS else n, name=f.name)
+    return kind(**{f.name: cp.Parameter(() if f.name in scalars else n, name=f.name)
                    for f in fields(kind)})
 
 
