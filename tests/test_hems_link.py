@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from api_auth import bearer
 
 from dso_server.service import DsoServer
 from dso_server.settings import DsoSettings
@@ -57,7 +58,7 @@ async def test_a_stopped_and_restarted_vtn_gives_one_line_each_way_and_the_fails
     dso = DsoServer(settings, clock)
     await dso.start()
     restarted: DsoServer | None = None
-    async with aiohttp.ClientSession() as http, http.post(
+    async with aiohttp.ClientSession(headers=bearer(dso)) as http, http.post(
             f"{dso.api_url}/api/households", json={**CONTRACT.model_dump(mode="json"), "group": "g"}) as reply:
         assert reply.status in (200, 201), await reply.text()
     app = HemsApp(CONTRACT, make_household(CONTRACT, weather=weather, seed=1), clock, dso.vtn_url,
