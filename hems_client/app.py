@@ -113,7 +113,7 @@ class HemsApp:
             on_signals_changed=self.controller.signals_changed, poll_interval_s=poll_interval_s,
             max_poll_interval_s=max_poll_s, cert=security.cert, key=security.key, passphrase=security.passphrase,
             vtn_fingerprint=security.vtn_fingerprint, ca_file=security.ca_file,
-            check_hostname=security.check_hostname,
+            check_hostname=security.check_hostname, sent_log=self._log_sent if self.store is not None else None,
         )
         self.controller.reporter = self.ven
         # The failsafe watches the VEN's contact; wired after construction, before the loop reads it.
@@ -149,6 +149,12 @@ class HemsApp:
             self._task = None
         await self.ven.stop()
         self._close_store()
+
+    def _log_sent(self, sent_at: datetime, service: str, message_type: str, answered: bool, xml: str) -> None:
+        """What the VEN sent, into the store (``hems-client data export`` reads it back)."""
+        if self.store is not None:
+            self.store.log_message(sent_at=sent_at, service=service, message_type=message_type, delivered=answered,
+                                   xml=xml)
 
     def _close_store(self) -> None:
         if self._owns_store and self.store is not None:

@@ -252,8 +252,16 @@ def test_controller_reports_and_resends_telemetry_after_a_lost_link() -> None:
     sent = [i.start for t in reporter.telemetry for i in t.intervals]
     assert sent == [T0 + k * INTERVAL for k in range(4)]
     assert [len(t.intervals) for t in reporter.telemetry] == [3, 1]  # two lost, then sent as one batch
-    assert len(reporter.comfort) == 4 and reporter.plans
+    assert reporter.comfort == [] and reporter.plans  # no raw comfort readings without the household's consent
     assert controller.send_failures == 2
+
+
+def test_raw_comfort_readings_go_out_only_under_consent() -> None:
+    reporter = FlakyReporter(failures=0)
+    controller = Controller(contract=CONTRACT.model_copy(update={"raw_data_consent": True}), household=household(),
+                            clock=ManualClock(T0), signal_book=SignalBook(), reporter=reporter)
+    run(controller, 1)
+    assert len(reporter.comfort) == 4
 
 
 def test_controller_replans_when_signals_change() -> None:

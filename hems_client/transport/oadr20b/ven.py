@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,16 +46,22 @@ from protocol.oadr20b import (
     DecodedEvent,
     decode_event,
     encode_comfort_report,
+    encode_need_report,
+    encode_performance_report,
     encode_plan_report,
     encode_telemetry_report,
     hems_report_metadata,
     names,
+    offered_specifiers,
 )
+from protocol.performance import CapacityNeed, PerformanceReport
 from protocol.reports import ComfortStatus, Plan, Telemetry
 
 logger = logging.getLogger(__name__)
 
-OFFERED_SPECIFIERS = (names.SPECIFIER_TELEMETRY, names.SPECIFIER_PLAN, names.SPECIFIER_COMFORT)
+SentLog = Callable[[datetime, str, str, bool, str], None]
+"""(sent_at, service, message type, answered, XML) of every message but polls, as sent (the HEMS's store)."""
+_MESSAGE_TYPE = re.compile(r"<(?:\w+:)?(oadr(?!Payload|SignedObject)\w+)[\s>/]")
 MAX_DESCRIPTION_CHARS = 240
 MAX_MESSAGES_PER_POLL = 20
 DEFAULT_POLL_INTERVAL_S = 10.0
@@ -132,6 +139,7 @@ class HemsVen(OpenADRClient):
         ca_file: str | None = None,
         check_hostname: bool = True,
         ven_id: str | None = None,
+        sent_log: SentLog | None = None,
     ) -> None:
         super().__init__(
             ven_name=contract.connection_point_id, vtn_url=vtn_url, cert=cert, key=key, passphrase=passphrase,
@@ -139,6 +147,9 @@ class HemsVen(OpenADRClient):
             check_hostname=check_hostname,
         )
         self.contract = contract
+        self.offered = offered_specifiers(contract)
+        """The reports this VEN offers (PROFILE §9.1): by its contract, raw readings only under consent."""
+        self.sent_log = sent_log
         self.clock = clock
         self.signal_book = signal_book if signal_book is not None else SignalBook()
         self.on_signals_changed = on_signals_changed
@@ -233,6 +244,7 @@ class HemsVen(OpenADRClient):
             _HELD_BACK.reset(token)
         now = self.clock.now()
         self.last_attempt_at = now
+        self._log_sent(now, service, message, result is None or result[0] is not None)
         if result is None:  # HTTP 200 with an empty body: the VTN is there
             self.last_contact_at = now
             self._note_link(now, answered=True, reasons=held)
@@ -242,6 +254,20 @@ class HemsVen(OpenADRClient):
             self.last_contact_at = now
         self._note_link(now, answered=response_type is not None, reasons=held)
         return response_type, payload or {}
+
+    def _log_sent(self, now: datetime, service: str, message: str, answered: bool) -> None:
+        """Hand every message but polls (which carry only the venID) to ``sent_log``: what the household may
+        ask to see (``hems-client data export``)."""
+        if self.sent_log is None:
+            return
+        found = _MESSAGE_TYPE.search(message)
+        message_type = found.group(1) if found else "unknown"
+        if message_type == "oadrPoll":
+            return
+        try:
+            self.sent_log(now, service, message_type, answered, message)
+        except Exception:  # the log must never cost the household its link
+            logger.exception("VEN %s: logging a sent %s failed", self.ven_name, message_type)
 
     def _note_link(self, now: datetime, *, answered: bool, reasons: list[str]) -> None:
         """One warning when contact is lost, one line when it returns; silence in between."""
@@ -349,7 +375,8 @@ class HemsVen(OpenADRClient):
 
     async def register_hems_reports(self) -> bool:
         """oadrRegisterReport with the profile's reports; remembers what the VTN requests. True if answered."""
-        reports = hems_report_metadata(resource_id=self.contract.connection_point_id, created_at=self.clock.now())
+        reports = hems_report_metadata(resource_id=self.contract.connection_point_id, created_at=self.clock.now(),
+                                       specifiers=self.offered, raw_data_consent=self.contract.raw_data_consent)
         message = self._create_message("oadrRegisterReport", request_id=generate_id(), ven_id=self.ven_id,
                                        reports=reports, report_request_id=0)
         response_type, payload = await self._perform_request("EiReport", message)
@@ -364,7 +391,7 @@ class HemsVen(OpenADRClient):
         for request in requests:
             specifier = (request.get("report_specifier") or {}).get("report_specifier_id")
             request_id = request.get("report_request_id")
-            if specifier in OFFERED_SPECIFIERS and request_id is not None:
+            if specifier in self.offered and request_id is not None:
                 self.report_request_ids[specifier] = str(request_id)
                 accepted.append(str(request_id))
         if not requests:
@@ -393,9 +420,23 @@ class HemsVen(OpenADRClient):
 
     async def send_comfort(self, status: ComfortStatus) -> bool:
         request_id = self.report_request_ids.get(names.SPECIFIER_COMFORT)
-        if request_id is None or not self.registered:
+        if request_id is None or not self.registered or not self.contract.raw_data_consent:
             return False
         return await self._update_report(encode_comfort_report(status, report_request_id=request_id))
+
+    async def send_need(self, need: CapacityNeed) -> bool:
+        request_id = self.report_request_ids.get(names.SPECIFIER_NEED)
+        if request_id is None or not self.registered:
+            return False
+        return await self._update_report(encode_need_report(need, report_request_id=request_id))
+
+    async def send_performance(self, report: PerformanceReport) -> bool:
+        request_id = self.report_request_ids.get(names.SPECIFIER_PERFORMANCE)
+        if request_id is None or not self.registered:
+            return False
+        if report.ev is not None and report.ev.range_km is not None and not self.contract.raw_data_consent:
+            report = report.model_copy(update={"ev": report.ev.model_copy(update={"range_km": None})})
+        return await self._update_report(encode_performance_report(report, report_request_id=request_id))
 
     async def _update_report(self, report: dict[str, Any]) -> bool:
         message = self._create_message("oadrUpdateReport", ven_id=self.ven_id, request_id=generate_id(),
