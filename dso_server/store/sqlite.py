@@ -47,11 +47,21 @@ from dso_server.records import (
     Ven,
     kind_of,
 )
-from protocol import CapacityBandwidth, ComfortStatus, HouseholdContract, Plan, Telemetry, TouTariff
+from protocol import (
+    CapacityBandwidth,
+    CapacityNeed,
+    ComfortStatus,
+    HouseholdContract,
+    PerformanceReport,
+    Plan,
+    Telemetry,
+    TouTariff,
+)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """1: signals, registrations, reports. 2 (additive): the grid, forecasts and allocation runs (``grid_store``).
-3 (additive): operator API tokens, web sessions and the audit log (``security_store``)."""
+3 (additive): operator API tokens, web sessions and the audit log (``security_store``). 4 (additive): capacity needs,
+performance reports and the needs an allocation run could not honour (``performance_store``)."""
 MEMORY = ":memory:"
 
 
@@ -153,6 +163,19 @@ _TABLES: tuple[tuple[str, dict[str, type], str | tuple[str, ...], set[str], list
      "session_sha256", {"token_id", "created_at", "expires_at"}, [("token_id", "api_tokens", "token_id")]),
     ("audit_log", {"id": int, "at": str, "actor": str, "action": str, "target": str, "outcome": str, "detail": str},
      "id", {"at", "actor", "action", "outcome", "detail"}, []),
+    # Schema 4: performance contracts (performance_store): what the HEMS reported, what the planner could not honour.
+    ("capacity_needs", {"connection_point_id": str, "created_at": str, "start_at": str, "end_at": str, "need": str,
+                        "received_at": str},
+     ("connection_point_id", "created_at"), {"start_at", "end_at", "need", "received_at"},
+     [("connection_point_id", "households", "connection_point_id")]),
+    ("performance_reports", {"connection_point_id": str, "day_start": str, "day_end": str, "report": str,
+                             "created_at": str, "received_at": str},
+     ("connection_point_id", "day_start"), {"day_end", "report", "created_at", "received_at"},
+     [("connection_point_id", "households", "connection_point_id")]),
+    ("need_shortfalls", {"run_id": str, "connection_point_id": str, "interval_start": str, "need_kw": float,
+                         "firm_kw": float},
+     ("run_id", "connection_point_id", "interval_start"), {"need_kw", "firm_kw"},
+     [("run_id", "allocation_runs", "run_id"), ("connection_point_id", "households", "connection_point_id")]),
 )
 _INDEXES = (
     ("vens", ["ven_name"], True),
@@ -169,6 +192,8 @@ _INDEXES = (
     ("api_sessions", ["token_id"], False),
     ("audit_log", ["at"], False),
     ("audit_log", ["actor", "at"], False),
+    ("capacity_needs", ["start_at"], False),
+    ("need_shortfalls", ["connection_point_id", "interval_start"], False),
 )
 
 
@@ -521,9 +546,11 @@ class DsoStore:
         return {row["report_specifier_id"]: json.loads(row["r_ids"]) for row in rows}
 
     def store_reports(
-        self, connection_point_id: str, reports: Iterable[Telemetry | Plan | ComfortStatus], *, now: datetime
+        self, connection_point_id: str,
+        reports: Iterable[Telemetry | Plan | ComfortStatus | CapacityNeed | PerformanceReport], *, now: datetime
     ) -> None:
-        """Telemetry (upserted per interval), plans and comfort statuses of one household, in one transaction."""
+        """Telemetry (upserted per interval), plans, comfort statuses, capacity needs and performance reports (one per
+        local day: a later one replaces it) of one household, in one transaction."""
         self.household(connection_point_id)
         received = to_text(now)
         with self.transaction():
@@ -534,6 +561,22 @@ class DsoStore:
                          "import_kw": interval.import_kw, "export_kw": interval.export_kw, "received_at": received}
                         for interval in report.intervals
                     ], pk=("connection_point_id", "interval_start"))
+                elif isinstance(report, CapacityNeed):
+                    self.db.execute(
+                        "INSERT INTO capacity_needs (connection_point_id, created_at, start_at, end_at, need, "
+                        "received_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (connection_point_id, created_at) DO "
+                        "UPDATE SET start_at = excluded.start_at, end_at = excluded.end_at, need = excluded.need, "
+                        "received_at = excluded.received_at",
+                        [connection_point_id, to_text(report.created_at), to_text(report.start), to_text(report.end),
+                         report.model_dump_json(), received])
+                elif isinstance(report, PerformanceReport):
+                    self.db.execute(
+                        "INSERT INTO performance_reports (connection_point_id, day_start, day_end, report, created_at, "
+                        "received_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (connection_point_id, day_start) DO "
+                        "UPDATE SET day_end = excluded.day_end, report = excluded.report, created_at = "
+                        "excluded.created_at, received_at = excluded.received_at",
+                        [connection_point_id, to_text(report.start), to_text(report.end), report.model_dump_json(),
+                         to_text(report.created_at), received])
                 elif isinstance(report, Plan):
                     self.db.table("plans").upsert({
                         "connection_point_id": connection_point_id, "created_at": to_text(report.created_at),

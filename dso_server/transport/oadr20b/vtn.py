@@ -45,9 +45,9 @@ from dso_server.lifecycle import DeliveryKey, delivery_due, delivery_keys, relev
 from dso_server.records import EventResponse
 from dso_server.settings import DEFAULT_PATH_PREFIX, DEFAULT_POLL_INTERVAL_S
 from dso_server.store.sqlite import DsoStore, new_id
-from protocol import ProfileError
+from protocol import CapacityNeed, ComfortStatus, HouseholdContract, PerformanceReport, ProfileError
 from protocol.clock import Clock
-from protocol.oadr20b import decode_report, encode_event, report_requests_for
+from protocol.oadr20b import decode_report, encode_event, offered_specifiers, report_requests_for
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +101,23 @@ def _openleadr_quiet() -> Iterator[None]:
             yield
     finally:
         openleadr_logger.setLevel(level)
+
+
+def _minimised(report: Any, contract: HouseholdContract, ven_id: str) -> Any:
+    """What of a decoded report the DSO may keep (PROFILE §14): raw comfort readings only under the household's
+    consent, needs and verdicts only under a performance contract. The rest is dropped, never stored."""
+    if isinstance(report, ComfortStatus) and not contract.raw_data_consent:
+        logger.warning("VEN %s sent raw comfort readings without the household's consent; discarded, not stored",
+                       ven_id)
+        return None
+    if isinstance(report, CapacityNeed | PerformanceReport) and contract.performance is None:
+        logger.info("VEN %s sent a %s without a performance contract; not stored", ven_id, type(report).__name__)
+        return None
+    if (isinstance(report, PerformanceReport) and report.ev is not None and report.ev.range_km is not None
+            and not contract.raw_data_consent):
+        logger.warning("VEN %s sent the EV's range without the household's consent; the range is not stored", ven_id)
+        return report.model_copy(update={"ev": report.ev.model_copy(update={"range_km": None})})
+    return report
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -287,10 +304,16 @@ class DsoVtn:
     # ------------------------------------------------------------------------------------------- reports
 
     async def handle_register_report(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        """oadrRegisterReport: request every profile report offered, every 15 minutes; remember the ids."""
+        """oadrRegisterReport: request every profile report offered that the household's contract calls for
+        (``offered_specifiers``: the need and the verdict of a performance contract, raw comfort readings only
+        under consent), every 15 minutes; remember the ids."""
         ven_id = payload["ven_id"]
         now = self.clock.now()
         reports = payload.get("reports") or []
+        ven = self.store.ven(ven_id)
+        if ven is not None:
+            wanted = offered_specifiers(self.store.household(ven.connection_point_id).contract)
+            reports = [r for r in reports if r.get("report_specifier_id") in wanted]
         offered = [
             (str(report.get("report_specifier_id")), str(report.get("report_name")),
              [str(d.get("r_id")) for d in report.get("report_descriptions") or []])
@@ -330,7 +353,9 @@ class DsoVtn:
             if request_id not in known_requests:
                 logger.info("VEN %s sent report %s under reportRequestID %s, which this VTN did not issue",
                             ven_id, report.get("report_name"), request_id)
-        self.store.store_reports(ven.connection_point_id, decoded, now=now)
+        contract = self.store.household(ven.connection_point_id).contract
+        kept = [report for report in (_minimised(item, contract, ven_id) for item in decoded) if report is not None]
+        self.store.store_reports(ven.connection_point_id, kept, now=now)
         self.store.touch_ven(ven_id, now=now)
         return "oadrUpdatedReport", {}
 
