@@ -33,22 +33,34 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from dso_server.api.app import create_app
 from dso_server.capacity.grid import load_grid
-from dso_server.capacity.planner import PlannerConfig, days_due, next_day_ahead_run, run_day_ahead, run_near_real_time
+from dso_server.capacity.planner import (
+    FIRM,
+    PlannerConfig,
+    days_due,
+    next_day_ahead_run,
+    run_day_ahead,
+    run_near_real_time,
+)
 from dso_server.capacity.powerflow import FeederModel
 from dso_server.contracts import load_contracts
 from dso_server.errors import ConfigurationError
 from dso_server.records import Publication, Signal, SignalPayload
+from dso_server.retention import RETENTION_CHECK_S, retention_cutoff
 from dso_server.security.audit import local_actor
 from dso_server.security.tokens import Role
 from dso_server.settings import DsoSettings, is_loopback
 from dso_server.store import audited
 from dso_server.store.grid_store import GridConflict, GridStore
+from dso_server.store.performance_store import PerformanceStore
 from dso_server.store.security_store import SecurityStore
 from dso_server.store.sqlite import DsoStore
 from dso_server.transport.oadr20b.vtn import DsoVtn
 from protocol.clock import Clock, WallClock
 
 logger = logging.getLogger(__name__)
+
+NEED_POLL_S = 60.0
+"""While a catch-up firm run waits for needs, the planner looks again this often (server clock seconds)."""
 
 
 async def _serve(app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None = None
@@ -159,6 +171,8 @@ class DsoServer:
             if GridStore(store).grid() is not None:
                 planning = asyncio.create_task(self._plan(store, settings.planner_config()), name="dso-planning")
                 stack.push_async_callback(_cancel, planning)
+            housekeeping = asyncio.create_task(self._keep(store), name="dso-retention")
+            stack.push_async_callback(_cancel, housekeeping)
         except BaseException:
             await stack.aclose()
             self._vtn_port = self._api_port = None
@@ -195,8 +209,10 @@ class DsoServer:
         next_nrt: datetime | None = None
         models: dict[str, FeederModel] = {}
         grid_key: object = None
+        grace_until = self.clock.now() + timedelta(seconds=config.need_grace_s)
         while True:
             now = self.clock.now()
+            waiting = False
             try:
                 gstore = GridStore(store)
                 grid = gstore.grid()
@@ -204,7 +220,10 @@ class DsoServer:
                     if grid_key != gstore.grid_source() or grid_key is None:
                         models, grid_key = {}, gstore.grid_source()  # a new grid: rebuild the power-flow models
                     for day in days_due(now, config):
-                        run_day_ahead(store, grid, day=day, now=now, config=config, models=models)
+                        run = run_day_ahead(store, grid, day=day, now=now, config=config, models=models,
+                                            wait_for_needs_until=grace_until)
+                        waiting |= run is None and now < grace_until and not GridStore(store).runs(
+                            kind=FIRM, day=day.isoformat(), limit=1)
                     if next_nrt is None or now >= next_nrt:
                         run_near_real_time(store, grid, now=now, config=config, models=models)
                         next_nrt = now + timedelta(seconds=config.near_real_time_interval_s)
@@ -214,7 +233,22 @@ class DsoServer:
                 next_nrt = now + timedelta(seconds=config.near_real_time_interval_s)
             wake = min(next_nrt or now + timedelta(seconds=config.near_real_time_interval_s),
                        next_day_ahead_run(now + timedelta(microseconds=1), config))
+            if waiting:  # a catch-up run waits for needs: look again soon
+                wake = min(wake, now + timedelta(seconds=NEED_POLL_S), grace_until)
             await self.clock.sleep(max((wake - self.clock.now()).total_seconds(), 0.001))
+
+    async def _keep(self, store: DsoStore) -> None:
+        """Retention on the server's clock: delete what households sent that is past ``retention_months``."""
+        while True:
+            now = self.clock.now()
+            try:
+                cutoff = retention_cutoff(now, months=self.settings.retention_months, timezone=self.settings.timezone)
+                deleted = PerformanceStore(store).delete_before(cutoff)
+                if deleted:
+                    logger.info("Retention: deleted what households sent before %s: %s", cutoff.isoformat(), deleted)
+            except Exception:
+                logger.exception("Retention run at %s failed", now.isoformat())
+            await self.clock.sleep(RETENTION_CHECK_S)
 
     # ------------------------------------------------------------------- publishing from Python (the demo)
 

@@ -9,7 +9,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from dso_server.capacity.need_allocation import ScalingRule
 from dso_server.capacity.planner import PlannerConfig
+from dso_server.retention import DEFAULT_RETENTION_MONTHS
 
 DEFAULT_PATH_PREFIX = "/OpenADR2/Simple/2.0b"
 """Where openleadr serves the 2.0b endpoints (EiEvent, EiReport, EiRegisterParty, OadrPoll)."""
@@ -68,6 +70,16 @@ class DsoSettings(BaseModel):
     """Lowest node voltage the allocation may cause where a grid model is loaded (EN 50160: -10 %)."""
     max_voltage_pu: float = Field(default=1.1, gt=1.0, lt=1.5)
     """Highest node voltage export may cause (EN 50160: +10 %)."""
+    need_scaling_rule: ScalingRule = "proportional"
+    """How the firm allocation scales the capacity needs of performance contracts that a transformer cannot carry:
+    "proportional" (every need to the same share) or "equal_cap" (small needs in full, the largest cut most); see
+    ``dso_server.capacity.need_allocation``."""
+    need_grace_s: float = Field(default=900.0, ge=0, le=86400)
+    """How long (server clock seconds) a firm run that catches up after a start waits for the capacity needs of the
+    performance households under the grid (each HEMS sends one right after it registers)."""
+    retention_months: int = Field(default=DEFAULT_RETENTION_MONTHS, ge=1, le=120)
+    """Calendar months the store keeps what households sent (telemetry, plans, needs, performance reports,
+    consented comfort readings); older data is deleted (``dso_server.retention``)."""
     cert: Path | None = None
     """PEM certificate to sign outgoing OpenADR messages with (XML signatures); off when None."""
     key: Path | None = None
@@ -123,7 +135,8 @@ class DsoSettings(BaseModel):
             non_firm_horizon_intervals=self.non_firm_horizon_intervals,
             forecast_window_days=self.forecast_window_days, min_history_days=self.min_history_days,
             silent_after_intervals=self.silent_after_intervals, min_voltage_pu=self.min_voltage_pu,
-            max_voltage_pu=self.max_voltage_pu,
+            max_voltage_pu=self.max_voltage_pu, need_scaling_rule=self.need_scaling_rule,
+            need_grace_s=self.need_grace_s,
         )
 
     @model_validator(mode="after")
