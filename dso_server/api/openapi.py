@@ -136,9 +136,11 @@ def build_document(routes: Iterable[Route]) -> dict[str, Any]:
             operation["requestBody"] = {"required": True, "content": {"application/json": {
                 "schema": refs[(_wrapped(route.body), "validation")]}}}
         for status, answer in sorted(route.answers.items()):
-            operation["responses"][str(status)] = {
-                "description": _DESCRIPTIONS.get(status, "The answer"),
-                "content": {"application/json": {"schema": refs[(answer, "serialization")]}}}
+            content = ({route.content_type: {"schema": {"type": "string"}}}
+                       if status == 200 and route.content_type != "application/json"
+                       else {"application/json": {"schema": refs[(answer, "serialization")]}})
+            operation["responses"][str(status)] = {"description": _DESCRIPTIONS.get(status, "The answer"),
+                                                   "content": content}
             if (operation["operationId"], status) in _LINKS:
                 operation["responses"][str(status)]["links"] = _LINKS[(operation["operationId"], status)]
         if not route.answers:
