@@ -1,4 +1,5 @@
-"""``hems-conformance vtn --url U --admin-url A`` and ``hems-conformance ven --ven-cmd "... {vtn_url} ..."``.
+"""``hems-conformance vtn --url U --admin-url A``, ``hems-conformance ven --ven-cmd "... {vtn_url} ..."`` and
+``hems-conformance certificates --dir D --ean A --ean B`` (the suite's certificates for the VTN-SEC rules).
 
 Exit code 0 when every must-rule passed or was not run, 1 when a must-rule failed, 2 for bad arguments.
 """
@@ -36,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     vtn.add_argument("--admin-token-file", type=Path, default=None, metavar="PATH",
                      help="file holding an operate token of the operator API (default: $DSO_API_TOKEN)")
     vtn.add_argument("--ean", default=None, help="an EAN18 the VTN already serves (else one is added)")
+    vtn.add_argument("--certs", type=Path, default=None, metavar="DIR",
+                     help="for an https VTN: the suite's certificates ('hems-conformance certificates'); the VTN must "
+                          "trust DIR/ca.crt and have enrolled the certificates of its two households")
+    vtn.add_argument("--vtn-ca", type=Path, default=None, metavar="PEM",
+                     help="for an https VTN: the CA its server certificate must chain to")
     ven = sub.add_parser("ven", help="play a VTN against a VEN (HEMS) under test")
     ven.add_argument("--ven-cmd", required=True,
                      help="command starting the VEN under test; it must contain {vtn_url}; "
@@ -45,6 +51,16 @@ def _parser() -> argparse.ArgumentParser:
                           f"{DEFAULT_SPEED:g}: the scenario takes {wall_seconds(DEFAULT_SPEED):.0f} s)")
     ven.add_argument("--timeout", type=_positive, default=None,
                      help="wall seconds the whole run may take (default: the scenario's length plus a minute)")
+    ven.add_argument("--security-only", action="store_true",
+                     help="only the impostor-VTN check of VEN-SEC-01 (needs {ca_file}/{cert}/{key} in --ven-cmd)")
+    certificates = sub.add_parser("certificates", help="issue the suite's certificates for testing an https VTN",
+                                  description="Write a CA, a client certificate per --ean, an unenrolled client "
+                                              "certificate and an impostor CA into --dir. Let the VTN under test "
+                                              "trust DIR/ca.crt for VEN certificates and enrol DIR/vens/EAN.crt for "
+                                              "each household, then run 'hems-conformance vtn --certs DIR'.")
+    certificates.add_argument("--dir", type=Path, required=True, help="where to write them (created)")
+    certificates.add_argument("--ean", action="append", required=True, metavar="EAN",
+                              help="a household the VTN serves (EAN18); give two")
     for each in (vtn, ven):
         each.add_argument("--out", type=Path, default=Path("conformance-report"), help="report directory")
     return parser
@@ -60,7 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0) and 2
+    if args.side == "certificates":
+        return _certificates(args)
     if args.side == "vtn":
+        from conformance.certificates import SuiteCertificates
         from conformance.vtn_suite import run_vtn_suite
         target = args.url
         try:
@@ -69,7 +88,13 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as error:
             print(f"hems-conformance: error: --admin-token-file: {error.strerror or error}", file=sys.stderr)
             return 2
-        verdicts = asyncio.run(run_vtn_suite(args.url, args.admin_url, ean=args.ean, admin_token=token))
+        certs = SuiteCertificates(args.certs) if args.certs is not None else None
+        if args.url.startswith("https://") and (certs is None or args.vtn_ca is None or len(certs.eans()) < 2):
+            print("hems-conformance: error: an https VTN needs --certs (with certificates of two households, see "
+                  "'hems-conformance certificates') and --vtn-ca", file=sys.stderr)
+            return 2
+        verdicts = asyncio.run(run_vtn_suite(args.url, args.admin_url, ean=args.ean, admin_token=token,
+                                             certificates=certs, vtn_ca=args.vtn_ca))
     else:
         problem = check_ven_cmd(args.ven_cmd)
         if problem:
@@ -77,12 +102,33 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         from conformance.ven_suite import run_ven_suite
         target = args.ven_cmd
-        verdicts = asyncio.run(run_ven_suite(args.ven_cmd, speed=args.speed, timeout_s=args.timeout))
+        verdicts = asyncio.run(run_ven_suite(args.ven_cmd, speed=args.speed, timeout_s=args.timeout,
+                                             security_only=args.security_only))
     _print(verdicts)
     write_reports(args.out, args.side, target, verdicts)
     failed = failed_ids(verdicts, Severity.MUST)
     print(f"reports in {args.out}; must-rules failed: {sorted(failed) or 'none'}")
     return 1 if failed else 0
+
+
+def _certificates(args: argparse.Namespace) -> int:
+    from conformance.certificates import issue
+    from protocol.contract import ean18_check_digit
+
+    for ean in args.ean:
+        if len(ean) != 18 or not ean.isdigit() or ean18_check_digit(ean[:17]) != ean[17]:
+            print(f"hems-conformance: error: --ean {ean!r} is not an EAN18 with a valid check digit", file=sys.stderr)
+            return 2
+    if len(set(args.ean)) < 2:
+        print("hems-conformance: error: give two different --ean (the impersonation rule needs a second "
+              "household)", file=sys.stderr)
+        return 2
+    certs = issue(args.dir, list(args.ean))
+    print(f"{args.dir}: CA {certs.ca_file}; enrol at the VTN under test:")
+    for ean in args.ean:
+        print(f"  household {ean}: {certs.ven(ean)[0]}")
+    print(f"then: hems-conformance vtn --url https://... --certs {args.dir} --vtn-ca <the VTN's CA>")
+    return 0
 
 
 if __name__ == "__main__":

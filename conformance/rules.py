@@ -82,8 +82,13 @@ RULES: tuple[Rule, ...] = (
          "PROFILE.md §9.2", M, True),
     Rule("VTN-RPT-02", "The VTN answers a TELEMETRY_USAGE oadrUpdateReport with oadrUpdatedReport and responseCode "
          "200.", "PROFILE.md §9.2, §9.3", M, True),
-    Rule("VTN-SEC-01", "The VTN serves TLS with client certificates and the 2.0b cipher suites in production.",
-         "PROFILE.md §12", S, False),
+    Rule("VTN-SEC-01", "Over https the VTN accepts TLS 1.2 or later only, requires a client certificate, and "
+         "offers the 2.0b suite TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256.", "PROFILE.md §12.1", M, True),
+    Rule("VTN-SEC-02", "The VTN serves no client certificate it has not enrolled for a household: one from a CA it "
+         "does not trust fails the TLS handshake, an unenrolled one is answered 463.", "PROFILE.md §12.2", M, True),
+    Rule("VTN-SEC-03", "The VTN refuses with 463 a message whose certificate speaks for another household than the "
+         "venName or venID it names, and changes nothing for that household.",
+         "PROFILE.md §12.2; OpenADR 2.0b (463: the certificate does not match the venID)", M, True),
     # ---------------------------------------------------------------- VEN (a HEMS under test)
     Rule("VEN-REG-01", "The VEN registers with oadrCreatePartyRegistration whose venName is an EAN18 with a valid "
          "check digit.", "PROFILE.md §2.1, §2.2", M, True),
@@ -126,8 +131,8 @@ RULES: tuple[Rule, ...] = (
          "keeps them after contact returns until fresh limits arrive.", "PROFILE.md §10.2, §10.3", M, True),
     Rule("VEN-FS-02", "When the VTN returns the VEN polls again and, once fresh limits arrive, returns to the "
          "delivered limits.", "PROFILE.md §10.3", M, True),
-    Rule("VEN-SEC-01", "The VEN verifies the VTN's TLS certificate and fingerprint in production.", "PROFILE.md §12", S,
-         False),
+    Rule("VEN-SEC-01", "The VEN verifies the VTN's TLS certificate against the CA it was given and sends nothing to "
+         "a VTN it cannot verify.", "PROFILE.md §12.1", M, True),
 )
 
 BY_ID: dict[str, Rule] = {rule.rule_id: rule for rule in RULES}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -108,8 +109,10 @@ class Received:
 
 
 class ScriptedVtn:
-    def __init__(self, sim_now: Callable[[], datetime]) -> None:
+    def __init__(self, sim_now: Callable[[], datetime], ssl_context: ssl.SSLContext | None = None) -> None:
         self.sim_now = sim_now
+        self.ssl_context = ssl_context
+        """Serve https with this context (the suite's certificates) instead of plain http."""
         self.log: list[Message] = []
         self.received = Received()
         self.distributions: list[Distribution] = []
@@ -209,10 +212,11 @@ class ScriptedVtn:
         app.router.add_post(PATH + "/{service}", self._handle)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", self.port)
+        site = web.TCPSite(runner, "127.0.0.1", self.port, ssl_context=self.ssl_context)
         await site.start()
         self.port = int(runner.addresses[0][1])
-        self.url = f"http://127.0.0.1:{self.port}{PATH}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}{PATH}"
         self._runner = runner
 
     async def down(self) -> None:

@@ -2,9 +2,11 @@
 
 The VEN is started as a subprocess from ``--ven-cmd``; these placeholders are filled in: ``{vtn_url}``, ``{ean}``
 (the connection point), ``{contract}`` (a TOML contract file for that EAN), ``{speed}``, ``{start}`` (the
-simulated start, ISO UTC) and ``{poll_interval_s}`` (wall seconds between polls that make 30 simulated seconds).
-The VEN must run its clock at ``{speed}`` from ``{start}``: every time of the profile (the 120 s failsafe, the
-60 s poll) is simulated time; the scripted VTN's requested poll frequency (1 s) is wall time.
+simulated start, ISO UTC) and ``{poll_interval_s}`` (wall seconds between polls that make 30 simulated seconds);
+for a VEN that speaks TLS ``{ca_file}`` (the CA of the scripted VTN's certificate), ``{cert}`` and ``{key}`` (its
+client certificate, issued by the suite for the run). The VEN must run its clock at ``{speed}`` from ``{start}``:
+every time of the profile (the 120 s failsafe, the 60 s poll) is simulated time; the scripted VTN's requested poll
+frequency (1 s) is wall time.
 
 The scenario is ``conformance.ven_scenario.STEPS``; the verdicts come from ``conformance.ven_judge``.
 """
@@ -14,13 +16,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shlex
+import ssl
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from conformance.rules import Side
-from conformance.scripted_vtn import EventSpec, ScriptedVtn
+from conformance.certificates import SuiteCertificates, issue
+from conformance.rules import Side, rules_for
+from conformance.scripted_vtn import PATH, EventSpec, ScriptedVtn
 from conformance.ven_judge import Run, judge
 from conformance.ven_scenario import CONTRACT_TOML, EAN, END_MIN, STEPS, Action, Step, payloads, snapshots
 from conformance.verdicts import Recorder, Verdict
@@ -34,7 +39,16 @@ START_HOUR_UTC = 19
 """The scenario starts on an evening (20:00 in Amsterdam in winter), when households have load to shift."""
 
 
-PLACEHOLDERS = ("vtn_url", "ean", "contract", "speed", "start", "poll_interval_s")
+PLACEHOLDERS = ("vtn_url", "ean", "contract", "speed", "start", "poll_interval_s", "ca_file", "cert", "key")
+TLS_PLACEHOLDERS = ("ca_file", "cert", "key")
+"""A command that uses any of these gets an https scripted VTN and the security rules (VEN-SEC-01)."""
+IMPOSTOR_TIMEOUT_S = 30.0
+"""Wall seconds a VEN gets to start and try the impostor VTN."""
+VEN_RULES_BESIDES_SECURITY = "only the security rules were run (security_only)"
+
+
+def uses_tls(ven_cmd: str) -> bool:
+    return any(f"{{{name}}}" in ven_cmd for name in TLS_PLACEHOLDERS)
 
 
 def check_ven_cmd(ven_cmd: str) -> str | None:
@@ -135,19 +149,42 @@ class _Script:
         return None
 
 
-async def run_ven_suite(ven_cmd: str, *, speed: float = DEFAULT_SPEED, timeout_s: float | None = None) -> list[Verdict]:
-    """Start the VEN under test from ``ven_cmd``, run the scenario against it and return the verdicts."""
+async def run_ven_suite(ven_cmd: str, *, speed: float = DEFAULT_SPEED, timeout_s: float | None = None,
+                        security_only: bool = False) -> list[Verdict]:
+    """Start the VEN under test from ``ven_cmd``, run the scenario against it and return the verdicts.
+
+    When ``ven_cmd`` uses {ca_file}, {cert} or {key}, the suite issues its own certificates (``certificates``),
+    first starts the VEN against an impostor VTN whose certificate comes from another CA (VEN-SEC-01), then runs
+    the scenario over mutual TLS. ``security_only`` stops after the impostor.
+    """
     rec = Recorder(Side.VEN)
     start = scenario_start(datetime.now(UTC))
     clock = SuiteClock(start, speed)
-    vtn = ScriptedVtn(clock.now)
     edges: dict[Action, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         contract = Path(tmp) / "contract.toml"
         contract.write_text(CONTRACT_TOML, encoding="utf-8")
+        certs = issue(Path(tmp) / "certificates", [EAN]) if uses_tls(ven_cmd) else None
+
+        def command_for(vtn_url: str) -> str:
+            ven_cert, ven_key = certs.ven(EAN) if certs is not None else ("", "")
+            return ven_cmd.format(vtn_url=vtn_url, ean=EAN, contract=contract, speed=speed, start=start.isoformat(),
+                                  poll_interval_s=round(30 / speed, 3), ca_file=certs.ca_file if certs else "",
+                                  cert=ven_cert, key=ven_key)
+
+        if certs is None:
+            rec.skip("VEN-SEC-01", "the VEN ran over plain http: give --ven-cmd the {ca_file} {cert} {key} "
+                                   "placeholders to test it over TLS")
+        else:
+            await _impostor(command_for, certs, rec, Path(tmp))
+        if security_only:
+            for rule in rules_for(Side.VEN):
+                if rule.rule_id != "VEN-SEC-01":
+                    rec.skip(rule.rule_id, VEN_RULES_BESIDES_SECURITY)
+            return rec.verdicts()
+        vtn = ScriptedVtn(clock.now, ssl_context=certs.server_context() if certs is not None else None)
         async with vtn:
-            command = ven_cmd.format(vtn_url=vtn.url, ean=EAN, contract=contract, speed=speed,
-                                     start=start.isoformat(), poll_interval_s=round(30 / speed, 3))
+            command = command_for(vtn.url)
             errors = (Path(tmp) / "ven.stderr").open("w+b")  # a file, not a pipe: a chatty VEN must not block
             clock.wall0 = time.monotonic()
             process = await asyncio.create_subprocess_exec(
@@ -172,6 +209,63 @@ async def run_ven_suite(ven_cmd: str, *, speed: float = DEFAULT_SPEED, timeout_s
               up_wall=edges.get(Action.VTN_UP))
     judge(rec, run)
     return rec.verdicts()
+
+
+async def _impostor(command_for: Callable[[str], str], certs: SuiteCertificates, rec: Recorder,
+                    workdir: Path) -> None:
+    """VEN-SEC-01: start the VEN against a VTN whose certificate (valid for 127.0.0.1) comes from a CA the VEN
+    was not given. It passes when it aborts the TLS handshake, fails when it completes it (and shows what it
+    sent), is not run when it never tries within ``IMPOSTOR_TIMEOUT_S``."""
+    judged = asyncio.Event()
+    context = certs.server_context(impostor=True)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            try:
+                await writer.start_tls(context)
+            except (ssl.SSLError, ConnectionError, OSError) as error:
+                if not judged.is_set():
+                    rec.check("VEN-SEC-01", True, "the VEN aborted the TLS handshake with an impostor VTN whose "
+                              f"certificate comes from a CA it was not given ({type(error).__name__}: {error})")
+                return
+            try:
+                request = await asyncio.wait_for(reader.read(4096), 5)
+            except (TimeoutError, ConnectionError, OSError):
+                request = b""
+            if not judged.is_set():
+                first = request.split(b"\r\n", 1)[0].decode(errors="replace")
+                kind = _message_kind(request)
+                rec.check("VEN-SEC-01", False, "the VEN completed a TLS handshake with an impostor VTN whose "
+                          f"certificate comes from a CA it was not given, and sent {first!r} ({kind})")
+        finally:
+            judged.set()
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    errors = (workdir / "impostor.stderr").open("w+b")
+    process = await asyncio.create_subprocess_exec(
+        *shlex.split(command_for(f"https://127.0.0.1:{port}{PATH}")), stdout=asyncio.subprocess.DEVNULL,
+        stderr=errors)
+    try:
+        await asyncio.wait_for(judged.wait(), IMPOSTOR_TIMEOUT_S)
+    except TimeoutError:
+        errors.seek(0)
+        rec.skip("VEN-SEC-01", f"the VEN did not connect to the impostor VTN within {IMPOSTOR_TIMEOUT_S:g} s")
+        rec.evidence("VEN-SEC-01", "no connection to the impostor VTN",
+                     stderr=errors.read().decode(errors="replace")[-2000:])
+    finally:
+        await _stop(process)
+        errors.close()
+        server.close()
+        await server.wait_closed()
+
+
+def _message_kind(request: bytes) -> str:
+    for kind in ("oadrCreatePartyRegistration", "oadrQueryRegistration", "oadrPoll", "oadrRequestEvent"):
+        if kind.encode() in request:
+            return kind
+    return "no OpenADR message read"
 
 
 async def _play(vtn: ScriptedVtn, clock: SuiteClock, rec: Recorder, edges: dict[Action, float]) -> None:

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import random
 import re
+import ssl
+import warnings
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 from openleadr.messaging import create_message, parse_message
 
+from conformance.certificates import SuiteCertificates
 from conformance.rules import Side
 from conformance.verdicts import Recorder, Verdict
 from protocol import (
@@ -85,20 +89,41 @@ def _seconds(value: Any) -> float | None:
     return None
 
 
-async def run_vtn_suite(url: str, admin_url: str | None, *, ean: str | None = None,
-                        seed: int | None = None, admin_token: str | None = None) -> list[Verdict]:
+async def run_vtn_suite(url: str, admin_url: str | None, *, ean: str | None = None, seed: int | None = None,
+                        admin_token: str | None = None, certificates: SuiteCertificates | None = None,
+                        vtn_ca: Path | None = None) -> list[Verdict]:
     """Runs every VTN scenario; ``ean`` is a connection point the VTN already serves (else one is added).
     ``admin_token`` is the operator API's bearer token (operate role); it goes to the operator API only, never
-    to the VTN under test."""
+    to the VTN under test.
+
+    Over https the suite is a VEN with the certificates of ``certificates`` (``hems-conformance certificates``:
+    the VTN must trust their CA and have enrolled the first two households' certificates) and verifies the VTN
+    against ``vtn_ca``; the main scenario runs as the first household, and the security rules are judged. Over
+    plain http the security rules are not run.
+    """
     rec = Recorder(Side.VTN)
     rng = random.Random(seed)
+    tls = url.startswith("https://")
+    if tls:
+        if certificates is None or vtn_ca is None or len(certificates.eans()) < 2:
+            raise ValueError("an https VTN needs the suite's certificates for two households (hems-conformance "
+                             "certificates) and the CA of the VTN's certificate")
+        ean = certificates.eans()[0]
+        context = certificates.client_context(certificates.ven(ean), vtn_ca=vtn_ca)
+    else:
+        for rule_id in SECURITY_RULES:
+            rec.skip(rule_id, "the VTN was tested over plain http; give its https URL with --certs and --vtn-ca")
+        context = None
     ean = ean or make_ean18("8716871" + "".join(str(rng.randrange(10)) for _ in range(10)))
     timeout = aiohttp.ClientTimeout(total=15)
     admin_headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else None
-    async with aiohttp.ClientSession(timeout=timeout) as vtn_http, \
+    connector = aiohttp.TCPConnector(ssl=context) if context is not None else None
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as vtn_http, \
             aiohttp.ClientSession(timeout=timeout, headers=admin_headers) as http:
         vtn = VtnSession(url, vtn_http)
         admin = await _add_household(http, admin_url, ean, rec)
+        if tls and admin is not None and certificates is not None:
+            await _add_household(http, admin_url, certificates.eans()[1], rec)
         ven_id = await _registration(vtn, ean, rec)
         if ven_id is None:
             return rec.verdicts()
@@ -109,6 +134,8 @@ async def run_vtn_suite(url: str, admin_url: str | None, *, ean: str | None = No
                 rec.skip(rule_id, "no operator API (--admin-url) to publish an event")
         else:
             await _lifecycle(vtn, http, admin, ven_id, ean, rec)
+    if tls and certificates is not None and vtn_ca is not None:
+        await _security(url, certificates, vtn_ca, rec)
     return rec.verdicts()
 
 
@@ -372,3 +399,87 @@ def _check_shape(event: dict[str, Any], raw: str, published: CapacityBandwidth, 
               and descriptor.get("test_event") in (False, "false", None) and not tolerance,
               f"targets {target_ids} (delivered to {ven_id!r}), priority {descriptor.get('priority')!r}, "
               f"testEvent {descriptor.get('test_event')!r}, randomisation {tolerance or 'none'}")
+
+
+# ------------------------------------------------------------------------------------------------ security
+
+SECURITY_RULES = ("VTN-SEC-01", "VTN-SEC-02", "VTN-SEC-03")
+
+
+async def _exchange(url: str, service: str, message: str, context: ssl.SSLContext
+                    ) -> tuple[str, dict[str, Any], str]:
+    """(kind, payload, raw) of one request on a fresh connection; kind 'TLS refused: ...' when no TLS session
+    came about (or the connection was cut during the handshake)."""
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context),
+                                         timeout=aiohttp.ClientTimeout(total=15)) as http, http.post(
+                f"{url.rstrip('/')}/{service}", data=message.encode(), headers=HEADERS) as reply:
+            body = await reply.read()
+            if reply.status >= 300:
+                return f"HTTP {reply.status}", {"status": reply.status}, body.decode(errors="replace")[:500]
+            return (*parse_message(body), body.decode(errors="replace"))
+    except (aiohttp.ClientError, ssl.SSLError, ConnectionError) as error:
+        return f"TLS refused: {type(error).__name__}: {error}"[:300], {}, ""
+
+
+def _refused(kind: str, payload: dict[str, Any]) -> bool:
+    """No service: the handshake failed, an HTTP 4xx, or an OpenADR answer with 463."""
+    return kind.startswith(("TLS refused", "HTTP 4")) or _code(payload) == 463
+
+
+async def _security(url: str, certs: SuiteCertificates, vtn_ca: Path, rec: Recorder) -> None:
+    ean_a, ean_b = certs.eans()[:2]
+    a, b = (certs.client_context(certs.ven(e), vtn_ca=vtn_ca) for e in (ean_a, ean_b))
+    query = create_message("oadrQueryRegistration", request_id="sec-query")
+
+    old = certs.client_context(certs.ven(ean_a), vtn_ca=vtn_ca)
+    old.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old.minimum_version = old.maximum_version = ssl.TLSVersion.TLSv1_1
+    kind, _, _ = await _exchange(url, "EiRegisterParty", query, old)
+    rec.check("VTN-SEC-01", kind.startswith("TLS refused"), f"a TLS 1.1 client got {kind}")
+    kind, payload, raw = await _exchange(url, "EiRegisterParty", query, certs.client_context(None, vtn_ca=vtn_ca))
+    rec.check("VTN-SEC-01", _refused(kind, payload), f"a client without certificate got {kind} code "
+              f"{_code(payload)}", raw=raw)
+    suites = []
+    for suite in ("ECDHE-ECDSA-AES128-SHA256", "AES128-SHA256"):
+        mandated = certs.client_context(certs.ven(ean_a), vtn_ca=vtn_ca)
+        mandated.maximum_version = ssl.TLSVersion.TLSv1_2
+        mandated.set_ciphers(suite)
+        kind, payload, _ = await _exchange(url, "EiRegisterParty", query, mandated)
+        suites.append(f"{suite}: {kind}")
+        if not kind.startswith("TLS refused"):
+            break
+    rec.check("VTN-SEC-01", not kind.startswith("TLS refused"), "TLS 1.2 with a 2.0b suite: " + "; ".join(suites))
+
+    registration = create_message("oadrCreatePartyRegistration", **_register_payload(ean_a))
+    for label, cert_key in (("a certificate of the suite's CA no household enrolled", certs.stranger),
+                            ("a certificate of a CA the VTN does not trust", certs.impostor_ven)):
+        kind, payload, raw = await _exchange(url, "EiRegisterParty", registration,
+                                             certs.client_context(cert_key, vtn_ca=vtn_ca))
+        rec.check("VTN-SEC-02", _refused(kind, payload) and not payload.get("registration_id"),
+                  f"{label} registering as {ean_a} got {kind} code {_code(payload)}", raw=raw)
+
+    kind, payload, raw = await _exchange(url, "EiRegisterParty", create_message(
+        "oadrCreatePartyRegistration", **_register_payload(ean_b)), b)
+    ven_b = payload.get("ven_id")
+    if kind != "oadrCreatedPartyRegistration" or _code(payload) != 200 or not ven_b:
+        rec.skip("VTN-SEC-03", f"household {ean_b} could not register with its own certificate ({kind} code "
+                 f"{_code(payload)}); enrol the suite's certificates at the VTN")
+        rec.evidence("VTN-SEC-03", f"registration of {ean_b} with its certificate: {kind}", raw=raw)
+        return
+    for label, service, message in (
+            (f"registering as {ean_b}", "EiRegisterParty",
+             create_message("oadrCreatePartyRegistration", **_register_payload(ean_b))),
+            (f"polling as {ean_b}'s venID", "OadrPoll", create_message("oadrPoll", ven_id=ven_b)),
+            (f"cancelling {ean_b}'s registration", "EiRegisterParty", create_message(
+                "oadrCancelPartyRegistration", request_id="sec-cancel", registration_id=payload.get(
+                    "registration_id"), ven_id=ven_b))):
+        kind, answer, raw = await _exchange(url, service, message, a)
+        rec.check("VTN-SEC-03", _refused(kind, answer), f"{ean_a}'s certificate {label} got {kind} code "
+                  f"{_code(answer)}", raw=raw)
+    kind, answer, raw = await _exchange(url, "OadrPoll", create_message("oadrPoll", ven_id=ven_b), b)
+    rec.check("VTN-SEC-03", kind != "oadrRequestReregistration" and not _refused(kind, answer),
+              f"afterwards {ean_b} polls with its own certificate and gets {kind} code {_code(answer)} (still "
+              "registered)", raw=raw)

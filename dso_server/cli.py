@@ -27,6 +27,7 @@ from typing import Any, NoReturn
 from pydantic import ValidationError
 
 from dso_server.settings import DEFAULT_POLL_INTERVAL_S, DsoSettings
+from protocol.oadr20b.xml_guard import MAX_MESSAGE_BYTES
 
 DEFAULT_API_URL = "http://127.0.0.1:8081"
 INTERVAL = timedelta(minutes=15)
@@ -105,12 +106,23 @@ def build_parser() -> argparse.ArgumentParser:
                        help="local time the next day's firm allocation is released (%(default)s)")
     serve.add_argument("--near-real-time-interval-s", type=float, default=300.0, metavar="SECONDS",
                        help="how often the non-firm allocation is recomputed from measured headroom (%(default)s)")
-    serve.add_argument("--cert", type=Path, metavar="PEM",
-                       help="certificate for XML signatures on outgoing OpenADR messages (with --key; off by "
-                            "default)")
+    serve.add_argument("--pki", type=Path, metavar="DIR",
+                       help="serve TLS with DIR/vtn.crt and DIR/vtn.key, VEN certificates checked against DIR/ca.crt "
+                            "(as written by 'dso-server pki')")
+    serve.add_argument("--cert", type=Path, metavar="PEM", help="the VTN's TLS certificate (instead of --pki)")
     serve.add_argument("--key", type=Path, metavar="PEM", help="private key belonging to --cert")
+    serve.add_argument("--ca-file", type=Path, metavar="PEM",
+                       help="CA bundle the VENs' client certificates must chain to (instead of --pki)")
     serve.add_argument("--passphrase", default=os.environ.get("DSO_KEY_PASSPHRASE"),
                        help="passphrase of --key (default: $DSO_KEY_PASSPHRASE)")
+    serve.add_argument("--sign-messages", action="store_true",
+                       help="sign outgoing OpenADR messages with the VTN's certificate and require verified, "
+                            "replay-protected XML signatures on incoming ones")
+    serve.add_argument("--insecure", action="store_true",
+                       help="serve the VTN over plain HTTP without client certificates; refused unless --host is a "
+                            "loopback address (a demo or tests only)")
+    serve.add_argument("--max-message-bytes", type=int, default=MAX_MESSAGE_BYTES, metavar="BYTES",
+                       help="largest OpenADR message the VTN reads; larger ones are answered 413 (%(default)s)")
     serve.add_argument("--api-cert", type=Path, metavar="PEM",
                        help="server certificate of the operator API (with --api-key): the API serves HTTPS")
     serve.add_argument("--api-key", type=Path, metavar="PEM", help="private key belonging to --api-cert")
@@ -221,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "households, and where it was loaded from.")
     show.add_argument("--db", default="dso.sqlite", metavar="PATH", help="SQLite file of the DSO ('%(default)s')")
 
+    _pki_parser(commands)
+
     households = commands.add_parser("households", help="list households, their VEN and their last telemetry",
                                      description="List the households the DSO serves with their registration.")
     _api_url_option(households)
@@ -325,6 +339,70 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _pki_parser(commands: Any) -> None:
+    pki = commands.add_parser(
+        "pki", help="a small certificate authority: the VTN's TLS certificate and one per household VEN",
+        description="Certificates for mutual TLS between the VTN and the households' VENs (ECDSA P-256 by default). "
+                    "Private keys are written with mode 0600 and never overwritten. A VEN certificate speaks for "
+                    "the household it is enrolled for in the DSO's store (issue-ven enrols it; enrol binds a "
+                    "certificate from another CA); revoke stops the VTN serving it from its next message on.")
+    actions = pki.add_subparsers(dest="pki_command", required=True, metavar="ACTION")
+
+    def directory(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--dir", type=Path, default=Path("pki"), metavar="DIR",
+                            help="the PKI directory (%(default)s)")
+
+    def store(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--db", default="dso.sqlite", metavar="PATH",
+                            help="the DSO's SQLite file, as for 'serve', where enrolments live ('%(default)s')")
+
+    def key_options(parser: argparse.ArgumentParser, days: int) -> None:
+        parser.add_argument("--key-type", choices=["ec", "rsa"], default="ec",
+                            help="ec: ECDSA P-256 (default); rsa: RSA 2048 (both certified for OpenADR 2.0b)")
+        parser.add_argument("--days", type=int, default=days, help="validity in days (%(default)s)")
+
+    init = actions.add_parser("init", help="create the CA", description="Create the CA key and certificate and an "
+                                                                        "empty revocation list in --dir.")
+    directory(init)
+    init.add_argument("--name", default="DSO lab CA", help="the CA's common name (%(default)s)")
+    key_options(init, 3650)
+    vtn = actions.add_parser("issue-vtn", help="issue the VTN's TLS server certificate",
+                             description="Issue vtn.crt/vtn.key for the host names and addresses VENs connect to.")
+    directory(vtn)
+    vtn.add_argument("--host", action="append", metavar="HOST",
+                     help="DNS name or IP address of the VTN; repeat for several (default: localhost, 127.0.0.1, ::1)")
+    key_options(vtn, 825)
+    ven = actions.add_parser("issue-ven", help="issue a household VEN's client certificate and enrol it",
+                             description="Issue vens/EAN.crt and vens/EAN.key for one household and enrol the "
+                                         "certificate in --db, so the VTN serves it for that household only.")
+    directory(ven)
+    ven.add_argument("--ean", required=True, help="the household's connection point id (18-digit EAN)")
+    store(ven)
+    ven.add_argument("--no-enrol", action="store_true",
+                     help="only issue (the CA runs apart from the server); enrol later with 'pki enrol'")
+    key_options(ven, 825)
+    enrol = actions.add_parser("enrol", help="bind a VEN certificate (from any CA) to a household",
+                               description="Record in --db that this certificate speaks for the household --ean.")
+    enrol.add_argument("--ean", required=True, help="the household's connection point id (18-digit EAN)")
+    enrol.add_argument("--cert", required=True, type=Path, metavar="PEM", help="the VEN's certificate")
+    store(enrol)
+    revoke = actions.add_parser("revoke", help="revoke a certificate",
+                                description="Revoke a household's current certificate (--ean), the VTN's (--vtn), "
+                                            "one by --serial, or an enrolled certificate file (--cert): marked in "
+                                            "issued.json and crl.pem of --dir, and refused by the VTN (463) from its "
+                                            "next message on through --db.")
+    which = revoke.add_mutually_exclusive_group(required=True)
+    which.add_argument("--ean", help="revoke this household's current certificate")
+    which.add_argument("--serial", help="revoke the certificate with this serial number (hex)")
+    which.add_argument("--vtn", action="store_true", help="revoke the VTN's certificate")
+    which.add_argument("--cert", type=Path, metavar="PEM", help="revoke this enrolled certificate (any CA)")
+    directory(revoke)
+    store(revoke)
+    revoke.add_argument("--reason", default="unspecified", help="why (kept with the revocation)")
+    listing = actions.add_parser("list", help="list issued certificates and enrolments",
+                                 description="List what the CA in --dir issued and, with --db, what is enrolled.")
+    directory(listing)
+    listing.add_argument("--db", default=None, metavar="PATH", help="also list the enrolments of this store")
 def _db_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", default="dso.sqlite", metavar="PATH",
                         help="SQLite file of the DSO (as for 'serve'; created when missing) ('%(default)s')")
@@ -545,15 +623,21 @@ def _serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("openleadr").setLevel(max(logging.WARNING, logging.getLevelName(args.log_level)))
+    cert, key, ca_file = args.cert, args.key, args.ca_file
+    if args.pki is not None:
+        if any(option is not None for option in (cert, key, ca_file)):
+            raise UsageError("give --pki or --cert/--key/--ca-file, not both")
+        cert, key, ca_file = args.pki / "vtn.crt", args.pki / "vtn.key", args.pki / "ca.crt"
     try:
         settings = DsoSettings(
             db_path=args.db, vtn_host=args.host, vtn_port=args.vtn_port, api_host=args.api_host,
             api_port=args.api_port, api_cert=args.api_cert, api_key=args.api_key, api_client_ca=args.api_client_ca,
             api_insecure=args.api_insecure, api_session_ttl_s=args.api_session_ttl_s, vtn_id=args.vtn_id,
             poll_interval_s=args.poll_interval_s,
-            contracts_file=args.contracts, cert=args.cert, key=args.key, passphrase=args.passphrase,
+            contracts_file=args.contracts, cert=cert, key=key, passphrase=args.passphrase, ca_file=ca_file,
+            insecure=args.insecure, sign_messages=args.sign_messages,
             grid_path=args.grid, timezone=args.timezone, day_ahead_time=args.day_ahead_time,
-            near_real_time_interval_s=args.near_real_time_interval_s,
+            near_real_time_interval_s=args.near_real_time_interval_s, max_message_bytes=args.max_message_bytes,
         )
     except ValidationError as error:
         item = error.errors()[0]
@@ -567,6 +651,10 @@ def _serve(args: argparse.Namespace) -> int:
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(signum, stop.set)
         async with DsoServer(settings) as dso:
+            if settings.insecure:
+                print(f"dso-server: WARNING: --insecure: the VTN serves plain HTTP without client certificates; any "
+                      f"process that reaches {settings.vtn_host} can act as any household. Demo and tests only.",
+                      file=sys.stderr, flush=True)
             print(f"dso-server: VTN at {dso.vtn_url}", flush=True)
             print(f"dso-server: operator API at {dso.api_url}/api/", flush=True)
             if not settings.api_tls and not is_loopback(settings.api_host):
@@ -939,7 +1027,114 @@ def _short(detail: dict[str, Any], width: int = 100) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
-_COMMANDS = {"serve": _serve, "grid": _grid, "publish": _publish, "modify": _modify, "cancel": _cancel,
+def _pki(args: argparse.Namespace) -> int:
+    from dso_server.security.pki import Pki, PkiError
+
+    try:
+        return _pki_command(args, Pki(getattr(args, "dir", None) or "pki"))
+    except PkiError as error:
+        raise UsageError(str(error)) from None
+
+
+def _pki_command(args: argparse.Namespace, pki: Any) -> int:
+    from dso_server.security.pki import DEFAULT_VTN_HOSTS, fingerprint_sha256, load_certificate
+
+    command = args.pki_command
+    if command == "init":
+        row = pki.init(name=args.name, key_type=args.key_type, days=args.days)
+        print(f"{args.dir}: CA {row.subject}, valid until {row.not_after}; certificate {pki.ca_cert_path} (give it "
+              "to every VEN), key ca.key (keep it off the server where you can)")
+        return 0
+    if command == "issue-vtn":
+        row = pki.issue_vtn(hosts=tuple(args.host or DEFAULT_VTN_HOSTS), key_type=args.key_type, days=args.days)
+        print(f"{args.dir}: VTN certificate {pki.vtn_cert_path} and key {pki.vtn_key_path} for "
+              f"{', '.join(args.host or DEFAULT_VTN_HOSTS)}, valid until {row.not_after}")
+        print(f"serve it with: dso-server serve --pki {args.dir}")
+        return 0
+    if command == "issue-ven":
+        row = pki.issue_ven(ean=args.ean, key_type=args.key_type, days=args.days)
+        cert_path, key_path = pki.ven_paths(args.ean)
+        print(f"{args.dir}: VEN certificate {cert_path} and key {key_path} for household {args.ean}, serial "
+              f"{row.serial}, valid until {row.not_after}")
+        if args.no_enrol:
+            print(f"not enrolled; on the server run: dso-server pki enrol --ean {args.ean} --cert {cert_path}")
+            return 0
+        return _enrol(args.db, args.ean, load_certificate(cert_path))
+    if command == "enrol":
+        return _enrol(args.db, args.ean, load_certificate(args.cert))
+    if command == "revoke":
+        fingerprint = None
+        if args.cert is not None:
+            fingerprint = fingerprint_sha256(load_certificate(args.cert))
+            issued = [r for r in pki.issued() if r.fingerprint_sha256 == fingerprint and r.revoked_at is None]
+            if issued:
+                pki.revoke(serial=issued[0].serial, reason=args.reason)
+        else:
+            row = pki.revoke(ean=args.ean, serial=args.serial, vtn=args.vtn, reason=args.reason)
+            fingerprint = row.fingerprint_sha256 if row.kind == "ven" else None
+            print(f"{args.dir}: revoked serial {row.serial} ({row.subject}); crl.pem rewritten")
+        if fingerprint is not None:
+            _revoke_enrolment(args.db, fingerprint, args.reason, must_exist=args.cert is not None)
+        return 0
+    rows = pki.issued()
+    print(_table([(r.kind, r.serial, r.subject, r.not_after[:10], r.revoked_at or "") for r in rows],
+                 ("kind", "serial", "subject", "not_after", "revoked_at")))
+    if args.db:
+        from dso_server.store.certificates import CertificateStore
+        from dso_server.store.sqlite import DsoStore
+
+        with DsoStore(args.db) as store:
+            enrolments = CertificateStore(store).enrolments()
+        print(_table([(e.connection_point_id, e.fingerprint_sha256[:16] + "...", e.subject, e.revoked_at or "")
+                      for e in enrolments], ("household", "fingerprint_sha256", "subject", "revoked_at")))
+    return 0
+
+
+def _enrol(db: str, ean: str, certificate: Any) -> int:
+    from datetime import UTC
+
+    from dso_server.errors import DsoError
+    from dso_server.security.pki import check_ean, fingerprint_sha256, openadr_fingerprint
+    from dso_server.store.certificates import CertificateStore, Enrolment
+    from dso_server.store.sqlite import DsoStore
+
+    check_ean(ean)
+    enrolment = Enrolment(fingerprint_sha256=fingerprint_sha256(certificate), connection_point_id=ean,
+                          subject=certificate.subject.rfc4514_string(), serial=f"{certificate.serial_number:x}",
+                          not_after=certificate.not_valid_after_utc, enrolled_at=datetime.now(UTC))
+    try:
+        with DsoStore(db) as store:
+            new = CertificateStore(store).enrol(enrolment)
+    except DsoError as error:
+        raise UsageError(error.message) from None
+    except sqlite3.Error as error:
+        raise Refused(f"cannot use the database {db}: {error}") from None
+    print(f"{db}: certificate {enrolment.fingerprint_sha256} (OpenADR fingerprint {openadr_fingerprint(certificate)}) "
+          f"{'enrolled' if new else 'was already enrolled'} for household {ean}")
+    return 0
+
+
+def _revoke_enrolment(db: str, fingerprint: str, reason: str, *, must_exist: bool) -> None:
+    from datetime import UTC
+
+    from dso_server.store.certificates import CertificateStore, UnknownCertificate
+    from dso_server.store.sqlite import DsoStore
+
+    try:
+        with DsoStore(db) as store:
+            enrolment = CertificateStore(store).revoke(fingerprint, reason=reason, now=datetime.now(UTC))
+    except UnknownCertificate as error:
+        if must_exist:
+            raise UsageError(f"{db}: {error.message}") from None
+        print(f"{db}: the certificate was not enrolled there; nothing to refuse")
+        return
+    except sqlite3.Error as error:
+        raise Refused(f"cannot use the database {db}: {error}") from None
+    print(f"{db}: certificate {fingerprint} of household {enrolment.connection_point_id} revoked; the VTN refuses "
+          "it from its next message on")
+
+
+_COMMANDS = {"serve": _serve, "pki": _pki, "grid": _grid, "publish": _publish, "modify": _modify, "cancel": _cancel,
              "households": _households, "signals": _signals, "telemetry": _telemetry, "token": _token,
              "audit": _audit, "household": _household, "settlement": _settlement}
 

@@ -2,7 +2,9 @@
 
 Usable from tests and from the demo in the caller's event loop::
 
-    async with DsoServer(DsoSettings(db_path="dso.sqlite", vtn_port=0, api_port=0), clock) as dso:
+    settings = DsoSettings(db_path="dso.sqlite", vtn_port=0, api_port=0, cert=Path("pki/vtn.crt"),
+                           key=Path("pki/vtn.key"), ca_file=Path("pki/ca.crt"))  # or insecure=True on loopback
+    async with DsoServer(settings, clock) as dso:
         print(dso.vtn_url, dso.api_url)   # port 0 = a free port, read back from the bound socket
         ...
 
@@ -47,6 +49,7 @@ from dso_server.errors import ConfigurationError
 from dso_server.records import Publication, Signal, SignalPayload
 from dso_server.retention import RETENTION_CHECK_S, retention_cutoff
 from dso_server.security.audit import local_actor
+from dso_server.security.tls import VtnTls
 from dso_server.security.tokens import Role
 from dso_server.settings import DsoSettings, is_loopback
 from dso_server.store import audited
@@ -157,10 +160,18 @@ class DsoServer:
                     raise ConfigurationError(f"grid {settings.grid_path}: {error}", field="grid_path") from None
                 logger.info("Loaded grid %s: %s; %d new household(s)", settings.grid_path, saved.grid.summary(),
                             len(saved.created_households))
+            tls = None
+            if not settings.insecure:
+                assert settings.cert is not None and settings.key is not None and settings.ca_file is not None
+                tls = VtnTls(cert=settings.cert, key=settings.key, ca_file=settings.ca_file,
+                             passphrase=settings.passphrase).server_context()
             vtn = DsoVtn(store=store, clock=self.clock, vtn_id=settings.vtn_id,
                          poll_interval_s=settings.poll_interval_s, http_path_prefix=settings.http_path_prefix,
-                         cert=settings.cert, key=settings.key, passphrase=settings.passphrase)
-            vtn_runner, self._vtn_port = await _serve(vtn.app, settings.vtn_host, settings.vtn_port)
+                         cert=settings.cert if settings.sign_messages else None,
+                         key=settings.key if settings.sign_messages else None, passphrase=settings.passphrase,
+                         max_message_bytes=settings.max_message_bytes, client_certificates=tls is not None,
+                         require_signatures=settings.sign_messages)
+            vtn_runner, self._vtn_port = await _serve(vtn.app, settings.vtn_host, settings.vtn_port, tls)
             stack.push_async_callback(vtn_runner.cleanup)
             api_app = create_app(store, self.clock, settings.planner_config(),
                                  session_ttl=timedelta(seconds=settings.api_session_ttl_s),
@@ -183,6 +194,9 @@ class DsoServer:
                            "cookies cross the network in clear text. Give it --api-cert/--api-key.", self.api_url)
         logger.info("DSO VTN %s at %s; operator API at %s; store %s", settings.vtn_id, self.vtn_url, self.api_url,
                     settings.db_path)
+        if settings.insecure:
+            logger.warning("PLAIN HTTP: the VTN at %s has no TLS and no client certificates, so any process that "
+                           "reaches it can act as any household. For a demo or tests on loopback only.", self.vtn_url)
         if vtn.fingerprint:
             logger.info("Outgoing OpenADR messages are signed; VTN certificate fingerprint %s", vtn.fingerprint)
 
@@ -305,9 +319,10 @@ class DsoServer:
 
     @property
     def vtn_url(self) -> str:
-        """What a VEN uses as ``vtn_url``, e.g. http://127.0.0.1:8080/OpenADR2/Simple/2.0b."""
+        """What a VEN uses as ``vtn_url``, e.g. https://127.0.0.1:8080/OpenADR2/Simple/2.0b (http:// when insecure)."""
         _, vtn, port, _ = self._running()
-        return _url(self.settings.vtn_host, port) + vtn.http_path_prefix
+        scheme = "http" if self.settings.insecure else "https"
+        return _url(self.settings.vtn_host, port, scheme) + vtn.http_path_prefix
 
     @property
     def api_url(self) -> str:

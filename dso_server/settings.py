@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from datetime import time
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -12,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from dso_server.capacity.need_allocation import ScalingRule
 from dso_server.capacity.planner import PlannerConfig
 from dso_server.retention import DEFAULT_RETENTION_MONTHS
+from dso_server.security.tls import is_loopback
+from protocol.oadr20b.xml_guard import MAX_MESSAGE_BYTES
 
 DEFAULT_PATH_PREFIX = "/OpenADR2/Simple/2.0b"
 """Where openleadr serves the 2.0b endpoints (EiEvent, EiReport, EiRegisterParty, OadrPoll)."""
@@ -80,10 +81,22 @@ class DsoSettings(BaseModel):
     retention_months: int = Field(default=DEFAULT_RETENTION_MONTHS, ge=1, le=120)
     """Calendar months the store keeps what households sent (telemetry, plans, needs, performance reports,
     consented comfort readings); older data is deleted (``dso_server.retention``)."""
+    max_message_bytes: int = Field(default=MAX_MESSAGE_BYTES, ge=16 * 1024, le=64 * 1024 * 1024)
+    """Largest OpenADR message the VTN reads; a larger one is answered 413 before it is parsed."""
     cert: Path | None = None
-    """PEM certificate to sign outgoing OpenADR messages with (XML signatures); off when None."""
+    """The VTN's PEM certificate: served over TLS, and the XML-signature certificate with ``sign_messages``
+    (``dso-server pki issue-vtn`` writes one)."""
     key: Path | None = None
     passphrase: str | None = None
+    ca_file: Path | None = None
+    """PEM bundle of the CAs the VENs' client certificates must chain to (the PKI's ca.crt). Which household a
+    certificate speaks for is its enrolment in the store (``dso-server pki issue-ven`` / ``pki enrol``)."""
+    insecure: bool = False
+    """Serve the VTN over plain HTTP without client certificates. Only on a loopback address (a demo, tests):
+    any local process can then act as any household."""
+    sign_messages: bool = False
+    """Sign outgoing OpenADR messages with cert/key, and require every incoming message to be signed by the
+    certificate of its TLS connection (XML signature verified, ReplayProtect checked)."""
 
     @field_validator("vtn_id")
     @classmethod
@@ -114,7 +127,7 @@ class DsoSettings(BaseModel):
             raise ValueError(f"unknown IANA time zone {value!r}, e.g. Europe/Amsterdam") from None
         return value
 
-    @field_validator("contracts_file", "grid_path", "cert", "key", "api_cert", "api_key", "api_client_ca")
+    @field_validator("contracts_file", "grid_path", "cert", "key", "ca_file", "api_cert", "api_key", "api_client_ca")
     @classmethod
     def _file_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
@@ -140,9 +153,22 @@ class DsoSettings(BaseModel):
         )
 
     @model_validator(mode="after")
-    def _signing_pair(self) -> DsoSettings:
+    def _secure_by_default(self) -> DsoSettings:
         if (self.cert is None) != (self.key is None):
-            raise ValueError("cert and key go together: give both to sign messages, or neither")
+            raise ValueError("cert and key go together: give both, or neither")
+        if self.insecure:
+            if not is_loopback(self.vtn_host):
+                raise ValueError(f"insecure (plain HTTP) is refused on vtn_host {self.vtn_host!r}: only on a loopback "
+                                 "address such as 127.0.0.1; serve TLS with cert, key and ca_file anywhere else")
+            if self.ca_file is not None:
+                raise ValueError("ca_file has no use with insecure: plain HTTP carries no client certificates")
+        else:
+            missing = [name for name in ("cert", "key", "ca_file") if getattr(self, name) is None]
+            if missing:
+                raise ValueError(f"the VTN serves TLS with client certificates: {', '.join(missing)} missing (create "
+                                 "them with 'dso-server pki'), or set insecure for plain HTTP on a loopback address")
+        if self.sign_messages and self.cert is None:
+            raise ValueError("sign_messages needs cert and key")
         return self
 
     @property
@@ -161,12 +187,3 @@ class DsoSettings(BaseModel):
                              "allow plain HTTP explicitly with api_insecure (serve --api-insecure)")
         return self
 
-
-def is_loopback(host: str) -> bool:
-    """127.0.0.0/8, ::1 and 'localhost'; anything else (0.0.0.0, a name, a LAN address) leaves the machine."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False

@@ -1,4 +1,5 @@
-"""End-to-end demo: one DSO VTN and simulated households over real OpenADR 2.0b on loopback.
+"""End-to-end demo: one DSO VTN and simulated households over real OpenADR 2.0b on loopback, over mutual TLS
+with a CA and one certificate per household issued at start (in <output-dir>/pki, enrolled in the DSO's store).
 
 The DSO publishes a time-of-use tariff and a capacity bandwidth that is tighter in the evening; each HEMS
 plans its heat pump, EV, battery and PV inside it and reports back. A simulated day runs on an accelerated
@@ -25,8 +26,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import shutil
 import sys
 import time as wall_time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
@@ -38,12 +41,14 @@ import aiohttp
 from dso_server.capacity.grid import ConnectionPoint, Grid, GridFileError, Transformer, load_grid
 from dso_server.capacity.planner import FIRM, NON_FIRM
 from dso_server.records import TelemetryRow
+from dso_server.security.pki import Pki
 from dso_server.security.tokens import Role
 from dso_server.service import DsoServer
 from dso_server.settings import DsoSettings
+from dso_server.store.certificates import CertificateStore, Enrolment
 from dso_server.store.grid_store import AllocationRun, GridStore, contract_for
 from dso_server.store.sqlite import DsoStore
-from hems_client.app import HemsApp
+from hems_client.app import HemsApp, VenSecurity
 from hems_client.devices.household import make_household
 from hems_client.devices.weather import Weather
 from hems_client.kpi import DailyKpi
@@ -439,12 +444,15 @@ async def run(args: argparse.Namespace) -> int:
     clock = AcceleratedClock(start=scenario.start - 2 * INTERVAL, speed=args.speed)
     weather = Weather.synthetic(start=scenario.start - timedelta(hours=1), days=int(args.hours // 24) + 2,
                                 seed=args.seed, mean_temp_c=-1.0, daily_amplitude_k=4.0, cloudiness=0.5)
+    # Mutual TLS, as in production: a CA, the VTN's certificate and one enrolled certificate per household.
+    tls, securities = issue_certificates(output / "pki", db_path, scenario.contracts)
     # With --allocate the server loads the grid at start, as 'dso-server serve --grid' does, and plans on it.
     settings = DsoSettings(db_path=str(db_path), vtn_port=0, api_port=0, poll_interval_s=1.0,
-                           grid_path=args.grid if args.allocate else None)
+                           grid_path=args.grid if args.allocate else None, **tls)
     began = wall_time.monotonic()
     async with DsoServer(settings, clock) as dso:
-        print(f"DSO VTN at {dso.vtn_url}, operator API at {dso.api_url}, store {db_path}")
+        print(f"DSO VTN at {dso.vtn_url} (mutual TLS, certificates in {output / 'pki'}), operator API at "
+              f"{dso.api_url}, store {db_path}")
         # The operator's token, as 'dso-server token create --name demo-operator --role operate' makes it.
         await publish(dso.api_url, dso.create_token("demo-operator", Role.OPERATE), scenario)
         if scenario.grid is None:
@@ -462,7 +470,8 @@ async def run(args: argparse.Namespace) -> int:
             household = make_household(contract, weather=weather, seed=args.seed + index, pv_kw=pv_kw,
                                        heat_pump=heat_pump, ev=ev, battery=battery)
             # Poll often enough that a poll period stays well inside the 120 s failsafe window in clock time.
-            apps.append(HemsApp(contract, household, clock, dso.vtn_url, poll_interval_s=min(0.1, 30 / args.speed)))
+            apps.append(HemsApp(contract, household, clock, dso.vtn_url, poll_interval_s=min(0.1, 30 / args.speed),
+                                security=securities[contract.connection_point_id]))
         end = scenario.start + scenario.intervals * INTERVAL
         await asyncio.gather(*(app.start(until=end) for app in apps))
         print(f"{len(apps)} HEMS registered; simulating {args.hours:g} h at {args.speed:g}x ...")
@@ -488,6 +497,29 @@ async def run(args: argparse.Namespace) -> int:
         plot(series, picture)
     print(f"\nplot: {picture}\nDSO store: {db_path}")
     return 0
+
+
+def issue_certificates(directory: Path, db_path: Path, contracts: Sequence[HouseholdContract]
+                       ) -> tuple[dict[str, Path], dict[str, VenSecurity]]:
+    """A fresh lab PKI for this run (as 'dso-server pki init / issue-vtn / issue-ven' make it): the VTN's TLS
+    settings, and per household its VEN's certificate, enrolled in the DSO's store for that household only."""
+    shutil.rmtree(directory, ignore_errors=True)
+    pki = Pki(directory)
+    pki.init(name="Quick-start demo CA")
+    pki.issue_vtn()
+    securities = {}
+    with DsoStore(db_path) as store:
+        for contract in contracts:
+            ean = contract.connection_point_id
+            issued = pki.issue_ven(ean=ean)
+            cert_path, key_path = pki.ven_paths(ean)
+            CertificateStore(store).enrol(Enrolment(
+                fingerprint_sha256=issued.fingerprint_sha256, connection_point_id=ean, subject=issued.subject,
+                serial=issued.serial, not_after=datetime.fromisoformat(issued.not_after),
+                enrolled_at=datetime.now(UTC)))
+            securities[ean] = VenSecurity(cert=str(cert_path), key=str(key_path), ca_file=str(pki.ca_cert_path))
+    tls = {"cert": pki.vtn_cert_path, "key": pki.vtn_key_path, "ca_file": pki.ca_cert_path}
+    return tls, securities
 
 
 async def _progress(clock: AcceleratedClock, start: datetime, end: datetime) -> None:

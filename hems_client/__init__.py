@@ -14,7 +14,8 @@ Modules (import what you need; this package imports nothing on its own, so the p
 - ``hems_client.control.controller``: ``Controller``, the loop on the injected clock.
 - ``hems_client.store``: ``HemsStore``, contract, active signals and failsafe state in SQLite.
 - ``hems_client.kpi``: per-day KPIs (pure).
-- ``hems_client.transport.oadr20b.ven``: ``HemsVen``, the OpenADR 2.0b transport on openleadr.
+- ``hems_client.transport.oadr20b.ven``: ``HemsVen``, the OpenADR 2.0b transport; ``openleadr_adapter`` beside
+  it holds all it takes from openleadr (mutual TLS, the XML guard, signatures).
 - ``hems_client.settings``: ``ControllerSettings`` / ``HemsSettings``, the one validated settings object.
 - ``hems_client.app``: ``HemsApp``, VEN + controller; ``hems_client.cli``: the ``hems-client`` command.
 

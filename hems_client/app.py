@@ -39,6 +39,7 @@ from hems_client.devices.household import Household
 from hems_client.kpi import KpiTracker
 from hems_client.settings import ControllerSettings, check_poll_against_failsafe
 from hems_client.store import HemsStore
+from hems_client.transport.oadr20b.openleadr_adapter import VenTls
 from hems_client.transport.oadr20b.ven import HemsVen
 from protocol.clock import AcceleratedClock, Clock, WallClock
 from protocol.contract import HouseholdContract
@@ -48,17 +49,34 @@ __all__ = ["HemsApp", "VenSecurity", "check_poll_against_failsafe", "clock_speed
 
 @dataclass(frozen=True)
 class VenSecurity:
-    """TLS and XML-signature material for the VEN (all optional; plain HTTP without them)."""
+    """The VEN's certificate and key, the CA the VTN's certificate must chain to, and XML-signature options.
+    Secure by default: without cert, key and ca_file the VEN refuses to run unless ``insecure`` (plain HTTP to a
+    VTN on loopback)."""
 
     cert: str | None = None
     key: str | None = None
     passphrase: str | None = None
     vtn_fingerprint: str | None = None
+    """OpenADR fingerprint of the VTN's signing certificate: every answer must then be signed by it."""
     ca_file: str | None = None
     check_hostname: bool = True
+    insecure: bool = False
+    sign_messages: bool = False
+    """Sign outgoing messages with cert/key (XML signatures, ReplayProtect)."""
+
+    def tls(self) -> VenTls | None:
+        given = [name for name in ("cert", "key", "ca_file") if getattr(self, name)]
+        if not given:
+            return None
+        if len(given) < 3:
+            missing = [name for name in ("cert", "key", "ca_file") if name not in given]
+            raise ValueError(f"TLS needs cert, key and ca_file together; {', '.join(missing)} missing")
+        assert self.cert and self.key and self.ca_file
+        return VenTls(cert=Path(self.cert), key=Path(self.key), ca_file=Path(self.ca_file),
+                      passphrase=self.passphrase, check_hostname=self.check_hostname)
 
 
-_NO_SECURITY = VenSecurity()
+_SECURE = VenSecurity()
 
 
 def clock_speed(clock: Clock) -> float | None:
@@ -81,7 +99,7 @@ class HemsApp:
         *,
         settings: ControllerSettings = DEFAULT_SETTINGS,
         poll_interval_s: float | None = None,
-        security: VenSecurity = _NO_SECURITY,
+        security: VenSecurity = _SECURE,
         store: HemsStore | str | Path | None = None,
     ) -> None:
         """``settings``: how the controller runs (a ``HemsSettings`` is one); ``poll_interval_s``: wall seconds
@@ -104,17 +122,17 @@ class HemsApp:
                 contract=contract, household=household, clock=clock, planner=planner, store=self.store,
                 kpi=KpiTracker(timezone=contract.comfort.timezone), settings=settings,
             )
+            self.signal_book: SignalBook = self.controller.signal_book
+            self.ven = HemsVen(
+                contract=contract, vtn_url=vtn_url, clock=clock, signal_book=self.signal_book,
+                on_signals_changed=self.controller.signals_changed, poll_interval_s=poll_interval_s,
+                max_poll_interval_s=max_poll_s, tls=security.tls(), insecure=security.insecure,
+                sign_messages=security.sign_messages, vtn_fingerprint=security.vtn_fingerprint,
+                sent_log=self._log_sent if self.store is not None else None,
+            )
         except Exception:
             self._close_store()
             raise
-        self.signal_book: SignalBook = self.controller.signal_book
-        self.ven = HemsVen(
-            contract=contract, vtn_url=vtn_url, clock=clock, signal_book=self.signal_book,
-            on_signals_changed=self.controller.signals_changed, poll_interval_s=poll_interval_s,
-            max_poll_interval_s=max_poll_s, cert=security.cert, key=security.key, passphrase=security.passphrase,
-            vtn_fingerprint=security.vtn_fingerprint, ca_file=security.ca_file,
-            check_hostname=security.check_hostname, sent_log=self._log_sent if self.store is not None else None,
-        )
         self.controller.reporter = self.ven
         # The failsafe watches the VEN's contact; wired after construction, before the loop reads it.
         self.controller.link = self.ven

@@ -53,12 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(run, HemsSettings, env_prefix=ENV_PREFIX, only=own)
     add_arguments(run.add_argument_group("control loop"), HemsSettings, env_prefix=ENV_PREFIX,
                   only=set(ControllerSettings.model_fields))
-    tls = run.add_argument_group("TLS and message signing")
-    tls.add_argument("--cert", default=None, help="PEM certificate for TLS and message signing (optional)")
-    tls.add_argument("--key", default=None, help="PEM private key belonging to --cert (optional)")
-    tls.add_argument("--ca-file", default=None, help="PEM CA bundle to verify the VTN's certificate (optional)")
+    tls = run.add_argument_group("mutual TLS and message signing (an https:// VTN needs --cert, --key, --ca-file)")
+    tls.add_argument("--cert", default=None, help="the VEN's PEM certificate for mutual TLS")
+    tls.add_argument("--key", default=None, help="PEM private key belonging to --cert")
+    tls.add_argument("--ca-file", default=None,
+                     help="PEM CA bundle the VTN's certificate must chain to; the VEN refuses any other VTN")
     tls.add_argument("--vtn-fingerprint", default=None,
-                     help="fingerprint of the VTN's certificate, to verify its message signatures (optional)")
+                     help="OpenADR fingerprint of the VTN's signing certificate: every answer must be signed by it")
+    tls.add_argument("--sign-messages", action="store_true",
+                     help="sign outgoing OpenADR messages with --cert/--key (XML signatures)")
+    tls.add_argument("--insecure", action="store_true",
+                     help="talk plain HTTP to a VTN on a loopback address, without certificates (demo, tests only)")
     data = commands.add_parser("data", help="what this HEMS sent to the DSO",
                                description="The household's own data: what its HEMS sent to the DSO.")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
@@ -139,8 +144,15 @@ async def _run(settings: HemsSettings, security: VenSecurity, contract: Househol
                                battery=settings.battery)
     planner: Planner = (RulePlanner() if settings.planner == "rule"
                         else OptimiserPlanner(horizon_intervals=settings.horizon_intervals))
-    app = HemsApp(contract, household, clock, settings.vtn_url, planner, settings=settings,
-                  poll_interval_s=settings.poll_interval_s, security=security, store=settings.db)
+    try:
+        app = HemsApp(contract, household, clock, settings.vtn_url, planner, settings=settings,
+                      poll_interval_s=settings.poll_interval_s, security=security, store=settings.db)
+    except (ValueError, OSError) as error:  # secure-by-default refusals, certificate files that do not load
+        print(f"hems-client: error: {error}", file=sys.stderr)
+        return 2
+    if security.insecure:
+        print(f"hems-client: WARNING: --insecure: plain HTTP to {settings.vtn_url}; the VTN is not authenticated. "
+              "Demo and tests only.", file=sys.stderr)
     until = start + timedelta(hours=settings.duration_h) if settings.duration_h > 0 else None
     await app.start(until=until)
     if not app.ven.registered:
@@ -204,7 +216,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     contract = _contract(settings)
     if contract is None:
         return 2
-    security = VenSecurity(cert=args.cert, key=args.key, ca_file=args.ca_file, vtn_fingerprint=args.vtn_fingerprint)
+    security = VenSecurity(cert=args.cert, key=args.key, ca_file=args.ca_file, vtn_fingerprint=args.vtn_fingerprint,
+                           insecure=args.insecure, sign_messages=args.sign_messages)
     try:
         return asyncio.run(_run(settings, security, contract))
     except KeyboardInterrupt:

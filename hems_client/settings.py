@@ -79,7 +79,8 @@ class HemsSettings(ControllerSettings):
     """Everything ``hems-client run`` takes (but the TLS material, given as options of their own)."""
 
     vtn_url: str = Field(description=(
-        "the VTN's OpenADR 2.0b base URL, e.g. http://127.0.0.1:8080/OpenADR2/Simple/2.0b"))
+        "the VTN's OpenADR 2.0b base URL, e.g. https://dso.example.net:8080/OpenADR2/Simple/2.0b (with --cert, "
+        "--key and --ca-file), or http://127.0.0.1:8080/... with --insecure"))
     contract: Path | None = Field(None, description=(
         "the household contract (TOML): HouseholdContract fields at top level, comfort terms in a [comfort] table "
         "(see hems_client/config.py); may be left out when --db holds one"))

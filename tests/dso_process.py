@@ -1,7 +1,10 @@
 """``dso-server serve`` as a real process for tests: bound to port 0, the URLs read back from what it prints.
 
-    with DsoProcess(tmp_path, "--contracts", str(contracts)) as dso:
+    with DsoProcess(tmp_path, "--contracts", str(contracts), "--pki", str(pki)) as dso:   # or "--insecure"
         dso.api_url, dso.vtn_url, dso.token_file     # an operate token made with 'dso-server token create'
+
+The VTN is secure by default: give it ``--pki`` (``support.security.LabPki`` makes one), or say ``--insecure``
+where the test is not about the VTN's transport.
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ from protocol import INTERVAL
 
 FAULTY = Path(__file__).parent / "faulty" / "ven_script.py"
 HEMS = (f"{sys.executable} -m hems_client.cli run --vtn-url {{vtn_url}} --contract {{contract}} --speed {{speed}} "
-        "--start {start} --duration-h 24")
+        "--start {start} --duration-h 24 --cert {cert} --key {key} --ca-file {ca_file}")
+"""Our HEMS is secure by default: the suite runs its scripted VTN over mutual TLS for it (and the impostor)."""
 
 BREAKS: dict[str, set[str]] = {
     "good": set(),
@@ -58,6 +59,18 @@ def runs() -> dict[str, list[Verdict]]:
 
     async def all_runs() -> list[list[Verdict]]:
         return await asyncio.gather(*(run_ven_suite(command) for command in commands.values()))
+
+    return dict(zip(commands, asyncio.run(all_runs()), strict=True))
+
+
+@pytest.fixture(scope="module")
+def security_runs() -> dict[str, list[Verdict]]:
+    """Scripted VENs over TLS, only the security rules (the impostor VTN): a correct one and one that trusts any
+    VTN certificate."""
+    commands = {mode: _faulty(mode) + " {cert} {key} {ca_file}" for mode in ("good", "trusts_any_vtn")}
+
+    async def all_runs() -> list[list[Verdict]]:
+        return await asyncio.gather(*(run_ven_suite(command, security_only=True) for command in commands.values()))
 
     return dict(zip(commands, asyncio.run(all_runs()), strict=True))
 
@@ -97,6 +110,22 @@ def test_a_scripted_ven_fails_exactly_the_rules_it_breaks(runs: dict[str, list[V
     for verdict in verdicts:
         if verdict.outcome is Outcome.FAIL:
             assert any(e["what"].startswith("FAILED: ") for e in verdict.evidence), verdict.rule.rule_id
+
+
+def test_a_ven_that_trusts_any_vtn_fails_exactly_ven_sec_01(security_runs: dict[str, list[Verdict]]) -> None:
+    good, careless = security_runs["good"], security_runs["trusts_any_vtn"]
+    assert failed_ids(good) == set() and {v.rule.rule_id for v in good if v.outcome is Outcome.PASS} == {
+        "VEN-SEC-01"}, _explain(good)
+    assert failed_ids(careless) == {"VEN-SEC-01"}, _explain(careless)
+    [verdict] = [v for v in careless if v.rule.rule_id == "VEN-SEC-01"]
+    assert "completed a TLS handshake with an impostor VTN" in verdict.summary
+    assert "oadrCreatePartyRegistration" in verdict.summary or "oadrQueryRegistration" in verdict.summary
+
+
+@pytest.mark.slow
+def test_over_plain_http_the_security_rules_are_not_run(runs: dict[str, list[Verdict]]) -> None:
+    [verdict] = [v for v in runs["good"] if v.rule.rule_id == "VEN-SEC-01"]
+    assert verdict.outcome is Outcome.NOT_RUN and "plain http" in verdict.summary
 
 
 @pytest.mark.slow

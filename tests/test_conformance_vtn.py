@@ -13,27 +13,46 @@ from api_auth import bearer, token
 from faulty.vtn_proxy import (
     Fault,
     FaultyVtnProxy,
+    accepts_any_certificate,
     interval_gap,
     only_changes,
     reuse_modification_numbers,
     stale_status,
 )
+from support.security import LabPki, enrol_certificate, plain_settings
 
+from conformance.certificates import SuiteCertificates, issue
 from conformance.cli import main
 from conformance.report import write_reports
 from conformance.rules import RULES, Severity, Side
 from conformance.verdicts import Outcome, failed_ids
 from conformance.vtn_suite import run_vtn_suite
 from dso_server.service import DsoServer
-from dso_server.settings import DsoSettings
 from protocol import ComfortTerms, HouseholdContract, make_ean18
+
+EAN_A, EAN_B = make_ean18("87168712345600001"), make_ean18("87168712345600002")
 
 
 @pytest.fixture
 async def dso(tmp_path: Path) -> AsyncIterator[DsoServer]:
-    settings = DsoSettings(db_path=str(tmp_path / "dso.sqlite"), vtn_port=0, api_port=0, poll_interval_s=1)
+    """Plain HTTP on loopback: for the faulty proxies in front of it (the security rules are then not run)."""
+    settings = plain_settings(db_path=str(tmp_path / "dso.sqlite"), vtn_port=0, api_port=0, poll_interval_s=1)
     async with DsoServer(settings) as server:
         yield server
+
+
+@pytest.fixture
+async def tls_dso(tmp_path: Path) -> AsyncIterator[tuple[DsoServer, SuiteCertificates, Path]]:
+    """Our DSO as an operator would set it up for the suite: its own VTN certificate, the suite's CA trusted for
+    VEN certificates, and the suite's certificates for two households enrolled."""
+    certificates = issue(tmp_path / "suite", [EAN_A, EAN_B])
+    pki = LabPki.create(tmp_path / "pki")
+    settings = pki.settings(db_path=str(tmp_path / "dso.sqlite"), vtn_port=0, api_port=0, poll_interval_s=1)
+    settings = settings.model_copy(update={"ca_file": certificates.ca_file})
+    async with DsoServer(settings) as server:
+        for ean in (EAN_A, EAN_B):
+            enrol_certificate(server.store, ean, certificates.ven(ean)[0])
+        yield server, certificates, pki.ca_file
 
 
 def test_catalogue_ids_are_unique_and_well_formed() -> None:
@@ -43,9 +62,13 @@ def test_catalogue_ids_are_unique_and_well_formed() -> None:
     assert {rule.side for rule in RULES} == {Side.VEN, Side.VTN}
 
 
-async def test_our_dso_passes_every_automated_vtn_must_rule(dso: DsoServer) -> None:
-    verdicts = await run_vtn_suite(dso.vtn_url, dso.api_url, seed=1, admin_token=token(dso))
-    assert failed_ids(verdicts) == set()
+async def test_our_dso_passes_every_automated_vtn_must_rule(
+        tls_dso: tuple[DsoServer, SuiteCertificates, Path]) -> None:
+    dso, certificates, vtn_ca = tls_dso
+    verdicts = await run_vtn_suite(dso.vtn_url, dso.api_url, seed=1, admin_token=token(dso),
+                                   certificates=certificates, vtn_ca=vtn_ca)
+    assert failed_ids(verdicts) == set(), [f"{v.rule.rule_id}: {v.summary}" for v in verdicts
+                                           if v.outcome is Outcome.FAIL]
     automated_musts = {v.rule.rule_id for v in verdicts if v.rule.automated and v.rule.severity is Severity.MUST}
     assert {v.rule.rule_id for v in verdicts if v.outcome is Outcome.PASS} >= automated_musts
 
@@ -83,6 +106,27 @@ async def test_a_faulty_vtn_fails_exactly_the_rules_it_breaks(
     junit = ElementTree.parse(tmp_path / "junit.xml").getroot()
     assert {case.get("name") for case in junit if case.find("failure") is not None} == broken
     assert "DOES NOT CONFORM" in (tmp_path / "report.html").read_text()
+
+
+async def test_a_vtn_serving_any_certificate_of_its_ca_fails_exactly_vtn_sec_02_and_03(
+        dso: DsoServer, tmp_path: Path) -> None:
+    certificates = issue(tmp_path / "suite", [EAN_A, EAN_B])
+    async with FaultyVtnProxy(dso.vtn_url, accepts_any_certificate,
+                              ssl_context=certificates.server_context()) as proxy:
+        verdicts = await run_vtn_suite(proxy.url, dso.api_url, seed=3, admin_token=token(dso),
+                                       certificates=certificates, vtn_ca=certificates.ca_file)
+    by_id = {v.rule.rule_id: v for v in verdicts}
+    assert failed_ids(verdicts) == {"VTN-SEC-02", "VTN-SEC-03"}, [f"{v.rule.rule_id}: {v.summary}" for v in verdicts
+                                                                  if v.outcome is Outcome.FAIL]
+    assert by_id["VTN-SEC-01"].outcome is Outcome.PASS
+    assert "no household enrolled" in by_id["VTN-SEC-02"].summary
+
+
+async def test_over_plain_http_the_security_rules_are_not_run(dso: DsoServer) -> None:
+    verdicts = {v.rule.rule_id: v for v in await run_vtn_suite(dso.vtn_url, dso.api_url, seed=2,
+                                                               admin_token=token(dso))}
+    for rule_id in ("VTN-SEC-01", "VTN-SEC-02", "VTN-SEC-03"):
+        assert verdicts[rule_id].outcome is Outcome.NOT_RUN and "plain http" in verdicts[rule_id].summary
 
 
 def test_bad_arguments_exit_with_2() -> None:

@@ -333,7 +333,8 @@ def server(tmp_path: Path) -> Iterator[tuple[DsoProcess, Credentials]]:
     contracts.write_text(contracts_toml(EANS))
     db = tmp_path / "dso.sqlite"
     credentials = make_credentials(db)
-    with DsoProcess(tmp_path, "--contracts", str(contracts), db=db) as process:
+    # Plain HTTP on loopback for the VTN: this test is about the operator API (the VTN's: test_dso_vtn_fuzz.py).
+    with DsoProcess(tmp_path, "--contracts", str(contracts), "--insecure", db=db) as process:
         yield process, credentials
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from support.security import plain_settings  # plain HTTP on loopback where the test is not about TLS
 
 from dso_server.cli import build_parser, main
 from dso_server.contracts import ContractsFileError, load_contracts, parse_contracts
@@ -106,7 +107,11 @@ def test_settings_are_checked_once_at_start(tmp_path: Path) -> None:
         DsoSettings(vtn_port=70000)
     with pytest.raises(ValidationError, match="whole number of seconds"):
         DsoSettings(poll_interval_s=1.5)
-    settings = DsoSettings(http_path_prefix="/oadr/")
+    with pytest.raises(ValidationError, match="cert, key, ca_file missing"):
+        DsoSettings()
+    with pytest.raises(ValidationError, match=r"insecure \(plain HTTP\) is refused on vtn_host '0\.0\.0\.0'"):
+        DsoSettings(insecure=True, vtn_host="0.0.0.0")
+    settings = DsoSettings(http_path_prefix="/oadr/", insecure=True)
     assert settings.http_path_prefix == "/oadr"
     with pytest.raises(ValidationError):
         settings.vtn_port = 1  # type: ignore[misc]
@@ -156,7 +161,7 @@ def test_an_invalid_contracts_file_stops_serve_with_exit_2(tmp_path: Path, capsy
     contracts = tmp_path / "contracts.toml"
     contracts.write_text(HOUSEHOLD.format(ean=EAN_A).replace("17.0", "-17.0"))
     code, _, err = run(["serve", "--db", ":memory:", "--vtn-port", "0", "--api-port", "0", "--contracts",
-                        str(contracts)], capsys)
+                        str(contracts), "--insecure"], capsys)
     assert code == 2
     assert f"{contracts}: household[0].contracted_max_import_kw" in err and "negative" in err
 
@@ -171,7 +176,7 @@ def test_an_unreachable_api_exits_1(capsys: pytest.CaptureFixture[str], monkeypa
 async def dso(tmp_path: Path) -> AsyncIterator[DsoServer]:
     contracts = tmp_path / "contracts.toml"
     contracts.write_text(HOUSEHOLD.format(ean=EAN_A) + HOUSEHOLD.format(ean=EAN_B))
-    settings = DsoSettings(db_path=":memory:", vtn_port=0, api_port=0, contracts_file=contracts)
+    settings = plain_settings(db_path=":memory:", vtn_port=0, api_port=0, contracts_file=contracts)
     async with DsoServer(settings, WallClock()) as server:
         yield server
 
@@ -236,13 +241,27 @@ async def test_publish_modify_cancel_and_read_through_the_cli(
     assert code == 0 and "token:cli-reader" in out and "refused" in out
 
 
-def test_a_key_that_cannot_sign_stops_serve_with_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_certificates_that_do_not_load_stop_serve_with_exit_2(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
     cert, key = tmp_path / "vtn.crt", tmp_path / "vtn.key"
     cert.write_text("not a certificate")
     key.write_text("not a key")
-    code, _, err = run(["serve", "--db", ":memory:", "--vtn-port", "0", "--api-port", "0", "--cert", str(cert),
-                        "--key", str(key)], capsys)
+    common = ["serve", "--db", ":memory:", "--vtn-port", "0", "--api-port", "0", "--cert", str(cert), "--key", str(key)]
+    code, _, err = run([*common, "--ca-file", str(cert)], capsys)
+    assert code == 2 and "cannot serve TLS with certificate" in err and "Traceback" not in err
+    code, _, err = run([*common, "--insecure", "--sign-messages"], capsys)
     assert code == 2 and "Cannot sign OpenADR messages" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["serve"], "cert, key, ca_file missing (create them with 'dso-server pki')"),
+    (["serve", "--insecure", "--host", "0.0.0.0"], "insecure (plain HTTP) is refused on vtn_host '0.0.0.0'"),
+    (["serve", "--pki", "nowhere"], "nowhere/vtn.crt is not a readable file"),
+    (["serve", "--pki", "nowhere", "--cert", "x.pem"], "give --pki or --cert/--key/--ca-file, not both"),
+])
+def test_serve_is_secure_by_default(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run([*argv, "--db", ":memory:", "--vtn-port", "0", "--api-port", "0"], capsys)
+    assert code == 2 and message in err and "Traceback" not in err, err
 
 
 def test_serve_reports_a_busy_port_and_an_unusable_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -254,8 +273,8 @@ def test_serve_reports_a_busy_port_and_an_unusable_database(tmp_path: Path, caps
         busy.listen()
         port = busy.getsockname()[1]
         code, _, err = run(["serve", "--db", str(tmp_path / "dso.sqlite"), "--vtn-port", "0", "--api-port",
-                            str(port)], capsys)
+                            str(port), "--insecure"], capsys)
     assert code == 1 and "cannot start" in err and "Traceback" not in err
     code, _, err = run(["serve", "--db", str(tmp_path / "missing" / "dso.sqlite"), "--vtn-port", "0",
-                        "--api-port", "0"], capsys)
+                        "--api-port", "0", "--insecure"], capsys)
     assert code == 1 and "cannot use the database" in err

@@ -60,7 +60,8 @@ def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_document(t
     assert subprocess.run([str(Path(sys.executable).parent / "dso-server"), "grid", "load", str(grid), "--db",
                            str(tmp_path / "dso.sqlite")], capture_output=True).returncode == 0
     # The planner stays idle for the run (its first runs happen at start): the API is what is under test.
-    with DsoProcess(tmp_path, "--contracts", str(contracts), "--near-real-time-interval-s", "3600") as dso:
+    with DsoProcess(tmp_path, "--contracts", str(contracts), "--near-real-time-interval-s", "3600",
+                    "--insecure") as dso:  # plain HTTP on loopback for the VTN: the API is under test
         run = subprocess.run(
             [str(Path(sys.executable).parent / "schemathesis"), "run", f"{dso.api_url}/api/openapi.json",
              "--header", f"Authorization: Bearer {dso.token}",

@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 import pytest
 from api_auth import bearer
+from support.security import plain_settings  # plain HTTP on loopback: this module is not about security
 
 from dso_server.api.views import lowest_per_interval
 from dso_server.capacity.forecast import day_intervals
@@ -117,12 +118,11 @@ async def test_server_with_grid_publishes_firm_day_ahead_on_its_clock(tmp_path: 
 
     from dso_server.security.tokens import Role
     from dso_server.service import DsoServer
-    from dso_server.settings import DsoSettings
     from protocol.clock import AcceleratedClock
 
     example = Path(__file__).parent.parent / "examples" / "grid.toml"
     clock = AcceleratedClock(datetime(2030, 1, 7, 12, 50, tzinfo=UTC), speed=3600)  # 13:50 local, 1 h per s
-    settings = DsoSettings(db_path=":memory:", vtn_port=0, api_port=0, grid_path=example)
+    settings = plain_settings(db_path=":memory:", vtn_port=0, api_port=0, grid_path=example)
     async with DsoServer(settings, clock) as dso:
         gstore = GridStore(dso.store)
         for _ in range(100):

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import ValidationError
+from support.security import LabPki
 from test_dso_cli import run
 
 from dso_server.api.app import create_app
@@ -179,25 +180,28 @@ async def test_the_web_session_only_reads(client: TestClient, store: DsoStore) -
 
 
 def test_the_api_stays_on_loopback_unless_it_runs_tls_or_is_told(tmp_path: Path) -> None:
-    assert DsoSettings().api_host == "127.0.0.1" and DsoSettings(vtn_host="0.0.0.0").api_host == "127.0.0.1"
+    vtn_tls = LabPki.create(tmp_path / "pki")  # a VTN off loopback serves mutual TLS
+    assert DsoSettings(insecure=True).api_host == "127.0.0.1"
+    assert vtn_tls.settings(vtn_host="0.0.0.0").api_host == "127.0.0.1"
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.10") and not is_loopback("dso.example")
     with pytest.raises(ValidationError, match="not a loopback address: serve the API over TLS"):
-        DsoSettings(api_host="0.0.0.0")
-    assert DsoSettings(api_host="0.0.0.0", api_insecure=True).api_insecure
+        DsoSettings(insecure=True, api_host="0.0.0.0")
+    assert DsoSettings(insecure=True, api_host="0.0.0.0", api_insecure=True).api_insecure
     cert, key, _ = server_certificate(tmp_path)
-    assert DsoSettings(api_host="0.0.0.0", api_cert=cert, api_key=key).api_tls
+    assert DsoSettings(insecure=True, api_host="0.0.0.0", api_cert=cert, api_key=key).api_tls
     with pytest.raises(ValidationError, match="api_cert and api_key go together"):
-        DsoSettings(api_cert=cert)
+        DsoSettings(insecure=True, api_cert=cert)
     with pytest.raises(ValidationError, match="needs api_cert"):
-        DsoSettings(api_client_ca=cert)
+        DsoSettings(insecure=True, api_client_ca=cert)
     args = __import__("dso_server.cli", fromlist=["build_parser"]).build_parser().parse_args(
         ["serve", "--host", "0.0.0.0"])
     assert (args.host, args.api_host) == ("0.0.0.0", "127.0.0.1")
 
 
 async def test_the_vtn_on_all_addresses_leaves_the_api_on_loopback(tmp_path: Path) -> None:
-    settings = DsoSettings(db_path=":memory:", vtn_host="0.0.0.0", vtn_port=0, api_port=0)
+    settings = LabPki.create(tmp_path / "pki").settings(db_path=":memory:", vtn_host="0.0.0.0", vtn_port=0,
+                                                        api_port=0)
     async with DsoServer(settings) as dso:
         assert dso.api_url.startswith("http://127.0.0.1:")
         [(host, _)] = [address[:2] for address in _bound(dso)]
@@ -273,7 +277,7 @@ async def test_the_api_over_tls_with_tokens_and_client_certificates(tmp_path: Pa
                                           "read", "--cert", str(client_cert)])
     assert code == 0
     settings = DsoSettings(db_path=str(db), vtn_port=0, api_port=0, api_host="127.0.0.1", api_cert=cert,
-                           api_key=key, api_client_ca=ca)
+                           api_key=key, api_client_ca=ca, insecure=True)
     async with DsoServer(settings) as dso:
         assert dso.api_url.startswith("https://127.0.0.1:")
         trust = ssl.create_default_context(cafile=str(ca))
@@ -325,7 +329,7 @@ async def test_token_commands_and_a_running_server(tmp_path: Path, capsys: pytes
                                                                     ("reader", "read", "active")]
     assert alice not in out and listed[1]["expires_at"] is not None
 
-    async with DsoServer(DsoSettings(db_path=db, vtn_port=0, api_port=0)) as dso:
+    async with DsoServer(DsoSettings(db_path=db, vtn_port=0, api_port=0, insecure=True)) as dso:
         url = ["--api-url", dso.api_url]
         monkeypatch.setenv("DSO_API_TOKEN", alice)
         code, _, err = await asyncio.to_thread(run, ["households", *url], capsys)

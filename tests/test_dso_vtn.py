@@ -16,6 +16,7 @@ import pytest
 from api_auth import bearer
 from openleadr import OpenADRClient
 from openleadr.messaging import create_message, parse_message
+from support.security import LabPki, plain_settings  # plain HTTP on loopback; mutual TLS: test_dso_vtn_tls.py
 
 from dso_server.service import DsoServer
 from dso_server.settings import DsoSettings
@@ -89,7 +90,7 @@ def bandwidth(*imports: float, firmness: Firmness = Firmness.FIRM) -> CapacityBa
 def settings(tmp_path: Path) -> DsoSettings:
     contracts = tmp_path / "contracts.toml"
     contracts.write_text(CONTRACTS.format(a=EAN_A, b=EAN_B), encoding="utf-8")
-    return DsoSettings(db_path=str(tmp_path / "dso.sqlite"), vtn_port=0, api_port=0, poll_interval_s=1,
+    return plain_settings(db_path=str(tmp_path / "dso.sqlite"), vtn_port=0, api_port=0, poll_interval_s=1,
                        contracts_file=contracts)
 
 
@@ -356,39 +357,26 @@ async def test_the_dso_asks_for_and_keeps_only_what_the_contract_calls_for(dso: 
     assert PerformanceStore(dso.store).needs(EAN_A) == [] and PerformanceStore(dso.store).performance_reports() == []
 
 
-def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dso-vtn.test")])
-    now = datetime.now(UTC)
-    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-                   .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
-                   .not_valid_after(now + timedelta(days=1)).sign(key, hashes.SHA256()))
-    cert_path, key_path = tmp_path / "vtn.crt", tmp_path / "vtn.key"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
 async def test_signed_messages_stay_signed_when_another_vtn_lives_in_the_process(
     settings: DsoSettings, tmp_path: Path
 ) -> None:
-    cert, key = _self_signed(tmp_path)
-    async with DsoServer(settings.model_copy(update={"cert": cert, "key": key}), WallClock()) as signed:
+    """A stock openleadr VEN over mutual TLS, signing its messages and checking the VTN's signatures against its
+    fingerprint; a second, unsigned VTN in the same process does not take over the first one's signing key."""
+    pki = LabPki.create(tmp_path / "pki")
+    cert, key = pki.issue_ven(EAN_A)
+    plain = settings.model_dump(exclude={"insecure", "cert", "key", "ca_file", "sign_messages"})
+    signed_settings = pki.settings(**plain, sign_messages=True)
+    async with DsoServer(signed_settings, WallClock()) as signed:
+        pki.enrol(signed.store, EAN_A)
         fingerprint = signed.vtn.fingerprint
         assert fingerprint is not None
-        # A second, unsigned VTN overwrites openleadr's class-level message factory; ours is pinned per instance.
         async with DsoServer(settings.model_copy(update={"db_path": ":memory:"}), WallClock()) as unsigned:
             assert unsigned.vtn.fingerprint is None
-            client = OpenADRClient(ven_name=EAN_A, vtn_url=signed.vtn_url, vtn_fingerprint=fingerprint)
+            client = OpenADRClient(ven_name=EAN_A, vtn_url=signed.vtn_url, vtn_fingerprint=fingerprint,
+                                   cert=str(cert), key=str(key), ca_file=str(pki.ca_file), show_fingerprint=False)
             try:
                 await client.create_party_registration()
-                assert client.registration_id is not None  # the signature and fingerprint checked out
+                assert client.registration_id is not None  # both signatures and the fingerprint checked out
                 wrong = OpenADRClient(ven_name=EAN_A, vtn_url=unsigned.vtn_url, vtn_fingerprint=fingerprint)
                 await wrong.create_party_registration()
                 assert wrong.registration_id is None  # unsigned answers fail the VEN's check

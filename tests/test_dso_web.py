@@ -29,12 +29,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from api_auth import bearer
 from PIL import Image
 from playwright.async_api import Browser, Page, async_playwright
+from support.security import PLAIN_HTTP, plain_settings  # plain HTTP on loopback: this module is not about security
 
 from dso_server.api.app import create_app
 from dso_server.capacity.grid import load_grid
 from dso_server.security.tokens import Role
 from dso_server.service import DsoServer
-from dso_server.settings import DsoSettings
 from dso_server.store.grid_store import GridStore
 from dso_server.store.sqlite import DsoStore
 from hems_client.app import HemsApp
@@ -184,12 +184,12 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
     db_path = tmp_path / "dso.sqlite"
     telemetry = prepare_store(db_path, grid_path)
     clock = AcceleratedClock(start=START, speed=SPEED)
-    settings = DsoSettings(db_path=str(db_path), vtn_port=0, api_port=0, poll_interval_s=1.0)
+    settings = plain_settings(db_path=str(db_path), vtn_port=0, api_port=0, poll_interval_s=1.0)
     async with DsoServer(settings, clock) as dso:
         contract = dso.store.household(C).contract
         weather = Weather.synthetic(start=START - timedelta(hours=1), days=2, seed=3, mean_temp_c=2.0)
         hems = HemsApp(contract, make_household(contract, weather=weather, seed=1, heat_pump=False, ev=False),
-                       clock, dso.vtn_url, poll_interval_s=0.1, store=tmp_path / "hems.sqlite")
+                       clock, dso.vtn_url, poll_interval_s=0.1, store=tmp_path / "hems.sqlite", security=PLAIN_HTTP)
         await hems.start()
         try:
             # C's reports now come over OpenADR from its VEN, not from the prepared file.

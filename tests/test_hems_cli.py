@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from support.security import PLAIN_HTTP  # plain HTTP on loopback: this module is not about security
 
 from hems_client.app import HemsApp
 from hems_client.cli import build_parser, main
@@ -104,8 +105,8 @@ def test_short_run_without_a_vtn_finishes_and_prints_kpis(tmp_path: Path) -> Non
     path = write(tmp_path, VALID)
     result = subprocess.run(
         [sys.executable, "-m", "hems_client.cli", "run", "--vtn-url", "http://127.0.0.1:9/OpenADR2/Simple/2.0b",
-         "--contract", str(path), "--speed", "3600", "--start", "2025-01-15T00:00+00:00", "--duration-h", "1",
-         "--seed", "3", "--poll-interval-s", "0.02", "--log-level", "ERROR"],
+         "--insecure", "--contract", str(path), "--speed", "3600", "--start", "2025-01-15T00:00+00:00",
+         "--duration-h", "1", "--seed", "3", "--poll-interval-s", "0.02", "--log-level", "ERROR"],
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 0, result.stderr
@@ -126,12 +127,12 @@ def test_poll_slower_than_the_failsafe_in_simulated_time_is_refused(tmp_path: Pa
     start = floor_to_interval(datetime.now(UTC))
     home = make_household(contract, weather=Weather.constant(start=start, outdoor_temp_c=0.0), seed=1)
     with pytest.raises(ValueError, match="must exceed it"):
-        HemsApp(contract, home, AcceleratedClock(start, 600), "http://127.0.0.1:9", poll_interval_s=0.5)
+        HemsApp(contract, home, AcceleratedClock(start, 600), "http://127.0.0.1:9", poll_interval_s=0.5,
+                security=PLAIN_HTTP)
     app = HemsApp(contract, home, AcceleratedClock(start, 600), "http://127.0.0.1:9",
-                  settings=ControllerSettings(failsafe_after_s=None),
-                  poll_interval_s=0.5)
+                  settings=ControllerSettings(failsafe_after_s=None), poll_interval_s=0.5, security=PLAIN_HTTP)
     assert app.controller.failsafe is None
-    app = HemsApp(contract, home, AcceleratedClock(start, 600), "http://127.0.0.1:9")
+    app = HemsApp(contract, home, AcceleratedClock(start, 600), "http://127.0.0.1:9", security=PLAIN_HTTP)
     assert app.ven.poll_interval() == pytest.approx(120 / 3 / 600)  # the VTN's frequency, capped
 
 
@@ -141,8 +142,8 @@ def test_db_keeps_the_contract_and_failsafe_across_runs_with_the_rule_planner(tm
     path = write(tmp_path, VALID)
     db = tmp_path / "hems.db"
     common = [sys.executable, "-m", "hems_client.cli", "run", "--vtn-url", "http://127.0.0.1:9/OpenADR2/Simple/2.0b",
-              "--speed", "3600", "--start", "2025-01-15T00:00+00:00", "--duration-h", "0.5", "--seed", "3",
-              "--poll-interval-s", "0.02", "--log-level", "ERROR", "--db", str(db)]
+              "--insecure", "--speed", "3600", "--start", "2025-01-15T00:00+00:00", "--duration-h", "0.5",
+              "--seed", "3", "--poll-interval-s", "0.02", "--log-level", "ERROR", "--db", str(db)]
     first = subprocess.run([*common, "--contract", str(path), "--planner", "rule"], capture_output=True, text=True,
                            timeout=60)
     assert first.returncode == 0, first.stderr
@@ -155,3 +156,14 @@ def test_db_keeps_the_contract_and_failsafe_across_runs_with_the_rule_planner(tm
     second = subprocess.run(common, capture_output=True, text=True, timeout=60)  # no --contract
     assert second.returncode == 0, second.stderr
     assert EAN in second.stdout
+
+
+def test_plain_http_needs_insecure_and_tls_needs_all_three_files(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, VALID)
+    assert main(["run", "--vtn-url", "http://127.0.0.1:9", "--contract", str(path)]) == 2
+    assert "refused unless insecure is set" in capsys.readouterr().err
+    assert main(["run", "--vtn-url", "http://192.0.2.1:9", "--contract", str(path), "--insecure"]) == 2
+    assert "only for a VTN on a loopback address" in capsys.readouterr().err
+    assert main(["run", "--vtn-url", "https://127.0.0.1:9", "--contract", str(path), "--cert", "a.pem"]) == 2
+    assert "key, ca_file missing" in capsys.readouterr().err

@@ -15,9 +15,9 @@ from typing import Any
 import aiohttp
 import pytest
 from api_auth import bearer
+from support.security import PLAIN_HTTP, plain_settings  # plain HTTP on loopback: this module is not about security
 
 from dso_server.service import DsoServer
-from dso_server.settings import DsoSettings
 from hems_client.app import HemsApp
 from hems_client.control.failsafe import FailsafeEvent, FailsafeState
 from hems_client.devices.household import make_household
@@ -53,7 +53,7 @@ async def test_a_stopped_and_restarted_vtn_gives_one_line_each_way_and_the_fails
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     clock = AcceleratedClock(start=floor_to_interval(WallClock().now()), speed=SPEED)
-    settings = DsoSettings(db_path=str(tmp_path / "dso.sqlite"), vtn_port=0, api_port=0, poll_interval_s=1.0)
+    settings = plain_settings(db_path=str(tmp_path / "dso.sqlite"), vtn_port=0, api_port=0, poll_interval_s=1.0)
     weather = Weather.synthetic(start=clock.start - timedelta(hours=1), days=2, seed=3, mean_temp_c=2.0)
     dso = DsoServer(settings, clock)
     await dso.start()
@@ -62,7 +62,7 @@ async def test_a_stopped_and_restarted_vtn_gives_one_line_each_way_and_the_fails
             f"{dso.api_url}/api/households", json={**CONTRACT.model_dump(mode="json"), "group": "g"}) as reply:
         assert reply.status in (200, 201), await reply.text()
     app = HemsApp(CONTRACT, make_household(CONTRACT, weather=weather, seed=1), clock, dso.vtn_url,
-                  poll_interval_s=POLL_S)
+                  poll_interval_s=POLL_S, security=PLAIN_HTTP)
     try:
         await app.start()
         await wait_for(lambda: app.ven.registered and app.ven.last_contact_at is not None, what="registration")

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
+from support.security import PLAIN_HTTP  # plain HTTP on loopback: this module is not about security
 
 from hems_client.app import HemsApp
 from hems_client.control.controller import Controller
@@ -137,7 +138,7 @@ def test_controller_writes_every_change_and_a_restart_resumes_the_limits_before_
         Controller(contract=CONTRACT, household=household(), clock=ManualClock(later), store=HemsStore(path),
                    link=SilentLink()),
         HemsApp(CONTRACT, household(), ManualClock(later), "http://127.0.0.1:9/OpenADR2/Simple/2.0b",
-                store=path).controller,
+                store=path, security=PLAIN_HTTP).controller,
     ):
         assert restarted.signal_book.signals == controller.signal_book.signals
         assert restarted.failsafe_state is FailsafeState.NORMAL
@@ -162,7 +163,8 @@ def test_a_restart_during_failsafe_resumes_the_failsafe_limits(tmp_path: Path) -
     controller.store.close()
 
     later = T0 + timedelta(minutes=40)
-    app = HemsApp(CONTRACT, household(), ManualClock(later), "http://127.0.0.1:9/OpenADR2/Simple/2.0b", store=path)
+    app = HemsApp(CONTRACT, household(), ManualClock(later), "http://127.0.0.1:9/OpenADR2/Simple/2.0b", store=path,
+                  security=PLAIN_HTTP)
     restarted = app.controller
     assert restarted.failsafe_state is FailsafeState.FAILSAFE
     limit = restarted.limits_in_force(later)

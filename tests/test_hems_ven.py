@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from openleadr import OpenADRServer
+from support.security import PLAIN_HTTP  # plain HTTP on loopback: this module is not about security
 
 from hems_client.control.signal_book import SignalBook
 from hems_client.transport.oadr20b.ven import HemsVen, judge_event
@@ -166,7 +167,7 @@ async def test_ven_receives_bandwidth_answers_events_and_reports(vtn: MiniVtn) -
     changes: list[int] = []
     book = SignalBook()
     ven = HemsVen(contract=CONSENTING, vtn_url=vtn.url, clock=clock, signal_book=book, poll_interval_s=0.05,
-                  on_signals_changed=lambda: changes.append(book.version))
+                  on_signals_changed=lambda: changes.append(book.version), insecure=True)
     try:
         await ven.run()
         # Registration under the connection point, and the five reports of a consenting performance contract.
@@ -277,7 +278,7 @@ async def test_ven_start_without_vtn_does_not_crash(caplog: pytest.LogCaptureFix
     caplog.set_level(logging.CRITICAL, logger="openleadr")
     clock = ManualClock(WallClock().now())
     ven = HemsVen(contract=CONTRACT, vtn_url="http://127.0.0.1:9/OpenADR2/Simple/2.0b", clock=clock,
-                  poll_interval_s=0.05)
+                  poll_interval_s=0.05, insecure=True)
     try:
         await ven.run()
         await asyncio.sleep(0.2)
@@ -320,7 +321,7 @@ async def test_hems_app_runs_household_against_vtn_and_reports(vtn: MiniVtn) -> 
     vtn.put_event(as_event(tight, "tight", 0, start))
     household = make_household(PERFORMANCE, weather=Weather.constant(start=start, outdoor_temp_c=0.0), seed=5,
                                pv_kw=0.0)
-    app = HemsApp(PERFORMANCE, household, clock, vtn.url, poll_interval_s=0.05)
+    app = HemsApp(PERFORMANCE, household, clock, vtn.url, poll_interval_s=0.05, security=PLAIN_HTTP)
     try:
         await app.start(until=start + timedelta(hours=2))
         assert app.ven.registered and "tight" in app.signal_book.signals

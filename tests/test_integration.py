@@ -17,9 +17,9 @@ from typing import Any
 import aiohttp
 import pytest
 from api_auth import bearer
+from support.security import PLAIN_HTTP, plain_settings  # plain HTTP on loopback: this module is not about security
 
 from dso_server.service import DsoServer
-from dso_server.settings import DsoSettings
 from hems_client.app import HemsApp
 from hems_client.devices.household import make_household
 from hems_client.devices.weather import Weather
@@ -82,7 +82,7 @@ def _bandwidth(clock: AcceleratedClock, import_kw: list[float]) -> CapacityBandw
 async def world(tmp_path: Path) -> AsyncIterator[World]:
     clock = AcceleratedClock(start=floor_to_interval(WallClock().now()), speed=SPEED)
     db_path = tmp_path / "dso.sqlite"
-    settings = DsoSettings(db_path=str(db_path), vtn_port=0, api_port=0, poll_interval_s=1.0)
+    settings = plain_settings(db_path=str(db_path), vtn_port=0, api_port=0, poll_interval_s=1.0)
     weather = Weather.synthetic(start=clock.start - timedelta(hours=1), days=3, seed=3, mean_temp_c=2.0)
     async with DsoServer(settings, clock) as dso, aiohttp.ClientSession() as http:
         http.headers.update(bearer(dso))
@@ -92,7 +92,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
                 assert reply.status in (200, 201), await reply.text()
         apps = [
             HemsApp(contract, make_household(contract, weather=weather, seed=index), clock, dso.vtn_url,
-                    poll_interval_s=0.1, store=tmp_path / f"hems-{index}.sqlite")
+                    poll_interval_s=0.1, store=tmp_path / f"hems-{index}.sqlite", security=PLAIN_HTTP)
             for index, contract in enumerate(CONTRACTS)
         ]
         for app in apps:
@@ -190,7 +190,8 @@ async def test_vtn_restart_keeps_registrations_and_signals(world: World, tmp_pat
         # A HEMS that starts afresh (no local store) after the restart gets the signal delivered again,
         # under the VEN id it had before: the restarted DSO still knows it.
         contract = world.apps[0].contract
-        fresh = HemsApp(contract, world.apps[0].household, world.clock, restarted.vtn_url, poll_interval_s=0.1)
+        fresh = HemsApp(contract, world.apps[0].household, world.clock, restarted.vtn_url, poll_interval_s=0.1,
+                        security=PLAIN_HTTP)
         await fresh.start()
         try:
             await wait_for(lambda: fresh.signal_book.bandwidths() == [published], what="redelivery after restart")

@@ -1,5 +1,8 @@
 """A plain openleadr VEN, written from protocol/PROFILE.md alone (no project imports on the VEN side),
-registers at `dso-server serve` and receives a bandwidth published with `dso-server publish`."""
+registers at `dso-server serve` over mutual TLS and receives a bandwidth published with `dso-server publish`.
+
+The operator's side is the README's guide, run as commands: `dso-server pki init`, `pki issue-vtn`,
+`pki issue-ven --ean ... --db` (issues the household's certificate and enrols it), `serve --pki`."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from dso_process import BIN, DsoProcess
+from dso_process import BIN, DsoProcess, dso_server
 from openleadr import OpenADRClient
 
 EAN = "871687120000000011"  # 18 digits, GS1 check digit 1
@@ -34,19 +37,25 @@ failsafe_export_kw = 4.2
 failsafe_duration_s = 7200
 """
     )
-    with DsoProcess(tmp_path, "--poll-interval-s", "1", "--contracts", str(contracts)) as process:
+    pki = tmp_path / "pki"
+    for command in (["init"], ["issue-vtn"], ["issue-ven", "--ean", EAN, "--db", str(tmp_path / "dso.sqlite")]):
+        done = dso_server("pki", *command, "--dir", str(pki))
+        assert done.returncode == 0, done.stderr
+    with DsoProcess(tmp_path, "--poll-interval-s", "1", "--contracts", str(contracts), "--pki", str(pki)) as process:
         yield process
 
 
 async def test_plain_openleadr_ven_receives_published_bandwidth(dso: DsoProcess) -> None:
-    vtn_url, api_url = dso.vtn_url, dso.api_url
+    vtn_url, api_url, pki = dso.vtn_url, dso.api_url, dso.directory / "pki"
+    assert vtn_url.startswith("https://")
     received: list[dict] = []
 
     async def on_event(event: dict) -> str:
         received.append(event)
         return "optIn"
 
-    client = OpenADRClient(ven_name=EAN, vtn_url=vtn_url)
+    client = OpenADRClient(ven_name=EAN, vtn_url=vtn_url, cert=str(pki / "vens" / f"{EAN}.crt"),
+                           key=str(pki / "vens" / f"{EAN}.key"), ca_file=str(pki / "ca.crt"), show_fingerprint=False)
     client.add_handler("on_event", on_event)
     client.add_handler("on_update_event", on_event)
     await client.run()

@@ -55,6 +55,10 @@ def test_quickstart_prints_table_and_writes_plot(tmp_path: Path) -> None:
     picture = tmp_path / "feeder.png"
     assert picture.stat().st_size > 10_000
     assert picture.read_bytes().startswith(b"\x89PNG")
+    # The everyday path is the secure one: mutual TLS with a certificate per household, issued for this run.
+    assert "DSO VTN at https://127.0.0.1:" in result.stdout and "mutual TLS" in result.stdout
+    assert "PLAIN HTTP" not in result.stderr
+    assert sorted(p.name for p in (tmp_path / "pki" / "vens").glob("*.crt")) == sorted(f"{ean}.crt" for ean in table)
 
     starts = [DEFAULT_START + i * INTERVAL for i in range(hours * 4)]
     end = starts[-1] + INTERVAL

@@ -60,8 +60,9 @@ from protocol import (
 
 SCHEMA_VERSION = 4
 """1: signals, registrations, reports. 2 (additive): the grid, forecasts and allocation runs (``grid_store``).
-3 (additive): operator API tokens, web sessions and the audit log (``security_store``). 4 (additive): capacity needs,
-performance reports and the needs an allocation run could not honour (``performance_store``)."""
+3 (additive): operator API tokens, web sessions and the audit log (``security_store``); VEN certificates
+enrolled per household (``certificates``). 4 (additive): capacity needs, performance reports and the needs an
+allocation run could not honour (``performance_store``)."""
 MEMORY = ":memory:"
 
 
@@ -176,6 +177,11 @@ _TABLES: tuple[tuple[str, dict[str, type], str | tuple[str, ...], set[str], list
                          "firm_kw": float},
      ("run_id", "connection_point_id", "interval_start"), {"need_kw", "firm_kw"},
      [("run_id", "allocation_runs", "run_id"), ("connection_point_id", "households", "connection_point_id")]),
+    # Schema 3: which certificate speaks for which household (dso_server.store.certificates). No foreign key to
+    # households: certificates are issued and enrolled before the contracts file is loaded.
+    ("ven_certificates", {"fingerprint_sha256": str, "connection_point_id": str, "subject": str, "serial": str,
+                          "not_after": str, "enrolled_at": str, "revoked_at": str, "revocation_reason": str},
+     "fingerprint_sha256", {"connection_point_id", "subject", "serial", "not_after", "enrolled_at"}, []),
 )
 _INDEXES = (
     ("vens", ["ven_name"], True),
@@ -194,6 +200,7 @@ _INDEXES = (
     ("audit_log", ["actor", "at"], False),
     ("capacity_needs", ["start_at"], False),
     ("need_shortfalls", ["connection_point_id", "interval_start"], False),
+    ("ven_certificates", ["connection_point_id"], False),
 )
 
 

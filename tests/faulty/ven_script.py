@@ -1,6 +1,7 @@
 """A small VEN speaking raw OpenADR 2.0b XML, correct in mode ``good`` and broken in exactly one way otherwise.
 
-Run as ``python ven_script.py MODE VTN_URL EAN START SPEED CONTRACT``. It wants 6 kW whenever import is cheaper
+Run as ``python ven_script.py MODE VTN_URL EAN START SPEED CONTRACT [CERT KEY CA_FILE]`` (with the three files
+it speaks mutual TLS, verifying the VTN against CA_FILE). It wants 6 kW whenever import is cheaper
 than 0.2 EUR/kWh and 0.4 kW otherwise, and imports what it wants up to the limit it believes in; each finished
 interval it reports the mean, and whenever its limits change it reports a plan.
 
@@ -19,11 +20,13 @@ Modes (each breaks one rule of the profile):
 ``sticky_failsafe``   never leaves the failsafe once in it (§10.3).
 ``no_backfill``       drops telemetry it could not deliver (§9.3.2).
 ``answers_all``       answers every event, also those whose oadrResponseRequired is never (§8.1).
+``trusts_any_vtn``    over TLS, does not verify the VTN's certificate (§12.3).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import sys
 import tomllib
 from dataclasses import dataclass, field
@@ -42,7 +45,7 @@ from protocol.oadr20b.names import SPECIFIER_PLAN, SPECIFIER_TELEMETRY
 from protocol.reports import Plan, PlanInterval, Telemetry, TelemetryInterval
 
 MODES = ("good", "silent", "greedy", "forgetful", "stale", "keeps_cancelled", "no_implied_cancel", "trusts_status",
-         "no_rereg", "no_failsafe", "sticky_failsafe", "no_backfill", "answers_all")
+         "no_rereg", "no_failsafe", "sticky_failsafe", "no_backfill", "answers_all", "trusts_any_vtn")
 WANT_CHEAP_KW, WANT_DEAR_KW, CHEAP_EUR_PER_KWH = 6.0, 0.4, 0.2
 FAILSAFE_AFTER = timedelta(seconds=120)
 POLL_WALL_S = 0.2
@@ -138,7 +141,8 @@ def _answer(event_id: str, modification: int, request_id: str | None, opt: str, 
             "request_id": request_id, "event_id": event_id, "modification_number": modification, "opt_type": opt}
 
 
-async def main(mode: str, url: str, ean: str, start: datetime, speed: float, contract_path: Path) -> None:
+async def main(mode: str, url: str, ean: str, start: datetime, speed: float, contract_path: Path,
+               tls: tuple[str, str, str] | None = None) -> None:
     loop = asyncio.get_running_loop()
     wall0 = loop.time()
 
@@ -153,7 +157,16 @@ async def main(mode: str, url: str, ean: str, start: datetime, speed: float, con
     backlog: list[TelemetryInterval] = []
     planned_for: float | None = None
 
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as http:
+    connector = None
+    if tls is not None:
+        cert, key, ca_file = tls
+        context = ssl.create_default_context(cafile=ca_file)
+        if mode == "trusts_any_vtn":
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        context.load_cert_chain(cert, key)
+        connector = aiohttp.TCPConnector(ssl=context)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3), connector=connector) as http:
         async def send(service: str, kind: str, **payload: Any) -> tuple[str | None, dict[str, Any]]:
             try:
                 async with http.post(f"{url}/{service}", data=create_message(kind, **payload)) as reply:
@@ -224,7 +237,8 @@ async def main(mode: str, url: str, ean: str, start: datetime, speed: float, con
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 7 or sys.argv[1] not in MODES:
-        sys.exit(f"usage: ven_script.py {{{'|'.join(MODES)}}} VTN_URL EAN START SPEED CONTRACT")
+    if len(sys.argv) not in (7, 10) or sys.argv[1] not in MODES:
+        sys.exit(f"usage: ven_script.py {{{'|'.join(MODES)}}} VTN_URL EAN START SPEED CONTRACT [CERT KEY CA_FILE]")
     asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], datetime.fromisoformat(sys.argv[4]).astimezone(UTC),
-                     float(sys.argv[5]), Path(sys.argv[6])))
+                     float(sys.argv[5]), Path(sys.argv[6]),
+                     (sys.argv[7], sys.argv[8], sys.argv[9]) if len(sys.argv) == 10 else None))

@@ -9,10 +9,15 @@ suite receives is well-formed 2.0b with exactly one thing wrong:
 ``only_changes``                a distribution carries only events the VEN has not seen in that version
                                 (breaks VTN-EVT-06)
 ``stale_status``                an active event is sent with eventStatus 'far' (breaks VTN-EVT-05)
+
+With ``ssl_context`` the proxy terminates TLS itself in front of a plain-HTTP VTN: with a context that requires
+client certificates of a CA but nothing more (``accepts_any_certificate``), it is a VTN that serves any certificate
+its CA issued, for any household (breaks VTN-SEC-02, VTN-SEC-03).
 """
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -55,13 +60,19 @@ def stale_status(events: Events, seen: set[tuple[str, int]]) -> Events:
     return events
 
 
+def accepts_any_certificate(events: Events, seen: set[tuple[str, int]]) -> Events:
+    """No change to the events: the fault is the missing certificate-to-household binding (``ssl_context``)."""
+    return events
+
+
 Fault = Callable[[Events, set[tuple[str, int]]], Events]
 
 
 class FaultyVtnProxy:
-    def __init__(self, upstream: str, fault: Fault) -> None:
+    def __init__(self, upstream: str, fault: Fault, *, ssl_context: ssl.SSLContext | None = None) -> None:
         self.upstream = upstream.rstrip("/")
         self.fault = fault
+        self.ssl_context = ssl_context
         self.seen: set[tuple[str, int]] = set()
         self.runner: web.AppRunner | None = None
         self.url = ""
@@ -84,9 +95,10 @@ class FaultyVtnProxy:
         app.router.add_post("/OpenADR2/Simple/2.0b/{service}", self._forward)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()
-        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}/OpenADR2/Simple/2.0b"
+        scheme = "https" if self.ssl_context is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.runner.addresses[0][1]}/OpenADR2/Simple/2.0b"
         return self
 
     async def __aexit__(self, *exc: object) -> None:

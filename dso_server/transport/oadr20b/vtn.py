@@ -1,65 +1,90 @@
-"""The DSO's OpenADR 2.0b VTN: openleadr's ``OpenADRServer`` with the store as its only memory.
+"""The DSO's OpenADR 2.0b VTN: an aiohttp application with the store as its only memory.
 
 openleadr keeps events in a per-process queue and has no way to modify an event; here nothing lives in
 openleadr's memory. Each oadrPoll and oadrRequestEvent rebuilds the VEN's events from the store with
 ``protocol.oadr20b.encode_event`` (see ``dso_server.lifecycle`` for which events and when), so a restart
 loses nothing and a modification follows the 2.0b rules.
 
-Which openleadr hooks are used, and why:
-- ``on_poll`` through ``add_handler`` (this switches openleadr to 'external' polling, its queue stays unused);
-- ``on_create_party_registration`` and ``on_cancel_party_registration`` through ``add_handler``;
-- the service handlers for oadrRequestEvent, oadrCreatedEvent, oadrRegisterReport, oadrUpdateReport and
-  oadrCreatedReport are replaced outright: openleadr's external ``on_created_event(ven_id, event_id,
-  opt_type)`` drops responseCode, responseDescription and modificationNumber; its oadrRequestEvent path runs
-  ``utils.order_events``, which rewrites eventStatus and createdDateTime from the wall clock (our clock is
-  injected); its report service only knows TELEMETRY_USAGE/STATUS and keeps requests in memory.
-- ``ven_lookup`` answers from the store, so after a restart known VENs are served and unknown ones are asked
-  to re-register (openleadr answers oadrRequestReregistration when the lookup returns nothing).
+The VTN serves the four 2.0b endpoints (EiRegisterParty, EiEvent, EiReport, OadrPoll) itself and uses openleadr
+only as the codec, through ``openleadr_adapter`` (its private parts in one place). Each request passes, in
+this order, and is refused at the first step it fails:
 
-Process-global state in openleadr: ``OpenADRServer.__init__`` assigns ``VTNService._create_message``,
-``VTNService.verify_message_signatures`` and (when given) ``VTNService.ven_lookup`` as *class* attributes, so a
-second server in the same process (a test, the conformance suite) would silently take over the first one's
-signing key and VEN lookup. This module therefore never passes ``ven_lookup`` to the constructor and pins all
-three on each of its own service instances.
+1. HTTP: POST with ``Content-Type: application/xml`` (else 415), at most ``max_message_bytes`` (else 413);
+2. ``protocol.oadr20b.xml_guard``: no DOCTYPE/ENTITY, processing instruction, XInclude, non-UTF-8 (else 400);
+3. the 2.0b XSD and the oadrPayload envelope (else 400);
+4. OpenADR: a message type this endpoint serves (else 459);
+5. identity (``authorize``): over mutual TLS the client certificate must be enrolled for a household, not
+   revoked, and the venName/venID it names must be that household's (else 463, logged); with
+   ``require_signatures`` the XML signature must verify, be made with that same certificate (on plain HTTP the
+   signing certificate is the identity) and pass this VTN's own ``ReplayGuard`` (else 463);
+6. the right vtnID (else 452), a venID on every message but the two registration requests (else 452), a
+   registered venID (else oadrRequestReregistration);
+7. the handler, inside one store transaction: what it wrote is rolled back when it raises. A payload it cannot
+   read is answered 454 and logged.
+
+Every refusal happens before the store is written. HTTP-level refusals answer text/plain naming the problem;
+OpenADR-level ones answer the 2.0b message with the responseCode and a responseDescription.
+
+openleadr's own ``OpenADRServer`` was replaced (it answered a request without Content-Type with HTTP 500 because
+its ``HTTPError`` raises TypeError, turned a body over 1 MiB into a 500, validated with a parser that libxml2
+2.13+ crashes on, assigned process-global class attributes for the signing key and VEN lookup, and checked
+signatures and certificates only on TLS requests).
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
-import warnings
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from openleadr import OpenADRServer
-from openleadr.enums import STATUS_CODES
-from openleadr.service import VTNService
-from openleadr.utils import certificate_fingerprint
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from dso_server.errors import ConfigurationError, UnknownHousehold
 from dso_server.lifecycle import DeliveryKey, delivery_due, delivery_keys, relevant_signals
-from dso_server.records import EventResponse
+from dso_server.records import EventResponse, Ven
+from dso_server.security.tls import Peer, peer_of
 from dso_server.settings import DEFAULT_PATH_PREFIX, DEFAULT_POLL_INTERVAL_S
+from dso_server.store.certificates import CertificateStore
 from dso_server.store.sqlite import DsoStore, new_id
+from dso_server.transport.oadr20b import openleadr_adapter as oadr
+from dso_server.transport.oadr20b.openleadr_adapter import STATUS_CODES
 from protocol import CapacityNeed, ComfortStatus, HouseholdContract, PerformanceReport, ProfileError
-from protocol.clock import Clock
+from protocol.clock import Clock, WallClock
 from protocol.oadr20b import decode_report, encode_event, offered_specifiers, report_requests_for
+from protocol.oadr20b.replay import Replayed, ReplayGuard
+from protocol.oadr20b.xml_guard import MAX_MESSAGE_BYTES, DocumentTooLarge, HostileXml, check_document
 
 logger = logging.getLogger(__name__)
 
 
 Handler = Callable[[dict[str, Any]], Awaitable[tuple[str, dict[str, Any]]]]
 
+SERVICES: dict[str, frozenset[str]] = {
+    "EiRegisterParty": frozenset({"oadrQueryRegistration", "oadrCreatePartyRegistration",
+                                  "oadrCancelPartyRegistration"}),
+    "EiEvent": frozenset({"oadrRequestEvent", "oadrCreatedEvent"}),
+    "EiReport": frozenset({"oadrRegisterReport", "oadrUpdateReport", "oadrCreatedReport"}),
+    "OadrPoll": frozenset({"oadrPoll"}),
+}
+"""Endpoint -> the message types it serves (an oadrResponse is accepted on every endpoint and answered empty)."""
+REGISTRATION_REQUESTS = frozenset({"oadrQueryRegistration", "oadrCreatePartyRegistration"})
+"""The messages a VEN may send without a venID the VTN knows."""
+ERROR_ANSWER_TYPE = {"oadrCreatePartyRegistration": "oadrCreatedPartyRegistration",
+                     "oadrQueryRegistration": "oadrCreatedPartyRegistration",
+                     "oadrRequestEvent": "oadrDistributeEvent"}
+"""The message an error is answered with, where it is not oadrResponse."""
+XML = "application/xml"
+
 
 class Rejection(Exception):
-    """Raised by a handler to answer with ``response_type`` carrying an error eiResponse.
+    """Raised by a handler (or a check before it) to answer with ``response_type`` carrying an error eiResponse.
 
-    openleadr's ``handle_message`` always writes responseCode 200 into a handler's answer; the wrapper
-    installed by ``_answer_rejections`` turns this exception into the answer with the given code instead.
+    Whatever the handler wrote to the store before raising is rolled back.
     """
 
     def __init__(self, response_type: str, response_code: int, description: str,
@@ -70,37 +95,28 @@ class Rejection(Exception):
         self.payload = dict(payload or {})
         super().__init__(f"{response_code} {description}")
 
-
-def _answer_rejections(service: VTNService) -> None:
-    original = service.handle_message
-
-    async def handle_message(message_type: str, message_payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        try:
-            return await original(message_type, message_payload)
-        except Rejection as rejection:
-            return rejection.response_type, {
-                **rejection.payload,
-                "response": {"response_code": rejection.response_code,
-                             "response_description": rejection.description,
-                             "request_id": message_payload.get("request_id")},
-            }
-
-    service.handle_message = handle_message  # type: ignore[method-assign]
+    @classmethod
+    def to(cls, message_type: str, response_code: int, description: str) -> Rejection:
+        """The rejection of a message of ``message_type``, answered in the type 2.0b pairs with it."""
+        return cls(ERROR_ANSWER_TYPE.get(message_type, "oadrResponse"), response_code, description)
 
 
-@contextlib.contextmanager
-def _openleadr_quiet() -> Iterator[None]:
-    """Silence what ``OpenADRServer.__init__`` says that does not apply here: that no ven_lookup was passed
-    (ours is pinned per service instead) and aiohttp's NotAppKeyWarning for its ``app['server']``."""
-    openleadr_logger = logging.getLogger("openleadr")
-    level = openleadr_logger.level
-    openleadr_logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", web.NotAppKeyWarning)
-            yield
-    finally:
-        openleadr_logger.setLevel(level)
+def _refuse(status: int, reason: str) -> web.Response:
+    return web.Response(status=status, text=reason + "\n", content_type="text/plain")
+
+
+def content_type_problem(header: str | None) -> str | None:
+    """Why a Content-Type header is not acceptable for a 2.0b message, or None."""
+    if not header:
+        return "the request has no Content-Type header; OpenADR 2.0b messages are sent as application/xml"
+    media_type, _, parameters = header.partition(";")
+    if media_type.strip().lower() != XML:
+        return f"Content-Type {header[:100]!r} is not accepted; OpenADR 2.0b messages are sent as application/xml"
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+            return f"Content-Type {header[:100]!r}: the charset must be UTF-8"
+    return None
 
 
 def _minimised(report: Any, contract: HouseholdContract, ven_id: str) -> Any:
@@ -141,6 +157,10 @@ class DsoVtn:
         cert: Path | None = None,
         key: Path | None = None,
         passphrase: str | None = None,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        client_certificates: bool = False,
+        require_signatures: bool = False,
+        wall_clock: Clock | None = None,
     ) -> None:
         if poll_interval_s < 1 or poll_interval_s != int(poll_interval_s):
             raise ValueError(f"poll_interval_s {poll_interval_s} must be a whole number of seconds >= 1")
@@ -148,56 +168,198 @@ class DsoVtn:
         self.clock = clock
         self.vtn_id = vtn_id
         self.poll_interval_s = poll_interval_s
-        # Incoming signatures are only checked on TLS requests (openleadr), which this VTN does not serve yet.
-        verify = cert is not None
-        with _openleadr_quiet():
-            self.server = OpenADRServer(
-                vtn_id=vtn_id, cert=str(cert) if cert else None, key=str(key) if key else None,
-                passphrase=passphrase, show_fingerprint=False, http_path_prefix=http_path_prefix,
-                requested_poll_freq=timedelta(seconds=poll_interval_s), verify_message_signatures=verify,
-            )
-        self.http_path_prefix = self.server.http_path_prefix
-        self.fingerprint: str | None = None
+        self.max_message_bytes = max_message_bytes
+        self.client_certificates = client_certificates
+        """Served over mutual TLS: every message must come with an enrolled certificate of its household."""
+        self.require_signatures = require_signatures
+        """Every message must carry a valid XML signature by its own certificate, fresh and not replayed."""
+        self.wall_clock: Clock = wall_clock if wall_clock is not None else WallClock()
+        """Replay protection judges the senders' signing times on real time, not the (maybe simulated) clock."""
+        self.replay_guard = ReplayGuard()
+        self.certificates = CertificateStore(store)
+        self.http_path_prefix = http_path_prefix.rstrip("/")
+        oadr.harden_xml_parser()
+        self.writer = _writer(cert, key, passphrase)
+        self.fingerprint: str | None = self.writer.fingerprint
         """What VENs configure as the VTN's certificate fingerprint when messages are signed; None unsigned."""
-        # Pin what the constructor just put on the VTNService class onto our own instances (module docstring).
-        create_message = VTNService._create_message
-        if cert is not None:
-            try:  # fail at start, not at the first message, when the key cannot sign
-                self.fingerprint = certificate_fingerprint(cert.read_bytes())
-                create_message("oadrResponse", response={"response_code": 200, "response_description": "OK",
-                                                         "request_id": None}, ven_id="check")
-            except Exception as error:
-                raise ConfigurationError(f"Cannot sign OpenADR messages with certificate {cert} and key {key}: "
-                                         f"{type(error).__name__}: {error}", field="key") from None
-        for service in self.server.services.values():
-            service._create_message = create_message
-            service.verify_message_signatures = verify
-            service.ven_lookup = self.ven_lookup
-            _answer_rejections(service)
-
-        self.server.add_handler("on_create_party_registration", self.on_create_party_registration)
-        self.server.add_handler("on_cancel_party_registration", self.on_cancel_party_registration)
-        self.server.add_handler("on_poll", self.on_poll)
-        event_handlers: dict[str, Handler] = self.server.services["event_service"].handlers
-        event_handlers["oadrRequestEvent"] = self.handle_request_event
-        event_handlers["oadrCreatedEvent"] = self.handle_created_event
-        report_handlers: dict[str, Handler] = self.server.services["report_service"].handlers
-        report_handlers["oadrRegisterReport"] = self.handle_register_report
-        report_handlers["oadrUpdateReport"] = self.handle_update_report
-        report_handlers["oadrCreatedReport"] = self.handle_created_report
+        self.handlers: dict[str, Handler] = {
+            "oadrQueryRegistration": self.handle_query_registration,
+            "oadrCreatePartyRegistration": self.handle_create_party_registration,
+            "oadrCancelPartyRegistration": self.on_cancel_party_registration,
+            "oadrPoll": self.handle_poll,
+            "oadrRequestEvent": self.handle_request_event,
+            "oadrCreatedEvent": self.handle_created_event,
+            "oadrRegisterReport": self.handle_register_report,
+            "oadrUpdateReport": self.handle_update_report,
+            "oadrCreatedReport": self.handle_created_report,
+        }
+        # A body over the limit is refused by aiohttp while reading; the guard refuses it again with our text.
+        self._app = web.Application(client_max_size=max_message_bytes)
+        self._app.add_routes([web.post(f"{self.http_path_prefix}/{service}", partial(self._serve, service))
+                              for service in SERVICES])
 
     @property
     def app(self) -> web.Application:
-        return self.server.app
+        return self._app
+
+    # ------------------------------------------------------------------------------------------ requests
+
+    async def _serve(self, service: str, request: web.Request) -> web.Response:
+        problem = content_type_problem(request.headers.get("Content-Type"))
+        if problem is not None:
+            return _refuse(415, problem)
+        if request.content_length is not None and request.content_length > self.max_message_bytes:
+            return _refuse(413, f"the message has {request.content_length} bytes; at most "
+                                f"{self.max_message_bytes} are accepted")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _refuse(413, f"the message has more than {self.max_message_bytes} bytes; that many are not "
+                                "accepted")
+        try:
+            check_document(body, max_bytes=self.max_message_bytes)
+        except DocumentTooLarge as error:
+            return _refuse(413, error.reason)
+        except HostileXml as error:
+            logger.warning("Refused a message to %s from %s: %s", service, request.remote, error.reason)
+            return _refuse(400, f"refused: {error.reason}")
+        try:
+            message = oadr.parse(body)
+        except oadr.NotOpenAdr as error:
+            logger.info("Refused a message to %s from %s: %s", service, request.remote, error)
+            return _refuse(400, f"refused: {error}")
+        answer = await self.answer(service, message.message_type, message.payload, peer=peer_of(request.transport),
+                                   remote=request.remote, tree=message.tree)
+        if answer is None:
+            return web.Response(status=200, content_type=XML)
+        return web.Response(status=200, text=self.writer.render(*answer), content_type=XML)
+
+    async def answer(self, service: str, message_type: str, payload: dict[str, Any], *, peer: Peer | None = None,
+                     remote: str | None = None, tree: Any = None) -> tuple[str, dict[str, Any]] | None:
+        """The answer (type, payload) to a parsed message, or None for an empty HTTP 200 (to an oadrResponse).
+        ``peer`` is the TLS client certificate the message came with, ``tree`` the parsed XML (signatures)."""
+        if message_type == "oadrResponse":
+            return None
+        ven_id = payload.get("ven_id") or None
+        try:
+            if message_type not in SERVICES[service]:
+                raise Rejection.to(message_type, STATUS_CODES.COMPLIANCE_ERROR,
+                                   f"{message_type} is not served at {service}")
+            if self.require_signatures:
+                peer = self.check_signature(tree, peer, message_type, remote=remote)
+            ven = self.store.ven(str(ven_id)) if ven_id is not None else None  # looked up once per message
+            if self.client_certificates or self.require_signatures:
+                self.authorize(peer, message_type, payload, remote=remote, ven=ven)
+            if message_type == "oadrCreatePartyRegistration":  # the registration records which certificate it used
+                payload["fingerprint"] = peer.fingerprint_sha256 if peer is not None else None
+            vtn_id = payload.get("vtn_id")
+            if vtn_id is not None and vtn_id != self.vtn_id:
+                raise Rejection.to(message_type, STATUS_CODES.INVALID_ID,
+                                   f"vtnID {str(vtn_id)[:64]!r} is not this VTN's ({self.vtn_id!r})")
+            if message_type not in REGISTRATION_REQUESTS:
+                if ven_id is None:
+                    raise Rejection.to(message_type, STATUS_CODES.INVALID_ID, f"{message_type} carries no venID")
+                if ven is None or ven.registration_id is None:
+                    return "oadrRequestReregistration", {"ven_id": ven_id, "vtn_id": self.vtn_id}
+            try:
+                with self.store.transaction():  # the handlers do not await I/O: nothing interleaves
+                    response_type, response = await self.handlers[message_type](payload)
+            except (KeyError, TypeError, ValueError, AttributeError) as error:
+                logger.warning("Refused %s from venID %s: cannot read it: %s: %s", message_type, ven_id,
+                               type(error).__name__, error)
+                raise Rejection.to(message_type, STATUS_CODES.INVALID_DATA,
+                                   f"{message_type} cannot be read: {type(error).__name__}: {error}"[:240]) from None
+        except Rejection as rejection:
+            response_type, response = rejection.response_type, {
+                **rejection.payload,
+                "response": {"response_code": rejection.response_code,
+                             "response_description": rejection.description,
+                             "request_id": payload.get("request_id")},
+            }
+        response = dict(response)
+        if response_type == "oadrCreatedPartyRegistration":
+            response = {**self.registration_terms(), **response}
+        elif response_type == "oadrDistributeEvent":
+            response.setdefault("events", [])
+        response.setdefault("response", {"response_code": 200, "response_description": "OK",
+                                         "request_id": payload.get("request_id")})
+        response["vtn_id"] = self.vtn_id
+        if not response.get("ven_id"):
+            response["ven_id"] = ven_id
+        response.setdefault("request_id", oadr.new_request_id())
+        return response_type, response
+
+    # ------------------------------------------------------------------------------------------ identity
+
+    def authorize(self, peer: Peer | None, message_type: str, payload: Mapping[str, Any], *,
+                  remote: str | None = None, ven: Ven | None = None) -> str:
+        """The household a message may speak for, or ``Rejection`` 463 (logged; nothing is stored).
+
+        The certificate must be enrolled and not revoked; a registration must name that household as venName,
+        any other message must carry a venID that is this household's VEN or unknown (an unknown one is then
+        asked to re-register). One indexed lookup besides the VEN's (``ven``, when the caller has it);
+        revocation takes effect at the next message.
+        """
+        def refuse(reason: str) -> Rejection:
+            return self._unauthorized(message_type, peer, remote, reason)
+
+        if peer is None:
+            raise refuse("the request came without a client certificate")
+        enrolment = self.certificates.enrolment(peer.fingerprint_sha256)
+        if enrolment is None:
+            raise refuse(f"certificate {peer.short} is not enrolled for any household of this DSO")
+        if enrolment.revoked_at is not None:
+            raise refuse(f"certificate {peer.short} was revoked at {enrolment.revoked_at.isoformat()}")
+        household = enrolment.connection_point_id
+        if message_type == "oadrCreatePartyRegistration" and str(payload.get("ven_name")) != household:
+            raise refuse(f"certificate {peer.short} speaks for household {household}, not for venName "
+                         f"{str(payload.get('ven_name'))[:40]!r}")
+        ven_id = payload.get("ven_id")
+        if ven_id:
+            ven = ven if ven is not None and ven.ven_id == str(ven_id) else self.store.ven(str(ven_id))
+            if ven is not None and ven.connection_point_id != household:
+                raise refuse(f"venID {str(ven_id)[:40]!r} is the VEN of another household; certificate {peer.short} "
+                             f"speaks for household {household}")
+        return household
+
+    def check_signature(self, tree: Any, peer: Peer | None, message_type: str, *, remote: str | None = None) -> Peer:
+        """With ``require_signatures``: the message's XML signature must verify, be made with the certificate of
+        its TLS connection (on plain HTTP the signing certificate is the identity), and be fresh and unused
+        (``ReplayGuard`` on wall time). Returns the identity to authorize; ``Rejection`` 463 otherwise."""
+        try:
+            signature = oadr.verify_signature(tree)
+        except oadr.BadSignature as error:
+            raise self._unauthorized(message_type, peer, remote, str(error)) from None
+        signer = Peer(signature.fingerprint_sha256)
+        if peer is not None and signer != peer:
+            raise self._unauthorized(message_type, peer, remote, f"the message is signed with certificate "
+                                     f"{signer.short}, not with the certificate of its TLS connection")
+        try:
+            self.replay_guard.check(signer=signer.fingerprint_sha256, timestamp=signature.timestamp,
+                                    nonce=signature.nonce, now=self.wall_clock.now())
+        except Replayed as error:
+            raise self._unauthorized(message_type, signer, remote, f"replay protection: {error.reason}") from None
+        return signer
+
+    def _unauthorized(self, message_type: str, peer: Peer | None, remote: str | None, reason: str) -> Rejection:
+        logger.warning("Refused %s (463) from %s with certificate %s: %s", message_type, remote,
+                       peer.short if peer else None, reason)
+        return Rejection.to(message_type, STATUS_CODES.NOT_REGISTERED_OR_AUTHORIZED, reason)
 
     # -------------------------------------------------------------------------------------- registration
 
-    def ven_lookup(self, ven_id: str) -> dict[str, Any] | None:
-        ven = self.store.ven(ven_id)
-        if ven is None or ven.registration_id is None:
-            return None
-        return {"ven_id": ven.ven_id, "ven_name": ven.ven_name, "fingerprint": ven.fingerprint,
-                "registration_id": ven.registration_id}
+    def registration_terms(self) -> dict[str, Any]:
+        """What every oadrCreatedPartyRegistration carries: the one profile and transport served, the poll rate."""
+        return {"profiles": [{"profile_name": "2.0b", "transports": [{"transport_name": "simpleHttp"}]}],
+                "requested_oadr_poll_freq": timedelta(seconds=self.poll_interval_s)}
+
+    async def handle_query_registration(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        return "oadrCreatedPartyRegistration", self.registration_terms()
+
+    async def handle_create_party_registration(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        ven_id, registration_id = await self.on_create_party_registration(payload)
+        return "oadrCreatedPartyRegistration", {"ven_id": ven_id, "registration_id": registration_id,
+                                                **self.registration_terms()}
 
     async def on_create_party_registration(self, payload: dict[str, Any]) -> tuple[str, str]:
         ven_name = str(payload.get("ven_name"))
@@ -207,11 +369,7 @@ class DsoVtn:
             reason = (f"venName {ven_name!r} is not the connection point id (18-digit EAN) of a household this DSO "
                       "serves")
             logger.warning("Refused the registration of a VEN: %s", reason)
-            raise Rejection("oadrCreatedPartyRegistration", STATUS_CODES.NOT_REGISTERED_OR_AUTHORIZED, reason, {
-                "profiles": [{"profile_name": payload.get("profile_name", "2.0b"),
-                              "transports": [{"transport_name": payload.get("transport_name", "simpleHttp")}]}],
-                "requested_oadr_poll_freq": timedelta(seconds=self.poll_interval_s),
-            }) from None
+            raise Rejection("oadrCreatedPartyRegistration", STATUS_CODES.NOT_REGISTERED_OR_AUTHORIZED, reason) from None
         if payload.get("ven_id") and payload["ven_id"] != ven.ven_id:
             logger.info("VEN %s registered with venID %s; it is known as %s", ven_name, payload["ven_id"],
                         ven.ven_id)
@@ -242,6 +400,9 @@ class DsoVtn:
             for signal in relevant
         ]
         return events, delivery_keys(relevant, now)
+
+    async def handle_poll(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        return await self.on_poll(str(payload["ven_id"])) or ("oadrResponse", {})
 
     async def on_poll(self, ven_id: str) -> tuple[str, dict[str, Any]] | None:
         """oadrPoll: an oadrDistributeEvent with all relevant events when any of them is news, else nothing."""
@@ -333,7 +494,7 @@ class DsoVtn:
         ven_id = payload["ven_id"]
         now = self.clock.now()
         ven = self.store.ven(ven_id)
-        if ven is None:  # ven_lookup let it through, so this is a race with a cancellation
+        if ven is None:  # the VEN was checked before the handler; gone since only through a race
             return "oadrUpdatedReport", {}
         known_requests = {r.report_request_id for r in self.store.report_requests(ven_id)}
         decoded = []
@@ -364,3 +525,19 @@ class DsoVtn:
         logger.info("VEN %s created reports %s", payload.get("ven_id"), pending)
         self.store.touch_ven(payload["ven_id"], now=self.clock.now())
         return "oadrResponse", {}
+
+
+def _writer(cert: Path | None, key: Path | None, passphrase: str | None) -> oadr.MessageWriter:
+    """The message writer; it signs with ``cert``/``key`` when given. Fails at start, not at the first message,
+    when the key cannot be read or cannot sign."""
+    if cert is None or key is None:
+        return oadr.MessageWriter()
+    try:
+        private_key = load_pem_private_key(key.read_bytes(), passphrase.encode() if passphrase else None)
+        writer = oadr.MessageWriter(cert_pem=cert.read_bytes(), private_key=private_key)
+        writer.render("oadrResponse", {"response": {"response_code": 200, "response_description": "OK",
+                                                    "request_id": None}, "ven_id": "check"})
+    except Exception as error:
+        raise ConfigurationError(f"Cannot sign OpenADR messages with certificate {cert} and key {key}: "
+                                 f"{type(error).__name__}: {error}", field="key") from None
+    return writer

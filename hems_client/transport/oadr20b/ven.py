@@ -1,4 +1,5 @@
-"""The HEMS's OpenADR 2.0b VEN: openleadr's ``OpenADRClient`` with the profile's event answers and reports.
+"""The HEMS's OpenADR 2.0b VEN: the profile's event answers and reports on ``OpenleadrVen``, which holds all that
+is taken from openleadr's ``OpenADRClient`` (``openleadr_adapter``: TLS, the XML guard, signatures).
 
 What it does differently from the stock client:
 - events: every event of an oadrDistributeEvent is decoded with ``protocol.oadr20b.decode_event``. A valid one is
@@ -15,30 +16,29 @@ What it does differently from the stock client:
   and never lets a lost VTN crash the household. Each poll reads messages until the VTN answers oadrResponse
   (2.0b: keep polling while messages are queued).
 - link health: ``last_contact_at`` is the clock time of the last exchange the VTN answered, ``last_attempt_at``
-  of the last exchange that ended, answered or not (openleadr's session times a request out after 5 s to
-  connect, 10 s to read, wall time).
-- link loss is logged once: one warning when contact is lost (with the reason), one line when it returns.
-  openleadr's own two ERROR lines per failed request are held back for this VEN's requests (a filter on the
-  'openleadr' logger that acts only inside :meth:`HemsVen._perform_request`, so other clients keep theirs);
-  the controller logs the failsafe's state changes.
+  of the last exchange that ended, answered or not (a request times out after 5 s to connect, 10 s to read,
+  wall time). An answer refused by the XML guard, the schema or the signature check is not contact.
+- link loss is logged once: one warning when contact is lost (with the reason), one line when it returns
+  (``exchange_ended``); the controller logs the failsafe's state changes.
+- security: https with the VEN's certificate, the VTN verified against the configured CA; plain http only with
+  ``insecure`` and only to loopback (``transport_problem``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
+import ipaddress
 import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-
-from openleadr import OpenADRClient
-from openleadr.utils import generate_id
+from urllib.parse import urlsplit
 
 from hems_client.control.signal_book import SignalBook
+from hems_client.transport.oadr20b.openleadr_adapter import OpenleadrVen, VenTls, new_request_id
 from protocol.clock import Clock
 from protocol.contract import HouseholdContract
 from protocol.errors import OADR_INVALID_DATA, ProfileError
@@ -78,29 +78,37 @@ class EventAnswer:
     response_description: str
 
 
-_HELD_BACK: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("hems_ven_held_back", default=None)
-"""Inside a HemsVen request: where openleadr's transport error lines go instead of the log."""
-
-
-class _HoldBackTransportErrors(logging.Filter):
-    """Keeps openleadr's per-request ERROR lines ('Could not connect to server…', 'Request error…') out of the
-    log while a HemsVen request runs, and hands their text to that request; HemsVen logs the loss once."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        held = _HELD_BACK.get()
-        if held is None or record.funcName != "_perform_request" or record.levelno < logging.ERROR:
-            return True
-        held.append(record.getMessage())
-        return False
-
-
-logging.getLogger("openleadr").addFilter(_HoldBackTransportErrors())
 
 
 def describe(error: ProfileError) -> str:
     """The responseDescription for a rejected event: the field and the reason, shortened to fit."""
     text = f"{error.field}: {error.reason}"
     return text if len(text) <= MAX_DESCRIPTION_CHARS else text[:MAX_DESCRIPTION_CHARS - 3] + "..."
+
+
+def transport_problem(vtn_url: str, *, tls: VenTls | None, insecure: bool) -> str | None:
+    """Why the VEN must not talk to ``vtn_url`` this way, or None. Secure by default: https with the VEN's
+    certificate and the CA the VTN's certificate must chain to; plain http only when asked for, to loopback."""
+    url = urlsplit(vtn_url)
+    if url.scheme == "https":
+        if tls is None:
+            return (f"vtn_url {vtn_url} is https: the VEN needs its certificate, its key and the CA file that the "
+                    "VTN's certificate must chain to")
+        return None
+    if url.scheme != "http":
+        return f"vtn_url {vtn_url!r} must start with https:// (or http:// on loopback with insecure)"
+    if tls is not None:
+        return f"vtn_url {vtn_url} is plain http but TLS certificates are given: use https://"
+    if not insecure:
+        return (f"vtn_url {vtn_url} is plain http: refused unless insecure is set (for a VTN on loopback); use "
+                "https:// with certificates")
+    host = url.hostname or ""
+    loopback = host == "localhost"
+    with contextlib.suppress(ValueError):
+        loopback = loopback or ipaddress.ip_address(host).is_loopback
+    if not loopback:
+        return f"insecure (plain http) is refused for {host!r}: only for a VTN on a loopback address"
+    return None
 
 
 def judge_event(event: Mapping[str, Any]) -> tuple[DecodedEvent | None, EventAnswer]:
@@ -121,7 +129,7 @@ def judge_event(event: Mapping[str, Any]) -> tuple[DecodedEvent | None, EventAns
     return decoded, EventAnswer(event_id, modification, "optIn", 200, "OK")
 
 
-class HemsVen(OpenADRClient):
+class HemsVen(OpenleadrVen):
     def __init__(
         self,
         *,
@@ -132,20 +140,21 @@ class HemsVen(OpenADRClient):
         on_signals_changed: Callable[[], None] | None = None,
         poll_interval_s: float | None = None,
         max_poll_interval_s: float | None = None,
-        cert: str | None = None,
-        key: str | None = None,
-        passphrase: str | None = None,
+        tls: VenTls | None = None,
+        insecure: bool = False,
+        sign_messages: bool = False,
         vtn_fingerprint: str | None = None,
-        ca_file: str | None = None,
-        check_hostname: bool = True,
         ven_id: str | None = None,
         sent_log: SentLog | None = None,
     ) -> None:
-        super().__init__(
-            ven_name=contract.connection_point_id, vtn_url=vtn_url, cert=cert, key=key, passphrase=passphrase,
-            vtn_fingerprint=vtn_fingerprint, show_fingerprint=False, ca_file=ca_file, ven_id=ven_id,
-            check_hostname=check_hostname,
-        )
+        problem = transport_problem(vtn_url, tls=tls, insecure=insecure)
+        if problem is not None:
+            raise ValueError(problem)
+        if insecure:
+            logger.warning("VEN %s: PLAIN HTTP to %s: the VTN is not authenticated and the link not encrypted; for a "
+                           "demo or tests on loopback only", contract.connection_point_id, vtn_url)
+        super().__init__(ven_name=contract.connection_point_id, vtn_url=vtn_url, tls=tls, ven_id=ven_id,
+                         sign=sign_messages, vtn_fingerprint=vtn_fingerprint)
         self.contract = contract
         self.offered = offered_specifiers(contract)
         """The reports this VEN offers (PROFILE §9.1): by its contract, raw readings only under consent."""
@@ -202,11 +211,7 @@ class HemsVen(OpenADRClient):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poll_task
             self._poll_task = None
-        if self.scheduler.running:
-            self.scheduler.shutdown()
-        if self.client_session is not None:
-            await self.client_session.close()
-            self.client_session = None
+        await self.close()
 
     def poll_interval(self) -> float:
         """Wall seconds between polls."""
@@ -233,27 +238,22 @@ class HemsVen(OpenADRClient):
 
     # --------------------------------------------------------------------------------------- transport
 
-    async def _perform_request(self, service: str, message: str) -> tuple[str | None, dict[str, Any]]:
-        """openleadr's request, with its three outcomes made uniform: (type, payload) on an answer, (None, {})
-        on an empty 200 answer or on any failure. ``last_contact_at`` moves only when the VTN answered."""
-        held: list[str] = []
-        token = _HELD_BACK.set(held)
-        try:
-            result = await super()._perform_request(service, message)
-        finally:
-            _HELD_BACK.reset(token)
+    def exchange_ended(self, *, answered: bool, reason: str | None = None) -> None:
+        """``last_attempt_at`` moves after every exchange, ``last_contact_at`` only when the VTN answered; a lost
+        or restored link is logged once (``_note_link``)."""
         now = self.clock.now()
         self.last_attempt_at = now
-        self._log_sent(now, service, message, result is None or result[0] is not None)
-        if result is None:  # HTTP 200 with an empty body: the VTN is there
+        self._last_answered = answered
+        if answered:
             self.last_contact_at = now
-            self._note_link(now, answered=True, reasons=held)
-            return None, {}
-        response_type, payload = result
-        if response_type is not None:
-            self.last_contact_at = now
-        self._note_link(now, answered=response_type is not None, reasons=held)
-        return response_type, payload or {}
+        self._note_link(now, answered=answered, reasons=[reason] if reason else [])
+
+    async def _perform_request(self, service: str, message: str) -> tuple[str | None, dict[str, Any]]:
+        """The adapter's exchange, and the message as sent into ``sent_log``."""
+        self._last_answered = False
+        result = await super()._perform_request(service, message)
+        self._log_sent(self.clock.now(), service, message, self._last_answered)
+        return result
 
     def _log_sent(self, now: datetime, service: str, message: str, answered: bool) -> None:
         """Hand every message but polls (which carry only the venID) to ``sent_log``: what the household may
@@ -315,9 +315,8 @@ class HemsVen(OpenADRClient):
             logger.warning("VEN %s: ignoring unexpected %s", self.ven_name, message_type)
 
     async def _answer(self, service: str, message_type: str, payload: Mapping[str, Any], **fields: Any) -> None:
-        message = self._create_message(message_type, ven_id=self.ven_id, response={
+        await self.request(service, message_type, ven_id=self.ven_id, response={
             "response_code": 200, "response_description": "OK", "request_id": _request_id(payload)}, **fields)
-        await self._perform_request(service, message)
 
     # ------------------------------------------------------------------------------------------ events
 
@@ -360,12 +359,9 @@ class HemsVen(OpenADRClient):
         if changed:
             self._notify()
         if responses:
-            message_out = self._create_message(
-                "oadrCreatedEvent", ven_id=self.ven_id, event_responses=responses,
-                response={"response_code": 200, "response_description": "OK",
-                          "request_id": message.get("request_id")},
-            )
-            await self._perform_request("EiEvent", message_out)
+            await self.request("EiEvent", "oadrCreatedEvent", ven_id=self.ven_id, event_responses=responses,
+                               response={"response_code": 200, "response_description": "OK",
+                                         "request_id": message.get("request_id")})
 
     def _notify(self) -> None:
         if self.on_signals_changed is not None:
@@ -377,9 +373,8 @@ class HemsVen(OpenADRClient):
         """oadrRegisterReport with the profile's reports; remembers what the VTN requests. True if answered."""
         reports = hems_report_metadata(resource_id=self.contract.connection_point_id, created_at=self.clock.now(),
                                        specifiers=self.offered, raw_data_consent=self.contract.raw_data_consent)
-        message = self._create_message("oadrRegisterReport", request_id=generate_id(), ven_id=self.ven_id,
-                                       reports=reports, report_request_id=0)
-        response_type, payload = await self._perform_request("EiReport", message)
+        response_type, payload = await self.request("EiReport", "oadrRegisterReport", request_id=new_request_id(),
+                                                    ven_id=self.ven_id, reports=reports, report_request_id=0)
         if response_type != "oadrRegisteredReport":
             return False
         await self._accept_report_requests(payload)
@@ -439,9 +434,8 @@ class HemsVen(OpenADRClient):
         return await self._update_report(encode_performance_report(report, report_request_id=request_id))
 
     async def _update_report(self, report: dict[str, Any]) -> bool:
-        message = self._create_message("oadrUpdateReport", ven_id=self.ven_id, request_id=generate_id(),
-                                       reports=[report])
-        response_type, payload = await self._perform_request("EiReport", message)
+        response_type, payload = await self.request("EiReport", "oadrUpdateReport", ven_id=self.ven_id,
+                                                    request_id=new_request_id(), reports=[report])
         if payload.get("cancel_report"):
             await self._cancel_report(payload["cancel_report"])
         code = (payload.get("response") or {}).get("response_code")
