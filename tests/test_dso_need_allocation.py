@@ -35,7 +35,7 @@ def test_needs_first_then_baselines_then_the_rest_by_room() -> None:
     a = one_transformer(20.0, [[5.0], [3.0], [NAN]], baseline=[0.0, 0.0, 4.0])
     rooms = np.array([17 - 5, 17 - 3, 17 - 4.0])
     np.testing.assert_allclose(a.import_kw[:, 0], [5, 3, 4] + rooms * 8 / rooms.sum())
-    assert not a.guarantees_scaled.any() and not a.not_honoured.any()
+    assert not a.needs_scaled.any() and not a.minimums_forced.any() and not a.not_honoured.any()
 
 
 def test_without_needs_it_is_todays_rule() -> None:
@@ -50,11 +50,19 @@ def test_without_needs_it_is_todays_rule() -> None:
 
 
 def test_scarce_needs_are_scaled_proportionally_and_the_shortfall_recorded() -> None:
-    # 6 kW for needs of 4 and 8 (and a household with a 2 kW minimum): all scaled by 6 / 14.
+    # 6 kW for needs of 4 and 8: both scaled by 6 / 12; a third household's 2 kW minimum comes after the needs.
     a = one_transformer(6.0, [[4.0], [8.0], [NAN]], minimum=[0.0, 0.0, 2.0])
-    np.testing.assert_allclose(a.import_kw[:, 0], np.array([4.0, 8.0, 2.0]) * 6 / 14)
-    assert a.guarantees_scaled[0, 0]
-    np.testing.assert_allclose(a.shortfall_kw[:, 0], [4 - 24 / 14, 8 - 48 / 14, 0.0])
+    np.testing.assert_allclose(a.import_kw[:, 0], [2.0, 4.0, 0.0])
+    assert a.needs_scaled[0, 0] and a.minimums_forced[0, 0]
+    np.testing.assert_allclose(a.shortfall_kw[:, 0], [2.0, 4.0, 0.0])
+
+
+def test_needs_the_transformer_carries_come_before_the_minimums_of_others() -> None:
+    # 10 kW: needs 5 and 1 fit; the minimums (4.2 each, beyond what the needs gave) share the 4 kW left.
+    a = one_transformer(10.0, [[5.0], [1.0], [NAN]], minimum=[4.2, 4.2, 4.2])
+    rests = np.array([0.0, 3.2, 4.2])
+    np.testing.assert_allclose(a.import_kw[:, 0], np.array([5.0, 1.0, 0.0]) + rests * 4.0 / rests.sum())
+    assert not a.needs_scaled.any() and a.minimums_forced[0, 0] and not a.not_honoured.any()
 
 
 def test_scarce_needs_under_equal_cap_meet_small_needs_in_full() -> None:
@@ -73,10 +81,10 @@ def test_a_need_above_the_contract_is_capped_and_counts_as_not_honoured() -> Non
 def test_a_broken_allocation_is_named_by_ean() -> None:
     a = one_transformer(10.0, [[4.0], [3.0]])
     broken = NeedAllocation(import_kw=a.import_kw * np.array([[1.0], [0.5]]), need_kw=a.need_kw,
-                            guarantee_kw=a.guarantee_kw, shortfall_kw=a.shortfall_kw,
-                            guarantees_scaled=a.guarantees_scaled, rule="proportional")
+                            guarantee_kw=a.guarantee_kw, shortfall_kw=a.shortfall_kw, needs_scaled=a.needs_scaled,
+                            minimums_forced=a.minimums_forced, rule="proportional")
     with pytest.raises(AllocationInvariantError, match=r"connection_point 'h1' interval 0: allocated_kw: .* below its "
-                                                       r"guarantee 3\.000 kW"):
+                                                       r"need's proportional share 3\.000 kW"):
         check_need_invariants(broken, limit_kw=np.array([[10.0]]), group=np.zeros(2, dtype=np.intp),
                               min_kw=np.zeros((2, 1)), max_kw=np.full((2, 1), 17.0), household_ids=["h0", "h1"])
     with pytest.raises(ValueError, match="rule must be one of"):
@@ -105,24 +113,30 @@ def test_need_allocation_invariants_hold(region: tuple) -> None:
     a = allocate_for_needs(limit_kw=limit, group=group, need_kw=need, baseline_kw=base, min_kw=lo, max_kw=hi,
                            rule=rule)
     f = a.import_kw
-    sums = np.zeros((len(limit), f.shape[1]))
+    n_t, n_i = len(limit), f.shape[1]
+    sums = np.zeros((n_t, n_i))
     np.add.at(sums, group, f)
     assert np.all(sums <= limit[:, None] + 1e-6)  # firm under a transformer <= rating x (1 - margin)
     assert np.all(f <= hi[:, None] + 1e-6) and np.all(f >= -1e-9)
-    capped = np.where(np.isfinite(need), np.clip(np.nan_to_num(need), lo[:, None], hi[:, None]), lo[:, None])
-    guarantees = np.zeros_like(sums)
-    np.add.at(guarantees, group, capped)
-    carried = (guarantees <= limit[:, None] + 1e-6)[group]
-    # Every need (and minimum) the transformer can carry is met in full ...
+    capped = np.where(np.isfinite(need), np.minimum(np.nan_to_num(need), hi[:, None]), 0.0)
+    needs = np.zeros((n_t, n_i))
+    np.add.at(needs, group, capped)
+    # Every need the transformer can carry is met in full (before anyone's minimum) ...
+    carried = (needs <= limit[:, None] + 1e-6)[group]
     assert np.all((f >= capped - 1e-6)[carried])
-    # ... and where it cannot, the guarantees fill the limit (nothing is held back) and the shortfall is recorded.
-    full = np.zeros_like(sums)
+    # ... and where it cannot, the needs fill the limit (nothing is held back) and the shortfall is recorded.
+    full = np.zeros((n_t, n_i))
     np.add.at(full, group, np.minimum(f, capped))
-    tight = guarantees > limit[:, None] + 1e-6
-    assert np.allclose(full[tight], limit[:, None].repeat(f.shape[1], 1)[tight], atol=1e-6)
+    tight = needs > limit[:, None] + 1e-6
+    assert np.allclose(full[tight], np.broadcast_to(limit[:, None], (n_t, n_i))[tight], atol=1e-6)
     expected = np.where(np.isfinite(need) & (need - f > 1e-3), need - f, 0.0)
     np.testing.assert_allclose(a.shortfall_kw, expected, atol=1e-9)
-    if rule == "equal_cap":  # nobody below a level that someone with a larger guarantee exceeds
+    # Where needs and minimums fit together, everyone has both.
+    guarantees = np.zeros((n_t, n_i))
+    np.add.at(guarantees, group, np.maximum(capped, np.minimum(lo, hi)[:, None]))
+    fits = (guarantees <= limit[:, None] + 1e-6)[group]
+    assert np.all((f >= np.maximum(capped, np.minimum(lo, hi)[:, None]) - 1e-6)[fits])
+    if rule == "equal_cap":  # nobody cut below a level that someone with a larger need exceeds
         for t in np.flatnonzero(tight.any(axis=1)):
             rows = np.flatnonzero(group == t)
             for i in np.flatnonzero(tight[t]):

@@ -3,27 +3,29 @@ reported, then the fair rule for the rest. Pure, vectorised over households x in
 
 The rule, per transformer and interval (``allocate_for_needs``):
 
-0. **Guarantees.** A household with a need (a performance contract whose HEMS reported one for the interval) is
-   guaranteed its need, capped at its contract maximum and at least its guaranteed minimum (section 14a); every
-   other household its guaranteed minimum. When the transformer's limit (capacity x (1 - margin)) cannot carry
-   all guarantees, they are scaled by ``rule`` and each household whose need was not met is recorded with its
-   shortfall (``NeedAllocation.shortfall_kw``):
+0. **Needs.** A household with a need (a performance contract whose HEMS reported one for the interval) gets its
+   need, capped at its contract maximum. When the transformer's limit (capacity x (1 - margin)) cannot carry all
+   needs, they are scaled by ``rule`` and each household whose need was not met is recorded with its shortfall
+   (``NeedAllocation.shortfall_kw``):
 
-   * ``"proportional"`` (default): every guarantee times the same factor, limit / sum of guarantees. Every
-     contract is honoured to the same share of its need, the way section 14a minimums have always been scaled.
-   * ``"equal_cap"`` (max-min fair, water-filling): every guarantee capped at one level L, with the capped
-     guarantees summing to the limit. Needs below L are met in full; the largest are cut, and cut most.
+   * ``"proportional"`` (default): every need times the same factor, limit / sum of needs. Every contract is
+     honoured to the same share of its need, the way section 14a minimums have always been scaled.
+   * ``"equal_cap"`` (max-min fair, water-filling): every need capped at one level L, with the capped needs
+     summing to the limit. Needs below L are met in full; the largest are cut, and cut most.
 
-1. **Baselines** of the households without a need: up to their share of the transformer's forecast load (the
-   fair rule of ``allocation.allocate_envelopes``), scaled down when the limit left cannot carry them all. A
-   household with a need has no baseline: its own need replaces the DSO's estimate of its load.
-2. **The rest** of the limit, shared by all in proportion to their room up to the contract maximum.
+1. **Guaranteed minimums** (section 14a) of every household, as far as tier 0 did not already give them, scaled
+   down proportionally when what the needs left cannot carry them all.
+2. **Baselines** of the households without a need: up to their share of the transformer's forecast load, scaled
+   down proportionally when the limit left cannot carry them. A household with a need has no baseline: its own
+   need replaces the DSO's estimate of its load.
+3. **The rest** of the limit, shared by all in proportion to their room up to the contract maximum.
 
-Without any need this is exactly ``allocate_envelopes``: households without a need report fall back to today's
-rule. Invariants, checked on every run (``need_invariant_errors``): the firm limits under a transformer sum to
-at most its limit; none exceeds its contract maximum; where the guarantees were not scaled every need (capped
-at the contract) and every minimum is met; where they were, each household gets at least its share under the
-rule; the recorded shortfall is exactly the need minus the allocation where that is positive.
+Tiers 1-3 are today's fair rule (``allocation.allocate_envelopes``) applied to what the needs left, so without any
+need this is exactly today's rule: households without a need report fall back to it. Invariants, checked on every
+run (``need_invariant_errors``): the firm limits under a transformer sum to at most its limit; none exceeds its
+contract maximum; every need a transformer can carry (capped at the contract) is met, and where it cannot, each
+household gets at least its share under the rule; every minimum is met where needs and minimums fit together; the
+recorded shortfall is exactly the need minus the allocation where that is positive.
 """
 
 from __future__ import annotations
@@ -58,17 +60,15 @@ class NeedAllocation:
     need_kw: FloatArray
     """The needs as reported (households x intervals), NaN where a household has none."""
     guarantee_kw: FloatArray
-    """Tier 0 before scaling: need (capped at the contract, at least the minimum) or the guaranteed minimum."""
+    """What tiers 0 and 1 promise before scaling: the need (capped at the contract) and the minimum, the larger."""
     shortfall_kw: FloatArray
     """Need minus allocation where positive (beyond 1 W), else 0: how far each need was not honoured."""
-    guarantees_scaled: NDArray[np.bool_]
-    """Per transformer and interval: the limit could not carry every guarantee, they were scaled by the rule."""
+    needs_scaled: NDArray[np.bool_]
+    """Per transformer and interval: the limit could not carry every need; they were scaled by the rule."""
+    minimums_forced: NDArray[np.bool_]
+    """Per transformer and interval: needs and guaranteed minimums together did not fit; the minimums (and where
+    ``needs_scaled``, the needs) were scaled."""
     rule: ScalingRule
-
-    @property
-    def minimums_forced(self) -> NDArray[np.bool_]:
-        """Per transformer and interval, as ``allocation.Allocation`` names it."""
-        return self.guarantees_scaled
 
     @property
     def has_need(self) -> NDArray[np.bool_]:
@@ -113,7 +113,7 @@ def allocate_for_needs(
     household_ids: Sequence[str] | None = None,
     group_ids: Sequence[str] | None = None,
 ) -> NeedAllocation:
-    """Firm envelopes (households x intervals) for needs: guarantees, then baselines, then the rest by room.
+    """Firm envelopes (households x intervals) for needs: needs, minimums, baselines, then the rest by room.
 
     ``limit_kw`` per transformer (what may be allocated firm); ``group[h]`` the transformer row of household h;
     ``need_kw`` (households x intervals) the reported needs, NaN for none; ``baseline_kw`` (households x
@@ -131,33 +131,38 @@ def allocate_for_needs(
     if np.any(need < 0) or np.any(np.isinf(need)):
         raise ValueError("needs must be >= 0 and finite (NaN for none)")
     has_need = np.isfinite(need)
-    guarantee = np.where(has_need, np.clip(np.nan_to_num(need), lo, hi), lo)
+    capped = np.where(has_need, np.minimum(np.nan_to_num(need), hi), 0.0)
 
-    # Tier 0: guarantees, scaled by the rule where they exceed the limit.
+    # Tier 0: needs, scaled by the rule where they exceed the limit.
     total = np.zeros_like(limit)
-    np.add.at(total, group, guarantee)
+    np.add.at(total, group, capped)
     scaled = total > limit + _TOL_KW
     if rule == "proportional":
         factor = np.where(scaled, limit / np.where(total > 0, total, 1.0), 1.0)
-        tier0 = guarantee * factor[group]
+        alloc = capped * factor[group]
     else:
-        tier0 = np.minimum(guarantee, _equal_cap(guarantee, group, limit)[group])
+        alloc = np.minimum(capped, _equal_cap(capped, group, limit)[group])
     used = np.zeros_like(limit)
-    np.add.at(used, group, tier0)
+    np.add.at(used, group, alloc)
 
-    # Tier 1: baselines of the households without a need (today's rule), from what the guarantees left.
-    wish = np.where(has_need, tier0, np.clip(np.maximum(np.asarray(baseline_kw, dtype=np.float64), lo), lo, hi))
-    tier1 = share_fairly(available_kw=np.maximum(limit - used, 0.0), group=group, min_kw=np.zeros_like(hi),
-                         max_kw=np.maximum(wish - tier0, 0.0), **ids).import_kw
-    np.add.at(used, group, tier1)
-
-    # Tier 2: the rest by room up to the contract maximum.
-    alloc = tier0 + tier1
+    # Tiers 1-3, today's fair rule on what the needs left: minimums (as far as not given), baselines of the
+    # households without a need, the rest by room.
+    rest_of_min = np.maximum(lo - alloc, 0.0)
+    tier1 = share_fairly(available_kw=np.maximum(limit - used, 0.0), group=group, min_kw=rest_of_min,
+                         max_kw=rest_of_min, **ids)
+    alloc = alloc + tier1.import_kw
+    np.add.at(used, group, tier1.import_kw)
+    wish = np.where(has_need, alloc, np.clip(np.maximum(np.asarray(baseline_kw, dtype=np.float64), lo), lo, hi))
     tier2 = share_fairly(available_kw=np.maximum(limit - used, 0.0), group=group, min_kw=np.zeros_like(hi),
-                         max_kw=np.maximum(hi - alloc, 0.0), **ids).import_kw
+                         max_kw=np.maximum(wish - alloc, 0.0), **ids).import_kw
     alloc = alloc + tier2
-    result = NeedAllocation(import_kw=alloc, need_kw=need, guarantee_kw=guarantee,
-                            shortfall_kw=shortfall_kw(need, alloc), guarantees_scaled=scaled, rule=rule)
+    np.add.at(used, group, tier2)
+    tier3 = share_fairly(available_kw=np.maximum(limit - used, 0.0), group=group, min_kw=np.zeros_like(hi),
+                         max_kw=np.maximum(hi - alloc, 0.0), **ids).import_kw
+    alloc = alloc + tier3
+    result = NeedAllocation(import_kw=alloc, need_kw=need, guarantee_kw=np.maximum(capped, lo),
+                            shortfall_kw=shortfall_kw(need, alloc), needs_scaled=scaled,
+                            minimums_forced=scaled | tier1.minimums_forced, rule=rule)
     check_need_invariants(result, limit_kw=limit, group=group, min_kw=lo, max_kw=hi, **ids)
     return result
 
@@ -173,7 +178,7 @@ def need_invariant_errors(
     max_kw: FloatArray, household_ids: Sequence[str] | None = None, group_ids: Sequence[str] | None = None,
 ) -> list[CapacityError]:
     """Every invariant of ``allocate_for_needs`` the allocation breaks; empty when none."""
-    alloc, guarantee = allocation.import_kw, allocation.guarantee_kw
+    alloc = allocation.import_kw
     invalid = ~np.isfinite(alloc) | (alloc < -_TOL_KW)
     if invalid.any():
         return _per_row(invalid, "connection_point", household_ids,
@@ -183,15 +188,17 @@ def need_invariant_errors(
     np.add.at(total, group, alloc)
     over = total > limit + _TOL_KW * max(1, alloc.shape[0])
     above = alloc > max_kw + _TOL_KW
+    capped = np.where(allocation.has_need, np.minimum(np.nan_to_num(allocation.need_kw), max_kw), 0.0)
     if allocation.rule == "proportional":
-        guaranteed = np.zeros_like(limit)
-        np.add.at(guaranteed, group, guarantee)
-        share = guarantee * np.minimum(1.0, limit / np.where(guaranteed > 0, guaranteed, 1.0))[group]
+        needed = np.zeros_like(limit)
+        np.add.at(needed, group, capped)
+        share = capped * np.minimum(1.0, limit / np.where(needed > 0, needed, 1.0))[group]
     else:
-        share = np.minimum(guarantee, _equal_cap(guarantee, group, limit)[group])
-    short = alloc < np.where(allocation.guarantees_scaled[group], share, guarantee) - _TOL_KW
+        share = np.minimum(capped, _equal_cap(capped, group, limit)[group])
+    short = alloc < share - _TOL_KW
+    below_min = (alloc < allocation.guarantee_kw - _TOL_KW) & ~allocation.minimums_forced[group]
     recorded = np.abs(allocation.shortfall_kw - shortfall_kw(allocation.need_kw, alloc)) > _TOL_KW
-    if not (over.any() or above.any() or short.any() or recorded.any()):
+    if not (over.any() or above.any() or short.any() or below_min.any() or recorded.any()):
         return []
     return [
         *_per_row(over, "transformer", group_ids,
@@ -199,8 +206,9 @@ def need_invariant_errors(
         *_per_row(above, "connection_point", household_ids,
                   lambda h, t: f"{alloc[h, t]:.3f} kW above its contract max {max_kw[h, t]:.3f} kW"),
         *_per_row(short, "connection_point", household_ids,
-                  lambda h, t: f"{alloc[h, t]:.3f} kW below its guarantee {guarantee[h, t]:.3f} kW "
-                               f"({allocation.rule} share {share[h, t]:.3f} kW)"),
+                  lambda h, t: f"{alloc[h, t]:.3f} kW below its need's {allocation.rule} share {share[h, t]:.3f} kW"),
+        *_per_row(below_min, "connection_point", household_ids,
+                  lambda h, t: f"{alloc[h, t]:.3f} kW below its guarantee {allocation.guarantee_kw[h, t]:.3f} kW"),
         *_per_row(recorded, "connection_point", household_ids,
                   lambda h, t: f"shortfall recorded as {allocation.shortfall_kw[h, t]:.3f} kW, not need - "
                                "allocation"),

@@ -1,6 +1,7 @@
 """Performance contracts in the DSO's store (tables of schema 4) and one household's data as a whole.
 
-* ``capacity_needs``: every need a HEMS reported (one row per need, keyed by when it was made). The need *in force*
+* ``capacity_needs``: every need a HEMS reported (one row per need, keyed by when it was made and where it starts:
+  a HEMS may make the rest of today's and tomorrow's at one moment). The need *in force*
   for an interval, as of a moment, is the interval's value in the latest need made and received before it
   (``needs_in_force``): what the planner allocates for, and what settlement judges the guarantee by.
 * ``performance_reports``: one daily verdict per household and local day (a later one replaces it).
@@ -60,6 +61,7 @@ HOUSEHOLD_TABLES: tuple[tuple[str, str], ...] = (
     ("plans", "connection_point_id"),
     ("telemetry", "connection_point_id"),
     ("allocation_events", "connection_point_id"),
+    ("ven_certificates", "connection_point_id"),
     ("grid_connection_points", "ean"),
 )
 """Tables keyed directly by the connection point; those reached through its VEN or its signals come in
@@ -89,7 +91,8 @@ class PerformanceStore:
         where, params = where_clause(("connection_point_id = ?", connection_point_id),
                                      ("end_at > ?", to_text(since) if since is not None else None),
                                      ("start_at < ?", to_text(until) if until is not None else None))
-        rows = self._rows(f"SELECT * FROM capacity_needs{where} ORDER BY created_at, connection_point_id", params)
+        rows = self._rows(f"SELECT * FROM capacity_needs{where} ORDER BY created_at, start_at, connection_point_id",
+                          params)
         return [StoredNeed(r["connection_point_id"], CapacityNeed.model_validate_json(r["need"]),
                            from_text(r["received_at"])) for r in rows]
 

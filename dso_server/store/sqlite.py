@@ -167,7 +167,7 @@ _TABLES: tuple[tuple[str, dict[str, type], str | tuple[str, ...], set[str], list
     # Schema 4: performance contracts (performance_store): what the HEMS reported, what the planner could not honour.
     ("capacity_needs", {"connection_point_id": str, "created_at": str, "start_at": str, "end_at": str, "need": str,
                         "received_at": str},
-     ("connection_point_id", "created_at"), {"start_at", "end_at", "need", "received_at"},
+     ("connection_point_id", "created_at", "start_at"), {"end_at", "need", "received_at"},
      [("connection_point_id", "households", "connection_point_id")]),
     ("performance_reports", {"connection_point_id": str, "day_start": str, "day_end": str, "report": str,
                              "created_at": str, "received_at": str},
@@ -571,9 +571,9 @@ class DsoStore:
                 elif isinstance(report, CapacityNeed):
                     self.db.execute(
                         "INSERT INTO capacity_needs (connection_point_id, created_at, start_at, end_at, need, "
-                        "received_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (connection_point_id, created_at) DO "
-                        "UPDATE SET start_at = excluded.start_at, end_at = excluded.end_at, need = excluded.need, "
-                        "received_at = excluded.received_at",
+                        "received_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (connection_point_id, created_at, "
+                        "start_at) DO UPDATE SET end_at = excluded.end_at, need = excluded.need, received_at = "
+                        "excluded.received_at",
                         [connection_point_id, to_text(report.created_at), to_text(report.start), to_text(report.end),
                          report.model_dump_json(), received])
                 elif isinstance(report, PerformanceReport):
