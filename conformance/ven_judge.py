@@ -14,13 +14,15 @@ import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from conformance.scripted_vtn import POLL_FREQ, Distribution, Message, Received
 from conformance.ven_scenario import CHEAP, CONTRACT, EXPENSIVE, JUDGED, RESUMED, Snapshot, tariff
 from conformance.verdicts import Recorder
 from protocol import INTERVAL, floor_to_interval, make_ean18
-from protocol.oadr20b.names import REPORT_TELEMETRY
+from protocol.oadr20b.names import RAW_COMFORT_RIDS, REPORT_COMFORT, REPORT_NEED, REPORT_PERFORMANCE, REPORT_TELEMETRY
 from protocol.reports import TelemetryInterval
+from protocol.timebase import local_day_bounds
 
 TOLERANCE_KW = 0.1
 TOLERANCE_FRACTION = 0.02
@@ -56,6 +58,8 @@ class Run:
     reregister_wall: float | None = None
     down_wall: float | None = None
     up_wall: float | None = None
+    raw: tuple[tuple[float, str], ...] = ()
+    """(wall time, XML) of every message the VEN sent, as it arrived."""
 
     def sim(self, wall: float) -> datetime:
         return self.start + timedelta(seconds=(wall - self.wall0) * self.speed)
@@ -262,7 +266,8 @@ def judge_telemetry_delivery(rec: Recorder, run: Run) -> None:
         rec.check("VEN-RPT-03", not lost, f"{len(missed) - len(lost)} of {len(missed)} intervals due while the "
                   "VTN was unreachable were sent after it returned" + (f"; never sent {lost}" if lost else ""))
     for name, why in run.received.bad_reports:
-        rule = "VEN-RPT-02" if name == REPORT_TELEMETRY else "VEN-RPT-04"
+        rule = {REPORT_TELEMETRY: "VEN-RPT-02", REPORT_NEED: "VEN-NEED-01",
+                REPORT_PERFORMANCE: "VEN-PERF-01"}.get(name, "VEN-RPT-04")
         rec.check(rule, False, f"a {name} report broke the profile: {why}")
 
 
@@ -276,6 +281,91 @@ def judge_plans(rec: Recorder, run: Run) -> None:
         rec.check("VEN-RPT-04", len(plan.intervals) == 96 and first == floor_to_interval(plan.created_at),
                   f"plan made {plan.created_at.isoformat()}: {len(plan.intervals)} intervals from "
                   f"{first.isoformat()}")
+
+
+NEED_WITHIN = timedelta(minutes=15)
+"""The capacity need is owed within 15 simulated minutes of the VEN's registration (PROFILE §9.5)."""
+VERDICT_WITHIN = timedelta(minutes=30)
+"""A day's performance report is owed within 30 simulated minutes of the day's end (PROFILE §9.6)."""
+
+
+def judge_needs(rec: Recorder, run: Run) -> None:
+    """VEN-NEED-01 on the scenario's performance contract: what the needs received soon after registration cover."""
+    terms, zone = CONTRACT.performance, CONTRACT.comfort.timezone
+    registrations = run.messages("oadrCreatePartyRegistration")
+    if terms is None or not registrations:
+        return
+    registered = run.sim(registrations[0].wall)
+    needs = run.received.needs
+    if not needs:
+        rec.check("VEN-NEED-01", False, "no x-CAPACITY_NEED report arrived under a performance contract")
+        return
+    local = registered.astimezone(ZoneInfo(zone))
+    end = local_day_bounds(local.date(), zone)[1]
+    if local >= datetime.combine(local.date(), terms.need_deadline_local, tzinfo=local.tzinfo) - timedelta(hours=1):
+        end = local_day_bounds(local.date() + timedelta(days=1), zone)[1]
+    first = floor_to_interval(registered) + 2 * INTERVAL
+    early = [need for arrived, need in needs if arrived <= registered + NEED_WITHIN]
+    covered = {i.start for need in early for i in need.intervals}
+    owed = [first + k * INTERVAL for k in range(int((end - first) / INTERVAL))]
+    missing = [s for s in owed if s not in covered]
+    rec.check("VEN-NEED-01", not missing, f"{len(early)} need report(s) within {NEED_WITHIN} of registering at "
+              f"{registered.isoformat()} cover {len(owed) - len(missing)} of the {len(owed)} intervals owed up to "
+              f"{end.isoformat()}" + (f"; missing from {missing[0].isoformat()}" if missing else ""))
+    above = [(i.start, i.import_kw) for _, need in needs for i in need.intervals
+             if i.import_kw > CONTRACT.contracted_max_import_kw]
+    rec.check("VEN-NEED-01", not above, f"{sum(len(n.intervals) for _, n in needs)} need interval(s) within the "
+              f"contracted maximum {CONTRACT.contracted_max_import_kw} kW" + (f"; above it: {above[:3]}" if above
+                                                                               else ""))
+
+
+def judge_verdicts(rec: Recorder, run: Run) -> None:
+    """VEN-PERF-01: a report for every local day that ended while the VEN ran, in time and consistent."""
+    zone = CONTRACT.comfort.timezone
+    registrations = run.messages("oadrCreatePartyRegistration")
+    if CONTRACT.performance is None or not registrations:
+        return
+    registered = run.sim(registrations[0].wall)
+    day = registered.astimezone(ZoneInfo(zone)).date()
+    ended = []
+    while (bounds := local_day_bounds(day, zone))[1] + VERDICT_WITHIN <= run.end:
+        ended.append(bounds)
+        day += timedelta(days=1)
+    if not ended:
+        return
+    received = run.received.performance
+    for start, end in ended:
+        found = [(arrived, r) for arrived, r in received if r.start == start and r.end == end]
+        rec.check("VEN-PERF-01", bool(found) and found[0][0] <= end + VERDICT_WITHIN,
+                  f"local day {start.isoformat()} .. {end.isoformat()}: " + (
+                      f"report arrived at {found[0][0].isoformat()}" if found else "no x-PERFORMANCE report"))
+        for arrived, report in found[:1]:
+            # Each listed interval names the need the VEN had reported for it (the latest that arrived before).
+            for loss in report.comfort_losses:
+                reported = [need.by_start()[loss.start] for when, need in run.received.needs
+                            if when <= arrived and loss.start in need.by_start()]
+                owed = reported[-1] if reported else None
+                rec.check("VEN-PERF-01", loss.need_kw == owed or (
+                    loss.need_kw is not None and owed is not None and abs(loss.need_kw - owed) < 1e-3),
+                    f"interval {loss.start.isoformat()}: need_kw {loss.need_kw}, the VEN had reported {owed}")
+    stray = [r for _, r in received if (r.start, r.end) not in ended and r.end > run.end]
+    rec.check("VEN-PERF-01", not stray, "no report for a day that had not ended" + (
+        f"; got one for {stray[0].start.isoformat()}" if stray else ""))
+
+
+def judge_privacy(rec: Recorder, run: Run) -> None:
+    """VEN-PRIV-01: without consent, no raw comfort reading in any message, read off the XML as it arrived."""
+    if CONTRACT.raw_data_consent or not run.raw:
+        return
+    leaks = []
+    for wall, xml in run.raw:
+        named = [rid for rid in RAW_COMFORT_RIDS if f">{rid}<" in xml] + ([REPORT_COMFORT] if REPORT_COMFORT in xml
+                                                                           else [])
+        if named:
+            leaks.append((run.sim(wall), named))
+    rec.check("VEN-PRIV-01", not leaks, f"{len(run.raw)} message(s) read" + (
+        f"; {len(leaks)} carry raw comfort readings, the first at {leaks[0][0].isoformat()}: {leaks[0][1]}"
+        if leaks else ", none carries an indoor temperature or an EV range"))
 
 
 def judge_tou(rec: Recorder, run: Run) -> None:
@@ -302,4 +392,7 @@ def judge(rec: Recorder, run: Run) -> None:
     judge_polls_after_return(rec, run)
     judge_telemetry_delivery(rec, run)
     judge_plans(rec, run)
+    judge_needs(rec, run)
+    judge_verdicts(rec, run)
+    judge_privacy(rec, run)
     judge_tou(rec, run)

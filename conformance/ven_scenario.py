@@ -22,6 +22,11 @@ and a VEN that keeps a wrong limit shows it in its telemetry.
     -   reregistration request (196), after the last judged interval, so a VEN that mishandles it spoils nothing
     -   an event with oadrResponseRequired never (199), which the VEN must not answer
 
+The contract is a performance contract without consent to raw comfort readings, in the time zone Asia/Dubai
+(UTC+4, no daylight saving): the scenario starts at 23:00 local, so the VEN owes its capacity needs for the rest of
+that day and the next at once (VEN-NEED-01), the local day ends at minute 60 and its performance report is owed
+by minute 90 (VEN-PERF-01), and no message may carry an indoor temperature or an EV range (VEN-PRIV-01).
+
 A step that a faulty VEN could take the wrong way at once (the out-of-profile event, the outage) comes early in
 the interval it is judged in, not in the one before. The contract's failsafe
 import limit (1.0 kW) is deliberately below every limit of the scenario, so that a VEN that ignores the
@@ -42,6 +47,7 @@ from protocol import (
     ComfortTerms,
     Firmness,
     HouseholdContract,
+    PerformanceTerms,
     TariffInterval,
     TouTariff,
     make_ean18,
@@ -49,9 +55,11 @@ from protocol import (
 from protocol.effective import effective_limits
 
 EAN = make_ean18("87168712999990077")
+TIMEZONE = "Asia/Dubai"
+TERMS = PerformanceTerms()
 CONTRACT = HouseholdContract(connection_point_id=EAN, contracted_max_import_kw=17.0, contracted_max_export_kw=10.0,
                              failsafe_import_kw=1.0, failsafe_export_kw=1.0, failsafe_duration_s=7200,
-                             comfort=ComfortTerms())
+                             comfort=ComfortTerms(timezone=TIMEZONE), performance=TERMS)
 CONTRACT_TOML = f"""# The conformance suite's contract for connection point {EAN}.
 connection_point_id = "{EAN}"
 contracted_max_import_kw = {CONTRACT.contracted_max_import_kw}
@@ -63,6 +71,10 @@ failsafe_duration_s = {CONTRACT.failsafe_duration_s}
 [comfort]
 indoor_setpoint_c = {CONTRACT.comfort.indoor_setpoint_c}
 temperature_band_k = {CONTRACT.comfort.temperature_band_k}
+timezone = "{TIMEZONE}"
+
+[performance]
+monthly_discount_eur = {TERMS.monthly_discount_eur}
 """
 
 HOURS = 8

@@ -27,7 +27,7 @@ from conformance.certificates import SuiteCertificates, issue
 from conformance.rules import Side, rules_for
 from conformance.scripted_vtn import PATH, EventSpec, ScriptedVtn
 from conformance.ven_judge import Run, judge
-from conformance.ven_scenario import CONTRACT_TOML, EAN, END_MIN, STEPS, Action, Step, payloads, snapshots
+from conformance.ven_scenario import CONTRACT, CONTRACT_TOML, EAN, END_MIN, STEPS, Action, Step, payloads, snapshots
 from conformance.verdicts import Recorder, Verdict
 
 DEFAULT_SPEED = 120.0
@@ -182,7 +182,8 @@ async def run_ven_suite(ven_cmd: str, *, speed: float = DEFAULT_SPEED, timeout_s
                 if rule.rule_id != "VEN-SEC-01":
                     rec.skip(rule.rule_id, VEN_RULES_BESIDES_SECURITY)
             return rec.verdicts()
-        vtn = ScriptedVtn(clock.now, ssl_context=certs.server_context() if certs is not None else None)
+        vtn = ScriptedVtn(clock.now, ssl_context=certs.server_context() if certs is not None else None,
+                          contract=CONTRACT)
         async with vtn:
             command = command_for(vtn.url)
             errors = (Path(tmp) / "ven.stderr").open("w+b")  # a file, not a pipe: a chatty VEN must not block
@@ -203,7 +204,7 @@ async def run_ven_suite(ven_cmd: str, *, speed: float = DEFAULT_SPEED, timeout_s
         if exited_early is not None:
             rec.evidence("VEN-REG-01", f"the VEN exited with code {exited_early} before the scenario ended",
                          stderr=stderr[-3000:])
-    run = Run(start=start, speed=speed, wall0=clock.wall0, end=clock.now(), log=tuple(vtn.log),
+    run = Run(start=start, speed=speed, wall0=clock.wall0, end=clock.now(), log=tuple(vtn.log), raw=tuple(vtn.raw),
               distributions=tuple(vtn.distributions), received=vtn.received, snapshots=tuple(snapshots(start)),
               reregister_wall=edges.get(Action.REREGISTER), down_wall=edges.get(Action.VTN_DOWN),
               up_wall=edges.get(Action.VTN_UP))

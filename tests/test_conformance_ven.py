@@ -33,7 +33,7 @@ BREAKS: dict[str, set[str]] = {
                "VEN-FS-01", "VEN-FS-02"},
     # Never requests or answers events, never reports, never registers again; its limits cannot be judged.
     "silent": {"VEN-REG-02", "VEN-REG-04", "VEN-ANS-01", "VEN-EVT-01", "VEN-EVT-02", "VEN-EVT-03", "VEN-EVT-05",
-               "VEN-RPT-01", "VEN-RPT-02", "VEN-RPT-03", "VEN-RPT-04"},
+               "VEN-RPT-01", "VEN-RPT-02", "VEN-RPT-03", "VEN-RPT-04", "VEN-NEED-01", "VEN-PERF-01"},
     "forgetful": {"VEN-LIM-02"},
     "stale": {"VEN-EVT-02"},
     "keeps_cancelled": {"VEN-EVT-03"},
@@ -44,6 +44,8 @@ BREAKS: dict[str, set[str]] = {
     "sticky_failsafe": {"VEN-FS-02"},
     "no_backfill": {"VEN-RPT-03"},
     "answers_all": {"VEN-ANS-02"},
+    # Sends the indoor temperature every interval though the contract records no consent (PROFILE §14).
+    "leaky": {"VEN-PRIV-01"},
 }
 
 

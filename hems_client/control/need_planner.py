@@ -24,7 +24,7 @@ import logging
 import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -36,7 +36,7 @@ from protocol.contract import HouseholdContract
 from protocol.effective import EffectiveLimit
 from protocol.performance import CapacityNeed, NeedInterval
 from protocol.signals import TouTariff
-from protocol.timebase import INTERVAL, INTERVALS_PER_DAY, floor_to_interval
+from protocol.timebase import INTERVAL, INTERVALS_PER_DAY, floor_to_interval, local_day_bounds
 
 logger = logging.getLogger(__name__)
 
@@ -54,12 +54,6 @@ class NeedWindow:
     day: date
     start: datetime
     end: datetime
-
-
-def local_day_bounds(day: date, timezone: str) -> tuple[datetime, datetime]:
-    zone = ZoneInfo(timezone)
-    return (datetime.combine(day, datetime.min.time(), tzinfo=zone).astimezone(UTC),
-            datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=zone).astimezone(UTC))
 
 
 def needs_due(now: datetime, contract: HouseholdContract, sent: Collection[date]) -> list[NeedWindow]:
