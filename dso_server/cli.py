@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="poll interval the VTN asks VENs for at registration (%(default)s)")
     serve.add_argument("--contracts", type=Path, metavar="TOML",
                        help="households file ([[household]] tables: connection_point_id, group, contract fields, "
-                            "[household.comfort]); added to or updated in the store at start")
+                            "[household.comfort], [household.performance]); added to or updated in the store at start")
     serve.add_argument("--grid", type=Path, metavar="FILE",
                        help="grid file (.toml or .csv: transformers, feeders, connection points; see "
                             "'dso-server grid --help') loaded into the store at start; with a grid in the store the "
@@ -106,6 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="local time the next day's firm allocation is released (%(default)s)")
     serve.add_argument("--near-real-time-interval-s", type=float, default=300.0, metavar="SECONDS",
                        help="how often the non-firm allocation is recomputed from measured headroom (%(default)s)")
+    serve.add_argument("--need-scaling-rule", choices=["proportional", "equal_cap"], default="proportional",
+                       help="how the firm allocation scales the capacity needs of performance contracts a transformer "
+                            "cannot carry: every need to the same share, or small needs in full and the largest cut "
+                            "most (%(default)s)")
+    serve.add_argument("--need-grace-s", type=float, default=900.0, metavar="SECONDS",
+                       help="how long a firm run that catches up after a start waits for the capacity needs of the "
+                            "performance households (%(default)s)")
+    serve.add_argument("--retention-months", type=int, default=13, metavar="MONTHS",
+                       help="calendar months the store keeps what households sent (telemetry, plans, needs, "
+                            "verdicts); older data is deleted (%(default)s)")
     serve.add_argument("--pki", type=Path, metavar="DIR",
                        help="serve TLS with DIR/vtn.crt and DIR/vtn.key, VEN certificates checked against DIR/ca.crt "
                             "(as written by 'dso-server pki')")
@@ -638,6 +648,8 @@ def _serve(args: argparse.Namespace) -> int:
             insecure=args.insecure, sign_messages=args.sign_messages,
             grid_path=args.grid, timezone=args.timezone, day_ahead_time=args.day_ahead_time,
             near_real_time_interval_s=args.near_real_time_interval_s, max_message_bytes=args.max_message_bytes,
+            need_scaling_rule=args.need_scaling_rule, need_grace_s=args.need_grace_s,
+            retention_months=args.retention_months,
         )
     except ValidationError as error:
         item = error.errors()[0]

@@ -12,9 +12,15 @@ optional ``group`` (the feeder or transformer it hangs under) and the comfort te
     failsafe_export_kw = 4.2
     failsafe_duration_s = 7200
 
+    raw_data_consent = false        # raw comfort readings only with the household's consent (PROFILE §14)
+
     [household.comfort]
     indoor_setpoint_c = 20.0
     ev_departure_local = 06:30:00
+
+    [household.performance]         # a performance contract (PROFILE §11); leave out for none
+    monthly_discount_eur = 10.0
+    need_deadline_local = 13:00:00
 """
 
 from __future__ import annotations

@@ -9,12 +9,17 @@ The file holds the ``HouseholdContract`` fields at top level and the comfort ter
     failsafe_export_kw = 4.2
     failsafe_duration_s = 7200
 
+    raw_data_consent = false   # the comfort status (indoor temperature, EV range) only with consent
+
     [comfort]
     indoor_setpoint_c = 20.0
     temperature_band_k = 1.0
     ev_departure_local = 06:00:00
     ev_required_range_km = 150.0
     timezone = "Europe/Amsterdam"
+
+    [performance]              # a performance contract: needs and daily verdicts (PROFILE §9.5, §9.6)
+    monthly_discount_eur = 10.0
 """
 
 from __future__ import annotations

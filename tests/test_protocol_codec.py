@@ -281,7 +281,7 @@ def test_profile_md_examples_are_valid_openadr() -> None:
             assert str(payload["ven_name"]) == EAN
     assert kinds == {"oadrCreatePartyRegistration": 1, "oadrCreatedPartyRegistration": 1, "oadrDistributeEvent": 1,
                      "oadrCreatedEvent": 1, "oadrRegisterReport": 1, "oadrRegisteredReport": 1,
-                     "oadrUpdateReport": 3}
+                     "oadrUpdateReport": 5}
 
 
 # ----------------------------------------------------------------------------------- report registration
