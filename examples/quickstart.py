@@ -90,7 +90,7 @@ OVER_KW = 0.01
 PERFORMANCE = PerformanceTerms(monthly_discount_eur=10.0, compensation_eur_per_degree_hour=1.0,
                                compensation_eur_per_missed_departure=5.0, need_deadline_local=time(13, 0))
 """The performance contract of --allocate's households: the DSO allocates for their capacity needs."""
-ALLOCATE_LEAD = 4 * INTERVAL
+ALLOCATE_LEAD = 8 * INTERVAL
 """--allocate starts the clock this long before the simulated period: the HEMSs register and report the rest of the
 day's need, and the planner's catch-up firm run allocates for it, before the period begins."""
 

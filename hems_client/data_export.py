@@ -13,13 +13,14 @@ import json
 from datetime import datetime
 from typing import Any
 
-from openleadr.messaging import parse_message
-
 from hems_client.store import HemsStore
+from hems_client.transport.oadr20b.openleadr_adapter import RefusedAnswer, parse_answer
 from protocol.errors import ProfileError
 from protocol.oadr20b import decode_report
 
 FORMAT = "hems-dso-interface/hems-export/1"
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+"""The guard's size limit for a message read back from the log (the HEMS's own messages are far smaller)."""
 
 
 def _plain(value: Any) -> Any:
@@ -29,9 +30,9 @@ def _plain(value: Any) -> Any:
 
 def _content(message_type: str, xml: str) -> dict[str, Any]:
     try:
-        _, payload = parse_message(xml)
-    except Exception as error:  # a message this HEMS sent should parse; show why if one does not
-        return {"unreadable": f"{type(error).__name__}: {error}"}
+        _, _, payload = parse_answer(xml.encode("utf-8"), max_bytes=MAX_MESSAGE_BYTES)
+    except RefusedAnswer as error:  # a message this HEMS sent should parse; show why if one does not
+        return {"unreadable": str(error)}
     content: dict[str, Any] = {"parsed": _plain(payload)}
     if message_type == "oadrUpdateReport":
         decoded = []

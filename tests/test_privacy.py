@@ -1,8 +1,9 @@
 """Privacy by design on the wire: what leaves a home is read off the raw XML between the HEMS and the DSO.
 
 A real DSO server and three real HEMS (performance contracts; one with the household's consent to raw comfort
-readings) talk OpenADR 2.0b through a recording proxy on loopback, from 22:45 to 00:15 local: the houses start cold
-(comfort lost), each EV leaves at 23:30 (its contracted departure), the day ends at midnight (daily verdicts).
+readings) talk OpenADR 2.0b through a recording proxy on loopback, from 21:15 to 00:15 local: the houses start cold
+(comfort lost), each EV leaves at 23:30 (its contracted departure; the HEMSs have over two simulated hours to
+register before it), the day ends at midnight (daily verdicts).
 No message of a household without consent carries an indoor temperature or an EV range (the rIDs that would name
 them, and the values themselves); the consenting household's do, so the check can see them. What the DSO stored
 agrees, and 'hems-client data export' shows each household every message its HEMS sent.
@@ -10,6 +11,7 @@ agrees, and 'hems-client data export' shows each household every message its HEM
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
@@ -31,8 +33,8 @@ from protocol import ComfortTerms, HouseholdContract, PerformanceTerms, make_ean
 from protocol.clock import AcceleratedClock
 from protocol.oadr20b import names
 
-START = datetime(2027, 1, 13, 21, 45, tzinfo=UTC)  # 22:45 in Amsterdam
-END = START + timedelta(hours=1, minutes=30)
+START = datetime(2027, 1, 13, 20, 15, tzinfo=UTC)  # 21:15 in Amsterdam
+END = START + timedelta(hours=3)
 SPEED = 1200.0
 RAW_RIDS = names.RAW_COMFORT_RIDS
 
@@ -92,8 +94,7 @@ async def wire(tmp_path: Path) -> AsyncIterator[tuple[DsoServer, Recorder, dict[
                 apps[c.connection_point_id] = HemsApp(c, household, clock, proxy, poll_interval_s=0.05,
                                                       security=VenSecurity(insecure=True),
                                                       store=tmp_path / f"hems-{index}.sqlite")
-            for hems in apps.values():
-                await hems.start(until=END)
+            await asyncio.gather(*(hems.start(until=END) for hems in apps.values()))
             for hems in apps.values():
                 await hems.finished()
             yield dso, recorder, apps

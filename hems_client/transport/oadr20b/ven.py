@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import ipaddress
 import logging
 import re
@@ -59,6 +60,9 @@ from protocol.reports import ComfortStatus, Plan, Telemetry
 
 logger = logging.getLogger(__name__)
 
+_EXCHANGE_STARTED: contextvars.ContextVar[datetime | None] = contextvars.ContextVar("hems_ven_exchange_started",
+                                                                                     default=None)
+"""Inside a HemsVen request: the clock time it began (an answer to it may arrive after a later request failed)."""
 SentLog = Callable[[datetime, str, str, bool, str], None]
 """(sent_at, service, message type, answered, XML) of every message but polls, as sent (the HEMS's store)."""
 _MESSAGE_TYPE = re.compile(r"<(?:\w+:)?(oadr(?!Payload|SignedObject)\w+)[\s>/]")
@@ -240,18 +244,27 @@ class HemsVen(OpenleadrVen):
 
     def exchange_ended(self, *, answered: bool, reason: str | None = None) -> None:
         """``last_attempt_at`` moves after every exchange, ``last_contact_at`` only when the VTN answered; a lost
-        or restored link is logged once (``_note_link``)."""
+        or restored link is logged once (``_note_link``). An answer to a request sent before the link was judged
+        lost (a VTN shutting down answers what it had in hand, while new connections are refused) restores
+        nothing: it says the VTN was there when the request left, not that it is back."""
         now = self.clock.now()
         self.last_attempt_at = now
         self._last_answered = answered
+        started = _EXCHANGE_STARTED.get()
+        if answered and started is not None and self.link_lost_since is not None and started < self.link_lost_since:
+            return
         if answered:
             self.last_contact_at = now
         self._note_link(now, answered=answered, reasons=[reason] if reason else [])
 
     async def _perform_request(self, service: str, message: str) -> tuple[str | None, dict[str, Any]]:
-        """The adapter's exchange, and the message as sent into ``sent_log``."""
+        """The adapter's exchange (stamped with when it began), and the message as sent into ``sent_log``."""
         self._last_answered = False
-        result = await super()._perform_request(service, message)
+        token = _EXCHANGE_STARTED.set(self.clock.now())
+        try:
+            result = await super()._perform_request(service, message)
+        finally:
+            _EXCHANGE_STARTED.reset(token)
         self._log_sent(self.clock.now(), service, message, self._last_answered)
         return result
 
