@@ -316,6 +316,9 @@ async def household_needs(request: web.Request) -> web.Response:
     today = local_day(now, config.timezone)
     default = (day_intervals(today, config.timezone)[0], day_intervals(today + timedelta(days=2), config.timezone)[0])
     since, until = _window(request, query, default)
+    if until - since > performance_views.MAX_WINDOW:
+        raise codec.ApiError(400, f"The window may span at most {performance_views.MAX_WINDOW.days} days; it spans "
+                                  f"{(until - since).days} days.", field="until")
     return _json(performance_views.needs_json(store, ean, since=since, until=until, timezone=config.timezone))
 
 

@@ -46,9 +46,15 @@ def published_limits(store: DsoStore, ean: str, *, since: datetime, until: datet
     return {s: min(firm.get(s, (maximum, 0.0))[0], maximum) for s in effective}, effective
 
 
+MAX_WINDOW = timedelta(days=62)
+"""The longest window a needs view covers (two months: a settlement month and the days around it)."""
+
+
 def needs_in_force(store: DsoStore, ean: str, *, since: datetime, until: datetime, timezone: str
                    ) -> dict[datetime, float]:
-    """Per interval in [since, until): the need in force (see the module docstring)."""
+    """Per interval in [since, until): the need in force (see the module docstring). At most ``MAX_WINDOW``."""
+    if until - since > MAX_WINDOW:
+        raise ValueError(f"a needs window spans at most {MAX_WINDOW.days} days, not {until - since}")
     gstore, pstore = GridStore(store), PerformanceStore(store)
     out: dict[datetime, float] = {}
     day = local_day(since, timezone)
