@@ -19,15 +19,23 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
-from dso_server.settings import DEFAULT_POLL_INTERVAL_S, DsoSettings
-from protocol.oadr20b.xml_guard import MAX_MESSAGE_BYTES
+from dso_server.settings import (
+    ENV_PREFIX,
+    ApiSettings,
+    DsoSettings,
+    PlannerConfig,
+    ServerSettings,
+    VtnSettings,
+    is_loopback,
+)
+from protocol.settings import SettingsError, add_arguments, config_text, resolve
 
 DEFAULT_API_URL = "http://127.0.0.1:8081"
 INTERVAL = timedelta(minutes=15)
@@ -76,77 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the VTN and the operator API until interrupted",
-                                description="Run the OpenADR 2.0b VTN and the operator JSON API. Stop with Ctrl-C "
-                                            "(SIGINT) or SIGTERM; registrations and signals survive in --db.")
-    serve.add_argument("--db", default="dso.sqlite", metavar="PATH",
-                       help="SQLite file holding households, registrations, signals and reports; created when "
-                            "missing ('%(default)s'; ':memory:' keeps nothing)")
-    serve.add_argument("--host", default="127.0.0.1", help="address the OpenADR VTN listens on (%(default)s)")
-    serve.add_argument("--api-host", default="127.0.0.1",
-                       help="address the operator API and its pages listen on, independent of --host (%(default)s); "
-                            "a non-loopback address needs --api-cert/--api-key (or --api-insecure)")
-    serve.add_argument("--vtn-port", type=int, default=8080,
-                       help="TCP port of the OpenADR VTN (%(default)s; 0 picks a free one)")
-    serve.add_argument("--api-port", type=int, default=8081,
-                       help="TCP port of the operator API (%(default)s; 0 picks a free one)")
-    serve.add_argument("--vtn-id", default="DSO-VTN", help="the vtnID sent in every OpenADR message (%(default)s)")
-    serve.add_argument("--poll-interval-s", type=float, default=DEFAULT_POLL_INTERVAL_S, metavar="SECONDS",
-                       help="poll interval the VTN asks VENs for at registration (%(default)s)")
-    serve.add_argument("--contracts", type=Path, metavar="TOML",
-                       help="households file ([[household]] tables: connection_point_id, group, contract fields, "
-                            "[household.comfort], [household.performance]); added to or updated in the store at start")
-    serve.add_argument("--grid", type=Path, metavar="FILE",
-                       help="grid file (.toml or .csv: transformers, feeders, connection points; see "
-                            "'dso-server grid --help') loaded into the store at start; with a grid in the store the "
-                            "server allocates firm capacity day-ahead and non-firm capacity every few minutes")
-    serve.add_argument("--timezone", default="Europe/Amsterdam",
-                       help="the DSO's local time zone: days of the allocation and the API (%(default)s)")
-    serve.add_argument("--day-ahead-time", default="14:00", metavar="HH:MM",
-                       help="local time the next day's firm allocation is released (%(default)s)")
-    serve.add_argument("--near-real-time-interval-s", type=float, default=300.0, metavar="SECONDS",
-                       help="how often the non-firm allocation is recomputed from measured headroom (%(default)s)")
-    serve.add_argument("--need-scaling-rule", choices=["proportional", "equal_cap"], default="proportional",
-                       help="how the firm allocation scales the capacity needs of performance contracts a transformer "
-                            "cannot carry: every need to the same share, or small needs in full and the largest cut "
-                            "most (%(default)s)")
-    serve.add_argument("--need-grace-s", type=float, default=900.0, metavar="SECONDS",
-                       help="how long a firm run that catches up after a start waits for the capacity needs of the "
-                            "performance households (%(default)s)")
-    serve.add_argument("--retention-months", type=int, default=13, metavar="MONTHS",
-                       help="calendar months the store keeps what households sent (telemetry, plans, needs, "
-                            "verdicts); older data is deleted (%(default)s)")
-    serve.add_argument("--pki", type=Path, metavar="DIR",
-                       help="serve TLS with DIR/vtn.crt and DIR/vtn.key, VEN certificates checked against DIR/ca.crt "
-                            "(as written by 'dso-server pki')")
-    serve.add_argument("--cert", type=Path, metavar="PEM", help="the VTN's TLS certificate (instead of --pki)")
-    serve.add_argument("--key", type=Path, metavar="PEM", help="private key belonging to --cert")
-    serve.add_argument("--ca-file", type=Path, metavar="PEM",
-                       help="CA bundle the VENs' client certificates must chain to (instead of --pki)")
-    serve.add_argument("--passphrase", default=os.environ.get("DSO_KEY_PASSPHRASE"),
-                       help="passphrase of --key (default: $DSO_KEY_PASSPHRASE)")
-    serve.add_argument("--sign-messages", action="store_true",
-                       help="sign outgoing OpenADR messages with the VTN's certificate and require verified, "
-                            "replay-protected XML signatures on incoming ones")
-    serve.add_argument("--insecure", action="store_true",
-                       help="serve the VTN over plain HTTP without client certificates; refused unless --host is a "
-                            "loopback address (a demo or tests only)")
-    serve.add_argument("--max-message-bytes", type=int, default=MAX_MESSAGE_BYTES, metavar="BYTES",
-                       help="largest OpenADR message the VTN reads; larger ones are answered 413 (%(default)s)")
-    serve.add_argument("--api-cert", type=Path, metavar="PEM",
-                       help="server certificate of the operator API (with --api-key): the API serves HTTPS")
-    serve.add_argument("--api-key", type=Path, metavar="PEM", help="private key belonging to --api-cert")
-    serve.add_argument("--api-client-ca", type=Path, metavar="PEM",
-                       help="accept client certificates signed by this CA as API credentials (each registered with "
-                            "'dso-server token create --cert'); needs --api-cert")
-    serve.add_argument("--api-insecure", action="store_true",
-                       help="allow the API on a non-loopback --api-host over plain HTTP (tokens in clear text on "
-                            "the network; a trusted lab network only)")
-    serve.add_argument("--api-session-ttl-s", type=float, metavar="SECONDS",
-                       default=DsoSettings.model_fields["api_session_ttl_s"].default,
-                       help="how long a web page login lasts (%(default)s)")
-    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                       help="how much the server logs to stderr (%(default)s)")
+    _serve_parser(commands)
 
     publish = commands.add_parser("publish", help="publish a bandwidth or a tariff",
                                   description="Publish a new signal to households; it reaches each VEN at its next "
@@ -347,6 +285,45 @@ def build_parser() -> argparse.ArgumentParser:
     _api_url_option(audit)
     _json_option(audit)
     return parser
+
+
+SERVE_ALIASES = {"db_path": ("--db",), "vtn_host": ("--host",), "contracts_file": ("--contracts",),
+                 "grid_path": ("--grid",), "key_passphrase": ("--passphrase",)}
+"""Shorter or older spellings of serve options, kept working (the other commands say --db too)."""
+
+
+def _serve_parser(commands: Any) -> None:
+    """``serve``: one option per ``DsoSettings`` field (grouped by its part), made by ``protocol.settings``."""
+    serve = commands.add_parser(
+        "serve", help="run the VTN and the operator API until interrupted",
+        description="Run the OpenADR 2.0b VTN and the operator JSON API. Stop with Ctrl-C (SIGINT) or SIGTERM; "
+                    "registrations and signals survive in --db. Every setting can also come from an environment "
+                    f"variable ({ENV_PREFIX} + its name in upper case, e.g. {ENV_PREFIX}VTN_PORT) or a TOML config "
+                    "file (--config; its keys are the names below with underscores, e.g. vtn_port = 8080); the "
+                    "command line wins over the environment, the environment over the file.")
+    serve.add_argument("--config", type=Path, metavar="FILE.toml", default=None,
+                       help=f"TOML file of settings, e.g. vtn_port = 8080 (default: none; env {ENV_PREFIX}CONFIG)")
+    serve.add_argument("--print-config", action="store_true",
+                       help="print the settings in force (as a config file would hold them; secrets left out) and "
+                            "exit without serving")
+    parts = [(serve, ServerSettings),
+             (serve.add_argument_group("OpenADR VTN (mutual TLS unless --insecure; --pki or --cert, --key and "
+                                       "--ca-file)"), VtnSettings),
+             (serve.add_argument_group("operator API and pages"), ApiSettings),
+             (serve.add_argument_group("capacity planning (runs while the store holds a grid)"), PlannerConfig)]
+    placed: set[str] = set()
+    for group, part in parts:
+        add_arguments(group, DsoSettings, env_prefix=ENV_PREFIX, only=set(part.model_fields),
+                      aliases=SERVE_ALIASES)
+        placed |= set(part.model_fields)
+    add_arguments(serve, DsoSettings, env_prefix=ENV_PREFIX, exclude=placed, aliases=SERVE_ALIASES)
+
+
+def serve_settings(args: argparse.Namespace, env: Mapping[str, str]) -> DsoSettings:
+    """The settings of ``serve``: defaults < --config (or DSO_CONFIG) < DSO_* variables < options.
+    Raises ``SettingsError`` naming every bad value and where it came from."""
+    config = args.config if args.config is not None else env.get(f"{ENV_PREFIX}CONFIG")
+    return resolve(DsoSettings, cli=args, env=env, env_prefix=ENV_PREFIX, config_file=Path(config) if config else None)
 
 
 def _pki_parser(commands: Any) -> None:
@@ -625,36 +602,20 @@ def _print_signal(answer: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------------------------- commands
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from dso_server.contracts import ContractsFileError
     from dso_server.errors import ConfigurationError, SchemaError
     from dso_server.service import DsoServer
-    from dso_server.settings import is_loopback
 
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("openleadr").setLevel(max(logging.WARNING, logging.getLevelName(args.log_level)))
-    cert, key, ca_file = args.cert, args.key, args.ca_file
-    if args.pki is not None:
-        if any(option is not None for option in (cert, key, ca_file)):
-            raise UsageError("give --pki or --cert/--key/--ca-file, not both")
-        cert, key, ca_file = args.pki / "vtn.crt", args.pki / "vtn.key", args.pki / "ca.crt"
     try:
-        settings = DsoSettings(
-            db_path=args.db, vtn_host=args.host, vtn_port=args.vtn_port, api_host=args.api_host,
-            api_port=args.api_port, api_cert=args.api_cert, api_key=args.api_key, api_client_ca=args.api_client_ca,
-            api_insecure=args.api_insecure, api_session_ttl_s=args.api_session_ttl_s, vtn_id=args.vtn_id,
-            poll_interval_s=args.poll_interval_s,
-            contracts_file=args.contracts, cert=cert, key=key, passphrase=args.passphrase, ca_file=ca_file,
-            insecure=args.insecure, sign_messages=args.sign_messages,
-            grid_path=args.grid, timezone=args.timezone, day_ahead_time=args.day_ahead_time,
-            near_real_time_interval_s=args.near_real_time_interval_s, max_message_bytes=args.max_message_bytes,
-            need_scaling_rule=args.need_scaling_rule, need_grace_s=args.need_grace_s,
-            retention_months=args.retention_months,
-        )
-    except ValidationError as error:
-        item = error.errors()[0]
-        field = ".".join(str(part) for part in item["loc"]) or "settings"
-        raise UsageError(f"{field}: {item['msg'].removeprefix('Value error, ')}") from None
+        settings = serve_settings(args, env)
+    except SettingsError as error:
+        raise UsageError("\n  ".join(error.problems)) from None
+    if args.print_config:
+        print(config_text(settings))
+        return 0
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("openleadr").setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -677,7 +638,7 @@ def _serve(args: argparse.Namespace) -> int:
 
             if not any(t.usable_at(dso.clock.now()) for t in SecurityStore(dso.store).tokens()):
                 print(f"dso-server: no API token exists yet; create one with 'dso-server token create --db "
-                      f"{args.db} --name NAME --role operate'", flush=True)
+                      f"{settings.db_path} --name NAME --role operate'", flush=True)
             if dso.vtn.fingerprint:
                 print(f"dso-server: messages signed; VTN certificate fingerprint {dso.vtn.fingerprint}", flush=True)
             await stop.wait()
@@ -690,7 +651,7 @@ def _serve(args: argparse.Namespace) -> int:
     except SchemaError as error:
         raise Refused(str(error)) from None
     except sqlite3.Error as error:
-        raise Refused(f"cannot use the database {args.db}: {error}") from None
+        raise Refused(f"cannot use the database {settings.db_path}: {error}") from None
     except OSError as error:
         raise Refused(f"cannot start: {error.strerror or error}") from None
     return 0
@@ -1146,7 +1107,7 @@ def _revoke_enrolment(db: str, fingerprint: str, reason: str, *, must_exist: boo
           "it from its next message on")
 
 
-_COMMANDS = {"serve": _serve, "pki": _pki, "grid": _grid, "publish": _publish, "modify": _modify, "cancel": _cancel,
+_COMMANDS = {"pki": _pki, "grid": _grid, "publish": _publish, "modify": _modify, "cancel": _cancel,
              "households": _households, "signals": _signals, "telemetry": _telemetry, "token": _token,
              "audit": _audit, "household": _household, "settlement": _settlement}
 
@@ -1156,9 +1117,12 @@ def _fail(code: int, message: str) -> NoReturn:
     raise SystemExit(code)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """``env``: the environment variables ``serve`` reads its settings from (default: the process's)."""
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "serve":
+            return _serve(args, os.environ if env is None else env)
         return _COMMANDS[args.command](args)
     except UsageError as error:
         _fail(2, str(error))

@@ -164,11 +164,11 @@ class DsoServer:
             if not settings.insecure:
                 assert settings.cert is not None and settings.key is not None and settings.ca_file is not None
                 tls = VtnTls(cert=settings.cert, key=settings.key, ca_file=settings.ca_file,
-                             passphrase=settings.passphrase).server_context()
+                             passphrase=settings.key_passphrase_text).server_context()
             vtn = DsoVtn(store=store, clock=self.clock, vtn_id=settings.vtn_id,
                          poll_interval_s=settings.poll_interval_s, http_path_prefix=settings.http_path_prefix,
                          cert=settings.cert if settings.sign_messages else None,
-                         key=settings.key if settings.sign_messages else None, passphrase=settings.passphrase,
+                         key=settings.key if settings.sign_messages else None, passphrase=settings.key_passphrase_text,
                          max_message_bytes=settings.max_message_bytes, client_certificates=tls is not None,
                          require_signatures=settings.sign_messages)
             vtn_runner, self._vtn_port = await _serve(vtn.app, settings.vtn_host, settings.vtn_port, tls)

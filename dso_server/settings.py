@@ -1,112 +1,126 @@
-"""The DSO server's settings: one frozen model, validated once at start and passed down."""
+"""The DSO server's settings: one frozen model, validated once at start and passed down.
+
+:class:`DsoSettings` is everything ``dso-server serve`` (and ``DsoServer`` in Python) takes. Its fields are
+declared once, each with its default, its rules and a description that is its ``--help`` text, in four parts it
+inherits: :class:`ServerSettings` (the store and what is loaded into it), :class:`VtnSettings` (the OpenADR VTN
+and its security), :class:`ApiSettings` (the operator API) and ``PlannerConfig`` (the capacity planning, declared
+beside the planner, which gets it back from :meth:`DsoSettings.planner_config`). ``protocol.settings`` makes from
+them the ``serve`` options (``--vtn-port``), the ``DSO_*`` environment variables (``DSO_VTN_PORT``) and the keys
+of a ``--config`` TOML file (``vtn_port``), in rising order of precedence file < environment < command line. A new
+setting is one field in one of the parts; its option, variable and key follow.
+
+The security rules (TLS with client certificates unless ``insecure``, plain HTTP on loopback only, an API on
+another address only over TLS or with ``api_insecure``) are model validators, so they hold however the settings
+were made: options, environment, file or Python.
+"""
 
 from __future__ import annotations
 
-from datetime import time
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from dso_server.capacity.need_allocation import ScalingRule
 from dso_server.capacity.planner import PlannerConfig
 from dso_server.retention import DEFAULT_RETENTION_MONTHS
 from dso_server.security.tls import is_loopback
 from protocol.oadr20b.xml_guard import MAX_MESSAGE_BYTES
 
+__all__ = ["ENV_PREFIX", "ApiSettings", "DsoSettings", "PlannerConfig", "ServerSettings", "VtnSettings", "is_loopback"]
+
+ENV_PREFIX = "DSO_"
+"""Environment variables: DSO_ + the setting's name in upper case (``DSO_VTN_PORT``)."""
 DEFAULT_PATH_PREFIX = "/OpenADR2/Simple/2.0b"
 """Where openleadr serves the 2.0b endpoints (EiEvent, EiReport, EiRegisterParty, OadrPoll)."""
 DEFAULT_POLL_INTERVAL_S = 10.0
+PKI_FILES = {"cert": "vtn.crt", "key": "vtn.key", "ca_file": "ca.crt"}
+"""What ``pki DIR`` stands for: the files ``dso-server pki init`` and ``pki issue-vtn`` write into DIR."""
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+# The parts' validators need names unique across all four: DsoSettings inherits them by name, and one part's
+# validator would silently replace another's of the same name (tests/test_dso_settings.py checks).
 
 
-class DsoSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+def _readable_file(value: Path | None) -> Path | None:
+    if value is not None and not value.is_file():
+        raise ValueError("is not a readable file")
+    return value
 
-    db_path: str = "dso.sqlite"
-    """SQLite file (created when missing), or ":memory:" for a store that lives as long as the process."""
-    vtn_host: str = "127.0.0.1"
-    vtn_port: int = Field(default=8080, ge=0, le=65535)
-    """0 picks a free port; ``DsoServer.vtn_url`` tells which."""
-    api_host: str = "127.0.0.1"
-    """Address of the operator API (and its pages), independent of ``vtn_host``: loopback unless it runs TLS
-    (``api_cert``/``api_key``) or ``api_insecure`` is set."""
-    api_port: int = Field(default=8081, ge=0, le=65535)
-    api_cert: Path | None = None
-    """PEM server certificate (chain) of the operator API; with ``api_key`` the API serves HTTPS (TLS 1.2+)."""
-    api_key: Path | None = None
-    """PEM private key of ``api_cert`` (unencrypted; keep it readable by the server's account only)."""
-    api_client_ca: Path | None = None
-    """PEM CA certificate(s): clients may present a certificate signed by it instead of a bearer token; the
-    certificate counts only once registered with ``dso-server token create --cert``. Needs ``api_cert``."""
-    api_insecure: bool = False
-    """Serve the API over plain HTTP on a non-loopback address. Tokens then cross the network in clear text:
-    only for a lab network you trust; the server warns at every start."""
-    api_session_ttl_s: float = Field(default=8 * 3600, ge=60, le=7 * 86400)
-    """How long a web page login lasts (server clock seconds); it also ends when its token is revoked."""
-    vtn_id: str = Field(default="DSO-VTN", min_length=1, max_length=128)
-    poll_interval_s: float = Field(default=DEFAULT_POLL_INTERVAL_S, ge=1, le=60)
-    """The oadrRequestedOadrPollFreq the VTN gives every VEN at registration, in whole seconds; at most 60 so
-    that a lost link is noticed well inside the 120 s failsafe window (PROFILE §2.7)."""
-    http_path_prefix: str = DEFAULT_PATH_PREFIX
-    contracts_file: Path | None = None
-    """TOML with the households (see ``dso_server.contracts``); loaded into the store at every start."""
-    grid_path: Path | None = None
-    """Grid file (.toml or .csv, see ``dso_server.capacity.grid``) loaded into the store at every start. With a
-    grid (from this file or stored by ``dso-server grid load``) the server runs the day-ahead and near-real-time
-    allocation jobs; without one it only relays what the operator publishes."""
-    timezone: str = "Europe/Amsterdam"
-    """The DSO's local time: days of the forecast, the allocation and the operator API, and day_ahead_time."""
-    day_ahead_time: time = time(14, 0)
-    """Local time at which the firm allocation of the next day is released."""
-    near_real_time_interval_s: float = Field(default=300.0, ge=1, le=3600)
-    """How often (server clock seconds) the non-firm allocation is recomputed from measured headroom."""
-    non_firm_horizon_intervals: int = Field(default=8, ge=1, le=96)
-    """How many quarter-hours ahead each near-real-time run releases non-firm capacity."""
-    forecast_window_days: int = Field(default=28, ge=1, le=365)
-    min_history_days: int = Field(default=7, ge=1, le=365)
-    """Days of telemetry a transformer needs before its learned forecast replaces the H25 cold start."""
-    silent_after_intervals: int = Field(default=4, ge=1, le=96)
-    """A household whose last telemetry is older than this many quarter-hours counts as silent (offline)."""
-    min_voltage_pu: float = Field(default=0.9, gt=0.5, lt=1.0)
-    """Lowest node voltage the allocation may cause where a grid model is loaded (EN 50160: -10 %)."""
-    max_voltage_pu: float = Field(default=1.1, gt=1.0, lt=1.5)
-    """Highest node voltage export may cause (EN 50160: +10 %)."""
-    need_scaling_rule: ScalingRule = "proportional"
-    """How the firm allocation scales the capacity needs of performance contracts that a transformer cannot carry:
-    "proportional" (every need to the same share) or "equal_cap" (small needs in full, the largest cut most); see
-    ``dso_server.capacity.need_allocation``."""
-    need_grace_s: float = Field(default=900.0, ge=0, le=86400)
-    """How long (server clock seconds) a firm run that catches up after a start waits for the capacity needs of the
-    performance households under the grid (each HEMS sends one right after it registers)."""
-    retention_months: int = Field(default=DEFAULT_RETENTION_MONTHS, ge=1, le=120)
-    """Calendar months the store keeps what households sent (telemetry, plans, needs, performance reports,
-    consented comfort readings); older data is deleted (``dso_server.retention``)."""
-    max_message_bytes: int = Field(default=MAX_MESSAGE_BYTES, ge=16 * 1024, le=64 * 1024 * 1024)
-    """Largest OpenADR message the VTN reads; a larger one is answered 413 before it is parsed."""
-    cert: Path | None = None
-    """The VTN's PEM certificate: served over TLS, and the XML-signature certificate with ``sign_messages``
-    (``dso-server pki issue-vtn`` writes one)."""
-    key: Path | None = None
-    passphrase: str | None = None
-    ca_file: Path | None = None
-    """PEM bundle of the CAs the VENs' client certificates must chain to (the PKI's ca.crt). Which household a
-    certificate speaks for is its enrolment in the store (``dso-server pki issue-ven`` / ``pki enrol``)."""
-    insecure: bool = False
-    """Serve the VTN over plain HTTP without client certificates. Only on a loopback address (a demo, tests):
-    any local process can then act as any household."""
-    sign_messages: bool = False
-    """Sign outgoing OpenADR messages with cert/key, and require every incoming message to be signed by the
-    certificate of its TLS connection (XML signature verified, ReplayProtect checked)."""
+
+class VtnSettings(BaseModel):
+    """The OpenADR 2.0b VTN and its transport security (a part of :class:`DsoSettings`)."""
+
+    model_config = _FROZEN
+
+    vtn_host: str = Field("127.0.0.1", min_length=1, description=(
+        "address the OpenADR VTN listens on; plain HTTP (--insecure) only on a loopback address"))
+    vtn_port: int = Field(8080, ge=0, le=65535, description="TCP port of the OpenADR VTN (0 picks a free one)")
+    vtn_id: str = Field("DSO-VTN", min_length=1, max_length=128, description=(
+        "the vtnID sent in every OpenADR message (not all lowercase: openleadr VENs refuse such ids)"))
+    poll_interval_s: float = Field(DEFAULT_POLL_INTERVAL_S, ge=1, le=60, description=(
+        "poll interval the VTN asks every VEN for at registration (oadrRequestedOadrPollFreq), in whole seconds; "
+        "at most 60 so that a lost link is noticed well inside the 120 s failsafe window (PROFILE 2.7)"))
+    http_path_prefix: str = Field(DEFAULT_PATH_PREFIX, description=(
+        "URL path under which the VTN serves the OpenADR 2.0b endpoints (EiEvent, EiReport, OadrPoll, ...)"))
+    max_message_bytes: int = Field(MAX_MESSAGE_BYTES, ge=16 * 1024, le=64 * 1024 * 1024, description=(
+        "largest OpenADR message the VTN reads; a larger one is answered 413 before it is parsed"))
+    pki: Path | None = Field(None, description=(
+        "PKI directory as written by 'dso-server pki': serve TLS with DIR/vtn.crt and DIR/vtn.key and check VEN "
+        "certificates against DIR/ca.crt (instead of --cert, --key and --ca-file)"))
+    cert: Path | None = Field(None, description=(
+        "the VTN's PEM certificate: served over TLS, and the XML-signature certificate with --sign-messages"))
+    key: Path | None = Field(None, description=(
+        "PEM private key of --cert (keep it readable by the server's account only)"))
+    key_passphrase: SecretStr | None = Field(None, description=(
+        "passphrase of an encrypted --key; prefer the environment variable, since arguments show in 'ps'"))
+    ca_file: Path | None = Field(None, description=(
+        "PEM bundle of the CAs the VENs' client certificates must chain to; which household a certificate speaks "
+        "for is its enrolment in the store ('dso-server pki issue-ven' / 'pki enrol')"))
+    insecure: bool = Field(False, description=(
+        "serve the VTN over plain HTTP without client certificates; refused unless --vtn-host is a loopback "
+        "address, where any local process can act as any household (a demo or tests only)"))
+    sign_messages: bool = Field(False, description=(
+        "sign outgoing OpenADR messages with --cert/--key and require every incoming one to be signed by the "
+        "certificate of its TLS connection (XML signature verified, ReplayProtect checked)"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pki_directory(cls, data: Any) -> Any:
+        """``pki`` DIR stands for cert, key and ca_file in DIR; one given beside it must be that same file.
+        Only files that exist are filled in: the ``pki`` field names those that do not."""
+        pki = data.get("pki") if isinstance(data, dict) else None
+        if not isinstance(pki, str | Path) or not str(pki):
+            return data
+        filled = dict(data)
+        for name, file_name in PKI_FILES.items():
+            implied, given = Path(pki) / file_name, data.get(name)
+            if given is None:
+                if implied.is_file():
+                    filled[name] = implied
+            elif isinstance(given, str | Path) and Path(given) != implied:
+                raise ValueError(f"pki {str(pki)!r} stands for {name} {str(implied)!r}, but {name} {str(given)!r} "
+                                 "is given too: give pki, or cert, key and ca_file, not both")
+        return filled
+
+    @field_validator("pki")
+    @classmethod
+    def _pki_complete(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        missing = [str(value / name) for name in PKI_FILES.values() if not (value / name).is_file()]
+        if missing:
+            verb = "is not a readable file" if len(missing) == 1 else "are not readable files"
+            raise ValueError(f"{', '.join(missing)} {verb} (written by 'dso-server pki init' and 'pki issue-vtn')")
+        return value
 
     @field_validator("vtn_id")
     @classmethod
     def _vtn_id(cls, value: str) -> str:
         # openleadr's VEN flags an all-lowercase vtnID as invalid and then answers every event with 452.
         if value.islower():
-            raise ValueError(f"vtn_id {value!r} is all lowercase; openleadr VENs reject such vtnIDs, use e.g. "
-                             f"{value.upper()!r}")
+            raise ValueError(f"is all lowercase; openleadr VENs reject such vtnIDs, use e.g. {value.upper()!r}")
         if any(character.isspace() for character in value):
-            raise ValueError(f"vtn_id {value!r} contains white space")
+            raise ValueError("contains white space")
         return value
 
     @field_validator("poll_interval_s")
@@ -114,46 +128,23 @@ class DsoSettings(BaseModel):
     def _whole_seconds(cls, value: float) -> float:
         # oadrRequestedOadrPollFreq is an RFC 5545 duration; openleadr renders whole seconds only (0.5 s -> PT0S).
         if value != int(value):
-            raise ValueError(f"poll_interval_s {value} must be a whole number of seconds (OpenADR durations carry "
-                             "whole seconds)")
-        return value
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown IANA time zone {value!r}, e.g. Europe/Amsterdam") from None
-        return value
-
-    @field_validator("contracts_file", "grid_path", "cert", "key", "ca_file", "api_cert", "api_key", "api_client_ca")
-    @classmethod
-    def _file_exists(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"{value} is not a readable file")
+            raise ValueError("must be a whole number of seconds (OpenADR durations carry whole seconds)")
         return value
 
     @field_validator("http_path_prefix")
     @classmethod
     def _prefix(cls, value: str) -> str:
         if not value.startswith("/"):
-            raise ValueError(f"http_path_prefix {value!r} must start with '/'")
+            raise ValueError("must start with '/'")
         return value.rstrip("/")
 
-    def planner_config(self) -> PlannerConfig:
-        return PlannerConfig(
-            timezone=self.timezone, day_ahead_time=self.day_ahead_time,
-            near_real_time_interval_s=self.near_real_time_interval_s,
-            non_firm_horizon_intervals=self.non_firm_horizon_intervals,
-            forecast_window_days=self.forecast_window_days, min_history_days=self.min_history_days,
-            silent_after_intervals=self.silent_after_intervals, min_voltage_pu=self.min_voltage_pu,
-            max_voltage_pu=self.max_voltage_pu, need_scaling_rule=self.need_scaling_rule,
-            need_grace_s=self.need_grace_s,
-        )
+    @field_validator("cert", "key", "ca_file")
+    @classmethod
+    def _vtn_files_exist(cls, value: Path | None) -> Path | None:
+        return _readable_file(value)
 
     @model_validator(mode="after")
-    def _secure_by_default(self) -> DsoSettings:
+    def _secure_by_default(self) -> Self:
         if (self.cert is None) != (self.key is None):
             raise ValueError("cert and key go together: give both, or neither")
         if self.insecure:
@@ -172,11 +163,43 @@ class DsoSettings(BaseModel):
         return self
 
     @property
+    def key_passphrase_text(self) -> str | None:
+        return self.key_passphrase.get_secret_value() if self.key_passphrase is not None else None
+
+
+class ApiSettings(BaseModel):
+    """The operator JSON API and its pages (a part of :class:`DsoSettings`)."""
+
+    model_config = _FROZEN
+
+    api_host: str = Field("127.0.0.1", min_length=1, description=(
+        "address the operator API and its pages listen on, independent of --vtn-host; a non-loopback address "
+        "needs --api-cert/--api-key (or --api-insecure)"))
+    api_port: int = Field(8081, ge=0, le=65535, description="TCP port of the operator API (0 picks a free one)")
+    api_cert: Path | None = Field(None, description=(
+        "PEM server certificate (chain) of the operator API; with --api-key the API serves HTTPS (TLS 1.2+)"))
+    api_key: Path | None = Field(None, description=(
+        "PEM private key of --api-cert (unencrypted; keep it readable by the server's account only)"))
+    api_client_ca: Path | None = Field(None, description=(
+        "accept client certificates signed by this PEM CA as API credentials, each once registered with "
+        "'dso-server token create --cert'; needs --api-cert"))
+    api_insecure: bool = Field(False, description=(
+        "allow the API on a non-loopback --api-host over plain HTTP: tokens cross the network in clear text (a "
+        "trusted lab network only; the server warns at every start)"))
+    api_session_ttl_s: float = Field(8 * 3600.0, ge=60, le=7 * 86400, description=(
+        "how long a web page login lasts, in server-clock seconds; it also ends when its token is revoked"))
+
+    @field_validator("api_cert", "api_key", "api_client_ca")
+    @classmethod
+    def _api_files_exist(cls, value: Path | None) -> Path | None:
+        return _readable_file(value)
+
+    @property
     def api_tls(self) -> bool:
         return self.api_cert is not None
 
     @model_validator(mode="after")
-    def _api_exposure(self) -> DsoSettings:
+    def _api_exposure(self) -> Self:
         if (self.api_cert is None) != (self.api_key is None):
             raise ValueError("api_cert and api_key go together: give both to serve the API over TLS, or neither")
         if self.api_client_ca is not None and self.api_cert is None:
@@ -187,3 +210,43 @@ class DsoSettings(BaseModel):
                              "allow plain HTTP explicitly with api_insecure (serve --api-insecure)")
         return self
 
+
+class ServerSettings(BaseModel):
+    """The server process: its store, what it loads into the store at start, its log (a part of
+    :class:`DsoSettings`)."""
+
+    model_config = _FROZEN
+
+    db_path: str = Field("dso.sqlite", min_length=1, description=(
+        "SQLite file holding households, registrations, signals and reports; created when missing (':memory:' "
+        "keeps nothing)"))
+    contracts_file: Path | None = Field(None, description=(
+        "households file (TOML, [[household]] tables: connection_point_id, group, contract fields, "
+        "[household.comfort], [household.performance]; see dso_server/contracts.py), added to or updated in the "
+        "store at every start"))
+    grid_path: Path | None = Field(None, description=(
+        "grid file (.toml or .csv: transformers, feeders, connection points; see 'dso-server grid --help') loaded "
+        "into the store at every start; with a grid in the store the server allocates firm capacity day-ahead and "
+        "non-firm capacity every few minutes, without one it only relays what the operator publishes"))
+    retention_months: int = Field(DEFAULT_RETENTION_MONTHS, ge=1, le=120, description=(
+        "calendar months the store keeps what households sent (telemetry, plans, capacity needs, performance "
+        "reports, consented comfort readings); older data is deleted (dso_server/retention.py)"))
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description=(
+        "how much 'dso-server serve' logs to stderr (a program that runs DsoServer itself sets up its own logging)"))
+
+    @field_validator("contracts_file", "grid_path")
+    @classmethod
+    def _input_file_exists(cls, value: Path | None) -> Path | None:
+        return _readable_file(value)
+
+
+class DsoSettings(PlannerConfig, ApiSettings, VtnSettings, ServerSettings):
+    """Everything the DSO server takes, made of its four parts (their fields in this order: server, VTN, API,
+    planning). Built from options, ``DSO_*`` variables and a config file by ``dso-server serve``; in Python by
+    keyword, e.g. ``DsoSettings(db_path=":memory:", vtn_port=0, api_port=0, insecure=True)``."""
+
+    model_config = _FROZEN
+
+    def planner_config(self) -> PlannerConfig:
+        """The planning part, as the planner and the API take it (its values; no second set of defaults)."""
+        return PlannerConfig(**{name: getattr(self, name) for name in PlannerConfig.model_fields})

@@ -25,7 +25,7 @@ from hems_client.settings import ENV_PREFIX, ControllerSettings, HemsSettings
 from hems_client.store import HemsStore, StoreError
 from protocol.clock import AcceleratedClock, WallClock
 from protocol.contract import HouseholdContract
-from protocol.settings import SettingsError, add_arguments, resolve
+from protocol.settings import SettingsError, add_arguments, config_text, resolve
 from protocol.timebase import floor_to_interval
 
 
@@ -116,21 +116,6 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> HemsSetti
     config = args.config if args.config is not None else env.get(f"{ENV_PREFIX}CONFIG")
     return resolve(HemsSettings, cli=args, env=env, env_prefix=ENV_PREFIX,
                    config_file=Path(config) if config else None)
-
-
-def config_text(settings: HemsSettings) -> str:
-    """The settings as a TOML config file would hold them (unset optional ones as comments)."""
-    lines = []
-    for name, value in settings.model_dump(mode="json").items():
-        if value is None:
-            lines.append(f"# {name} =")
-        elif isinstance(value, bool):
-            lines.append(f"{name} = {'true' if value else 'false'}")
-        elif isinstance(value, int | float):
-            lines.append(f"{name} = {value!r}")
-        else:
-            lines.append(f'{name} = "{value}"')
-    return "\n".join(lines)
 
 
 async def _run(settings: HemsSettings, security: VenSecurity, contract: HouseholdContract) -> int:

@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 from support.security import plain_settings  # plain HTTP on loopback where the test is not about TLS
 
-from dso_server.cli import build_parser, main
+from dso_server.cli import build_parser, main, serve_settings
 from dso_server.contracts import ContractsFileError, load_contracts, parse_contracts
 from dso_server.security.tokens import Role
 from dso_server.service import DsoServer
@@ -37,7 +37,7 @@ FILE = Path("contracts.toml")
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     try:
-        code = main(argv)
+        code = main(argv, env={})  # serve reads no DSO_* variable of the machine running the tests
     except SystemExit as exit_:
         code = int(exit_.code or 0)
     out, err = capsys.readouterr()
@@ -126,8 +126,8 @@ def test_every_command_explains_itself(capsys: pytest.CaptureFixture[str]) -> No
                  ["telemetry", "--help"]):
         code, out, _ = run(argv, capsys)
         assert code == 0 and "usage: dso-server" in out
-    serve_help = build_parser().parse_args(["serve"])
-    assert (serve_help.vtn_port, serve_help.api_port, serve_help.poll_interval_s) == (8080, 8081, 10.0)
+    served = serve_settings(build_parser().parse_args(["serve", "--insecure"]), {})
+    assert (served.vtn_port, served.api_port, served.poll_interval_s) == (8080, 8081, 10.0)
 
 
 @pytest.mark.parametrize(("argv", "words"), [
@@ -146,7 +146,7 @@ def test_every_command_explains_itself(capsys: pytest.CaptureFixture[str]) -> No
     (["publish", "tariff", "--group", "g", "--start", "2030-01-01T17:00:00+00:00", "--import-price", "300",
       "--export-price", "0"], "EUR/MWh"),
     (["modify", "ev-1", "--file", "/nonexistent/body.json"], "cannot read /nonexistent/body.json"),
-    (["serve", "--vtn-id", "dso", "--db", ":memory:"], "vtn_id: vtn_id 'dso' is all lowercase"),
+    (["serve", "--vtn-id", "dso", "--db", ":memory:"], "--vtn-id 'dso': is all lowercase"),
     (["telemetry", "--connection-point", EAN_A, "--since", "yesterday"], "not an ISO 8601 timestamp"),
 ])
 def test_bad_arguments_exit_2_with_a_message(argv: list[str], words: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -256,8 +256,9 @@ def test_certificates_that_do_not_load_stop_serve_with_exit_2(tmp_path: Path,
 @pytest.mark.parametrize("argv, message", [
     (["serve"], "cert, key, ca_file missing (create them with 'dso-server pki')"),
     (["serve", "--insecure", "--host", "0.0.0.0"], "insecure (plain HTTP) is refused on vtn_host '0.0.0.0'"),
-    (["serve", "--pki", "nowhere"], "nowhere/vtn.crt is not a readable file"),
-    (["serve", "--pki", "nowhere", "--cert", "x.pem"], "give --pki or --cert/--key/--ca-file, not both"),
+    (["serve", "--pki", "nowhere"], "--pki 'nowhere': nowhere/vtn.crt, nowhere/vtn.key, nowhere/ca.crt are not "
+                                    "readable files"),
+    (["serve", "--pki", "nowhere", "--cert", "x.pem"], "give pki, or cert, key and ca_file, not both"),
 ])
 def test_serve_is_secure_by_default(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run([*argv, "--db", ":memory:", "--vtn-port", "0", "--api-port", "0"], capsys)

@@ -194,9 +194,11 @@ def test_the_api_stays_on_loopback_unless_it_runs_tls_or_is_told(tmp_path: Path)
         DsoSettings(insecure=True, api_cert=cert)
     with pytest.raises(ValidationError, match="needs api_cert"):
         DsoSettings(insecure=True, api_client_ca=cert)
-    args = __import__("dso_server.cli", fromlist=["build_parser"]).build_parser().parse_args(
-        ["serve", "--host", "0.0.0.0"])
-    assert (args.host, args.api_host) == ("0.0.0.0", "127.0.0.1")
+    from dso_server.cli import build_parser, serve_settings
+
+    served = serve_settings(build_parser().parse_args(["serve", "--host", "0.0.0.0", "--pki", str(tmp_path / "pki")]),
+                            {})
+    assert (served.vtn_host, served.api_host) == ("0.0.0.0", "127.0.0.1")
 
 
 async def test_the_vtn_on_all_addresses_leaves_the_api_on_loopback(tmp_path: Path) -> None:

@@ -31,11 +31,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
+from typing import Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dso_server.capacity.allocation import baselines_kw
 from dso_server.capacity.forecast import (
@@ -67,19 +68,65 @@ RECENT_INTERVALS = 4
 """Measured intervals the intra-day correction looks back on (one hour)."""
 
 
-@dataclass(frozen=True)
-class PlannerConfig:
-    timezone: str = "Europe/Amsterdam"
-    day_ahead_time: time = time(14, 0)
-    near_real_time_interval_s: float = 300.0
-    non_firm_horizon_intervals: int = 8
-    forecast_window_days: int = 28
-    min_history_days: int = 7
-    silent_after_intervals: int = 4
-    min_voltage_pu: float = 0.9
-    max_voltage_pu: float = 1.1
-    need_scaling_rule: ScalingRule = "proportional"
-    need_grace_s: float = 900.0
+class PlannerConfig(BaseModel):
+    """How the capacity planning runs: the one place these settings and their defaults are declared.
+
+    ``DsoSettings`` inherits these fields (so ``dso-server serve`` gets an option, a ``DSO_*`` variable and a
+    config key for each) and hands the server's planner ``DsoSettings.planner_config()``; a study that plans in
+    process builds one directly, e.g. ``PlannerConfig(timezone="UTC")``. Each description is the option's help."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    timezone: str = Field("Europe/Amsterdam", description=(
+        "the DSO's local IANA time zone: the days of the forecast, the allocation and the operator API, and the "
+        "clock of --day-ahead-time"))
+    day_ahead_time: time = Field(time(14, 0), description=(
+        "local time (HH:MM, no offset) at which the firm allocation of the next day is released"))
+    near_real_time_interval_s: float = Field(300.0, ge=1, le=3600, description=(
+        "server-clock seconds between two near-real-time runs, which recompute the non-firm allocation from "
+        "measured headroom"))
+    non_firm_horizon_intervals: int = Field(8, ge=1, le=96, description=(
+        "quarter-hours ahead that each near-real-time run releases non-firm capacity for"))
+    forecast_window_days: int = Field(28, ge=1, le=365, description=(
+        "days of measured telemetry the transformer load forecast learns from"))
+    min_history_days: int = Field(7, ge=1, le=365, description=(
+        "measured days a transformer needs before its learned forecast replaces the H25 cold start; at most "
+        "--forecast-window-days"))
+    silent_after_intervals: int = Field(4, ge=1, le=96, description=(
+        "a household whose last telemetry is older than this many quarter-hours counts as silent (offline)"))
+    min_voltage_pu: float = Field(0.9, gt=0.5, lt=1.0, description=(
+        "lowest node voltage (per unit) the allocation may cause where a grid model is loaded (EN 50160: -10 %)"))
+    max_voltage_pu: float = Field(1.1, gt=1.0, lt=1.5, description=(
+        "highest node voltage (per unit) export may cause where a grid model is loaded (EN 50160: +10 %)"))
+    need_scaling_rule: ScalingRule = Field("proportional", description=(
+        "how the firm allocation scales the capacity needs of performance contracts a transformer cannot carry: "
+        "'proportional' (every need to the same share) or 'equal_cap' (small needs in full, the largest cut most)"))
+    need_grace_s: float = Field(900.0, ge=0, le=86400, description=(
+        "server-clock seconds a firm run that catches up after a start waits for the capacity needs of the "
+        "performance households (each HEMS sends one right after it registers)"))
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("is not an IANA time zone, e.g. Europe/Amsterdam") from None
+        return value
+
+    @field_validator("day_ahead_time")
+    @classmethod
+    def _local(cls, value: time) -> time:
+        if value.tzinfo is not None:
+            raise ValueError("must be a local time without offset (the zone is --timezone)")
+        return value
+
+    @model_validator(mode="after")
+    def _history_fits_window(self) -> Self:
+        if self.min_history_days > self.forecast_window_days:
+            raise ValueError(f"min_history_days {self.min_history_days} exceeds forecast_window_days "
+                             f"{self.forecast_window_days}: no transformer could ever leave the cold start")
+        return self
 
 
 def _history_days(day: date, window_days: int) -> list[date]:
