@@ -245,6 +245,42 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("token", metavar="NAME_OR_ID", help="the token's name (the active one) or its id")
     _db_option(revoke)
 
+    household = commands.add_parser(
+        "household", help="one household's data: export it (GDPR access) or erase it (GDPR erasure)",
+        description="Everything the DSO holds about one connection point, on the store file (--db): 'export' "
+                    "writes it as JSON (contract, registration, signals and answers, telemetry, plans, needs, "
+                    "performance reports, allocation shortfalls, audit entries naming it); 'erase' deletes it. "
+                    "Both are recorded in the audit log (which keeps its entries).")
+    household_commands = household.add_subparsers(dest="household_command", required=True, metavar="ACTION")
+    export = household_commands.add_parser("export", help="write everything held about one household as JSON",
+                                           description="Write everything the DSO holds about one connection point "
+                                                       "as one JSON document (GDPR access).")
+    export.add_argument("--ean", required=True, metavar="EAN", help="the connection point (18-digit EAN)")
+    export.add_argument("--output", type=Path, metavar="PATH",
+                        help="a new file to write (mode 0600) instead of standard output")
+    _db_option(export)
+    erase = household_commands.add_parser(
+        "erase", help="delete everything held about one household",
+        description="Delete everything the DSO holds about one connection point (GDPR erasure): its contract, "
+                    "VEN registration, signals and answers, telemetry, plans, needs, performance reports and "
+                    "shortfalls, and its place in the grid (a later 'grid load' gives the connection point a "
+                    "new, default contract). Irreversible: give --yes.")
+    erase.add_argument("--ean", required=True, metavar="EAN", help="the connection point (18-digit EAN)")
+    erase.add_argument("--yes", action="store_true", help="confirm: the data cannot be brought back")
+    _db_option(erase)
+
+    settlement = commands.add_parser(
+        "settlement", help="performance contracts' monthly settlement (JSON, table or CSV)",
+        description="Per household with a performance contract and calendar month: the hours its capacity "
+                    "guarantee was honoured, the comfort delivered and the discount due (dso_server/settlement.py)."
+                    " Read through the operator API (read role), or from the store file with --db.")
+    settlement.add_argument("--month", metavar="YYYY-MM", help="the month (default: the current one)")
+    settlement.add_argument("--connection-point", metavar="EAN", help="only this household")
+    settlement.add_argument("--csv", action="store_true", help="print CSV (one line per household and month)")
+    settlement.add_argument("--db", metavar="PATH", help="read the store file instead of asking the API")
+    _api_url_option(settlement)
+    _json_option(settlement)
+
     audit = commands.add_parser(
         "audit", help="show the audit log: who changed what, when",
         description="The audit log: publications, modifications, cancellations, contract changes, grid loads, "
@@ -944,6 +980,92 @@ def _audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _household(args: argparse.Namespace) -> int:
+    from datetime import UTC
+
+    from dso_server.errors import DsoError
+    from dso_server.security.audit import local_actor
+    from dso_server.store import audited
+
+    if args.household_command == "erase" and not args.yes:
+        raise UsageError(f"erasing {args.ean} cannot be undone; add --yes to confirm")
+    if args.household_command == "export" and args.output is not None and args.output.exists():
+        raise UsageError(f"--output {args.output} exists already; give a new file")
+    now = datetime.now(UTC)
+    with _open_store(args.db) as store:
+        try:
+            if args.household_command == "erase":
+                deleted = audited.erase_household(store, args.ean, now=now, actor=local_actor())
+                print(f"dso-server: erased {args.ean} from {args.db}: " + ", ".join(
+                    f"{count} {table}" for table, count in sorted(deleted.items())))
+                return 0
+            data = audited.export_household(store, args.ean, now=now, actor=local_actor())
+        except DsoError as error:
+            raise UsageError(error.message) from None
+    text = json.dumps({"format": "hems-dso-interface/dso-household-export/1", "connection_point_id": args.ean,
+                       "exported_at": now.isoformat(), "tables": data}, indent=2, ensure_ascii=False) + "\n"
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    _write_secret(args.output, text.rstrip("\n"))
+    print(f"dso-server: wrote what {args.db} holds about {args.ean} to {args.output} ("
+          f"{sum(len(rows) for rows in data.values())} rows)", file=sys.stderr)
+    return 0
+
+
+def _month(text: str | None) -> str | None:
+    if text is None:
+        return None
+    import re
+
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", text):
+        raise UsageError(f"--month {text!r} is not a month such as 2030-01")
+    return text
+
+
+def _settlement(args: argparse.Namespace) -> int:
+    month = _month(args.month)
+    if args.db is not None:
+        from datetime import UTC, date
+
+        from dso_server.api import performance_views
+        from dso_server.errors import DsoError
+
+        day = date.fromisoformat(month + "-01") if month else datetime.now(UTC).date()
+        with _open_store(args.db) as store:
+            try:
+                ids = [args.connection_point] if args.connection_point else None
+                rows = performance_views.settlement(store, day, ids)
+            except DsoError as error:
+                raise UsageError(error.message) from None
+        answer = performance_views.settlement_json(day, rows)
+    else:
+        answer = request(args, "GET", "/api/settlement", query={"month": month,
+                                                                "connection_point_id": args.connection_point})
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return 0
+    if args.csv:
+        import csv
+        import io
+
+        from dso_server.settlement import COLUMNS
+
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(COLUMNS), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(answer["rows"])
+        sys.stdout.write(out.getvalue())
+        return 0
+    print(_table([(r["connection_point_id"], r["month"], f"{r['honoured_hours']:g}/{r['need_hours']:g}",
+                   f"{r['shortfall_kwh']:.2f}", f"{r['degree_hours_outside_band']:.2f}",
+                   f"{r['degree_hours_dso_caused']:.2f}", f"{r['ev_departures_short']}/{r['ev_departures']}",
+                   f"{r['total_eur']:.2f}") for r in answer["rows"]],
+                 ("connection_point", "month", "honoured_h", "shortfall_kwh", "K·h_out", "K·h_dso", "ev_short",
+                  "due_eur")))
+    return 0
+
+
 def _short(detail: dict[str, Any], width: int = 100) -> str:
     text = json.dumps(detail, separators=(",", ":"), sort_keys=True)
     return text if len(text) <= width else text[:width - 1] + "…"
@@ -1059,8 +1181,7 @@ def _revoke_enrolment(db: str, fingerprint: str, reason: str, *, must_exist: boo
 
 _COMMANDS = {"pki": _pki, "grid": _grid, "publish": _publish, "modify": _modify, "cancel": _cancel,
              "households": _households, "signals": _signals, "responses": _responses, "telemetry": _telemetry,
-             "token": _token,
-             "audit": _audit}
+             "token": _token, "audit": _audit, "household": _household, "settlement": _settlement}
 
 
 def _fail(code: int, message: str) -> NoReturn:

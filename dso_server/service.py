@@ -63,6 +63,7 @@ from dso_server.capacity.powerflow import FeederModel
 from dso_server.contracts import load_contracts
 from dso_server.errors import ConfigurationError, StoreError
 from dso_server.records import Publication, Signal, SignalPayload
+from dso_server.retention import RETENTION_CHECK_S, retention_cutoff
 from dso_server.security.audit import local_actor
 from dso_server.security.tls import VtnTls
 from dso_server.security.tokens import Role
@@ -70,6 +71,7 @@ from dso_server.settings import DsoSettings, is_loopback
 from dso_server.store import audited
 from dso_server.store.engine import redact
 from dso_server.store.grid_store import GridConflict, GridStore
+from dso_server.store.performance_store import PerformanceStore
 from dso_server.store.security_store import SecurityStore
 from dso_server.store.sqlite import DsoStore
 from dso_server.transport.oadr20b.vtn import DsoVtn
@@ -77,6 +79,9 @@ from protocol.clock import Clock, WallClock, speed_of
 from protocol.timebase import INTERVAL, floor_to_interval
 
 logger = logging.getLogger(__name__)
+
+NEED_POLL_S = 60.0
+"""While a catch-up firm run waits for needs, the planner looks again this often (server clock seconds)."""
 
 
 _T = TypeVar("_T")
@@ -191,6 +196,8 @@ class _PlannerState:
     next_nrt: datetime | None = None
     models: dict[str, FeederModel] = field(default_factory=dict)
     grid_key: Any = None
+    grace_until: datetime | None = None
+    """Until then a firm run that catches up after a start waits for the performance households' capacity needs."""
 
 
 class DsoServer:
@@ -261,6 +268,8 @@ class DsoServer:
                         "lead_time_s": settings.poll_interval_s * speed_of(self.clock)})
                 planning = asyncio.create_task(self._plan(store, config), name="dso-planning")
                 stack.push_async_callback(_cancel, planning)
+            housekeeping = asyncio.create_task(self._keep(store), name="dso-retention")
+            stack.push_async_callback(_cancel, housekeeping)
         except BaseException:
             await stack.aclose()
             self._vtn_port = self._api_port = None
@@ -299,7 +308,7 @@ class DsoServer:
         """Day-ahead and near-real-time allocation on the server's clock, while a grid is loaded and this server
         holds the planner lock. The runs themselves execute in a thread with the planner's own connection."""
         planner_store = store.reopen()
-        state = _PlannerState()
+        state = _PlannerState(grace_until=self.clock.now() + timedelta(seconds=config.need_grace_s))
         retry_s = min(PLANNER_LOCK_RETRY_S, config.near_real_time_interval_s)
         try:
             while True:
@@ -347,20 +356,29 @@ class DsoServer:
             source = gstore.grid_source()
             if state.grid_key != source or state.grid_key is None:
                 state.models, state.grid_key = {}, source  # a new grid: rebuild the power-flow models
+            waiting = False
             for day in days_due(now, config):
-                self._guarded(gstore, FIRM, day, now, config, lambda d=day: run_day_ahead(
-                    store, grid, day=d, now=now, config=config, models=state.models))
+                run = self._guarded(gstore, FIRM, day, now, config, lambda d=day: run_day_ahead(
+                    store, grid, day=d, now=now, config=config, models=state.models,
+                    wait_for_needs_until=state.grace_until))
+                waiting |= (run is None and state.grace_until is not None and now < state.grace_until
+                            and not gstore.runs(kind=FIRM, day=day.isoformat(), status="ok", limit=1))
             if state.next_nrt is None or now >= state.next_nrt:
                 self._guarded(gstore, NON_FIRM, None, now, config, lambda: run_near_real_time(
                     store, grid, now=now, config=config, models=state.models))
                 state.next_nrt = now + timedelta(seconds=config.near_real_time_interval_s)
+            if waiting and state.grace_until is not None:  # a catch-up run waits for needs: look again soon
+                return min(state.next_nrt or now + timedelta(seconds=config.near_real_time_interval_s),
+                           next_day_ahead_run(now + timedelta(microseconds=1), config),
+                           now + timedelta(seconds=NEED_POLL_S), state.grace_until)
         next_nrt = state.next_nrt or now + timedelta(seconds=config.near_real_time_interval_s)
         return min(next_nrt, next_day_ahead_run(now + timedelta(microseconds=1), config))
 
     @staticmethod
     def _guarded(gstore: GridStore, kind: str, day: date | None, now: datetime, config: PlannerConfig,
-                 run: Any) -> None:
-        """Run one allocation; a failure is recorded in the store as a failed run (and logged), never lost."""
+                 run: Any) -> Any:
+        """Run one allocation and return what it returned; a failure is recorded in the store as a failed run (and
+        logged), never lost (None then)."""
         began = time.perf_counter()
         try:
             done = run()
@@ -380,10 +398,24 @@ class DsoServer:
             gstore.record_run(kind=kind, day=day.isoformat() if day else None, window_start=window[0],
                               window_end=window[1], publication_id=None, now=now, summary={},
                               error=f"{type(error).__name__}: {error}"[:2000])
-            return
+            return None
         if done is not None:  # None: nothing was due (the day has its firm run already)
             metrics.PLANNER_RUNS.labels(kind, "ok").inc()
             metrics.PLANNER_SECONDS.labels(kind).observe(time.perf_counter() - began)
+        return done
+
+    async def _keep(self, store: DsoStore) -> None:
+        """Retention on the server's clock: delete what households sent that is past ``retention_months``."""
+        while True:
+            now = self.clock.now()
+            try:
+                cutoff = retention_cutoff(now, months=self.settings.retention_months, timezone=self.settings.timezone)
+                deleted = PerformanceStore(store).delete_before(cutoff)
+                if deleted:
+                    logger.info("Retention: deleted what households sent before %s: %s", cutoff.isoformat(), deleted)
+            except Exception:
+                logger.exception("Retention run at %s failed", now.isoformat())
+            await self.clock.sleep(RETENTION_CHECK_S)
 
     # ------------------------------------------------------------------- publishing from Python (the demo)
 

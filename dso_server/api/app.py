@@ -21,6 +21,8 @@ The routes, their roles and models are the table ``ROUTES`` at the end (also ser
     GET    /api/plans?connection_point_id=      GET /api/comfort?connection_point_id=
     GET    /api/transformers                    GET /api/transformers/{id}?day=YYYY-MM-DD
     GET    /api/households/{ean}/violations?since=&until=
+    GET    /api/households/{ean}/needs?since=&until=     GET /api/households/{ean}/performance?since=&until=
+    GET    /api/settlement?month=&connection_point_id=   GET /api/settlement.csv?month=&connection_point_id=
     GET    /api/audit?since=&until=&actor=&action=&outcome=&limit=
     GET    /api/session                         POST /api/session (log in)   DELETE /api/session (log out)
 
@@ -42,10 +44,10 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from dso_server import metrics
-from dso_server.api import auth, codec, models, views
+from dso_server.api import auth, codec, models, performance_views, views
 from dso_server.api.routes import Route
 from dso_server.api.web import page_routes
-from dso_server.capacity.forecast import local_day
+from dso_server.capacity.forecast import day_intervals, local_day
 from dso_server.capacity.planner import PlannerConfig
 from dso_server.errors import DsoError, NotFound
 from dso_server.records import Household, SignalKind
@@ -299,6 +301,63 @@ async def household_violations(request: web.Request) -> web.Response:
                   "violations": [views.violation_json(v) for v in found]})
 
 
+# ------------------------------------------------------------------------------------ performance contracts
+
+
+def _window(request: web.Request, query: models.WindowQuery, default: tuple[datetime, datetime]
+            ) -> tuple[datetime, datetime]:
+    since, until = query.since or default[0], query.until or default[1]
+    if until <= since:
+        raise codec.ApiError(400, "until must be later than since.", field="until")
+    return since, until
+
+
+async def household_needs(request: web.Request) -> web.Response:
+    query = _query(request, models.WindowQuery)
+    store, now, config = _store(request), _now(request), request.app[PLANNER]
+    ean = request.match_info["connection_point_id"]
+    store.household(ean)
+    today = local_day(now, config.timezone)
+    default = (day_intervals(today, config.timezone)[0], day_intervals(today + timedelta(days=2), config.timezone)[0])
+    since, until = _window(request, query, default)
+    if until - since > performance_views.MAX_WINDOW:
+        raise codec.ApiError(400, f"The window may span at most {performance_views.MAX_WINDOW.days} days; it spans "
+                                  f"{(until - since).days} days.", field="until")
+    return _json(performance_views.needs_json(store, ean, since=since, until=until, timezone=config.timezone))
+
+
+async def household_performance(request: web.Request) -> web.Response:
+    query = _query(request, models.WindowQuery)
+    store, now = _store(request), _now(request)
+    since, until = _window(request, query, views.default_window(now))
+    return _json(performance_views.performance_json(store, request.match_info["connection_point_id"], since=since,
+                                                    until=until))
+
+
+def _settlement_rows(request: web.Request) -> tuple[Any, list[Any]]:
+    query = _query(request, models.SettlementQuery)
+    store, now, config = _store(request), _now(request), request.app[PLANNER]
+    month = query.month if query.month is not None else local_day(now, config.timezone)
+    if query.connection_point_id is not None:
+        household = store.household(query.connection_point_id)
+        if household.contract.performance is None:
+            raise NotFound(f"{query.connection_point_id} has no performance contract to settle.",
+                           field="connection_point_id")
+    ids = None if query.connection_point_id is None else [query.connection_point_id]
+    return month, performance_views.settlement(store, month, ids)
+
+
+async def settlement(request: web.Request) -> web.Response:
+    month, rows = _settlement_rows(request)
+    return _json(performance_views.settlement_json(month, rows))
+
+
+async def settlement_csv(request: web.Request) -> web.Response:
+    month, rows = _settlement_rows(request)
+    return web.Response(text=performance_views.settlement_csv(rows), content_type="text/csv", charset="utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="settlement-{month:%Y-%m}.csv"'})
+
+
 # ------------------------------------------------------------------------------------------ audit, session
 
 
@@ -424,13 +483,24 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/households/{connection_point_id}/violations", household_violations, READ,
           "A household's runs over its effective limit", query=models.WindowQuery,
           answers={200: models.ViolationsAnswer, **_ERRORS}),
+    Route("GET", "/api/households/{connection_point_id}/needs", household_needs, READ,
+          "A household's capacity needs in force against its firm limits", query=models.WindowQuery,
+          answers={200: models.NeedsAnswer, **_ERRORS}),
+    Route("GET", "/api/households/{connection_point_id}/performance", household_performance, READ,
+          "A household's daily performance reports", query=models.WindowQuery,
+          answers={200: models.PerformanceAnswer, **_ERRORS}),
+    Route("GET", "/api/settlement", settlement, READ,
+          "Performance contracts' monthly settlement: guarantee honoured, comfort delivered, discount due",
+          query=models.SettlementQuery, answers={200: models.SettlementAnswer, **_ERRORS}),
+    Route("GET", "/api/settlement.csv", settlement_csv, READ, "The monthly settlement as CSV",
+          query=models.SettlementQuery, answers={200: models.SettlementAnswer, **_ERRORS}, content_type="text/csv"),
     Route("GET", "/api/audit", audit_log, READ, "The audit log: who changed what, when",
           query=models.AuditQuery, answers={200: models.AuditAnswer, **_ERRORS}),
     Route("GET", "/api/allocation-runs", allocation_runs, READ,
           "The planner's allocation runs, newest first; a failed run with its error",
           query=models.AllocationRunsQuery, answers={200: models.AllocationRunsAnswer, **_ERRORS}),
     Route("GET", "/metrics", metrics_text, READ, "Prometheus metrics: polls, VENs registered and silent, event "
-          "responses, planner runs, store latency (text exposition format)", produces=metrics.CONTENT_TYPE,
+          "responses, planner runs, store latency (text exposition format)", content_type=metrics.CONTENT_TYPE,
           answers=_ERRORS),
     Route("GET", "/api/session", who_am_i, READ, "Who the credential of this request is",
           answers={200: models.SessionAnswer, **_ERRORS}),

@@ -198,6 +198,26 @@ _V4_TABLES: tuple[TableSpec, ...] = (
 )
 _V4_INDEXES: tuple[IndexSpec, ...] = (("changes", ["xid"], False),)
 
+# Performance contracts (performance_store): what the HEMS reported, what the planner could not honour.
+_V5_TABLES: tuple[TableSpec, ...] = (
+    ("capacity_needs", {"connection_point_id": str, "created_at": str, "start_at": str, "end_at": str, "need": str,
+                        "received_at": str},
+     ("connection_point_id", "created_at", "start_at"), {"end_at", "need", "received_at"},
+     [("connection_point_id", "households", "connection_point_id")]),
+    ("performance_reports", {"connection_point_id": str, "day_start": str, "day_end": str, "report": str,
+                             "created_at": str, "received_at": str},
+     ("connection_point_id", "day_start"), {"day_end", "report", "created_at", "received_at"},
+     [("connection_point_id", "households", "connection_point_id")]),
+    ("need_shortfalls", {"run_id": str, "connection_point_id": str, "interval_start": str, "need_kw": float,
+                         "firm_kw": float},
+     ("run_id", "connection_point_id", "interval_start"), {"need_kw", "firm_kw"},
+     [("run_id", "allocation_runs", "run_id"), ("connection_point_id", "households", "connection_point_id")]),
+)
+_V5_INDEXES: tuple[IndexSpec, ...] = (
+    ("capacity_needs", ["start_at"], False),
+    ("need_shortfalls", ["connection_point_id", "interval_start"], False),
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "households, VEN registrations, signals, responses, reports",
               (CreateTables(_V1_TABLES), CreateIndexes(_V1_INDEXES))),
@@ -214,6 +234,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         CreateTables(_V4_TABLES),
         CreateIndexes(_V4_INDEXES),
     )),
+    Migration(5, "performance contracts: capacity needs, daily performance reports, needs not honoured", (
+        CreateTables(_V5_TABLES), CreateIndexes(_V5_INDEXES))),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

@@ -55,7 +55,16 @@ from dso_server.records import (
 from dso_server.store.changes import ACK, DELIVERY, SIGNALS, VEN, record_changes
 from dso_server.store.engine import MEMORY, Database, open_database
 from dso_server.store.schema import SCHEMA_VERSION, migrate
-from protocol import CapacityBandwidth, ComfortStatus, HouseholdContract, Plan, Telemetry, TouTariff
+from protocol import (
+    CapacityBandwidth,
+    CapacityNeed,
+    ComfortStatus,
+    HouseholdContract,
+    PerformanceReport,
+    Plan,
+    Telemetry,
+    TouTariff,
+)
 from protocol.limits import MAX_EVENTS_PER_VEN
 
 __all__ = ["MEMORY", "SCHEMA_VERSION", "DsoStore", "from_text", "new_id", "to_text", "where_clause"]
@@ -567,9 +576,11 @@ class DsoStore:
         return {row["report_specifier_id"]: json.loads(row["r_ids"]) for row in rows}
 
     def store_reports(
-        self, connection_point_id: str, reports: Iterable[Telemetry | Plan | ComfortStatus], *, now: datetime
+        self, connection_point_id: str,
+        reports: Iterable[Telemetry | Plan | ComfortStatus | CapacityNeed | PerformanceReport], *, now: datetime
     ) -> None:
-        """Telemetry (upserted per interval), plans and comfort statuses of one household, in one transaction."""
+        """Telemetry (upserted per interval), plans, comfort statuses, capacity needs and performance reports (one per
+        local day: a later one replaces it) of one household, in one transaction."""
         self.household(connection_point_id)
         received = to_text(now)
         with self.transaction():
@@ -580,6 +591,22 @@ class DsoStore:
                          "import_kw": interval.import_kw, "export_kw": interval.export_kw, "received_at": received}
                         for interval in report.intervals
                     ], pk=("connection_point_id", "interval_start"))
+                elif isinstance(report, CapacityNeed):
+                    self.db.execute(
+                        "INSERT INTO capacity_needs (connection_point_id, created_at, start_at, end_at, need, "
+                        "received_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (connection_point_id, created_at, "
+                        "start_at) DO UPDATE SET end_at = excluded.end_at, need = excluded.need, received_at = "
+                        "excluded.received_at",
+                        [connection_point_id, to_text(report.created_at), to_text(report.start), to_text(report.end),
+                         report.model_dump_json(), received])
+                elif isinstance(report, PerformanceReport):
+                    self.db.execute(
+                        "INSERT INTO performance_reports (connection_point_id, day_start, day_end, report, created_at, "
+                        "received_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (connection_point_id, day_start) DO "
+                        "UPDATE SET day_end = excluded.day_end, report = excluded.report, created_at = "
+                        "excluded.created_at, received_at = excluded.received_at",
+                        [connection_point_id, to_text(report.start), to_text(report.end), report.model_dump_json(),
+                         to_text(report.created_at), received])
                 elif isinstance(report, Plan):
                     self.db.upsert("plans", {
                         "connection_point_id": connection_point_id, "created_at": to_text(report.created_at),

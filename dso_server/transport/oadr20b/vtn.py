@@ -65,10 +65,10 @@ from dso_server.transport.oadr20b import openleadr_adapter as oadr
 from dso_server.transport.oadr20b.fast_poll import parse_poll
 from dso_server.transport.oadr20b.openleadr_adapter import STATUS_CODES
 from dso_server.transport.ven_cache import Liveness, VenCache, VenState, WriteBatcher
-from protocol import ProfileError
+from protocol import CapacityNeed, ComfortStatus, HouseholdContract, PerformanceReport, ProfileError
 from protocol.clock import Clock, WallClock
 from protocol.errors import OADR_INVALID_DATA
-from protocol.oadr20b import decode_report, encode_event, report_requests_for
+from protocol.oadr20b import decode_report, encode_event, offered_specifiers, report_requests_for
 from protocol.oadr20b.replay import Replayed, ReplayGuard
 from protocol.oadr20b.xml_guard import MAX_MESSAGE_BYTES, DocumentTooLarge, HostileXml, check_document
 
@@ -134,6 +134,23 @@ def content_type_problem(header: str | None) -> str | None:
         if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
             return f"Content-Type {header[:100]!r}: the charset must be UTF-8"
     return None
+
+
+def _minimised(report: Any, contract: HouseholdContract, ven_id: str) -> Any:
+    """What of a decoded report the DSO may keep (PROFILE §14): raw comfort readings only under the household's
+    consent, needs and verdicts only under a performance contract. The rest is dropped, never stored."""
+    if isinstance(report, ComfortStatus) and not contract.raw_data_consent:
+        logger.warning("VEN %s sent raw comfort readings without the household's consent; discarded, not stored",
+                       ven_id)
+        return None
+    if isinstance(report, CapacityNeed | PerformanceReport) and contract.performance is None:
+        logger.info("VEN %s sent a %s without a performance contract; not stored", ven_id, type(report).__name__)
+        return None
+    if (isinstance(report, PerformanceReport) and report.ev is not None and report.ev.range_km is not None
+            and not contract.raw_data_consent):
+        logger.warning("VEN %s sent the EV's range without the household's consent; the range is not stored", ven_id)
+        return report.model_copy(update={"ev": report.ev.model_copy(update={"range_km": None})})
+    return report
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -543,10 +560,16 @@ class DsoVtn:
     # ------------------------------------------------------------------------------------------- reports
 
     async def handle_register_report(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        """oadrRegisterReport: request every profile report offered, every 15 minutes; remember the ids."""
+        """oadrRegisterReport: request every profile report offered that the household's contract calls for
+        (``offered_specifiers``: the need and the verdict of a performance contract, raw comfort readings only
+        under consent), every 15 minutes; remember the ids."""
         ven_id = payload["ven_id"]
         now = self.clock.now()
         reports = payload.get("reports") or []
+        ven = self.store.ven(ven_id)
+        if ven is not None:
+            wanted = offered_specifiers(self.store.household(ven.connection_point_id).contract)
+            reports = [r for r in reports if r.get("report_specifier_id") in wanted]
         offered = [
             (str(report.get("report_specifier_id")), str(report.get("report_name")),
              [str(d.get("r_id")) for d in report.get("report_descriptions") or []])
@@ -592,7 +615,9 @@ class DsoVtn:
             if request_id not in known_requests:
                 logger.info("VEN %s sent report %s under reportRequestID %s, which this VTN did not issue",
                             ven_id, report.get("report_name"), request_id)
-        await self.batcher.write(lambda store: store.store_reports(ven.connection_point_id, decoded, now=now))
+        contract = self.store.household(ven.connection_point_id).contract
+        kept = [report for report in (_minimised(item, contract, ven_id) for item in decoded) if report is not None]
+        await self.batcher.write(lambda store: store.store_reports(ven.connection_point_id, kept, now=now))
         self.liveness.seen(ven_id, now)
         if refused:  # answered, not raised: a Rejection would roll back the reports that were kept
             more = f" (and {len(refused) - 1} more refused)" if len(refused) > 1 else ""
