@@ -365,12 +365,12 @@ def test_a_failing_migration_leaves_the_store_as_it_was(db_location: str) -> Non
     before = SCHEMA_VERSION - 1
     migrate(db, target=before)
     broken = (*MIGRATIONS[:-1], Migration(SCHEMA_VERSION, "broken", (
-        AddColumn("allocation_runs", "status", str, default="ok", not_null=True),
+        AddColumn("allocation_runs", "probe", str, default="ok", not_null=True),
         AddColumn("no_such_table", "x", int),
     )))
     with pytest.raises(StoreError):
         migrate(db, migrations=broken)
-    assert db.schema_version() == before and "status" not in db.table_columns("allocation_runs")
+    assert db.schema_version() == before and "probe" not in db.table_columns("allocation_runs")
     db.close()
 
 
