@@ -291,7 +291,18 @@ class HemsVen(OpenleadrVen):
         """One exchange (``OpenleadrVen._exchange``): (type, payload) on an answer, (None, {}) on an empty 200
         answer or on any failure. ``last_contact_at`` moves only on contact (``is_contact``, PROFILE.md §10.1); an
         empty 200 (the VTN's answer to our own oadrResponse) or another 200 answer that is no contact (the answer to
-        oadrQueryRegistration) is neither contact nor a loss of it."""
+        oadrQueryRegistration) is neither contact nor a loss of it. The exchange is stamped with when it began
+        (``exchange_ended``) and the message as sent goes into ``sent_log``."""
+        self._last_answered = False
+        token = _EXCHANGE_STARTED.set(self.clock.now())
+        try:
+            message_type, payload = await self._judged_exchange(service, message)
+        finally:
+            _EXCHANGE_STARTED.reset(token)
+        self._log_sent(self.clock.now(), service, message, self._last_answered)
+        return message_type, payload
+
+    async def _judged_exchange(self, service: str, message: str) -> tuple[str | None, dict[str, Any]]:
         message_type, payload, reason = await self._exchange(service, message)
         self.last_answer = (message_type, payload)
         if reason is not None:
@@ -303,6 +314,7 @@ class HemsVen(OpenleadrVen):
             code = _int(response.get("response_code"))
             if message_type is None or code in (200, None):  # the VTN is there, but this is not contact either
                 self.last_attempt_at = self.clock.now()
+                self._last_answered = True
             else:  # refused: logged like a lost link
                 self.exchange_ended(answered=False, reason=f"{message_type} {code} "
                                                            f"{response.get('response_description') or ''}".strip())
@@ -322,17 +334,6 @@ class HemsVen(OpenleadrVen):
         if answered:
             self.last_contact_at = now
         self._note_link(now, answered=answered, reasons=[reason] if reason else [])
-
-    async def _perform_request(self, service: str, message: str) -> tuple[str | None, dict[str, Any]]:
-        """The adapter's exchange (stamped with when it began), and the message as sent into ``sent_log``."""
-        self._last_answered = False
-        token = _EXCHANGE_STARTED.set(self.clock.now())
-        try:
-            result = await super()._perform_request(service, message)
-        finally:
-            _EXCHANGE_STARTED.reset(token)
-        self._log_sent(self.clock.now(), service, message, self._last_answered)
-        return result
 
     def _log_sent(self, now: datetime, service: str, message: str, answered: bool) -> None:
         """Hand every message but polls (which carry only the venID) to ``sent_log``: what the household may
