@@ -73,19 +73,22 @@ def unchanged(events: Events, seen: set[tuple[str, int]]) -> Events:
     return events
 
 
-def requests_comfort(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """Adds a request for x-COMFORT_STATUS (all its rIDs) to every oadrRegisteredReport."""
-    if kind == "oadrRegisteredReport":
-        payload["report_requests"] = [*(payload.get("report_requests") or []), {
-            "report_request_id": "rr-raw-comfort",
-            "report_specifier": {"report_specifier_id": "HEMS_COMFORT", "granularity": timedelta(minutes=15),
-                                 "report_back_duration": timedelta(minutes=15), "specifier_payloads": [
-                                     {"r_id": "indoor_temperature_c", "reading_type": "Direct Read"}]}}]
+def requests_comfort(kind: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+    """Adds a request for x-COMFORT_STATUS (all its rIDs) to every oadrRegisteredReport; None (the answer passes
+    unchanged, as the VTN wrote it) for every other answer."""
+    if kind != "oadrRegisteredReport":
+        return None
+    payload["report_requests"] = [*(payload.get("report_requests") or []), {
+        "report_request_id": "rr-raw-comfort",
+        "report_specifier": {"report_specifier_id": "HEMS_COMFORT", "granularity": timedelta(minutes=15),
+                             "report_back_duration": timedelta(minutes=15), "specifier_payloads": [
+                                 {"r_id": "indoor_temperature_c", "reading_type": "Direct Read"}]}}]
     return payload
 
 
 Fault = Callable[[Events, set[tuple[str, int]]], Events]
-AnswerFault = Callable[[str, dict[str, Any]], dict[str, Any]]
+AnswerFault = Callable[[str, dict[str, Any]], dict[str, Any] | None]
+"""(answer type, its payload) -> the payload to send instead, or None to pass the VTN's answer on untouched."""
 
 
 class FaultyVtnProxy:
@@ -125,8 +128,8 @@ class FaultyVtnProxy:
                     self.real[str(descriptor["event_id"])] = descriptor["modification_number"]
                 payload["events"] = self.fault(payload.get("events") or [], self.seen)
                 body = create_message(kind, **payload).encode()
-            elif self.answer_fault is not None:
-                body = create_message(kind, **self.answer_fault(kind, payload)).encode()
+            elif self.answer_fault is not None and (changed := self.answer_fault(kind, payload)) is not None:
+                body = create_message(kind, **changed).encode()
         return web.Response(status=status, body=body, content_type="application/xml")
 
     async def __aenter__(self) -> FaultyVtnProxy:
