@@ -65,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
                           "Default: own when --ven-cmd contains {speed}, else wall at --speed 1, else faketime")
     ven.add_argument("--timeout", type=_positive, default=None,
                      help="wall seconds the whole run may take (default: the scenario's length plus a minute)")
+    ven.add_argument("--contract", choices=["performance", "plain"], default="performance",
+                     help="the household's contract given to the VEN ({contract}): 'performance' - a performance "
+                          "contract (capacity needs and daily verdicts, PROFILE 9.5/9.6, judged by VEN-NEED-01 and "
+                          "VEN-PERF-01); 'plain' - none, for a product that offers no performance contract (those two "
+                          "rules are then not run). Default: %(default)s")
     ven.add_argument("--security-only", action="store_true",
                      help="only the impostor-VTN check of VEN-SEC-01 (needs {ca_file}/{cert}/{key} in --ven-cmd)")
     certificates = sub.add_parser("certificates", help="issue the suite's certificates for testing an https VTN",
@@ -120,9 +125,12 @@ def main(argv: list[str] | None = None) -> int:
         if problem:
             print(f"hems-conformance: error: {problem}", file=sys.stderr)
             return 2
+        from conformance.ven_scenario import CONTRACT, PLAIN_CONTRACT
         from conformance.ven_suite import run_ven_suite_report
         report = asyncio.run(run_ven_suite_report(args.ven_cmd, speed=args.speed, clock_mode=mode,
-                                                  timeout_s=args.timeout, security_only=args.security_only))
+                                                  timeout_s=args.timeout, security_only=args.security_only,
+                                                  contract=CONTRACT if args.contract == "performance"
+                                                  else PLAIN_CONTRACT))
     _print(report)
     write_reports(args.out, args.side, report)
     failed = failed_ids(report.verdicts, Severity.MUST)

@@ -45,7 +45,7 @@ RULES: tuple[Rule, ...] = (
     Rule("VTN-POLL-01", "The VTN answers oadrRequestEvent with an oadrDistributeEvent carrying all of the VEN's "
          "events, whatever its replyLimit.", "PROFILE.md §2.5, §7.4.1", M, True),
     Rule("VTN-POLL-02", "The VTN answers an oadrPoll from an unknown venID with oadrRequestReregistration.",
-         "PROFILE.md §2.8, §14", M, True),
+         "PROFILE.md §2.8, §15", M, True),
     Rule("VTN-POLL-03", "The VTN answers a malformed request with HTTP 4xx or an eiResponse error code.",
          "PROFILE.md §12; OpenADR 2.0b schema validation", M, True),
     Rule("VTN-POLL-04", "After an event is published, modified or cancelled the VEN's next oadrPoll is answered with "
@@ -86,9 +86,11 @@ RULES: tuple[Rule, ...] = (
     Rule("VTN-RPT-02", "The VTN answers a TELEMETRY_USAGE oadrUpdateReport with oadrUpdatedReport and responseCode "
          "200.", "PROFILE.md §9.2, §9.3", M, True),
     Rule("VTN-RPT-03", "The VTN answers a report that breaks the profile with oadrUpdatedReport responseCode 454 "
-         "naming the report and the field, never a silent 200.", "PROFILE.md §9.2, §4.6, §14", M, True),
+         "naming the report and the field, never a silent 200.", "PROFILE.md §9.2, §4.6, §15", M, True),
     Rule("VTN-CLK-01", "The VTN's clock is within 2 s of UTC: an event published now carries that moment as its "
          "createdDateTime and modificationDateTime.", "PROFILE.md §3.7, §5.1", M, True),
+    Rule("VTN-PRIV-01", "The VTN requests from a household without consent to raw comfort readings no "
+         "x-COMFORT_STATUS report, whatever the VEN offers.", "PROFILE.md §9.2, §14", M, True),
     Rule("VTN-SEC-01", "Over https the VTN accepts TLS 1.2 or later only, requires a client certificate, and "
          "offers the 2.0b suite TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256.", "PROFILE.md §12.1", M, True),
     Rule("VTN-SEC-02", "The VTN serves no client certificate it has not enrolled for a household: one from a CA it "
@@ -140,6 +142,17 @@ RULES: tuple[Rule, ...] = (
          "contact returns, the oldest first.", "PROFILE.md §9.3.3", M, True),
     Rule("VEN-RPT-04", "The VEN sends x-HEMS_PLAN reports of 96 to 192 contiguous intervals starting with the "
          "interval of planning, at most one per 15-minute interval.", "PROFILE.md §9.4", M, True),
+    Rule("VEN-NEED-01", "Under a performance contract the VEN reports its capacity need (x-CAPACITY_NEED) within 15 "
+         "minutes of registering: for the rest of its local day and, from an hour before the contract's need "
+         "deadline on, for the next local day; every need contiguous on the grid, each value within the "
+         "contracted maximum.", "PROFILE.md §9.5", M, True),
+    Rule("VEN-PERF-01", "Under a performance contract the VEN sends a daily performance report (x-PERFORMANCE) for "
+         "each local day that ended while it ran, within 30 minutes of the day's end: one local day of the "
+         "contract's time zone, its degree-hours the sum of the intervals it lists, each listed interval naming "
+         "the need the VEN had reported for it.", "PROFILE.md §9.6", M, True),
+    Rule("VEN-PRIV-01", "Without the household's consent (the contract's raw_data_consent) no message of the VEN "
+         "carries an indoor temperature or an EV range: no x-COMFORT_STATUS report, no rID indoor_temperature_c, "
+         "ev_range_km or ev_range_at_departure_km (judged on the raw XML).", "PROFILE.md §14", M, True),
     Rule("VEN-FS-01", "Without a successful exchange for 120 s (a refusal or a request to re-register is none) the "
          "VEN applies the contract's failsafe limits, and keeps them after contact returns until fresh limits "
          "covering the present arrive (an event for later is none).", "PROFILE.md §10.1, §10.2, §10.3", M, True),

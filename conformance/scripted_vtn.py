@@ -23,10 +23,16 @@ from typing import Any
 from aiohttp import web
 from openleadr.messaging import create_message, parse_message
 
-from protocol import CapacityBandwidth, TouTariff
+from protocol import CapacityBandwidth, CapacityNeed, HouseholdContract, PerformanceReport, TouTariff
 from protocol.errors import OADR_INVALID_DATA, OADR_NOT_REGISTERED, OADR_TARGET_MISMATCH, ProfileError
-from protocol.oadr20b import decode_report, encode_event, report_requests_for
-from protocol.oadr20b.names import REPORT_PLAN, REPORT_TELEMETRY, SIGNAL_IMPORT_LIMIT
+from protocol.oadr20b import decode_report, encode_event, offered_specifiers, report_requests_for
+from protocol.oadr20b.names import (
+    REPORT_NEED,
+    REPORT_PERFORMANCE,
+    REPORT_PLAN,
+    REPORT_TELEMETRY,
+    SIGNAL_IMPORT_LIMIT,
+)
 from protocol.reports import Plan, Telemetry
 
 VEN_ID = "conformance-ven-1"
@@ -133,15 +139,22 @@ class Received:
     telemetry: list[tuple[float, datetime | None, Telemetry]] = field(default_factory=list)
     """(arrival, the report's createdDateTime, what it says)."""
     plans: list[tuple[float, Plan]] = field(default_factory=list)
+    needs: list[tuple[float, CapacityNeed]] = field(default_factory=list)
+    performance: list[tuple[float, PerformanceReport]] = field(default_factory=list)
     bad_reports: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     """(report name, why it could not be decoded, the report as parsed)."""
 
 
 class ScriptedVtn:
     def __init__(self, sim_now: Callable[[], datetime], poll_freq: timedelta = POLL_FREQ,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None, contract: HouseholdContract | None = None) -> None:
         self.sim_now = sim_now
         self.poll_freq = poll_freq
+        self.contract = contract
+        """The household's contract: the VTN requests only the reports it calls for (PROFILE §9.2); all offered
+        ones when None."""
+        self.raw: list[tuple[float, str]] = []
+        """(wall time, XML) of every message the VEN sent, as it arrived (what VEN-PRIV-01 reads)."""
         self.ssl_context = ssl_context
         """Serve https with this context (the suite's certificates) instead of plain http."""
         self.log: list[Message] = []
@@ -196,8 +209,10 @@ class ScriptedVtn:
     # ------------------------------------------------------------------------------------------ transport
 
     async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.raw.append((time.monotonic(), body.decode("utf-8", "replace")))
         try:
-            kind, payload = parse_message(await request.read())
+            kind, payload = parse_message(body)
         except Exception as error:  # the VEN under test sent something unreadable: log it, answer 400
             self.log.append(Message(time.monotonic(), "unparseable", {"error": str(error)}))
             return web.Response(status=400, text=f"unreadable OpenADR message: {error}")
@@ -260,7 +275,7 @@ class ScriptedVtn:
                 "ven_id": VEN_ID, "registration_id": REGISTRATION_ID, "vtn_id": VTN_ID, "profiles": PROFILES,
                 "requested_oadr_poll_freq": self.poll_freq}
         if self.refusing or self.registration_cancelled:
-            # §2.8, §14: to a VEN it does not (or no longer) serve the VTN answers any request this way.
+            # §2.8, §15: to a VEN it does not (or no longer) serve the VTN answers any request this way.
             return "oadrRequestReregistration", {"ven_id": VEN_ID}
         if kind == "oadrRequestEvent":
             self._queued = None
@@ -283,8 +298,12 @@ class ScriptedVtn:
             return "oadrResponse", {"ven_id": VEN_ID}
         if kind == "oadrRegisterReport":
             ids = (f"rr-{i}" for i in itertools.count())
+            offered = payload.get("reports") or []
+            if self.contract is not None:
+                wanted = offered_specifiers(self.contract)
+                offered = [r for r in offered if r.get("report_specifier_id") in wanted]
             return "oadrRegisteredReport", {"ven_id": VEN_ID, "report_requests": report_requests_for(
-                payload.get("reports") or [], request_ids=ids)}
+                offered, request_ids=ids)}
         if kind == "oadrUpdateReport":
             self._store_reports(payload)
             return "oadrUpdatedReport", {"ven_id": VEN_ID}
@@ -294,7 +313,7 @@ class ScriptedVtn:
         now = time.monotonic()
         for report in payload.get("reports") or []:
             name = str(report.get("report_name"))
-            if name not in (REPORT_TELEMETRY, REPORT_PLAN):
+            if name not in (REPORT_TELEMETRY, REPORT_PLAN, REPORT_NEED, REPORT_PERFORMANCE):
                 continue
             try:
                 decoded = decode_report(report)
@@ -306,6 +325,10 @@ class ScriptedVtn:
                 self.received.telemetry.append((now, created if isinstance(created, datetime) else None, decoded))
             elif isinstance(decoded, Plan):
                 self.received.plans.append((now, decoded))
+            elif isinstance(decoded, CapacityNeed):
+                self.received.needs.append((now, decoded))
+            elif isinstance(decoded, PerformanceReport):
+                self.received.performance.append((now, decoded))
 
     async def up(self) -> None:
         """Listen (on a free port the first time, on the same port after ``down``)."""

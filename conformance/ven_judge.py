@@ -33,15 +33,25 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from conformance.scripted_vtn import Distribution, EventSpec, Message, Received
-from conformance.ven_scenario import CHEAP, CONTRACT, EXPENSIVE, JUDGED, RESUMED, tariff
+from conformance.ven_scenario import CHEAP, CONTRACT, EXPENSIVE, JUDGED, PERFORMANCE_RULES, RESUMED, tariff
 from conformance.verdicts import Finding, Recorder
-from protocol import INTERVAL, CapacityBandwidth, TouTariff, floor_to_interval, make_ean18
+from protocol import INTERVAL, CapacityBandwidth, HouseholdContract, TouTariff, floor_to_interval, make_ean18
 from protocol.effective import effective_limits
 from protocol.limits import MAX_POWER_KW, exceeds_limit, limit_tolerance_kw
-from protocol.oadr20b.names import READING_MEAN, REPORT_TELEMETRY, SPECIFIER_TELEMETRY
+from protocol.oadr20b.names import (
+    RAW_COMFORT_RIDS,
+    READING_MEAN,
+    REPORT_COMFORT,
+    REPORT_NEED,
+    REPORT_PERFORMANCE,
+    REPORT_TELEMETRY,
+    SPECIFIER_TELEMETRY,
+)
 from protocol.reports import TelemetryInterval
+from protocol.timebase import local_day_bounds
 
 REACT = timedelta(seconds=60)
 """How long after answering a distribution a conforming VEN may take to have the new limit in force."""
@@ -146,6 +156,10 @@ class Run:
     hung_up: tuple[tuple[float, str], ...] = ()
     """(wall, message type): requests the VEN gave up on before the suite's answer went out."""
     notes: tuple[str, ...] = ()
+    raw: tuple[tuple[float, str], ...] = ()
+    """(wall time, XML) of every message the VEN sent, as it arrived."""
+    contract: HouseholdContract = CONTRACT
+    """The household's contract the VEN was given."""
 
     @property
     def served(self) -> tuple[Distribution, ...]:
@@ -592,7 +606,8 @@ def judge_telemetry_delivery(rec: Recorder, run: Run, until: datetime) -> None:
         rec.check("VEN-RPT-03", order == sorted(order), f"the missed intervals arrived in the order "
                   f"{[s.strftime('%H:%M') for s in order]} (oldest first)")
     for name, why, _ in run.received.bad_reports:
-        rule = "VEN-RPT-02" if name == REPORT_TELEMETRY else "VEN-RPT-04"
+        rule = {REPORT_TELEMETRY: "VEN-RPT-02", REPORT_NEED: "VEN-NEED-01",
+                REPORT_PERFORMANCE: "VEN-PERF-01"}.get(name, "VEN-RPT-04")
         rec.check(rule, False, f"a {name} report broke the profile: {why}")
 
 
@@ -641,6 +656,96 @@ def judge_clock(rec: Recorder, run: Run) -> None:
         arrived = run.at(wall)
         rec.check("VEN-CLK-01", arrived - CLOCK_TOLERANCE - TRANSPORT_ALLOWANCE <= stamp <= arrived + CLOCK_TOLERANCE,
                   f"createdDateTime {stamp:%H:%M:%S.%f} of a report that arrived at {arrived:%H:%M:%S.%f} UTC")
+
+
+NEED_WITHIN = timedelta(minutes=15)
+"""The capacity need is owed within 15 simulated minutes of the VEN's registration (PROFILE §9.5)."""
+VERDICT_WITHIN = timedelta(minutes=30)
+"""A day's performance report is owed within 30 simulated minutes of the day's end (PROFILE §9.6)."""
+
+
+def judge_needs(rec: Recorder, run: Run) -> None:
+    """VEN-NEED-01 on the scenario's performance contract: what the needs received soon after registration cover."""
+    contract = run.contract
+    terms, zone = contract.performance, contract.comfort.timezone
+    registrations = run.messages("oadrCreatePartyRegistration")
+    if terms is None:
+        for rule_id in PERFORMANCE_RULES:
+            rec.skip(rule_id, "the scenario's contract has no performance terms (--contract plain)")
+        return
+    if not registrations:
+        return
+    registered = run.at(registrations[0].wall)
+    needs = run.received.needs
+    if not needs:
+        rec.check("VEN-NEED-01", False, "no x-CAPACITY_NEED report arrived under a performance contract")
+        return
+    local = registered.astimezone(ZoneInfo(zone))
+    end = local_day_bounds(local.date(), zone)[1]
+    if local >= datetime.combine(local.date(), terms.need_deadline_local, tzinfo=local.tzinfo) - timedelta(hours=1):
+        end = local_day_bounds(local.date() + timedelta(days=1), zone)[1]
+    first = floor_to_interval(registered) + 2 * INTERVAL
+    early = [need for arrived, need in needs if run.at(arrived) <= registered + NEED_WITHIN]
+    covered = {i.start for need in early for i in need.intervals}
+    owed = [first + k * INTERVAL for k in range(int((end - first) / INTERVAL))]
+    missing = [s for s in owed if s not in covered]
+    rec.check("VEN-NEED-01", not missing, f"{len(early)} need report(s) within {NEED_WITHIN} of registering at "
+              f"{registered.isoformat()} cover {len(owed) - len(missing)} of the {len(owed)} intervals owed up to "
+              f"{end.isoformat()}" + (f"; missing from {missing[0].isoformat()}" if missing else ""))
+    above = [(i.start, i.import_kw) for _, need in needs for i in need.intervals
+             if i.import_kw > contract.contracted_max_import_kw]
+    rec.check("VEN-NEED-01", not above, f"{sum(len(n.intervals) for _, n in needs)} need interval(s) within the "
+              f"contracted maximum {contract.contracted_max_import_kw} kW" + (f"; above it: {above[:3]}" if above
+                                                                               else ""))
+
+
+def judge_verdicts(rec: Recorder, run: Run) -> None:
+    """VEN-PERF-01: a report for every local day that ended while the VEN ran, in time and consistent."""
+    zone = run.contract.comfort.timezone
+    registrations = run.messages("oadrCreatePartyRegistration")
+    if run.contract.performance is None or not registrations:
+        return
+    registered = run.at(registrations[0].wall)
+    day = registered.astimezone(ZoneInfo(zone)).date()
+    ended = []
+    while (bounds := local_day_bounds(day, zone))[1] + VERDICT_WITHIN <= run.end:
+        ended.append(bounds)
+        day += timedelta(days=1)
+    if not ended:
+        return
+    received = run.received.performance
+    for start, end in ended:
+        found = [(run.at(arrived), r) for arrived, r in received if r.start == start and r.end == end]
+        rec.check("VEN-PERF-01", bool(found) and found[0][0] <= end + VERDICT_WITHIN,
+                  f"local day {start.isoformat()} .. {end.isoformat()}: " + (
+                      f"report arrived at {found[0][0].isoformat()}" if found else "no x-PERFORMANCE report"))
+        for arrived, report in found[:1]:
+            # Each listed interval names the need the VEN had reported for it (the latest that arrived before).
+            for loss in report.comfort_losses:
+                reported = [need.by_start()[loss.start] for when, need in run.received.needs
+                            if run.at(when) <= arrived and loss.start in need.by_start()]
+                owed = reported[-1] if reported else None
+                rec.check("VEN-PERF-01", loss.need_kw == owed or (
+                    loss.need_kw is not None and owed is not None and abs(loss.need_kw - owed) < 1e-3),
+                    f"interval {loss.start.isoformat()}: need_kw {loss.need_kw}, the VEN had reported {owed}")
+    stray = [r for _, r in received if (r.start, r.end) not in ended and r.end > run.end]
+    rec.check("VEN-PERF-01", not stray, "no report for a day that had not ended" + (
+        f"; got one for {stray[0].start.isoformat()}" if stray else ""))
+
+
+def judge_privacy(rec: Recorder, run: Run) -> None:
+    """VEN-PRIV-01: without consent, no raw comfort reading in any message, read off the XML as it arrived."""
+    if run.contract.raw_data_consent or not run.raw:
+        return
+    leaks = []
+    for wall, xml in run.raw:
+        named = [rid for rid in RAW_COMFORT_RIDS if f">{rid}<" in xml] + ([REPORT_COMFORT] if REPORT_COMFORT in xml
+                                                                           else [])
+        if named:
+            leaks.append((run.at(wall), named))
+    rec.check("VEN-PRIV-01", not leaks, f"{len(run.raw)} message(s) read" + (
+        f"; {len(leaks)} carry raw comfort readings, the first at {leaks[0][0].isoformat()}: {leaks[0][1]}"
+        if leaks else ", none carries an indoor temperature or an EV range"))
 
 
 def judge_tou(rec: Recorder, run: Run) -> None:
@@ -761,4 +866,7 @@ def _judge(rec: Recorder, run: Run, *, reports_due_until: datetime) -> None:
     judge_telemetry_delivery(rec, run, reports_due_until)
     judge_report_reading_types(rec, run)
     judge_plans(rec, run)
+    judge_needs(rec, run)
+    judge_verdicts(rec, run)
+    judge_privacy(rec, run)
     judge_clock(rec, run)

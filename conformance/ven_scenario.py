@@ -36,6 +36,12 @@ that keeps a wrong limit shows it in its telemetry.
 While the VTN refuses, a VEN must wait at least 60 s (less 20 % jitter) after each refused registration, doubling
 (VEN-REG-06); the telemetry it could not deliver it sends once the VTN accepts again (VEN-RPT-03).
 
+The contract is a performance contract without consent to raw comfort readings, in the time zone Asia/Dubai
+(UTC+4, no daylight saving): the scenario starts at about 23:00 local (19:00 UTC on the VEN's clock), so the VEN
+owes its capacity needs for the rest of that day and the next at once (VEN-NEED-01), the local day ends about
+minute 60 and its performance report is owed 30 minutes later (VEN-PERF-01), and no message may carry an indoor
+temperature or an EV range (VEN-PRIV-01).
+
 The contract's failsafe import limit (1.0 kW) is deliberately below every limit of the scenario, so that a VEN
 that ignores the failsafe shows it; a real contract keeps 4.2 kW per controllable device (§11).
 """
@@ -54,15 +60,23 @@ from protocol import (
     ComfortTerms,
     Firmness,
     HouseholdContract,
+    PerformanceTerms,
     TariffInterval,
     TouTariff,
     make_ean18,
 )
 
 EAN = make_ean18("87168712999990077")
+TIMEZONE = "Asia/Dubai"
+TERMS = PerformanceTerms()
 CONTRACT = HouseholdContract(connection_point_id=EAN, contracted_max_import_kw=17.0, contracted_max_export_kw=10.0,
                              failsafe_import_kw=1.0, failsafe_export_kw=1.0, failsafe_duration_s=7200,
-                             comfort=ComfortTerms())
+                             comfort=ComfortTerms(timezone=TIMEZONE), performance=TERMS)
+PLAIN_CONTRACT = CONTRACT.model_copy(update={"performance": None})
+"""The same household without performance terms (``hems-conformance ven --contract plain``): for a product that
+offers no performance contract; the rules of §9.5/§9.6 are then not run."""
+PERFORMANCE_RULES = ("VEN-NEED-01", "VEN-PERF-01")
+"""The rules that apply only under a performance contract."""
 
 HOURS = 4
 """Length of the bandwidth event F1 (16 intervals: the scenario's 15 and one more). Events no longer than the
@@ -190,6 +204,7 @@ failsafe_export_kw = {contract.failsafe_export_kw}
 failsafe_duration_s = {contract.failsafe_duration_s}
 non_flexible_import_kw = {contract.non_flexible_import_kw}
 non_flexible_export_kw = {contract.non_flexible_export_kw}
+raw_data_consent = {str(contract.raw_data_consent).lower()}
 
 [household.comfort]
 indoor_setpoint_c = {comfort.indoor_setpoint_c}
@@ -197,4 +212,14 @@ temperature_band_k = {comfort.temperature_band_k}
 ev_departure_local = {comfort.ev_departure_local.isoformat()}
 ev_required_range_km = {comfort.ev_required_range_km}
 timezone = "{comfort.timezone}"
+""" + (_performance_toml(contract.performance) if contract.performance is not None else "")
+
+
+def _performance_toml(terms: PerformanceTerms) -> str:
+    return f"""
+[household.performance]
+monthly_discount_eur = {terms.monthly_discount_eur}
+compensation_eur_per_degree_hour = {terms.compensation_eur_per_degree_hour}
+compensation_eur_per_missed_departure = {terms.compensation_eur_per_missed_departure}
+need_deadline_local = {terms.need_deadline_local.isoformat()}
 """

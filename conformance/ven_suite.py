@@ -47,9 +47,19 @@ from conformance.ven_judge import (
     estimate_clock,
     judge,
 )
-from conformance.ven_scenario import EAN, END_MIN, REPORTS_DUE_UNTIL_MIN, STEPS, Action, Step, contract_toml, payloads
+from conformance.ven_scenario import (
+    CONTRACT,
+    EAN,
+    END_MIN,
+    REPORTS_DUE_UNTIL_MIN,
+    STEPS,
+    Action,
+    Step,
+    contract_toml,
+    payloads,
+)
 from conformance.verdicts import Recorder, Report, Verdict, suite_facts
-from protocol import INTERVAL, floor_to_interval
+from protocol import INTERVAL, HouseholdContract, floor_to_interval
 
 DEFAULT_SPEED = 120.0
 """Simulated seconds per wall second: the scenario's 224 simulated minutes take 112 s."""
@@ -196,9 +206,11 @@ class _Script:
 class _Session:
     """One run: the scripted VTN, the VEN's clock as estimated so far, the scenario's origin and its edges."""
 
-    def __init__(self, clock: VenClock, poll_freq: timedelta, *, poll_freq_is_wall: bool, wall_clock: bool) -> None:
+    def __init__(self, clock: VenClock, poll_freq: timedelta, *, poll_freq_is_wall: bool, wall_clock: bool,
+                 contract: HouseholdContract = CONTRACT) -> None:
         self.prior = self.clock = clock
-        self.vtn = ScriptedVtn(lambda: self.clock.at(time.monotonic()), poll_freq=poll_freq)
+        self.contract = contract
+        self.vtn = ScriptedVtn(lambda: self.clock.at(time.monotonic()), poll_freq=poll_freq, contract=contract)
         self.poll_freq_is_wall = poll_freq_is_wall
         self.wall_clock = wall_clock
         self.origin: datetime | None = None
@@ -224,25 +236,28 @@ class _Session:
                    reregister_wall=self.vtn.reregistration_served, hung_up=tuple(self.vtn.hung_up),
                    down_wall=self.edges.get(Action.REFUSE), up_wall=self.edges.get(Action.ACCEPT),
                    cancel_wall=self.vtn.cancel_served, wall_clock=self.wall_clock,
-                   notes=tuple(self.notes))
+                   notes=tuple(self.notes), raw=tuple(self.vtn.raw), contract=self.contract)
 
 
 async def run_ven_suite(ven_cmd: str, *, speed: float = DEFAULT_SPEED, clock_mode: ClockMode | None = None,
-                        timeout_s: float | None = None, security_only: bool = False) -> list[Verdict]:
+                        timeout_s: float | None = None, security_only: bool = False,
+                        contract: HouseholdContract = CONTRACT) -> list[Verdict]:
     """Start the VEN under test from ``ven_cmd``, run the scenario against it and return the verdicts."""
     report = await run_ven_suite_report(ven_cmd, speed=speed, clock_mode=clock_mode, timeout_s=timeout_s,
-                                        security_only=security_only)
+                                        security_only=security_only, contract=contract)
     return report.verdicts
 
 
 async def run_ven_suite_report(ven_cmd: str, *, speed: float = DEFAULT_SPEED, clock_mode: ClockMode | None = None,
-                               timeout_s: float | None = None, security_only: bool = False) -> Report:
+                               timeout_s: float | None = None, security_only: bool = False,
+                               contract: HouseholdContract = CONTRACT) -> Report:
     """Start the VEN under test from ``ven_cmd``, run the scenario against it and return the verdicts, the
     findings and the facts of the run.
 
     When ``ven_cmd`` uses {ca_file}, {cert} or {key}, the suite issues its own certificates (``certificates``),
     first starts the VEN against an impostor VTN whose certificate comes from another CA (VEN-SEC-01), then runs
-    the scenario over mutual TLS. ``security_only`` stops after the impostor.
+    the scenario over mutual TLS. ``security_only`` stops after the impostor. ``contract`` is the household's
+    (``ven_scenario.CONTRACT``, a performance contract, or ``PLAIN_CONTRACT`` for a product that offers none).
     """
     mode = clock_mode if clock_mode is not None else default_clock_mode(ven_cmd, speed)
     problem = check_clock_mode(mode, speed)
@@ -252,17 +267,17 @@ async def run_ven_suite_report(ven_cmd: str, *, speed: float = DEFAULT_SPEED, cl
     start = datetime.now(UTC) if mode is ClockMode.WALL else scenario_start(datetime.now(UTC))
     poll = {ClockMode.OWN: POLL_FREQ, ClockMode.FAKETIME: FAKETIME_POLL, ClockMode.WALL: WALL_POLL}[mode]
     session = _Session(VenClock.reading(start, time.monotonic(), speed), poll,
-                       poll_freq_is_wall=mode is ClockMode.OWN, wall_clock=mode is ClockMode.WALL)
+                       poll_freq_is_wall=mode is ClockMode.OWN, wall_clock=mode is ClockMode.WALL, contract=contract)
     prefix = faketime_prefix(start, speed) if mode is ClockMode.FAKETIME else []
     with tempfile.TemporaryDirectory() as tmp:
-        contract = Path(tmp) / "contract.toml"
-        contract.write_text(contract_toml(), encoding="utf-8")
+        contract_file = Path(tmp) / "contract.toml"
+        contract_file.write_text(contract_toml(contract), encoding="utf-8")
         certs = issue(Path(tmp) / "certificates", [EAN]) if uses_tls(ven_cmd) else None
 
         def command_for(vtn_url: str) -> list[str]:
             ven_cert, ven_key = certs.ven(EAN) if certs is not None else ("", "")
             return prefix + shlex.split(ven_cmd.format(
-                vtn_url=vtn_url, ean=EAN, contract=contract, speed=speed, start=start.isoformat(),
+                vtn_url=vtn_url, ean=EAN, contract=contract_file, speed=speed, start=start.isoformat(),
                 poll_interval_s=round(30 / speed, 3), ca_file=certs.ca_file if certs else "", cert=ven_cert,
                 key=ven_key))
 

@@ -46,6 +46,10 @@ from protocol.oadr20b.names import (
     SIGNAL_EXPORT_LIMIT,
     SIGNAL_IMPORT_LIMIT,
     SIGNAL_TYPE_LIMIT,
+    SPECIFIER_COMFORT,
+    SPECIFIER_NEED,
+    SPECIFIER_PERFORMANCE,
+    SPECIFIER_PLAN,
     SPECIFIER_TELEMETRY,
 )
 from protocol.reports import Telemetry, TelemetryInterval
@@ -231,12 +235,21 @@ async def _polls(vtn: VtnSession, ven_id: str, rec: Recorder) -> None:
 
 
 async def _reports(vtn: VtnSession, ven_id: str, ean: str, rec: Recorder, clock: Clock) -> None:
+    # Every report of the profile is offered, raw comfort readings included: the household's contract (no consent)
+    # decides what the VTN may request (VTN-PRIV-01).
+    offer = hems_report_metadata(resource_id=ean, created_at=clock.now(), raw_data_consent=True,
+                                 specifiers=(SPECIFIER_TELEMETRY, SPECIFIER_PLAN, SPECIFIER_NEED,
+                                             SPECIFIER_PERFORMANCE, SPECIFIER_COMFORT))
     kind, payload = await vtn.send("EiReport", "oadrRegisterReport", request_id="req-reports", ven_id=ven_id,
-                                   report_request_id=0,
-                                   reports=hems_report_metadata(resource_id=ean, created_at=clock.now()))
+                                   report_request_id=0, reports=offer)
     requests = payload.get("report_requests") or []
     rec.check("VTN-RPT-01", kind == "oadrRegisteredReport" and len(requests) > 0,
               f"oadrRegisterReport answered {kind} with {len(requests)} report request(s)", raw=vtn.last_raw)
+    if kind == "oadrRegisteredReport":
+        specifiers = [(r.get("report_specifier") or {}).get("report_specifier_id") for r in requests]
+        rec.check("VTN-PRIV-01", SPECIFIER_COMFORT not in specifiers,
+                  f"offered every report, raw comfort readings included, by a household without consent; the VTN "
+                  f"requested {specifiers}", raw=vtn.last_raw)
     request_id = next((str(r.get("report_request_id")) for r in requests
                        if (r.get("report_specifier") or {}).get("report_specifier_id") == SPECIFIER_TELEMETRY), None)
     if request_id is None:

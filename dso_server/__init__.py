@@ -4,9 +4,11 @@ Modules (import what you need; this package imports nothing on its own, so the p
 
 - ``dso_server.records``: the typed records the store returns (``Household``, ``Ven``, ``Signal``, ...).
 - ``dso_server.lifecycle``: the pure rules: how a signal may change (``SIGNAL_MOVES``) and what a VEN is sent.
-- ``dso_server.store.sqlite``: ``DsoStore``, the source of truth (SQLite through sqlite-utils).
-- ``dso_server.transport.oadr20b.vtn``: ``DsoVtn``, the VTN (its four 2.0b endpoints on aiohttp, rebuilt from
-  the store each poll); ``openleadr_adapter`` beside it holds all it takes from openleadr.
+- ``dso_server.store.sqlite``: ``DsoStore``, the source of truth (SQLite, or PostgreSQL for a region: the engines
+  in ``dso_server.store.engine`` and ``.postgres``, the schema and its migrations in ``dso_server.store.schema``).
+- ``dso_server.transport.oadr20b.vtn``: ``DsoVtn``, the VTN (its four 2.0b endpoints on aiohttp, its per-VEN state
+  in memory and true to the store: ``dso_server.transport.ven_cache``); ``openleadr_adapter`` beside it holds all
+  it takes from openleadr.
 - ``dso_server.api.app`` / ``dso_server.api.codec``: the operator JSON API (``create_app(store, clock)``); its
   route table (``api.routes``), models (``api.models``), OpenAPI document (``api.openapi``) and guard
   (``api.auth``: tokens, roles, the pages' read-only session).

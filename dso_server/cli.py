@@ -13,14 +13,13 @@ import json
 import logging
 import os
 import signal
-import sqlite3
 import ssl
 import sys
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -172,14 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--lab", metavar="NAME",
                         help="a real LV benchmark grid shipped with pandapower (needs pip install -e '.[lab]'); "
                              "'dso-server grid labs' lists the names")
-    load.add_argument("--db", default="dso.sqlite", metavar="PATH",
-                      help="SQLite file of the DSO (as for 'serve'; created when missing) ('%(default)s')")
+    load.add_argument("--db", default="dso.sqlite", metavar="PATH|URL",
+                      help="the DSO's store, as for 'serve': a SQLite file (created when missing) or a PostgreSQL "
+                           "URL ('%(default)s')")
     grid_commands.add_parser("labs", help="list the lab grids --lab accepts",
                              description="List the LV benchmark grids 'grid load --lab' converts from pandapower.")
     show = grid_commands.add_parser("show", help="summarise the grid in the store",
                                     description="Print the stored grid's transformers with rating, limit and "
                                                 "households, and where it was loaded from.")
-    show.add_argument("--db", default="dso.sqlite", metavar="PATH", help="SQLite file of the DSO ('%(default)s')")
+    show.add_argument("--db", default="dso.sqlite", metavar="PATH|URL",
+                      help="the DSO's store: a SQLite file or a PostgreSQL URL ('%(default)s')")
 
     _pki_parser(commands)
 
@@ -243,6 +244,42 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "request on.")
     revoke.add_argument("token", metavar="NAME_OR_ID", help="the token's name (the active one) or its id")
     _db_option(revoke)
+
+    household = commands.add_parser(
+        "household", help="one household's data: export it (GDPR access) or erase it (GDPR erasure)",
+        description="Everything the DSO holds about one connection point, on the store file (--db): 'export' "
+                    "writes it as JSON (contract, registration, signals and answers, telemetry, plans, needs, "
+                    "performance reports, allocation shortfalls, audit entries naming it); 'erase' deletes it. "
+                    "Both are recorded in the audit log (which keeps its entries).")
+    household_commands = household.add_subparsers(dest="household_command", required=True, metavar="ACTION")
+    export = household_commands.add_parser("export", help="write everything held about one household as JSON",
+                                           description="Write everything the DSO holds about one connection point "
+                                                       "as one JSON document (GDPR access).")
+    export.add_argument("--ean", required=True, metavar="EAN", help="the connection point (18-digit EAN)")
+    export.add_argument("--output", type=Path, metavar="PATH",
+                        help="a new file to write (mode 0600) instead of standard output")
+    _db_option(export)
+    erase = household_commands.add_parser(
+        "erase", help="delete everything held about one household",
+        description="Delete everything the DSO holds about one connection point (GDPR erasure): its contract, "
+                    "VEN registration, signals and answers, telemetry, plans, needs, performance reports and "
+                    "shortfalls, and its place in the grid (a later 'grid load' gives the connection point a "
+                    "new, default contract). Irreversible: give --yes.")
+    erase.add_argument("--ean", required=True, metavar="EAN", help="the connection point (18-digit EAN)")
+    erase.add_argument("--yes", action="store_true", help="confirm: the data cannot be brought back")
+    _db_option(erase)
+
+    settlement = commands.add_parser(
+        "settlement", help="performance contracts' monthly settlement (JSON, table or CSV)",
+        description="Per household with a performance contract and calendar month: the hours its capacity "
+                    "guarantee was honoured, the comfort delivered and the discount due (dso_server/settlement.py)."
+                    " Read through the operator API (read role), or from the store file with --db.")
+    settlement.add_argument("--month", metavar="YYYY-MM", help="the month (default: the current one)")
+    settlement.add_argument("--connection-point", metavar="EAN", help="only this household")
+    settlement.add_argument("--csv", action="store_true", help="print CSV (one line per household and month)")
+    settlement.add_argument("--db", metavar="PATH", help="read the store file instead of asking the API")
+    _api_url_option(settlement)
+    _json_option(settlement)
 
     audit = commands.add_parser(
         "audit", help="show the audit log: who changed what, when",
@@ -578,8 +615,8 @@ def _print_signal(answer: dict[str, Any]) -> None:
 
 def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from dso_server.contracts import ContractsFileError
-    from dso_server.errors import ConfigurationError, SchemaError
-    from dso_server.service import DsoServer
+    from dso_server.errors import ConfigurationError, SchemaError, StoreError
+    from dso_server.service import DsoServer, run_event_loop
 
     try:
         settings = serve_settings(args, env)
@@ -590,6 +627,9 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         return 0
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("openleadr").setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
+
+    if settings.workers > 1:
+        return _serve_workers(settings, args)
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -619,15 +659,61 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             print("dso-server: stopping", flush=True)
 
     try:
-        asyncio.run(run())
+        run_event_loop(run())
     except (ContractsFileError, ConfigurationError) as error:
         raise UsageError(str(error)) from None
     except SchemaError as error:
         raise Refused(str(error)) from None
-    except sqlite3.Error as error:
-        raise Refused(f"cannot use the database {settings.db_path}: {error}") from None
+    except StoreError as error:
+        raise Refused(error.message) from None
     except OSError as error:
         raise Refused(f"cannot start: {error.strerror or error}") from None
+    return 0
+
+
+def _serve_workers(settings: Any, args: argparse.Namespace) -> int:
+    from dso_server.contracts import ContractsFileError
+    from dso_server.errors import ConfigurationError, SchemaError, StoreError
+    from dso_server.service import _url
+    from dso_server.settings import is_loopback
+    from dso_server.workers import Supervisor
+
+    supervisor = Supervisor(settings, settings.workers)
+    try:
+        listeners = supervisor.open()
+    except (ContractsFileError, ConfigurationError) as error:
+        raise UsageError(str(error)) from None
+    except SchemaError as error:
+        raise Refused(str(error)) from None
+    except StoreError as error:
+        raise Refused(error.message) from None
+    except OSError as error:
+        raise Refused(f"cannot start: {error.strerror or error}") from None
+    vtn_url = (_url(settings.vtn_host, listeners.vtn.getsockname()[1], "http" if settings.insecure else "https")
+               + settings.http_path_prefix.rstrip("/"))
+    api_url = _url(settings.api_host, listeners.api.getsockname()[1], "https" if settings.api_tls else "http")
+    with _open_store(settings.db_path) as store:
+        from dso_server.store.security_store import SecurityStore
+
+        no_token = not any(t.usable_at(datetime.now(UTC)) for t in SecurityStore(store).tokens())
+
+    def ready() -> None:
+        if settings.insecure:
+            print(f"dso-server: WARNING: --insecure: the VTN serves plain HTTP without client certificates; any "
+                  f"process that reaches {settings.vtn_host} can act as any household. Demo and tests only.",
+                  file=sys.stderr, flush=True)
+        print(f"dso-server: VTN at {vtn_url} ({settings.workers} workers)", flush=True)
+        print(f"dso-server: operator API at {api_url}/api/", flush=True)
+        if not settings.api_tls and not is_loopback(settings.api_host):
+            print(f"dso-server: WARNING: INSECURE: the operator API listens on {settings.api_host} over plain "
+                  "HTTP (--api-insecure): tokens and session cookies cross the network in clear text",
+                  file=sys.stderr, flush=True)
+        if no_token:
+            print(f"dso-server: no API token exists yet; create one with 'dso-server token create --db "
+                  f"{settings.db_path} --name NAME --role operate'", flush=True)
+
+    supervisor.serve(on_ready=ready)
+    print("dso-server: stopping", flush=True)
     return 0
 
 
@@ -659,28 +745,28 @@ def _grid(args: argparse.Namespace) -> int:
         grid = _read_grid(args)
         print(f"{args.file}: valid: {grid.summary()}")
         return 0
-    from dso_server.errors import SchemaError
+    from dso_server.errors import SchemaError, StoreError
+    from dso_server.store.engine import redact
     from dso_server.store.grid_store import GridConflict, GridStore
     from dso_server.store.sqlite import DsoStore
 
     try:
+        where = redact(args.db)
         with DsoStore(args.db) as store:
             gstore = GridStore(store)
             if args.grid_command == "show":
                 grid = gstore.grid()
                 if grid is None:
-                    print(f"{args.db}: no grid loaded")
+                    print(f"{where}: no grid loaded")
                     return 0
                 source, loaded_at = gstore.grid_source() or ("?", None)
-                print(f"{args.db}: {grid.summary()}; loaded from {source} at {loaded_at}")
+                print(f"{where}: {grid.summary()}; loaded from {source} at {loaded_at}")
                 counts = {t.id: len(grid.connection_points_of(t.id)) for t in grid.transformers}
                 print(_table([(t.id, f"{t.rating_kva:g}", f"{t.limit_kw:.1f}", counts[t.id],
                                "yes" if t.busbar_node else "no") for t in grid.transformers],
                              ("transformer", "rating_kva", "limit_kw", "households", "grid_model")))
                 return 0
             grid = _read_grid(args)
-            from datetime import UTC
-
             source = f"lab:{args.lab}" if args.lab else str(args.file)
             from dso_server.security.audit import local_actor
             from dso_server.store import audited
@@ -691,9 +777,9 @@ def _grid(args: argparse.Namespace) -> int:
                 raise UsageError(f"{source}: {error.message}") from None
     except SchemaError as error:
         raise Refused(str(error)) from None
-    except sqlite3.Error as error:
-        raise Refused(f"cannot use the database {args.db}: {error}") from None
-    print(f"{args.db}: loaded {source}: {grid.summary()}; {len(saved.created_households)} new household(s)")
+    except StoreError as error:
+        raise Refused(error.message) from None
+    print(f"{redact(args.db)}: loaded {source}: {grid.summary()}; {len(saved.created_households)} new household(s)")
     return 0
 
 
@@ -773,7 +859,7 @@ def _telemetry(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _open_store(path: str) -> Any:
-    from dso_server.errors import SchemaError
+    from dso_server.errors import SchemaError, StoreError
     from dso_server.store.sqlite import DsoStore
 
     try:
@@ -781,8 +867,8 @@ def _open_store(path: str) -> Any:
             yield store
     except SchemaError as error:
         raise Refused(str(error)) from None
-    except sqlite3.Error as error:
-        raise Refused(f"cannot use the database {path}: {error}") from None
+    except StoreError as error:
+        raise Refused(error.message) from None
 
 
 def _certificate_sha256(path: Path) -> str:
@@ -810,8 +896,6 @@ def _write_secret(path: Path, secret: str) -> None:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from datetime import UTC
-
     from dso_server.errors import DsoError
     from dso_server.security.audit import local_actor
     from dso_server.security.tokens import Role
@@ -896,6 +980,92 @@ def _audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _household(args: argparse.Namespace) -> int:
+    from datetime import UTC
+
+    from dso_server.errors import DsoError
+    from dso_server.security.audit import local_actor
+    from dso_server.store import audited
+
+    if args.household_command == "erase" and not args.yes:
+        raise UsageError(f"erasing {args.ean} cannot be undone; add --yes to confirm")
+    if args.household_command == "export" and args.output is not None and args.output.exists():
+        raise UsageError(f"--output {args.output} exists already; give a new file")
+    now = datetime.now(UTC)
+    with _open_store(args.db) as store:
+        try:
+            if args.household_command == "erase":
+                deleted = audited.erase_household(store, args.ean, now=now, actor=local_actor())
+                print(f"dso-server: erased {args.ean} from {args.db}: " + ", ".join(
+                    f"{count} {table}" for table, count in sorted(deleted.items())))
+                return 0
+            data = audited.export_household(store, args.ean, now=now, actor=local_actor())
+        except DsoError as error:
+            raise UsageError(error.message) from None
+    text = json.dumps({"format": "hems-dso-interface/dso-household-export/1", "connection_point_id": args.ean,
+                       "exported_at": now.isoformat(), "tables": data}, indent=2, ensure_ascii=False) + "\n"
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    _write_secret(args.output, text.rstrip("\n"))
+    print(f"dso-server: wrote what {args.db} holds about {args.ean} to {args.output} ("
+          f"{sum(len(rows) for rows in data.values())} rows)", file=sys.stderr)
+    return 0
+
+
+def _month(text: str | None) -> str | None:
+    if text is None:
+        return None
+    import re
+
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", text):
+        raise UsageError(f"--month {text!r} is not a month such as 2030-01")
+    return text
+
+
+def _settlement(args: argparse.Namespace) -> int:
+    month = _month(args.month)
+    if args.db is not None:
+        from datetime import UTC, date
+
+        from dso_server.api import performance_views
+        from dso_server.errors import DsoError
+
+        day = date.fromisoformat(month + "-01") if month else datetime.now(UTC).date()
+        with _open_store(args.db) as store:
+            try:
+                ids = [args.connection_point] if args.connection_point else None
+                rows = performance_views.settlement(store, day, ids)
+            except DsoError as error:
+                raise UsageError(error.message) from None
+        answer = performance_views.settlement_json(day, rows)
+    else:
+        answer = request(args, "GET", "/api/settlement", query={"month": month,
+                                                                "connection_point_id": args.connection_point})
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return 0
+    if args.csv:
+        import csv
+        import io
+
+        from dso_server.settlement import COLUMNS
+
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(COLUMNS), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(answer["rows"])
+        sys.stdout.write(out.getvalue())
+        return 0
+    print(_table([(r["connection_point_id"], r["month"], f"{r['honoured_hours']:g}/{r['need_hours']:g}",
+                   f"{r['shortfall_kwh']:.2f}", f"{r['degree_hours_outside_band']:.2f}",
+                   f"{r['degree_hours_dso_caused']:.2f}", f"{r['ev_departures_short']}/{r['ev_departures']}",
+                   f"{r['total_eur']:.2f}") for r in answer["rows"]],
+                 ("connection_point", "month", "honoured_h", "shortfall_kwh", "K·h_out", "K·h_dso", "ev_short",
+                  "due_eur")))
+    return 0
+
+
 def _short(detail: dict[str, Any], width: int = 100) -> str:
     text = json.dumps(detail, separators=(",", ":"), sort_keys=True)
     return text if len(text) <= width else text[:width - 1] + "…"
@@ -967,7 +1137,7 @@ def _pki_command(args: argparse.Namespace, pki: Any) -> int:
 def _enrol(db: str, ean: str, certificate: Any) -> int:
     from datetime import UTC
 
-    from dso_server.errors import DsoError
+    from dso_server.errors import DsoError, StoreError
     from dso_server.security.pki import check_ean, fingerprint_sha256, openadr_fingerprint
     from dso_server.store.certificates import CertificateStore, Enrolment
     from dso_server.store.sqlite import DsoStore
@@ -979,10 +1149,10 @@ def _enrol(db: str, ean: str, certificate: Any) -> int:
     try:
         with DsoStore(db) as store:
             new = CertificateStore(store).enrol(enrolment)
+    except StoreError as error:
+        raise Refused(error.message) from None
     except DsoError as error:
         raise UsageError(error.message) from None
-    except sqlite3.Error as error:
-        raise Refused(f"cannot use the database {db}: {error}") from None
     print(f"{db}: certificate {enrolment.fingerprint_sha256} (OpenADR fingerprint {openadr_fingerprint(certificate)}) "
           f"{'enrolled' if new else 'was already enrolled'} for household {ean}")
     return 0
@@ -991,6 +1161,7 @@ def _enrol(db: str, ean: str, certificate: Any) -> int:
 def _revoke_enrolment(db: str, fingerprint: str, reason: str, *, must_exist: bool) -> None:
     from datetime import UTC
 
+    from dso_server.errors import StoreError
     from dso_server.store.certificates import CertificateStore, UnknownCertificate
     from dso_server.store.sqlite import DsoStore
 
@@ -1002,16 +1173,15 @@ def _revoke_enrolment(db: str, fingerprint: str, reason: str, *, must_exist: boo
             raise UsageError(f"{db}: {error.message}") from None
         print(f"{db}: the certificate was not enrolled there; nothing to refuse")
         return
-    except sqlite3.Error as error:
-        raise Refused(f"cannot use the database {db}: {error}") from None
+    except StoreError as error:
+        raise Refused(error.message) from None
     print(f"{db}: certificate {fingerprint} of household {enrolment.connection_point_id} revoked; the VTN refuses "
           "it from its next message on")
 
 
 _COMMANDS = {"pki": _pki, "grid": _grid, "publish": _publish, "modify": _modify, "cancel": _cancel,
              "households": _households, "signals": _signals, "responses": _responses, "telemetry": _telemetry,
-             "token": _token,
-             "audit": _audit}
+             "token": _token, "audit": _audit, "household": _household, "settlement": _settlement}
 
 
 def _fail(code: int, message: str) -> NoReturn:

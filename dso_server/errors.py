@@ -83,3 +83,19 @@ class SchemaError(DsoError):
     """The database file was written by a newer, incompatible version of this server."""
 
     http_status = 500
+
+
+class StoreError(DsoError):
+    """The database failed in a way the request cannot fix (the driver's error, translated)."""
+
+    http_status = 500
+
+
+class StoreIntegrityError(StoreError):
+    """The database refused a write that breaks one of its constraints; nothing of the transaction was kept."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached or used (missing driver, bad URL, server down, file unwritable)."""
+
+    http_status = 503

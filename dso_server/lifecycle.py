@@ -22,9 +22,11 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from datetime import datetime
 from enum import StrEnum
+from typing import Protocol, TypeVar
 
 from dso_server.errors import IllegalSignalChange
 from dso_server.records import Signal
+from protocol.oadr20b import EventStatus
 
 
 class SignalState(StrEnum):
@@ -74,9 +76,27 @@ DeliveryKey = tuple[str, int, str]
 """(event id, modification number, eventStatus) of one delivered event."""
 
 
+class EventLike(Protocol):
+    """What the delivery rules read of an event: a ``Signal``, or the VTN's ``SignalHead`` of one."""
+
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def modification_number(self) -> int: ...
+    @property
+    def cancelled(self) -> bool: ...
+    @property
+    def start(self) -> datetime: ...
+    def status_at(self, now: datetime) -> EventStatus: ...
+    def ended_at(self, now: datetime) -> bool: ...
+
+
+_E = TypeVar("_E", bound=EventLike)
+
+
 def relevant_signals(
-    signals: Iterable[Signal], *, acknowledged: Collection[tuple[str, int]], now: datetime
-) -> list[Signal]:
+    signals: Iterable[_E], *, acknowledged: Collection[tuple[str, int]], now: datetime
+) -> list[_E]:
     """The signals a VEN must hold now, in delivery order: by start, otherwise as given (the store gives them
     in publication order).
 
@@ -90,7 +110,7 @@ def relevant_signals(
     return sorted(keep, key=lambda signal: signal.start)
 
 
-def delivery_keys(signals: Iterable[Signal], now: datetime) -> frozenset[DeliveryKey]:
+def delivery_keys(signals: Iterable[EventLike], now: datetime) -> frozenset[DeliveryKey]:
     return frozenset(
         (signal.event_id, signal.modification_number, signal.status_at(now).value) for signal in signals
     )

@@ -77,6 +77,25 @@ class Signal:
 
 
 @dataclass(frozen=True)
+class SignalHead:
+    """An event without what it says: all the VTN needs to decide what a VEN is owed (``dso_server.lifecycle``).
+    The VTN keeps these for every VEN in memory; a 96-interval payload decoded would take some 55 KB each."""
+
+    event_id: str
+    connection_point_id: str
+    modification_number: int
+    cancelled: bool
+    start: datetime
+    end: datetime
+
+    def status_at(self, now: datetime) -> EventStatus:
+        return event_status_at(self.start, self.end, now, cancelled=self.cancelled)
+
+    def ended_at(self, now: datetime) -> bool:
+        return now >= self.end
+
+
+@dataclass(frozen=True)
 class Publication:
     """The events one publish created (one per connection point), found again by ``publication_id``."""
 
@@ -124,6 +143,18 @@ class StoredComfort:
     connection_point_id: str
     status: ComfortStatus
     received_at: datetime
+
+
+@dataclass(frozen=True)
+class VenView:
+    """What the VTN needs of one VEN to answer it: its registration, its household's events that have not ended
+    (in the store's order), the (event id, modification number) pairs it acknowledged of those, and what was last
+    delivered to it (None: nothing since it registered)."""
+
+    ven: Ven
+    signals: tuple[SignalHead, ...]
+    acknowledged: frozenset[tuple[str, int]]
+    delivered: frozenset[tuple[str, int, str]] | None
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from dso_server.capacity.planner import PlannerConfig
+from dso_server.retention import DEFAULT_RETENTION_MONTHS
 from dso_server.security.tls import is_loopback
 from protocol.oadr20b.xml_guard import MAX_MESSAGE_BYTES
 
@@ -217,15 +218,23 @@ class ServerSettings(BaseModel):
     model_config = _FROZEN
 
     db_path: str = Field("dso.sqlite", min_length=1, description=(
-        "SQLite file holding households, registrations, signals and reports; created when missing (':memory:' "
-        "keeps nothing)"))
+        "the store holding households, registrations, signals and reports: a SQLite file, created when missing "
+        "(':memory:' keeps nothing), or a PostgreSQL URL such as postgresql://dso@db.example/dso (a region's "
+        "database shared by several VTN workers; needs pip install -e '.[postgres]')"))
+    workers: int = Field(1, ge=1, le=64, description=(
+        "VTN worker processes sharing the sockets and the store; each serves the VTN and the operator API, one of "
+        "them runs the planner; more than one is meant for a PostgreSQL --db"))
     contracts_file: Path | None = Field(None, description=(
         "households file (TOML, [[household]] tables: connection_point_id, group, contract fields, "
-        "[household.comfort]; see dso_server/contracts.py), added to or updated in the store at every start"))
+        "[household.comfort], [household.performance]; see dso_server/contracts.py), added to or updated in the "
+        "store at every start"))
     grid_path: Path | None = Field(None, description=(
         "grid file (.toml or .csv: transformers, feeders, connection points; see 'dso-server grid --help') loaded "
         "into the store at every start; with a grid in the store the server allocates firm capacity day-ahead and "
         "non-firm capacity every few minutes, without one it only relays what the operator publishes"))
+    retention_months: int = Field(DEFAULT_RETENTION_MONTHS, ge=1, le=120, description=(
+        "calendar months the store keeps what households sent (telemetry, plans, capacity needs, performance "
+        "reports, consented comfort readings); older data is deleted (dso_server/retention.py)"))
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description=(
         "how much 'dso-server serve' logs to stderr (a program that runs DsoServer itself sets up its own logging)"))
 

@@ -18,6 +18,13 @@ limits the DSO published (firm + non-firm, capped by the contract) and the trans
 summed) against its limit (capacity less the safety margin); the plot (transformer.png) shows that load
 against the limit, the capacity and the summed firm and firm + non-firm limits.
 
+The households of --allocate have performance contracts: each HEMS reports the least import per quarter-hour
+with which it keeps its comfort band and EV range (its capacity need; the rest of the day at once, the next day
+before 13:00), the planner's firm run allocates at least that where the transformer can carry it, and after
+each local day the HEMS sends a daily verdict instead of temperatures. A second table then shows, per
+household, its need against the firm limits it got, and the verdict the DSO received against the comfort the
+simulated household actually had.
+
     python examples/quickstart.py --allocate [--grid examples/quickstart-grid.toml] [--hours 24] [--speed 600]
 """
 
@@ -38,6 +45,7 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 
+from dso_server.api.performance_views import needs_in_force
 from dso_server.capacity.grid import ConnectionPoint, Grid, GridFileError, Transformer, load_grid
 from dso_server.capacity.planner import FIRM, NON_FIRM
 from dso_server.records import TelemetryRow
@@ -47,6 +55,7 @@ from dso_server.service import DsoServer
 from dso_server.settings import DsoSettings
 from dso_server.store.certificates import CertificateStore, Enrolment
 from dso_server.store.grid_store import AllocationRun, GridStore, contract_for
+from dso_server.store.performance_store import PerformanceStore
 from dso_server.store.sqlite import DsoStore
 from hems_client.app import HemsApp, VenSecurity
 from hems_client.devices.household import make_household
@@ -59,6 +68,7 @@ from protocol import (
     ComfortTerms,
     Firmness,
     HouseholdContract,
+    PerformanceTerms,
     TariffInterval,
     TouTariff,
     effective_limits,
@@ -79,6 +89,12 @@ COMFORT = ComfortTerms(indoor_setpoint_c=20.0, temperature_band_k=1.0, ev_depart
 OVER_KW = 0.01
 """What the table counts as a summed load over a summed limit or a transformer's capacity (a household against its
 own limit is judged by the profile's tolerance, ``protocol.limits.exceeds_limit``)."""
+PERFORMANCE = PerformanceTerms(monthly_discount_eur=10.0, compensation_eur_per_degree_hour=1.0,
+                               compensation_eur_per_missed_departure=5.0, need_deadline_local=time(13, 0))
+"""The performance contract of --allocate's households: the DSO allocates for their capacity needs."""
+ALLOCATE_LEAD = 8 * INTERVAL
+"""--allocate starts the clock this long before the simulated period: the HEMSs register and report the rest of the
+day's need, and the planner's catch-up firm run allocates for it, before the period begins."""
 
 # (PV kWp, heat pump, EV, battery) per household; the list repeats for more households.
 DEVICE_MIXES = [(5.0, True, True, True), (4.0, True, True, False), (6.0, True, False, True)]
@@ -117,7 +133,7 @@ def build_scenario(*, households: int, hours: float, evening_kw: float, grid: Gr
     # Signals reach a day past the simulated period, so no plan ever sees the edge of the published data.
     moments = [start + index * INTERVAL for index in range(count + 96)]
     if grid is not None:
-        contracts = [HouseholdContract(**contract_for(cp).model_dump(exclude={"comfort"}), comfort=COMFORT)
+        contracts = [contract_for(cp).model_copy(update={"comfort": COMFORT, "performance": PERFORMANCE})
                      for cp in grid.connection_points]
     else:
         contracts = [
@@ -161,10 +177,34 @@ async def publish(api_url: str, token: str, scenario: Scenario) -> None:
                         {"group": GROUP, **scenario.bandwidth.model_dump(mode="json")})
 
 
+def contracts_toml(contracts: Sequence[HouseholdContract], group: str) -> str:
+    """The households as a contracts file ('dso-server serve --contracts', format in dso_server/contracts.py)."""
+
+    def value(item: object) -> str:
+        if isinstance(item, bool):
+            return "true" if item else "false"
+        if isinstance(item, str):
+            return f'"{item}"'
+        return str(item)  # numbers, and local times as TOML local times (06:00:00)
+
+    lines = []
+    for contract in contracts:
+        data = contract.model_dump()
+        tables = {key: data.pop(key) for key in ("comfort", "performance") if data.get(key) is not None}
+        data.pop("performance", None)
+        lines += ["[[household]]", f'group = "{group}"', *(f"{key} = {value(item)}" for key, item in data.items())]
+        for name, table in tables.items():
+            lines += [f"[household.{name}]", *(f"{key} = {value(item)}" for key, item in table.items())]
+        lines.append("")
+    return "\n".join(lines)
+
+
 async def first_firm_run(dso: DsoServer, clock: AcceleratedClock, *, by: datetime) -> AllocationRun:
-    """The planner's firm run for the current day, which it makes at once on a day without one."""
+    """The planner's firm run for the day of ``by``, which it makes at once on a day without one (for performance
+    contracts once their HEMSs reported their needs)."""
     gstore = GridStore(dso.store)
-    while not (runs := gstore.runs(kind=FIRM, limit=1)):
+    day = by.astimezone(ZONE).date().isoformat()
+    while not (runs := gstore.runs(kind=FIRM, day=day, limit=1)):
         if clock.now() >= by:
             raise RuntimeError(f"the DSO's planner published no firm limits by {by.astimezone(ZONE):%H:%M} local; "
                                "see its log")
@@ -377,6 +417,47 @@ def format_dso_summary(store: DsoStore, rows: list[FeederRow], transformers: lis
     return "\n".join(lines)
 
 
+def format_needs(store: DsoStore, scenario: Scenario, apps: list[HemsApp]) -> str:
+    """Per household: the capacity need its HEMS reported against the firm limits the planner gave it (read from the
+    DSO's store), and each daily performance verdict the DSO received against the comfort the simulated household
+    actually had (the HEMS's own KPIs of the same local day)."""
+    start = scenario.start
+    end = start + scenario.intervals * INTERVAL
+    header = ["household (EAN)", "need intervals", "peak need kW", "firm@peak", "need kWh", "firm kWh",
+              "not honoured #", "shortfall kWh"]
+    table = [header]
+    verdicts = []
+    for contract, app in zip(scenario.contracts, apps, strict=True):
+        ean = contract.connection_point_id
+        needs = needs_in_force(store, ean, since=start, until=end, timezone=ZONE.key)
+        firm = published(store, ean, start=start, count=scenario.intervals).firm_kw
+        short = {s: kw - firm[s] for s, kw in needs.items() if firm[s] < kw - 0.001}
+        peak = max(needs, key=needs.__getitem__) if needs else None
+        table.append([ean, str(len(needs)), f"{needs[peak]:.2f}" if peak else "-", f"{firm[peak]:.2f}" if peak else "-",
+                      f"{sum(needs.values()) * 0.25:.1f}", f"{sum(firm[s] for s in needs) * 0.25:.1f}",
+                      str(len(short)), f"{sum(short.values()) * 0.25:.2f}"])
+        kpis = {day.day: day for day in app.kpi.days()}
+        for stored in PerformanceStore(store).performance_reports(ean):
+            report = stored.report
+            day = report.start.astimezone(ZONE).date()
+            kpi = kpis.get(day)
+            ev = ("-" if report.ev is None else
+                  f"EV {'ready' if report.ev.ready else f'{report.ev.shortfall_km:.0f} km short'}")
+            verdicts.append(f"  {ean} {day}: {report.degree_hours_outside_band:.3f} K·h outside the band "
+                            f"({len(report.comfort_losses)} interval(s), "
+                            f"{sum(loss.limit_below_need for loss in report.comfort_losses)} with the DSO's limit "
+                            f"below the need); the household had "
+                            f"{kpi.degree_hours_outside_band if kpi else float('nan'):.3f} K·h; {ev}")
+    widths = [max(len(line[column]) for line in table) for column in range(len(header))]
+    lines = ["Capacity needs of the performance contracts against the firm limits the DSO's planner gave "
+             "(from the DSO's store):"]
+    lines += ["  ".join(cell.rjust(width) for cell, width in zip(line, widths, strict=True)) for line in table]
+    lines.insert(2, "  ".join("-" * width for width in widths))
+    lines.append("Daily performance verdicts the DSO received (no indoor temperature or EV range left the homes):")
+    lines += verdicts or ["  none yet: a verdict follows the end of each local day"]
+    return "\n".join(lines)
+
+
 def _pyplot() -> ModuleType:
     import matplotlib
 
@@ -443,14 +524,21 @@ async def run(args: argparse.Namespace) -> int:
     scenario = build_scenario(households=args.households, hours=args.hours, evening_kw=args.evening_limit_kw,
                               grid=args.grid_model, start=args.start)
     # Start a little before the first interval so registration and delivery happen before it begins.
-    clock = AcceleratedClock(start=scenario.start - 2 * INTERVAL, speed=args.speed)
+    clock = AcceleratedClock(start=scenario.start - (ALLOCATE_LEAD if args.allocate else 2 * INTERVAL),
+                             speed=args.speed)
     weather = Weather.synthetic(start=scenario.start - timedelta(hours=1), days=int(args.hours // 24) + 2,
                                 seed=args.seed, mean_temp_c=-1.0, daily_amplitude_k=4.0, cloudiness=0.5)
     # Mutual TLS, as in production: a CA, the VTN's certificate and one enrolled certificate per household.
     tls, securities = issue_certificates(output / "pki", db_path, scenario.contracts)
-    # With --allocate the server loads the grid at start, as 'dso-server serve --grid' does, and plans on it.
+    # With --allocate the server loads the performance contracts and the grid at start, as 'dso-server serve
+    # --contracts --grid' does, and plans on them; its catch-up firm run waits for the households' needs.
+    contracts_file = None
+    if args.allocate:
+        contracts_file = output / "contracts.toml"
+        contracts_file.write_text(contracts_toml(scenario.contracts, GROUP), encoding="utf-8")
     settings = DsoSettings(db_path=str(db_path), vtn_port=0, api_port=0, poll_interval_s=1.0,
-                           grid_path=args.grid if args.allocate else None, **tls)
+                           grid_path=args.grid if args.allocate else None, contracts_file=contracts_file,
+                           need_grace_s=(ALLOCATE_LEAD - INTERVAL).total_seconds(), **tls)
     began = wall_time.monotonic()
     async with DsoServer(settings, clock) as dso:
         print(f"DSO VTN at {dso.vtn_url} (mutual TLS, certificates in {output / 'pki'}), operator API at "
@@ -460,12 +548,6 @@ async def run(args: argparse.Namespace) -> int:
         if scenario.grid is None:
             print(f"published a ToU tariff and a firm bandwidth ({args.evening_limit_kw} kW 16:00-21:00 local) "
                   f"to {len(scenario.contracts)} households")
-        else:
-            firm = await first_firm_run(dso, clock, by=scenario.start)
-            print(f"grid {args.grid}: {scenario.grid.summary()}")
-            print(f"published a ToU tariff to {len(scenario.contracts)} households; the DSO's planner published "
-                  f"their firm limits for {firm.day} at {firm.run_at.astimezone(ZONE):%H:%M} local, the next day's "
-                  "follow at 14:00, non-firm every 5 min")
         apps = []
         for index, contract in enumerate(scenario.contracts):
             pv_kw, heat_pump, ev, battery = DEVICE_MIXES[index % len(DEVICE_MIXES)]
@@ -476,6 +558,14 @@ async def run(args: argparse.Namespace) -> int:
                                 security=securities[contract.connection_point_id]))
         end = scenario.start + scenario.intervals * INTERVAL
         await asyncio.gather(*(app.start(until=end) for app in apps))
+        if scenario.grid is not None:
+            firm = await first_firm_run(dso, clock, by=scenario.start)
+            print(f"grid {args.grid}: {scenario.grid.summary()}")
+            print(f"published a ToU tariff to {len(scenario.contracts)} households with performance contracts; "
+                  f"they reported their capacity needs and the DSO's planner published their firm limits for "
+                  f"{firm.day} at {firm.run_at.astimezone(ZONE):%H:%M} local (for "
+                  f"{firm.summary.get('need_households', 0)} needs); the next day's follow at 14:00, non-firm every "
+                  "5 min")
         print(f"{len(apps)} HEMS registered; simulating {args.hours:g} h at {args.speed:g}x ...")
         progress = asyncio.create_task(_progress(clock, scenario.start, end))
         try:
@@ -486,12 +576,16 @@ async def run(args: argparse.Namespace) -> int:
         await sleep_until(clock, clock.now())
         rows, series, transformers = measured_rows(dso, scenario, apps)
         summary = format_dso_summary(dso.store, rows, transformers) if transformers else None
+        needs = format_needs(dso.store, scenario, apps) if scenario.grid is not None else None
     print()
     print(f"Simulated {args.hours:g} h from {scenario.start.astimezone(ZONE):%Y-%m-%d %H:%M} local "
           f"in {wall_time.monotonic() - began:.0f} s wall time.")
     print(format_rows(rows))
     if summary is not None:
         print(f"\n{summary}")
+    if needs is not None:
+        print(f"\n{needs}")
+    if summary is not None:
         picture = output / "transformer.png"
         plot_transformers(transformers, picture)
     else:

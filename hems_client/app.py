@@ -128,6 +128,7 @@ class HemsApp:
                 on_signals_changed=self.controller.signals_changed, poll_interval_s=poll_interval_s,
                 max_poll_interval_s=max_poll_s, tls=security.tls(), insecure=security.insecure,
                 sign_messages=security.sign_messages, vtn_fingerprint=security.vtn_fingerprint,
+                sent_log=self._log_sent if self.store is not None else None,
             )
         except Exception:
             self._close_store()
@@ -166,6 +167,12 @@ class HemsApp:
             self._task = None
         await self.ven.stop()
         self._close_store()
+
+    def _log_sent(self, sent_at: datetime, service: str, message_type: str, answered: bool, xml: str) -> None:
+        """What the VEN sent, into the store (``hems-client data export`` reads it back)."""
+        if self.store is not None:
+            self.store.log_message(sent_at=sent_at, service=service, message_type=message_type, delivered=answered,
+                                   xml=xml)
 
     def _close_store(self) -> None:
         if self._owns_store and self.store is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sqlite3
@@ -17,6 +18,7 @@ from hems_client.config import load_contract, validate_contract_file
 from hems_client.control.optimiser_planner import OptimiserPlanner
 from hems_client.control.planning import Planner
 from hems_client.control.rule_planner import RulePlanner
+from hems_client.data_export import export_document
 from hems_client.devices import Weather, make_household
 from hems_client.kpi import format_kpi_table
 from hems_client.settings import ENV_PREFIX, ControllerSettings, HemsSettings
@@ -62,7 +64,51 @@ def build_parser() -> argparse.ArgumentParser:
                      help="sign outgoing OpenADR messages with --cert/--key (XML signatures)")
     tls.add_argument("--insecure", action="store_true",
                      help="talk plain HTTP to a VTN on a loopback address, without certificates (demo, tests only)")
+    data = commands.add_parser("data", help="what this HEMS sent to the DSO",
+                               description="The household's own data: what its HEMS sent to the DSO.")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+    export = data_commands.add_parser(
+        "export", help="write everything this HEMS sent to the DSO as JSON",
+        description="Write everything this HEMS sent to the DSO (GDPR access and portability) as one JSON "
+                    "document: the contract, the capacity needs the DSO accepted and every OpenADR message but "
+                    "polls, as sent (XML) and parsed, from the store given with --db.")
+    export.add_argument("--db", type=Path, required=True, metavar="FILE.db",
+                        help="the HEMS's store (what 'hems-client run --db' wrote)")
+    export.add_argument("--output", type=Path, default=None, metavar="FILE.json",
+                        help="a new file to write (readable by you only); default: standard output")
     return parser
+
+
+def _export(args: argparse.Namespace) -> int:
+    if not args.db.is_file():
+        print(f"hems-client: error: --db {args.db}: no such file (a store 'hems-client run --db' wrote)",
+              file=sys.stderr)
+        return 2
+    try:
+        store = HemsStore(args.db)
+        try:
+            document = export_document(store, exported_at=WallClock().now())
+        finally:
+            store.close()
+    except (StoreError, sqlite3.DatabaseError) as error:
+        print(f"hems-client: error: --db {args.db}: {error}", file=sys.stderr)
+        return 2
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        descriptor = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        print(f"hems-client: error: --output {args.output} exists; give a new file", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"hems-client: error: --output {args.output}: {error.strerror or error}", file=sys.stderr)
+        return 2
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    print(f"wrote {len(document['messages'])} message(s) sent to the DSO to {args.output}", file=sys.stderr)
+    return 0
 
 
 def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> HemsSettings:
@@ -141,6 +187,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     """``env``: the environment variables to read (default: the process's)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "data":
+        return _export(args)
     try:
         settings = settings_from(args, os.environ if env is None else env)
     except SettingsError as error:

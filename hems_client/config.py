@@ -11,12 +11,17 @@ per connection point, the comfort terms in ``[household.comfort]``::
     failsafe_export_kw = 4.2
     failsafe_duration_s = 7200
 
+    raw_data_consent = false   # the comfort status (indoor temperature, EV range) only with consent
+
     [household.comfort]
     indoor_setpoint_c = 20.0
     temperature_band_k = 1.0
     ev_departure_local = 06:00:00
     ev_required_range_km = 150.0
     timezone = "Europe/Amsterdam"
+
+    [household.performance]    # a performance contract: needs and daily verdicts (PROFILE §9.5, §9.6)
+    monthly_discount_eur = 10.0
 
 A file with several households (the DSO's) needs ``connection_point_id`` to say which one is this HEMS's; a
 ``group`` is the DSO's business and is ignored here.

@@ -14,13 +14,16 @@ Tables (one file per household):
 | known_modifications   | event_id -> highest modificationNumber seen (stale copies stay ignored) |
 | book                  | id 1: version, limits_changed_at                                        |
 | failsafe              | id 1: state, entered_at, contact_lost_after                             |
+| needs                 | one per local day: day, the capacity need the DSO accepted (JSON)       |
+| sent_messages         | every OpenADR message sent to the DSO but polls: sent_at, service,      |
+|                       | message_type, delivered, the XML as sent (``hems-client data export``)  |
 
 Timestamps are ISO 8601 UTC text.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +32,13 @@ import sqlite_utils
 from hems_client.control.failsafe import FailsafeSnapshot, FailsafeState
 from hems_client.control.signal_book import ActiveSignal, BookSnapshot, SignalBook
 from protocol.contract import HouseholdContract
+from protocol.performance import CapacityNeed
 from protocol.signals import CapacityBandwidth, TouTariff
+
+SENT_LOG_RETENTION = timedelta(days=400)
+"""What the HEMS sent is kept this long (13 months, like the DSO keeps it), then pruned."""
+_PRUNE_EVERY = 500
+"""Prune the sent log every this many messages."""
 
 _KINDS: dict[str, type[CapacityBandwidth] | type[TouTariff]] = {"bandwidth": CapacityBandwidth, "tariff": TouTariff}
 
@@ -67,6 +76,12 @@ class HemsStore:
                                     if_not_exists=True)
             self._db["failsafe"].create({"id": int, "state": str, "entered_at": str, "contact_lost_after": str},
                                         pk="id", if_not_exists=True)
+            self._db.execute("CREATE TABLE IF NOT EXISTS needs (day TEXT PRIMARY KEY, need TEXT NOT NULL)")
+            self._db.execute("CREATE TABLE IF NOT EXISTS sent_messages (id INTEGER PRIMARY KEY, sent_at TEXT NOT "
+                             "NULL, service TEXT NOT NULL, message_type TEXT NOT NULL, delivered INTEGER NOT NULL, "
+                             "xml TEXT NOT NULL)")
+            self._db.execute("CREATE INDEX IF NOT EXISTS sent_messages_at ON sent_messages (sent_at)")
+        self._logged = 0
         self.writes = 0
         """Saves so far (for tests and diagnostics)."""
 
@@ -148,3 +163,37 @@ class HemsStore:
         except ValueError:
             raise StoreError(f"store {self.path}: unknown failsafe state {row['state']!r}") from None
         return FailsafeSnapshot(state, _parse_time(row["entered_at"]), _parse_time(row["contact_lost_after"]))
+
+    # ------------------------------------------------------------------------------------------ needs
+
+    def save_need(self, day: date, need: CapacityNeed) -> None:
+        """The need the DSO accepted for local ``day`` (replacing an earlier one)."""
+        with self._db.conn:
+            self._db.execute("INSERT OR REPLACE INTO needs (day, need) VALUES (?, ?)",
+                             [day.isoformat(), need.model_dump_json()])
+        self.writes += 1
+
+    def load_needs(self) -> dict[date, CapacityNeed]:
+        return {date.fromisoformat(day): CapacityNeed.model_validate_json(need)
+                for day, need in self._db.execute("SELECT day, need FROM needs ORDER BY day").fetchall()}
+
+    # ------------------------------------------------------------------------------------------ sent log
+
+    def log_message(self, *, sent_at: datetime, service: str, message_type: str, delivered: bool, xml: str) -> None:
+        """One message sent to the DSO, as sent; every ``_PRUNE_EVERY`` messages the log loses what is older than
+        ``SENT_LOG_RETENTION``."""
+        with self._db.conn:
+            self._db.execute("INSERT INTO sent_messages (sent_at, service, message_type, delivered, xml) "
+                             "VALUES (?, ?, ?, ?, ?)",
+                             [sent_at.isoformat(), service, message_type, int(delivered), xml])
+            self._logged += 1
+            if self._logged % _PRUNE_EVERY == 0:
+                self._db.execute("DELETE FROM sent_messages WHERE sent_at < ?",
+                                 [(sent_at - SENT_LOG_RETENTION).isoformat()])
+
+    def sent_messages(self) -> list[dict[str, Any]]:
+        """Every logged message, oldest first: sent_at, service, message_type, delivered, xml."""
+        cursor = self._db.execute("SELECT sent_at, service, message_type, delivered, xml FROM sent_messages "
+                                  "ORDER BY id")
+        return [{"sent_at": row[0], "service": row[1], "message_type": row[2], "delivered": bool(row[3]),
+                 "xml": row[4]} for row in cursor.fetchall()]

@@ -82,3 +82,10 @@ async def sleep_until(clock: Clock, moment: datetime) -> None:
     remaining = (moment - clock.now()).total_seconds()
     if remaining > 0:
         await clock.sleep(remaining)
+
+
+def speed_of(clock: Clock) -> float:
+    """Clock seconds per wall-clock second: an AcceleratedClock's ``speed``, else 1 (the wall clock, and a
+    ManualClock, which moves only when told). Converts wall-clock periods such as a VEN's poll interval into the
+    clock's time."""
+    return float(getattr(clock, "speed", 1.0))

@@ -59,6 +59,25 @@ class ComfortTerms(BaseModel):
         return self.indoor_setpoint_c + self.temperature_band_k
 
 
+class PerformanceTerms(BaseModel):
+    """A performance contract (PROFILE §11): every 15 minutes the DSO guarantees at least the import the HEMS
+    reported it needs to keep the comfort terms (its capacity need, §9.5), for a fixed discount on the grid tariff;
+    where a limit below that need cost comfort, the DSO compensates the household (settlement, §9.6)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    monthly_discount_eur: float = Field(default=10.0, ge=0.0, le=1000.0)
+    """Discount on the grid tariff per calendar month under the contract."""
+    compensation_eur_per_degree_hour: float = Field(default=1.0, ge=0.0, le=100.0)
+    """Paid per K·h outside the comfort band in intervals where the DSO's limit was below the reported need."""
+    compensation_eur_per_missed_departure: float = Field(default=5.0, ge=0.0, le=1000.0)
+    """Paid per EV departure short of the contracted range after a charging session in which the DSO's limit was
+    below the reported need."""
+    need_deadline_local: time = time(13, 0)
+    """The HEMS reports the next local day's capacity need by this local time (``comfort.timezone``); the DSO
+    allocates that day's firm capacity after it (the reference DSO at 14:00 Europe/Amsterdam)."""
+
+
 class HouseholdContract(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -75,6 +94,13 @@ class HouseholdContract(BaseModel):
     non_flexible_export_kw: float = 0.0
     """Likewise for export (e.g. PV that cannot be curtailed)."""
     comfort: ComfortTerms = ComfortTerms()
+    performance: PerformanceTerms | None = None
+    """A performance contract: the HEMS reports its capacity need and a daily performance verdict (§9.5, §9.6),
+    and the DSO allocates firm capacity for that need. None: the household gets the DSO's fair rule only."""
+    raw_data_consent: bool = False
+    """The household consents that its HEMS sends raw comfort readings (indoor temperature, EV range: the
+    15-minute comfort status of §9.7 and the range at departure). Off by default: they reveal when people are
+    home, asleep or away (PROFILE §14, data minimisation)."""
 
     @field_validator("connection_point_id")
     @classmethod

@@ -11,10 +11,15 @@ The DSO reads all of a file's households (``dso-server serve --contracts``), a H
     failsafe_import_kw = 4.2
     failsafe_export_kw = 4.2
     failsafe_duration_s = 7200
+    raw_data_consent = false           # raw comfort readings only with the household's consent (PROFILE §14)
 
     [household.comfort]
     indoor_setpoint_c = 20.0
     ev_departure_local = 06:30:00
+
+    [household.performance]            # a performance contract (PROFILE §11); leave out for none
+    monthly_discount_eur = 10.0
+    need_deadline_local = 13:00:00
 
 Pure: text in, households and problems out. Every problem names the household (its 0-based table) and the field.
 """

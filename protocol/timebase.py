@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 
 from pydantic import AfterValidator
@@ -47,3 +47,12 @@ def floor_to_interval(moment: datetime) -> datetime:
     """The start of the 15-minute interval that holds ``moment``."""
     moment = _require_utc(moment)
     return moment.replace(minute=moment.minute - moment.minute % 15, second=0, microsecond=0)
+
+
+def local_day_bounds(day: date, timezone: str) -> tuple[datetime, datetime]:
+    """[start, end) in UTC of the local ``day`` in the IANA ``timezone`` (23, 24 or 25 hours long)."""
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(timezone)
+    return (datetime.combine(day, datetime.min.time(), tzinfo=zone).astimezone(UTC),
+            datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=zone).astimezone(UTC))

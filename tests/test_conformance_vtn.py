@@ -17,8 +17,10 @@ from faulty.vtn_proxy import (
     accepts_any_certificate,
     interval_gap,
     only_changes,
+    requests_comfort,
     reuse_modification_numbers,
     stale_status,
+    unchanged,
 )
 from support.security import LabPki, enrol_certificate, plain_settings
 from verdict_log import record_verdicts
@@ -115,6 +117,16 @@ async def test_a_faulty_vtn_fails_exactly_the_rules_it_breaks(
     junit = ElementTree.parse(tmp_path / "junit.xml").getroot()
     assert {case.get("name") for case in junit if case.find("failure") is not None} == broken
     assert "DOES NOT CONFORM" in (tmp_path / "report.html").read_text()
+
+
+async def test_a_vtn_requesting_raw_comfort_readings_without_consent_fails_exactly_vtn_priv_01(
+        dso: DsoServer) -> None:
+    async with FaultyVtnProxy(dso.vtn_url, unchanged, answer_fault=requests_comfort) as proxy:
+        verdicts = await run_vtn_suite(proxy.url, dso.api_url, seed=3, admin_token=token(dso))
+    assert failed_ids(verdicts) == {"VTN-PRIV-01"}, [f"{v.rule.rule_id}: {v.summary}" for v in verdicts
+                                                     if v.outcome is Outcome.FAIL]
+    [verdict] = [v for v in verdicts if v.rule.rule_id == "VTN-PRIV-01"]
+    assert "HEMS_COMFORT" in verdict.summary
 
 
 async def test_a_vtn_serving_any_certificate_of_its_ca_fails_exactly_vtn_sec_02_and_03(

@@ -28,8 +28,8 @@ A, B = "871234567890000011", "871234567890000028"
 
 
 @pytest.fixture
-def store() -> DsoStore:
-    store = DsoStore()
+def store(db_location: str) -> DsoStore:
+    store = DsoStore(db_location)  # both backends: the transformer and violation queries run on each
     GridStore(store).save_grid(load_grid(EXAMPLE), now=NOW - timedelta(days=1), source=str(EXAMPLE))
     start = NOW - 4 * Q
     firm = CapacityBandwidth(firmness=Firmness.FIRM, intervals=tuple(

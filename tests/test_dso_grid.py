@@ -90,8 +90,8 @@ def test_csv_errors_name_the_row_and_field(tmp_path: Path) -> None:
         load_grid(bad)
 
 
-def test_grid_round_trips_through_sqlite_and_creates_households(tmp_path: Path) -> None:
-    path = tmp_path / "dso.sqlite"
+def test_grid_round_trips_through_the_store_and_creates_households(db_location: str) -> None:
+    path = db_location
     grid = lab_grid("kerber-landnetz-kabel-1")
     with DsoStore(path) as store:
         saved = GridStore(store).save_grid(grid, now=NOW, source="lab")
@@ -125,9 +125,9 @@ def test_every_lab_grid_converts_to_a_valid_grid_model() -> None:
         lab_grid("simbench")
 
 
-def test_cli_check_and_load_keep_the_store_intact_on_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                                                               ) -> None:
-    db = str(tmp_path / "dso.sqlite")
+def test_cli_check_and_load_keep_the_store_intact_on_bad_input(tmp_path: Path, db_location: str,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    db = db_location  # --db takes a SQLite file or a PostgreSQL URL
     assert main(["grid", "check", str(CSV)]) == 0
     assert "valid: 1 transformer(s)" in capsys.readouterr().out
     assert main(["grid", "load", "--lab", "kerber-landnetz-kabel-1", "--db", db]) == 0

@@ -24,8 +24,8 @@ Q = timedelta(minutes=15)
 
 
 @pytest.fixture
-def store() -> DsoStore:
-    store = DsoStore()
+def store(db_location: str) -> DsoStore:
+    store = DsoStore(db_location)  # both backends: the planner's reads and its one-transaction writes
     GridStore(store).save_grid(lab_grid("kerber-landnetz-kabel-1"), now=AFTER_14 - timedelta(days=1), source="lab")
     return store
 
@@ -104,6 +104,40 @@ def test_near_real_time_modifies_one_event_per_household_and_keeps_the_invariant
     assert second.summary["non_firm_import_kw"] <= t.limit_kw
 
 
+def _lowered_run(store: DsoStore, *, lead_time_s: float) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """A first non-firm run with little load, then, five seconds before the next interval, a run with the load
+    up: per household, the non-firm import limits published by each, by interval start (17:15 on)."""
+    grid = GridStore(store).grid()
+    assert grid is not None
+    config = PlannerConfig(lead_time_s=lead_time_s)
+    run_day_ahead(store, grid, day=TOMORROW, now=AFTER_14, config=config)
+    now = datetime(2030, 1, 8, 17, 3, tzinfo=UTC)
+    _telemetry(store, now.replace(minute=0) - 4 * Q, 4, 0.1)
+    first = run_near_real_time(store, grid, now=now, config=config)
+    assert first is not None and first.publication_id is not None
+    before = {s.connection_point_id: [i.import_limit_kw for i in s.payload.intervals]  # type: ignore[union-attr]
+              for s in store.publication(first.publication_id).signals}
+    _telemetry(store, now.replace(minute=0), 2, 0.9)
+    later = datetime(2030, 1, 8, 17, 29, 55, tzinfo=UTC)  # the 17:30 interval starts in 5 s
+    run_near_real_time(store, grid, now=later, config=config)
+    after = {s.connection_point_id: [i.import_limit_kw for i in s.payload.intervals]  # type: ignore[union-attr]
+             for s in store.publication(first.publication_id).signals}
+    return before, after
+
+
+def test_non_firm_limits_starting_within_one_poll_period_are_never_lowered(store: DsoStore) -> None:
+    before, after = _lowered_run(store, lead_time_s=10.0)
+    # Intervals 17:15 (begun) and 17:30 (starts in 5 s, inside the 10 s lead) keep what every VEN already has.
+    assert all(after[ean][:2] == before[ean][:2] for ean in before)
+    # The run did lower what lies beyond the lead time, so without it 17:30 would have dropped too:
+    assert any(after[ean][2] < before[ean][2] - 1e-6 for ean in before)
+    control = DsoStore()
+    GridStore(control).save_grid(lab_grid("kerber-landnetz-kabel-1"), now=AFTER_14 - timedelta(days=1), source="lab")
+    control_before, control_after = _lowered_run(control, lead_time_s=0.0)
+    assert control_before == before
+    assert any(control_after[ean][1] < control_before[ean][1] - 1e-6 for ean in control_before)
+
+
 def test_without_grid_nothing_runs() -> None:
     store = DsoStore()
     assert GridStore(store).grid() is None
@@ -138,3 +172,36 @@ async def test_server_with_grid_publishes_firm_day_ahead_on_its_clock(tmp_path: 
         body = await asyncio.to_thread(lambda: json.loads(urllib.request.urlopen(request, timeout=10).read()))
     # Five households whose contracts (87 kW) fit under the 538.65 kW limit: everyone gets the contract max.
     assert {i["firm_kw"] for i in body["intervals"]} == {87.0}
+
+
+async def test_a_failed_run_is_recorded_in_the_store_and_the_loop_carries_on(monkeypatch: pytest.MonkeyPatch
+                                                                             ) -> None:
+    import asyncio
+    from pathlib import Path
+
+    import dso_server.service
+    from dso_server.service import DsoServer
+    from dso_server.settings import DsoSettings
+    from protocol.clock import AcceleratedClock
+
+    calls = []
+
+    def broken(*args: object, **kwargs: object) -> None:
+        calls.append(kwargs["now"])
+        raise ValueError("no forecast for transformer T9")
+
+    monkeypatch.setattr(dso_server.service, "run_near_real_time", broken)
+    example = Path(__file__).parent.parent / "examples" / "grid.toml"
+    clock = AcceleratedClock(datetime(2030, 1, 7, 12, 50, tzinfo=UTC), speed=3600)
+    settings = DsoSettings(db_path=":memory:", vtn_port=0, api_port=0, grid_path=example, insecure=True)
+    async with DsoServer(settings, clock) as dso:
+        gstore = GridStore(dso.store)
+        for _ in range(200):
+            if len(gstore.runs(kind="non_firm", status="failed")) >= 2:
+                break
+            await asyncio.sleep(0.02)
+        failed = gstore.runs(kind="non_firm", status="failed")
+        assert len(failed) >= 2 and len(calls) >= 2  # recorded, and the loop ran again at the next interval
+        assert failed[0].error == "ValueError: no forecast for transformer T9"
+        assert failed[0].publication_id is None and failed[0].worker == dso.origin
+        assert gstore.runs(kind="firm", status="ok")  # the day-ahead runs were not held up

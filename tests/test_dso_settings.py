@@ -57,7 +57,8 @@ def samples(directory: Path) -> dict[str, str]:
         "key_passphrase": "s3cret", "api_host": "0.0.0.0", "api_port": "9443", "api_session_ttl_s": "3600",
         "timezone": "UTC", "day_ahead_time": "13:30", "near_real_time_interval_s": "60",
         "non_firm_horizon_intervals": "16", "forecast_window_days": "14", "min_history_days": "3",
-        "silent_after_intervals": "8", "min_voltage_pu": "0.92", "max_voltage_pu": "1.08"}
+        "silent_after_intervals": "8", "min_voltage_pu": "0.92", "max_voltage_pu": "1.08", "workers": "2",
+        "lead_time_s": "20", "need_scaling_rule": "equal_cap", "need_grace_s": "60", "retention_months": "24"}
 
 
 BOOLEANS = {"insecure": False, "sign_messages": True, "api_insecure": True}
@@ -90,7 +91,7 @@ def test_every_setting_has_an_option_an_environment_variable_and_a_config_key(tm
     assert from_cli.planner_config() == PlannerConfig(
         timezone="UTC", day_ahead_time=time(13, 30), near_real_time_interval_s=60, non_firm_horizon_intervals=16,
         forecast_window_days=14, min_history_days=3, silent_after_intervals=8, min_voltage_pu=0.92,
-        max_voltage_pu=1.08)
+        max_voltage_pu=1.08, lead_time_s=20, need_scaling_rule="equal_cap", need_grace_s=60)
 
 
 def test_the_old_spellings_still_work_and_a_refusal_names_the_one_typed(

@@ -1,8 +1,13 @@
-"""The DSO store and the pure signal lifecycle: OpenADR 2.0b modification rules, atomic writes, persistence."""
+"""The DSO store and the pure signal lifecycle: OpenADR 2.0b modification rules, atomic writes, persistence,
+schema migrations.
+
+One suite for both backends: every test that takes ``db_location`` runs against a SQLite file and against a
+real PostgreSQL database (``tests/conftest.py``)."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,6 +17,8 @@ from dso_server.errors import (
     Conflict,
     IllegalSignalChange,
     SchemaError,
+    StoreError,
+    StoreIntegrityError,
     UnknownEvent,
     UnknownGroup,
     UnknownHousehold,
@@ -27,6 +34,10 @@ from dso_server.lifecycle import (
     relevant_signals,
 )
 from dso_server.records import EventResponse, Household
+from dso_server.store.changes import ChangeBatch, ChangeFeed, prune
+from dso_server.store.engine import open_database
+from dso_server.store.grid_store import GridStore
+from dso_server.store.schema import MIGRATIONS, SCHEMA_VERSION, AddColumn, Migration, migrate
 from dso_server.store.sqlite import DsoStore
 from protocol import (
     BandwidthInterval,
@@ -69,14 +80,15 @@ def tariff(*prices: float, start: datetime = NOW + timedelta(hours=1)) -> TouTar
 
 
 @pytest.fixture
-def store() -> DsoStore:
-    store = DsoStore()
-    store.put_households([Household(contract(EAN_A), "feeder-1"), Household(contract(EAN_B), "feeder-1")], now=NOW)
-    return store
+def store(db_location: str) -> Iterator[DsoStore]:
+    with DsoStore(db_location) as store:
+        store.put_households([Household(contract(EAN_A), "feeder-1"), Household(contract(EAN_B), "feeder-1")],
+                             now=NOW)
+        yield store
 
 
 def count(store: DsoStore, table: str) -> int:
-    return store.db.table(table).count
+    return store.db.count(table)
 
 
 # ---------------------------------------------------------------------------------------------- lifecycle
@@ -203,13 +215,13 @@ def test_a_household_holds_at_most_32_open_signals(store: DsoStore) -> None:
     store.publish({EAN_A: bandwidth(4)}, now=NOW + timedelta(hours=2))  # the first 32 have ended by then
 
 
-def test_a_failure_half_way_rolls_the_whole_publication_back() -> None:
+def test_a_failure_half_way_rolls_the_whole_publication_back(db_location: str) -> None:
     ids = iter(["pub-1", "ev-same", "ev-same"])  # the second event id collides with the first
-    store = DsoStore(id_factory=lambda prefix: next(ids))
-    store.put_households([Household(contract(EAN_A), None), Household(contract(EAN_B), None)], now=NOW)
-    with pytest.raises(sqlite3.IntegrityError):
-        store.publish({EAN_A: bandwidth(5), EAN_B: bandwidth(5)}, now=NOW)
-    assert count(store, "signals") == 0
+    with DsoStore(db_location, id_factory=lambda prefix: next(ids)) as store:
+        store.put_households([Household(contract(EAN_A), None), Household(contract(EAN_B), None)], now=NOW)
+        with pytest.raises(StoreIntegrityError, match="event_id"):
+            store.publish({EAN_A: bandwidth(5), EAN_B: bandwidth(5)}, now=NOW)
+        assert count(store, "signals") == 0
 
 
 def test_publication_changes_skip_cancelled_events(store: DsoStore) -> None:
@@ -291,8 +303,8 @@ def test_reports_are_stored_and_telemetry_upserted(store: DsoStore) -> None:
         store.telemetry(EAN_UNKNOWN)
 
 
-def test_everything_survives_reopening_the_file(tmp_path: Path) -> None:
-    path = tmp_path / "dso.sqlite"
+def test_everything_survives_reopening_the_store(db_location: str) -> None:
+    path = db_location
     with DsoStore(path) as store:
         store.put_household(contract(EAN_A), group="feeder-1", now=NOW)
         ven = store.register_ven(EAN_A, now=NOW)
@@ -316,11 +328,125 @@ def test_everything_survives_reopening_the_file(tmp_path: Path) -> None:
         assert len(store.telemetry(EAN_A)) == 1
 
 
-def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "dso.sqlite"
-    DsoStore(path).close()
+def test_a_newer_schema_is_refused(db_location: str) -> None:
+    with DsoStore(db_location) as store, store.transaction():
+        store.db.set_schema_version(99)
+    with pytest.raises(SchemaError, match=f"schema version 99; this server knows only up to {SCHEMA_VERSION}"):
+        DsoStore(db_location)
+
+
+# ----------------------------------------------------------------------------------------------- migrations
+
+
+def test_a_store_of_schema_2_is_migrated_and_keeps_its_rows(db_location: str) -> None:
+    """A store made by the migrations up to 2 and filled with rows of that shape gains the columns of 3 (added
+    to a table that has rows, which get the default) and the change log; what it held reads back unchanged."""
+    db = open_database(db_location)
+    assert migrate(db, target=2) == 0 and db.schema_version() == 2
+    db.insert("households", {"connection_point_id": EAN_A, "group_name": "feeder-1",
+                             "contract": contract(EAN_A).model_dump_json(), "updated_at": NOW.isoformat()})
+    db.insert("allocation_runs", {"run_id": "run-1", "kind": "firm", "day": "2030-01-01",
+                                  "window_start": NOW.isoformat(), "window_end": (NOW + Q).isoformat(),
+                                  "publication_id": None, "run_at": NOW.isoformat(), "summary": "{}"})
+    assert "status" not in db.table_columns("allocation_runs") and db.table_columns("changes") == []
+    db.close()
+    with DsoStore(db_location) as store:
+        assert store.db.schema_version() == SCHEMA_VERSION
+        assert {"status", "error"} <= set(store.db.table_columns("allocation_runs"))
+        assert store.household(EAN_A).contract == contract(EAN_A)
+        [run] = GridStore(store).runs()
+        assert (run.run_id, run.status, run.error) == ("run-1", "ok", None)
+    with DsoStore(db_location) as again:  # opening a current store changes nothing
+        assert again.db.schema_version() == SCHEMA_VERSION and len(GridStore(again).runs()) == 1
+
+
+def test_a_failing_migration_leaves_the_store_as_it_was(db_location: str) -> None:
+    db = open_database(db_location)
+    before = SCHEMA_VERSION - 1
+    migrate(db, target=before)
+    broken = (*MIGRATIONS[:-1], Migration(SCHEMA_VERSION, "broken", (
+        AddColumn("allocation_runs", "probe", str, default="ok", not_null=True),
+        AddColumn("no_such_table", "x", int),
+    )))
+    with pytest.raises(StoreError):
+        migrate(db, migrations=broken)
+    assert db.schema_version() == before and "probe" not in db.table_columns("allocation_runs")
+    db.close()
+
+
+def test_an_old_sqlite_file_written_by_sqlite_utils_is_migrated(tmp_path: Path) -> None:
+    """tests/data/dso-store-v2.sql: a version-2 store exactly as the server of commit db36134 wrote it."""
+    path = tmp_path / "old.sqlite"
     connection = sqlite3.connect(path)
-    connection.execute("PRAGMA user_version = 99")
+    connection.executescript((Path(__file__).parent / "data" / "dso-store-v2.sql").read_text())
     connection.close()
-    with pytest.raises(SchemaError, match="schema version 99"):
-        DsoStore(path)
+    with DsoStore(path) as store:
+        assert store.db.schema_version() == SCHEMA_VERSION
+        [household] = store.households()
+        [ven] = store.vens()
+        assert ven.connection_point_id == household.connection_point_id == EAN_A
+        [signal] = store.signals(connection_point_id=EAN_A)
+        assert signal.payload.intervals[0].import_limit_kw == 5  # type: ignore[union-attr]
+        assert [r.response.response_code for r in store.responses(event_id=signal.event_id)] == [200]
+        [run] = GridStore(store).runs()
+        assert (run.kind, run.summary, run.status, run.error) == ("firm", {"households": 1}, "ok", None)
+        later = store.publish({EAN_A: bandwidth(3)}, now=NOW + Q)  # and it works as a store of today
+        assert store.signals(connection_point_id=EAN_A)[-1].event_id == later.signals[0].event_id
+
+
+# ----------------------------------------------------------------------------------------------- change log
+
+
+def test_the_change_log_names_each_household_whose_events_changed_and_who_wrote(db_location: str) -> None:
+    with DsoStore(db_location, origin="worker-a") as writer, DsoStore(db_location, origin="worker-b") as other:
+        writer.put_households([Household(contract(EAN_A), "feeder-1"), Household(contract(EAN_B), "feeder-1")],
+                              now=NOW)
+        feed = ChangeFeed(other.db)
+        feed.start()
+        assert feed.read() == ChangeBatch((), True)
+        ven = writer.register_ven(EAN_A, now=NOW)
+        event_id = writer.publish({EAN_A: bandwidth(5), EAN_B: bandwidth(5)}, now=NOW).signals[0].event_id
+        writer.modify_signal(event_id, bandwidth(4), now=NOW)
+        other.record_delivery(ven.ven_id, frozenset({(event_id, 1, "far")}), now=NOW)
+        writer.record_responses(ven.ven_id, [EventResponse(event_id, 1, "optIn", 200, "OK")], now=NOW)
+        writer.record_responses(ven.ven_id, [EventResponse("ev-unknown", 1, "optIn", 200, "OK")], now=NOW)
+        writer.cancel_registration(ven.ven_id)
+        batch = feed.read()
+        assert batch.complete
+        assert [(c.connection_point_id, c.kind, c.origin) for c in batch.changes] == [
+            (EAN_A, "ven", "worker-a"), (EAN_A, "signals", "worker-a"), (EAN_B, "signals", "worker-a"),
+            (EAN_A, "signals", "worker-a"), (EAN_A, "delivery", "worker-b"), (EAN_A, "ack", "worker-a"),
+            (EAN_A, "ven", "worker-a")]
+        assert feed.read().changes == ()  # each change once
+        with pytest.raises(UnknownHousehold):
+            writer.publish({EAN_UNKNOWN: bandwidth(5)}, now=NOW)
+        assert feed.read().changes == ()  # nothing logged for what was not stored
+
+
+def test_a_reader_that_fell_behind_the_pruned_log_is_told_to_drop_everything(db_location: str) -> None:
+    with DsoStore(db_location) as store:
+        store.put_households([Household(contract(EAN_A), None)], now=NOW)
+        feed = ChangeFeed(store.db)
+        feed.start()
+        for _ in range(5):
+            store.publish({EAN_A: bandwidth(5)}, now=NOW)
+        assert prune(store.db, keep_rows=2) == 3
+        batch = feed.read()
+        assert not batch.complete and len(batch.changes) == 2
+        assert feed.read() == ChangeBatch((), True)  # caught up again
+
+
+def test_a_change_committed_after_a_later_one_is_not_missed(postgres_url: str) -> None:
+    """PostgreSQL: transaction 1 takes the smaller id but commits after transaction 2; the reader, which saw
+    2's row, still gets 1's at its next read."""
+    with DsoStore(postgres_url, origin="one") as one, DsoStore(postgres_url, origin="two") as two, \
+            DsoStore(postgres_url) as reader:
+        one.put_households([Household(contract(EAN_A), None), Household(contract(EAN_B), None)], now=NOW)
+        feed = ChangeFeed(reader.db)
+        feed.start()
+        with one.transaction():
+            one.publish({EAN_A: bandwidth(5)}, now=NOW)  # id n, not committed yet
+            two.publish({EAN_B: bandwidth(5)}, now=NOW)  # id n + 1, committed
+            assert [c.origin for c in feed.read().changes] == ["two"]
+        assert [c.origin for c in feed.read().changes] == ["one"]
+        assert feed.read().changes == ()

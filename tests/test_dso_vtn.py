@@ -62,10 +62,16 @@ contracted_max_export_kw = 10.0
 failsafe_import_kw = 4.2
 failsafe_export_kw = 4.2
 failsafe_duration_s = 7200
+raw_data_consent = true
 
 [household.comfort]
 indoor_setpoint_c = 21.0
+
+[household.performance]
+monthly_discount_eur = 12.0
 """
+"""Household A has a plain contract; B a performance contract with consent to raw comfort readings."""
+EVERY_REPORT = ("HEMS_TELEMETRY", "HEMS_PLAN", "HEMS_NEED", "HEMS_PERFORMANCE", "HEMS_COMFORT")
 
 
 def start_of_test_signals() -> datetime:
@@ -293,12 +299,13 @@ async def test_reports_land_in_the_store_and_a_bad_one_does_not_spoil_the_rest(d
     ven_id = ven.client.ven_id
     now = datetime.now(UTC)
     offer = create_message("oadrRegisterReport", request_id="req-1", ven_id=ven_id, report_request_id=0,
-                           reports=hems_report_metadata(resource_id=EAN_B, created_at=now))
+                           reports=hems_report_metadata(resource_id=EAN_B, created_at=now, specifiers=EVERY_REPORT,
+                                                        raw_data_consent=True))
     response_type, registered = await post_xml(dso, "EiReport", offer)
     assert response_type == "oadrRegisteredReport"
     request_of = {r["report_specifier"]["report_specifier_id"]: r["report_request_id"]
                   for r in registered["report_requests"]}
-    assert set(request_of) == {"HEMS_TELEMETRY", "HEMS_PLAN", "HEMS_COMFORT"}
+    assert set(request_of) == set(EVERY_REPORT)
     assert {(r.report_specifier_id, r.report_request_id) for r in dso.store.report_requests(ven_id)} == set(
         request_of.items())
 
@@ -335,6 +342,39 @@ async def test_reports_land_in_the_store_and_a_bad_one_does_not_spoil_the_rest(d
     households = {h["connection_point_id"]: h for h in (await api(dso, "GET", "/api/households"))["households"]}
     assert households[EAN_B]["last_telemetry_interval_start"] == (start + Q).isoformat()
     assert households[EAN_B]["registered"] and not households[EAN_A]["registered"]
+
+
+async def test_the_dso_asks_for_and_keeps_only_what_the_contract_calls_for(dso: DsoServer, vens: Any) -> None:
+    """Household A (no performance contract, no consent) offers every report: the DSO requests telemetry and plan
+    only, and what A sends beyond them (raw comfort readings, a need, a verdict) is dropped, never stored."""
+    from dso_server.store.performance_store import PerformanceStore
+    from protocol import CapacityNeed, NeedInterval, PerformanceReport
+    from protocol.oadr20b import encode_need_report, encode_performance_report
+
+    ven = vens(EAN_A, dso.vtn_url)
+    await ven.register()
+    ven_id = ven.client.ven_id
+    now = datetime.now(UTC)
+    offer = create_message("oadrRegisterReport", request_id="req-1", ven_id=ven_id, report_request_id=0,
+                           reports=hems_report_metadata(resource_id=EAN_A, created_at=now, specifiers=EVERY_REPORT,
+                                                        raw_data_consent=True))
+    _, registered = await post_xml(dso, "EiReport", offer)
+    assert {r["report_specifier"]["report_specifier_id"] for r in registered["report_requests"]} == {
+        "HEMS_TELEMETRY", "HEMS_PLAN"}
+    start = floor_to_interval(now)
+    day = start - timedelta(hours=24)
+    update = create_message("oadrUpdateReport", request_id="req-2", ven_id=ven_id, reports=[
+        encode_comfort_report(ComfortStatus(measured_at=now, indoor_temperature_c=19.1, comfort_min_c=19,
+                                            comfort_max_c=21), report_request_id="rr-x"),
+        encode_need_report(CapacityNeed(created_at=now, intervals=(NeedInterval(start=start, import_kw=2.0),)),
+                           report_request_id="rr-y"),
+        encode_performance_report(PerformanceReport(start=day, end=start, created_at=now,
+                                                    degree_hours_outside_band=0.0), report_request_id="rr-z"),
+    ])
+    response_type, _ = await post_xml(dso, "EiReport", update)
+    assert response_type == "oadrUpdatedReport"
+    assert dso.store.latest_comfort(EAN_A) is None
+    assert PerformanceStore(dso.store).needs(EAN_A) == [] and PerformanceStore(dso.store).performance_reports() == []
 
 
 async def test_signed_messages_stay_signed_when_another_vtn_lives_in_the_process(

@@ -40,7 +40,15 @@ from dso_server.store.sqlite import DsoStore
 from hems_client.app import HemsApp
 from hems_client.devices.household import make_household
 from hems_client.devices.weather import Weather
-from protocol import INTERVAL, Telemetry, TelemetryInterval, make_ean18
+from protocol import (
+    INTERVAL,
+    CapacityNeed,
+    NeedInterval,
+    PerformanceTerms,
+    Telemetry,
+    TelemetryInterval,
+    make_ean18,
+)
 from protocol.clock import AcceleratedClock, ManualClock
 
 CHROMIUM = Path(os.environ.get("HEMS_CHROMIUM", "/usr/bin/chromium"))
@@ -60,6 +68,9 @@ SPIKES = (datetime(2030, 1, 7, 5, 0, tzinfo=UTC), datetime(2030, 1, 7, 5, 30, tz
 """A draws 11 kW in these two quarter-hours, 2 kW over its contract: two violations of 0.5 kWh each."""
 A_B_LAST = datetime(2030, 1, 7, 6, 45, tzinfo=UTC)
 """A and B stopped reporting after this interval (offline since); C reports on through its VEN; D never did."""
+B_NEED = tuple(datetime(2030, 1, 7, 16, 0, tzinfo=UTC) + k * INTERVAL for k in range(4))
+"""B has a performance contract and reported a need of 20 kW for 17:00-18:00 local, above its 17 kW contract:
+the firm run gives it 17 kW, and the page shows the need not honoured there."""
 
 GRID = f"""
 [[transformer]]
@@ -136,6 +147,10 @@ def prepare_store(db_path: Path, grid_path: Path) -> dict[str, list[TelemetryInt
     telemetry = recorded_telemetry()
     with DsoStore(db_path) as store:
         GridStore(store).save_grid(load_grid(grid_path), now=DAY_START - timedelta(days=9), source=str(grid_path))
+        store.put_household(store.household(B).contract.model_copy(update={"performance": PerformanceTerms()}),
+                            group="T1-F1", now=DAY_START - timedelta(days=9))
+        store.store_reports(B, [CapacityNeed(created_at=DAY_START - timedelta(hours=10), intervals=tuple(
+            NeedInterval(start=start, import_kw=20.0) for start in B_NEED))], now=DAY_START - timedelta(hours=10))
         for ean, rows in telemetry.items():
             for first in range(0, len(rows), 96):
                 batch = rows[first:first + 96]
@@ -218,6 +233,8 @@ READ_PLOT = """() => {
     p50: all("#series-p50 polyline").map(points),
     firm: all("#series-firm polyline").map(points),
     total: all("#series-total polyline").map(points),
+    need: all("#series-need polyline").map(points),
+    notHonoured: all("#series-not-honoured rect").map((r) => r.getAttribute("data-start")),
     capacity: [attr(document.querySelector("#line-capacity line"), "y1"),
                document.querySelector("#line-capacity text").textContent],
     limit: [attr(document.querySelector("#line-limit line"), "y1"),
@@ -396,7 +413,15 @@ async def test_transformer_page_in_a_real_browser(browser: Browser, site: Site, 
     assert "power (kW)" in axis_labels
     assert any(label.startswith("time (Europe/Amsterdam)") for label in axis_labels)
     assert plot["legend"] == ["measured load", "forecast p10–p90", "forecast p50", "firm allocation",
-                              "firm + non-firm", "capacity / limit"]
+                              "firm + non-firm", "capacity / limit", "summed needs"]
+
+    # B's need, drawn as a step, and marked not honoured where its contract (17 kW) cannot carry its 20 kW.
+    needs = [row for row in intervals if row["need_kw"] is not None]
+    assert [parse_instant(row["start"]) for row in needs] == list(B_NEED)
+    [need_line] = plot["need"]
+    assert len(need_line) == 2 * len(B_NEED)
+    assert all(abs(point[1] - scale.y(20.0)) < 0.6 for point in need_line)
+    assert [parse_instant(start) for start in plot["notHonoured"]] == list(B_NEED)
 
     # The household table: T1's households in grid order, A with its two violations, C online through its VEN.
     rows = await page.evaluate(READ_TABLE, "#households")
@@ -409,6 +434,7 @@ async def test_transformer_page_in_a_real_browser(browser: Browser, site: Site, 
     assert [table[ean][1] for ean in (A, B, C, D)] == ["T1-F1", "T1-F1", "T1-F2", "T1-F2"]
     assert [(h["connection_point_id"], h["violations"], h["online"]) for h in data["households"]] == [
         (A, 2, False), (B, 0, False), (C, 0, True), (D, 0, False)]
+    assert table[B][6:] == ["yes (4 intervals with a need)", "4 / 3.00"] and table[A][6:] == ["no", "–"]
 
     # Filters: by feeder, and only households with violations.
     await page.fill("#filter", "T1-F2")

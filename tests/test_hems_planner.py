@@ -254,8 +254,16 @@ def test_controller_reports_and_resends_telemetry_after_a_lost_link() -> None:
     # PROFILE §9.3.3: two lost; when contact is back the interval that just ended goes at once, the two missed
     # ones (oldest first, in one report) after a random wait of at most 300 s, before the next interval ends.
     assert sent == [[T0 + 2 * INTERVAL], [T0, T0 + INTERVAL], [T0 + 3 * INTERVAL]]
-    assert len(reporter.comfort) == 4 and reporter.plans
+    assert reporter.comfort == [] and reporter.plans  # no raw comfort readings without the household's consent
     assert controller.send_failures == 2
+
+
+def test_raw_comfort_readings_go_out_only_under_consent() -> None:
+    reporter = FlakyReporter(failures=0)
+    controller = Controller(contract=CONTRACT.model_copy(update={"raw_data_consent": True}), household=household(),
+                            clock=ManualClock(T0), signal_book=SignalBook(), reporter=reporter)
+    run(controller, 1)
+    assert len(reporter.comfort) == 4
 
 
 def test_controller_replans_when_signals_change() -> None:

@@ -14,6 +14,7 @@ import random
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from openleadr import OpenADRServer
@@ -25,9 +26,13 @@ from protocol import (
     INTERVAL,
     BandwidthInterval,
     CapacityBandwidth,
+    CapacityNeed,
     ComfortStatus,
     Firmness,
     HouseholdContract,
+    NeedInterval,
+    PerformanceReport,
+    PerformanceTerms,
     Plan,
     PlanInterval,
     TariffInterval,
@@ -44,6 +49,9 @@ CONTRACT = HouseholdContract(
     connection_point_id=make_ean18("87168712000000042"), contracted_max_import_kw=17.0, contracted_max_export_kw=10.0,
     failsafe_import_kw=4.2, failsafe_export_kw=4.2, failsafe_duration_s=7200,
 )
+PERFORMANCE = CONTRACT.model_copy(update={"performance": PerformanceTerms()})
+"""A performance contract without consent to raw readings (the default)."""
+CONSENTING = PERFORMANCE.model_copy(update={"raw_data_consent": True})
 VEN_ID = "ven-under-test"
 
 
@@ -159,14 +167,15 @@ async def test_ven_receives_bandwidth_answers_events_and_reports(vtn: MiniVtn) -
     start = floor_to_interval(wall_now) + timedelta(hours=1)
     changes: list[int] = []
     book = SignalBook()
-    ven = HemsVen(contract=CONTRACT, vtn_url=vtn.url, clock=clock, signal_book=book, poll_interval_s=0.05,
+    ven = HemsVen(contract=CONSENTING, vtn_url=vtn.url, clock=clock, signal_book=book, poll_interval_s=0.05,
                   on_signals_changed=lambda: changes.append(book.version), insecure=True)
     try:
         await ven.run()
-        # Registration under the connection point, and the profile's three reports requested and created.
+        # Registration under the connection point, and the five reports of a consenting performance contract.
         assert ven.registered and ven.ven_id == VEN_ID and ven.ven_name == CONTRACT.connection_point_id
         assert ven.last_contact_at == wall_now
         assert set(ven.report_request_ids) == {names.SPECIFIER_TELEMETRY, names.SPECIFIER_PLAN,
+                                               names.SPECIFIER_NEED, names.SPECIFIER_PERFORMANCE,
                                                names.SPECIFIER_COMFORT}
         assert {p["report_request_id"] for p in vtn.created_reports[0]["pending_reports"]} == set(
             ven.report_request_ids.values())
@@ -227,10 +236,17 @@ async def test_ven_receives_bandwidth_answers_events_and_reports(vtn: MiniVtn) -
             PlanInterval(start=start + i * INTERVAL, net_import_kw=1.0 - i) for i in range(3)))
         comfort = ComfortStatus(measured_at=wall_now, indoor_temperature_c=20.3, comfort_min_c=19.0,
                                 comfort_max_c=21.0, ev_range_km=120.0, ev_required_range_km=150.0)
+        need = CapacityNeed(created_at=wall_now, intervals=tuple(
+            NeedInterval(start=start + i * INTERVAL, import_kw=2.0 + i) for i in range(3)))
+        day = floor_to_interval(wall_now) - timedelta(hours=24)
+        verdict = PerformanceReport(start=day, end=day + timedelta(hours=24), created_at=wall_now,
+                                    degree_hours_outside_band=0.0)
         assert await ven.send_telemetry(telemetry)
         assert await ven.send_plan(plan)
         assert await ven.send_comfort(comfort)
-        assert [decode_report(report) for report in vtn.reports] == [telemetry, plan, comfort]
+        assert await ven.send_need(need)
+        assert await ven.send_performance(verdict)
+        assert [decode_report(report) for report in vtn.reports] == [telemetry, plan, comfort, need, verdict]
 
         # responseRequired 'never': stored, but no oadrCreatedEvent answers it.
         quiet = as_event(bandwidth(start, [6.0]), "quiet", 0, wall_now)
@@ -294,8 +310,8 @@ def test_judge_event_rejects_out_of_profile_and_accepts_valid() -> None:
 
 
 async def test_hems_app_runs_household_against_vtn_and_reports(vtn: MiniVtn) -> None:
-    """HemsApp over real loopback on an accelerated clock: a tight bandwidth is kept, and telemetry, plan and
-    comfort reach the VTN."""
+    """HemsApp over real loopback on an accelerated clock under a performance contract without consent: a tight
+    bandwidth is kept; telemetry, plan and the capacity need reach the VTN, raw comfort readings do not."""
     from hems_client.app import HemsApp
     from hems_client.devices import Weather, make_household
     from protocol.clock import AcceleratedClock
@@ -304,9 +320,9 @@ async def test_hems_app_runs_household_against_vtn_and_reports(vtn: MiniVtn) -> 
     clock = AcceleratedClock(start=start, speed=1800)
     tight = bandwidth(start, [2.5] * 8)
     vtn.put_event(as_event(tight, "tight", 0, start))
-    household = make_household(CONTRACT, weather=Weather.constant(start=start, outdoor_temp_c=0.0), seed=5,
+    household = make_household(PERFORMANCE, weather=Weather.constant(start=start, outdoor_temp_c=0.0), seed=5,
                                pv_kw=0.0)
-    app = HemsApp(CONTRACT, household, clock, vtn.url, poll_interval_s=0.05, security=PLAIN_HTTP)
+    app = HemsApp(PERFORMANCE, household, clock, vtn.url, poll_interval_s=0.05, security=PLAIN_HTTP)
     try:
         await app.start(until=start + timedelta(hours=2))
         assert app.ven.registered and "tight" in app.signal_book.signals
@@ -318,7 +334,12 @@ async def test_hems_app_runs_household_against_vtn_and_reports(vtn: MiniVtn) -> 
     assert [i.start for i in telemetry] == [start + k * INTERVAL for k in range(8)]
     assert all(i.import_kw <= 2.5 + 0.01 for i in telemetry), [round(i.import_kw, 2) for i in telemetry]
     assert any(isinstance(r, Plan) for r in received)
-    assert sum(isinstance(r, ComfortStatus) for r in received) == 8
+    assert not any(isinstance(r, ComfortStatus) for r in received)
+    needs = [r for r in received if isinstance(r, CapacityNeed)]  # the rest of today, sent at start
+    zone = ZoneInfo(PERFORMANCE.comfort.timezone)
+    assert needs or (start + INTERVAL).astimezone(zone).date() != start.astimezone(zone).date()  # a day's last 15'
+    assert all(need.start >= start + INTERVAL for need in needs)
+    assert all(i.import_kw <= CONTRACT.contracted_max_import_kw for need in needs for i in need.intervals)
     assert app.controller.telemetry == telemetry
     assert app.controller.failsafe_transitions == []  # polled every 90 clock seconds: never silent for 120 s
 

@@ -15,6 +15,7 @@ from support.hostile import poll
 from hems_client.transport.oadr20b.ven import HemsVen
 from protocol import HouseholdContract, make_ean18
 from protocol.clock import WallClock
+from protocol.oadr20b.xml_guard import MAX_ANSWER_BYTES
 
 CONTRACT = HouseholdContract(
     connection_point_id=make_ean18("87168712000000042"), contracted_max_import_kw=17.0, contracted_max_export_kw=10.0,
@@ -56,8 +57,9 @@ async def vtn_answering() -> AsyncIterator[Callable[[bytes], str]]:
     (ENTITY_ANSWER.encode(), "DOCTYPE"),
     (poll("ven-1", prolog='<?xml version="1.0"?><?xml-stylesheet href="x"?>').encode(), "processing instruction"),
     (b"<oadr:oadrPayload", "not valid OpenADR"),
-    (create_message("oadrResponse", ven_id="v", response={"response_code": 200, "response_description": "x" * 9_000_000,
-                                                           "request_id": None}).encode(), "bytes"),
+    (create_message("oadrResponse", ven_id="v", response={  # just over the 16 MiB a VTN may send (PROFILE §1.5)
+        "response_code": 200, "response_description": "x" * (MAX_ANSWER_BYTES + 1), "request_id": None}).encode(),
+     "bytes"),
 ], ids=["internal entity", "processing instruction", "truncated", "oversized"])
 async def test_a_hostile_answer_is_a_logged_failed_exchange(
     vtn_answering: Callable[[bytes], str], body: bytes, words: str, caplog: pytest.LogCaptureFixture

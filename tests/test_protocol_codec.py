@@ -263,7 +263,8 @@ def test_profile_md_spells_every_wire_name_and_bound() -> None:
     wire = [value for key, value in vars(names).items() if key.isupper() and isinstance(value, str)]
     wire += [value for item in (names.ITEM_POWER_KW, names.ITEM_PRICE_EUR_PER_KWH)
              for key, value in item.items() if key in ("name", "unit", "scale")]
-    wire += [report["report_name"] for report in hems_report_metadata(resource_id=EAN, created_at=T0)]
+    wire += [report["report_name"] for report in hems_report_metadata(
+        resource_id=EAN, created_at=T0, specifiers=EVERY_REPORT, raw_data_consent=True)]
     assert [value for value in wire if f"`{value}`" not in text] == []
     bounds = (f"{MAX_POWER_KW:g} kW", f"{MAX_ABS_PRICE_EUR_PER_KWH:g} EUR/kWh", f"{MAX_SIGNAL_INTERVALS} intervals")
     assert [bound for bound in bounds if bound not in text] == []
@@ -288,14 +289,19 @@ def test_profile_md_examples_are_valid_openadr() -> None:
             assert str(payload["ven_name"]) == EAN
     assert kinds == {"oadrCreatePartyRegistration": 1, "oadrCreatedPartyRegistration": 1, "oadrDistributeEvent": 1,
                      "oadrCreatedEvent": 1, "oadrRegisterReport": 1, "oadrRegisteredReport": 1,
-                     "oadrUpdateReport": 3}
+                     "oadrUpdateReport": 5}
 
 
 # ----------------------------------------------------------------------------------- report registration
 
 
+EVERY_REPORT = (names.SPECIFIER_TELEMETRY, names.SPECIFIER_PLAN, names.SPECIFIER_NEED, names.SPECIFIER_PERFORMANCE,
+                names.SPECIFIER_COMFORT)
+
+
 def test_report_registration_validates_and_leads_to_15_minute_requests() -> None:
-    offered = hems_report_metadata(resource_id=EAN, created_at=T0)
+    offered = hems_report_metadata(resource_id=EAN, created_at=T0, specifiers=(
+        names.SPECIFIER_TELEMETRY, names.SPECIFIER_PLAN, names.SPECIFIER_COMFORT))
     parsed = through_xml("oadrRegisterReport", request_id="req-3", ven_id=VEN_ID, reports=offered,
                          report_request_id=0)["reports"]
     by_name = {report["report_name"]: report for report in parsed}

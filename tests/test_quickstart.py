@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -144,19 +146,22 @@ def _quickstart() -> ModuleType:
 
 
 @pytest.mark.slow
-def test_quickstart_allocate_keeps_households_and_transformer_within_the_planners_limits(tmp_path: Path) -> None:
+@pytest.mark.parametrize("speed", [900, 2400])  # 2,400x: non-firm changes need their lead time (issue 10)
+def test_quickstart_allocate_keeps_households_and_transformer_within_the_planners_limits(tmp_path: Path,
+                                                                                         speed: int) -> None:
     hours = 2.0
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "quickstart.py"), "--allocate", "--start", "15:00", "--hours",
-         str(hours), "--speed", "900", "--output-dir", str(tmp_path)],
+         str(hours), "--speed", str(speed), "--output-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=240,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     lines = result.stdout.splitlines()
     assert any("household (EAN)" in line and "K·h outside band" in line for line in lines)
-    assert len([line for line in lines if line.strip().startswith("8716871200000")]) == 3, result.stdout
+    assert len(_household_rows(lines)) == 3, result.stdout
     transformer_row = next(line for line in lines if line.strip().startswith("transformer T1 "))
     assert "DSO planner: 1 firm run(s) (days 2027-01-13" in result.stdout
+    assert "they reported their capacity needs" in result.stdout
     assert "every household stayed within the limits the DSO published" in result.stdout
     assert (tmp_path / "transformer.png").read_bytes().startswith(b"\x89PNG")
 
@@ -179,8 +184,10 @@ def test_quickstart_allocate_keeps_households_and_transformer_within_the_planner
         planner_publications = {run.publication_id for run in gstore.runs(limit=100_000)}
         bandwidths = store.bandwidths_overlapping(list(firm_events), since=START, until=end)
         assert all(s.publication_id in planner_publications for signals in bandwidths.values() for s in signals)
-        assert any(isinstance(s.payload, CapacityBandwidth) and s.payload.firmness is Firmness.NON_FIRM
-                   for signals in bandwidths.values() for s in signals)
+        # At 2,400x a second of the planner's computing is 40 minutes of simulated time, so whether non-firm
+        # capacity was released within the run depends on the machine; the limits must hold either way.
+        assert speed > 900 or any(isinstance(s.payload, CapacityBandwidth) and s.payload.firmness is Firmness.NON_FIRM
+                                  for signals in bandwidths.values() for s in signals)
         for ean, event_id in firm_events.items():
             assert any(r.response.event_id == event_id and r.response.opt_type == "optIn"
                        for r in store.responses(connection_point_id=ean)), ean
@@ -197,8 +204,12 @@ def test_quickstart_allocate_keeps_households_and_transformer_within_the_planner
                 contract, [p for p in payloads if p.firmness is Firmness.FIRM], start=START, count=count)}
             limits = {lim.start: lim for lim in effective_limits(contract, payloads, start=START, count=count)}
             telemetry = {row.interval_start: row for row in store.telemetry(ean, since=START, until=end)}
-            assert set(telemetry) == set(starts), f"{ean} did not report every interval"
-            for start in starts:
+            # At 2,400x a loaded machine may keep a simulated HEMS from reporting an interval in time; every
+            # interval it did report is judged, and most must be there.
+            if speed <= 900:
+                assert set(telemetry) == set(starts), f"{ean} did not report every interval"
+            assert len(telemetry) >= count - 2, f"{ean} reported only {sorted(telemetry)}"
+            for start in [s for s in starts if s in telemetry]:
                 limit, row = limits[start], telemetry[start]
                 assert firm[start].constrained_by_dso, f"{ean} {start}: no firm limit from the planner"
                 assert not exceeds_limit(row.import_kw, limit.import_limit_kw), (ean, start)
@@ -212,11 +223,13 @@ def test_quickstart_allocate_keeps_households_and_transformer_within_the_planner
                 if start.astimezone(ZONE).hour >= 16 and firm[start].import_limit_kw < \
                         contract.contracted_max_import_kw and row.import_kw >= 0.9 * firm[start].import_limit_kw:
                     binding.append((ean, start))
-        assert binding, "no household ran into its DSO limit in the evening: the scenario shows no scarcity"
+        assert binding or speed > 900, "no household ran into its DSO limit in the evening: the scenario shows no " \
+                                       "scarcity"
 
-        load = {s: kw for s, (kw, _) in gstore.transformer_load(since=START, until=end)[transformer.id].items()}
-        assert set(load) == set(starts)
-        for start in starts:
+        load = {s: kw for s, (kw, n) in gstore.transformer_load(since=START, until=end)[transformer.id].items()
+                if n == len(firm_events)}  # intervals every household reported
+        assert set(load) == set(starts) if speed <= 900 else len(load) >= count - 2
+        for start in load:
             # The planner's invariants: firm limits within the transformer's limit (capacity less the margin),
             # firm + non-firm within its capacity; so the measured load stays within the capacity, and within the
             # limit wherever no non-firm capacity (released from the margin) was in force.
@@ -225,10 +238,84 @@ def test_quickstart_allocate_keeps_households_and_transformer_within_the_planner
             assert load[start] <= limit_sum[start] + tolerance_sum[start], start
             bound = transformer.capacity_kw if non_firm_in_force[start] else transformer.limit_kw
             assert load[start] <= bound + tolerance_sum[start], (start, load[start], bound)
-        over = sum(load[s] > transformer.limit_kw + 0.01 for s in starts)
-        # What the table says about the transformer: its peak and how often it was over its limit.
-        peak = max(load.values())
-        assert transformer_row.split()[2:5] == [f"{peak:.2f}", f"{transformer.limit_kw:.2f}", str(over)]
+        if speed <= 900:
+            over = sum(load[s] > transformer.limit_kw + 0.01 for s in starts)
+            # What the table says about the transformer: its peak and how often it was over its limit.
+            peak = max(load.values())
+            assert transformer_row.split()[2:5] == [f"{peak:.2f}", f"{transformer.limit_kw:.2f}", str(over)]
+            # Performance contracts: every household reported a need for the whole period, and the planner's firm
+            # limits meet every need the transformer can carry (recomputed from the store).
+            check_needs_met(store, grid, starts)
+    assert "Capacity needs of the performance contracts" in result.stdout
+
+
+def _household_rows(lines: list[str]) -> list[list[str]]:
+    """The first table's household rows (the needs table and the verdicts name the households too)."""
+    return [line.split() for line in lines if line.strip().startswith("8716871200000") and len(line.split()) == 10]
+
+
+def check_needs_met(store: DsoStore, grid: Any, starts: list[datetime]) -> None:
+    """Every household reported a need covering ``starts`` before the firm run of its day, and that run's firm
+    limits meet every need the transformer can carry; a need it cannot carry is recorded with its shortfall."""
+    from dso_server.store.performance_store import PerformanceStore
+
+    gstore, pstore = GridStore(store), PerformanceStore(store)
+    transformer = grid.transformers[0]
+    eans = [cp.ean for cp in grid.connection_points]
+    for day in sorted({s.astimezone(ZONE).date() for s in starts}):
+        (run,) = gstore.runs(kind="firm", day=day.isoformat())
+        mine = [s for s in starts if s.astimezone(ZONE).date() == day]
+        needs = pstore.needs_in_force(eans, since=mine[0], until=mine[-1] + INTERVAL, as_of=run.run_at)
+        assert set(needs) == set(eans), f"not every household reported a need for {day} before the firm run"
+        assert run.summary["need_households"] == len(eans)
+        publication = store.publication(run.publication_id)  # type: ignore[arg-type]
+        firm = {sig.connection_point_id: {i.start: i.import_limit_kw for i in sig.payload.intervals}  # type: ignore[union-attr]
+                for sig in publication.signals}
+        shortfalls = {(r.connection_point_id, r.interval_start) for r in pstore.shortfalls(run_id=run.run_id)}
+        for start in mine:
+            assert all(start in needs[ean] for ean in eans), (day, start)
+            capped = {ean: min(needs[ean][start], store.household(ean).contract.contracted_max_import_kw)
+                      for ean in eans}
+            if sum(capped.values()) <= transformer.limit_kw:
+                assert all(firm[ean][start] >= capped[ean] - 0.001 for ean in eans), (start, capped, firm)
+            for ean in eans:
+                assert (firm[ean][start] < needs[ean][start] - 0.001) == ((ean, start) in shortfalls), (ean, start)
+
+
+@pytest.mark.slow
+def test_quickstart_allocate_across_midnight_reports_needs_and_a_verdict_that_agrees_with_the_comfort(
+        tmp_path: Path) -> None:
+    """22:30-00:30 local with --allocate: every household reports its needs (the rest of the day and the next day)
+    and the firm limits meet them; after midnight each HEMS's daily verdict reaches the DSO, agrees with the comfort
+    the simulated household had (the demo prints both), and no indoor temperature or EV range is in the store."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py"), "--allocate", "--start", "22:30", "--hours", "2",
+         "--speed", "900", "--output-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    start = datetime(2027, 1, 13, 22, 30, tzinfo=ZONE).astimezone(UTC)
+    starts = [start + i * INTERVAL for i in range(8)]
+    verdicts = [line for line in result.stdout.splitlines() if "K·h outside the band" in line]
+    assert len(verdicts) == 3, result.stdout
+    with DsoStore(tmp_path / "dso.sqlite") as store:
+        from dso_server.store.performance_store import PerformanceStore
+
+        grid = GridStore(store).grid()
+        assert grid is not None
+        check_needs_met(store, grid, starts)
+        reports = {r.connection_point_id: r.report for r in PerformanceStore(store).performance_reports()}
+        assert set(reports) == {cp.ean for cp in grid.connection_points}
+        for line in verdicts:
+            ean, day = line.split()[:2]
+            report = reports[ean]
+            assert day == "2027-01-13:" and report.start == datetime(2027, 1, 12, 23, tzinfo=UTC)
+            reported, had = (float(word) for word in re.findall(r"(\d+\.\d+) K·h", line))
+            # The verdict the DSO stored is what the HEMS measured over the day (its KPIs, from the simulation).
+            assert reported == pytest.approx(report.degree_hours_outside_band, abs=0.0006)
+            assert reported == pytest.approx(had, abs=0.0011), line
+        for table in ("comfort",):
+            assert not list(store.db.query(f"SELECT 1 FROM {table}")), "raw comfort readings in the DSO's store"
 
 
 @pytest.mark.parametrize(("arguments", "message"), [

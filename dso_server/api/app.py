@@ -21,6 +21,8 @@ The routes, their roles and models are the table ``ROUTES`` at the end (also ser
     GET    /api/plans?connection_point_id=      GET /api/comfort?connection_point_id=
     GET    /api/transformers                    GET /api/transformers/{id}?day=YYYY-MM-DD
     GET    /api/households/{ean}/violations?since=&until=
+    GET    /api/households/{ean}/needs?since=&until=     GET /api/households/{ean}/performance?since=&until=
+    GET    /api/settlement?month=&connection_point_id=   GET /api/settlement.csv?month=&connection_point_id=
     GET    /api/audit?since=&until=&actor=&action=&outcome=&limit=
     GET    /api/session                         POST /api/session (log in)   DELETE /api/session (log out)
 
@@ -31,6 +33,7 @@ without a grid, ``/api/transformers`` lists none. ``day`` is a local day of the 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -40,10 +43,11 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel
 
-from dso_server.api import auth, codec, models, views
+from dso_server import metrics
+from dso_server.api import auth, codec, models, performance_views, views
 from dso_server.api.routes import Route
 from dso_server.api.web import page_routes
-from dso_server.capacity.forecast import local_day
+from dso_server.capacity.forecast import day_intervals, local_day
 from dso_server.capacity.planner import PlannerConfig
 from dso_server.errors import DsoError, NotFound
 from dso_server.records import Household, SignalKind
@@ -278,7 +282,9 @@ async def transformer_day(request: web.Request) -> web.Response:
         raise NotFound(f"No transformer has id {transformer_id!r}" + (" (no grid is loaded)." if grid is None
                                                                      else "."), field="transformer_id")
     day = query.day if query.day is not None else local_day(now, config.timezone)
-    return _json(views.transformer_day_json(store, grid, transformer_id, day=day, now=now, config=config))
+    # Forecasts and a day of telemetry: computed in a thread, so the VTN on this event loop keeps answering.
+    return _json(await asyncio.to_thread(views.transformer_day_json, store, grid, transformer_id, day=day, now=now,
+                                         config=config))
 
 
 async def household_violations(request: web.Request) -> web.Response:
@@ -290,9 +296,66 @@ async def household_violations(request: web.Request) -> web.Response:
     until = query.until or until_default
     if until <= since:
         raise codec.ApiError(400, "until must be later than since.", field="until")
-    found = views.household_violations(store, ean, since=since, until=until)
+    found = await asyncio.to_thread(views.household_violations, store, ean, since=since, until=until)
     return _json({"connection_point_id": ean, "since": codec.instant(since), "until": codec.instant(until),
                   "violations": [views.violation_json(v) for v in found]})
+
+
+# ------------------------------------------------------------------------------------ performance contracts
+
+
+def _window(request: web.Request, query: models.WindowQuery, default: tuple[datetime, datetime]
+            ) -> tuple[datetime, datetime]:
+    since, until = query.since or default[0], query.until or default[1]
+    if until <= since:
+        raise codec.ApiError(400, "until must be later than since.", field="until")
+    return since, until
+
+
+async def household_needs(request: web.Request) -> web.Response:
+    query = _query(request, models.WindowQuery)
+    store, now, config = _store(request), _now(request), request.app[PLANNER]
+    ean = request.match_info["connection_point_id"]
+    store.household(ean)
+    today = local_day(now, config.timezone)
+    default = (day_intervals(today, config.timezone)[0], day_intervals(today + timedelta(days=2), config.timezone)[0])
+    since, until = _window(request, query, default)
+    if until - since > performance_views.MAX_WINDOW:
+        raise codec.ApiError(400, f"The window may span at most {performance_views.MAX_WINDOW.days} days; it spans "
+                                  f"{(until - since).days} days.", field="until")
+    return _json(performance_views.needs_json(store, ean, since=since, until=until, timezone=config.timezone))
+
+
+async def household_performance(request: web.Request) -> web.Response:
+    query = _query(request, models.WindowQuery)
+    store, now = _store(request), _now(request)
+    since, until = _window(request, query, views.default_window(now))
+    return _json(performance_views.performance_json(store, request.match_info["connection_point_id"], since=since,
+                                                    until=until))
+
+
+def _settlement_rows(request: web.Request) -> tuple[Any, list[Any]]:
+    query = _query(request, models.SettlementQuery)
+    store, now, config = _store(request), _now(request), request.app[PLANNER]
+    month = query.month if query.month is not None else local_day(now, config.timezone)
+    if query.connection_point_id is not None:
+        household = store.household(query.connection_point_id)
+        if household.contract.performance is None:
+            raise NotFound(f"{query.connection_point_id} has no performance contract to settle.",
+                           field="connection_point_id")
+    ids = None if query.connection_point_id is None else [query.connection_point_id]
+    return month, performance_views.settlement(store, month, ids)
+
+
+async def settlement(request: web.Request) -> web.Response:
+    month, rows = _settlement_rows(request)
+    return _json(performance_views.settlement_json(month, rows))
+
+
+async def settlement_csv(request: web.Request) -> web.Response:
+    month, rows = _settlement_rows(request)
+    return web.Response(text=performance_views.settlement_csv(rows), content_type="text/csv", charset="utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="settlement-{month:%Y-%m}.csv"'})
 
 
 # ------------------------------------------------------------------------------------------ audit, session
@@ -303,6 +366,20 @@ async def audit_log(request: web.Request) -> web.Response:
     entries = SecurityStore(_store(request)).audit(since=query.since, until=query.until, actor=query.actor,
                                                    action=query.action, outcome=query.outcome, limit=query.limit)
     return _json({"entries": [codec.audit_json(entry) for entry in entries]})
+
+
+async def allocation_runs(request: web.Request) -> web.Response:
+    query = _query(request, models.AllocationRunsQuery)
+    runs = GridStore(_store(request)).runs(kind=query.kind, day=query.day.isoformat() if query.day else None,
+                                          status=query.status, limit=query.limit)
+    return _json({"runs": [codec.run_json(run) for run in runs]})
+
+
+async def metrics_text(request: web.Request) -> web.Response:
+    """Prometheus text exposition (``dso_server.metrics``), for a scraper with a read token."""
+    _query(request, models.NoQuery)
+    body = metrics.exposition(_store(request), _now(request), metrics.SILENT_AFTER_S)
+    return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
 
 
 async def who_am_i(request: web.Request) -> web.Response:
@@ -406,8 +483,25 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/households/{connection_point_id}/violations", household_violations, READ,
           "A household's runs over its effective limit", query=models.WindowQuery,
           answers={200: models.ViolationsAnswer, **_ERRORS}),
+    Route("GET", "/api/households/{connection_point_id}/needs", household_needs, READ,
+          "A household's capacity needs in force against its firm limits", query=models.WindowQuery,
+          answers={200: models.NeedsAnswer, **_ERRORS}),
+    Route("GET", "/api/households/{connection_point_id}/performance", household_performance, READ,
+          "A household's daily performance reports", query=models.WindowQuery,
+          answers={200: models.PerformanceAnswer, **_ERRORS}),
+    Route("GET", "/api/settlement", settlement, READ,
+          "Performance contracts' monthly settlement: guarantee honoured, comfort delivered, discount due",
+          query=models.SettlementQuery, answers={200: models.SettlementAnswer, **_ERRORS}),
+    Route("GET", "/api/settlement.csv", settlement_csv, READ, "The monthly settlement as CSV",
+          query=models.SettlementQuery, answers={200: models.SettlementAnswer, **_ERRORS}, content_type="text/csv"),
     Route("GET", "/api/audit", audit_log, READ, "The audit log: who changed what, when",
           query=models.AuditQuery, answers={200: models.AuditAnswer, **_ERRORS}),
+    Route("GET", "/api/allocation-runs", allocation_runs, READ,
+          "The planner's allocation runs, newest first; a failed run with its error",
+          query=models.AllocationRunsQuery, answers={200: models.AllocationRunsAnswer, **_ERRORS}),
+    Route("GET", "/metrics", metrics_text, READ, "Prometheus metrics: polls, VENs registered and silent, event "
+          "responses, planner runs, store latency (text exposition format)", content_type=metrics.CONTENT_TYPE,
+          answers=_ERRORS),
     Route("GET", "/api/session", who_am_i, READ, "Who the credential of this request is",
           answers={200: models.SessionAnswer, **_ERRORS}),
     Route("POST", "/api/session", log_in, None, "Log in to the web pages: a token for a read-only session cookie",

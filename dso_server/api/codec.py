@@ -30,6 +30,7 @@ from dso_server.records import (
     Ven,
 )
 from dso_server.security.audit import AuditEntry
+from dso_server.store.grid_store import AllocationRun
 from protocol import CapacityBandwidth, HouseholdContract, TouTariff
 
 MAX_DEPTH = 32
@@ -272,6 +273,12 @@ def comfort_json(connection_point_id: str, stored: StoredComfort | None) -> dict
     return {"connection_point_id": connection_point_id,
             "status": stored.status.model_dump(mode="json") if stored else None,
             "received_at": instant(stored.received_at) if stored else None}
+
+
+def run_json(run: AllocationRun) -> dict[str, Any]:
+    return {"run_id": run.run_id, "kind": run.kind, "day": run.day, "window_start": instant(run.window_start),
+            "window_end": instant(run.window_end), "publication_id": run.publication_id, "run_at": instant(run.run_at),
+            "status": run.status, "error": run.error, "worker": run.worker, "summary": dict(run.summary)}
 
 
 def audit_json(entry: AuditEntry) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from dso_server.records import SignalKind
-from protocol import CapacityBandwidth, ComfortStatus, HouseholdContract, Plan, TouTariff
+from protocol import CapacityBandwidth, ComfortStatus, HouseholdContract, PerformanceReport, Plan, TouTariff
 from protocol.oadr20b import EventStatus
 from protocol.timebase import EARLIEST_YEAR, LATEST_YEAR
 
@@ -199,6 +199,25 @@ class DayQuery(_Query):
     """A local day of the DSO's time zone; today by the server's clock when left out."""
 
 
+def _query_month(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    if not re.fullmatch(r"\d{4}-\d{2}", value):
+        raise ValueError(f"{value!r} is not a month such as 2030-01")
+    return _query_day(value + "-01")
+
+
+QueryMonth = Annotated[date, BeforeValidator(_query_month), Field(json_schema_extra={"pattern": r"^\d{4}-\d{2}$"})]
+
+
+class SettlementQuery(_Query):
+    month: QueryMonth | None = None
+    """A calendar month (YYYY-MM) of each contract's time zone; the current month by the server's clock when left
+    out."""
+    connection_point_id: QueryId | None = None
+    """One household; every household with a performance contract when left out."""
+
+
 class AuditQuery(_Window):
     since: QueryInstant | None = None
     until: QueryInstant | None = None
@@ -206,6 +225,23 @@ class AuditQuery(_Window):
     action: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
     outcome: Literal["ok", "refused"] | None = None
     limit: Annotated[int, Field(ge=1, le=10_000)] = 1000
+
+    @field_validator("limit", mode="before")
+    @classmethod
+    def _limit(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if not value.isdigit() or len(value) > 6:
+                raise ValueError(f"{value!r} is not a whole number from 1 to 10000")
+            return int(value)
+        return value
+
+
+class AllocationRunsQuery(_Query):
+    kind: Literal["firm", "non_firm"] | None = None
+    day: QueryDay | None = None
+    """The local day the run allocated for."""
+    status: Literal["ok", "failed"] | None = None
+    limit: Annotated[int, Field(ge=1, le=10_000)] = 100
 
     @field_validator("limit", mode="before")
     @classmethod
@@ -335,6 +371,57 @@ class ComfortAnswer(_Out):
     received_at: datetime | None
 
 
+class NeedIntervalAnswer(_Out):
+    start: datetime
+    need_kw: float
+    """The need in force: the latest the HEMS reported (made and received) for the interval."""
+    firm_kw: float
+    """The lowest firm import limit the DSO published for the interval (the contract maximum where none)."""
+    effective_kw: float
+    """Firm plus non-firm, capped by the contract (PROFILE §6): what the household was allowed."""
+    honoured: bool
+    """The firm limit was at least the need (within 1 W)."""
+    shortfall_kw: float
+
+
+class NeedsAnswer(_Out):
+    connection_point_id: str
+    since: datetime
+    until: datetime
+    intervals: list[NeedIntervalAnswer]
+
+
+class PerformanceAnswer(_Out):
+    connection_point_id: str
+    since: datetime
+    until: datetime
+    reports: list[PerformanceReport]
+
+
+class SettlementRowAnswer(_Out):
+    connection_point_id: str
+    month: str
+    need_hours: float
+    honoured_hours: float
+    not_honoured_hours: float
+    shortfall_kwh: float
+    days_reported: int
+    degree_hours_outside_band: float
+    degree_hours_dso_caused: float
+    ev_departures: int
+    ev_departures_short: int
+    ev_departures_short_dso_caused: int
+    disputed_intervals: int
+    discount_eur: float
+    compensation_eur: float
+    total_eur: float
+
+
+class SettlementAnswer(_Out):
+    month: str
+    rows: list[SettlementRowAnswer]
+
+
 class TransformerAnswer(_Out):
     id: str
     rating_kva: float
@@ -355,6 +442,10 @@ class DayInterval(_Out):
     forecast_p90_kw: float | None
     firm_kw: float | None
     non_firm_kw: float | None
+    need_kw: float | None
+    """Sum of the needs in force of the transformer's performance households (None: none reported)."""
+    needs_not_honoured: int
+    """Households whose firm limit fell short of their need in this interval."""
 
 
 class DayHousehold(_Out):
@@ -364,6 +455,13 @@ class DayHousehold(_Out):
     last_report_at: datetime | None
     violations: int
     violation_kwh: float
+    performance: bool
+    """Under a performance contract."""
+    need_intervals: int
+    """Intervals of the day with a need in force."""
+    needs_not_honoured: int
+    """Of those, the intervals whose firm limit fell short of the need."""
+    need_shortfall_kwh: float
 
 
 class TransformerDayAnswer(_Out):
@@ -405,6 +503,26 @@ class AuditEntryAnswer(_Out):
 
 class AuditAnswer(_Out):
     entries: list[AuditEntryAnswer]
+
+
+class AllocationRunAnswer(_Out):
+    run_id: str
+    kind: Literal["firm", "non_firm"]
+    day: str | None
+    window_start: datetime
+    window_end: datetime
+    publication_id: str | None
+    run_at: datetime
+    status: Literal["ok", "failed"]
+    error: str | None
+    """Why a failed run failed (it published nothing)."""
+    worker: str | None
+    """The server process that ran it."""
+    summary: dict[str, Any]
+
+
+class AllocationRunsAnswer(_Out):
+    runs: list[AllocationRunAnswer]
 
 
 class SessionAnswer(_Out):

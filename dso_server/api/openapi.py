@@ -136,14 +136,17 @@ def build_document(routes: Iterable[Route]) -> dict[str, Any]:
             operation["requestBody"] = {"required": True, "content": {"application/json": {
                 "schema": refs[(_wrapped(route.body), "validation")]}}}
         for status, answer in sorted(route.answers.items()):
-            operation["responses"][str(status)] = {
-                "description": _DESCRIPTIONS.get(status, "The answer"),
-                "content": {"application/json": {"schema": refs[(answer, "serialization")]}}}
+            content = ({route.content_type.split(";")[0]: {"schema": {"type": "string"}}}
+                       if status == 200 and route.content_type != "application/json"
+                       else {"application/json": {"schema": refs[(answer, "serialization")]}})
+            operation["responses"][str(status)] = {"description": _DESCRIPTIONS.get(status, "The answer"),
+                                                   "content": content}
             if (operation["operationId"], status) in _LINKS:
                 operation["responses"][str(status)]["links"] = _LINKS[(operation["operationId"], status)]
-        if not route.answers:
+        if not any(status < 300 for status in route.answers):
+            schema = {"type": "object"} if route.content_type == "application/json" else {"type": "string"}
             operation["responses"]["200"] = {"description": "The document", "content": {
-                "application/json": {"schema": {"type": "object"}}}}
+                route.content_type.split(";")[0]: {"schema": schema}}}
         paths.setdefault(route.path, {})[route.method.lower()] = operation
     return {
         "openapi": "3.1.0",

@@ -38,6 +38,8 @@ class Route:
     """An HTML page: without a credential the browser is sent to the login page instead of a 401."""
     session_may_write: bool = False
     """The one change a session cookie may make: ending itself (logout)."""
+    content_type: str = "application/json"
+    """What a 200 answer is (errors are always JSON); not JSON: the document gives its schema as a string."""
 
     @property
     def documented(self) -> bool:

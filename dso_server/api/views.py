@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from dso_server.api.performance_views import transformer_needs
 from dso_server.capacity.compliance import Violation, find_violations
 from dso_server.capacity.forecast import day_intervals
 from dso_server.capacity.grid import Grid
@@ -21,6 +22,7 @@ from dso_server.records import Signal
 from dso_server.store.grid_store import GridStore
 from dso_server.store.sqlite import DsoStore
 from protocol import TelemetryInterval
+from protocol.performance import NEED_TOLERANCE_KW
 from protocol.signals import CapacityBandwidth, Firmness
 from protocol.timebase import INTERVAL
 
@@ -100,6 +102,7 @@ def transformer_day_json(store: DsoStore, grid: Grid, transformer_id: str, *, da
 
     signals = store.bandwidths_overlapping(eans, since=since, until=until)
     firm = {cp: lowest_per_interval(sig, Firmness.FIRM, "import_limit_kw") for cp, sig in signals.items()}
+    needs = transformer_needs(store, eans, starts, config.timezone)
     non_firm = {cp: lowest_per_interval(sig, Firmness.NON_FIRM, "import_limit_kw") for cp, sig in signals.items()}
 
     def total(per_household: dict[str, dict[datetime, float]], start: datetime) -> float | None:
@@ -121,6 +124,10 @@ def transformer_day_json(store: DsoStore, grid: Grid, transformer_id: str, *, da
             "forecast_p90_kw": _num(band[2]) if band else None,
             "firm_kw": _num(total(firm, start)),
             "non_firm_kw": _num(total(non_firm, start)),
+            "need_kw": _num(sum(n[start][0] for n in needs.values() if start in n))
+            if any(start in n for n in needs.values()) else None,
+            "needs_not_honoured": sum(1 for n in needs.values()
+                                      if start in n and n[start][1] < n[start][0] - NEED_TOLERANCE_KW),
         })
 
     last = gstore.last_reports()
@@ -130,10 +137,15 @@ def transformer_day_json(store: DsoStore, grid: Grid, transformer_id: str, *, da
         reported = last.get(cp.ean)
         online = reported is not None and now - (reported + INTERVAL) <= silent_after
         violations = household_violations(store, cp.ean, since=since, until=min(until, now + INTERVAL))
+        mine = needs.get(cp.ean, {})
+        short = [need - granted for need, granted in mine.values() if granted < need - NEED_TOLERANCE_KW]
         households.append({
             "connection_point_id": cp.ean, "feeder_id": cp.feeder_id, "online": online,
             "last_report_at": _iso(reported), "violations": len(violations),
             "violation_kwh": round(sum(v.energy_over_kwh for v in violations), 4),
+            "performance": cp.ean in needs or store.household(cp.ean).contract.performance is not None,
+            "need_intervals": len(mine), "needs_not_honoured": len(short),
+            "need_shortfall_kwh": round(sum(short) * INTERVAL.total_seconds() / 3600, 4),
         })
     return {"id": transformer.id, "rating_kva": transformer.rating_kva,
             "capacity_kw": round(transformer.capacity_kw, 4), "limit_kw": round(transformer.limit_kw, 4),

@@ -14,11 +14,13 @@ Values published are floored to 1 W so rounding never breaks an invariant.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from dso_server.capacity.allocation import (
+    Allocation,
     AllocationInvariantError,
     FloatArray,
     allocate_envelopes,
@@ -28,6 +30,7 @@ from dso_server.capacity.allocation import (
 )
 from dso_server.capacity.errors import CapacityError
 from dso_server.capacity.grid import Grid
+from dso_server.capacity.need_allocation import NeedAllocation, ScalingRule, allocate_for_needs, shortfall_kw
 from dso_server.capacity.powerflow import FeederModel, Limits, check_powerflow, limit_by_powerflow
 
 _TOL_KW = 1e-6
@@ -50,9 +53,13 @@ class GridAllocation:
     voltage_forced: dict[str, NDArray[np.bool_]] = field(default_factory=dict)
     """Per transformer id and interval: even the part that is never cut violates a voltage or line limit."""
     power_flows: int = 0
+    need_kw: FloatArray | None = None
+    """Firm runs with needs: the needs allocated for (connection points x intervals, NaN for none)."""
+    shortfall_kw: FloatArray | None = None
+    """Firm runs with needs: need minus the published firm import limit where positive (beyond 1 W), else 0."""
 
-    def summary(self) -> dict[str, int]:
-        return {
+    def summary(self) -> dict[str, Any]:
+        summary: dict[str, Any] = {
             "households": len(self.eans),
             "intervals": int(self.import_kw.shape[1]) if self.import_kw.ndim == 2 else 0,
             "minimum_forced_intervals": int(sum(v.sum() for v in self.minimums_forced.values())),
@@ -60,6 +67,19 @@ class GridAllocation:
             "voltage_forced_intervals": int(sum(v.sum() for v in self.voltage_forced.values())),
             "power_flows": self.power_flows,
         }
+        if self.need_kw is not None and self.shortfall_kw is not None:
+            has_need = np.isfinite(self.need_kw)
+            short = self.shortfall_kw > 0
+            summary.update({
+                "need_households": int(has_need.any(axis=1).sum()),
+                "need_intervals": int(has_need.sum()),
+                "needs_not_honoured": {
+                    ean: {"intervals": int(short[h].sum()),
+                          "max_shortfall_kw": round(float(self.shortfall_kw[h].max()), 3),
+                          "shortfall_kwh": round(float(self.shortfall_kw[h].sum()) * 0.25, 3)}
+                    for h, ean in enumerate(self.eans) if short[h].any()},
+            })
+        return summary
 
 
 def _floor_w(kw: FloatArray) -> FloatArray:
@@ -107,11 +127,15 @@ def _check_totals(idx: _Index, kw: FloatArray, available: FloatArray, what: str)
 def firm_for_grid(
     grid: Grid, *, p90_kw: FloatArray, p10_kw: FloatArray, weights: FloatArray | None = None,
     limits: Limits = DEFAULT_LIMITS, models: dict[str, FeederModel] | None = None,
+    need_kw: FloatArray | None = None, rule: ScalingRule = "proportional",
 ) -> GridAllocation:
     """Firm envelopes for every connection point of ``grid``.
 
     ``p90_kw`` / ``p10_kw`` (transformers in grid order, intervals) forecast each transformer's net load;
-    ``weights`` (connection points) say how the baseline is shared inside a transformer (equal when None)."""
+    ``weights`` (connection points) say how the baseline is shared inside a transformer (equal when None).
+    ``need_kw`` (connection points in grid order x intervals, NaN for none): the capacity needs of performance
+    contracts; import is then allocated by ``need_allocation.allocate_for_needs`` (needs first, scaled by ``rule``
+    when a transformer cannot carry them), and a power flow cuts a need no more than a section 14a minimum."""
     idx = _Index(grid)
     p90 = np.asarray(p90_kw, dtype=np.float64)
     p10 = np.asarray(p10_kw, dtype=np.float64)
@@ -119,8 +143,16 @@ def firm_for_grid(
     w = np.ones(len(idx.cps)) if weights is None else np.maximum(np.asarray(weights, dtype=np.float64), 0.0)
     base_imp = baselines_kw(transformer_kw=p90, group=idx.group, weight=w)
     base_exp = baselines_kw(transformer_kw=-p10, group=idx.group, weight=idx.max_export)
-    imp = allocate_envelopes(limit_kw=idx.limit, group=idx.group, baseline_kw=base_imp, min_kw=idx.min_import,
-                             max_kw=idx.max_import, **idx.ids)
+    needs = None if need_kw is None else np.asarray(need_kw, dtype=np.float64)
+    imp: Allocation | NeedAllocation
+    if needs is not None and np.isfinite(needs).any():
+        imp = allocate_for_needs(limit_kw=idx.limit, group=idx.group, need_kw=needs, baseline_kw=base_imp,
+                                 min_kw=idx.min_import, max_kw=idx.max_import, rule=rule, **idx.ids)
+        protected = imp.guarantee_kw
+    else:
+        imp = allocate_envelopes(limit_kw=idx.limit, group=idx.group, baseline_kw=base_imp, min_kw=idx.min_import,
+                                 max_kw=idx.max_import, **idx.ids)
+        protected = np.broadcast_to(idx.min_import[:, None], imp.import_kw.shape)
     exp = allocate_envelopes(limit_kw=idx.limit, group=idx.group, baseline_kw=base_exp,
                              min_kw=np.zeros(len(idx.cps)), max_kw=idx.max_export, **idx.ids)
     import_kw, export_kw = imp.import_kw.copy(), exp.import_kw.copy()
@@ -129,7 +161,7 @@ def firm_for_grid(
     runs = 0
     for tid, model in _models(grid, models).items():
         rows = idx.rows[tid]
-        base = np.minimum(idx.min_import[rows, None], import_kw[rows])
+        base = np.minimum(protected[rows], import_kw[rows])
         res_i = limit_by_powerflow(model, base_kw=base, flex_kw=import_kw[rows] - base, limits=limits)
         check_powerflow(model, res_i, limits=limits)
         res_e = limit_by_powerflow(model, base_kw=np.zeros_like(export_kw[rows]), flex_kw=export_kw[rows],
@@ -148,6 +180,7 @@ def firm_for_grid(
         baseline_export_kw=base_exp,
         minimums_forced={tid: imp.minimums_forced[i] for i, tid in enumerate(idx.t_ids)},
         voltage_limited=limited, voltage_forced=forced, power_flows=runs,
+        need_kw=needs, shortfall_kw=None if needs is None else shortfall_kw(needs, import_kw),
     )
 
 

@@ -10,6 +10,12 @@ Theory of operation
   publishes one firm bandwidth per household for the whole day (one publication per day). A day that already
   has its firm publication is never published again (a restart does not stack a second one); a server that
   starts after 14:00, or in the middle of a day without one, catches up at once.
+* **Performance contracts** (``need_allocation``): the day-ahead run allocates for the capacity needs their HEMSs
+  reported (the latest need made and received before the run, per interval): each at least its need, then the
+  fair rule; needs a transformer cannot carry are scaled by ``need_scaling_rule`` and recorded per household and
+  interval (``need_shortfalls``) and in the run's summary. A run that catches up (the day's regular time has
+  passed, e.g. after a restart) waits up to ``need_grace_s`` after the planner started for the needs of every
+  performance household under the grid, which a HEMS sends right after it registers.
 * **Near-real-time non-firm run** (``run_near_real_time``): every ``near_real_time_interval_s`` (default 300 s).
   It takes the measured transformer load of the last complete interval and the intra-day forecast for the next
   ``non_firm_horizon_intervals`` intervals, and releases what they leave as non-firm import and export per
@@ -17,6 +23,11 @@ Theory of operation
   non-firm event per local day, *modified* at every run (modification number + 1; intervals already begun keep
   their values, so compliance judges them by what was in force). Stacking a second non-firm event would be
   wrong anyway: of one firmness the lowest applies (PROFILE §6.1), so a second event could only tighten.
+  **Lead time**: an interval that starts within ``lead_time_s`` of the run (one poll period of the VENs, in
+  server-clock seconds) keeps the non-firm limits in force for every household: a VEN that learns of a lower
+  limit only at its next poll would otherwise be over it until then. Keeping all households' values of that
+  interval (not only the lowered ones) keeps the transformer invariant the run that set them checked. A
+  household whose non-firm event did not change is not modified, so its VEN is sent nothing.
 
 Both runs only happen while a grid is loaded; without one the server behaves as before.
 """
@@ -25,6 +36,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import date, datetime, time, timedelta
 from typing import Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -46,9 +58,13 @@ from dso_server.capacity.forecast import (
 )
 from dso_server.capacity.grid import Grid
 from dso_server.capacity.grid_allocation import GridAllocation, firm_for_grid, non_firm_for_grid
+from dso_server.capacity.need_allocation import ScalingRule
 from dso_server.capacity.powerflow import FeederModel, Limits
 from dso_server.errors import IllegalSignalChange
+from dso_server.lifecycle import SignalAction, check_move
+from dso_server.records import Signal
 from dso_server.store.grid_store import AllocationRun, GridStore
+from dso_server.store.performance_store import PerformanceStore, shortfall_rows
 from dso_server.store.sqlite import DsoStore
 from protocol.effective import lowest_limits
 from protocol.signals import BandwidthInterval, CapacityBandwidth, Firmness
@@ -90,6 +106,16 @@ class PlannerConfig(BaseModel):
         "lowest node voltage (per unit) the allocation may cause where a grid model is loaded (EN 50160: -10 %)"))
     max_voltage_pu: float = Field(1.1, gt=1.0, lt=1.5, description=(
         "highest node voltage (per unit) export may cause where a grid model is loaded (EN 50160: +10 %)"))
+    lead_time_s: float | None = Field(None, ge=0, le=3600, description=(
+        "server-clock seconds before an interval starts within which a near-real-time run no longer changes its "
+        "non-firm limits, so no VEN learns of a lower limit too late (default: one VEN poll period, "
+        "--poll-interval-s scaled to the server's clock)"))
+    need_scaling_rule: ScalingRule = Field("proportional", description=(
+        "how the firm allocation scales the capacity needs of performance contracts a transformer cannot carry: "
+        "'proportional' (every need to the same share) or 'equal_cap' (small needs in full, the largest cut most)"))
+    need_grace_s: float = Field(900.0, ge=0, le=86400, description=(
+        "server-clock seconds a firm run that catches up after a start waits for the capacity needs of the "
+        "performance households (each HEMS sends one right after it registers)"))
 
     @field_validator("timezone")
     @classmethod
@@ -211,26 +237,51 @@ def _bandwidth(starts: Sequence[datetime], import_kw: np.ndarray, export_kw: np.
 # ---------------------------------------------------------------------------------------- day-ahead run
 
 
+def needs_matrix(store: DsoStore, grid: Grid, starts: Sequence[datetime], *, as_of: datetime
+                 ) -> tuple[np.ndarray, list[str]]:
+    """(connection points in grid order x ``starts``) the needs in force ``as_of`` of the performance households
+    (NaN where none), and the performance households of the grid."""
+    performance = [c.ean for c in grid.connection_points if store.household(c.ean).contract.performance is not None]
+    needs = np.full((len(grid.connection_points), len(starts)), np.nan)
+    if not performance or not starts:
+        return needs, performance
+    found = PerformanceStore(store).needs_in_force(performance, since=starts[0], until=starts[-1] + INTERVAL,
+                                                   as_of=as_of)
+    column = {start: i for i, start in enumerate(starts)}
+    for h, c in enumerate(grid.connection_points):
+        for start, kw in found.get(c.ean, {}).items():
+            needs[h, column[start]] = kw
+    return needs, performance
+
+
 def run_day_ahead(store: DsoStore, grid: Grid, *, day: date, now: datetime, config: PlannerConfig,
-                  models: dict[str, FeederModel] | None = None) -> AllocationRun | None:
-    """Forecast, allocate and publish the firm bandwidths of local ``day`` (the intervals still to come).
-    None when the day has its firm publication already or nothing of it is left."""
+                  models: dict[str, FeederModel] | None = None, wait_for_needs_until: datetime | None = None
+                  ) -> AllocationRun | None:
+    """Forecast, allocate and publish the firm bandwidths of local ``day`` (the intervals still to come), for the
+    capacity needs of performance contracts. None when the day has its firm publication already, nothing of it is
+    left, or (before ``wait_for_needs_until``) a performance household has yet to report a need for it."""
     gstore = GridStore(store)
     key = day.isoformat()
-    if gstore.runs(kind=FIRM, day=key, limit=1):
+    if gstore.runs(kind=FIRM, day=key, status="ok", limit=1):
         return None
     starts = day_intervals(day, config.timezone)
     first = floor_to_interval(now) + INTERVAL
     keep = np.array([s >= first for s in starts])
     if not keep.any():
         return None
+    needs, performance = needs_matrix(store, grid, starts, as_of=now)
+    if wait_for_needs_until is not None and now < wait_for_needs_until:
+        reported = {c.ean for h, c in enumerate(grid.connection_points) if np.isfinite(needs[h, keep]).any()}
+        if set(performance) - reported:
+            return None
     fc = forecast_for_day(store, grid, day=day, now=now, config=config)
     t_ids = [t.id for t in grid.transformers]
     p10 = np.stack([fc[t].p10_kw for t in t_ids])
     p90 = np.stack([fc[t].p90_kw for t in t_ids])
     alloc = firm_for_grid(grid, p90_kw=p90, p10_kw=p10, weights=_weights(store, grid, until=min(starts[0], now),
                                                                            config=config),
-                          limits=_limits(config), models=models)
+                          limits=_limits(config), models=models, need_kw=needs if performance else None,
+                          rule=config.need_scaling_rule)
     published = [s for s, k in zip(starts, keep, strict=True) if k]
     payloads = {ean: _bandwidth(published, alloc.import_kw[h, keep], alloc.export_kw[h, keep], Firmness.FIRM)
                 for h, ean in enumerate(alloc.eans)}
@@ -238,11 +289,30 @@ def run_day_ahead(store: DsoStore, grid: Grid, *, day: date, now: datetime, conf
         for tid in t_ids:
             gstore.put_forecast(tid, "day_ahead", starts, fc[tid].p10_kw, fc[tid].p50_kw, fc[tid].p90_kw, now=now)
         publication = store.publish(payloads, now=now) if payloads else None
+        summary = alloc.summary()
+        if alloc.need_kw is not None and alloc.shortfall_kw is not None:  # the intervals published only
+            summary = firm_need_summary(alloc, keep)
         run = gstore.record_run(kind=FIRM, day=key, window_start=published[0], window_end=published[-1] + INTERVAL,
                                 publication_id=publication.publication_id if publication else None, now=now,
-                                summary=alloc.summary())
+                                summary=summary)
+        if alloc.need_kw is not None and alloc.shortfall_kw is not None:
+            PerformanceStore(store).record_shortfalls(run.run_id, shortfall_rows(
+                alloc.eans, published, alloc.need_kw[:, keep], alloc.import_kw[:, keep], alloc.shortfall_kw[:, keep]))
     logger.info("Day-ahead firm allocation for %s: %d household(s), %s", key, len(payloads), alloc.summary())
     return run
+
+
+def firm_need_summary(alloc: GridAllocation, keep: np.ndarray) -> dict[str, object]:
+    """The run's summary over the published intervals only (a catch-up run publishes the rest of a day)."""
+    assert alloc.need_kw is not None and alloc.shortfall_kw is not None
+    published = GridAllocation(
+        eans=alloc.eans, import_kw=alloc.import_kw[:, keep], export_kw=alloc.export_kw[:, keep],
+        baseline_import_kw=alloc.baseline_import_kw[:, keep], baseline_export_kw=alloc.baseline_export_kw[:, keep],
+        minimums_forced={t: v[keep] for t, v in alloc.minimums_forced.items()},
+        voltage_limited={t: v[keep] for t, v in alloc.voltage_limited.items()},
+        voltage_forced={t: v[keep] for t, v in alloc.voltage_forced.items()}, power_flows=alloc.power_flows,
+        need_kw=alloc.need_kw[:, keep], shortfall_kw=alloc.shortfall_kw[:, keep])
+    return published.summary()
 
 
 # ------------------------------------------------------------------------------------ near-real-time run
@@ -322,23 +392,31 @@ def run_near_real_time(store: DsoStore, grid: Grid, *, now: datetime, config: Pl
                                                           weight=np.array([c.contracted_max_export_kw for c in cps])))
     nf = non_firm_for_grid(grid, firm=firm, expected_import_kw=np.stack(expected_imp),
                            expected_export_kw=np.stack(expected_exp), limits=_limits(config), models=models)
+    nf = _keep_within_lead_time(nf, signals, starts, now=now, lead_time_s=config.lead_time_s or 0.0)
     new: dict[str, CapacityBandwidth] = {}
     modified = 0
     with store.transaction():
         for tid in t_ids:
             fc = intra[tid]
             gstore.put_forecast(tid, "intra_day", starts, fc.p10_kw[0], fc.p50_kw[0], fc.p90_kw[0], now=now)
+        # Each household's event of the day, read in a few statements; then every modification in one.
+        event_ids = gstore.allocation_events(NON_FIRM)
+        current = store.signals_by_id([event_ids[ean] for ean in eans if ean in event_ids])
+        modifications: dict[str, CapacityBandwidth] = {}
         for h, ean in enumerate(eans):
-            changed = _update_non_firm(store, gstore, ean, starts, nf.import_kw[h], nf.export_kw[h], now=now,
-                                       day=day, config=config)
-            if changed is True:
-                modified += 1
-            elif isinstance(changed, CapacityBandwidth):
-                new[ean] = changed
+            event_id = event_ids.get(ean)
+            update = _non_firm_update(current.get(event_id) if event_id else None, starts, nf.import_kw[h],
+                                      nf.export_kw[h], now=now, day=day, config=config)
+            if isinstance(update, tuple):
+                modifications[update[0]] = update[1]
+            elif update is not None:
+                new[ean] = update
+        store.modify_signals(modifications, now=now, current=current)
+        modified = len(modifications)
         publication = store.publish(new, now=now) if new else None
         if publication is not None:
-            for signal in publication.signals:
-                gstore.set_allocation_event(signal.connection_point_id, NON_FIRM, signal.event_id, now=now)
+            gstore.set_allocation_events(NON_FIRM, {s.connection_point_id: s.event_id for s in publication.signals},
+                                         now=now)
         summary = {**nf.summary(), "modified": modified, "published": len(new),
                    "non_firm_import_kw": round(float(nf.import_kw.sum(axis=0).max(initial=0.0)), 3)}
         run = gstore.record_run(kind=NON_FIRM, day=day.isoformat(), window_start=starts[0],
@@ -349,15 +427,28 @@ def run_near_real_time(store: DsoStore, grid: Grid, *, now: datetime, config: Pl
     return run
 
 
-def _update_non_firm(store: DsoStore, gstore: GridStore, ean: str, starts: Sequence[datetime],
-                     import_kw: np.ndarray, export_kw: np.ndarray, *, now: datetime, day: date,
-                     config: PlannerConfig) -> bool | CapacityBandwidth | None:
-    """Modify the household's non-firm event of ``day`` (True), or return the bandwidth to publish anew;
-    None when nothing needs sending (no event yet and nothing to release, or no change)."""
-    event_id = gstore.allocation_event(ean, NON_FIRM)
+def _keep_within_lead_time(nf: GridAllocation, signals: dict[str, list[Signal]], starts: Sequence[datetime], *,
+                           now: datetime, lead_time_s: float) -> GridAllocation:
+    """``nf`` with the intervals that start within the lead time set back to the non-firm limits in force."""
+    frozen = [i for i, s in enumerate(starts) if s < now + timedelta(seconds=lead_time_s)]
+    if not frozen:
+        return nf
+    import_kw, export_kw = nf.import_kw.copy(), nf.export_kw.copy()
+    for h, ean in enumerate(nf.eans):
+        in_force = lowest_limits([s.payload for s in signals[ean] if not s.cancelled
+                                  and isinstance(s.payload, CapacityBandwidth)], Firmness.NON_FIRM)
+        for i in frozen:
+            import_kw[h, i], export_kw[h, i] = in_force.get(starts[i], (0.0, 0.0))
+    return replace(nf, import_kw=import_kw, export_kw=export_kw)
+
+
+def _non_firm_update(signal: Signal | None, starts: Sequence[datetime], import_kw: np.ndarray,
+                     export_kw: np.ndarray, *, now: datetime, day: date,
+                     config: PlannerConfig) -> CapacityBandwidth | tuple[str, CapacityBandwidth] | None:
+    """For one household: (event id, payload) to modify its non-firm event of ``day`` with, or a bandwidth to
+    publish anew, or None when nothing needs sending (no event yet and nothing to release, or no change)."""
     fresh = _bandwidth(starts, import_kw, export_kw, Firmness.NON_FIRM)
-    signal = store.signal(event_id) if event_id is not None else None
-    usable = (signal is not None and not signal.cancelled and not signal.ended_at(now)
+    usable = (signal is not None and check_allows_modify(signal, now)
               and isinstance(signal.payload, CapacityBandwidth)
               and local_day(signal.start, config.timezone) == day and signal.start <= starts[0])
     if not usable:
@@ -372,9 +463,12 @@ def _update_non_firm(store: DsoStore, gstore: GridStore, ean: str, starts: Seque
     payload = CapacityBandwidth(firmness=Firmness.NON_FIRM, intervals=(*kept, *gap, *fresh.intervals))
     if payload == signal.payload:
         return None
-    try:
-        store.modify_signal(signal.event_id, payload, now=now)
-    except IllegalSignalChange:
-        return fresh
-    return True
+    return signal.event_id, payload
 
+
+def check_allows_modify(signal: Signal, now: datetime) -> bool:
+    try:
+        check_move(signal, SignalAction.MODIFY, now)
+    except IllegalSignalChange:
+        return False
+    return True

@@ -1,1 +1,1 @@
-"""The DSO's store: the source of truth (SQLite through sqlite-utils) and the grid's tables."""
+"""The DSO's store: the source of truth (SQLite or PostgreSQL, one interface) and the grid's tables."""

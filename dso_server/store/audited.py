@@ -16,6 +16,7 @@ from dso_server.errors import IllegalSignalChange, NotFound
 from dso_server.records import Household, Publication, Signal, SignalPayload, kind_of
 from dso_server.security.audit import AuditEntry, contract_changes, payload_summary
 from dso_server.store.grid_store import GridStore, SavedGrid
+from dso_server.store.performance_store import PerformanceStore
 from dso_server.store.security_store import SecurityStore
 from dso_server.store.sqlite import DsoStore
 
@@ -117,3 +118,22 @@ def save_grid(store: DsoStore, grid: Grid, *, now: datetime, source: str, actor:
             "summary": grid.summary(), "transformers": len(grid.transformers),
             "connection_points": len(grid.connection_points), "created_households": len(saved.created_households)})
     return saved
+
+
+def export_household(store: DsoStore, connection_point_id: str, *, now: datetime, actor: str
+                     ) -> dict[str, list[dict[str, object]]]:
+    """Everything the store holds about one connection point (GDPR access); the access itself is audited."""
+    with store.transaction():
+        data = PerformanceStore(store).household_data(connection_point_id)
+        _record(store, now, actor, "household.export", connection_point_id,
+                {"rows": {table: len(rows) for table, rows in data.items() if rows}})
+    return data
+
+
+def erase_household(store: DsoStore, connection_point_id: str, *, now: datetime, actor: str) -> dict[str, int]:
+    """Remove everything the store holds about one connection point (GDPR erasure), with its audit entry, in one
+    transaction. The audit log keeps its entries: the record of who changed what, this erasure included."""
+    with store.transaction():
+        deleted = PerformanceStore(store).erase_household(connection_point_id)
+        _record(store, now, actor, "household.erase", connection_point_id, {"deleted": deleted})
+    return deleted

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from dso_server.errors import Conflict, NotFound
+from dso_server.store.changes import CERTIFICATE, record_changes
 from dso_server.store.sqlite import DsoStore, from_text, to_text, where_clause
 
 
@@ -66,6 +67,7 @@ class CertificateStore:
                 "enrolled_at) VALUES (?, ?, ?, ?, ?, ?)",
                 [enrolment.fingerprint_sha256, enrolment.connection_point_id, enrolment.subject, enrolment.serial,
                  to_text(enrolment.not_after), to_text(enrolment.enrolled_at)])
+            record_changes(self.store.db, CERTIFICATE, [enrolment.connection_point_id], origin=self.store.origin)
         return True
 
     def enrolment(self, fingerprint_sha256: str) -> Enrolment | None:
@@ -86,6 +88,8 @@ class CertificateStore:
             with self.store.transaction():
                 self.store.db.execute("UPDATE ven_certificates SET revoked_at = ?, revocation_reason = ? "
                                       "WHERE fingerprint_sha256 = ?", [to_text(now), reason, fingerprint_sha256])
+                # Running VTNs drop the enrolment they cached: the revocation holds from the next message on.
+                record_changes(self.store.db, CERTIFICATE, [known.connection_point_id], origin=self.store.origin)
         revoked = self.enrolment(fingerprint_sha256)
         assert revoked is not None
         return revoked

@@ -65,6 +65,11 @@ class AllocationRun:
     publication_id: str | None
     run_at: datetime
     summary: dict[str, Any]
+    status: str = "ok"
+    """"ok", or "failed" with ``error`` saying why (the run published nothing then)."""
+    error: str | None = None
+    worker: str | None = None
+    """The server process that ran it (``DsoStore.origin``)."""
 
 
 def contract_for(cp: ConnectionPoint) -> HouseholdContract:
@@ -102,7 +107,7 @@ class GridStore:
         self.db = store.db
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        return list(self.db.query(sql, params))
+        return self.db.query(sql, params)
 
     # ------------------------------------------------------------------------------------------------ grid
 
@@ -128,9 +133,9 @@ class GridStore:
             for table, items in (("grid_transformers", grid.transformers), ("grid_feeders", grid.feeders),
                                  ("grid_nodes", grid.nodes), ("grid_lines", grid.lines),
                                  ("grid_connection_points", grid.connection_points)):
-                self.db.table(table).insert_all([{"position": i, **item.model_dump()} for i, item in enumerate(items)])
-            self.db.table("grid_meta").insert_all([{"key": "source", "value": source},
-                                                   {"key": "loaded_at", "value": to_text(now)}])
+                self.db.insert(table, [{"position": i, **item.model_dump()} for i, item in enumerate(items)])
+            self.db.insert("grid_meta", [{"key": "source", "value": source},
+                                         {"key": "loaded_at", "value": to_text(now)}])
         return SavedGrid(grid, tuple(created))
 
     def grid(self) -> Grid | None:
@@ -189,7 +194,7 @@ class GridStore:
 
     def put_forecast(self, transformer_id: str, kind: str, starts: Sequence[datetime], p10_kw: np.ndarray,
                      p50_kw: np.ndarray, p90_kw: np.ndarray, *, now: datetime) -> None:
-        self.db.table("forecasts").upsert_all([
+        self.db.upsert("forecasts", [
             {"transformer_id": transformer_id, "interval_start": to_text(s), "kind": kind, "p10_kw": float(a),
              "p50_kw": float(b), "p90_kw": float(c), "made_at": to_text(now)}
             for s, a, b, c in zip(starts, p10_kw, p50_kw, p90_kw, strict=True)
@@ -205,30 +210,46 @@ class GridStore:
     # ------------------------------------------------------------------------------------- allocation runs
 
     def record_run(self, *, kind: str, day: str | None, window_start: datetime, window_end: datetime,
-                   publication_id: str | None, now: datetime, summary: Mapping[str, Any]) -> AllocationRun:
+                   publication_id: str | None, now: datetime, summary: Mapping[str, Any],
+                   error: str | None = None) -> AllocationRun:
+        """Record a run; with ``error`` a failed one (status "failed"), which published nothing."""
         run_id = new_id("run")
-        self.db.table("allocation_runs").insert({
+        self.db.insert("allocation_runs", {
             "run_id": run_id, "kind": kind, "day": day, "window_start": to_text(window_start),
             "window_end": to_text(window_end), "publication_id": publication_id, "run_at": to_text(now),
-            "summary": json.dumps(dict(summary), allow_nan=False),
+            "summary": json.dumps(dict(summary), allow_nan=False), "status": "failed" if error else "ok",
+            "error": error, "worker": self.store.origin,
         })
-        return self.runs(kind=kind, limit=1)[0]
+        return self._runs(" WHERE run_id = ?", [run_id], 1)[0]
 
-    def runs(self, *, kind: str | None = None, day: str | None = None, limit: int = 100) -> list[AllocationRun]:
-        """Runs, newest first."""
-        where, params = where_clause(("kind = ?", kind), ("day = ?", day))
+    def runs(self, *, kind: str | None = None, day: str | None = None, status: str | None = None,
+             limit: int = 100) -> list[AllocationRun]:
+        """Runs, newest first; ``status`` "ok" or "failed" to see only those."""
+        where, params = where_clause(("kind = ?", kind), ("day = ?", day), ("status = ?", status))
+        return self._runs(where, params, limit)
+
+    def _runs(self, where: str, params: list[Any], limit: int) -> list[AllocationRun]:
         sql = "SELECT * FROM allocation_runs" + where
         rows = self._rows(sql + " ORDER BY run_at DESC, rowid DESC LIMIT ?", [*params, limit])
         return [AllocationRun(r["run_id"], r["kind"], r["day"], from_text(r["window_start"]),
                               from_text(r["window_end"]), r["publication_id"], from_text(r["run_at"]),
-                              json.loads(r["summary"])) for r in rows]
+                              json.loads(r["summary"]), r["status"], r["error"], r["worker"]) for r in rows]
 
     def allocation_event(self, connection_point_id: str, kind: str) -> str | None:
         rows = self._rows("SELECT event_id FROM allocation_events WHERE connection_point_id = ? AND kind = ?",
                           [connection_point_id, kind])
         return rows[0]["event_id"] if rows else None
 
+    def allocation_events(self, kind: str) -> dict[str, str]:
+        """connection point id -> its allocation event of ``kind`` (every household that has one)."""
+        rows = self._rows("SELECT connection_point_id, event_id FROM allocation_events WHERE kind = ?", [kind])
+        return {row["connection_point_id"]: row["event_id"] for row in rows}
+
     def set_allocation_event(self, connection_point_id: str, kind: str, event_id: str, *, now: datetime) -> None:
-        self.db.table("allocation_events").upsert({"connection_point_id": connection_point_id, "kind": kind,
-                                                   "event_id": event_id, "updated_at": to_text(now)},
-                                                  pk=("connection_point_id", "kind"))
+        self.set_allocation_events(kind, {connection_point_id: event_id}, now=now)
+
+    def set_allocation_events(self, kind: str, events: Mapping[str, str], *, now: datetime) -> None:
+        """Make these (connection point id -> event id) the households' allocation events of ``kind``."""
+        self.db.upsert("allocation_events", [
+            {"connection_point_id": cp, "kind": kind, "event_id": event_id, "updated_at": to_text(now)}
+            for cp, event_id in events.items()], pk=("connection_point_id", "kind"))

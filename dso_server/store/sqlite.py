@@ -1,29 +1,32 @@
 """The DSO's source of truth: households, VEN registrations, published signals and what the VENs sent back.
 
-One SQLite file through sqlite-utils (or ":memory:" in tests). Every method that writes several rows does so
-in one transaction (``Database.atomic``), so an error leaves nothing half-written. Timestamps are stored as
-UTC ISO 8601 strings with microseconds, which sort like the instants they name; models as their JSON.
+One database: a SQLite file (the embedded default, or ":memory:" in tests) or PostgreSQL for a region with
+many VTN workers (``dso_server.store.engine``); the SQL here is written once for both. The schema and its
+migrations live in ``dso_server.store.schema``. Every method that writes several rows does so in one
+transaction, so an error leaves nothing half-written. Timestamps are stored as UTC ISO 8601 strings with
+microseconds, which sort like the instants they name; models as their JSON.
 
-The store is synchronous and meant for one thread (the server's event loop): a method runs to its end before
-another starts, so check-then-write sequences inside one method cannot interleave.
+The store is synchronous; one instance is one connection, used by one thread at a time (another thread gets its
+own with ``reopen()``). Check-then-write sequences that must not interleave with another writer run inside one
+transaction.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlite_utils import Database
-
 from dso_server.errors import (
     Conflict,
     IllegalSignalChange,
-    SchemaError,
     UnknownEvent,
     UnknownGroup,
     UnknownHousehold,
@@ -38,6 +41,7 @@ from dso_server.records import (
     Publication,
     ReportRequest,
     Signal,
+    SignalHead,
     SignalKind,
     SignalPayload,
     StoredComfort,
@@ -45,21 +49,35 @@ from dso_server.records import (
     StoredResponse,
     TelemetryRow,
     Ven,
+    VenView,
     kind_of,
 )
-from protocol import CapacityBandwidth, ComfortStatus, HouseholdContract, Plan, Telemetry, TouTariff
+from dso_server.store.changes import ACK, DELIVERY, SIGNALS, VEN, record_changes
+from dso_server.store.engine import MEMORY, Database, open_database
+from dso_server.store.schema import SCHEMA_VERSION, migrate
+from protocol import (
+    CapacityBandwidth,
+    CapacityNeed,
+    ComfortStatus,
+    HouseholdContract,
+    PerformanceReport,
+    Plan,
+    Telemetry,
+    TouTariff,
+)
 from protocol.limits import MAX_EVENTS_PER_VEN
 
-SCHEMA_VERSION = 3
-"""1: signals, registrations, reports. 2 (additive): the grid, forecasts and allocation runs (``grid_store``).
-3 (additive): operator API tokens, web sessions and the audit log (``security_store``); VEN certificates
-enrolled per household (``certificates``)."""
-MEMORY = ":memory:"
+__all__ = ["MEMORY", "SCHEMA_VERSION", "DsoStore", "from_text", "new_id", "to_text", "where_clause"]
 
 
 def new_id(prefix: str) -> str:
     """A fresh opaque id such as ``ev-3f2a9c0d41b7e615`` (64 random bits)."""
     return f"{prefix}-{uuid.uuid4().hex[:16]}"
+
+
+def default_origin() -> str:
+    """This process as a writer of the store: host:pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def to_text(moment: datetime) -> str:
@@ -82,117 +100,27 @@ def _maybe(text: str | None) -> datetime | None:
     return None if text is None else from_text(text)
 
 
-# table -> (columns, primary key, not null, foreign keys); created in this order.
-_TABLES: tuple[tuple[str, dict[str, type], str | tuple[str, ...], set[str], list[tuple[str, str, str]]], ...] = (
-    ("households", {"connection_point_id": str, "group_name": str, "contract": str, "updated_at": str},
-     "connection_point_id", {"contract", "updated_at"}, []),
-    ("vens", {"ven_id": str, "ven_name": str, "registration_id": str, "connection_point_id": str,
-              "registered_at": str, "last_seen_at": str, "fingerprint": str},
-     "ven_id", {"ven_name", "connection_point_id", "registered_at"},
-     [("connection_point_id", "households", "connection_point_id")]),
-    ("signals", {"event_id": str, "connection_point_id": str, "kind": str, "payload": str,
-                 "modification_number": int, "created_at": str, "modified_at": str, "cancelled": int,
-                 "publication_id": str, "start_at": str, "end_at": str},
-     "event_id", {"connection_point_id", "kind", "payload", "modification_number", "created_at", "modified_at",
-                  "cancelled", "publication_id", "start_at", "end_at"},
-     [("connection_point_id", "households", "connection_point_id")]),
-    ("deliveries", {"ven_id": str, "delivered": str, "delivered_at": str},
-     "ven_id", {"delivered", "delivered_at"}, [("ven_id", "vens", "ven_id")]),
-    ("responses", {"id": int, "ven_id": str, "event_id": str, "modification_number": int, "opt_type": str,
-                   "response_code": int, "response_description": str, "received_at": str},
-     "id", {"ven_id", "event_id", "opt_type", "received_at"},
-     [("ven_id", "vens", "ven_id"), ("event_id", "signals", "event_id")]),
-    ("report_offers", {"ven_id": str, "report_specifier_id": str, "report_name": str, "r_ids": str,
-                       "offered_at": str},
-     ("ven_id", "report_specifier_id"), {"r_ids", "offered_at"}, [("ven_id", "vens", "ven_id")]),
-    ("report_requests", {"report_request_id": str, "ven_id": str, "report_specifier_id": str, "requested_at": str},
-     "report_request_id", {"ven_id", "report_specifier_id", "requested_at"}, [("ven_id", "vens", "ven_id")]),
-    ("telemetry", {"connection_point_id": str, "interval_start": str, "import_kw": float, "export_kw": float,
-                   "received_at": str},
-     ("connection_point_id", "interval_start"), {"import_kw", "export_kw", "received_at"},
-     [("connection_point_id", "households", "connection_point_id")]),
-    ("plans", {"connection_point_id": str, "created_at": str, "plan": str, "received_at": str},
-     ("connection_point_id", "created_at"), {"plan", "received_at"},
-     [("connection_point_id", "households", "connection_point_id")]),
-    ("comfort", {"connection_point_id": str, "measured_at": str, "status": str, "received_at": str},
-     ("connection_point_id", "measured_at"), {"status", "received_at"},
-     [("connection_point_id", "households", "connection_point_id")]),
-    # Schema 2: the grid (dso_server.capacity.grid), replaced as a whole by GridStore.save_grid.
-    ("grid_transformers", {"id": str, "position": int, "rating_kva": float, "power_factor": float,
-                           "safety_margin": float, "busbar_node": str, "u1_kv": float, "u2_kv": float,
-                           "uk_percent": float, "pk_kw": float},
-     "id", {"position", "rating_kva", "power_factor", "safety_margin", "u1_kv", "u2_kv", "uk_percent", "pk_kw"}, []),
-    ("grid_feeders", {"id": str, "position": int, "transformer_id": str},
-     "id", {"position", "transformer_id"}, [("transformer_id", "grid_transformers", "id")]),
-    ("grid_nodes", {"id": str, "position": int, "transformer_id": str, "u_rated_kv": float},
-     "id", {"position", "transformer_id", "u_rated_kv"}, [("transformer_id", "grid_transformers", "id")]),
-    ("grid_lines", {"id": str, "position": int, "from_node": str, "to_node": str, "r_ohm": float, "x_ohm": float,
-                    "c_nf": float, "i_max_a": float},
-     "id", {"position", "from_node", "to_node", "r_ohm", "x_ohm", "c_nf", "i_max_a"},
-     [("from_node", "grid_nodes", "id"), ("to_node", "grid_nodes", "id")]),
-    ("grid_connection_points", {"ean": str, "position": int, "feeder_id": str, "node_id": str,
-                                "contracted_max_import_kw": float, "contracted_max_export_kw": float,
-                                "controllable_devices": int, "guaranteed_kw_per_device": float, "annual_kwh": float},
-     "ean", {"position", "feeder_id", "contracted_max_import_kw", "contracted_max_export_kw", "controllable_devices",
-             "guaranteed_kw_per_device", "annual_kwh"},
-     [("ean", "households", "connection_point_id"), ("feeder_id", "grid_feeders", "id"),
-      ("node_id", "grid_nodes", "id")]),
-    ("grid_meta", {"key": str, "value": str}, "key", {"value"}, []),
-    ("forecasts", {"transformer_id": str, "interval_start": str, "kind": str, "p10_kw": float, "p50_kw": float,
-                   "p90_kw": float, "made_at": str},
-     ("transformer_id", "interval_start", "kind"), {"p10_kw", "p50_kw", "p90_kw", "made_at"}, []),
-    ("allocation_runs", {"run_id": str, "kind": str, "day": str, "window_start": str, "window_end": str,
-                         "publication_id": str, "run_at": str, "summary": str},
-     "run_id", {"kind", "window_start", "window_end", "run_at", "summary"}, []),
-    ("allocation_events", {"connection_point_id": str, "kind": str, "event_id": str, "updated_at": str},
-     ("connection_point_id", "kind"), {"event_id", "updated_at"},
-     [("connection_point_id", "households", "connection_point_id"), ("event_id", "signals", "event_id")]),
-    # Schema 3: operator API credentials (only hashes), web sessions and the audit log (security_store).
-    ("api_tokens", {"token_id": str, "name": str, "role": str, "secret_sha256": str, "cert_sha256": str,
-                    "created_at": str, "created_by": str, "expires_at": str, "revoked_at": str, "revoked_by": str},
-     "token_id", {"name", "role", "created_at", "created_by"}, []),
-    ("api_sessions", {"session_sha256": str, "token_id": str, "created_at": str, "expires_at": str},
-     "session_sha256", {"token_id", "created_at", "expires_at"}, [("token_id", "api_tokens", "token_id")]),
-    ("audit_log", {"id": int, "at": str, "actor": str, "action": str, "target": str, "outcome": str, "detail": str},
-     "id", {"at", "actor", "action", "outcome", "detail"}, []),
-    # Schema 3: which certificate speaks for which household (dso_server.store.certificates). No foreign key to
-    # households: certificates are issued and enrolled before the contracts file is loaded.
-    ("ven_certificates", {"fingerprint_sha256": str, "connection_point_id": str, "subject": str, "serial": str,
-                          "not_after": str, "enrolled_at": str, "revoked_at": str, "revocation_reason": str},
-     "fingerprint_sha256", {"connection_point_id", "subject", "serial", "not_after", "enrolled_at"}, []),
-)
-_INDEXES = (
-    ("vens", ["ven_name"], True),
-    ("vens", ["connection_point_id"], True),
-    ("signals", ["connection_point_id", "end_at"], False),
-    ("signals", ["publication_id"], False),
-    ("responses", ["event_id"], False),
-    ("responses", ["ven_id", "event_id", "modification_number"], False),
-    ("telemetry", ["interval_start"], False),
-    ("grid_connection_points", ["feeder_id"], False),
-    ("allocation_runs", ["kind", "day"], False),
-    ("api_tokens", ["secret_sha256"], True),
-    ("api_tokens", ["cert_sha256"], True),
-    ("api_sessions", ["token_id"], False),
-    ("audit_log", ["at"], False),
-    ("audit_log", ["actor", "at"], False),
-    ("ven_certificates", ["connection_point_id"], False),
-)
-
-
 class DsoStore:
-    """Repository over one SQLite database. Raises ``dso_server.errors`` exceptions, never half-writes."""
+    """Repository over the store's database. Raises ``dso_server.errors`` exceptions, never half-writes."""
 
-    def __init__(self, path: str | Path = MEMORY, *, id_factory: Callable[[str], str] = new_id) -> None:
-        if not hasattr(Database, "atomic"):  # sqlite-utils 3.x commits inside every write: no safe transactions
-            raise RuntimeError("dso_server needs sqlite-utils >= 4.0 (Database.atomic); upgrade sqlite-utils")
-        self.path = str(path)
+    def __init__(self, location: str | Path | Database = MEMORY, *,
+                 id_factory: Callable[[str], str] = new_id, origin: str | None = None) -> None:
+        """Open (and create or migrate) the store at ``location``: a SQLite file, ":memory:", a
+        ``postgresql://`` URL, or an open engine. ``origin`` names the server process writing (host:pid by
+        default); it is recorded with allocation runs and changes."""
+        self.db: Database = location if isinstance(location, Database) else open_database(location)
+        self.path = self.db.location
+        self.origin = origin or default_origin()
         self._new_id = id_factory
-        self.db = Database(self.path)
-        self.db.execute("PRAGMA foreign_keys = ON")
-        if self.path != MEMORY:
-            self.db.enable_wal()
-        self._create_schema()
+        try:
+            migrate(self.db)
+        except BaseException:
+            self.db.close()
+            raise
+
+    def reopen(self) -> DsoStore:
+        """The same store over a connection of its own, for another thread (see ``engine.Database.reopen``)."""
+        return DsoStore(self.db.reopen(), id_factory=self._new_id, origin=self.origin)
 
     def close(self) -> None:
         self.db.close()
@@ -203,27 +131,12 @@ class DsoStore:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self) -> AbstractContextManager[None]:
         """One transaction; nested uses become savepoints. Rolls back everything on any exception."""
-        with self.db.atomic():
-            yield
-
-    def _create_schema(self) -> None:
-        version = next(self.db.query("PRAGMA user_version"))["user_version"]
-        if version > SCHEMA_VERSION:
-            raise SchemaError(f"The database {self.path} has schema version {version}; this server knows only "
-                              f"up to {SCHEMA_VERSION}. Use a newer dso-server or another --db file.")
-        with self.transaction():
-            for name, columns, pk, not_null, foreign_keys in _TABLES:
-                self.db.table(name).create(columns, pk=pk, not_null=not_null, foreign_keys=foreign_keys or None,
-                                     if_not_exists=True)
-            for table, columns, unique in _INDEXES:
-                self.db.table(table).create_index(columns, unique=unique, if_not_exists=True)
-            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return self.db.transaction()
 
     def _rows(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[dict[str, Any]]:
-        return list(self.db.query(sql, params))
+        return self.db.query(sql, params)
 
     # ------------------------------------------------------------------------------------------ households
 
@@ -232,7 +145,7 @@ class DsoStore:
         created = not self._rows("SELECT 1 FROM households WHERE connection_point_id = ?",
                                  [contract.connection_point_id])
         with self.transaction():
-            self.db.table("households").upsert({
+            self.db.upsert("households", {
                 "connection_point_id": contract.connection_point_id, "group_name": group,
                 "contract": contract.model_dump_json(), "updated_at": to_text(now),
             }, pk="connection_point_id")
@@ -263,8 +176,15 @@ class DsoStore:
 
     def check_households(self, connection_point_ids: Sequence[str], *, field: str = "connection_point_ids") -> None:
         """Raise UnknownHousehold for the first id that names no household (``field[index]`` in the error)."""
-        for index, connection_point_id in enumerate(connection_point_ids):
-            if not self._rows("SELECT 1 FROM households WHERE connection_point_id = ?", [connection_point_id]):
+        known: set[str] = set()
+        ids = list(connection_point_ids)
+        for chunk in range(0, len(ids), 500):
+            part = ids[chunk:chunk + 500]
+            marks = ",".join("?" * len(part))
+            known.update(row["connection_point_id"] for row in self._rows(
+                f"SELECT connection_point_id FROM households WHERE connection_point_id IN ({marks})", part))
+        for index, connection_point_id in enumerate(ids):
+            if connection_point_id not in known:
                 raise UnknownHousehold(connection_point_id, field=f"{field}[{index}]")
 
     # ------------------------------------------------------------------------------------------------ VENs
@@ -281,19 +201,19 @@ class DsoStore:
         with self.transaction():
             if known:
                 ven_id = known[0]["ven_id"]
-                self.db.table("vens").update(ven_id, {
-                    "registration_id": known[0]["registration_id"] or self._new_id("reg"),
-                    "last_seen_at": to_text(now),
-                    "fingerprint": fingerprint or known[0]["fingerprint"],
-                })
+                self.db.execute("UPDATE vens SET registration_id = ?, last_seen_at = ?, fingerprint = ? "
+                                "WHERE ven_id = ?",
+                                [known[0]["registration_id"] or self._new_id("reg"), to_text(now),
+                                 fingerprint or known[0]["fingerprint"], ven_id])
             else:
                 ven_id = self._new_id("ven")
-                self.db.table("vens").insert({
+                self.db.insert("vens", {
                     "ven_id": ven_id, "ven_name": ven_name, "registration_id": self._new_id("reg"),
                     "connection_point_id": ven_name, "registered_at": to_text(now), "last_seen_at": to_text(now),
                     "fingerprint": fingerprint,
                 })
             self.db.execute("DELETE FROM deliveries WHERE ven_id = ?", [ven_id])
+            record_changes(self.db, VEN, [ven_name], origin=self.origin)
         ven = self.ven(ven_id)
         assert ven is not None
         return ven
@@ -310,13 +230,23 @@ class DsoStore:
         return [_ven(row) for row in self._rows("SELECT * FROM vens ORDER BY ven_name")]
 
     def touch_ven(self, ven_id: str, *, now: datetime) -> None:
-        self.db.execute("UPDATE vens SET last_seen_at = ? WHERE ven_id = ?", [to_text(now), ven_id])
+        self.touch_vens({ven_id: now})
+
+    def touch_vens(self, last_seen: Mapping[str, datetime]) -> None:
+        """Record when VENs were last heard from (one transaction); never moves a VEN's time backwards, so
+        workers flushing what they saw in any order leave the latest."""
+        rows = [(to_text(moment), ven_id, to_text(moment)) for ven_id, moment in last_seen.items()]
+        if rows:
+            self.db.executemany("UPDATE vens SET last_seen_at = ? WHERE ven_id = ? AND "
+                                "(last_seen_at IS NULL OR last_seen_at < ?)", rows)
 
     def cancel_registration(self, ven_id: str) -> Ven:
         """The VEN left (oadrCancelPartyRegistration): it must register again before it is served."""
-        if self.ven(ven_id) is None:
+        known = self.ven(ven_id)
+        if known is None:
             raise UnknownVen(ven_id)
         with self.transaction():
+            record_changes(self.db, VEN, [known.connection_point_id], origin=self.origin)
             self.db.execute("UPDATE vens SET registration_id = NULL WHERE ven_id = ?", [ven_id])
             self.db.execute("DELETE FROM deliveries WHERE ven_id = ?", [ven_id])
             self.db.execute("DELETE FROM report_requests WHERE ven_id = ?", [ven_id])
@@ -333,27 +263,29 @@ class DsoStore:
         self.check_households(list(payloads))
         self._check_room(list(payloads), now)
         publication_id = self._new_id("pub")
-        event_ids = []
+        at = to_text(now)
+        signals = tuple(
+            Signal(event_id=self._new_id("ev"), connection_point_id=connection_point_id, payload=payload,
+                   modification_number=0, created_at=from_text(at), modified_at=from_text(at), cancelled=False,
+                   publication_id=publication_id)
+            for connection_point_id, payload in payloads.items())
         with self.transaction():
-            for connection_point_id, payload in payloads.items():
-                event_id = self._new_id("ev")
-                self.db.table("signals").insert({
-                    "event_id": event_id, "connection_point_id": connection_point_id,
-                    "kind": kind_of(payload).value, "payload": payload.model_dump_json(), "modification_number": 0,
-                    "created_at": to_text(now), "modified_at": to_text(now), "cancelled": 0,
-                    "publication_id": publication_id, "start_at": to_text(payload.start),
-                    "end_at": to_text(payload.end),
-                })
-                event_ids.append(event_id)
-        return Publication(publication_id, tuple(self.signal(event_id) for event_id in event_ids))
+            self.db.insert("signals", [{
+                "event_id": signal.event_id, "connection_point_id": signal.connection_point_id,
+                "kind": signal.kind.value, "payload": signal.payload.model_dump_json(), "modification_number": 0,
+                "created_at": at, "modified_at": at, "cancelled": 0, "publication_id": publication_id,
+                "start_at": to_text(signal.start), "end_at": to_text(signal.end),
+            } for signal in signals])
+            record_changes(self.db, SIGNALS, payloads, origin=self.origin)
+        return Publication(publication_id, signals)
 
     def _check_room(self, connection_point_ids: Sequence[str], now: datetime) -> None:
         """PROFILE.md §1.5: a VEN holds at most MAX_EVENTS_PER_VEN open events (not cancelled, not ended)."""
         marks = ", ".join("?" for _ in connection_point_ids)
-        rows = self._rows(f"SELECT connection_point_id, COUNT(*) AS open FROM signals WHERE cancelled = 0 AND "
+        rows = self._rows(f"SELECT connection_point_id, COUNT(*) AS open_count FROM signals WHERE cancelled = 0 AND "
                           f"end_at > ? AND connection_point_id IN ({marks}) GROUP BY connection_point_id",
                           [to_text(now), *connection_point_ids])
-        full = sorted(row["connection_point_id"] for row in rows if row["open"] >= MAX_EVENTS_PER_VEN)
+        full = sorted(row["connection_point_id"] for row in rows if row["open_count"] >= MAX_EVENTS_PER_VEN)
         if full:
             raise Conflict(f"{', '.join(full)} already hold{'s' if len(full) == 1 else ''} {MAX_EVENTS_PER_VEN} open "
                            "signals, the most a VEN holds (PROFILE §1.5); cancel or modify one instead.",
@@ -399,27 +331,64 @@ class DsoStore:
 
     def modify_signal(self, event_id: str, payload: SignalPayload, *, now: datetime) -> Signal:
         """Replace what the event says; modificationNumber + 1. The same payload again changes nothing."""
-        signal = self.signal(event_id)
-        check_move(signal, SignalAction.MODIFY, now)
-        if signal.kind is not kind_of(payload):
-            raise WrongSignalKind(event_id, signal.kind.value, kind_of(payload).value)
-        if payload == signal.payload:
-            return signal
-        with self.transaction():
-            self.db.table("signals").update(event_id, {
-                "payload": payload.model_dump_json(), "modification_number": signal.modification_number + 1,
-                "modified_at": to_text(now), "start_at": to_text(payload.start), "end_at": to_text(payload.end),
-            })
-        return self.signal(event_id)
+        return self.modify_signals({event_id: payload}, now=now)[event_id]
+
+    def modify_signals(self, payloads: Mapping[str, SignalPayload], *, now: datetime,
+                       current: Mapping[str, Signal] | None = None) -> dict[str, Signal]:
+        """``modify_signal`` for many events in one transaction and a few statements (the planner's run over
+        every household). ``current``: the events as the caller just read them (saves reading them again).
+        All or nothing: the first event that may not change raises and nothing is modified."""
+        known = dict(current or {})
+        missing = [event_id for event_id in payloads if event_id not in known]
+        if missing:
+            known.update(self.signals_by_id(missing))
+        out: dict[str, Signal] = {}
+        rows = []
+        at = to_text(now)
+        for event_id, payload in payloads.items():
+            signal = known.get(event_id)
+            if signal is None:
+                raise UnknownEvent(event_id)
+            check_move(signal, SignalAction.MODIFY, now)
+            if signal.kind is not kind_of(payload):
+                raise WrongSignalKind(event_id, signal.kind.value, kind_of(payload).value)
+            if payload == signal.payload:
+                out[event_id] = signal
+                continue
+            out[event_id] = replace(signal, payload=payload, modification_number=signal.modification_number + 1,
+                                    modified_at=from_text(at))
+            rows.append((payload.model_dump_json(), signal.modification_number + 1, at, to_text(payload.start),
+                         to_text(payload.end), event_id, signal.modification_number))
+        if rows:
+            with self.transaction():
+                # The modification number in the WHERE clause: a concurrent change by another writer makes the
+                # update miss, and the whole transaction is refused instead of overwriting it.
+                changed = self.db.executemany(
+                    "UPDATE signals SET payload = ?, modification_number = ?, modified_at = ?, start_at = ?, "
+                    "end_at = ? WHERE event_id = ? AND modification_number = ?", rows)
+                if changed != len(rows):
+                    raise Conflict("An event changed while it was being modified; try again.", field="event_id")
+                record_changes(self.db, SIGNALS, [out[row[5]].connection_point_id for row in rows],
+                               origin=self.origin)
+        return out
+
+    def signals_by_id(self, event_ids: Sequence[str]) -> dict[str, Signal]:
+        """The events with these ids (unknown ids are left out)."""
+        out: dict[str, Signal] = {}
+        ids = list(event_ids)
+        for chunk in range(0, len(ids), 500):
+            part = ids[chunk:chunk + 500]
+            marks = ",".join("?" * len(part))
+            for row in self._rows(f"SELECT * FROM signals WHERE event_id IN ({marks})", part):
+                signal = _signal(row)
+                out[signal.event_id] = signal
+        return out
 
     def cancel_signal(self, event_id: str, *, now: datetime) -> Signal:
         """Cancel the event; modificationNumber + 1. A cancelled event is never modified again."""
         signal = self.signal(event_id)
         check_move(signal, SignalAction.CANCEL, now)
-        with self.transaction():
-            self.db.table("signals").update(event_id, {
-                "cancelled": 1, "modification_number": signal.modification_number + 1, "modified_at": to_text(now),
-            })
+        self._cancel_signals([signal], now=now)
         return self.signal(event_id)
 
     def modify_publication(
@@ -427,29 +396,46 @@ class DsoStore:
     ) -> tuple[Publication, list[IllegalSignalChange]]:
         """Modify every open event of a publication (one transaction). Cancelled or ended events are skipped and
         returned with the reason; when no event can be modified, the first reason is raised."""
-        return self._change_publication(publication_id, now, lambda event_id: self.modify_signal(
-            event_id, payload, now=now))
+        publication, open_ids, skipped = self._open_events(publication_id, SignalAction.MODIFY, now)
+        self.modify_signals(dict.fromkeys(open_ids, payload), now=now,
+                            current={s.event_id: s for s in publication.signals})
+        return self.publication(publication_id), skipped
 
     def cancel_publication(
         self, publication_id: str, *, now: datetime
     ) -> tuple[Publication, list[IllegalSignalChange]]:
         """Cancel every open event of a publication (one transaction); see ``modify_publication``."""
-        return self._change_publication(publication_id, now, lambda event_id: self.cancel_signal(event_id, now=now))
-
-    def _change_publication(
-        self, publication_id: str, now: datetime, change: Callable[[str], Signal]
-    ) -> tuple[Publication, list[IllegalSignalChange]]:
-        publication = self.publication(publication_id)
-        skipped: list[IllegalSignalChange] = []
-        with self.transaction():
-            for signal in publication.signals:
-                try:
-                    change(signal.event_id)
-                except IllegalSignalChange as error:
-                    skipped.append(error)
-            if len(skipped) == len(publication.signals):
-                raise skipped[0]
+        publication, open_ids, skipped = self._open_events(publication_id, SignalAction.CANCEL, now)
+        self._cancel_signals([s for s in publication.signals if s.event_id in set(open_ids)], now=now)
         return self.publication(publication_id), skipped
+
+    def _open_events(self, publication_id: str, action: SignalAction, now: datetime
+                     ) -> tuple[Publication, list[str], list[IllegalSignalChange]]:
+        """The publication, the ids of its events ``action`` may change, and why it may not change the others
+        (raised, the first reason, when it may change none)."""
+        publication = self.publication(publication_id)
+        open_ids: list[str] = []
+        skipped: list[IllegalSignalChange] = []
+        for signal in publication.signals:
+            try:
+                check_move(signal, action, now)
+            except IllegalSignalChange as error:
+                skipped.append(error)
+            else:
+                open_ids.append(signal.event_id)
+        if not open_ids:
+            raise skipped[0]
+        return publication, open_ids, skipped
+
+    def _cancel_signals(self, signals: Sequence[Signal], *, now: datetime) -> None:
+        rows = [(signal.modification_number + 1, to_text(now), signal.event_id, signal.modification_number)
+                for signal in signals]
+        with self.transaction():
+            changed = self.db.executemany("UPDATE signals SET cancelled = 1, modification_number = ?, modified_at = ? "
+                                          "WHERE event_id = ? AND modification_number = ?", rows)
+            if changed != len(rows):
+                raise Conflict("An event changed while it was being cancelled; try again.", field="event_id")
+            record_changes(self.db, SIGNALS, [signal.connection_point_id for signal in signals], origin=self.origin)
 
     # ------------------------------------------------------------------------------------------ deliveries
 
@@ -458,17 +444,28 @@ class DsoStore:
         rows = self._rows("SELECT delivered FROM deliveries WHERE ven_id = ?", [ven_id])
         if not rows:
             return None
-        return frozenset((str(e), int(m), str(s)) for e, m, s in json.loads(rows[0]["delivered"]))
+        return _keys(rows[0]["delivered"])
 
-    def record_delivery(self, ven_id: str, keys: frozenset[DeliveryKey], *, now: datetime) -> None:
-        self.db.table("deliveries").upsert(
-            {"ven_id": ven_id, "delivered": json.dumps(sorted(keys)), "delivered_at": to_text(now)}, pk="ven_id")
+    def record_delivery(self, ven_id: str, keys: frozenset[DeliveryKey], *, now: datetime,
+                        connection_point_id: str | None = None) -> None:
+        """What the VEN was sent (or, when the set only shrank, now knows). ``connection_point_id`` saves a read
+        when the caller knows it."""
+        if connection_point_id is None:
+            ven = self.ven(ven_id)
+            if ven is None:
+                raise UnknownVen(ven_id)
+            connection_point_id = ven.connection_point_id
+        with self.transaction():
+            self.db.upsert("deliveries", {"ven_id": ven_id, "delivered": json.dumps(sorted(keys)),
+                                          "delivered_at": to_text(now)}, pk="ven_id")
+            record_changes(self.db, DELIVERY, [connection_point_id], origin=self.origin)
 
     # ------------------------------------------------------------------------------------------- responses
 
     def record_responses(self, ven_id: str, responses: Iterable[EventResponse], *, now: datetime) -> list[str]:
         """Store the VEN's eventResponses as received (one transaction). Returns the event ids it ignored
         because they name no event of this VEN's household."""
+        responses = list(responses)
         ven = self.ven(ven_id)
         if ven is None:
             raise UnknownVen(ven_id)
@@ -480,12 +477,14 @@ class DsoStore:
                 if not rows:
                     ignored.append(response.event_id)
                     continue
-                self.db.table("responses").insert({
+                self.db.insert("responses", {
                     "ven_id": ven_id, "event_id": response.event_id,
                     "modification_number": response.modification_number, "opt_type": response.opt_type,
                     "response_code": response.response_code, "response_description": response.response_description,
                     "received_at": to_text(now),
                 })
+            if len(ignored) < len(responses):
+                record_changes(self.db, ACK, [ven.connection_point_id], origin=self.origin)
         return ignored
 
     def responses(self, *, event_id: str | None = None, connection_point_id: str | None = None
@@ -503,6 +502,41 @@ class DsoStore:
             )
             for row in self._rows(sql, params)
         ]
+
+    def ven_views(self, ven_ids: Sequence[str], *, now: datetime) -> dict[str, VenView]:
+        """What the VTN needs to answer each of these VENs (unknown ids are left out), in a few statements for
+        any number of VENs: the VTN reloads every VEN whose household changed at once."""
+        out: dict[str, VenView] = {}
+        ids = list(dict.fromkeys(ven_ids))
+        for first in range(0, len(ids), 500):
+            part = ids[first:first + 500]
+            marks = ",".join("?" * len(part))
+            vens = {row["ven_id"]: _ven(row) for row in self._rows(f"SELECT * FROM vens WHERE ven_id IN ({marks})",
+                                                                     part)}
+            if not vens:
+                continue
+            households = {ven.connection_point_id: ven.ven_id for ven in vens.values()}
+            cp_marks = ",".join("?" * len(households))
+            signals: dict[str, list[SignalHead]] = {ven_id: [] for ven_id in vens}
+            for row in self._rows(
+                    "SELECT event_id, connection_point_id, modification_number, cancelled, start_at, end_at FROM "
+                    f"signals WHERE connection_point_id IN ({cp_marks}) AND end_at > ? "
+                    "ORDER BY start_at, created_at, rowid", [*households, to_text(now)]):
+                signals[households[row["connection_point_id"]]].append(SignalHead(
+                    row["event_id"], row["connection_point_id"], int(row["modification_number"]),
+                    bool(row["cancelled"]), from_text(row["start_at"]), from_text(row["end_at"])))
+            acknowledged: dict[str, set[tuple[str, int]]] = {ven_id: set() for ven_id in vens}
+            for row in self._rows(
+                    f"SELECT DISTINCT r.ven_id, r.event_id, r.modification_number FROM responses r JOIN signals s "
+                    f"ON s.event_id = r.event_id WHERE r.ven_id IN ({marks}) AND s.end_at > ? "
+                    "AND r.modification_number IS NOT NULL", [*part, to_text(now)]):
+                acknowledged[row["ven_id"]].add((row["event_id"], int(row["modification_number"])))
+            delivered = {row["ven_id"]: _keys(row["delivered"]) for row in self._rows(
+                f"SELECT ven_id, delivered FROM deliveries WHERE ven_id IN ({marks})", part)}
+            for ven_id, ven in vens.items():
+                out[ven_id] = VenView(ven, tuple(signals[ven_id]), frozenset(acknowledged[ven_id]),
+                                      delivered.get(ven_id))
+        return out
 
     def acknowledged(self, ven_id: str) -> set[tuple[str, int]]:
         """(event id, modification number) pairs this VEN answered."""
@@ -522,12 +556,12 @@ class DsoStore:
             self.db.execute("DELETE FROM report_offers WHERE ven_id = ?", [ven_id])
             self.db.execute("DELETE FROM report_requests WHERE ven_id = ?", [ven_id])
             for specifier_id, report_name, r_ids in offered:
-                self.db.table("report_offers").upsert({
+                self.db.upsert("report_offers", {
                     "ven_id": ven_id, "report_specifier_id": specifier_id, "report_name": report_name,
                     "r_ids": json.dumps(r_ids), "offered_at": to_text(now),
                 }, pk=("ven_id", "report_specifier_id"))
             for request_id, specifier_id in requests:
-                self.db.table("report_requests").insert({
+                self.db.insert("report_requests", {
                     "report_request_id": request_id, "ven_id": ven_id, "report_specifier_id": specifier_id,
                     "requested_at": to_text(now),
                 })
@@ -542,26 +576,44 @@ class DsoStore:
         return {row["report_specifier_id"]: json.loads(row["r_ids"]) for row in rows}
 
     def store_reports(
-        self, connection_point_id: str, reports: Iterable[Telemetry | Plan | ComfortStatus], *, now: datetime
+        self, connection_point_id: str,
+        reports: Iterable[Telemetry | Plan | ComfortStatus | CapacityNeed | PerformanceReport], *, now: datetime
     ) -> None:
-        """Telemetry (upserted per interval), plans and comfort statuses of one household, in one transaction."""
+        """Telemetry (upserted per interval), plans, comfort statuses, capacity needs and performance reports (one per
+        local day: a later one replaces it) of one household, in one transaction."""
         self.household(connection_point_id)
         received = to_text(now)
         with self.transaction():
             for report in reports:
                 if isinstance(report, Telemetry):
-                    self.db.table("telemetry").upsert_all([
+                    self.db.upsert("telemetry", [
                         {"connection_point_id": connection_point_id, "interval_start": to_text(interval.start),
                          "import_kw": interval.import_kw, "export_kw": interval.export_kw, "received_at": received}
                         for interval in report.intervals
                     ], pk=("connection_point_id", "interval_start"))
+                elif isinstance(report, CapacityNeed):
+                    self.db.execute(
+                        "INSERT INTO capacity_needs (connection_point_id, created_at, start_at, end_at, need, "
+                        "received_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (connection_point_id, created_at, "
+                        "start_at) DO UPDATE SET end_at = excluded.end_at, need = excluded.need, received_at = "
+                        "excluded.received_at",
+                        [connection_point_id, to_text(report.created_at), to_text(report.start), to_text(report.end),
+                         report.model_dump_json(), received])
+                elif isinstance(report, PerformanceReport):
+                    self.db.execute(
+                        "INSERT INTO performance_reports (connection_point_id, day_start, day_end, report, created_at, "
+                        "received_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (connection_point_id, day_start) DO "
+                        "UPDATE SET day_end = excluded.day_end, report = excluded.report, created_at = "
+                        "excluded.created_at, received_at = excluded.received_at",
+                        [connection_point_id, to_text(report.start), to_text(report.end), report.model_dump_json(),
+                         to_text(report.created_at), received])
                 elif isinstance(report, Plan):
-                    self.db.table("plans").upsert({
+                    self.db.upsert("plans", {
                         "connection_point_id": connection_point_id, "created_at": to_text(report.created_at),
                         "plan": report.model_dump_json(), "received_at": received,
                     }, pk=("connection_point_id", "created_at"))
                 else:
-                    self.db.table("comfort").upsert({
+                    self.db.upsert("comfort", {
                         "connection_point_id": connection_point_id, "measured_at": to_text(report.measured_at),
                         "status": report.model_dump_json(), "received_at": received,
                     }, pk=("connection_point_id", "measured_at"))
@@ -606,6 +658,10 @@ class DsoStore:
 
 
 # ------------------------------------------------------------------------------------------------ row codecs
+
+
+def _keys(text: str) -> frozenset[DeliveryKey]:
+    return frozenset((str(e), int(m), str(s)) for e, m, s in json.loads(text))
 
 
 def _household(row: Mapping[str, Any]) -> Household:

@@ -42,8 +42,10 @@ from hems_client.control.failsafe import (
     failsafe_limit,
 )
 from hems_client.control.guard import guard_setpoints, interval_budget_kw
+from hems_client.control.need_planner import NeedWindow
 from hems_client.control.optimiser_planner import OptimiserPlanner
 from hems_client.control.over_limit import IntervalLog, attribute
+from hems_client.control.performance_reporting import PerformanceReporting
 from hems_client.control.planning import ControlDecision, HouseholdState, Planner
 from hems_client.control.rule_planner import RulePlanner
 from hems_client.control.signal_book import DEFAULT_PRICES, SignalBook
@@ -55,6 +57,7 @@ from hems_client.store import HemsStore
 from protocol.clock import Clock, sleep_until
 from protocol.contract import HouseholdContract
 from protocol.effective import EffectiveLimit, binding_limits_kw
+from protocol.performance import CapacityNeed, PerformanceReport
 from protocol.reports import MAX_REPORT_INTERVALS, ComfortStatus, Plan, PlanInterval, Telemetry, TelemetryInterval
 from protocol.signals import TariffInterval
 from protocol.timebase import INTERVAL, INTERVAL_S, floor_to_interval
@@ -84,6 +87,10 @@ class Reporter(Protocol):
     async def send_plan(self, plan: Plan) -> bool: ...
 
     async def send_comfort(self, status: ComfortStatus) -> bool: ...
+
+    async def send_need(self, need: CapacityNeed) -> bool: ...
+
+    async def send_performance(self, report: PerformanceReport) -> bool: ...
 
 
 class ContactSource(Protocol):
@@ -140,11 +147,14 @@ class Controller:
         store: HemsStore | None = None,
         kpi: KpiTracker | None = None,
         settings: ControllerSettings = DEFAULT_SETTINGS,
+        performance: PerformanceReporting | None = None,
     ) -> None:
         """``signal_book``: the book the transport fills; None resumes the store's (or starts empty).
         ``link``: where contact with the VTN is seen (the VEN; may be set after construction); without one
         the failsafe never moves. ``settings``: how the loop runs (validated when made; its
-        ``failsafe_after_s`` None disables the failsafe, and must exceed the VEN's poll period in clock time)."""
+        ``failsafe_after_s`` None disables the failsafe, and must exceed the VEN's poll period in clock time).
+        ``performance``: needs and daily verdicts of a performance contract (made from the contract when it has
+        performance terms and none is given)."""
         if not isinstance(settings, ControllerSettings):
             raise TypeError(f"settings must be ControllerSettings, not {type(settings).__name__}")
         self.settings = settings
@@ -164,6 +174,10 @@ class Controller:
         self.reporter = reporter
         self.link = link
         self.kpi = kpi if kpi is not None else KpiTracker(timezone=contract.comfort.timezone)
+        if performance is None and contract.performance is not None:
+            performance = PerformanceReporting(contract, store=store)
+        self.performance = performance
+        """Capacity needs and daily verdicts (PROFILE §9.5, §9.6); None without a performance contract."""
         self.substep_s = settings.substep_s
         self.horizon_intervals = settings.horizon_intervals
         self.default_prices = settings.default_prices
@@ -209,6 +223,10 @@ class Controller:
         """Per open interval, what the over-limit attribution (``control.over_limit``) needs."""
         self._base_load_excess_kwh: deque[float] = deque(maxlen=ATTRIBUTION_LOOKBACK_INTERVALS)
         """Base load above its forecast in each of the last closed intervals, kWh."""
+        self._plugged: set[datetime] = set()
+        """Open intervals in which the EV was plugged in at some sub-step (for the performance verdict)."""
+        self._failsafe_intervals: set[datetime] = set()
+        """Open intervals in which the failsafe limit applied at some sub-step."""
 
         self.failsafe: Failsafe | None = None
         """The failsafe state machine (None when disabled)."""
@@ -231,11 +249,12 @@ class Controller:
         """The limit the guard applies at ``moment``: signal-based, or the contract's failsafe limit."""
         return self._in_force(moment)[0]
 
-    def horizon_limits(self, start: datetime) -> list[EffectiveLimit]:
-        """The limits the planner gets for the horizon from ``start``. In failsafe without contact the failsafe
-        limit covers the whole horizon (when contact returns is unknown); with contact back, until the hold
-        ends (the release is certain by then)."""
-        limits = self.signal_book.effective_limits(self.contract, start=start, count=self.horizon_intervals)
+    def horizon_limits(self, start: datetime, count: int | None = None) -> list[EffectiveLimit]:
+        """The limits the planner gets for the horizon (or ``count`` intervals) from ``start``. In failsafe
+        without contact the failsafe limit covers the whole horizon (when contact returns is unknown); with
+        contact back, until the hold ends (the release is certain by then)."""
+        count = self.horizon_intervals if count is None else count
+        limits = self.signal_book.effective_limits(self.contract, start=start, count=count)
         failsafe = self.failsafe
         if failsafe is None or not failsafe.state.failsafe_limits:
             return limits
@@ -260,6 +279,7 @@ class Controller:
                     self.failsafe.watch_from = self._last_step_at  # silence counts from the start of the loop
                 self._update_failsafe(self._last_step_at)
                 self._replan(self._last_step_at)
+                self._report_performance(self._last_step_at)
             while until is None or self._last_step_at < until:
                 previous = self._last_step_at
                 target = min(previous + timedelta(seconds=self.substep_s), floor_to_interval(previous) + INTERVAL)
@@ -278,6 +298,7 @@ class Controller:
                 if floor_to_interval(now) > floor_to_interval(previous):
                     self._close_intervals(now)
                     self._replan(now)
+                    self._report_performance(now)
                 elif failsafe_moved or self._signals_dirty or self.signal_book.version != self._seen_version:
                     self._replan(now)
             await self.flush()  # reached ``until``: deliver the last interval's reports
@@ -470,12 +491,19 @@ class Controller:
             self._meter.add(moment, step_end, import_kw=result.import_kw, export_kw=result.export_kw)
             if self.failsafe_state.failsafe_limits:
                 self.kpi.record_failsafe(at=moment, dt_s=dt_s)
+                self._failsafe_intervals.add(floor_to_interval(moment))
             if household.indoor_temp_c is not None:
                 self.kpi.record_comfort(at=moment, dt_s=dt_s, indoor_temp_c=household.indoor_temp_c,
                                         comfort_min_c=comfort.comfort_min_c, comfort_max_c=comfort.comfort_max_c)
+            if self.performance is not None:
+                self.performance.record_step(at=moment, dt_s=dt_s, indoor_temp_c=household.indoor_temp_c)
+                if household.ev is not None and household.ev.plugged_in:
+                    self._plugged.add(floor_to_interval(moment))
             for departure in result.departures:
                 self.kpi.record_departure(at=departure.at, range_km=departure.range_km,
                                           required_range_km=comfort.ev_required_range_km)
+                if self.performance is not None:
+                    self.performance.record_departure(at=departure.at, range_km=departure.range_km)
             moment = step_end
 
     def guard_margin(self) -> float:
@@ -538,6 +566,14 @@ class Controller:
                 import_limit_kw=import_limit_kw, import_price_eur_per_kwh=price.import_price_eur_per_kwh,
                 export_price_eur_per_kwh=price.export_price_eur_per_kwh, over_reason=reason, over_detail=detail,
             )
+            if self.performance is not None:
+                self.performance.interval_closed(
+                    start=interval.start, failsafe=interval.start in self._failsafe_intervals,
+                    dso_limit_kw=self.signal_book.effective_limits(self.contract, start=interval.start,
+                                                                   count=1)[0].import_limit_kw,
+                    plugged=interval.start in self._plugged)
+            self._plugged.discard(interval.start)
+            self._failsafe_intervals.discard(interval.start)
         if not closed:
             return
         self.telemetry = (self.telemetry + closed)[-self.history_intervals:]
@@ -550,9 +586,43 @@ class Controller:
         if status is not None:
             self._enqueue(lambda: self._send(lambda reporter: reporter.send_comfort(status)))
 
+    def _report_performance(self, now: datetime) -> None:
+        """Under a performance contract: the needs that are due and the daily verdicts that are ready."""
+        reporting = self.performance
+        if reporting is None or self.reporter is None:
+            return
+        try:
+            made = reporting.make_needs(
+                now, state=lambda: self.household.state(now, reporting.horizon_intervals),
+                limits=lambda start, count: self.horizon_limits(start, count),
+                tariff=lambda start, count: self.signal_book.tariff(start=start, count=count,
+                                                                    default=self.default_prices))
+        except Exception:  # the household's control loop goes on; the need is tried again next interval
+            logger.exception("%s: capacity needs failed at %s", self.contract.connection_point_id, now)
+            made = []
+        for window, need in made:
+            async def send_need(window: NeedWindow = window, need: CapacityNeed = need) -> bool:
+                delivered = False
+                try:
+                    delivered = await self._send(lambda reporter: reporter.send_need(need))
+                finally:
+                    reporting.need_delivered(window, need, delivered)
+                return delivered
+            self._enqueue(send_need)
+        for report in reporting.reports_due(now):
+            async def send_report(report: PerformanceReport = report) -> bool:
+                delivered = False
+                try:
+                    delivered = await self._send(lambda reporter: reporter.send_performance(report))
+                finally:
+                    reporting.report_delivered(report, delivered)
+                return delivered
+            self._enqueue(send_report)
+
     def comfort_status(self, now: datetime) -> ComfortStatus | None:
-        """The household against its comfort terms now (None without a heat pump to measure indoors)."""
-        if self.household.indoor_temp_c is None:
+        """The household against its comfort terms now: raw readings, so only under the household's consent
+        (``raw_data_consent``, PROFILE §14), and only with a heat pump to measure indoors."""
+        if not self.contract.raw_data_consent or self.household.indoor_temp_c is None:
             return None
         comfort = self.contract.comfort
         ev = self.household.ev

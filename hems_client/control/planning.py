@@ -68,6 +68,12 @@ class EvState:
     kwh_per_km: float
     departure: datetime | None
     """When the car leaves next (None when it is not plugged in)."""
+    expected_arrival: datetime | None = None
+    """While the car is away: when it is expected home (the household's habit, as a HEMS learns it)."""
+    expected_arrival_soc_kwh: float | None = None
+    """While the car is away: the energy it is expected to come home with."""
+    departure_after_arrival: datetime | None = None
+    """While the car is away: when it is expected to leave after that arrival."""
 
 
 @dataclass(frozen=True)

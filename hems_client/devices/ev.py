@@ -109,6 +109,16 @@ class ElectricVehicle:
         self._advance(now)
         return self._next_change if self.plugged_in else None
 
+    def next_arrival(self, now: datetime) -> datetime | None:
+        """When the car comes home next by its schedule, if it is away now."""
+        self._advance(now)
+        return None if self.plugged_in else self._next_change
+
+    @property
+    def expected_trip_kwh(self) -> float:
+        """The energy a day's drive takes on average (what a HEMS learns from the car's past arrivals)."""
+        return self.daily_km_mean * self.kwh_per_km
+
     def power_range_kw(self, conditions: Conditions, dt_s: float) -> tuple[float, float]:
         self._advance(conditions.now)
         if not self.plugged_in:

@@ -17,7 +17,7 @@ from hems_client.control.planning import BatteryState, EvState, Forecast, HeatPu
 from hems_client.devices.base import Device
 from hems_client.devices.base_load import BaseLoad
 from hems_client.devices.battery import HomeBattery
-from hems_client.devices.ev import ElectricVehicle, EvDeparture
+from hems_client.devices.ev import ElectricVehicle, EvDeparture, next_local_time
 from hems_client.devices.heat_pump import HeatPump
 from hems_client.devices.pv import PvSystem
 from hems_client.devices.weather import Weather
@@ -117,9 +117,15 @@ class Household:
         if self.ev is not None:
             car = self.ev
             departure = car.next_departure(now)
+            arrival = car.next_arrival(now)
             ev = EvState(name=car.name, plugged_in=bool(car.plugged_in), soc_kwh=car.soc_kwh,
                          capacity_kwh=car.capacity_kwh, charger_kw=car.charger_kw,
-                         charge_efficiency=car.charge_efficiency, kwh_per_km=car.kwh_per_km, departure=departure)
+                         charge_efficiency=car.charge_efficiency, kwh_per_km=car.kwh_per_km, departure=departure,
+                         expected_arrival=arrival,
+                         expected_arrival_soc_kwh=None if arrival is None
+                         else max(0.0, car.soc_kwh - car.expected_trip_kwh),
+                         departure_after_arrival=None if arrival is None
+                         else next_local_time(arrival, car.departure_local, car.timezone))
         return HouseholdState(now=now, forecast=self.forecast(now, count),
                               pv_name=None if self.pv is None else self.pv.name,
                               heat_pump=heat_pump, battery=battery, ev=ev)

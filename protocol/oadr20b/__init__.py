@@ -19,16 +19,25 @@ from protocol.oadr20b.names import (
     PROGRAM_CAPACITY_NON_FIRM,
     PROGRAM_TOU_TARIFF,
 )
+from protocol.oadr20b.performance import (
+    decode_need_report,
+    decode_performance_report,
+    encode_need_report,
+    encode_performance_report,
+)
 from protocol.oadr20b.reports import (
+    DEFAULT_OFFER,
     decode_report,
     encode_comfort_report,
     encode_plan_report,
     encode_telemetry_report,
     hems_report_metadata,
+    offered_specifiers,
     report_requests_for,
 )
 
 __all__ = [
+    "DEFAULT_OFFER",
     "PROGRAM_CAPACITY_FIRM",
     "PROGRAM_CAPACITY_NON_FIRM",
     "PROGRAM_TOU_TARIFF",
@@ -37,13 +46,18 @@ __all__ = [
     "EventMeta",
     "EventStatus",
     "decode_event",
+    "decode_need_report",
+    "decode_performance_report",
     "decode_report",
     "encode_comfort_report",
     "encode_event",
+    "encode_need_report",
+    "encode_performance_report",
     "encode_plan_report",
     "encode_telemetry_report",
     "event_status_at",
     "hems_report_metadata",
+    "offered_specifiers",
     "read_event",
     "report_requests_for",
 ]

@@ -67,3 +67,24 @@ RID_COMFORT_MIN_C = "comfort_min_c"
 RID_COMFORT_MAX_C = "comfort_max_c"
 RID_EV_RANGE_KM = "ev_range_km"
 RID_EV_REQUIRED_RANGE_KM = "ev_required_range_km"
+
+# Reports of a performance contract (PROFILE §9.5, §9.6).
+REPORT_NEED = "x-CAPACITY_NEED"
+REPORT_PERFORMANCE = "x-PERFORMANCE"
+SPECIFIER_NEED = "HEMS_NEED"
+SPECIFIER_PERFORMANCE = "HEMS_PERFORMANCE"
+RID_NEED_IMPORT_KW = "need_import_kw"
+# x-PERFORMANCE: day values (dtstart = the day's start, duration = the day) ...
+RID_DEGREE_HOURS = "degree_hours_outside_band"
+RID_EV_SHORTFALL_KM = "ev_shortfall_km"
+RID_EV_LIMIT_BELOW_NEED = "ev_limit_below_need"
+RID_EV_RANGE_AT_DEPARTURE_KM = "ev_range_at_departure_km"
+"""Only under the household's consent (raw_data_consent)."""
+# ... and one entry per interval in which comfort was lost (PT15M).
+RID_COMFORT_LOST_KH = "comfort_lost_kh"
+RID_LIMIT_KW = "limit_kw"
+RID_NEED_KW = "need_kw"
+RID_FAILSAFE = "failsafe"
+
+RAW_COMFORT_RIDS = (RID_INDOOR_TEMPERATURE_C, RID_EV_RANGE_KM, RID_EV_RANGE_AT_DEPARTURE_KM)
+"""rIDs that carry raw comfort readings: a HEMS sends them only under the household's consent (PROFILE §14)."""

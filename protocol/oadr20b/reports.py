@@ -1,4 +1,6 @@
-"""Telemetry, plan and comfort status as OpenADR 2.0b reports (oadrReport dicts as openleadr shapes them)."""
+"""Telemetry, plan and comfort status as OpenADR 2.0b reports (oadrReport dicts as openleadr shapes them); which
+reports a HEMS offers (by its contract) and how a VTN requests them. The capacity need and the performance verdict
+have their codecs in ``protocol.oadr20b.performance``."""
 
 from __future__ import annotations
 
@@ -10,8 +12,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from protocol.contract import HouseholdContract
 from protocol.errors import OADR_SIGNAL_NOT_SUPPORTED, ProfileError
 from protocol.oadr20b import names
+from protocol.oadr20b.performance import decode_need_report, decode_performance_report
+from protocol.performance import CapacityNeed, PerformanceReport
 from protocol.reports import ComfortStatus, Plan, PlanInterval, Telemetry, TelemetryInterval
 from protocol.timebase import INTERVAL
 
@@ -33,6 +38,13 @@ _OFFERED: tuple[tuple[str, str, str, tuple[tuple[str, Mapping[str, Any]], ...]],
      ((names.RID_IMPORT_KW, names.ITEM_POWER_KW), (names.RID_EXPORT_KW, names.ITEM_POWER_KW))),
     (names.REPORT_PLAN, names.SPECIFIER_PLAN, names.READING_PROJECTED,
      ((names.RID_NET_IMPORT_KW, names.ITEM_POWER_KW),)),
+    (names.REPORT_NEED, names.SPECIFIER_NEED, names.READING_PROJECTED,
+     ((names.RID_NEED_IMPORT_KW, names.ITEM_POWER_KW),)),
+    (names.REPORT_PERFORMANCE, names.SPECIFIER_PERFORMANCE, names.READING_DIRECT,
+     ((names.RID_DEGREE_HOURS, _ITEM_CUSTOM), (names.RID_EV_SHORTFALL_KM, _ITEM_CUSTOM),
+      (names.RID_EV_LIMIT_BELOW_NEED, _ITEM_CUSTOM), (names.RID_COMFORT_LOST_KH, _ITEM_CUSTOM),
+      (names.RID_LIMIT_KW, names.ITEM_POWER_KW), (names.RID_NEED_KW, names.ITEM_POWER_KW),
+      (names.RID_FAILSAFE, _ITEM_CUSTOM))),
     (names.REPORT_COMFORT, names.SPECIFIER_COMFORT, names.READING_DIRECT,
      (*((rid, names.ITEM_TEMPERATURE_C) for rid in (names.RID_INDOOR_TEMPERATURE_C, names.RID_COMFORT_MIN_C,
                                                     names.RID_COMFORT_MAX_C)),
@@ -40,6 +52,22 @@ _OFFERED: tuple[tuple[str, str, str, tuple[tuple[str, Mapping[str, Any]], ...]],
 )
 """(report name, specifier, readingType, rIDs with their itemBase): PROFILE.md §9.1. Telemetry values are means
 over their interval; temperatures use 2.0b's temperature itemBase, the ranges a customUnit (2.0b has no distance)."""
+_CONSENTED_RIDS = {names.SPECIFIER_PERFORMANCE: (names.RID_EV_RANGE_AT_DEPARTURE_KM,)}
+"""rIDs offered under a specifier only with the household's consent."""
+
+DEFAULT_OFFER = (names.SPECIFIER_TELEMETRY, names.SPECIFIER_PLAN)
+"""What every HEMS offers: measured import and export, and its plan of net import."""
+
+
+def offered_specifiers(contract: HouseholdContract) -> tuple[str, ...]:
+    """The reports a HEMS offers under ``contract`` (PROFILE §9.1): telemetry and plan always; the capacity need
+    and the performance verdict under a performance contract; raw comfort readings only with consent."""
+    offer = list(DEFAULT_OFFER)
+    if contract.performance is not None:
+        offer += [names.SPECIFIER_NEED, names.SPECIFIER_PERFORMANCE]
+    if contract.raw_data_consent:
+        offer.append(names.SPECIFIER_COMFORT)
+    return tuple(offer)
 
 
 def metadata_name(report_name: str) -> str:
@@ -48,10 +76,20 @@ def metadata_name(report_name: str) -> str:
     return f"x-METADATA_{report_name[2:]}" if report_name.startswith("x-") else f"METADATA_{report_name}"
 
 
-def hems_report_metadata(*, resource_id: str, created_at: datetime) -> list[dict[str, Any]]:
-    """The reports a HEMS offers in oadrRegisterReport (METADATA_ reports)."""
+def hems_report_metadata(*, resource_id: str, created_at: datetime, specifiers: Iterable[str] = DEFAULT_OFFER,
+                         raw_data_consent: bool = False) -> list[dict[str, Any]]:
+    """The reports a HEMS offers in oadrRegisterReport (METADATA_ reports): those of ``specifiers`` (see
+    ``offered_specifiers``), with the rIDs of raw readings only under ``raw_data_consent``."""
+    wanted = set(specifiers)
+    unknown = wanted - {specifier for _, specifier, _, _ in _OFFERED}
+    if unknown:
+        raise ValueError(f"no report of this profile has reportSpecifierID {sorted(unknown)}")
     reports = []
-    for report_name, specifier, reading_type, rids in _OFFERED:
+    for report_name, specifier, reading_type, offered_rids in _OFFERED:
+        if specifier not in wanted:
+            continue
+        consented = _CONSENTED_RIDS.get(specifier, ()) if raw_data_consent else ()
+        rids = (*offered_rids, *((rid, _ITEM_CUSTOM) for rid in consented))
         descriptions = [
             {
                 "r_id": rid,
@@ -78,7 +116,8 @@ def hems_report_metadata(*, resource_id: str, created_at: datetime) -> list[dict
 
 def report_requests_for(offered: Iterable[Mapping[str, Any]], *, request_ids: Iterable[str]) -> list[dict[str, Any]]:
     """The VTN's oadrReportRequests for every profile report a VEN offered: each every 15 minutes."""
-    known = {specifier: rids for _, specifier, _, rids in _OFFERED}
+    known = {specifier: (*rids, *((rid, _ITEM_CUSTOM) for rid in _CONSENTED_RIDS.get(specifier, ())))
+             for _, specifier, _, rids in _OFFERED}
     ids = iter(request_ids)
     requests = []
     for report in offered:
@@ -170,9 +209,13 @@ def _need(row: Mapping[str, float], rid: str, start: datetime) -> float:
     return row[rid]
 
 
-def decode_report(report: Mapping[str, Any]) -> Telemetry | Plan | ComfortStatus:
+def decode_report(report: Mapping[str, Any]) -> Telemetry | Plan | ComfortStatus | CapacityNeed | PerformanceReport:
     """Turn a parsed oadrReport into a profile model, or raise ProfileError naming the field and the rule."""
     name = report.get("report_name")
+    if name == names.REPORT_NEED:
+        return decode_need_report(report)
+    if name == names.REPORT_PERFORMANCE:
+        return decode_performance_report(report)
     try:
         if name == names.REPORT_TELEMETRY:
             rows = _columns(report)

@@ -29,6 +29,11 @@ Modes (each breaks one rule of the profile):
 ``no_backoff``         registers again at once after a refusal (§2.11).
 ``rereg_after_cancel`` registers again after the VTN cancelled its registration (§2.12).
 ``trusts_any_vtn``     over TLS, does not verify the VTN's certificate (§12.3).
+``leaky``              sends the indoor temperature (x-COMFORT_STATUS) every interval without the household's
+                       consent (§14).
+
+Under a performance contract (the suite's) every mode but ``silent`` reports a capacity need after registering
+(2 kW for the rest of the local day and the next) and a performance report for each local day that ends.
 """
 
 from __future__ import annotations
@@ -41,29 +46,46 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 from openleadr.messaging import create_message, parse_message
 
-from protocol import INTERVAL, CapacityBandwidth, HouseholdContract, TouTariff, floor_to_interval
+from protocol import (
+    INTERVAL,
+    CapacityBandwidth,
+    CapacityNeed,
+    ComfortStatus,
+    HouseholdContract,
+    NeedInterval,
+    PerformanceReport,
+    TouTariff,
+    floor_to_interval,
+)
 from protocol.contract_file import read_contract_file
 from protocol.effective import effective_limits
 from protocol.errors import ProfileError
 from protocol.oadr20b import (
     Cancellation,
     decode_event,
+    encode_comfort_report,
+    encode_need_report,
+    encode_performance_report,
     encode_plan_report,
     encode_telemetry_report,
     hems_report_metadata,
+    offered_specifiers,
     read_event,
 )
-from protocol.oadr20b.names import SPECIFIER_PLAN, SPECIFIER_TELEMETRY
+from protocol.oadr20b.names import SPECIFIER_NEED, SPECIFIER_PERFORMANCE, SPECIFIER_PLAN, SPECIFIER_TELEMETRY
 from protocol.reports import Plan, PlanInterval, Telemetry, TelemetryInterval
+from protocol.timebase import local_day_bounds
 
 MODES = ("good", "silent", "greedy", "forgetful", "stale", "keeps_cancelled", "no_implied_cancel", "trusts_status",
          "offset", "watts", "local_time", "no_rereg", "no_failsafe", "sticky_failsafe", "no_backfill", "answers_all",
          "counts_refusals", "early_release", "optout_cancel", "no_backoff", "rereg_after_cancel",
-         "trusts_any_vtn")
+         "trusts_any_vtn", "leaky")
+NEED_KW = 2.0
 WANT_CHEAP_KW, WANT_DEAR_KW, CHEAP_EUR_PER_KWH = 6.0, 0.4, 0.2
 FAILSAFE_AFTER = timedelta(seconds=120)
 OFFSET_KW = 1.5
@@ -222,7 +244,8 @@ async def main(mode: str, url: str, ean: str, start: datetime, speed: float, con
     entries, problems = read_contract_file(contract_path.read_text())
     if problems or len(entries) != 1:
         sys.exit(f"{contract_path}: {problems or 'not exactly one household'}")
-    ven = Ven(mode, entries[0].contract)
+    contract = entries[0].contract
+    ven = Ven(mode, contract)
     registered = False
     cancelled = False
     refusals = 0
@@ -268,15 +291,35 @@ async def main(mode: str, url: str, ean: str, start: datetime, speed: float, con
             ven.ven_id = reg.get("ven_id") or ven.ven_id
             if mode == "silent":
                 return
+            leaky = mode == "leaky"
+            offer = hems_report_metadata(resource_id=ean, created_at=now(), raw_data_consent=leaky,
+                                         specifiers=offered_specifiers(contract.model_copy(
+                                             update={"raw_data_consent": leaky})))
             _, offered = await send("EiReport", "oadrRegisterReport", request_id="r3", ven_id=ven.ven_id,
-                                    report_request_id=0, reports=hems_report_metadata(resource_id=ean,
-                                                                                      created_at=now()))
+                                    report_request_id=0, reports=offer)
             requests.clear()
             for request in offered.get("report_requests") or []:
                 requests[request["report_specifier"]["report_specifier_id"]] = request["report_request_id"]
+            await send_needs()
             kind, payload = await send("EiEvent", "oadrRequestEvent", request_id="r2", ven_id=ven.ven_id)
             if kind == "oadrDistributeEvent":
                 await on_events(payload)
+
+        async def send_needs() -> None:
+            """2 kW for the rest of the local day and the next (a performance contract's need, §9.5)."""
+            if SPECIFIER_NEED not in requests:
+                return
+            zone = contract.comfort.timezone
+            first = floor_to_interval(now()) + INTERVAL
+            today = first.astimezone(ZoneInfo(zone)).date()
+            end = local_day_bounds(today + timedelta(days=1), zone)[1]
+            starts = [first + k * INTERVAL for k in range(int((end - first) / INTERVAL))]
+            for chunk in (starts[:96], starts[96:]):
+                if chunk:
+                    need = CapacityNeed(created_at=now(), intervals=tuple(
+                        NeedInterval(start=s, import_kw=NEED_KW) for s in chunk))
+                    await send("EiReport", "oadrUpdateReport", request_id="r6", ven_id=ven.ven_id, reports=[
+                        encode_need_report(need, report_request_id=requests[SPECIFIER_NEED])])
 
         async def on_events(payload: dict[str, Any]) -> None:
             answers = ven.on_distribution(payload.get("events") or [], payload.get("request_id"), now())
@@ -310,6 +353,8 @@ async def main(mode: str, url: str, ean: str, start: datetime, speed: float, con
 
         await register()
         reported = floor_to_interval(now())
+        zone = contract.comfort.timezone
+        day = now().astimezone(ZoneInfo(zone)).date()
         while True:
             sampled = now()
             samples.setdefault(floor_to_interval(sampled), []).append(ven.import_kw(sampled))
@@ -335,9 +380,23 @@ async def main(mode: str, url: str, ean: str, start: datetime, speed: float, con
                     registered, cancelled = False, True
                     continue
             moment = now()
+            closed = floor_to_interval(moment) > reported  # an interval ended since the last telemetry
             if mode != "silent":
                 await send_telemetry()
             if mode != "silent" and SPECIFIER_TELEMETRY in requests:
+                if mode == "leaky" and closed:  # the indoor temperature every interval, though the contract says no
+                    status = ComfortStatus(measured_at=moment, indoor_temperature_c=19.6, comfort_min_c=19.0,
+                                           comfort_max_c=21.0)
+                    await send("EiReport", "oadrUpdateReport", request_id="r7", ven_id=ven.ven_id, reports=[
+                        encode_comfort_report(status, report_request_id="rr-unrequested")])
+                start_of_day, end_of_day = local_day_bounds(day, zone)
+                if moment >= end_of_day and SPECIFIER_PERFORMANCE in requests:
+                    verdict = PerformanceReport(start=start_of_day, end=end_of_day, created_at=moment,
+                                                degree_hours_outside_band=0.0)
+                    kind, _ = await send("EiReport", "oadrUpdateReport", request_id="r8", ven_id=ven.ven_id, reports=[
+                        encode_performance_report(verdict, report_request_id=requests[SPECIFIER_PERFORMANCE])])
+                    if kind is not None:
+                        day += timedelta(days=1)
                 limit_now = ven.limit_kw(moment)
                 interval = floor_to_interval(moment)
                 if SPECIFIER_PLAN in requests and (planned is None or (limit_now != planned[0]

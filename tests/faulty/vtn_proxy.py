@@ -11,6 +11,8 @@ reuses modification numbers also counts the answers to them as answers):
 ``only_changes``                a distribution carries only events the VEN has not seen in that version
                                 (breaks VTN-EVT-06)
 ``stale_status``                an active event is sent with eventStatus 'far' (breaks VTN-EVT-05)
+``requests_comfort``            (an ``answer_fault``) requests the raw comfort readings a household offers, though
+                                its contract records no consent (breaks VTN-PRIV-01)
 
 With ``ssl_context`` the proxy terminates TLS itself in front of a plain-HTTP VTN: with a context that requires
 client certificates of a CA but nothing more (``accepts_any_certificate``), it is a VTN that serves any certificate
@@ -67,13 +69,34 @@ def accepts_any_certificate(events: Events, seen: set[tuple[str, int]]) -> Event
     return events
 
 
+def unchanged(events: Events, seen: set[tuple[str, int]]) -> Events:
+    return events
+
+
+def requests_comfort(kind: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+    """Adds a request for x-COMFORT_STATUS (all its rIDs) to every oadrRegisteredReport; None (the answer passes
+    unchanged, as the VTN wrote it) for every other answer."""
+    if kind != "oadrRegisteredReport":
+        return None
+    payload["report_requests"] = [*(payload.get("report_requests") or []), {
+        "report_request_id": "rr-raw-comfort",
+        "report_specifier": {"report_specifier_id": "HEMS_COMFORT", "granularity": timedelta(minutes=15),
+                             "report_back_duration": timedelta(minutes=15), "specifier_payloads": [
+                                 {"r_id": "indoor_temperature_c", "reading_type": "Direct Read"}]}}]
+    return payload
+
+
 Fault = Callable[[Events, set[tuple[str, int]]], Events]
+AnswerFault = Callable[[str, dict[str, Any]], dict[str, Any] | None]
+"""(answer type, its payload) -> the payload to send instead, or None to pass the VTN's answer on untouched."""
 
 
 class FaultyVtnProxy:
-    def __init__(self, upstream: str, fault: Fault, *, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, upstream: str, fault: Fault, *, ssl_context: ssl.SSLContext | None = None,
+                 answer_fault: AnswerFault | None = None) -> None:
         self.upstream = upstream.rstrip("/")
         self.fault = fault
+        self.answer_fault = answer_fault
         self.ssl_context = ssl_context
         self.seen: set[tuple[str, int]] = set()
         self.real: dict[str, int] = {}
@@ -105,6 +128,8 @@ class FaultyVtnProxy:
                     self.real[str(descriptor["event_id"])] = descriptor["modification_number"]
                 payload["events"] = self.fault(payload.get("events") or [], self.seen)
                 body = create_message(kind, **payload).encode()
+            elif self.answer_fault is not None and (changed := self.answer_fault(kind, payload)) is not None:
+                body = create_message(kind, **changed).encode()
         return web.Response(status=status, body=body, content_type="application/xml")
 
     async def __aenter__(self) -> FaultyVtnProxy:

@@ -8,6 +8,8 @@ exactly what broke:
   entity, loads no DTD and uses no network. openleadr's ``validate_xml_schema`` reads that module attribute at
   each call. Defence in depth behind ``protocol.oadr20b.xml_guard``: with openleadr's own parser, lxml 5.4-6.2
   segfault on a used internal entity.
+- ``messaging.XML_SCHEMA``: the 2.0b XSD openleadr ships, also for the VTN's oadrPoll fast path (``fast_poll``,
+  which reads the venID from the validated tree and needs nothing else of openleadr: ``parse_poll``).
 - ``messaging.validate_xml_schema`` and ``messaging.parse_message``: the 2.0b XSD check, then the message type
   and openleadr's normalised payload dict (``parse``), read from the validated tree's oadrSignedObject.
 - ``messaging.TEMPLATES``, ``preflight.preflight_message`` and ``utils.flatten_xml``: rendering a message
@@ -46,6 +48,7 @@ OADR_NAMESPACE = "http://openadr.org/oadr-2.0b/2012/07"
 PAYLOAD_TAG = f"{{{OADR_NAMESPACE}}}oadrPayload"
 
 XMLSyntaxError = etree.XMLSyntaxError
+XML_SCHEMA = messaging.XML_SCHEMA
 STATUS_CODES = enums.STATUS_CODES
 """The 2.0b eiResponse codes (openleadr's public enum), here so the VTN imports openleadr nowhere else."""
 

@@ -1,9 +1,12 @@
-"""The DSO's OpenADR 2.0b VTN: an aiohttp application with the store as its only memory.
+"""The DSO's OpenADR 2.0b VTN: an aiohttp application with the store as its source of truth.
 
 openleadr keeps events in a per-process queue and has no way to modify an event; here nothing lives in
-openleadr's memory. Each oadrPoll and oadrRequestEvent rebuilds the VEN's events from the store with
-``protocol.oadr20b.encode_event`` (see ``dso_server.lifecycle`` for which events and when), so a restart
-loses nothing and a modification follows the 2.0b rules.
+openleadr's memory. The VTN keeps what it needs of each VEN in memory (``dso_server.transport.ven_cache``:
+registration, its household's events, its acknowledgements, what was last delivered), and before it answers a
+request it reads the store's change log, which names every household anything was changed for, by any writer
+(the operator API, the planner, another VTN worker): so every poll answers from the store's truth, a restart loses
+nothing, and a modification follows the 2.0b rules. Events are encoded with ``protocol.oadr20b.encode_event``
+(see ``dso_server.lifecycle`` for which events and when).
 
 The VTN serves the four 2.0b endpoints (EiRegisterParty, EiEvent, EiReport, OadrPoll) itself and uses openleadr
 only as the codec, through ``openleadr_adapter`` (its private parts in one place). Each request passes, in
@@ -19,11 +22,17 @@ this order, and is refused at the first step it fails:
    signing certificate is the identity) and pass this VTN's own ``ReplayGuard`` (else 463);
 6. the right vtnID (else 452), a venID on every message but the two registration requests (else 452), a
    registered venID (else oadrRequestReregistration);
-7. the handler, inside one store transaction: what it wrote is rolled back when it raises. A payload it cannot
-   read is answered 454 and logged.
+7. the handler. Each stores what it received in one write, after everything it checks, through the VTN's group
+   commit (``WriteBatcher``: the writes of concurrent requests share a transaction on a connection of their own,
+   and each request is answered only after that commit). A payload it cannot read is answered 454 and logged.
 
 Every refusal happens before the store is written. HTTP-level refusals answer text/plain naming the problem;
 OpenADR-level ones answer the 2.0b message with the responseCode and a responseDescription.
+
+The hot path: an unsigned oadrPoll, after steps 1 and 2, is answered by ``quiet_poll`` when nothing is due for
+its VEN: its venID read from the schema-validated tree (``fast_poll``), its certificate checked against the
+cached enrolment, and the VEN's oadrResponse rendered once and kept. No store read but the shared change-log
+read, no write (liveness goes to the store in batches). Anything else takes the general path above.
 
 openleadr's own ``OpenADRServer`` was replaced (it answered a request without Content-Type with HTTP 500 because
 its ``HTTPError`` raises TypeError, turned a body over 1 MiB into a 500, validated with a parser that libxml2
@@ -36,7 +45,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -44,19 +53,22 @@ from typing import Any
 from aiohttp import web
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from dso_server import metrics
 from dso_server.errors import ConfigurationError, UnknownHousehold
-from dso_server.lifecycle import DeliveryKey, delivery_due, delivery_keys, relevant_signals
-from dso_server.records import EventResponse, Ven
+from dso_server.lifecycle import DeliveryKey
+from dso_server.records import EventResponse, Signal, SignalHead, Ven
 from dso_server.security.tls import Peer, peer_of
 from dso_server.settings import DEFAULT_PATH_PREFIX, DEFAULT_POLL_INTERVAL_S
 from dso_server.store.certificates import CertificateStore
 from dso_server.store.sqlite import DsoStore, new_id
 from dso_server.transport.oadr20b import openleadr_adapter as oadr
+from dso_server.transport.oadr20b.fast_poll import parse_poll
 from dso_server.transport.oadr20b.openleadr_adapter import STATUS_CODES
-from protocol import ProfileError
+from dso_server.transport.ven_cache import Liveness, VenCache, VenState, WriteBatcher
+from protocol import CapacityNeed, ComfortStatus, HouseholdContract, PerformanceReport, ProfileError
 from protocol.clock import Clock, WallClock
 from protocol.errors import OADR_INVALID_DATA
-from protocol.oadr20b import decode_report, encode_event, report_requests_for
+from protocol.oadr20b import decode_report, encode_event, offered_specifiers, report_requests_for
 from protocol.oadr20b.replay import Replayed, ReplayGuard
 from protocol.oadr20b.xml_guard import MAX_MESSAGE_BYTES, DocumentTooLarge, HostileXml, check_document
 
@@ -64,6 +76,8 @@ logger = logging.getLogger(__name__)
 
 MAX_DESCRIPTION_CHARS = 240
 
+LIVENESS_FLUSH_S = 5.0
+"""How often what the VENs were last heard from is written to the store (at most every poll interval)."""
 
 Handler = Callable[[dict[str, Any]], Awaitable[tuple[str, dict[str, Any]]]]
 
@@ -122,6 +136,23 @@ def content_type_problem(header: str | None) -> str | None:
     return None
 
 
+def _minimised(report: Any, contract: HouseholdContract, ven_id: str) -> Any:
+    """What of a decoded report the DSO may keep (PROFILE §14): raw comfort readings only under the household's
+    consent, needs and verdicts only under a performance contract. The rest is dropped, never stored."""
+    if isinstance(report, ComfortStatus) and not contract.raw_data_consent:
+        logger.warning("VEN %s sent raw comfort readings without the household's consent; discarded, not stored",
+                       ven_id)
+        return None
+    if isinstance(report, CapacityNeed | PerformanceReport) and contract.performance is None:
+        logger.info("VEN %s sent a %s without a performance contract; not stored", ven_id, type(report).__name__)
+        return None
+    if (isinstance(report, PerformanceReport) and report.ev is not None and report.ev.range_km is not None
+            and not contract.raw_data_consent):
+        logger.warning("VEN %s sent the EV's range without the household's consent; the range is not stored", ven_id)
+        return report.model_copy(update={"ev": report.ev.model_copy(update={"range_km": None})})
+    return report
+
+
 def _int_or_none(value: Any) -> int | None:
     try:
         return int(value)
@@ -163,6 +194,12 @@ class DsoVtn:
         """Replay protection judges the senders' signing times on real time, not the (maybe simulated) clock."""
         self.replay_guard = ReplayGuard()
         self.certificates = CertificateStore(store)
+        # The hot path (dso_server.transport.ven_cache): per-VEN state in memory, refreshed from the store's change
+        # log before each request is answered; writes in group commits, liveness in batches.
+        self.cache = VenCache(store, clock.now)
+        self.writer_store = store.reopen()
+        self.batcher = WriteBatcher(self.writer_store)
+        self.liveness = Liveness(self.batcher, flush_interval_s=min(LIVENESS_FLUSH_S, poll_interval_s))
         self.http_path_prefix = http_path_prefix.rstrip("/")
         oadr.harden_xml_parser()
         self.writer = _writer(cert, key, passphrase)
@@ -209,13 +246,22 @@ class DsoVtn:
         except HostileXml as error:
             logger.warning("Refused a message to %s from %s: %s", service, request.remote, error.reason)
             return _refuse(400, f"refused: {error.reason}")
-        try:
-            message = oadr.parse(body)
-        except oadr.NotOpenAdr as error:
-            logger.info("Refused a message to %s from %s: %s", service, request.remote, error)
-            return _refuse(400, f"refused: {error}")
-        answer = await self.answer(service, message.message_type, message.payload, peer=peer_of(request.transport),
-                                   remote=request.remote, tree=message.tree)
+        poll = parse_poll(body) if service == "OadrPoll" else None
+        if poll is not None and not poll.signed and not self.require_signatures:
+            quiet = await self.quiet_poll(poll.ven_id, peer_of(request.transport))
+            if quiet is not None:
+                return web.Response(status=200, body=quiet, content_type=XML)
+        if poll is not None:  # all an oadrPoll's payload holds is its venID: no need for openleadr's dict parser
+            message_type, payload, tree = "oadrPoll", {"ven_id": poll.ven_id}, poll.tree
+        else:
+            try:
+                message = oadr.parse(body)
+            except oadr.NotOpenAdr as error:
+                logger.info("Refused a message to %s from %s: %s", service, request.remote, error)
+                return _refuse(400, f"refused: {error}")
+            message_type, payload, tree = message.message_type, message.payload, message.tree
+        answer = await self.answer(service, message_type, payload, peer=peer_of(request.transport),
+                                   remote=request.remote, tree=tree)
         if answer is None:
             return web.Response(status=200, content_type=XML)
         return web.Response(status=200, text=self.writer.render(*answer), content_type=XML)
@@ -233,7 +279,9 @@ class DsoVtn:
                                    f"{message_type} is not served at {service}")
             if self.require_signatures:
                 peer = self.check_signature(tree, peer, message_type, remote=remote)
-            ven = self.store.ven(str(ven_id)) if ven_id is not None else None  # looked up once per message
+            await self.cache.fresh(for_next=True)  # every change committed before this request is seen
+            state = self.cache.get(str(ven_id), self.clock.now()) if ven_id is not None else None
+            ven = state.ven if state is not None else None
             if self.client_certificates or self.require_signatures:
                 self.authorize(peer, message_type, payload, remote=remote, ven=ven)
             if message_type == "oadrCreatePartyRegistration":  # the registration records which certificate it used
@@ -248,8 +296,7 @@ class DsoVtn:
                 if ven is None or ven.registration_id is None:
                     return "oadrRequestReregistration", {"ven_id": ven_id, "vtn_id": self.vtn_id}
             try:
-                with self.store.transaction():  # the handlers do not await I/O: nothing interleaves
-                    response_type, response = await self.handlers[message_type](payload)
+                response_type, response = await self.handlers[message_type](payload)
             except (KeyError, TypeError, ValueError, AttributeError) as error:
                 logger.warning("Refused %s from venID %s: cannot read it: %s: %s", message_type, ven_id,
                                type(error).__name__, error)
@@ -275,7 +322,39 @@ class DsoVtn:
         if not response.get("ven_id") and not refused_registration:  # a refusal names no venID (§2.3)
             response["ven_id"] = ven_id
         response.setdefault("request_id", oadr.new_request_id())
+        metrics.MESSAGES.labels(message_type).inc()
         return response_type, response
+
+    # ------------------------------------------------------------------------------------------ hot path
+
+    async def quiet_poll(self, ven_id: str, peer: Peer | None) -> bytes | None:
+        """The answer to an unsigned poll of ``ven_id`` when nothing is due and nothing must be written; None
+        otherwise (the general path answers: a delivery, a change of what was delivered, an unknown or
+        unregistered VEN, a certificate that may not speak for it, a signing VTN)."""
+        if self.writer.signs:
+            return None  # every answer is signed afresh: the general path's writer does that
+        await self.cache.fresh()
+        now = self.clock.now()
+        state = self.cache.get(ven_id, now)
+        if state is None or state.ven.registration_id is None:
+            return None
+        if self.client_certificates:
+            enrolment = self.cache.enrolment(peer.fingerprint_sha256) if peer is not None else None
+            if enrolment is None or enrolment.revoked_at is not None \
+                    or enrolment.connection_point_id != state.ven.connection_point_id:
+                return None  # the general path refuses it, with the reason logged
+        plan = state.plan(now)
+        if plan.due or plan.shrank:
+            return None
+        metrics.POLLS.inc()
+        metrics.MESSAGES.labels("oadrPoll").inc()
+        self.liveness.seen(ven_id, now)
+        answer = state.derived.get("oadr_response")
+        if answer is None:
+            answer = state.derived["oadr_response"] = self.writer.render("oadrResponse", {
+                "response": {"response_code": 200, "response_description": "OK", "request_id": None},
+                "ven_id": ven_id, "vtn_id": self.vtn_id}).encode()
+        return answer
 
     # ------------------------------------------------------------------------------------------ identity
 
@@ -293,7 +372,7 @@ class DsoVtn:
 
         if peer is None:
             raise refuse("the request came without a client certificate")
-        enrolment = self.certificates.enrolment(peer.fingerprint_sha256)
+        enrolment = self.cache.enrolment(peer.fingerprint_sha256)
         if enrolment is None:
             raise refuse(f"certificate {peer.short} is not enrolled for any household of this DSO")
         if enrolment.revoked_at is not None:
@@ -304,7 +383,9 @@ class DsoVtn:
                          f"{str(payload.get('ven_name'))[:40]!r}")
         ven_id = payload.get("ven_id")
         if ven_id:
-            ven = ven if ven is not None and ven.ven_id == str(ven_id) else self.store.ven(str(ven_id))
+            if ven is None or ven.ven_id != str(ven_id):
+                state = self.cache.get(str(ven_id), self.clock.now())
+                ven = state.ven if state is not None else None
             if ven is not None and ven.connection_point_id != household:
                 raise refuse(f"venID {str(ven_id)[:40]!r} is the VEN of another household; certificate {peer.short} "
                              f"speaks for household {household}")
@@ -351,8 +432,10 @@ class DsoVtn:
 
     async def on_create_party_registration(self, payload: dict[str, Any]) -> tuple[str, str]:
         ven_name = str(payload.get("ven_name"))
+        now = self.clock.now()
         try:
-            ven = self.store.register_ven(ven_name, now=self.clock.now(), fingerprint=payload.get("fingerprint"))
+            ven = await self.batcher.write(lambda store: store.register_ven(
+                ven_name, now=now, fingerprint=payload.get("fingerprint")))
         except UnknownHousehold:
             reason = (f"venName {ven_name!r} is not the connection point id (18-digit EAN) of a household this DSO "
                       "serves")
@@ -366,66 +449,83 @@ class DsoVtn:
         return ven.ven_id, ven.registration_id
 
     async def on_cancel_party_registration(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        ven = self.store.cancel_registration(payload["ven_id"])
+        ven = await self.batcher.write(lambda store: store.cancel_registration(payload["ven_id"]))
         logger.info("VEN %s (venID %s) cancelled its registration", ven.ven_name, ven.ven_id)
         return "oadrCanceledPartyRegistration", {"registration_id": payload.get("registration_id"),
                                                  "ven_id": ven.ven_id}
 
     # -------------------------------------------------------------------------------------------- events
 
-    def events_for(self, ven_id: str) -> tuple[list[dict[str, Any]], frozenset[DeliveryKey], set[tuple[str, int]]]:
-        """All relevant oadrEvents of this VEN, encoded now, their delivery keys, and the (event id, modification
-        number) pairs the VEN answered."""
-        now = self.clock.now()
-        ven = self.store.ven(ven_id)
-        if ven is None:
-            return [], frozenset(), set()
-        signals = self.store.signals(connection_point_id=ven.connection_point_id, ending_after=now)
-        answered = self.store.acknowledged(ven_id)
-        relevant = relevant_signals(signals, acknowledged=answered, now=now)
-        events = [
+    def _encode(self, heads: list[SignalHead], ven_id: str, now: datetime) -> list[dict[str, Any]]:
+        """The events as oadrEvents, their payloads read from the store (the cache keeps none)."""
+        full = self.store.signals_by_id([head.event_id for head in heads])
+        signals: list[Signal] = [full[head.event_id] for head in heads if head.event_id in full]
+        return [
             encode_event(signal.payload, event_id=signal.event_id, modification_number=signal.modification_number,
                          ven_id=ven_id, created_at=signal.created_at, modified_at=signal.modified_at, now=now,
                          cancelled=signal.cancelled)
-            for signal in relevant
+            for signal in signals
         ]
-        return events, delivery_keys(relevant, now), answered
+
+    def events_for(self, ven_id: str) -> tuple[list[dict[str, Any]], frozenset[DeliveryKey]]:
+        """All relevant oadrEvents of this VEN, encoded now, and their delivery keys (as of the last
+        ``VenCache.fresh``)."""
+        now = self.clock.now()
+        state = self.cache.get(ven_id, now)
+        if state is None:
+            return [], frozenset()
+        plan = state.plan(now)
+        return self._encode(plan.signals, ven_id, now), plan.keys
 
     async def handle_poll(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         return await self.on_poll(str(payload["ven_id"])) or ("oadrResponse", {})
 
     async def on_poll(self, ven_id: str) -> tuple[str, dict[str, Any]] | None:
-        """oadrPoll: an oadrDistributeEvent with all relevant events when any of them is news or still unanswered
-        (PROFILE §7.4.3), else nothing."""
+        """oadrPoll: an oadrDistributeEvent with all relevant events when any of them is news, else nothing.
+        Served from the cache (fresh for this request); the store is written only when something changed."""
+        metrics.POLLS.inc()
+        await self.cache.fresh()
         now = self.clock.now()
-        self.store.touch_ven(ven_id, now=now)
-        events, keys, answered = self.events_for(ven_id)
-        previous = self.store.delivered(ven_id)
-        if delivery_due(previous, keys, answered):
-            self.store.record_delivery(ven_id, keys, now=now)
+        state = self.cache.get(ven_id, now)
+        if state is None:
+            return None
+        self.liveness.seen(ven_id, now)
+        plan = state.plan(now)
+        if plan.due:
+            events = self._encode(plan.signals, ven_id, now)
+            await self._record_delivery(state, plan.keys, now)
+            metrics.DISTRIBUTIONS.inc()
             logger.debug("Delivering %d event(s) to VEN %s on poll", len(events), ven_id)
             return "oadrDistributeEvent", {"events": events}
-        if previous is not None and previous != keys:
-            self.store.record_delivery(ven_id, keys, now=now)
+        if plan.shrank:
+            await self._record_delivery(state, plan.keys, now)
         return None
+
+    async def _record_delivery(self, state: VenState, keys: frozenset[DeliveryKey], now: datetime) -> None:
+        await self.cache.record_delivery(state, keys, now, self.batcher)
 
     async def handle_request_event(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """oadrRequestEvent: always an oadrDistributeEvent with all relevant events (possibly none). replyLimit is
         ignored (PROFILE §2.5): a shorter list would tell the VEN that the events left out were cancelled."""
         ven_id = payload["ven_id"]
+        await self.cache.fresh()
         now = self.clock.now()
-        self.store.touch_ven(ven_id, now=now)
-        events, _, _ = self.events_for(ven_id)
+        self.liveness.seen(ven_id, now)
+        state = self.cache.get(ven_id, now)
+        if state is None:
+            return "oadrDistributeEvent", {"events": []}
+        events = self._encode(state.plan(now).signals, ven_id, now)
         sent = {(event["event_descriptor"]["event_id"], event["event_descriptor"]["modification_number"],
                  event["event_descriptor"]["event_status"]) for event in events}
-        self.store.record_delivery(ven_id, frozenset(sent), now=now)
+        await self._record_delivery(state, frozenset(sent), now)
         return "oadrDistributeEvent", {"events": events}
 
     async def handle_created_event(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """oadrCreatedEvent: store every eventResponse as received."""
         ven_id = payload["ven_id"]
+        await self.cache.fresh()
         now = self.clock.now()
-        self.store.touch_ven(ven_id, now=now)
+        self.liveness.seen(ven_id, now)
         outer = payload.get("response") or {}
         if _int_or_none(outer.get("response_code")) not in (200, None):
             logger.warning("VEN %s answered events with eiResponse %s %s", ven_id, outer.get("response_code"),
@@ -440,7 +540,13 @@ class DsoVtn:
             )
             for item in payload.get("event_responses") or []
         ]
-        ignored = self.store.record_responses(ven_id, responses, now=now)
+        for response in responses:
+            metrics.EVENT_RESPONSES.labels(str(response.response_code), response.opt_type).inc()
+        state = self.cache.get(ven_id, now)
+        if state is not None:
+            ignored = await self.cache.record_responses(state, responses, now, self.batcher)
+        else:
+            ignored = await self.batcher.write(lambda store: store.record_responses(ven_id, responses, now=now))
         for response in responses:
             level = logging.INFO if response.opt_type == "optIn" and response.response_code == 200 else logging.WARNING
             if response.event_id not in ignored:
@@ -454,10 +560,16 @@ class DsoVtn:
     # ------------------------------------------------------------------------------------------- reports
 
     async def handle_register_report(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        """oadrRegisterReport: request every profile report offered, every 15 minutes; remember the ids."""
+        """oadrRegisterReport: request every profile report offered that the household's contract calls for
+        (``offered_specifiers``: the need and the verdict of a performance contract, raw comfort readings only
+        under consent), every 15 minutes; remember the ids."""
         ven_id = payload["ven_id"]
         now = self.clock.now()
         reports = payload.get("reports") or []
+        ven = self.store.ven(ven_id)
+        if ven is not None:
+            wanted = offered_specifiers(self.store.household(ven.connection_point_id).contract)
+            reports = [r for r in reports if r.get("report_specifier_id") in wanted]
         offered = [
             (str(report.get("report_specifier_id")), str(report.get("report_name")),
              [str(d.get("r_id")) for d in report.get("report_descriptions") or []])
@@ -466,8 +578,9 @@ class DsoVtn:
         ids = (new_id("rr") for _ in itertools.count())
         requests = report_requests_for(reports, request_ids=ids)
         pairs = [(r["report_request_id"], r["report_specifier"]["report_specifier_id"]) for r in requests]
-        self.store.record_report_registration(ven_id, offered=offered, requests=pairs, now=now)
-        self.store.touch_ven(ven_id, now=now)
+        await self.batcher.write(lambda store: store.record_report_registration(
+            ven_id, offered=offered, requests=pairs, now=now))
+        self.liveness.seen(ven_id, now)
         logger.info("VEN %s offered %s; requested %s", ven_id, [o[0] for o in offered], [p[1] for p in pairs])
         return "oadrRegisteredReport", {"report_requests": requests}
 
@@ -502,8 +615,10 @@ class DsoVtn:
             if request_id not in known_requests:
                 logger.info("VEN %s sent report %s under reportRequestID %s, which this VTN did not issue",
                             ven_id, report.get("report_name"), request_id)
-        self.store.store_reports(ven.connection_point_id, decoded, now=now)
-        self.store.touch_ven(ven_id, now=now)
+        contract = self.store.household(ven.connection_point_id).contract
+        kept = [report for report in (_minimised(item, contract, ven_id) for item in decoded) if report is not None]
+        await self.batcher.write(lambda store: store.store_reports(ven.connection_point_id, kept, now=now))
+        self.liveness.seen(ven_id, now)
         if refused:  # answered, not raised: a Rejection would roll back the reports that were kept
             more = f" (and {len(refused) - 1} more refused)" if len(refused) > 1 else ""
             return "oadrUpdatedReport", {"response": {
@@ -514,7 +629,7 @@ class DsoVtn:
     async def handle_created_report(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         pending = [str(p.get("report_request_id")) for p in payload.get("pending_reports") or []]
         logger.info("VEN %s created reports %s", payload.get("ven_id"), pending)
-        self.store.touch_ven(payload["ven_id"], now=self.clock.now())
+        self.liveness.seen(payload["ven_id"], self.clock.now())
         return "oadrResponse", {}
 
 

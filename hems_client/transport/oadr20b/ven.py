@@ -35,9 +35,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import ipaddress
 import logging
 import random
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -53,17 +55,26 @@ from protocol.oadr20b import (
     Cancellation,
     DecodedEvent,
     encode_comfort_report,
+    encode_need_report,
+    encode_performance_report,
     encode_plan_report,
     encode_telemetry_report,
     hems_report_metadata,
     names,
+    offered_specifiers,
     read_event,
 )
+from protocol.performance import CapacityNeed, PerformanceReport
 from protocol.reports import ComfortStatus, Plan, Telemetry
 
 logger = logging.getLogger(__name__)
 
-OFFERED_SPECIFIERS = (names.SPECIFIER_TELEMETRY, names.SPECIFIER_PLAN, names.SPECIFIER_COMFORT)
+_EXCHANGE_STARTED: contextvars.ContextVar[datetime | None] = contextvars.ContextVar("hems_ven_exchange_started",
+                                                                                     default=None)
+"""Inside a HemsVen request: the clock time it began (an answer to it may arrive after a later request failed)."""
+SentLog = Callable[[datetime, str, str, bool, str], None]
+"""(sent_at, service, message type, answered, XML) of every message but polls, as sent (the HEMS's store)."""
+_MESSAGE_TYPE = re.compile(r"<(?:\w+:)?(oadr(?!Payload|SignedObject)\w+)[\s>/]")
 MAX_DESCRIPTION_CHARS = 240
 MAX_MESSAGES_PER_POLL = 20
 DEFAULT_POLL_INTERVAL_S = 10.0
@@ -159,6 +170,7 @@ class HemsVen(OpenleadrVen):
         sign_messages: bool = False,
         vtn_fingerprint: str | None = None,
         ven_id: str | None = None,
+        sent_log: SentLog | None = None,
     ) -> None:
         problem = transport_problem(vtn_url, tls=tls, insecure=insecure)
         if problem is not None:
@@ -169,6 +181,9 @@ class HemsVen(OpenleadrVen):
         super().__init__(ven_name=contract.connection_point_id, vtn_url=vtn_url, tls=tls, ven_id=ven_id,
                          sign=sign_messages, vtn_fingerprint=vtn_fingerprint)
         self.contract = contract
+        self.offered = offered_specifiers(contract)
+        """The reports this VEN offers (PROFILE §9.1): by its contract, raw readings only under consent."""
+        self.sent_log = sent_log
         self.clock = clock
         self.signal_book = signal_book if signal_book is not None else SignalBook()
         self.on_signals_changed = on_signals_changed
@@ -276,7 +291,18 @@ class HemsVen(OpenleadrVen):
         """One exchange (``OpenleadrVen._exchange``): (type, payload) on an answer, (None, {}) on an empty 200
         answer or on any failure. ``last_contact_at`` moves only on contact (``is_contact``, PROFILE.md §10.1); an
         empty 200 (the VTN's answer to our own oadrResponse) or another 200 answer that is no contact (the answer to
-        oadrQueryRegistration) is neither contact nor a loss of it."""
+        oadrQueryRegistration) is neither contact nor a loss of it. The exchange is stamped with when it began
+        (``exchange_ended``) and the message as sent goes into ``sent_log``."""
+        self._last_answered = False
+        token = _EXCHANGE_STARTED.set(self.clock.now())
+        try:
+            message_type, payload = await self._judged_exchange(service, message)
+        finally:
+            _EXCHANGE_STARTED.reset(token)
+        self._log_sent(self.clock.now(), service, message, self._last_answered)
+        return message_type, payload
+
+    async def _judged_exchange(self, service: str, message: str) -> tuple[str | None, dict[str, Any]]:
         message_type, payload, reason = await self._exchange(service, message)
         self.last_answer = (message_type, payload)
         if reason is not None:
@@ -288,6 +314,7 @@ class HemsVen(OpenleadrVen):
             code = _int(response.get("response_code"))
             if message_type is None or code in (200, None):  # the VTN is there, but this is not contact either
                 self.last_attempt_at = self.clock.now()
+                self._last_answered = True
             else:  # refused: logged like a lost link
                 self.exchange_ended(answered=False, reason=f"{message_type} {code} "
                                                            f"{response.get('response_description') or ''}".strip())
@@ -295,12 +322,32 @@ class HemsVen(OpenleadrVen):
 
     def exchange_ended(self, *, answered: bool, reason: str | None = None) -> None:
         """``last_attempt_at`` moves after every exchange, ``last_contact_at`` only when the VTN answered; a lost
-        or restored link is logged once (``_note_link``)."""
+        or restored link is logged once (``_note_link``). An answer to a request sent before the link was judged
+        lost (a VTN shutting down answers what it had in hand, while new connections are refused) restores
+        nothing: it says the VTN was there when the request left, not that it is back."""
         now = self.clock.now()
         self.last_attempt_at = now
+        self._last_answered = answered
+        started = _EXCHANGE_STARTED.get()
+        if answered and started is not None and self.link_lost_since is not None and started < self.link_lost_since:
+            return
         if answered:
             self.last_contact_at = now
         self._note_link(now, answered=answered, reasons=[reason] if reason else [])
+
+    def _log_sent(self, now: datetime, service: str, message: str, answered: bool) -> None:
+        """Hand every message but polls (which carry only the venID) to ``sent_log``: what the household may
+        ask to see (``hems-client data export``)."""
+        if self.sent_log is None:
+            return
+        found = _MESSAGE_TYPE.search(message)
+        message_type = found.group(1) if found else "unknown"
+        if message_type == "oadrPoll":
+            return
+        try:
+            self.sent_log(now, service, message_type, answered, message)
+        except Exception:  # the log must never cost the household its link
+            logger.exception("VEN %s: logging a sent %s failed", self.ven_name, message_type)
 
     def _note_link(self, now: datetime, *, answered: bool, reasons: list[str]) -> None:
         """One warning when contact is lost, one line when it returns; silence in between."""
@@ -413,7 +460,8 @@ class HemsVen(OpenleadrVen):
 
     async def register_hems_reports(self) -> bool:
         """oadrRegisterReport with the profile's reports; remembers what the VTN requests. True if answered."""
-        reports = hems_report_metadata(resource_id=self.contract.connection_point_id, created_at=self.clock.now())
+        reports = hems_report_metadata(resource_id=self.contract.connection_point_id, created_at=self.clock.now(),
+                                       specifiers=self.offered, raw_data_consent=self.contract.raw_data_consent)
         response_type, payload = await self.request("EiReport", "oadrRegisterReport", request_id=new_request_id(),
                                                     ven_id=self.ven_id, reports=reports, report_request_id=0)
         if response_type != "oadrRegisteredReport":
@@ -427,7 +475,7 @@ class HemsVen(OpenleadrVen):
         for request in requests:
             specifier = (request.get("report_specifier") or {}).get("report_specifier_id")
             request_id = request.get("report_request_id")
-            if specifier in OFFERED_SPECIFIERS and request_id is not None:
+            if specifier in self.offered and request_id is not None:
                 self.report_request_ids[specifier] = str(request_id)
                 accepted.append(str(request_id))
         if not requests:
@@ -456,9 +504,23 @@ class HemsVen(OpenleadrVen):
 
     async def send_comfort(self, status: ComfortStatus) -> bool:
         request_id = self.report_request_ids.get(names.SPECIFIER_COMFORT)
-        if request_id is None or not self.registered:
+        if request_id is None or not self.registered or not self.contract.raw_data_consent:
             return False
         return await self._update_report(encode_comfort_report(status, report_request_id=request_id))
+
+    async def send_need(self, need: CapacityNeed) -> bool:
+        request_id = self.report_request_ids.get(names.SPECIFIER_NEED)
+        if request_id is None or not self.registered:
+            return False
+        return await self._update_report(encode_need_report(need, report_request_id=request_id))
+
+    async def send_performance(self, report: PerformanceReport) -> bool:
+        request_id = self.report_request_ids.get(names.SPECIFIER_PERFORMANCE)
+        if request_id is None or not self.registered:
+            return False
+        if report.ev is not None and report.ev.range_km is not None and not self.contract.raw_data_consent:
+            report = report.model_copy(update={"ev": report.ev.model_copy(update={"range_km": None})})
+        return await self._update_report(encode_performance_report(report, report_request_id=request_id))
 
     async def _update_report(self, report: dict[str, Any]) -> bool:
         """True when the report was delivered (PROFILE.md §9.3.3): answered 200, or 454 - read and refused for good,
