@@ -22,7 +22,8 @@ Examples:
 
 Strategies: uncontrolled (owners' settings, flat tariff), tou (HEMS optimiser, time-of-use tariff), tou-random
 (the tariff shifted per household by up to ±2 h), bandwidth (ToU plus firm and non-firm limits from the DSO's
-planner); performance (capacity-need reports and need-aware allocation) waits for issue 13.
+planner), performance (performance contracts: each HEMS reports its capacity need day-ahead and the DSO's firm
+allocation meets it first, plus non-firm limits).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from feeder_twin.hosting import Criteria, HostingResult, search
 from feeder_twin.kpi import format_table
 from feeder_twin.report import plot_transformer, write_tables
 from feeder_twin.scenario import GUARANTEED_KW, SCENARIOS, WEEKS, Period, with_shares
-from feeder_twin.strategies import DEFAULT_STRATEGIES, STRATEGIES, StrategyUnavailable, strategy
+from feeder_twin.strategies import DEFAULT_STRATEGIES, STRATEGIES, strategy
 from feeder_twin.study import Execution, StudyConfig, intervals_of, load_grid, run_study
 
 DEFAULT_GRID = "dickert-long-cable"
@@ -79,7 +80,7 @@ def _common(parser: argparse.ArgumentParser, *, strategies_default: tuple[str, .
     parser.add_argument("--seed", type=int, default=1, help="seed of the households' draws (default 1)")
     parser.add_argument("--guaranteed-kw", type=float, default=GUARANTEED_KW,
                         help="import the DSO's allocation guarantees every connection with a heat pump, EV or battery "
-                             f"(section 14a; default {GUARANTEED_KW:g}, 0: none; bandwidth strategy)")
+                             f"(section 14a; default {GUARANTEED_KW:g}, 0: none; bandwidth and performance strategies)")
     parser.add_argument("--workers", type=int, default=1,
                         help="local worker processes the households are spread over (default 1: in this process)")
     parser.add_argument("--dask", metavar="ADDRESS", default=None,
@@ -129,7 +130,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         sub.error(f"--workers must be between 1 and 256, not {args.workers}")
     try:
         args.strategy_list = [strategy(name) for name in dict.fromkeys(args.strategies)]
-    except (ValueError, StrategyUnavailable) as error:
+    except ValueError as error:
         sub.error(f"--strategies: {error}")
     if args.command == "hosting" and not 0 < args.step <= 0.5:
         sub.error(f"--step must be in (0, 0.5], not {args.step}")
@@ -154,7 +155,7 @@ def _list() -> int:
 
     print("strategies:")
     for s in STRATEGIES.values():
-        print(f"  {s.name:13s} {s.description}" + (f" [not yet: {s.unavailable}]" if s.unavailable else ""))
+        print(f"  {s.name:13s} {s.description}")
     print("grids:")
     for g in LAB_GRIDS.values():
         print(f"  {g.name:28s} {g.description}")

@@ -8,6 +8,11 @@ as ToU events, and for the allocating strategies the live planner runs over the 
 current day, at 14:00 local for the next; ``run_near_real_time`` for the non-firm limits). The telemetry it
 learns from is what each HEMS metered and would have reported, stored with ``store_reports``.
 
+Performance contracts: the households' contracts (with their performance terms) replace the grid's default ones
+in the store, as a contracts file does for the live server; the needs and daily verdicts their HEMSs send are
+stored with ``store_reports`` (what the VTN does with them), and the day-ahead run allocates for the needs in force
+(``run_day_ahead``), waiting for the first ones up to ``need_grace_s`` after the start like the live planning loop.
+
 The wire, in process: :meth:`StudyDso.deliveries` is what the VTN's poll answer holds (``relevant_signals``: every
 signal of the household that has not ended), turned into the decoded events the VEN hands its signal book. A
 household is sent a new distribution only when one of its events is new or has a new modification number
@@ -29,20 +34,32 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from dso_server.capacity.grid import Grid
-from dso_server.capacity.planner import PlannerConfig, days_due, next_day_ahead_run, run_day_ahead, run_near_real_time
+from dso_server.capacity.planner import (
+    FIRM,
+    PlannerConfig,
+    days_due,
+    next_day_ahead_run,
+    run_day_ahead,
+    run_near_real_time,
+)
 from dso_server.capacity.powerflow import FeederModel
 from dso_server.lifecycle import relevant_signals
 from dso_server.records import Signal
 from dso_server.store.grid_store import AllocationRun, GridStore
+from dso_server.store.performance_store import PerformanceStore
 from dso_server.store.sqlite import MEMORY, DsoStore, to_text
+from protocol.contract import HouseholdContract
 from protocol.effective import lowest_limits
 from protocol.oadr20b.events import DecodedEvent, EventMeta
+from protocol.performance import CapacityNeed, PerformanceReport
 from protocol.reports import Telemetry, TelemetryInterval
 from protocol.signals import CapacityBandwidth, Firmness, TouTariff
 
 
 class StudyDso:
-    def __init__(self, grid: Grid, *, now: datetime, path: str = MEMORY, config: PlannerConfig | None = None) -> None:
+    def __init__(self, grid: Grid, *, now: datetime, path: str = MEMORY, config: PlannerConfig | None = None,
+                 contracts: Iterable[HouseholdContract] = ()) -> None:
+        """``contracts``: households whose contract differs from the grid's default (performance terms)."""
         counter = itertools.count(1)
         # Sequential ids: a run is reproducible to the event id (the live server uses random ones).
         self.store = DsoStore(path, id_factory=lambda prefix: f"{prefix}-{next(counter):06d}")
@@ -50,6 +67,10 @@ class StudyDso:
         self.config = config if config is not None else PlannerConfig()
         self.eans = [cp.ean for cp in grid.connection_points]
         GridStore(self.store).save_grid(grid, now=now, source="feeder study")
+        for contract in contracts:
+            group = self.store.household(contract.connection_point_id).group
+            self.store.put_household(contract, group=group, now=now)
+        self._grace_until = now + timedelta(seconds=self.config.need_grace_s)
         self._models: dict[str, FeederModel] = {}
         self._delivered: dict[str, frozenset[tuple[str, int]]] = {}
         self._parsed: dict[str, Signal] = {}
@@ -84,6 +105,22 @@ class StudyDso:
                                                                 export_kw=float(export_kw)),))
                 self.store.store_reports(ean, [report], now=now)
 
+    def record_reports(self, reports: Iterable[tuple[str, CapacityNeed | PerformanceReport]], *,
+                       now: datetime) -> None:
+        """Capacity needs and daily verdicts the HEMSs sent, as the VTN stores them."""
+        with self.store.transaction():
+            for ean, report in reports:
+                self.store.store_reports(ean, [report], now=now)
+
+    def needs_in_force(self, eans: Sequence[str], *, since: datetime, until: datetime
+                       ) -> dict[str, dict[datetime, float]]:
+        """Per household and interval: the need in force at the end (the latest made)."""
+        return PerformanceStore(self.store).needs_in_force(eans, since=since, until=until)
+
+    def shortfalls(self) -> int:
+        """Household-intervals the firm runs recorded as short of the need (``need_shortfalls``)."""
+        return len(PerformanceStore(self.store).shortfalls())
+
     # ------------------------------------------------------------------------------------------ planning
 
     def plan(self, now: datetime) -> None:
@@ -97,10 +134,16 @@ class StudyDso:
 
     def _plan(self, now: datetime) -> None:
         if self._next_day_ahead is None or now >= self._next_day_ahead:
+            waiting = False
             for day in days_due(now, self.config):
-                self._record(run_day_ahead(self.store, self.grid, day=day, now=now, config=self.config,
-                                           models=self._models))
-            self._next_day_ahead = next_day_ahead_run(now + timedelta(microseconds=1), self.config)
+                run = run_day_ahead(self.store, self.grid, day=day, now=now, config=self.config, models=self._models,
+                                    wait_for_needs_until=self._grace_until)
+                self._record(run)
+                waiting |= run is None and now < self._grace_until and not GridStore(self.store).runs(
+                    kind=FIRM, day=day.isoformat(), limit=1)
+            # A catch-up run waiting for needs looks again at the next interval (the live loop: every minute).
+            self._next_day_ahead = now if waiting else next_day_ahead_run(now + timedelta(microseconds=1),
+                                                                           self.config)
         self._record(run_near_real_time(self.store, self.grid, now=now, config=self.config, models=self._models))
 
     def _record(self, run: AllocationRun | None) -> None:

@@ -11,6 +11,11 @@ A :class:`Shard` holds a group of homes; the runner advances every shard one int
 processes or on other machines (``feeder_twin.backends``). Homes are independent within an interval, so the
 result does not depend on how they are sharded (``tests/test_feeder_study.py`` checks it).
 
+Reports: under a performance contract the controller makes capacity needs and daily verdicts and sends them
+through its reporter; here that is an :class:`InProcessReporter`, which keeps them until the runner collects
+them with the interval's output (the VEN's report path, without the wire). Homes without a performance contract
+get no reporter, as before: their telemetry is read from the controller's meter.
+
 Recording: :class:`RecordingHousehold` is the plant with two additions that do not change what it does: it
 records every sub-step (net power, indoor temperature) for the power flow and the time series, and it caches its
 forecast per interval midpoint (the HEMS asks for 96 midpoints at every plan, 95 of them the same as a quarter-hour
@@ -42,6 +47,8 @@ from hems_client.devices.weather import Weather
 from hems_client.settings import ControllerSettings
 from protocol.clock import ManualClock
 from protocol.oadr20b.events import DecodedEvent
+from protocol.performance import CapacityNeed, PerformanceReport
+from protocol.reports import ComfortStatus, Plan, Telemetry
 from protocol.timebase import INTERVAL, INTERVALS_PER_DAY, floor_to_interval
 
 HEMS_KINDS = ("owner", "optimiser")
@@ -87,6 +94,32 @@ class RecordingHousehold(Household):
                         pv_available_kw=tuple(v[1] for v in values), outdoor_temp_c=tuple(v[2] for v in values))
 
 
+class InProcessReporter:
+    """The controller's reporter in the study: accepts every report at once and keeps the capacity needs and daily
+    verdicts for the runner (plans, telemetry and comfort readings are not needed: the runner reads the meter)."""
+
+    def __init__(self) -> None:
+        self.needs: list[CapacityNeed] = []
+        self.verdicts: list[PerformanceReport] = []
+
+    async def send_telemetry(self, telemetry: Telemetry) -> bool:
+        return True
+
+    async def send_plan(self, plan: Plan) -> bool:
+        return True
+
+    async def send_comfort(self, status: ComfortStatus) -> bool:
+        return True
+
+    async def send_need(self, need: CapacityNeed) -> bool:
+        self.needs.append(need)
+        return True
+
+    async def send_performance(self, report: PerformanceReport) -> bool:
+        self.verdicts.append(report)
+        return True
+
+
 def build_household(spec: HouseholdSpec, weather: Weather) -> RecordingHousehold:
     """The plant of ``spec``: its devices with its parameters and seeds."""
     comfort = spec.contract.comfort
@@ -126,6 +159,8 @@ class SimulatedHome:
     household: RecordingHousehold
     clock: ManualClock
     controller: Controller
+    reporter: InProcessReporter | None = None
+    """Set under a performance contract (needs and verdicts to collect)."""
 
 
 @dataclass(frozen=True)
@@ -154,6 +189,10 @@ class IntervalOutput:
     """(homes, 2): the closed interval's mean import and export as the HEMS metered it (what it reports)."""
     departures: tuple[tuple[int, datetime, float, float], ...]
     """(home row, departure, range km, battery kWh) of the EVs that left in the interval."""
+    needs: tuple[tuple[int, CapacityNeed], ...] = ()
+    """(home row, need) of the capacity needs the HEMSs sent in the interval (performance contracts)."""
+    verdicts: tuple[tuple[int, PerformanceReport], ...] = ()
+    """(home row, daily verdict) of the performance reports the HEMSs sent in the interval."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +204,8 @@ class HomeSummary:
     planner_failures: int
     pv_curtailed_kwh: float
     """Since the start of the KPI window."""
+    need_failures: int = 0
+    """Capacity needs the HEMS could not compute (performance contracts; tried again the next interval)."""
     hems_cost_eur: dict[str, float] = field(default_factory=dict)
     """Per local day (ISO date): import cost minus export revenue, as the HEMS's KPI tracker counted it."""
     hems_degree_hours: dict[str, float] = field(default_factory=dict)
@@ -185,9 +226,10 @@ class Shard:
             clock = ManualClock(setup.start)
             planner, horizon = planner_for(setup.hems, spec)
             settings = ControllerSettings(substep_s=setup.substep_s, failsafe_after_s=None, horizon_intervals=horizon)
+            reporter = InProcessReporter() if spec.contract.performance is not None else None
             controller = Controller(contract=spec.contract, household=household, clock=clock, planner=planner,
-                                    settings=settings)
-            self.homes.append(SimulatedHome(spec, household, clock, controller))
+                                    settings=settings, reporter=reporter)
+            self.homes.append(SimulatedHome(spec, household, clock, controller, reporter))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._curtailed_at_kpi_start = [0.0] * len(self.homes)
 
@@ -214,6 +256,8 @@ class Shard:
         indoor = np.array([home.household.indoor_c for home in self.homes], dtype=np.float64)
         telemetry = np.zeros((len(self.homes), 2))
         departures = []
+        needs: list[tuple[int, CapacityNeed]] = []
+        verdicts: list[tuple[int, PerformanceReport]] = []
         interval_start = floor_to_interval(until - INTERVAL / 2)
         for row, home in enumerate(self.homes):
             household = home.household
@@ -224,8 +268,13 @@ class Shard:
                 telemetry[row] = (last.import_kw, last.export_kw)
             departures.extend((row, at, km, kwh) for at, km, kwh in household.departures)
             household.departures.clear()
+            if home.reporter is not None:
+                needs.extend((row, need) for need in home.reporter.needs)
+                verdicts.extend((row, verdict) for verdict in home.reporter.verdicts)
+                home.reporter.needs.clear()
+                home.reporter.verdicts.clear()
         return IntervalOutput(eans=self.eans, net_kw=net, indoor_c=indoor, telemetry=telemetry,
-                              departures=tuple(departures))
+                              departures=tuple(departures), needs=tuple(needs), verdicts=tuple(verdicts))
 
     async def _run(self, until: datetime) -> None:
         await asyncio.gather(*(home.controller.run(until=until) for home in self.homes))
@@ -243,6 +292,7 @@ class Shard:
                 ean=home.spec.ean, replans=home.controller.replans,
                 planner_failures=getattr(planner, "failures", 0),
                 pv_curtailed_kwh=self._curtailed(home) - before,
+                need_failures=0 if home.controller.performance is None else home.controller.performance.need_failures,
                 hems_cost_eur={day.day.isoformat(): day.cost_eur for day in days},
                 hems_degree_hours={day.day.isoformat(): day.degree_hours_outside_band for day in days}))
         return out

@@ -23,7 +23,10 @@ Definitions (over the KPI window: the period without its warm-up):
   window (mean), in EUR;
 * PV curtailed: energy the PV could have produced and did not (the plan or the guard capped it), in kWh;
 * firm covered (allocating strategies only, else None): the share of household-quarter-hours whose mean import
-  stayed within the firm limit alone, where the DSO published one -- how often the guaranteed part sufficed.
+  stayed within the firm limit alone, where the DSO published one -- how often the guaranteed part sufficed;
+* needs (performance strategy only, else None): the peak of the summed capacity needs in force (kW, 15-minute),
+  and the share of household-quarter-hours with a need whose firm limit met it (1 W tolerance, as the DSO's
+  allocation judges it); the DSO's own count of need shortfalls is kept beside it (``need_shortfalls``).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from feeder_twin.runner import RunResult
 from protocol.timebase import INTERVAL, INTERVAL_S
 
 EV_TOLERANCE_KM = 0.5
+NEED_TOLERANCE_KW = 0.001
 COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("peak_kw", "peak kW", "{:.0f}"),
     ("peak_kw_per_household", "kW/hh", "{:.2f}"),
@@ -85,6 +89,8 @@ class Kpis:
     ev_reference: str
     """'uncontrolled run' or 'contract range'."""
     firm_covered_share: float | None = None
+    need_peak_kw: float | None = None
+    need_met_share: float | None = None
     no_flow_substeps: int = 0
     """Sub-steps without a power-flow solution (voltage collapse), counted as beyond every limit."""
     dso_failures: int = 0
@@ -150,6 +156,13 @@ def compute(result: RunResult, reference: RunResult | None = None) -> Kpis:
     mean_import = np.maximum(net, 0.0).reshape(n_h, -1, per_interval).mean(axis=2)
     published = ~np.isnan(firm)
     covered = float((mean_import[published] <= firm[published] + 1e-6).mean()) if published.any() else None
+    need_peak = need_met = None
+    if result.need_kw is not None:
+        need = result.need_kw[:, np.unique(interval_of_step)]
+        stated = ~np.isnan(need)
+        need_peak = float(np.where(stated, need, 0.0).sum(axis=0).max())
+        met = stated & ~np.isnan(firm)
+        need_met = float((firm[met] >= need[met] - NEED_TOLERANCE_KW).mean()) if met.any() else None
     return Kpis(
         strategy=result.spec.strategy.name, week=result.spec.period.week.name, households=n_h,
         days=float(mask.sum() * dt_h / 24),
@@ -169,7 +182,8 @@ def compute(result: RunResult, reference: RunResult | None = None) -> Kpis:
         import_kwh=float(np.maximum(net, 0.0).sum() * dt_h),
         pv_curtailed_kwh=float(sum(s.pv_curtailed_kwh for s in result.summaries)),
         ev_reference="uncontrolled run" if reference is not None else "contract range",
-        firm_covered_share=covered, no_flow_substeps=int((u_min == 0.0).sum()), dso_failures=result.dso_failures,
+        firm_covered_share=covered, need_peak_kw=need_peak, need_met_share=need_met,
+        no_flow_substeps=int((u_min == 0.0).sum()), dso_failures=result.dso_failures,
     )
 
 

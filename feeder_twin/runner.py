@@ -8,8 +8,9 @@ Per interval (15 minutes) of the period, in this order:
 3. the power flow (power-grid-model, ``FeederModel.flow``) is solved for every sub-step of the interval with
    each household's mean net power of that sub-step: transformer power and loading, every node voltage, every
    line loading;
-4. for the allocating strategies, the DSO stores each household's metered telemetry of the interval and runs
-   its planner (the firm run when one is due, then the non-firm run).
+4. for the allocating strategies, the DSO stores each household's metered telemetry of the interval (and, under
+   performance contracts, the capacity needs and daily verdicts the HEMSs sent) and runs its planner (the firm
+   run when one is due, then the non-firm run).
 
 Sub-step: the live controller's guard runs every 10 s; the study's default is 60 s (``--substep-s``), which the
 reference document measures against 10 s on the same households. The plant's models are stepped exactly (the
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import time as wall_time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import numpy as np
@@ -34,6 +35,8 @@ from feeder_twin.dso import StudyDso
 from feeder_twin.homes import HomeSummary, ShardSetup
 from feeder_twin.scenario import GUARANTEED_KW, HouseholdSpec, Period, day_tariff, study_grid
 from feeder_twin.strategies import RANDOM_SHIFT_INTERVALS, Strategy
+from protocol.contract import PerformanceTerms
+from protocol.performance import CapacityNeed, PerformanceReport
 from protocol.timebase import INTERVAL, INTERVAL_S
 
 ProgressHook = Callable[[int], None]
@@ -90,6 +93,13 @@ class RunResult:
     backend: str
     dso_runs: int = 0
     notes: list[str] = field(default_factory=list)
+    need_kw: np.ndarray | None = None
+    """(households, intervals) performance strategy: the capacity need in force at the end of the run (the
+    latest each HEMS made for the interval, as the DSO stored it; NaN where none); None for other strategies."""
+    need_shortfalls: int = 0
+    """Household-intervals the DSO's firm runs recorded as short of the need (its ``need_shortfalls``)."""
+    verdicts: list[tuple[int, PerformanceReport]] = field(default_factory=list)
+    """(household row, daily verdict) of every performance report the HEMSs sent."""
     dso_failures: int = 0
     """Planning steps of the DSO that failed (the live loop logs them and goes on; so does the study)."""
     diverged_substeps: int = 0
@@ -107,6 +117,14 @@ class RunResult:
         """Sub-steps inside the KPI window (the warm-up excluded)."""
         offset = (self.spec.period.kpi_start - self.start).total_seconds()
         return self.step_start >= offset - 1e-6
+
+
+def with_performance_contracts(households: Sequence[HouseholdSpec]) -> list[HouseholdSpec]:
+    """The households of the performance strategy: every one with something to steer gets performance terms
+    (the default ones: need deadline 13:00 local) in its contract; the others keep the fair rule."""
+    terms = PerformanceTerms()
+    return [replace(h, contract=h.contract.model_copy(update={"performance": terms})) if h.flexible else h
+            for h in households]
 
 
 def shard_specs(specs: Sequence[HouseholdSpec], shards: int) -> list[list[HouseholdSpec]]:
@@ -135,8 +153,6 @@ def simulate(spec: RunSpec, grid: Grid, households: Sequence[HouseholdSpec], *, 
     stops after that many quarter-hours from the start, warm-up included (for tests and benchmarks)."""
     began = wall_time.monotonic()
     strategy = spec.strategy
-    if strategy.unavailable is not None:
-        raise ValueError(f"strategy {strategy.name!r} cannot run: {strategy.unavailable}")
     if len(grid.transformers) != 1 or grid.transformers[0].busbar_node is None:
         raise ValueError("the study needs a grid of one transformer with its LV network (nodes and lines)")
     if [h.ean for h in households] != [cp.ean for cp in grid.connection_points]:
@@ -151,6 +167,9 @@ def simulate(spec: RunSpec, grid: Grid, households: Sequence[HouseholdSpec], *, 
         end = start + n_int * INTERVAL
     n_sub = round(INTERVAL_S / spec.substep_s)
     n_h = len(households)
+    performance = strategy.allocation == "performance"
+    if performance:
+        households = with_performance_contracts(households)
     dso_grid = study_grid(grid, list(households), guaranteed_kw=spec.guaranteed_kw)
     transformer = dso_grid.transformers[0]
     model = FeederModel(dso_grid, transformer.id, power_factor=transformer.power_factor)
@@ -160,7 +179,7 @@ def simulate(spec: RunSpec, grid: Grid, households: Sequence[HouseholdSpec], *, 
     owned = backend is None
     backend = backend if backend is not None else InProcess()
     groups = shard_specs(households, shards if shards is not None else backend_parallelism(backend))
-    dso = StudyDso(dso_grid, now=start)
+    dso = StudyDso(dso_grid, now=start, contracts=[h.contract for h in households if h.contract.performance])
     try:
         shifts = tariff_shifts(households, seed=spec.seed) if strategy.tariff == "tou-random" else {}
         kind = "flat" if strategy.tariff == "flat" else "tou"
@@ -176,6 +195,7 @@ def simulate(spec: RunSpec, grid: Grid, households: Sequence[HouseholdSpec], *, 
         indoor = np.empty((n_h, n_int * n_sub))
         flows = {key: np.empty(n_int * n_sub) for key in ("p", "loading", "u_min", "u_max", "line", "node")}
         departures: list[tuple[int, datetime, float, float]] = []
+        verdicts: list[tuple[int, PerformanceReport]] = []
         diverged = 0
         shard_rows = [np.array([row_of[h.ean] for h in group]) for group in groups]
         for k in range(n_int):
@@ -186,6 +206,7 @@ def simulate(spec: RunSpec, grid: Grid, households: Sequence[HouseholdSpec], *, 
             outputs = backend.advance(until, per_shard)
             columns = slice(k * n_sub, (k + 1) * n_sub)
             telemetry = np.zeros((n_h, 2))
+            reports: list[tuple[int, CapacityNeed | PerformanceReport]] = []
             for rows, output in zip(shard_rows, outputs, strict=True):
                 if output.net_kw.shape != (len(rows), n_sub):
                     raise RuntimeError(f"a shard returned {output.net_kw.shape} sub-steps for interval {begin}, "
@@ -194,6 +215,9 @@ def simulate(spec: RunSpec, grid: Grid, households: Sequence[HouseholdSpec], *, 
                 indoor[rows, columns] = output.indoor_c
                 telemetry[rows] = output.telemetry
                 departures.extend((int(rows[r]), at, km, kwh) for r, at, km, kwh in output.departures)
+                reports.extend((int(rows[r]), need) for r, need in output.needs)
+                reports.extend((int(rows[r]), verdict) for r, verdict in output.verdicts)
+                verdicts.extend((int(rows[r]), verdict) for r, verdict in output.verdicts)
             p_kw, loading, u_min, u_max, line, node, failed = solve_flow(model, net[flow_rows, columns],
                                                                         transformer.rating_kva,
                                                                         transformer.power_factor)
@@ -206,12 +230,15 @@ def simulate(spec: RunSpec, grid: Grid, households: Sequence[HouseholdSpec], *, 
             diverged += failed
             if strategy.allocates:
                 dso.record_telemetry(begin, [h.ean for h in households], telemetry, now=until)
+                if reports:
+                    dso.record_reports([(households[row].ean, report) for row, report in reports], now=until)
                 dso.plan(until)
             if progress is not None:
                 progress(1)
         summaries = {s.ean: s for s in backend.summaries()}
         prices = _prices(tariffs, [h.ean for h in households], start, n_int)
         firm, limit = _published_limits(dso, households, start, n_int)
+        need = _needs(dso, households, start, n_int) if performance else None
         return RunResult(
             spec=spec, households=list(households), step_start=np.arange(n_int * n_sub) * spec.substep_s,
             net_kw=net, indoor_c=indoor, transformer_kw=flows["p"], transformer_loading=flows["loading"],
@@ -220,7 +247,8 @@ def simulate(spec: RunSpec, grid: Grid, households: Sequence[HouseholdSpec], *, 
             firm_kw=firm, limit_kw=limit, departures=sorted(departures, key=lambda d: (d[1], d[0])),
             summaries=[summaries[h.ean] for h in households], transformer_rating_kva=transformer.rating_kva,
             wall_s=wall_time.monotonic() - began, backend=getattr(backend, "name", type(backend).__name__),
-            dso_runs=len(dso.runs), diverged_substeps=diverged,
+            dso_runs=len(dso.runs), need_kw=need, need_shortfalls=dso.shortfalls() if performance else 0,
+            verdicts=sorted(verdicts, key=lambda v: (v[1].start, v[0])), diverged_substeps=diverged,
             dso_failures=len(dso.failures), notes=_notes(diverged, dso.failures))
     finally:
         backend.finish()
@@ -302,3 +330,12 @@ def _published_limits(dso: StudyDso, households: Sequence[HouseholdSpec], start:
             firm[row, k] = min(firm_kw, h.contract.contracted_max_import_kw)
             limit[row, k] = min(total_kw, h.contract.contracted_max_import_kw)
     return firm, limit
+
+
+def _needs(dso: StudyDso, households: Sequence[HouseholdSpec], start: datetime, n_int: int) -> np.ndarray:
+    need = np.full((len(households), n_int), np.nan)
+    found = dso.needs_in_force([h.ean for h in households], since=start, until=start + n_int * INTERVAL)
+    for row, h in enumerate(households):
+        for moment, kw in found.get(h.ean, {}).items():
+            need[row, int((moment - start) / INTERVAL)] = kw
+    return need

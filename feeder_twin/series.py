@@ -12,6 +12,9 @@ Tables (times in seconds from the run's start; ``row`` is the household's positi
                    u_min_node
     prices         run_id, row, interval, import_eur_per_kwh, export_eur_per_kwh
     limits         run_id, row, interval, firm_kw, limit_kw          (what the DSO published; allocating runs)
+    needs          run_id, row, interval, need_kw                    (capacity need in force; performance runs)
+    verdicts       run_id, row, day_start (ISO UTC), degree_hours, degree_hours_limit_below_need, report (JSON)
+                                                                     (each HEMS's daily performance verdict)
     ev_departures  run_id, row, at (ISO UTC), range_km, soc_kwh
     hems_days      run_id, row, day, cost_eur, degree_hours          (each HEMS's own KPI tracker)
     kpis           run_id, name, value                                (``feeder_twin.kpi``, as printed)
@@ -47,6 +50,11 @@ CREATE TABLE IF NOT EXISTS prices (run_id INTEGER NOT NULL, row INTEGER NOT NULL
     PRIMARY KEY (run_id, row, interval)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS limits (run_id INTEGER NOT NULL, row INTEGER NOT NULL, interval INTEGER NOT NULL,
     firm_kw REAL, limit_kw REAL, PRIMARY KEY (run_id, row, interval)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS needs (run_id INTEGER NOT NULL, row INTEGER NOT NULL, interval INTEGER NOT NULL,
+    need_kw REAL NOT NULL, PRIMARY KEY (run_id, row, interval)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS verdicts (run_id INTEGER NOT NULL, row INTEGER NOT NULL, day_start TEXT NOT NULL,
+    degree_hours REAL NOT NULL, degree_hours_limit_below_need REAL NOT NULL, report TEXT NOT NULL,
+    PRIMARY KEY (run_id, row, day_start));
 CREATE TABLE IF NOT EXISTS ev_departures (run_id INTEGER NOT NULL, row INTEGER NOT NULL, at TEXT NOT NULL,
     range_km REAL NOT NULL, soc_kwh REAL NOT NULL, PRIMARY KEY (run_id, row, at));
 CREATE TABLE IF NOT EXISTS hems_days (run_id INTEGER NOT NULL, row INTEGER NOT NULL, day TEXT NOT NULL,
@@ -116,6 +124,15 @@ class SeriesStore:
                     "INSERT INTO limits VALUES (?,?,?,?,?)",
                     ((run_id, row, k, _number(result.firm_kw[row, k]), _number(result.limit_kw[row, k]))
                      for row in range(n_h) for k in range(n_i)))
+            if result.need_kw is not None:
+                rows, ks = np.nonzero(~np.isnan(result.need_kw))
+                self.db.executemany("INSERT INTO needs VALUES (?,?,?,?)",
+                                    ((run_id, int(r), int(k), float(result.need_kw[r, k]))
+                                     for r, k in zip(rows, ks, strict=True)))
+            self.db.executemany("INSERT INTO verdicts VALUES (?,?,?,?,?,?)",
+                                [(run_id, row, v.start.isoformat(), v.degree_hours_outside_band,
+                                  v.degree_hours_limit_below_need, v.model_dump_json())
+                                 for row, v in result.verdicts])
             self.db.executemany("INSERT INTO ev_departures VALUES (?,?,?,?,?)",
                                 [(run_id, row, at.isoformat(), km, kwh) for row, at, km, kwh in result.departures])
             self.db.executemany(

@@ -11,14 +11,13 @@ A strategy says three things, each carried out by the live code:
 * ``allocation``: what the DSO publishes besides the tariff -- ``none``, or ``planner``: the live planner's firm
   limits (day-ahead) and non-firm limits (near real time) per household.
 
-Where the performance contract (issue 13) plugs in: its strategy names the day-ahead reports it asks of the
-homes (``hems_reports = ("capacity_need",)``) and its allocation (``performance``). Running it takes three
-additions, each small because the rest is in place: a ``Shard.reports(kind, day)`` that asks each home's
-optimiser for its capacity need (the LP issue 13 adds to ``hems_client.optimiser``) and returns it per
-connection point, like ``Shard.advance`` returns telemetry; the runner calling it before ``StudyDso.plan`` when
-a day-ahead run is due; and ``StudyDso.plan`` handing the needs to the need-aware firm allocation issue 13 adds
-to ``dso_server.capacity`` (the same store, wire and KPIs as ``bandwidth``). Until then ``performance`` is listed
-but refuses to run, saying why.
+``performance`` is the performance contract (PROFILE §11, issue 13), run by the same code as the live system:
+every household with something to steer has performance terms in its contract (the HEMS and the DSO's store hold
+the same contract); its controller's ``PerformanceReporting`` makes the capacity needs with the ``NeedPlanner``
+(the rest of today at start, the next day an hour before the contract's 13:00 deadline) and the daily verdicts;
+an in-process reporter hands them to the DSO's store (``store_reports``, as the VTN does), and the DSO's day-ahead
+run allocates for the needs in force (``allocate_for_needs`` through ``run_day_ahead``), waiting up to
+``need_grace_s`` for the first ones as the live planning loop does. Non-firm limits as under ``bandwidth``.
 """
 
 from __future__ import annotations
@@ -31,10 +30,6 @@ RANDOM_SHIFT_INTERVALS = 8
 """tou-random: each household's tariff is shifted by a fixed offset drawn uniformly from ±8 quarter-hours."""
 
 
-class StrategyUnavailable(RuntimeError):
-    """A strategy that is defined but cannot run yet; the message says what it waits for."""
-
-
 @dataclass(frozen=True)
 class Strategy:
     name: str
@@ -43,8 +38,7 @@ class Strategy:
     tariff: str
     allocation: str
     hems_reports: tuple[str, ...] = ()
-    unavailable: str | None = None
-    """Why the strategy cannot run yet (None when it can)."""
+    """What the HEMSs report besides telemetry (performance: capacity needs and daily verdicts)."""
 
     @property
     def allocates(self) -> bool:
@@ -62,18 +56,13 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
              "capacity bandwidths from the DSO's planner", hems="optimiser", tariff="tou", allocation="planner"),
     Strategy("performance", "performance contracts: each HEMS reports its capacity need day-ahead, the DSO "
              "allocates firm capacity for it", hems="optimiser", tariff="tou", allocation="performance",
-             hems_reports=("capacity_need",),
-             unavailable="needs issue 13 (the capacity-need report in the HEMS optimiser and the need-aware firm "
-                         "allocation in dso_server.capacity), which is not built yet"),
+             hems_reports=("capacity_need", "performance")),
 )}
-DEFAULT_STRATEGIES = ("uncontrolled", "tou", "tou-random", "bandwidth")
+DEFAULT_STRATEGIES = ("uncontrolled", "tou", "tou-random", "bandwidth", "performance")
 
 
 def strategy(name: str) -> Strategy:
-    """The strategy ``name``; ValueError naming the known ones, StrategyUnavailable for one that cannot run yet."""
+    """The strategy ``name``; ValueError naming the known ones."""
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
-    chosen = STRATEGIES[name]
-    if chosen.unavailable is not None:
-        raise StrategyUnavailable(f"strategy {name!r} cannot run yet: it {chosen.unavailable}")
-    return chosen
+    return STRATEGIES[name]

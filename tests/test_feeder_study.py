@@ -30,7 +30,7 @@ from feeder_twin.scenario import (
     household_specs,
     study_grid,
 )
-from feeder_twin.strategies import STRATEGIES, StrategyUnavailable, strategy
+from feeder_twin.strategies import STRATEGIES, strategy
 from hems_client.devices.household import Household
 from protocol.effective import EffectiveLimit
 
@@ -57,15 +57,15 @@ def test_short_run_kpis_match_an_independent_recomputation_from_the_stored_serie
     import pandapower.networks as pn
 
     assert main(["run", "--grid", GRID, "--days", "1", "--warmup-h", "4", "--strategies", "uncontrolled",
-                 "bandwidth", "--output-dir", str(tmp_path), "--no-progress"]) == 0
+                 "bandwidth", "performance", "--output-dir", str(tmp_path), "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    assert "uncontrolled" in printed and "bandwidth" in printed and "peak kW" in printed
+    assert "uncontrolled" in printed and "bandwidth" in printed and "performance" in printed and "peak kW" in printed
     assert (tmp_path / "transformer.png").stat().st_size > 10_000 and (tmp_path / "kpis.csv").exists()
 
     db = sqlite3.connect(tmp_path / "series.sqlite")
     runs = {strategy: (run_id, start, kpi_start, substep, rating) for run_id, strategy, start, kpi_start, substep,
             rating in db.execute("SELECT run_id, strategy, start, kpi_start, substep_s, rating_kva FROM runs")}
-    assert set(runs) == {"uncontrolled", "bandwidth"}
+    assert set(runs) == {"uncontrolled", "bandwidth", "performance"}
     departures = {name: {(row, at): km for row, at, km in db.execute(
         "SELECT row, at, range_km FROM ev_departures WHERE run_id = ?", [run_id])}
         for name, (run_id, *_) in runs.items()}
@@ -147,24 +147,55 @@ def test_short_run_kpis_match_an_independent_recomputation_from_the_stored_serie
         assert p_kw[peak] == pytest.approx(-net_pp.res_trafo.p_lv_mw.iloc[0] * 1000, rel=0.01)
         assert rating_kva == pytest.approx(net_pp.trafo.sn_mva.iloc[0] * 1000)
 
-    # Under the bandwidth strategy every household kept the limits the DSO published, as interval means.
-    run = runs["bandwidth"][0]
-    net = _matrix(db, run, "net_kw")
-    limits = np.array([np.nan if v is None else v for (v,) in db.execute(
-        "SELECT limit_kw FROM limits WHERE run_id = ? ORDER BY row, interval", [run])], dtype=float).reshape(8, -1)
-    mean_import = np.maximum(net, 0).reshape(8, -1, round(900 / runs["bandwidth"][3])).mean(axis=2)
-    published = ~np.isnan(limits)
-    assert published.mean() > 0.95
-    assert np.all(mean_import[published] <= limits[published] + 0.05)
-    firm = np.array([np.nan if v is None else v for (v,) in db.execute(
-        "SELECT firm_kw FROM limits WHERE run_id = ? ORDER BY row, interval", [run])], dtype=float).reshape(8, -1)
+    # Under the allocating strategies every household kept the limits the DSO published, as interval means.
     kpi_intervals = slice(4 * 4, None)  # the 4 h warm-up left out
-    firm, mean_import = firm[:, kpi_intervals], mean_import[:, kpi_intervals]
-    stored = dict(db.execute("SELECT name, value FROM kpis WHERE run_id = ?", [run]).fetchall())
-    assert stored["firm_covered_share"] == pytest.approx(
-        (mean_import[~np.isnan(firm)] <= firm[~np.isnan(firm)] + 1e-6).mean())
+    for name in ("bandwidth", "performance"):
+        run = runs[name][0]
+        net = _matrix(db, run, "net_kw")
+        limits = np.array([np.nan if v is None else v for (v,) in db.execute(
+            "SELECT limit_kw FROM limits WHERE run_id = ? ORDER BY row, interval", [run])], dtype=float).reshape(8, -1)
+        mean_import = np.maximum(net, 0).reshape(8, -1, round(900 / runs[name][3])).mean(axis=2)
+        published = ~np.isnan(limits)
+        assert published.mean() > 0.95
+        assert np.all(mean_import[published] <= limits[published] + 0.05)
+        firm = np.array([np.nan if v is None else v for (v,) in db.execute(
+            "SELECT firm_kw FROM limits WHERE run_id = ? ORDER BY row, interval", [run])], dtype=float).reshape(8, -1)
+        firm, mean_import = firm[:, kpi_intervals], mean_import[:, kpi_intervals]
+        stored = dict(db.execute("SELECT name, value FROM kpis WHERE run_id = ?", [run]).fetchall())
+        assert stored["firm_covered_share"] == pytest.approx(
+            (mean_import[~np.isnan(firm)] <= firm[~np.isnan(firm)] + 1e-6).mean())
     assert dict(db.execute("SELECT name, value FROM kpis WHERE run_id = ?",
                            [runs["uncontrolled"][0]]).fetchall())["firm_covered_share"] is None
+
+    # Performance contracts: every steered household's HEMS reported a need for every interval after its start,
+    # the DSO's firm limits met them (recomputed from the needs and limits stored), and each HEMS sent its daily
+    # verdicts, whose degree-hours agree with its own KPI tracker.
+    run = runs["performance"][0]
+    flexible = np.array([row for (row,) in db.execute(
+        "SELECT row FROM households WHERE run_id = ? AND (heat_pump_kw IS NOT NULL OR ev_kwh IS NOT NULL OR "
+        "battery_kwh IS NOT NULL) ORDER BY row", [run])])
+    (n_intervals,) = db.execute("SELECT max(interval) + 1 FROM prices WHERE run_id = ?", [run]).fetchone()
+    need = np.full((8, n_intervals), np.nan)
+    for row, interval, kw in db.execute("SELECT row, interval, need_kw FROM needs WHERE run_id = ?", [run]):
+        need[row, interval] = kw
+    assert len(flexible) and np.isnan(need[np.setdiff1d(np.arange(8), flexible)]).all()
+    assert not np.isnan(need[flexible, 1:]).any()  # from the first interval after the start on
+    firm = np.array([np.nan if v is None else v for (v,) in db.execute(
+        "SELECT firm_kw FROM limits WHERE run_id = ? ORDER BY row, interval", [run])], dtype=float).reshape(8, -1)
+    need, firm = need[:, kpi_intervals], firm[:, kpi_intervals]
+    stated = ~np.isnan(need)
+    stored = dict(db.execute("SELECT name, value FROM kpis WHERE run_id = ?", [run]).fetchall())
+    assert stored["need_met_share"] == pytest.approx((firm[stated] >= need[stated] - 0.001).mean())
+    assert stored["need_met_share"] == 1.0  # this feeder carries every need
+    assert stored["need_peak_kw"] == pytest.approx(np.nansum(need, axis=0).max())
+    assert 0 < stored["need_peak_kw"] < 5 * 8
+    verdicts = db.execute("SELECT row, day_start, degree_hours FROM verdicts WHERE run_id = ?", [run]).fetchall()
+    assert {row for row, _, _ in verdicts} == set(flexible.tolist())
+    hems_days = {(row, day): dh for row, day, dh in db.execute(
+        "SELECT row, day, degree_hours FROM hems_days WHERE run_id = ?", [run])}
+    for row, day_start, degree_hours in verdicts:
+        day = datetime.fromisoformat(day_start).astimezone(ZONE).date().isoformat()
+        assert degree_hours == pytest.approx(hems_days[(row, day)], abs=1e-6)
 
 
 # ---------------------------------------------------------------------------------- where the homes run
@@ -273,20 +304,6 @@ def test_randomised_tou_shifts_each_households_cheap_window_within_two_hours() -
     assert {i.import_price_eur_per_kwh for i in day_tariff(day, kind="flat").intervals} == {0.26}
 
 
-def test_performance_strategy_is_listed_but_refuses_to_run_until_issue_13(capsys: pytest.CaptureFixture[str]) -> None:
-    assert STRATEGIES["performance"].hems_reports == ("capacity_need",)
-    with pytest.raises(StrategyUnavailable, match="issue 13"):
-        strategy("performance")
-    with pytest.raises(SystemExit) as exit_info:
-        parse_args(["run", "--strategies", "tou", "performance"])
-    assert exit_info.value.code == 2
-    assert "issue 13" in capsys.readouterr().err
-    grid = lab_grid(GRID)
-    spec = RunSpec(GRID, "2040", Period(WEEKS["winter"], 1), STRATEGIES["performance"])
-    with pytest.raises(ValueError, match="cannot run"):
-        simulate(spec, grid, household_specs(grid, SCENARIOS["2040"], seed=1))
-
-
 @pytest.mark.parametrize(("argv", "message"), [
     (["run", "--days", "9"], "--days must be between 1 and 7"),
     (["run", "--substep-s", "7"], "--substep-s must divide 900"),
@@ -314,7 +331,7 @@ def test_cli_help_and_list_document_the_study(capsys: pytest.CaptureFixture[str]
         assert word in text
     assert main(["list"]) == 0
     listed = capsys.readouterr().out
-    assert "dickert-long-cable" in listed and "2040" in listed and "[not yet: needs issue 13" in listed
+    assert "dickert-long-cable" in listed and "2040" in listed and "reports its capacity need" in listed
 
 
 # ---------------------------------------------------------------------------------- hosting capacity
