@@ -107,7 +107,11 @@ def search(grid: Grid, base: Shares, period: Period, strategies: list[Strategy],
         def one(chosen: Strategy) -> RunResult:
             spec = RunSpec(grid_name=grid_name, scenario=f"{scenario}, {'+'.join(devices)} {share:.0%}", period=period,
                            strategy=chosen, substep_s=substep_s, seed=seed, guaranteed_kw=guaranteed_kw)
-            return simulate(spec, grid, households, backend=backend, progress=progress)
+            result = simulate(spec, grid, households, backend=backend, progress=progress)
+            if log is not None:
+                for note in result.notes:
+                    log(f"hosting {chosen.name} at {share:.0%}: {note}")
+            return result
 
         if share not in references:
             references[share] = one(STRATEGIES["uncontrolled"])
