@@ -294,6 +294,7 @@ def test_reports_are_stored_and_telemetry_upserted(store: DsoStore) -> None:
     assert [r.interval_start for r in store.telemetry(EAN_A, since=start + Q)] == [start + Q]
     assert [r.interval_start for r in store.telemetry(EAN_A, until=start + Q)] == [start]
     assert store.last_telemetry_start(EAN_A) == start + Q
+    assert store.last_telemetry_starts() == {EAN_A: start + Q}  # EAN_B sent nothing
     plan = store.latest_plan(EAN_A)
     comfort = store.latest_comfort(EAN_A)
     assert plan is not None and plan.plan.intervals[0].net_import_kw == -1.5

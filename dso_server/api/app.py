@@ -149,7 +149,12 @@ def _household_json(store: DsoStore, household: Household) -> dict[str, Any]:
 async def list_households(request: web.Request) -> web.Response:
     _query(request, models.NoQuery)
     store = _store(request)
-    return _json({"households": [_household_json(store, household) for household in store.households()]})
+    # Three statements for any number of households (not two per household).
+    vens = {ven.connection_point_id: ven for ven in store.vens()}
+    last = store.last_telemetry_starts()
+    return _json({"households": [
+        codec.household_json(h, vens.get(h.connection_point_id), last.get(h.connection_point_id))
+        for h in store.households()]})
 
 
 async def put_household(request: web.Request) -> web.Response:

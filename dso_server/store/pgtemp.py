@@ -15,6 +15,7 @@ import contextlib
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -22,6 +23,8 @@ from types import TracebackType
 
 SUPERUSER = "dso"
 START_TIMEOUT_S = 60
+STOP_TIMEOUT_S = 5
+"""Seconds pg_ctl waits for the throwaway server to stop before it is killed."""
 
 
 class PostgresNotFound(RuntimeError):
@@ -112,9 +115,16 @@ class TemporaryPostgres:
         directory, self.directory = self.directory, None
         if directory is None:
             return
-        if (directory / "data" / "postmaster.pid").exists():
+        pid_file = directory / "data" / "postmaster.pid"
+        if pid_file.exists():
+            result = None
             with contextlib.suppress(subprocess.TimeoutExpired):
-                self._run("pg_ctl", "-D", str(directory / "data"), "-m", "immediate", "-w", "stop")
+                result = self._run("pg_ctl", "-D", str(directory / "data"), "-m", "immediate", "-w", "-t",
+                                   str(STOP_TIMEOUT_S), "stop")
+            if (result is None or result.returncode != 0) and pid_file.exists():
+                # A throwaway server: one that does not stop at once is killed (pg_ctl would wait a minute).
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
         shutil.rmtree(directory, ignore_errors=True)
 
     def __enter__(self) -> TemporaryPostgres:

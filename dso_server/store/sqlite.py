@@ -633,6 +633,12 @@ class DsoStore:
             for row in rows
         ]
 
+    def last_telemetry_starts(self) -> dict[str, datetime]:
+        """Per connection point, the start of its latest telemetry interval (one statement for all)."""
+        rows = self._rows("SELECT connection_point_id, MAX(interval_start) AS last FROM telemetry "
+                          "GROUP BY connection_point_id")
+        return {row["connection_point_id"]: from_text(row["last"]) for row in rows}
+
     def last_telemetry_start(self, connection_point_id: str) -> datetime | None:
         rows = self._rows("SELECT MAX(interval_start) AS last FROM telemetry WHERE connection_point_id = ?",
                           [connection_point_id])
