@@ -32,6 +32,29 @@ def test_power_grid_model_matches_pandapower_on_kerber_dorfnetz() -> None:
     assert ours.loading_max.max() == pytest.approx(net.res_line.loading_percent.max() / 100, rel=0.02)
 
 
+def test_detailed_flow_matches_pandapower_and_the_summary_run() -> None:
+    pp = pytest.importorskip("pandapower")
+    import pandapower.networks as pn
+
+    net = pn.create_kerber_landnetz_kabel_2()
+    grid = grid_from_pandapower(net, number=12)
+    model = FeederModel(grid, "T1", power_factor=0.95)
+    n = len(grid.connection_points)
+    p_kw = np.stack([np.full(n, 9.0), np.linspace(-6.0, 4.0, n)], axis=1)  # a heavy import, a mixed export case
+    flow = model.flow(p_kw)
+    summary = model.run(p_kw)
+    assert flow.u_pu.min(axis=1) == pytest.approx(summary.u_min_pu.min(axis=1))
+    assert flow.line_loading.max(axis=1) == pytest.approx(summary.loading_max.max(axis=1))
+    assert flow.transformer_kw[0] > 9.0 * n  # the load plus the losses in the lines
+    net.load["p_mw"] = p_kw[:, 0] / 1000
+    net.load["q_mvar"] = p_kw[:, 0] / 1000 * np.tan(np.arccos(0.95))
+    pp.runpp(net)
+    lv = net.res_bus.vm_pu[net.bus.vn_kv < 1]
+    assert flow.u_pu[0].min() == pytest.approx(lv.min(), abs=2e-3)
+    assert flow.transformer_kw[0] == pytest.approx(-net.res_trafo.p_lv_mw.iloc[0] * 1000, rel=0.01)
+    assert flow.transformer_loading[0] == pytest.approx(net.res_trafo.loading_percent.iloc[0] / 100, rel=0.02)
+
+
 def test_firm_reduced_where_a_long_feeder_would_fall_below_0_9_pu() -> None:
     grid = lab_grid("kerber-vorstadtnetz-kabel-1")
     # Every household at 10 kW would break lines and voltages; the reduction must bring them back.

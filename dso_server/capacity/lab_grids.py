@@ -46,10 +46,14 @@ def _kerber(function: str) -> Callable[[], Any]:
     return build
 
 
-def _dickert() -> Any:
-    import pandapower.networks as pn
+def _dickert(feeders_range: str) -> Callable[[], Any]:
+    def build() -> Any:
+        import pandapower.networks as pn
 
-    return pn.create_dickert_lv_network(feeders_range="middle", linetype="cable", customer="multiple", case="good")
+        return pn.create_dickert_lv_network(feeders_range=feeders_range, linetype="cable", customer="multiple",
+                                            case="good")
+
+    return build
 
 
 LAB_GRIDS: dict[str, LabGrid] = {g.name: g for g in (
@@ -62,7 +66,9 @@ LAB_GRIDS: dict[str, LabGrid] = {g.name: g for g in (
             "suburban cable grid, 630 kVA, 146 households"),
     LabGrid("kerber-vorstadtnetz-kabel-2", 15, _kerber("create_kerber_vorstadtnetz_kabel_2"),
             "suburban cable grid, 630 kVA, 144 households"),
-    LabGrid("dickert-middle-cable", 16, _dickert, "Dickert LV cable grid, middle feeders, 400 kVA, 45 households"),
+    LabGrid("dickert-middle-cable", 16, _dickert("middle"),
+            "Dickert LV cable grid, middle feeders, 400 kVA, 45 households"),
+    LabGrid("dickert-long-cable", 17, _dickert("long"), "Dickert LV cable grid, long feeders, 400 kVA, 90 households"),
 )}
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -48,6 +49,19 @@ _SOURCE_SK_VA = 1e9
 class PowerFlowLimitError(CapacityInvariantError):
     """An allocation a power flow finds outside voltage or line limits and that was not flagged as forced; the
     error names the transformer and the branch by the id of its first line from the busbar."""
+
+
+@dataclass(frozen=True)
+class FeederFlow:
+    """Per scenario: the transformer's active power delivered to the LV side (kW, losses in the lines included)
+    and its loading (apparent power / rating), every LV node's voltage (p.u.) and every line's loading."""
+
+    transformer_kw: FloatArray
+    transformer_loading: FloatArray
+    u_pu: FloatArray
+    """(scenarios, LV nodes)"""
+    line_loading: FloatArray
+    """(scenarios, lines)"""
 
 
 @dataclass(frozen=True)
@@ -172,17 +186,20 @@ class FeederModel:
         # Connection points on the busbar itself belong to no branch; give them branch 0 but never scale them.
         self.on_busbar = np.array([node_index[cp.node_id] == busbar for cp in cps], dtype=bool)  # type: ignore[index]
 
-    def run(self, load_kw: FloatArray) -> FlowResult:
-        """Batch power flow; ``load_kw`` (connection points, scenarios), positive = import, negative = export."""
+    def _calculate(self, load_kw: FloatArray, components: list[ComponentType]) -> dict[ComponentType, Any]:
         p_w = np.asarray(load_kw, dtype=np.float64).T * 1e3  # (scenarios, loads)
-        n_scenarios = p_w.shape[0]
         update = initialize_array(DatasetType.update, ComponentType.sym_load, p_w.shape)
         update["id"] = self._load_ids[None, :]
         update["p_specified"] = p_w
         update["q_specified"] = p_w * self._tan_phi
-        output = self._model.calculate_power_flow(
+        return self._model.calculate_power_flow(
             update_data={ComponentType.sym_load: update}, calculation_method=CalculationMethod.newton_raphson,
-            output_component_types=[ComponentType.node, ComponentType.line], threading=-1)
+            output_component_types=components, threading=-1)
+
+    def run(self, load_kw: FloatArray) -> FlowResult:
+        """Batch power flow; ``load_kw`` (connection points, scenarios), positive = import, negative = export."""
+        n_scenarios = np.asarray(load_kw).shape[1]
+        output = self._calculate(load_kw, [ComponentType.node, ComponentType.line])
         u_pu = output[ComponentType.node]["u_pu"][:, self._lv_nodes]  # (scenarios, lv nodes)
         loading = output[ComponentType.line]["loading"]  # (scenarios, lines)
         u_min = np.full((n_scenarios, self.n_branches), np.inf)
@@ -198,6 +215,15 @@ class FeederModel:
             if lines_b.any():
                 l_max[:, b] = loading[:, lines_b].max(axis=1)
         return FlowResult(u_min_pu=u_min, u_max_pu=u_max, loading_max=l_max)
+
+    def flow(self, load_kw: FloatArray) -> FeederFlow:
+        """Batch power flow with every result a study needs (``load_kw`` as for ``run``): the transformer's
+        active power on its LV side and its loading, every LV node's voltage and every line's loading."""
+        output = self._calculate(load_kw, [ComponentType.node, ComponentType.line, ComponentType.transformer])
+        trafo = output[ComponentType.transformer]
+        return FeederFlow(transformer_kw=-trafo["p_to"][:, 0] / 1e3, transformer_loading=trafo["loading"][:, 0],
+                          u_pu=output[ComponentType.node]["u_pu"][:, self._lv_nodes],
+                          line_loading=output[ComponentType.line]["loading"])
 
 
 @dataclass(frozen=True)
