@@ -18,7 +18,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
@@ -614,8 +614,6 @@ def _print_signal(answer: dict[str, Any]) -> None:
 
 
 def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from dso_server.contracts import ContractsFileError
-    from dso_server.errors import ConfigurationError, SchemaError, StoreError
     from dso_server.service import DsoServer, run_event_loop
 
     try:
@@ -629,7 +627,7 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     logging.getLogger("openleadr").setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
 
     if settings.workers > 1:
-        return _serve_workers(settings, args)
+        return _serve_workers(settings)
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -638,57 +636,27 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(signum, stop.set)
         async with DsoServer(settings) as dso:
-            if settings.insecure:
-                print(f"dso-server: WARNING: --insecure: the VTN serves plain HTTP without client certificates; any "
-                      f"process that reaches {settings.vtn_host} can act as any household. Demo and tests only.",
-                      file=sys.stderr, flush=True)
-            print(f"dso-server: VTN at {dso.vtn_url}", flush=True)
-            print(f"dso-server: operator API at {dso.api_url}/api/", flush=True)
-            if not settings.api_tls and not is_loopback(settings.api_host):
-                print(f"dso-server: WARNING: INSECURE: the operator API listens on {settings.api_host} over plain "
-                      "HTTP (--api-insecure): tokens and session cookies cross the network in clear text",
-                      file=sys.stderr, flush=True)
             from dso_server.store.security_store import SecurityStore
 
-            if not any(t.usable_at(dso.clock.now()) for t in SecurityStore(dso.store).tokens()):
-                print(f"dso-server: no API token exists yet; create one with 'dso-server token create --db "
-                      f"{settings.db_path} --name NAME --role operate'", flush=True)
+            no_token = not any(t.usable_at(dso.clock.now()) for t in SecurityStore(dso.store).tokens())
+            _announce(settings, dso.vtn_url, dso.api_url, no_token=no_token)
             if dso.vtn.fingerprint:
                 print(f"dso-server: messages signed; VTN certificate fingerprint {dso.vtn.fingerprint}", flush=True)
             await stop.wait()
             print("dso-server: stopping", flush=True)
 
-    try:
+    with _start_errors():
         run_event_loop(run())
-    except (ContractsFileError, ConfigurationError) as error:
-        raise UsageError(str(error)) from None
-    except SchemaError as error:
-        raise Refused(str(error)) from None
-    except StoreError as error:
-        raise Refused(error.message) from None
-    except OSError as error:
-        raise Refused(f"cannot start: {error.strerror or error}") from None
     return 0
 
 
-def _serve_workers(settings: Any, args: argparse.Namespace) -> int:
-    from dso_server.contracts import ContractsFileError
-    from dso_server.errors import ConfigurationError, SchemaError, StoreError
+def _serve_workers(settings: Any) -> int:
     from dso_server.service import _url
-    from dso_server.settings import is_loopback
     from dso_server.workers import Supervisor
 
     supervisor = Supervisor(settings, settings.workers)
-    try:
+    with _start_errors():
         listeners = supervisor.open()
-    except (ContractsFileError, ConfigurationError) as error:
-        raise UsageError(str(error)) from None
-    except SchemaError as error:
-        raise Refused(str(error)) from None
-    except StoreError as error:
-        raise Refused(error.message) from None
-    except OSError as error:
-        raise Refused(f"cannot start: {error.strerror or error}") from None
     vtn_url = (_url(settings.vtn_host, listeners.vtn.getsockname()[1], "http" if settings.insecure else "https")
                + settings.http_path_prefix.rstrip("/"))
     api_url = _url(settings.api_host, listeners.api.getsockname()[1], "https" if settings.api_tls else "http")
@@ -696,25 +664,45 @@ def _serve_workers(settings: Any, args: argparse.Namespace) -> int:
         from dso_server.store.security_store import SecurityStore
 
         no_token = not any(t.usable_at(datetime.now(UTC)) for t in SecurityStore(store).tokens())
-
-    def ready() -> None:
-        if settings.insecure:
-            print(f"dso-server: WARNING: --insecure: the VTN serves plain HTTP without client certificates; any "
-                  f"process that reaches {settings.vtn_host} can act as any household. Demo and tests only.",
-                  file=sys.stderr, flush=True)
-        print(f"dso-server: VTN at {vtn_url} ({settings.workers} workers)", flush=True)
-        print(f"dso-server: operator API at {api_url}/api/", flush=True)
-        if not settings.api_tls and not is_loopback(settings.api_host):
-            print(f"dso-server: WARNING: INSECURE: the operator API listens on {settings.api_host} over plain "
-                  "HTTP (--api-insecure): tokens and session cookies cross the network in clear text",
-                  file=sys.stderr, flush=True)
-        if no_token:
-            print(f"dso-server: no API token exists yet; create one with 'dso-server token create --db "
-                  f"{settings.db_path} --name NAME --role operate'", flush=True)
-
-    supervisor.serve(on_ready=ready)
+    supervisor.serve(on_ready=lambda: _announce(settings, vtn_url, api_url, no_token=no_token,
+                                                 workers=settings.workers))
     print("dso-server: stopping", flush=True)
     return 0
+
+
+@contextlib.contextmanager
+def _start_errors() -> Iterator[None]:
+    """What can stop ``serve`` from starting, as the CLI's usage error or refusal."""
+    from dso_server.contracts import ContractsFileError
+    from dso_server.errors import ConfigurationError, SchemaError, StoreError
+
+    try:
+        yield
+    except (ContractsFileError, ConfigurationError) as error:
+        raise UsageError(str(error)) from None
+    except SchemaError as error:
+        raise Refused(str(error)) from None
+    except StoreError as error:
+        raise Refused(error.message) from None
+    except OSError as error:
+        raise Refused(f"cannot start: {error.strerror or error}") from None
+
+
+def _announce(settings: Any, vtn_url: str, api_url: str, *, no_token: bool, workers: int = 1) -> None:
+    """The lines ``serve`` prints once it listens: where, and the warnings its settings call for."""
+    if settings.insecure:
+        print(f"dso-server: WARNING: --insecure: the VTN serves plain HTTP without client certificates; any "
+              f"process that reaches {settings.vtn_host} can act as any household. Demo and tests only.",
+              file=sys.stderr, flush=True)
+    print(f"dso-server: VTN at {vtn_url}" + (f" ({workers} workers)" if workers > 1 else ""), flush=True)
+    print(f"dso-server: operator API at {api_url}/api/", flush=True)
+    if not settings.api_tls and not is_loopback(settings.api_host):
+        print(f"dso-server: WARNING: INSECURE: the operator API listens on {settings.api_host} over plain "
+              "HTTP (--api-insecure): tokens and session cookies cross the network in clear text",
+              file=sys.stderr, flush=True)
+    if no_token:
+        print(f"dso-server: no API token exists yet; create one with 'dso-server token create --db "
+              f"{settings.db_path} --name NAME --role operate'", flush=True)
 
 
 def _read_grid(args: argparse.Namespace) -> Any:
