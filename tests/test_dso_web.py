@@ -28,7 +28,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from api_auth import bearer
 from PIL import Image
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page, async_playwright, expect
 from support.security import PLAIN_HTTP, plain_settings  # plain HTTP on loopback: this module is not about security
 
 from dso_server.api.app import create_app
@@ -323,7 +323,8 @@ async def test_transformer_page_in_a_real_browser(browser: Browser, site: Site, 
     # A wrong token is refused with a sentence; the right one returns to the page asked for.
     await page.fill("#token", "dso_" + "x" * 43)
     await page.click("#submit")
-    await page.wait_for_function("document.getElementById('error').textContent.includes('not a valid token')")
+    # Waits through the page's own DOM, not a predicate string: the page's CSP forbids eval, which that would need.
+    await expect(page.locator("#error")).to_contain_text("not a valid token", timeout=20_000)
     await page.fill("#token", site.read_token)
     await page.click("#submit")
     await page.wait_for_url(f"{site.base_url}/transformers/T1")
@@ -474,7 +475,7 @@ async def test_transformer_page_in_a_real_browser(browser: Browser, site: Site, 
     await page.wait_for_selector("#series-load circle")
     await site.dso.stop()
     await page.click("#next")
-    await page.wait_for_function("document.getElementById('error').textContent.includes('did not answer')")
+    await expect(error).to_contain_text("did not answer", timeout=20_000)
     message = await error.inner_text()
     assert 'Could not load transformer "T1"' in message and "Showing the last data received" in message
     assert await page.locator("#series-load circle").count() == len(measured)
