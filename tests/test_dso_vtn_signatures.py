@@ -17,9 +17,10 @@ from support.signatures import keys_from_files, ours, signed_object, tampered_co
 from support.store_dump import logical_dump
 
 from dso_server.service import DsoServer
+from dso_server.transport.oadr20b import openleadr_adapter as oadr
 from hems_client.transport.oadr20b.openleadr_adapter import MessageSigner, render
 from hems_client.transport.oadr20b.ven import HemsVen
-from protocol import HouseholdContract, make_ean18
+from protocol import BandwidthInterval, CapacityBandwidth, Firmness, HouseholdContract, floor_to_interval, make_ean18
 from protocol.clock import WallClock
 
 EAN_A = make_ean18("87168712000000001")
@@ -127,6 +128,48 @@ async def test_unsigned_foreign_signed_replayed_and_ill_timed_messages_are_refus
     _, payload = await post(poll_url, signed_poll, a)  # the very same bytes again
     assert payload["response"]["response_code"] == 463 and "already used" in payload["response"][
         "response_description"]
+
+
+async def test_quiet_polls_are_signed_afresh_and_a_publish_reaches_the_next_signed_poll(dso: DsoServer,
+                                                                                       pki: LabPki) -> None:
+    """A signing VTN keeps each VEN's "nothing new" answer rendered, but signs it anew for every poll: each answer
+    verifies with a nonce of its own, and an event published in between is delivered by the very next poll."""
+    registration = {"request_id": "r", "ven_name": EAN_A, "http_pull_model": True, "xml_signature": True,
+                    "report_only": False, "profile_name": "2.0b", "transport_name": "simpleHttp",
+                    "transport_address": None}
+    a = context(pki, EAN_A)
+    _, answer = await post(f"{dso.vtn_url}/EiRegisterParty",
+                           render("oadrCreatePartyRegistration", registration, signer(pki, EAN_A)), a)
+    ven_id = answer["ven_id"]
+
+    async def signed_poll() -> tuple[str, dict, oadr.Signature]:  # type: ignore[type-arg]
+        message = render("oadrPoll", {"ven_id": ven_id}, signer(pki, EAN_A)).encode()
+        connector = aiohttp.TCPConnector(ssl=a)  # type: ignore[arg-type]
+        async with aiohttp.ClientSession(connector=connector) as session, session.post(
+                f"{dso.vtn_url}/OadrPoll", data=message, headers={"Content-Type": "application/xml"}) as reply:
+            body = await reply.read()
+        signature = oadr.verify_signature(oadr.parse(body).tree)
+        assert signature.fingerprint_sha256[-20:].upper() == str(dso.vtn.fingerprint).replace(":", "").upper()
+        return (*parse_message(body), signature)
+
+    quiet = [await signed_poll() for _ in range(3)]
+    assert [(kind, payload["response"]["response_code"]) for kind, payload, _ in quiet] == [("oadrResponse", 200)] * 3
+    assert len({signature.nonce for _, _, signature in quiet}) == 3
+    start = floor_to_interval(datetime.now(UTC)) + timedelta(hours=2)
+    dso.publish(CapacityBandwidth(firmness=Firmness.FIRM, intervals=(
+        BandwidthInterval(start=start, import_limit_kw=5.0, export_limit_kw=6.0),)), connection_point_ids=[EAN_A])
+    kind, payload, _ = await signed_poll()
+    assert kind == "oadrDistributeEvent" and len(payload["events"]) == 1
+    [event] = payload["events"]
+    assert (await signed_poll())[0] == "oadrDistributeEvent"  # sent again until the VEN answers it
+    created = {"response": {"response_code": 200, "response_description": "OK", "request_id": payload["request_id"]},
+               "ven_id": ven_id, "event_responses": [{
+                   "response_code": 200, "response_description": "OK", "request_id": payload["request_id"],
+                   "event_id": event["event_descriptor"]["event_id"], "opt_type": "optIn",
+                   "modification_number": event["event_descriptor"]["modification_number"]}]}
+    kind, payload = await post(f"{dso.vtn_url}/EiEvent", render("oadrCreatedEvent", created, signer(pki, EAN_A)), a)
+    assert (kind, payload["response"]["response_code"]) == ("oadrResponse", 200)
+    assert (await signed_poll())[0] == "oadrResponse"
 
 
 async def test_on_plain_http_the_signing_certificate_is_the_identity(tmp_path: Path, pki: LabPki) -> None:

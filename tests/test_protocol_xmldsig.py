@@ -41,6 +41,7 @@ from protocol.oadr20b.xmldsig import (
     SignatureVerifier,
     VerifiedSignature,
     parse_timestamp,
+    prepare_signed_object,
 )
 
 PARSER = etree.XMLParser(resolve_entities=False, load_dtd=False, no_network=True)
@@ -223,6 +224,21 @@ def test_the_signer_refuses_keys_and_objects_outside_the_profile() -> None:
         signer.sign(BODIES["oadrPoll"], now=datetime(2030, 1, 1))
     with pytest.raises(ValueError, match="nonce"):
         signer.sign(BODIES["oadrPoll"], now=NOW, nonce="<x/>")
+
+
+def test_an_object_prepared_once_is_signed_as_the_text_would_be_and_afresh_each_time() -> None:
+    signer = MessageSigner(certificate=EC.certificate, private_key=EC.key)
+    prepared = prepare_signed_object(BODIES["oadrResponse"])
+    from_text = signer.sign(BODIES["oadrResponse"], now=NOW, nonce="n-1")
+    from_prepared = signer.sign(prepared, now=NOW, nonce="n-1")
+    # ECDSA signatures are randomised: everything but the SignatureValue is the same, and both verify.
+    value = "<ds:SignatureValue>"
+    assert from_text.split(value)[0] == from_prepared.split(value)[0]
+    assert from_text.split("</ds:SignatureValue>")[1] == from_prepared.split("</ds:SignatureValue>")[1]
+    assert verify(from_prepared).nonce == "n-1"
+    assert verify(signer.sign(prepared, now=NOW + timedelta(seconds=1))).timestamp == NOW + timedelta(seconds=1)
+    with pytest.raises(ValueError, match='oadr:Id="oadrSignedObject"'):
+        prepare_signed_object(BODIES["oadrPoll"].replace(' oadr:Id="oadrSignedObject"', ""))
 
 
 # ------------------------------------------------------------------------------------------------ mutations

@@ -442,6 +442,30 @@ def signed_object_document(root: Any) -> bytes:
 # ------------------------------------------------------------------------------------------------------ sign
 
 
+@dataclass(frozen=True)
+class PreparedObject:
+    """An oadrSignedObject checked and digested once (``prepare_signed_object``), for a message sent many times
+    that must still be signed afresh each time (a new ReplayProtect): the signer then only digests the
+    ReplayProtect and signs the SignedInfo."""
+
+    text: str
+    digest: str
+    """Base64 SHA-256 of its C14N 1.0 form inside the oadrPayload envelope."""
+
+
+def prepare_signed_object(signed_object: str) -> PreparedObject:
+    """Check ``signed_object`` (one ``oadr:oadrSignedObject`` with ``oadr:Id="oadrSignedObject"``, as text) and take
+    its digest in the document the receiver gets: the envelope's namespace is in scope (C14N 1.0)."""
+    try:
+        document = etree.fromstring(f"{_ENVELOPE_START}{signed_object}{_ENVELOPE_END}", _PARSER)
+    except etree.XMLSyntaxError as error:
+        raise ValueError(f"the signed object is not well-formed XML: {error}") from None
+    if len(document) != 1 or document[0].tag != SIGNED_OBJECT or \
+            document[0].get(SIGNED_OBJECT_ID_ATTRIBUTE) != SIGNED_OBJECT_ID:
+        raise ValueError(f'the signed object must be one oadr:oadrSignedObject with oadr:Id="{SIGNED_OBJECT_ID}"')
+    return PreparedObject(signed_object, _digest(_canonical(document[0], C14N_1_0)))
+
+
 class MessageSigner:
     """Signs messages of the profile: C14N 1.0, SHA-256, ECDSA P-256 or RSA 2048+ with SHA-256, the certificate
     (and ``chain``) in KeyInfo. The key is given parsed, once. ``sign`` returns the whole oadrPayload document:
@@ -470,24 +494,17 @@ class MessageSigner:
             "<ds:X509Certificate>" + base64.b64encode(c.public_bytes(Encoding.DER)).decode("ascii")
             + "</ds:X509Certificate>" for c in (certificate, *chain)) + "</ds:X509Data></ds:KeyInfo>"
 
-    def sign(self, signed_object: str, *, now: datetime, nonce: str | None = None) -> str:
+    def sign(self, signed_object: str | PreparedObject, *, now: datetime, nonce: str | None = None) -> str:
         """The signed oadrPayload around ``signed_object`` (an ``oadr:oadrSignedObject`` element as text, carrying
-        ``oadr:Id="oadrSignedObject"``), with ReplayProtect timestamp ``now`` (aware) and ``nonce`` (random
-        when None)."""
+        ``oadr:Id="oadrSignedObject"``, or that text prepared once by ``prepare_signed_object``), with ReplayProtect
+        timestamp ``now`` (aware) and ``nonce`` (random when None)."""
         if now.tzinfo is None:
             raise ValueError(f"now {now.isoformat()} has no UTC offset")
         nonce = secrets.token_hex(16) if nonce is None else nonce
         if not re.fullmatch(r"[A-Za-z0-9+/=_.\-]{1,256}", nonce):
             raise ValueError(f"nonce {nonce[:40]!r} must be 1 to 256 letters, digits or +/=_.-")
-        # The digest is taken in the document the receiver gets: the envelope's namespace is in scope (C14N 1.0).
-        try:
-            document = etree.fromstring(f"{_ENVELOPE_START}{signed_object}{_ENVELOPE_END}", _PARSER)
-        except etree.XMLSyntaxError as error:
-            raise ValueError(f"the signed object is not well-formed XML: {error}") from None
-        if len(document) != 1 or document[0].tag != SIGNED_OBJECT or \
-                document[0].get(SIGNED_OBJECT_ID_ATTRIBUTE) != SIGNED_OBJECT_ID:
-            raise ValueError(f'the signed object must be one oadr:oadrSignedObject with oadr:Id="{SIGNED_OBJECT_ID}"')
-        body_digest = _digest(_canonical(document[0], C14N_1_0))
+        prepared = signed_object if isinstance(signed_object, PreparedObject) else prepare_signed_object(signed_object)
+        signed_object, body_digest = prepared.text, prepared.digest
         timestamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         # Written in canonical form, so the canonical bytes are known without a parse. In the document the
         # Object and SignedInfo inherit xmlns:ds (the Signature) and xmlns:oadr (the envelope); C14N 1.0 puts

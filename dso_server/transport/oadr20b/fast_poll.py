@@ -9,11 +9,12 @@ spends most of its time in the dict parser and the renderer. This path instead:
   the tree (``parse_poll``; a signed poll goes on to the signature check and the handler without openleadr's
   dict parser, the only thing an oadrPoll's payload needs being its venID);
 * answers, when the VEN's cached state (``ven_cache.VenState``) says nothing is due, with that VEN's oadrResponse
-  rendered once by the VTN's message writer and kept with the cached state (``DsoVtn.quiet_poll``).
+  rendered once by the VTN's message writer and kept with the cached state (``DsoVtn.quiet_poll``); a signing
+  VTN signs that kept answer afresh for each poll.
 
-Everything else (another message, a signed one, a poll that must deliver events or changes what was delivered,
-an unknown or unregistered VEN) returns None here and takes the general path, which answers it exactly as
-before; so the two paths cannot disagree on anything but speed.
+Everything else (another message, a poll signed when the VTN does not require signatures or unsigned when it
+does, a poll that must deliver events or changes what was delivered, an unknown or unregistered VEN) takes the
+general path, which answers it exactly as before; so the two paths cannot disagree on anything but speed.
 """
 
 from __future__ import annotations

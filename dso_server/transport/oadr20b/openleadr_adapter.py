@@ -132,6 +132,17 @@ def _template(message_type: str) -> Any:
     return _corrected_template
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A message rendered once (``MessageWriter.prepare``), to be sent many times (``MessageWriter.finish``): the
+    VTN keeps each VEN's "nothing new" answer so, which a signing VTN still signs afresh for every poll."""
+
+    document: bytes | None = None
+    """The whole message, when the writer does not sign."""
+    signed_object: xmldsig.PreparedObject | None = None
+    """The checked and digested oadrSignedObject, when it signs."""
+
+
 class MessageWriter:
     """Renders 2.0b messages with openleadr's templates; signs them when given a certificate and key.
 
@@ -157,13 +168,28 @@ class MessageWriter:
         return self._signer is not None
 
     def render(self, message_type: str, payload: Mapping[str, Any]) -> str:
+        return self.finish(self.prepare(message_type, payload)).decode()
+
+    def prepare(self, message_type: str, payload: Mapping[str, Any]) -> Prepared:
+        """``message_type`` with ``payload`` rendered once, to be sent by ``finish`` as often as needed."""
         checked = preflight.preflight_message(message_type, dict(payload))
         template = _template(message_type)
         signed_object = utils.flatten_xml(template.render(**checked))
         if self._signer is not None:
-            return self._signer.sign(signed_object, now=self._now())
+            return Prepared(signed_object=xmldsig.prepare_signed_object(signed_object))
         envelope = messaging.TEMPLATES.get_template("oadrPayload.xml")
-        return str(envelope.render(template=message_type, signature=None, signed_object=signed_object))
+        return Prepared(document=str(envelope.render(template=message_type, signature=None,
+                                                     signed_object=signed_object)).encode())
+
+    def finish(self, prepared: Prepared) -> bytes:
+        """The message to send: an unsigned one as rendered, a signed one signed now (a fresh ReplayProtect)."""
+        if prepared.signed_object is not None:
+            if self._signer is None:
+                raise ValueError("a message prepared for signing was given to a writer that does not sign")
+            return self._signer.sign(prepared.signed_object, now=self._now()).encode()
+        if prepared.document is None or self._signer is not None:
+            raise ValueError("a signing writer sends only messages it prepared for signing")
+        return prepared.document
 
 
 @dataclass(frozen=True)

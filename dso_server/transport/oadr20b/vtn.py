@@ -29,10 +29,12 @@ this order, and is refused at the first step it fails:
 Every refusal happens before the store is written. HTTP-level refusals answer text/plain naming the problem;
 OpenADR-level ones answer the 2.0b message with the responseCode and a responseDescription.
 
-The hot path: an unsigned oadrPoll, after steps 1 and 2, is answered by ``quiet_poll`` when nothing is due for
-its VEN: its venID read from the schema-validated tree (``fast_poll``), its certificate checked against the
-cached enrolment, and the VEN's oadrResponse rendered once and kept. No store read but the shared change-log
-read, no write (liveness goes to the store in batches). Anything else takes the general path above.
+The hot path: an oadrPoll, after steps 1 and 2 (and, with ``require_signatures``, step 3's signature check,
+made once), is answered by ``quiet_poll`` when nothing is due for its VEN: its venID read from the
+schema-validated tree (``fast_poll``), its certificate checked against the cached enrolment, and the VEN's
+oadrResponse rendered once and kept (a signing VTN keeps it digested and signs it afresh for every poll). No
+store read but the shared change-log read, no write (liveness goes to the store in batches). Anything else
+takes the general path above.
 
 openleadr's own ``OpenADRServer`` was replaced (it answered a request without Content-Type with HTTP 500 because
 its ``HTTPError`` raises TypeError, turned a body over 1 MiB into a 500, validated with a parser that libxml2
@@ -247,10 +249,18 @@ class DsoVtn:
             logger.warning("Refused a message to %s from %s: %s", service, request.remote, error.reason)
             return _refuse(400, f"refused: {error.reason}")
         poll = parse_poll(body) if service == "OadrPoll" else None
-        if poll is not None and not poll.signed and not self.require_signatures:
-            quiet = await self.quiet_poll(poll.ven_id, peer_of(request.transport))
-            if quiet is not None:
-                return web.Response(status=200, body=quiet, content_type=XML)
+        peer = peer_of(request.transport)
+        checked: Peer | Rejection | None = None
+        if poll is not None and poll.signed == self.require_signatures:
+            if poll.signed:  # checked once here: the replay guard takes each nonce only once
+                try:
+                    checked = self.check_signature(poll.tree, peer, "oadrPoll", remote=request.remote)
+                except Rejection as rejection:
+                    checked = rejection
+            if not isinstance(checked, Rejection):
+                quiet = await self.quiet_poll(poll.ven_id, checked or peer)
+                if quiet is not None:
+                    return web.Response(status=200, body=self.writer.finish(quiet), content_type=XML)
         if poll is not None:  # all an oadrPoll's payload holds is its venID: no need for openleadr's dict parser
             message_type, payload, tree = "oadrPoll", {"ven_id": poll.ven_id}, poll.tree
         else:
@@ -260,16 +270,18 @@ class DsoVtn:
                 logger.info("Refused a message to %s from %s: %s", service, request.remote, error)
                 return _refuse(400, f"refused: {error}")
             message_type, payload, tree = message.message_type, message.payload, message.tree
-        answer = await self.answer(service, message_type, payload, peer=peer_of(request.transport),
-                                   remote=request.remote, tree=tree)
+        answer = await self.answer(service, message_type, payload, peer=peer, remote=request.remote, tree=tree,
+                                   checked=checked)
         if answer is None:
             return web.Response(status=200, content_type=XML)
         return web.Response(status=200, text=self.writer.render(*answer), content_type=XML)
 
     async def answer(self, service: str, message_type: str, payload: dict[str, Any], *, peer: Peer | None = None,
-                     remote: str | None = None, tree: Any = None) -> tuple[str, dict[str, Any]] | None:
+                     remote: str | None = None, tree: Any = None,
+                     checked: Peer | Rejection | None = None) -> tuple[str, dict[str, Any]] | None:
         """The answer (type, payload) to a parsed message, or None for an empty HTTP 200 (to an oadrResponse).
-        ``peer`` is the TLS client certificate the message came with, ``tree`` the parsed XML (signatures)."""
+        ``peer`` is the TLS client certificate the message came with, ``tree`` the parsed XML (signatures),
+        ``checked`` the outcome of ``check_signature`` when the caller already made it."""
         if message_type == "oadrResponse":
             return None
         ven_id = payload.get("ven_id") or None
@@ -278,7 +290,10 @@ class DsoVtn:
                 raise Rejection.to(message_type, STATUS_CODES.COMPLIANCE_ERROR,
                                    f"{message_type} is not served at {service}")
             if self.require_signatures:
-                peer = self.check_signature(tree, peer, message_type, remote=remote)
+                if isinstance(checked, Rejection):
+                    raise checked
+                peer = checked if checked is not None else self.check_signature(tree, peer, message_type,
+                                                                                  remote=remote)
             await self.cache.fresh(for_next=True)  # every change committed before this request is seen
             state = self.cache.get(str(ven_id), self.clock.now()) if ven_id is not None else None
             ven = state.ven if state is not None else None
@@ -327,18 +342,17 @@ class DsoVtn:
 
     # ------------------------------------------------------------------------------------------ hot path
 
-    async def quiet_poll(self, ven_id: str, peer: Peer | None) -> bytes | None:
-        """The answer to an unsigned poll of ``ven_id`` when nothing is due and nothing must be written; None
-        otherwise (the general path answers: a delivery, a change of what was delivered, an unknown or
-        unregistered VEN, a certificate that may not speak for it, a signing VTN)."""
-        if self.writer.signs:
-            return None  # every answer is signed afresh: the general path's writer does that
+    async def quiet_poll(self, ven_id: str, peer: Peer | None) -> oadr.Prepared | None:
+        """The answer to a poll of ``ven_id`` when nothing is due and nothing must be written, as rendered once for
+        this VEN (``writer.finish`` signs it afresh when the VTN signs); None otherwise (the general path answers:
+        a delivery, a change of what was delivered, an unknown or unregistered VEN, a certificate that may not
+        speak for it). ``peer``: the certificate of the TLS connection, or of the verified signature."""
         await self.cache.fresh()
         now = self.clock.now()
         state = self.cache.get(ven_id, now)
         if state is None or state.ven.registration_id is None:
             return None
-        if self.client_certificates:
+        if self.client_certificates or self.require_signatures:
             enrolment = self.cache.enrolment(peer.fingerprint_sha256) if peer is not None else None
             if enrolment is None or enrolment.revoked_at is not None \
                     or enrolment.connection_point_id != state.ven.connection_point_id:
@@ -351,10 +365,10 @@ class DsoVtn:
         self.liveness.seen(ven_id, now)
         answer = state.derived.get("oadr_response")
         if answer is None:
-            answer = state.derived["oadr_response"] = self.writer.render("oadrResponse", {
+            answer = state.derived["oadr_response"] = self.writer.prepare("oadrResponse", {
                 "response": {"response_code": 200, "response_description": "OK", "request_id": None},
-                "ven_id": ven_id, "vtn_id": self.vtn_id}).encode()
-        return answer
+                "ven_id": ven_id, "vtn_id": self.vtn_id})
+        return answer  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------------------------------------ identity
 
