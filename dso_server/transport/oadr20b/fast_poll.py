@@ -29,7 +29,8 @@ from dso_server.transport.oadr20b.openleadr_adapter import XML_SCHEMA
 OADR = "{http://openadr.org/oadr-2.0b/2012/07}"
 DSIG = "{http://www.w3.org/2000/09/xmldsig#}"
 EI = "{http://docs.oasis-open.org/ns/energyinterop/201110}"
-MAX_POLL_BYTES = 4096
+MAX_POLL_BYTES = 24 * 1024
+"""A plain oadrPoll is under 1 KiB; a signed one carries its certificate (and maybe a chain: 3 to 20 KiB)."""
 _PARSER = etree.XMLParser(schema=XML_SCHEMA, resolve_entities=False, load_dtd=False, no_network=True,
                           huge_tree=False, remove_comments=False)
 
@@ -53,10 +54,10 @@ def parse_poll(body: bytes) -> Poll | None:
         return None
     if root.tag != f"{OADR}oadrPayload" or len(root) not in (1, 2):
         return None
-    signed = root[0]
+    signed = root[-1]  # a signed message: ds:Signature, then the oadrSignedObject (PROFILE §12.5)
     if signed.tag != f"{OADR}oadrSignedObject" or len(signed) != 1 or signed[0].tag != f"{OADR}oadrPoll":
         return None
-    if len(root) == 2 and root[1].tag != f"{DSIG}Signature":
+    if len(root) == 2 and root[0].tag != f"{DSIG}Signature":
         return None
     ven_id = signed[0].findtext(f"{EI}venID")
     return Poll(ven_id, root, len(root) == 2) if ven_id else None
