@@ -128,8 +128,8 @@ class MessageSigner:
                                              private_key=private_key)
         self._now = now
 
-    def message(self, signed_object: str) -> str:
-        """The signed oadrPayload around ``signed_object``."""
+    def message(self, signed_object: str | xmldsig.PreparedObject) -> str:
+        """The signed oadrPayload around ``signed_object`` (or that object prepared once, to be signed often)."""
         return self._signer.sign(signed_object, now=self._now())
 
 
