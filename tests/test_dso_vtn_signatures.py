@@ -83,6 +83,19 @@ async def post(url: str, message: str, ssl_context: object | None) -> tuple[str,
         return parse_message(await reply.read())
 
 
+async def register_signed(dso: DsoServer, pki: LabPki, ean: str = EAN_A) -> tuple[object, str]:
+    """Register ``ean``'s VEN with a signed oadrCreatePartyRegistration over its own TLS connection: (its TLS
+    context, its venID)."""
+    registration = {"request_id": "r", "ven_name": ean, "http_pull_model": True, "xml_signature": True,
+                    "report_only": False, "profile_name": "2.0b", "transport_name": "simpleHttp",
+                    "transport_address": None}
+    tls = context(pki, ean)
+    _, answer = await post(f"{dso.vtn_url}/EiRegisterParty",
+                           render("oadrCreatePartyRegistration", registration, signer(pki, ean)), tls)
+    assert answer["response"]["response_code"] == 200
+    return tls, str(answer["ven_id"])
+
+
 async def test_a_signing_hems_and_a_signing_vtn_verify_each_other(dso: DsoServer, pki: LabPki) -> None:
     assert dso.vtn.fingerprint is not None
     contract = HouseholdContract(connection_point_id=EAN_A, contracted_max_import_kw=17, contracted_max_export_kw=10,
@@ -100,14 +113,7 @@ async def test_a_signing_hems_and_a_signing_vtn_verify_each_other(dso: DsoServer
 
 async def test_unsigned_foreign_signed_replayed_and_ill_timed_messages_are_refused(dso: DsoServer,
                                                                                   pki: LabPki) -> None:
-    url = f"{dso.vtn_url}/EiRegisterParty"
-    registration = {"request_id": "r", "ven_name": EAN_A, "http_pull_model": True, "xml_signature": True,
-                    "report_only": False, "profile_name": "2.0b", "transport_name": "simpleHttp",
-                    "transport_address": None}
-    a = context(pki, EAN_A)
-    _, answer = await post(url, render("oadrCreatePartyRegistration", registration, signer(pki, EAN_A)), a)
-    assert answer["response"]["response_code"] == 200
-    ven_id = answer["ven_id"]
+    a, ven_id = await register_signed(dso, pki)
     before = logical_dump(dso.settings.db_path)
     poll_url = f"{dso.vtn_url}/OadrPoll"
     signed_poll = render("oadrPoll", {"ven_id": ven_id}, signer(pki, EAN_A))
@@ -139,13 +145,7 @@ async def test_quiet_polls_are_signed_afresh_and_a_publish_reaches_the_next_sign
     parsed: list[bytes] = []
     original = oadr.parse
     monkeypatch.setattr(oadr, "parse", lambda body: parsed.append(body) or original(body))
-    registration = {"request_id": "r", "ven_name": EAN_A, "http_pull_model": True, "xml_signature": True,
-                    "report_only": False, "profile_name": "2.0b", "transport_name": "simpleHttp",
-                    "transport_address": None}
-    a = context(pki, EAN_A)
-    _, answer = await post(f"{dso.vtn_url}/EiRegisterParty",
-                           render("oadrCreatePartyRegistration", registration, signer(pki, EAN_A)), a)
-    ven_id = answer["ven_id"]
+    a, ven_id = await register_signed(dso, pki)
 
     async def signed_poll() -> tuple[str, dict, oadr.Signature]:  # type: ignore[type-arg]
         message = render("oadrPoll", {"ven_id": ven_id}, signer(pki, EAN_A)).encode()
@@ -218,13 +218,7 @@ async def test_every_tampered_message_is_refused_over_mutual_tls_and_stores_noth
     """The corpus of tests/support/signatures.py, made from polls signed with the household's own enrolled key
     and sent over its own TLS connection: each is answered 463 naming the problem (or 400 when the 2.0b schema
     refuses it first); the store is unchanged; the honest poll is then accepted."""
-    registration = {"request_id": "r", "ven_name": EAN_A, "http_pull_model": True, "xml_signature": True,
-                    "report_only": False, "profile_name": "2.0b", "transport_name": "simpleHttp",
-                    "transport_address": None}
-    a = context(pki, EAN_A)
-    _, answer = await post(f"{dso.vtn_url}/EiRegisterParty",
-                           render("oadrCreatePartyRegistration", registration, signer(pki, EAN_A)), a)
-    ven_id = answer["ven_id"]
+    a, ven_id = await register_signed(dso, pki)
     keys = keys_from_files(*pki.issue_ven(EAN_A))
     before = logical_dump(dso.settings.db_path)
     outcomes = {}
