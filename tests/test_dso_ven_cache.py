@@ -5,6 +5,7 @@ liveness reaches the store in batches and never goes backwards."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -128,3 +129,32 @@ async def test_concurrent_writes_share_a_commit_and_a_bad_one_fails_alone(stores
     assert [type(o).__name__ for o in outcomes] == ["Ven", "Ven", "UnknownHousehold", "Ven"]
     assert outcomes[0].ven_id == outcomes[3].ven_id  # type: ignore[union-attr]
     assert sorted(v.connection_point_id for v in vtn.vens()) == [EAN_A, EAN_B]  # the others were stored
+
+
+async def test_a_work_that_fails_after_writing_leaves_nothing_and_the_others_land(
+        stores: tuple[DsoStore, DsoStore]) -> None:
+    """The batch's works write without savepoints of their own, so a failure after a write must roll back the
+    whole batch; each work is then tried alone and only the failing one is lost."""
+    vtn, other = stores
+    writer = WriteBatcher(other)
+
+    def write_then_fail(store: DsoStore) -> None:
+        store.register_ven(EAN_B, now=NOW)
+        raise RuntimeError("failed after writing")
+
+    outcomes = await asyncio.gather(writer.write(lambda store: store.register_ven(EAN_A, now=NOW)),
+                                    writer.write(write_then_fail), return_exceptions=True)
+    assert writer.batches == 1 and isinstance(outcomes[1], RuntimeError)
+    assert [v.connection_point_id for v in vtn.vens()] == [EAN_A]
+
+
+def test_transactions_inside_a_batch_join_it_and_elsewhere_are_savepoints(stores: tuple[DsoStore, DsoStore]) -> None:
+    vtn, _ = stores
+    with vtn.batch(), contextlib.suppress(RuntimeError), vtn.transaction():
+        vtn.register_ven(EAN_A, now=NOW)
+        raise RuntimeError("caught inside the batch")
+    assert [v.connection_point_id for v in vtn.vens()] == [EAN_A]  # joined the batch: committed with it
+    with vtn.transaction(), contextlib.suppress(RuntimeError), vtn.transaction():
+        vtn.register_ven(EAN_B, now=NOW)
+        raise RuntimeError("caught inside the transaction")
+    assert [v.connection_point_id for v in vtn.vens()] == [EAN_A]  # a savepoint: rolled back to it

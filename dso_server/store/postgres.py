@@ -112,6 +112,10 @@ class PostgresDatabase(Database):
     @contextmanager
     def transaction(self) -> Iterator[None]:
         with self._lock:
+            if self._joining and self._depth > 0:
+                with self._joined():
+                    yield
+                return
             depth = self._depth
             connection = self._usable()
             self._depth = depth + 1

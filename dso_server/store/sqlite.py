@@ -135,6 +135,10 @@ class DsoStore:
         """One transaction; nested uses become savepoints. Rolls back everything on any exception."""
         return self.db.transaction()
 
+    def batch(self) -> AbstractContextManager[None]:
+        """One transaction for many writes that all stand or fall together (``Database.batch``)."""
+        return self.db.batch()
+
     def _rows(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[dict[str, Any]]:
         return self.db.query(sql, params)
 
