@@ -798,6 +798,9 @@ def _cancel(args: argparse.Namespace) -> int:
 
 def _households(args: argparse.Namespace) -> int:
     answer = request(args, "GET", "/api/households")
+    while answer.get("next_after"):  # the API pages; this command lists them all
+        page = request(args, "GET", "/api/households", query={"after": answer["next_after"]})
+        answer = {"households": answer["households"] + page["households"], "next_after": page.get("next_after")}
     if args.json:
         print(json.dumps(answer, indent=2))
         return 0

@@ -91,6 +91,32 @@ async def test_households_are_added_listed_and_replaced(api: TestClient, store: 
     assert listed[0]["last_telemetry_interval_start"] is None and listed[0]["last_seen_at"] is None
 
 
+async def test_households_are_listed_a_page_at_a_time(api: TestClient, store: DsoStore) -> None:
+    """A region has millions of households: the list comes in pages (``limit``, then ``after`` the previous page's
+    ``next_after``), together exactly the whole list in order, each with its own VEN and telemetry."""
+    added = [make_ean18(f"871687120000001{i:02d}") for i in range(5)]
+    for ean in added:
+        await call(api, "POST", "/api/households", 201, json=contract_body(ean))
+    store.register_ven(added[3], now=NOW)
+    whole = await call(api, "GET", "/api/households", 200)
+    assert whole["next_after"] is None
+    everyone = [h["connection_point_id"] for h in whole["households"]]
+    assert everyone == sorted([EAN_A, EAN_B, *added])
+    pages: list[list[dict]] = []  # type: ignore[type-arg]
+    after: str | None = None
+    while True:
+        answer = await call(api, "GET", "/api/households", 200, params={"limit": "2", **({"after": after} if after
+                                                                                         else {})})
+        pages.append(answer["households"])
+        after = answer["next_after"]
+        if after is None:
+            break
+        assert after == answer["households"][-1]["connection_point_id"]
+    assert [len(page) for page in pages] == [2, 2, 2, 1]
+    assert [h for page in pages for h in page] == whole["households"]
+    assert [h["registered"] for page in pages for h in page] == [ean == added[3] for ean in everyone]
+
+
 async def test_an_invalid_contract_is_refused(api: TestClient, store: DsoStore) -> None:
     bad_ean = EAN_C[:-1] + str((int(EAN_C[-1]) + 1) % 10)
     error = await call(api, "POST", "/api/households", 400, json=contract_body(bad_ean))
@@ -410,7 +436,9 @@ async def test_wrong_types_and_edge_dates_in_bodies_are_400(
     (f"/api/households/{EAN_A}/violations", {"since": "0001-01-01T00:00:00-12:00"}, "since", "outside the years"),
     ("/api/signals", {"include_ended": "maybe"}, "include_ended", "true or false"),
     ("/api/signals", {"connection_point": EAN_A}, "connection_point", "not a query parameter"),
-    ("/api/households", {"limit": "1"}, "limit", "not a query parameter"),
+    ("/api/households", {"page": "1"}, "page", "not a query parameter"),
+    ("/api/households", {"limit": "10001"}, "limit", "less than or equal to 10000"),
+    ("/api/households", {"limit": "two"}, "limit", "whole number"),
     ("/api/audit", {"limit": "1e9"}, "limit", "whole number"),
     ("/api/audit", {"limit": "0"}, "limit", "greater than or equal to 1"),
     ("/api/audit", {"outcome": "maybe"}, "outcome", "'ok' or 'refused'"),

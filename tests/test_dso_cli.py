@@ -14,11 +14,11 @@ from support.security import plain_settings  # plain HTTP on loopback where the 
 
 from dso_server.cli import build_parser, main, serve_settings
 from dso_server.contracts import ContractsFileError, load_contracts, parse_contracts
-from dso_server.records import EventResponse
+from dso_server.records import EventResponse, Household
 from dso_server.security.tokens import Role
 from dso_server.service import DsoServer
 from dso_server.settings import DsoSettings
-from protocol import floor_to_interval, make_ean18
+from protocol import HouseholdContract, floor_to_interval, make_ean18
 from protocol.clock import WallClock
 
 EAN_A = make_ean18("87168712000000001")
@@ -224,6 +224,15 @@ async def test_publish_modify_cancel_and_read_through_the_cli(
 
     code, out, _ = await run_async(["households", *read_url], capsys)
     assert code == 0 and EAN_A in out and "feeder-1" in out
+    # More households than one page of the API (1,000): the command lists them all, each once, in order.
+    dso.store.put_households([Household(HouseholdContract(
+        connection_point_id=make_ean18(f"8716871300000{i:04d}"), contracted_max_import_kw=17.0,
+        contracted_max_export_kw=10.0, failsafe_import_kw=4.2, failsafe_export_kw=4.2, failsafe_duration_s=7200),
+        "feeder-9") for i in range(1200)], now=datetime.now(UTC))
+    code, out, _ = await run_async(["households", *read_url, "--json"], capsys)
+    listed = [h["connection_point_id"] for h in json.loads(out)["households"]]
+    assert code == 0 and listed == sorted(h.connection_point_id for h in dso.store.households())
+    assert len(listed) == len(set(listed)) > 1200
     code, out, _ = await run_async(["signals", *read_url, "--connection-point", EAN_A], capsys)
     assert code == 0 and event_id in out and "cancelled" in out
     code, out, _ = await run_async(["telemetry", *read_url, "--connection-point", EAN_A], capsys)

@@ -147,14 +147,17 @@ def _household_json(store: DsoStore, household: Household) -> dict[str, Any]:
 
 
 async def list_households(request: web.Request) -> web.Response:
-    _query(request, models.NoQuery)
+    query = _query(request, models.HouseholdsQuery)
     store = _store(request)
-    # Three statements for any number of households (not two per household).
-    vens = {ven.connection_point_id: ven for ven in store.vens()}
-    last = store.last_telemetry_starts()
+    # A page at a time (a region has millions), three statements per page (not two per household).
+    households = store.households_page(limit=query.limit + 1, after=query.after)
+    page, more = households[:query.limit], len(households) > query.limit
+    ids = [h.connection_point_id for h in page]
+    vens = {ven.connection_point_id: ven for ven in store.vens(ids)}
+    last = store.last_telemetry_starts(ids)
     return _json({"households": [
-        codec.household_json(h, vens.get(h.connection_point_id), last.get(h.connection_point_id))
-        for h in store.households()]})
+        codec.household_json(h, vens.get(h.connection_point_id), last.get(h.connection_point_id)) for h in page],
+        "next_after": page[-1].connection_point_id if more else None})
 
 
 async def put_household(request: web.Request) -> web.Response:
@@ -448,8 +451,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/health", health, None, "Liveness: the server answers and its clock", answers={
         200: models.HealthAnswer}),
     Route("GET", "/api/openapi.json", openapi_document, None, "This API as an OpenAPI 3.1 document"),
-    Route("GET", "/api/households", list_households, READ, "Households with their VEN and last telemetry",
-          answers={200: models.HouseholdsAnswer, **_ERRORS}),
+    Route("GET", "/api/households", list_households, READ, "Households with their VEN and last telemetry, a page "
+          "at a time", query=models.HouseholdsQuery, answers={200: models.HouseholdsAnswer, **_ERRORS}),
     Route("POST", "/api/households", put_household, OPERATE, "Add a household or replace its contract and group",
           action="household.put", body=models.HouseholdRequest,
           answers={200: models.HouseholdAnswer, 201: models.HouseholdAnswer, **_CHANGE_ERRORS}),

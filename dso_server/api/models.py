@@ -19,7 +19,6 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
-    field_validator,
     model_validator,
 )
 
@@ -151,6 +150,17 @@ QueryFlag = Annotated[bool, BeforeValidator(_query_flag)]
 QueryId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
+def _query_limit(value: Any) -> Any:
+    if isinstance(value, str):
+        if not value.isdigit() or len(value) > 6:
+            raise ValueError(f"{value!r} is not a whole number from 1 to 10000")
+        return int(value)
+    return value
+
+
+QueryLimit = Annotated[int, BeforeValidator(_query_limit), Field(ge=1, le=10_000)]
+
+
 class _Query(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -166,6 +176,13 @@ class _Window(_Query):
 
 class NoQuery(_Query):
     pass
+
+
+class HouseholdsQuery(_Query):
+    limit: QueryLimit = 1000
+    """At most this many households, in connection point id order."""
+    after: QueryId | None = None
+    """Those after this connection point id: the previous page's ``next_after``."""
 
 
 class SignalsQuery(_Query):
@@ -224,16 +241,7 @@ class AuditQuery(_Window):
     actor: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
     action: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
     outcome: Literal["ok", "refused"] | None = None
-    limit: Annotated[int, Field(ge=1, le=10_000)] = 1000
-
-    @field_validator("limit", mode="before")
-    @classmethod
-    def _limit(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            if not value.isdigit() or len(value) > 6:
-                raise ValueError(f"{value!r} is not a whole number from 1 to 10000")
-            return int(value)
-        return value
+    limit: QueryLimit = 1000
 
 
 class AllocationRunsQuery(_Query):
@@ -241,16 +249,7 @@ class AllocationRunsQuery(_Query):
     day: QueryDay | None = None
     """The local day the run allocated for."""
     status: Literal["ok", "failed"] | None = None
-    limit: Annotated[int, Field(ge=1, le=10_000)] = 100
-
-    @field_validator("limit", mode="before")
-    @classmethod
-    def _limit(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            if not value.isdigit() or len(value) > 6:
-                raise ValueError(f"{value!r} is not a whole number from 1 to 10000")
-            return int(value)
-        return value
+    limit: QueryLimit = 100
 
 
 # -------------------------------------------------------------------------------------------------- answers
@@ -292,6 +291,8 @@ class HouseholdAnswer(_Out):
 
 class HouseholdsAnswer(_Out):
     households: list[HouseholdAnswer]
+    next_after: str | None = None
+    """When more households follow: pass it as ``after`` for the next page; null on the last page."""
 
 
 class EventSummary(_Out):

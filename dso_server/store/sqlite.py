@@ -170,6 +170,20 @@ class DsoStore:
     def households(self) -> list[Household]:
         return [_household(row) for row in self._rows("SELECT * FROM households ORDER BY connection_point_id")]
 
+    def households_page(self, *, limit: int, after: str | None = None) -> list[Household]:
+        """At most ``limit`` households in connection point id order, those after ``after`` when given."""
+        where, params = ("WHERE connection_point_id > ? ", [after]) if after is not None else ("", [])
+        return [_household(row) for row in self._rows(
+            f"SELECT * FROM households {where}ORDER BY connection_point_id LIMIT ?", [*params, limit])]
+
+    def _rows_in(self, sql: str, ids: Sequence[str], params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """``sql`` (with ``{marks}`` where the ids go, after ``params``) for any number of ids, 500 at a time."""
+        rows: list[dict[str, Any]] = []
+        for start in range(0, len(ids), 500):
+            part = list(ids[start:start + 500])
+            rows += self._rows(sql.format(marks=",".join("?" * len(part))), [*params, *part])
+        return rows
+
     def group_members(self, group: str) -> list[str]:
         """The connection point ids of ``group``; UnknownGroup when it has none."""
         rows = self._rows("SELECT connection_point_id FROM households WHERE group_name = ? "
@@ -230,8 +244,13 @@ class DsoStore:
         rows = self._rows("SELECT * FROM vens WHERE connection_point_id = ?", [connection_point_id])
         return _ven(rows[0]) if rows else None
 
-    def vens(self) -> list[Ven]:
-        return [_ven(row) for row in self._rows("SELECT * FROM vens ORDER BY ven_name")]
+    def vens(self, connection_point_ids: Sequence[str] | None = None) -> list[Ven]:
+        """Every VEN, or those of these households."""
+        if connection_point_ids is None:
+            return [_ven(row) for row in self._rows("SELECT * FROM vens ORDER BY ven_name")]
+        return sorted((_ven(row) for row in self._rows_in(
+            "SELECT * FROM vens WHERE connection_point_id IN ({marks})", connection_point_ids)),
+            key=lambda ven: ven.ven_name)
 
     def touch_ven(self, ven_id: str, *, now: datetime) -> None:
         self.touch_vens({ven_id: now})
@@ -637,10 +656,13 @@ class DsoStore:
             for row in rows
         ]
 
-    def last_telemetry_starts(self) -> dict[str, datetime]:
-        """Per connection point, the start of its latest telemetry interval (one statement for all)."""
-        rows = self._rows("SELECT connection_point_id, MAX(interval_start) AS last FROM telemetry "
-                          "GROUP BY connection_point_id")
+    def last_telemetry_starts(self, connection_point_ids: Sequence[str] | None = None) -> dict[str, datetime]:
+        """Per connection point (every one, or these), the start of its latest telemetry interval (one statement
+        per 500)."""
+        sql = ("SELECT connection_point_id, MAX(interval_start) AS last FROM telemetry {where}"
+               "GROUP BY connection_point_id")
+        rows = (self._rows(sql.format(where="")) if connection_point_ids is None else
+                self._rows_in(sql.format(where="WHERE connection_point_id IN ({marks}) "), connection_point_ids))
         return {row["connection_point_id"]: from_text(row["last"]) for row in rows}
 
     def last_telemetry_start(self, connection_point_id: str) -> datetime | None:
