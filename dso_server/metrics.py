@@ -62,7 +62,7 @@ def _create() -> dict[str, Any]:
         "EVENT_RESPONSES": Counter("dso_vtn_event_responses", "eventResponses received in oadrCreatedEvent",
                                    ["response_code", "opt_type"], registry=REGISTRY),
         "STORE_READS": Counter("dso_vtn_store_reads", "reads of the store on the VTN's path: VEN state loaded, "
-                               "change log read", ["reason"], registry=REGISTRY),
+                               "event payloads, change log read", ["reason"], registry=REGISTRY),
         "PLANNER_RUNS": Counter("dso_planner_runs", "capacity allocation runs", ["kind", "status"],
                                 registry=REGISTRY),
         "PLANNER_SECONDS": Histogram("dso_planner_run_seconds", "duration of a capacity allocation run", ["kind"],

@@ -158,3 +158,23 @@ def test_transactions_inside_a_batch_join_it_and_elsewhere_are_savepoints(stores
         vtn.register_ven(EAN_B, now=NOW)
         raise RuntimeError("caught inside the transaction")
     assert [v.connection_point_id for v in vtn.vens()] == [EAN_A]  # a savepoint: rolled back to it
+
+
+async def test_event_payloads_wanted_in_one_loop_turn_are_read_together(
+        stores: tuple[DsoStore, DsoStore], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A change to many households: every VEN's distribution needs its events' payloads; the requests of one
+    event-loop turn share one read, and each gets exactly its own events, as the store has them now."""
+    vtn, other = stores
+    cache = VenCache(vtn, lambda: NOW)
+    events = other.publish({EAN_A: bandwidth(5), EAN_B: bandwidth(4)}, now=NOW).signals
+    a, b = (next(s.event_id for s in events if s.connection_point_id == ean) for ean in (EAN_A, EAN_B))
+    reads: list[list[str]] = []
+    original = vtn.signals_by_id
+    monkeypatch.setattr(vtn, "signals_by_id", lambda ids: reads.append(list(ids)) or original(ids))
+    got_a, got_b, got_none = await asyncio.gather(cache.signals([a]), cache.signals([b, "ev-gone"]),
+                                                  cache.signals(["ev-gone"]))
+    assert reads == [[a, b, "ev-gone"]]
+    assert list(got_a) == [a] and list(got_b) == [b] and got_none == {}
+    assert got_b[b].payload.intervals[0].import_limit_kw == 4  # type: ignore[union-attr]
+    other.modify_signal(b, bandwidth(3), now=NOW)
+    assert (await cache.signals([b]))[b].modification_number == 1  # read now, not kept

@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 from dso_server import metrics
 from dso_server.lifecycle import DeliveryKey, delivery_due, delivery_keys, relevant_signals
-from dso_server.records import EventResponse, SignalHead, Ven
+from dso_server.records import EventResponse, Signal, SignalHead, Ven
 from dso_server.store.certificates import CertificateStore, Enrolment
 from dso_server.store.changes import ACK, CERTIFICATE, DELIVERY, ChangeFeed, prune
 from dso_server.store.sqlite import DsoStore
@@ -97,6 +97,7 @@ class VenCache:
         """certificate fingerprint (SHA-256) -> its enrolment, for certificates that are enrolled."""
         self._waiters: list[asyncio.Future[None]] = []
         self._scheduled = False
+        self._wanted: list[tuple[list[str], asyncio.Future[dict[str, Signal]]]] = []
         self.reads = 0
         self.loads = 0
 
@@ -137,6 +138,31 @@ class VenCache:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
+
+    async def signals(self, event_ids: list[str]) -> dict[str, Signal]:
+        """The events with these ids as the store has them (the cache keeps no payloads), read in one statement
+        together with those every other request wants in the same event-loop turn: when a change reaches many
+        VENs at once, one read serves all of their distributions instead of one read each."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, Signal]] = loop.create_future()
+        if not self._wanted:
+            loop.call_soon(self._read_signals)
+        self._wanted.append((event_ids, future))
+        return await future
+
+    def _read_signals(self) -> None:
+        wanted, self._wanted = self._wanted, []
+        try:
+            found = self.store.signals_by_id(list(dict.fromkeys(i for ids, _ in wanted for i in ids)))
+        except Exception as error:
+            for _, future in wanted:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        metrics.STORE_READS.labels("signals").inc()
+        for ids, future in wanted:
+            if not future.done():
+                future.set_result({event_id: found[event_id] for event_id in ids if event_id in found})
 
     def refresh(self) -> None:
         """Read the change log now; reload (in a few statements for all of them) the cached VENs it names."""

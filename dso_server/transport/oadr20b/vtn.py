@@ -470,9 +470,9 @@ class DsoVtn:
 
     # -------------------------------------------------------------------------------------------- events
 
-    def _encode(self, heads: list[SignalHead], ven_id: str, now: datetime) -> list[dict[str, Any]]:
+    async def _encode(self, heads: list[SignalHead], ven_id: str, now: datetime) -> list[dict[str, Any]]:
         """The events as oadrEvents, their payloads read from the store (the cache keeps none)."""
-        full = self.store.signals_by_id([head.event_id for head in heads])
+        full = await self.cache.signals([head.event_id for head in heads]) if heads else {}
         signals: list[Signal] = [full[head.event_id] for head in heads if head.event_id in full]
         return [
             encode_event(signal.payload, event_id=signal.event_id, modification_number=signal.modification_number,
@@ -480,16 +480,6 @@ class DsoVtn:
                          cancelled=signal.cancelled)
             for signal in signals
         ]
-
-    def events_for(self, ven_id: str) -> tuple[list[dict[str, Any]], frozenset[DeliveryKey]]:
-        """All relevant oadrEvents of this VEN, encoded now, and their delivery keys (as of the last
-        ``VenCache.fresh``)."""
-        now = self.clock.now()
-        state = self.cache.get(ven_id, now)
-        if state is None:
-            return [], frozenset()
-        plan = state.plan(now)
-        return self._encode(plan.signals, ven_id, now), plan.keys
 
     async def handle_poll(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         return await self.on_poll(str(payload["ven_id"])) or ("oadrResponse", {})
@@ -506,7 +496,7 @@ class DsoVtn:
         self.liveness.seen(ven_id, now)
         plan = state.plan(now)
         if plan.due:
-            events = self._encode(plan.signals, ven_id, now)
+            events = await self._encode(plan.signals, ven_id, now)
             await self._record_delivery(state, plan.keys, now)
             metrics.DISTRIBUTIONS.inc()
             logger.debug("Delivering %d event(s) to VEN %s on poll", len(events), ven_id)
@@ -528,7 +518,7 @@ class DsoVtn:
         state = self.cache.get(ven_id, now)
         if state is None:
             return "oadrDistributeEvent", {"events": []}
-        events = self._encode(state.plan(now).signals, ven_id, now)
+        events = await self._encode(state.plan(now).signals, ven_id, now)
         sent = {(event["event_descriptor"]["event_id"], event["event_descriptor"]["modification_number"],
                  event["event_descriptor"]["event_status"]) for event in events}
         await self._record_delivery(state, frozenset(sent), now)
