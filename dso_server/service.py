@@ -66,6 +66,7 @@ from dso_server.errors import ConfigurationError, StoreError
 from dso_server.records import Publication, Signal, SignalPayload
 from dso_server.retention import RETENTION_CHECK_S, retention_cutoff
 from dso_server.security.audit import local_actor
+from dso_server.security.slow_clients import SlowClientGuard
 from dso_server.security.tls import VtnTls
 from dso_server.security.tokens import Role
 from dso_server.settings import DsoSettings, is_loopback
@@ -102,8 +103,11 @@ class Listeners:
 
 
 async def _serve(app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None = None,
-                 sock: socket.socket | None = None) -> tuple[web.AppRunner, int]:
-    """Serve ``app`` on host:port (or on ``sock``) with a runner of our own; returns the runner and the port."""
+                 sock: socket.socket | None = None, *, name: str) -> tuple[web.AppRunner, int, SlowClientGuard]:
+    """Serve ``app`` on host:port (or on ``sock``) with a runner of our own, connections that send no complete
+    request closed after a while (``SlowClientGuard``); returns the runner, the port and the guard (to stop)."""
+    guard = SlowClientGuard(name)
+    app.middlewares.insert(0, guard.middleware)  # outermost: a refused request is activity too
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
@@ -113,8 +117,9 @@ async def _serve(app: web.Application, host: str, port: int, ssl_context: ssl.SS
     except BaseException:
         await runner.cleanup()
         raise
+    guard.start(runner)
     address = runner.addresses[0]
-    return runner, int(address[1])
+    return runner, int(address[1]), guard
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
@@ -262,16 +267,20 @@ class DsoServer:
             liveness = asyncio.create_task(vtn.liveness.run(), name="dso-liveness")
             stack.push_async_callback(_cancel, liveness)  # after the VTN stopped serving: a last flush
             listeners = self.listeners
-            vtn_runner, self._vtn_port = await _serve(vtn.app, settings.vtn_host, settings.vtn_port, tls,
-                                                      sock=listeners.vtn if listeners else None)
+            vtn_runner, self._vtn_port, vtn_guard = await _serve(
+                vtn.app, settings.vtn_host, settings.vtn_port, tls, sock=listeners.vtn if listeners else None,
+                name="VTN")
             stack.push_async_callback(vtn_runner.cleanup)
+            stack.push_async_callback(vtn_guard.stop)
             api_app = create_app(store, self.clock, settings.planner_config(),
                                  session_ttl=timedelta(seconds=settings.api_session_ttl_s),
                                  secure_cookie=settings.api_tls)
-            api_runner, self._api_port = await _serve(api_app, settings.api_host, settings.api_port,
-                                                      api_ssl_context(settings),
-                                                      sock=listeners.api if listeners else None)
+            api_runner, self._api_port, api_guard = await _serve(api_app, settings.api_host, settings.api_port,
+                                                                 api_ssl_context(settings),
+                                                                 sock=listeners.api if listeners else None,
+                                                                 name="Operator API")
             stack.push_async_callback(api_runner.cleanup)
+            stack.push_async_callback(api_guard.stop)
             if GridStore(store).grid() is not None:
                 # Non-firm changes keep one VEN poll period of lead time (in the server clock's seconds) unless
                 # the operator set one.

@@ -51,6 +51,7 @@ from dso_server.capacity.forecast import day_intervals, local_day
 from dso_server.capacity.planner import PlannerConfig
 from dso_server.errors import DsoError, NotFound
 from dso_server.records import Household, SignalKind
+from dso_server.security.slow_clients import RequestTimedOut, read_body
 from dso_server.security.tokens import Identity, Role
 from dso_server.store import audited
 from dso_server.store.grid_store import GridStore
@@ -88,6 +89,8 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
         if error.http_status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="dso-operator-api"'
         return response
+    except RequestTimedOut as error:
+        return _error(408, f"The request body did not arrive within {error.timeout_s:g} s.", field="body")
     except web.HTTPException as error:
         if error.status < 400:
             raise
@@ -105,7 +108,7 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
 
 async def _text(request: web.Request) -> str:
     """The body as JSON text: application/json, UTF-8, syntactically valid, shallow, an object."""
-    raw = await request.read()
+    raw = await read_body(request)
     return codec.decode_body(raw, request.content_type if request.headers.get("Content-Type") else "",
                              request.charset)
 

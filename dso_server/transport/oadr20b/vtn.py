@@ -59,6 +59,7 @@ from dso_server import metrics
 from dso_server.errors import ConfigurationError, UnknownHousehold
 from dso_server.lifecycle import DeliveryKey
 from dso_server.records import EventResponse, Signal, SignalHead, Ven
+from dso_server.security.slow_clients import RequestTimedOut, read_body
 from dso_server.security.tls import Peer, peer_of
 from dso_server.settings import DEFAULT_PATH_PREFIX, DEFAULT_POLL_INTERVAL_S
 from dso_server.store.certificates import CertificateStore
@@ -237,10 +238,13 @@ class DsoVtn:
             return _refuse(413, f"the message has {request.content_length} bytes; at most "
                                 f"{self.max_message_bytes} are accepted")
         try:
-            body = await request.read()
+            body = await read_body(request)
         except web.HTTPRequestEntityTooLarge:
             return _refuse(413, f"the message has more than {self.max_message_bytes} bytes; that many are not "
                                 "accepted")
+        except RequestTimedOut as error:
+            logger.warning("Refused a message to %s from %s: %s", service, request.remote, error)
+            return _refuse(408, str(error))
         try:
             check_document(body, max_bytes=self.max_message_bytes)
         except DocumentTooLarge as error:
