@@ -1,19 +1,18 @@
 """Slow clients (slowloris): a connection that sends no request, or only part of one, must not be held forever.
 
-aiohttp 3.14 closes an idle keep-alive connection after its keep-alive timeout only once a request was answered
-on it: a connection that never completes a request head (nothing sent, or a header line every minute) stays open
-indefinitely, each holding a file descriptor, until the process runs out of them and stops accepting VENs and
-operators alike. Two bounds, on both servers (VTN and operator API):
+aiohttp 3.14 closes a keep-alive connection that stays idle, or sends only part of its next request, for its
+keep-alive timeout (75 s) only once a request was answered on it: a connection that never completes its first
+request head (nothing sent, or a header line now and then) stays open indefinitely, each holding a file
+descriptor, until the process runs out of them and stops accepting VENs and operators alike. Two bounds, on both
+servers (VTN and operator API):
 
-* ``SlowClientGuard``: a connection must complete a request head within ``timeout_s`` of connecting and of its
-  previous answer, else it is closed. A middleware marks when each connection's requests start and end; a sweep
-  (every quarter of the timeout) closes the connections idle for longer. A VEN polling on a keep-alive
-  connection every few seconds is never idle that long; a quieter one reconnects, as after aiohttp's own
-  keep-alive timeout.
+* ``SlowClientGuard``: a connection must complete its first request head within ``timeout_s`` of connecting,
+  else it is closed. A middleware marks the connections that got as far as a request; a sweep (every quarter of
+  the timeout) closes the others once they are older than that. From its first request on, a connection is
+  aiohttp's keep-alive's business again, so a VEN polling every minute on its keep-alive connection keeps it.
 * ``read_body``: a request body must arrive within ``timeout_s`` (``RequestTimedOut``, answered 408).
 
-aiohttp's ``Server.connections`` and ``RequestHandler.force_close`` (public, but the connection list is the
-runner's) are used only here.
+aiohttp's ``Server.connections`` and ``RequestHandler.force_close`` are used only here.
 """
 
 from __future__ import annotations
@@ -52,7 +51,7 @@ async def read_body(request: web.Request, timeout_s: float | None = None) -> byt
 
 
 class SlowClientGuard:
-    """Closes connections that do not complete a request head within ``timeout_s`` (module docstring). Add
+    """Closes connections that do not complete a first request head within ``timeout_s`` (module docstring). Add
     ``middleware`` to the application before it starts, then ``start(runner)`` once the runner is set up."""
 
     def __init__(self, name: str, *, timeout_s: float | None = None,
@@ -60,23 +59,18 @@ class SlowClientGuard:
         self.name = name
         self.timeout_s = TIMEOUT_S if timeout_s is None else timeout_s
         self._monotonic = monotonic
-        self._idle_since: dict[Any, float] = {}
-        """Per connection (its aiohttp protocol, which takes no weak reference) outside a request: since when.
-        Entries of connections gone are dropped at the next sweep."""
-        self._busy: dict[Any, int] = {}
+        self._served: set[Any] = set()
+        """The connections (aiohttp protocols, which take no weak reference) that got as far as a request; those
+        gone are dropped at the next sweep."""
+        self._first_seen: dict[Any, float] = {}
         self._task: asyncio.Task[None] | None = None
         self.closed = 0
 
     @web.middleware
     async def middleware(self, request: web.Request,
                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-        connection = request.protocol
-        self._busy[connection] = self._busy.get(connection, 0) + 1
-        try:
-            return await handler(request)
-        finally:
-            self._busy[connection] -= 1
-            self._idle_since[connection] = self._monotonic()
+        self._served.add(request.protocol)
+        return await handler(request)
 
     def start(self, runner: web.BaseRunner) -> None:
         server = runner.server
@@ -99,22 +93,17 @@ class SlowClientGuard:
                 logger.exception("%s: the slow-client sweep failed", self.name)
 
     def sweep(self, connections: list[Any]) -> int:
-        """Close the connections idle (outside a request) for longer than the timeout; how many."""
+        """Close the connections older than the timeout that never got as far as a request; how many."""
         now = self._monotonic()
-        closed = 0
-        connections = list(connections)
         alive = set(connections)
-        for gone in [c for c in self._idle_since if c not in alive]:
-            del self._idle_since[gone]
-        for gone in [c for c, count in self._busy.items() if count <= 0 and c not in alive]:
-            del self._busy[gone]
-        for connection in connections:
-            if self._busy.get(connection, 0) > 0:
-                continue
-            since = self._idle_since.setdefault(connection, now)  # first seen: its clock starts
+        self._served &= alive
+        self._first_seen = {c: since for c, since in self._first_seen.items() if c in alive}
+        closed = 0
+        for connection in alive - self._served:
+            since = self._first_seen.setdefault(connection, now)  # its clock starts when first seen
             if now - since > self.timeout_s:
                 peer = connection.transport.get_extra_info("peername") if connection.transport else None
-                logger.warning("%s: closed a connection from %s that sent no complete request for %.0f s",
+                logger.warning("%s: closed a connection from %s that sent no complete request in %.0f s",
                                self.name, peer, now - since)
                 connection.force_close()
                 closed += 1
