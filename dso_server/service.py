@@ -107,7 +107,6 @@ async def _serve(app: web.Application, host: str, port: int, ssl_context: ssl.SS
     """Serve ``app`` on host:port (or on ``sock``) with a runner of our own, connections that send no complete
     request closed after a while (``SlowClientGuard``); returns the runner, the port and the guard (to stop)."""
     guard = SlowClientGuard(name)
-    app.middlewares.insert(0, guard.middleware)  # outermost: a refused request is activity too
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:

@@ -7,12 +7,14 @@ descriptor, until the process runs out of them and stops accepting VENs and oper
 servers (VTN and operator API):
 
 * ``SlowClientGuard``: a connection must complete its first request head within ``timeout_s`` of connecting,
-  else it is closed. A middleware marks the connections that got as far as a request; a sweep (every quarter of
-  the timeout) closes the others once they are older than that. From its first request on, a connection is
+  else it is closed. A sweep (every quarter of the timeout) looks at the server's connections and closes those
+  older than that whose parser has not yet produced a request. From its first request on, a connection is
   aiohttp's keep-alive's business again, so a VEN polling every minute on its keep-alive connection keeps it.
+  Nothing is done per request (a middleware would cost every poll a few microseconds).
 * ``read_body``: a request body must arrive within ``timeout_s`` (``RequestTimedOut``, answered 408).
 
-aiohttp's ``Server.connections`` and ``RequestHandler.force_close`` are used only here.
+aiohttp's ``Server.connections``, ``RequestHandler.force_close`` and its request counter
+(``RequestHandler._request_count``, private: checked when the guard starts) are used only here.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 logger = logging.getLogger(__name__)
 
@@ -51,31 +54,26 @@ async def read_body(request: web.Request, timeout_s: float | None = None) -> byt
 
 
 class SlowClientGuard:
-    """Closes connections that do not complete a first request head within ``timeout_s`` (module docstring). Add
-    ``middleware`` to the application before it starts, then ``start(runner)`` once the runner is set up."""
+    """Closes connections that do not complete a first request head within ``timeout_s`` (module docstring);
+    ``start(runner)`` once the runner is set up."""
 
     def __init__(self, name: str, *, timeout_s: float | None = None,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.name = name
         self.timeout_s = TIMEOUT_S if timeout_s is None else timeout_s
         self._monotonic = monotonic
-        self._served: set[Any] = set()
-        """The connections (aiohttp protocols, which take no weak reference) that got as far as a request; those
-        gone are dropped at the next sweep."""
         self._first_seen: dict[Any, float] = {}
+        """Connections (aiohttp protocols, which take no weak reference) without a request yet: since when."""
         self._task: asyncio.Task[None] | None = None
         self.closed = 0
-
-    @web.middleware
-    async def middleware(self, request: web.Request,
-                         handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-        self._served.add(request.protocol)
-        return await handler(request)
 
     def start(self, runner: web.BaseRunner) -> None:
         server = runner.server
         if server is None:
             raise RuntimeError("start the guard after runner.setup()")
+        if not hasattr(RequestHandler, "_request_count"):
+            raise RuntimeError("aiohttp's RequestHandler no longer counts requests (_request_count); review "
+                               f"{__name__} for this aiohttp version")
         self._task = asyncio.create_task(self._sweep(server), name=f"slow-clients-{self.name}")
 
     async def stop(self) -> None:
@@ -93,19 +91,18 @@ class SlowClientGuard:
                 logger.exception("%s: the slow-client sweep failed", self.name)
 
     def sweep(self, connections: list[Any]) -> int:
-        """Close the connections older than the timeout that never got as far as a request; how many."""
+        """Close the connections older than the timeout that have not completed a request head; how many."""
         now = self._monotonic()
-        alive = set(connections)
-        self._served &= alive
-        self._first_seen = {c: since for c, since in self._first_seen.items() if c in alive}
+        waiting = [c for c in connections if not getattr(c, "_request_count", 1)]
+        self._first_seen = {c: self._first_seen.get(c, now) for c in waiting}  # a clock starts when first seen
         closed = 0
-        for connection in alive - self._served:
-            since = self._first_seen.setdefault(connection, now)  # its clock starts when first seen
+        for connection, since in list(self._first_seen.items()):
             if now - since > self.timeout_s:
                 peer = connection.transport.get_extra_info("peername") if connection.transport else None
                 logger.warning("%s: closed a connection from %s that sent no complete request in %.0f s",
                                self.name, peer, now - since)
                 connection.force_close()
+                del self._first_seen[connection]
                 closed += 1
         self.closed += closed
         return closed
