@@ -45,6 +45,8 @@ class RequestTimedOut(Exception):
 
 async def read_body(request: web.Request, timeout_s: float | None = None) -> bytes:
     """The request's body, or ``RequestTimedOut`` when it takes longer than ``timeout_s`` (``TIMEOUT_S``)."""
+    if request.content.is_eof():  # the whole body came with the head (a poll nearly always): no waiting, no timer
+        return await request.read()
     limit = TIMEOUT_S if timeout_s is None else timeout_s
     try:
         async with asyncio.timeout(limit):
