@@ -269,8 +269,8 @@ class DsoServer:
             vtn_runner, self._vtn_port, vtn_guard = await _serve(
                 vtn.app, settings.vtn_host, settings.vtn_port, tls, sock=listeners.vtn if listeners else None,
                 name="VTN")
+            stack.callback(vtn_guard.cancel)  # after the runner's cleanup; no await of its own in the shutdown
             stack.push_async_callback(vtn_runner.cleanup)
-            stack.push_async_callback(vtn_guard.stop)
             api_app = create_app(store, self.clock, settings.planner_config(),
                                  session_ttl=timedelta(seconds=settings.api_session_ttl_s),
                                  secure_cookie=settings.api_tls)
@@ -278,8 +278,8 @@ class DsoServer:
                                                                  api_ssl_context(settings),
                                                                  sock=listeners.api if listeners else None,
                                                                  name="Operator API")
+            stack.callback(api_guard.cancel)
             stack.push_async_callback(api_runner.cleanup)
-            stack.push_async_callback(api_guard.stop)
             if GridStore(store).grid() is not None:
                 # Non-firm changes keep one VEN poll period of lead time (in the server clock's seconds) unless
                 # the operator set one.

@@ -20,7 +20,6 @@ aiohttp's ``Server.connections``, ``RequestHandler.force_close`` and its request
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -78,11 +77,10 @@ class SlowClientGuard:
                                f"{__name__} for this aiohttp version")
         self._task = asyncio.create_task(self._sweep(server), name=f"slow-clients-{self.name}")
 
-    async def stop(self) -> None:
+    def cancel(self) -> None:
+        """Stop sweeping (the task ends at the event loop's next turn)."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def _sweep(self, server: Any) -> None:
         while True:
