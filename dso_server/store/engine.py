@@ -126,10 +126,24 @@ class Database(ABC):
     def in_transaction(self) -> bool:
         return self._depth > 0
 
-    @abstractmethod
-    def transaction(self) -> AbstractContextManager[None]:
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
         """One transaction; nested uses become savepoints (inside ``batch``: they join it). Rolls back everything
         on any exception."""
+        with self._lock:
+            if self._joining and self._depth > 0:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            with self._transaction():
+                yield
+
+    @abstractmethod
+    def _transaction(self) -> AbstractContextManager[None]:
+        """The engine's transaction, or savepoint when one is open (``transaction`` holds the lock)."""
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -143,15 +157,6 @@ class Database(ABC):
                 yield
             finally:
                 self._joining = False
-
-    @contextmanager
-    def _joined(self) -> Iterator[None]:
-        """A nested transaction inside ``batch``: nothing of its own (the caller holds the lock)."""
-        self._depth += 1
-        try:
-            yield
-        finally:
-            self._depth -= 1
 
     # ------------------------------------------------------------------------------------------ helpers
 
@@ -256,12 +261,8 @@ class SqliteDatabase(Database):
                 raise _sqlite_error(error, self.location) from None
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def _transaction(self) -> Iterator[None]:
         with self._lock:
-            if self._joining and self._depth > 0:
-                with self._joined():
-                    yield
-                return
             depth = self._depth
             self.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT sp{depth}")
             self._depth = depth + 1

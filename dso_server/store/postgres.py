@@ -110,12 +110,8 @@ class PostgresDatabase(Database):
                 raise _error(error, self.location) from None
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def _transaction(self) -> Iterator[None]:
         with self._lock:
-            if self._joining and self._depth > 0:
-                with self._joined():
-                    yield
-                return
             depth = self._depth
             connection = self._usable()
             self._depth = depth + 1

@@ -142,6 +142,14 @@ class DsoStore:
     def _rows(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[dict[str, Any]]:
         return self.db.query(sql, params)
 
+    def _rows_in(self, sql: str, ids: Sequence[str], params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """``sql`` (with ``{marks}`` where the ids go, after ``params``) for any number of ids, 500 at a time."""
+        rows: list[dict[str, Any]] = []
+        for start in range(0, len(ids), 500):
+            part = list(ids[start:start + 500])
+            rows += self._rows(sql.format(marks=",".join("?" * len(part))), [*params, *part])
+        return rows
+
     # ------------------------------------------------------------------------------------------ households
 
     def put_household(self, contract: HouseholdContract, *, group: str | None, now: datetime) -> bool:
@@ -176,14 +184,6 @@ class DsoStore:
         return [_household(row) for row in self._rows(
             f"SELECT * FROM households {where}ORDER BY connection_point_id LIMIT ?", [*params, limit])]
 
-    def _rows_in(self, sql: str, ids: Sequence[str], params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        """``sql`` (with ``{marks}`` where the ids go, after ``params``) for any number of ids, 500 at a time."""
-        rows: list[dict[str, Any]] = []
-        for start in range(0, len(ids), 500):
-            part = list(ids[start:start + 500])
-            rows += self._rows(sql.format(marks=",".join("?" * len(part))), [*params, *part])
-        return rows
-
     def group_members(self, group: str) -> list[str]:
         """The connection point ids of ``group``; UnknownGroup when it has none."""
         rows = self._rows("SELECT connection_point_id FROM households WHERE group_name = ? "
@@ -194,13 +194,9 @@ class DsoStore:
 
     def check_households(self, connection_point_ids: Sequence[str], *, field: str = "connection_point_ids") -> None:
         """Raise UnknownHousehold for the first id that names no household (``field[index]`` in the error)."""
-        known: set[str] = set()
         ids = list(connection_point_ids)
-        for chunk in range(0, len(ids), 500):
-            part = ids[chunk:chunk + 500]
-            marks = ",".join("?" * len(part))
-            known.update(row["connection_point_id"] for row in self._rows(
-                f"SELECT connection_point_id FROM households WHERE connection_point_id IN ({marks})", part))
+        known = {row["connection_point_id"] for row in self._rows_in(
+            "SELECT connection_point_id FROM households WHERE connection_point_id IN ({marks})", ids)}
         for index, connection_point_id in enumerate(ids):
             if connection_point_id not in known:
                 raise UnknownHousehold(connection_point_id, field=f"{field}[{index}]")
@@ -335,15 +331,10 @@ class DsoStore:
                                ) -> dict[str, list[Signal]]:
         """Per connection point, its bandwidth signals (cancelled ones included) that overlap [since, until)."""
         out: dict[str, list[Signal]] = {cp: [] for cp in connection_point_ids}
-        ids = list(connection_point_ids)
-        for chunk in range(0, len(ids), 500):
-            part = ids[chunk:chunk + 500]
-            marks = ",".join("?" * len(part))
-            rows = self._rows(f"SELECT * FROM signals WHERE kind = 'bandwidth' AND start_at < ? AND end_at > ? "
-                              f"AND connection_point_id IN ({marks}) ORDER BY start_at, created_at, rowid",
-                              [to_text(until), to_text(since), *part])
-            for row in rows:
-                out[row["connection_point_id"]].append(_signal(row))
+        for row in self._rows_in("SELECT * FROM signals WHERE kind = 'bandwidth' AND start_at < ? AND end_at > ? "
+                                 "AND connection_point_id IN ({marks}) ORDER BY start_at, created_at, rowid",
+                                 list(connection_point_ids), [to_text(until), to_text(since)]):
+            out[row["connection_point_id"]].append(_signal(row))
         return out
 
     def publication(self, publication_id: str) -> Publication:
@@ -397,15 +388,9 @@ class DsoStore:
 
     def signals_by_id(self, event_ids: Sequence[str]) -> dict[str, Signal]:
         """The events with these ids (unknown ids are left out)."""
-        out: dict[str, Signal] = {}
-        ids = list(event_ids)
-        for chunk in range(0, len(ids), 500):
-            part = ids[chunk:chunk + 500]
-            marks = ",".join("?" * len(part))
-            for row in self._rows(f"SELECT * FROM signals WHERE event_id IN ({marks})", part):
-                signal = _signal(row)
-                out[signal.event_id] = signal
-        return out
+        signals = (_signal(row) for row in self._rows_in("SELECT * FROM signals WHERE event_id IN ({marks})",
+                                                           list(event_ids)))
+        return {signal.event_id: signal for signal in signals}
 
     def cancel_signal(self, event_id: str, *, now: datetime) -> Signal:
         """Cancel the event; modificationNumber + 1. A cancelled event is never modified again."""
@@ -666,9 +651,7 @@ class DsoStore:
         return {row["connection_point_id"]: from_text(row["last"]) for row in rows}
 
     def last_telemetry_start(self, connection_point_id: str) -> datetime | None:
-        rows = self._rows("SELECT MAX(interval_start) AS last FROM telemetry WHERE connection_point_id = ?",
-                          [connection_point_id])
-        return _maybe(rows[0]["last"])
+        return self.last_telemetry_starts([connection_point_id]).get(connection_point_id)
 
     def latest_plan(self, connection_point_id: str) -> StoredPlan | None:
         self.household(connection_point_id)
