@@ -105,7 +105,7 @@ class Listeners:
 async def _serve(app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None = None,
                  sock: socket.socket | None = None, *, name: str) -> tuple[web.AppRunner, int, SlowClientGuard]:
     """Serve ``app`` on host:port (or on ``sock``) with a runner of our own, connections that send no complete
-    request closed after a while (``SlowClientGuard``); returns the runner, the port and the guard (to stop)."""
+    request closed after a while (``SlowClientGuard``); returns the runner, the port and the guard (to cancel)."""
     guard = SlowClientGuard(name)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

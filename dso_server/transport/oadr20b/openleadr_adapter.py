@@ -163,10 +163,6 @@ class MessageWriter:
             self._signer = xmldsig.MessageSigner(certificate=certificate, private_key=private_key)
             self.fingerprint = openadr_fingerprint(certificate.public_bytes(Encoding.DER))
 
-    @property
-    def signs(self) -> bool:
-        return self._signer is not None
-
     def render(self, message_type: str, payload: Mapping[str, Any]) -> str:
         return self.finish(self.prepare(message_type, payload)).decode()
 
