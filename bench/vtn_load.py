@@ -494,13 +494,10 @@ def _take_fresh(stock: deque[tuple[float, bytes]]) -> bytes | None:
 
 def _prepared(message_type: str, payload: dict[str, Any]) -> Any:
     """The message's oadrSignedObject rendered and digested once, for signing many times."""
-    from openleadr import messaging, preflight, utils
-
+    from hems_client.transport.oadr20b.openleadr_adapter import signed_object
     from protocol.oadr20b.xmldsig import prepare_signed_object
 
-    checked = preflight.preflight_message(message_type, dict(payload))
-    template = messaging.TEMPLATES.get_template(f"{message_type}.xml")
-    return prepare_signed_object(utils.flatten_xml(template.render(**checked)))
+    return prepare_signed_object(signed_object(message_type, payload))
 
 
 def _error(result: GeneratorResult, kind: str) -> None:

@@ -137,14 +137,19 @@ def new_request_id() -> str:
     return str(utils.generate_id())
 
 
+def signed_object(message_type: str, payload: Mapping[str, Any]) -> str:
+    """The message's ``oadr:oadrSignedObject`` as text, from openleadr's templates (what ``render`` wraps)."""
+    checked = preflight.preflight_message(message_type, dict(payload))
+    return str(utils.flatten_xml(messaging.TEMPLATES.get_template(f"{message_type}.xml").render(**checked)))
+
+
 def render(message_type: str, payload: Mapping[str, Any], signer: MessageSigner | None = None) -> str:
     """A 2.0b message from openleadr's templates, signed when a signer is given."""
-    checked = preflight.preflight_message(message_type, dict(payload))
-    signed_object = utils.flatten_xml(messaging.TEMPLATES.get_template(f"{message_type}.xml").render(**checked))
+    signed_object_text = signed_object(message_type, payload)
     if signer is not None:
-        return signer.message(signed_object)
+        return signer.message(signed_object_text)
     return str(messaging.TEMPLATES.get_template("oadrPayload.xml").render(
-        template=message_type, signature=None, signed_object=signed_object))
+        template=message_type, signature=None, signed_object=signed_object_text))
 
 
 _VERIFIER = xmldsig.SignatureVerifier()
