@@ -13,6 +13,7 @@ import pytest
 from api_auth import bearer
 from openleadr.messaging import create_message, parse_message
 from prometheus_client.parser import text_string_to_metric_families
+from support.contracts import household_toml
 
 import dso_server.service
 from dso_server.security.tokens import Role
@@ -22,15 +23,7 @@ from protocol import make_ean18
 from protocol.clock import AcceleratedClock, ManualClock
 
 EAN = make_ean18("87168712000000301")
-CONTRACTS = f"""
-[[household]]
-connection_point_id = "{EAN}"
-contracted_max_import_kw = 17.0
-contracted_max_export_kw = 10.0
-failsafe_import_kw = 4.2
-failsafe_export_kw = 4.2
-failsafe_duration_s = 7200
-"""
+CONTRACTS = household_toml(EAN)
 EXAMPLE_GRID = Path(__file__).parent.parent / "examples" / "grid.toml"
 
 

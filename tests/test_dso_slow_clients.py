@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from openleadr.messaging import create_message
+from support.contracts import household_toml
 from support.security import plain_settings  # plain HTTP on loopback: the guard is the same under TLS
 
 from dso_server.security import slow_clients
@@ -20,15 +21,7 @@ from protocol import make_ean18
 from protocol.clock import WallClock
 
 EAN_A = make_ean18("87168712000000001")
-CONTRACTS = f"""
-[[household]]
-connection_point_id = "{EAN_A}"
-contracted_max_import_kw = 17.0
-contracted_max_export_kw = 10.0
-failsafe_import_kw = 4.2
-failsafe_export_kw = 4.2
-failsafe_duration_s = 7200
-"""
+CONTRACTS = household_toml(EAN_A)
 TIMEOUT_S = 1.0
 CLOSED_WITHIN_S = 30.0
 """Generous: the guard closes after 1 to 1.25 s; a loaded CI machine may take longer to get there."""

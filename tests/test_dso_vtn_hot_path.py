@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 from api_auth import bearer
 from openleadr.messaging import create_message, parse_message
+from support.contracts import household_toml
 from support.security import LabPki
 
 from dso_server import metrics
@@ -28,15 +29,7 @@ from protocol.clock import WallClock
 Q = timedelta(minutes=15)
 EAN = make_ean18("87168712000000201")
 OTHER = make_ean18("87168712000000202")
-CONTRACTS = "".join(f"""
-[[household]]
-connection_point_id = "{ean}"
-contracted_max_import_kw = 17.0
-contracted_max_export_kw = 10.0
-failsafe_import_kw = 4.2
-failsafe_export_kw = 4.2
-failsafe_duration_s = 7200
-""" for ean in (EAN, OTHER))
+CONTRACTS = "".join(household_toml(ean) for ean in (EAN, OTHER))
 
 
 @pytest.fixture

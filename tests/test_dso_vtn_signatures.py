@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from lxml import etree
 from openleadr.messaging import create_message, parse_message
+from support.contracts import household_toml
 from support.security import LabPki
 from support.signatures import keys_from_files, ours, signed_object, tampered_corpus
 from support.store_dump import logical_dump
@@ -26,15 +27,7 @@ from protocol.clock import WallClock
 
 EAN_A = make_ean18("87168712000000001")
 EAN_B = make_ean18("87168712000000002")
-CONTRACTS = "".join(f"""
-[[household]]
-connection_point_id = "{ean}"
-contracted_max_import_kw = 17.0
-contracted_max_export_kw = 10.0
-failsafe_import_kw = 4.2
-failsafe_export_kw = 4.2
-failsafe_duration_s = 7200
-""" for ean in (EAN_A, EAN_B))
+CONTRACTS = "".join(household_toml(ean) for ean in (EAN_A, EAN_B))
 
 
 @pytest.fixture

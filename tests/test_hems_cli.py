@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from support.contracts import household_toml
 from support.security import PLAIN_HTTP  # plain HTTP on loopback: this module is not about security
 
 from hems_client.app import HemsApp
@@ -23,15 +24,7 @@ from protocol.clock import AcceleratedClock
 from protocol.timebase import floor_to_interval
 
 EAN = make_ean18("87168712000000011")
-VALID = f"""
-[[household]]
-connection_point_id = "{EAN}"
-contracted_max_import_kw = 17.0
-contracted_max_export_kw = 10.0
-failsafe_import_kw = 4.2
-failsafe_export_kw = 4.2
-failsafe_duration_s = 7200
-
+VALID = household_toml(EAN) + """
 [household.comfort]
 indoor_setpoint_c = 20.5
 ev_departure_local = 06:30:00

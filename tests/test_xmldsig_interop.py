@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 from openleadr import OpenADRClient, OpenADRServer, utils
 from openleadr.messaging import parse_message
+from support.contracts import household_toml
 from support.security import LabPki
 from support.signatures import keys_from_files, ours, signed_object
 
@@ -30,15 +31,7 @@ from protocol import BandwidthInterval, CapacityBandwidth, Firmness, make_ean18
 from protocol.clock import WallClock
 
 EAN = make_ean18("87168712000000001")
-CONTRACTS = f"""
-[[household]]
-connection_point_id = "{EAN}"
-contracted_max_import_kw = 17.0
-contracted_max_export_kw = 10.0
-failsafe_import_kw = 4.2
-failsafe_export_kw = 4.2
-failsafe_duration_s = 7200
-"""
+CONTRACTS = household_toml(EAN)
 
 
 async def eventually(condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
