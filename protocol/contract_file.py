@@ -33,6 +33,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from protocol.contract import HouseholdContract
+from protocol.limits import check_name
 
 FLAT_HINT = ("a contract file holds [[household]] tables (PROFILE.md §11): write [[household]] above the contract "
              "fields and [household.comfort] instead of [comfort]")
@@ -95,6 +96,11 @@ def read_contract_file(text: str) -> tuple[list[ContractEntry], list[ContractFil
         group = raw.pop("group", None)
         if group is not None and (not isinstance(group, str) or not group.strip()):
             problems.append(ContractFileProblem(f"must be a non-empty string, not {group!r}", index, "group"))
+            continue
+        try:
+            check_name(group or "", what="the group")
+        except ValueError as error:
+            problems.append(ContractFileProblem(str(error), index, "group"))
             continue
         try:
             contract = HouseholdContract.model_validate(raw)

@@ -19,6 +19,16 @@ MAX_ABS_PRICE_EUR_PER_KWH = 10.0
 """EU day-ahead prices are capped at +4 and -0.5 EUR/kWh; beyond 10 it is EUR/MWh sent as EUR/kWh."""
 
 
+def check_name(text: str, *, what: str = "the name") -> str:
+    """An id or name a person writes (a transformer, a feeder, a household's group): printable, no control
+    character - U+0000 among them, which PostgreSQL's text cannot store, so one store would refuse what the other
+    keeps."""
+    bad = next((char for char in text if ord(char) < 0x20 or ord(char) == 0x7F), None)
+    if bad is not None:
+        raise ValueError(f"{what} holds the control character U+{ord(bad):04X}; ids and names are printable text")
+    return text
+
+
 def check_power_kw(value: float, *, allow_negative: bool = False, what: str = "power") -> float:
     if not math.isfinite(value):
         raise ValueError(f"{what} must be a finite number of kW, not {value!r}")

@@ -14,6 +14,7 @@ from api_auth import bearer
 
 from dso_server.api.app import create_app
 from dso_server.records import Household
+from dso_server.store.security_store import SecurityStore
 from dso_server.store.sqlite import DsoStore
 from protocol import (
     ComfortStatus,
@@ -454,3 +455,42 @@ async def test_bad_queries_are_400_naming_the_parameter(api: TestClient, path: s
 async def test_a_repeated_query_parameter_is_refused(api: TestClient) -> None:
     error = await call(api, "GET", f"/api/telemetry?connection_point_id={EAN_A}&connection_point_id={EAN_B}", 400)
     assert error["field"] == "connection_point_id" and "more than once" in error["error"]
+
+
+_NUL_REQUESTS = [
+    ("GET", "/api/households?after=%00", None, "after"),
+    ("GET", "/api/telemetry?connection_point_id=871687120000000017%00", None, "connection_point_id"),
+    ("GET", "/api/signals?x%00=1", None, "x\\u0000"),
+    ("GET", "/api/households/%00/violations", None, "path"),
+    ("DELETE", "/api/signals/e%00", None, "path"),
+    ("POST", "/api/households", {**contract_body(EAN_C), "group": "feeder\u0000"}, "group"),
+    ("POST", "/api/bandwidths", {"connection_point_ids": [EAN_A, "\u0000"], "firmness": "firm",
+                                 "intervals": bandwidth_intervals(5)}, "connection_point_ids[1]"),
+    ("POST", "/api/bandwidths", {"group": "feeder-1", "firmness": "firm", "intervals": bandwidth_intervals(5),
+                                 "x\u0000": 1}, "x\\u0000"),
+]
+
+
+async def test_a_group_with_a_control_character_is_refused_as_in_the_contracts_file(
+    api: TestClient, store: DsoStore,
+) -> None:
+    error = await call(api, "POST", "/api/households", 400, json={**contract_body(EAN_C), "group": "feeder\t1"})
+    assert error["field"] == "group" and "control character U+0009" in error["error"], error
+    assert [h.connection_point_id for h in store.households()] == [EAN_A, EAN_B]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "field"), _NUL_REQUESTS)
+async def test_a_nul_character_anywhere_is_400_on_both_backends_and_nothing_is_stored(
+    db_location: str, method: str, path: str, body: dict[str, Any] | None, field: str,
+) -> None:
+    # PostgreSQL's text cannot hold U+0000: let through, it was a 500 there and stored text on SQLite.
+    store = DsoStore(db_location)
+    store.put_households([Household(HouseholdContract.model_validate(contract_body(EAN_A)), "feeder-1")], now=NOW)
+    async with TestClient(TestServer(create_app(store, ManualClock(NOW))), headers=bearer(store)) as api:
+        before, audit_before = (store.households(), store.signals()), SecurityStore(store).audit()
+        error = await call(api, method, path, 400, json=body)
+        assert error["field"] == field and "U+0000" in error["error"], error
+        assert (store.households(), store.signals()) == before
+        added = SecurityStore(store).audit()[len(audit_before):]
+        assert [entry.outcome for entry in added] in ([], ["refused"])  # a refused change is audited, as ever
+        assert (await call(api, "GET", "/api/households", 200))["households"][0]["group"] == "feeder-1"

@@ -78,6 +78,8 @@ def test_a_contracts_file_is_read_with_groups_and_comfort(tmp_path: Path) -> Non
     ("[[households]]\n", "unknown top-level key(s) ['households']"),
     ("[[household]\n", "is not valid TOML"),
     (HOUSEHOLD.format(ean=EAN_A).replace('group = "feeder-1"', "group = 3"), "household[0].group: must be"),
+    (HOUSEHOLD.format(ean=EAN_A).replace('group = "feeder-1"', 'group = "feeder\\u0000"'),
+     "household[0].group: the group holds the control character U+0000"),
 ])
 def test_contract_file_errors_name_the_file_household_and_field(text: str, message: str) -> None:
     with pytest.raises(ContractsFileError) as caught:

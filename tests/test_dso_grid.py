@@ -133,12 +133,16 @@ def test_cli_check_and_load_keep_the_store_intact_on_bad_input(tmp_path: Path, d
     assert main(["grid", "load", "--lab", "kerber-landnetz-kabel-1", "--db", db]) == 0
     bad = tmp_path / "bad.toml"
     bad.write_text('[[transformer]]\nid = "T"\nrating_kva = 0\n')
+    nul = tmp_path / "nul.toml"  # PostgreSQL's text cannot hold U+0000: refused by the file's check on both backends
+    nul.write_text(EXAMPLE.read_text().replace('"T1"', '"T1\\u0000"'))
     for argv in (["grid", "check", str(bad)], ["grid", "load", str(bad), "--db", db],
-                 ["grid", "load", "--lab", "nope", "--db", db]):
+                 ["grid", "load", "--lab", "nope", "--db", db], ["grid", "load", str(nul), "--db", db]):
         with pytest.raises(SystemExit) as stop:
             main(argv)
         assert stop.value.code == 2
-    assert "bad.toml: [[transformer]] #0 field rating_kva" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "bad.toml: [[transformer]] #0 field rating_kva" in err
+    assert "nul.toml: [[transformer]] #0 field id: the id holds the control character U+0000" in err
     with DsoStore(db) as store:
         assert len(GridStore(store).grid().connection_points) == 8  # type: ignore[union-attr]
     assert main(["grid", "show", "--db", db]) == 0

@@ -83,6 +83,7 @@ def _error(status: int, message: str, *, field: str | None = None) -> web.Respon
 async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                   ) -> web.StreamResponse:
     try:
+        codec.check_no_nul(request.path, request.query)  # before the guard: it writes refusals to the audit log
         return await handler(request)
     except DsoError as error:
         response = _json(codec.error_body(error), status=error.http_status)

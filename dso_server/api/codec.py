@@ -35,6 +35,10 @@ from protocol import CapacityBandwidth, HouseholdContract, TouTariff
 
 MAX_DEPTH = 32
 """The deepest nesting of arrays and objects a request body may have (the deepest valid body has 4)."""
+NUL = "\x00"
+_NUL_REASON = "which no identifier or text of this API may hold"
+"""U+0000 is refused at the door, in bodies, paths and queries alike: PostgreSQL's text cannot store it (SQLite's
+can), so letting it through made the same request a 500 on one backend and stored text on the other."""
 _LEADING_FIELD = re.compile(r"^(intervals\[\d+\])")
 _NAMED_FIELD = re.compile(r"^(?P<field>[a-z_]+(\[\d+\])?): (?P<message>.+)$", re.DOTALL)
 _Model = TypeVar("_Model", bound=BaseModel)
@@ -101,6 +105,35 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+def _nul_at(document: Any) -> str | None:
+    """Where the first string holding U+0000 sits (a key or a value), or None. Iterative, after the depth check."""
+    pending: list[tuple[Any, str]] = [(document, "")]
+    while pending:
+        node, path = pending.pop()
+        if isinstance(node, str):
+            if NUL in node:
+                return path or "body"
+        elif isinstance(node, dict):
+            for key, child in node.items():
+                shown = key.replace(NUL, "\\u0000")
+                named = f"{path}.{shown}" if path else shown
+                pending.extend([(key, named), (child, named)])
+        elif isinstance(node, list):
+            pending.extend((child, f"{path}[{index}]") for index, child in enumerate(node))
+    return None
+
+
+def check_no_nul(path: str, query: Mapping[str, str]) -> None:
+    """Refuse U+0000 in the path or a query parameter (name or value) with a 400 naming it."""
+    if NUL in path:
+        raise ApiError(400, f"The path holds the character U+0000 (NUL), {_NUL_REASON}.", field="path")
+    for key, value in query.items():
+        if NUL in key or NUL in value:
+            shown = key.replace(NUL, "\\u0000")
+            raise ApiError(400, f"The query parameter {shown} holds the character U+0000 (NUL), {_NUL_REASON}.",
+                           field=shown)
+
+
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number JSON allows")
 
@@ -133,6 +166,10 @@ def decode_body(raw: bytes, content_type: str, charset: str | None) -> str:
                        field="body")
     if not isinstance(document, dict):
         raise ApiError(400, f"The request body must be a JSON object, not {_json_type(document)}.", field="body")
+    nul_at = _nul_at(document)
+    if nul_at is not None:
+        raise ApiError(400, f"The request body holds the character U+0000 (NUL) at {nul_at}, {_NUL_REASON}.",
+                       field=nul_at)
     return text
 
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -24,13 +26,16 @@ from pydantic import (
 
 from dso_server.records import SignalKind
 from protocol import CapacityBandwidth, ComfortStatus, HouseholdContract, PerformanceReport, Plan, TouTariff
+from protocol.limits import check_name
 from protocol.oadr20b import EventStatus
 from protocol.timebase import EARLIEST_YEAR, LATEST_YEAR
 
 MAX_TARGETS = 100_000
 """The most connection points one publication may name (a DSO region's pilot, with room)."""
 
-GroupName = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"\S")]
+GroupName = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"\S"),
+                     AfterValidator(partial(check_name, what="the group"))]
+"""As the contracts file's ``group``: printable text."""
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 """An EAN, event id, publication id or transformer id as typed: the store says whether it exists (404)."""
 

@@ -36,16 +36,27 @@ from collections import defaultdict
 from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from dso_server.capacity.errors import CapacityError, InvalidGridError
 from protocol.contract import ean18_check_digit
+from protocol.limits import check_name
 
 
 class GridFileError(ValueError):
     """A grid file cannot be used; the message names the file, the table or row, and the field."""
+
+
+def _printable(text: str) -> str:
+    return check_name(text, what="the id")
+
+
+GridId = Annotated[str, Field(min_length=1), AfterValidator(_printable)]
+"""A transformer's, feeder's, node's or line's id."""
+GridRef = Annotated[str, AfterValidator(_printable)]
+"""An id named by another table (checked to exist when the grid is built)."""
 
 
 class _Frozen(BaseModel):
@@ -53,11 +64,11 @@ class _Frozen(BaseModel):
 
 
 class Transformer(_Frozen):
-    id: str = Field(min_length=1)
+    id: GridId
     rating_kva: float = Field(gt=0, le=100_000)
     power_factor: float = Field(default=0.95, gt=0, le=1)
     safety_margin: float = Field(default=0.1, ge=0, lt=1)
-    busbar_node: str | None = None
+    busbar_node: GridRef | None = None
     """The LV busbar node of its grid model; None when only the rating is known."""
     u1_kv: float = Field(default=10.0, gt=0)
     u2_kv: float = Field(default=0.4, gt=0)
@@ -76,19 +87,19 @@ class Transformer(_Frozen):
 
 
 class Feeder(_Frozen):
-    id: str = Field(min_length=1)
-    transformer_id: str
+    id: GridId
+    transformer_id: GridRef
 
 
 class ConnectionPoint(_Frozen):
     ean: str
-    feeder_id: str
+    feeder_id: GridRef
     contracted_max_import_kw: float = Field(ge=0, le=1000)
     contracted_max_export_kw: float = Field(ge=0, le=1000)
     controllable_devices: int = Field(default=0, ge=0, le=100)
     guaranteed_kw_per_device: float = Field(default=4.2, ge=0, le=100)
     annual_kwh: float = Field(default=3500.0, gt=0, le=1_000_000)
-    node_id: str | None = None
+    node_id: GridRef | None = None
 
     @property
     def guaranteed_min_import_kw(self) -> float:
@@ -97,15 +108,15 @@ class ConnectionPoint(_Frozen):
 
 
 class Node(_Frozen):
-    id: str = Field(min_length=1)
-    transformer_id: str
+    id: GridId
+    transformer_id: GridRef
     u_rated_kv: float = Field(default=0.4, gt=0)
 
 
 class Line(_Frozen):
-    id: str = Field(min_length=1)
-    from_node: str
-    to_node: str
+    id: GridId
+    from_node: GridRef
+    to_node: GridRef
     r_ohm: float = Field(gt=0)
     x_ohm: float = Field(ge=0)
     c_nf: float = Field(default=0.0, ge=0)
@@ -243,7 +254,8 @@ def _field_errors(where: str, exc: ValidationError) -> list[str]:
     for e in exc.errors():
         field = ".".join(map(str, e["loc"])) or "(row)"
         message = "is required" if e["type"] == "missing" else (
-            "is not a field of this table" if e["type"] == "extra_forbidden" else e["msg"])
+            "is not a field of this table" if e["type"] == "extra_forbidden"
+            else str(e["msg"]).removeprefix("Value error, "))
         out.append(f"{where} field {field}: {message}")
     return out
 
