@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     tls.add_argument("--vtn-fingerprint", default=None,
                      help="OpenADR fingerprint of the VTN's signing certificate: every answer must be signed by it")
     tls.add_argument("--sign-messages", action="store_true",
-                     help="sign outgoing OpenADR messages with --cert/--key (XML signatures)")
+                     help="sign outgoing OpenADR messages with --cert/--key (XML signatures) and require every "
+                          "answer to be signed by the VTN (its TLS certificate, or --vtn-fingerprint's)")
     tls.add_argument("--insecure", action="store_true",
                      help="talk plain HTTP to a VTN on a loopback address, without certificates (demo, tests only)")
     data = commands.add_parser("data", help="what this HEMS sent to the DSO",

@@ -89,12 +89,14 @@ async def register_signed(dso: DsoServer, pki: LabPki, ean: str = EAN_A) -> tupl
     return tls, str(answer["ven_id"])
 
 
-async def test_a_signing_hems_and_a_signing_vtn_verify_each_other(dso: DsoServer, pki: LabPki) -> None:
+@pytest.mark.parametrize("pinned", [True, False], ids=["vtn-fingerprint", "tls-certificate"])
+async def test_a_signing_hems_and_a_signing_vtn_verify_each_other(dso: DsoServer, pki: LabPki, pinned: bool) -> None:
+    """With --vtn-fingerprint or, without it, against the certificate the VTN presented over TLS."""
     assert dso.vtn.fingerprint is not None
     contract = HouseholdContract(connection_point_id=EAN_A, contracted_max_import_kw=17, contracted_max_export_kw=10,
                                  failsafe_import_kw=4.2, failsafe_export_kw=4.2, failsafe_duration_s=7200)
     ven = HemsVen(contract=contract, vtn_url=dso.vtn_url, clock=WallClock(), tls=pki.ven_tls(EAN_A),
-                  sign_messages=True, vtn_fingerprint=dso.vtn.fingerprint)
+                  sign_messages=True, vtn_fingerprint=dso.vtn.fingerprint if pinned else None)
     try:
         assert await ven.connect()
         for _ in range(3):

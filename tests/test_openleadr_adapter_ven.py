@@ -199,6 +199,33 @@ async def test_answers_must_be_signed_by_the_vtns_fingerprint_and_fresh(fake_vtn
     assert ven.exchanges == [True, False, False, False] and ven.refused_answers == 3
 
 
+async def test_a_signing_ven_requires_answers_signed_by_the_certificate_the_vtn_presented(
+    fake_vtn: Any, tmp_path: Path,
+) -> None:
+    """sign without vtn_fingerprint: the signer must be the certificate the VTN presented over TLS, which
+    ``PeerCertificateResponse`` keeps (aiohttp's ``ClientResponse.start``); a signing HEMS accepted unsigned and
+    foreign-signed answers before."""
+    pki = LabPki.create(tmp_path / "pki")
+    key = serialization.load_pem_private_key(pki.pki.vtn_key_path.read_bytes(), None)
+    signed = MessageWriter(cert_pem=pki.pki.vtn_cert_path.read_bytes(), private_key=key).render(
+        "oadrResponse", {"response": OK, "ven_id": "v"})
+    other_cert, other_key = pki.issue_ven(make_ean18("87168712000000002"))
+    forged = MessageWriter(cert_pem=other_cert.read_bytes(), private_key=serialization.load_pem_private_key(
+        other_key.read_bytes(), None)).render("oadrResponse", {"response": OK, "ven_id": "v"})
+    unsigned = MessageWriter().render("oadrResponse", {"response": OK, "ven_id": "v"})
+    answers = iter([signed, forged, unsigned])
+    vtn = await fake_vtn(VtnTls(pki.pki.vtn_cert_path, pki.pki.vtn_key_path, pki.ca_file).server_context())
+    vtn.answer = lambda _: (200, next(answers).encode())
+    ven = Recording(vtn_url=vtn.url, tls=pki.ven_tls(EAN), sign=True, ven_id="v")
+    try:
+        assert (await ven.poll())[0] == "oadrResponse"
+        assert await ven.poll() == (None, {})  # signed by a certificate the same CA issued, but not the VTN's
+        assert await ven.poll() == (None, {})  # not signed
+    finally:
+        await ven.close()
+    assert ven.exchanges == [True, False, False] and ven.refused_answers == 2
+
+
 def test_answers_are_read_from_the_signed_object_as_openleadr_reads_the_body(tmp_path: Path) -> None:
     """parse_answer hands openleadr's parse_message the oadrSignedObject alone (what the signature check
     verifies): the same type and payload as openleadr's own parse of the whole answer, signed or not."""

@@ -14,7 +14,9 @@ and uses only the client's public coroutines (``query_registration``, ``create_p
   ``None`` on an empty HTTP 200.
 - ``OpenADRClient._ensure_client_session`` and ``client_session`` (overridden/set): one aiohttp session whose
   TLS context (``VenTls``) is built once: TLS 1.2+, the VTN's certificate verified against the configured CA
-  and host name, this VEN's client certificate.
+  and host name, this VEN's client certificate. Its answers are ``PeerCertificateResponse``s (aiohttp's
+  ``ClientResponse.start(connection)`` extended), which keep the VTN's TLS certificate for a signing VEN's
+  signature check.
 - ``OpenADRClient._create_message`` (replaced): openleadr's re-reads the signing key for every message and signs
   through signxml; here messages are signed by ``protocol.oadr20b.xmldsig`` with the key parsed once (``render``),
   and answers are verified by it too (PROFILE §12.5).
@@ -174,12 +176,28 @@ def signer_fingerprint(tree: Any, *, now: datetime | None = None) -> tuple[str, 
 # ------------------------------------------------------------------------------------------------ client
 
 
+class PeerCertificateResponse(aiohttp.ClientResponse):
+    """An answer that remembers the TLS certificate (DER) of the connection it came over. aiohttp hands the
+    connection back to its pool as soon as a small answer is complete, before the caller sees the response, so
+    ``response.connection`` is None by then; ``start(connection)`` is where the connection is still at hand."""
+
+    peer_certificate_der: bytes | None = None
+
+    async def start(self, connection: Any) -> aiohttp.ClientResponse:
+        transport = connection.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        self.peer_certificate_der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        return await super().start(connection)
+
+
 class OpenleadrVen(OpenADRClient):
     """openleadr's client with a guarded, TLS-verified, signature-checked request path (module docstring).
 
     ``tls`` None means plain HTTP: allowed only when the caller said so (``HemsVen`` checks ``insecure``).
-    ``sign`` signs outgoing messages with the TLS certificate. ``vtn_fingerprint`` (OpenADR form) makes every
-    answer's signature mandatory and checked against it, with replay protection on wall time.
+    ``sign`` signs outgoing messages with the TLS certificate and makes every answer's signature mandatory: by the
+    certificate ``vtn_fingerprint`` (OpenADR form) names or, without one, by the certificate the VTN presented on
+    the TLS connection the answer came over; checked with replay protection on wall time. ``vtn_fingerprint``
+    alone makes the signature mandatory for a VEN that does not sign.
     """
 
     def __init__(self, *, ven_name: str, vtn_url: str, tls: VenTls | None = None, sign: bool = False,
@@ -213,7 +231,8 @@ class OpenleadrVen(OpenADRClient):
             timeout = aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT_S, sock_read=READ_TIMEOUT_S)
             connector = aiohttp.TCPConnector(ssl=self._ssl_context) if self._ssl_context is not None else None
             self.client_session = aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                                        headers={"Content-Type": "application/xml"})
+                                                        headers={"Content-Type": "application/xml"},
+                                                        response_class=PeerCertificateResponse)
 
     async def request(self, service: str, message_type: str, **payload: Any) -> tuple[str | None, dict[str, Any]]:
         """Send one message and return the answer: (type, payload), or (None, {}) for none (see ``exchange_ended``
@@ -246,6 +265,7 @@ class OpenleadrVen(OpenADRClient):
         try:
             async with self.client_session.post(url, data=message.encode("utf-8")) as response:
                 status = response.status
+                signer = self._expected_signer(response)
                 content = await _read_at_most(response, self.max_answer_bytes)
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as error:
             logger.debug("VEN %s: no answer from %s: %s: %s", self.ven_name, url, type(error).__name__, error)
@@ -261,8 +281,8 @@ class OpenleadrVen(OpenADRClient):
             return None, {}, None
         try:
             tree, message_type, payload = parse_answer(content, max_bytes=self.max_answer_bytes)
-            if self.vtn_fingerprint:
-                self._check_signature(tree)
+            if signer is not None:
+                self._check_signature(tree, signer)
         except RefusedAnswer as error:
             return self._refused(service, str(error))
         response = payload.get("response")
@@ -272,11 +292,21 @@ class OpenleadrVen(OpenADRClient):
                            response.get("response_description") if isinstance(response, dict) else None)
         return message_type, payload, None
 
-    def _check_signature(self, tree: Any) -> None:
+    def _expected_signer(self, response: aiohttp.ClientResponse) -> str | None:
+        """The OpenADR fingerprint the answer's signature must carry (class docstring), or None for none."""
+        if self.vtn_fingerprint:
+            return str(self.vtn_fingerprint)
+        if self._signer is None:
+            return None
+        der = response.peer_certificate_der if isinstance(response, PeerCertificateResponse) else None
+        if not der:  # fail closed: no certificate to hold the signature against (plain HTTP)
+            return "(none: the VTN presented no TLS certificate)"
+        return str(utils.certificate_fingerprint_from_der(der))
+
+    def _check_signature(self, tree: Any, expected: str) -> None:
         fingerprint, timestamp, nonce = signer_fingerprint(tree, now=self._wall_now())
-        if fingerprint != self.vtn_fingerprint:
-            raise RefusedAnswer(f"the answer is signed by certificate {fingerprint}, not by the VTN's "
-                                f"{self.vtn_fingerprint}")
+        if fingerprint != expected:
+            raise RefusedAnswer(f"the answer is signed by certificate {fingerprint}, not by the VTN's {expected}")
         try:
             self.replay_guard.check(signer=fingerprint, timestamp=timestamp, nonce=nonce, now=self._wall_now())
         except Replayed as error:
