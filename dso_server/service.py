@@ -66,7 +66,7 @@ from dso_server.errors import ConfigurationError, StoreError
 from dso_server.records import Publication, Signal, SignalPayload
 from dso_server.retention import RETENTION_CHECK_S, retention_cutoff
 from dso_server.security.audit import local_actor
-from dso_server.security.slow_clients import SlowClientGuard
+from dso_server.security.slow_clients import BoundedSockSite, BoundedTCPSite, SlowClientGuard
 from dso_server.security.tls import VtnTls
 from dso_server.security.tokens import Role
 from dso_server.settings import DsoSettings, is_loopback
@@ -110,8 +110,8 @@ async def _serve(app: web.Application, host: str, port: int, ssl_context: ssl.SS
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
-        site: web.BaseSite = (web.SockSite(runner, sock, ssl_context=ssl_context) if sock is not None
-                              else web.TCPSite(runner, host=host, port=port, ssl_context=ssl_context))
+        site: web.BaseSite = (BoundedSockSite(runner, sock, ssl_context=ssl_context) if sock is not None
+                              else BoundedTCPSite(runner, host=host, port=port, ssl_context=ssl_context))
         await site.start()
     except BaseException:
         await runner.cleanup()

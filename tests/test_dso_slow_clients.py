@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 from openleadr.messaging import create_message
 from support.contracts import household_toml
-from support.security import plain_settings  # plain HTTP on loopback: the guard is the same under TLS
+from support.security import LabPki, plain_settings
 
 from dso_server.security import slow_clients
 from dso_server.security.tokens import Role
@@ -56,6 +56,42 @@ async def test_a_connection_without_a_complete_request_head_is_closed(dso: DsoSe
     assert await until_closed(reader) == b""
     writer.close()
     assert await dso_answers(dso)  # the server itself is fine
+
+
+@pytest.fixture
+async def tls_dso(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[DsoServer, LabPki]]:
+    monkeypatch.setattr(slow_clients, "TIMEOUT_S", TIMEOUT_S)
+    pki = LabPki.create(tmp_path / "pki")
+    contracts = tmp_path / "contracts.toml"
+    contracts.write_text(CONTRACTS, encoding="utf-8")
+    settings = pki.settings(db_path=str(tmp_path / "dso.sqlite"), vtn_host="127.0.0.1", vtn_port=0, api_port=0,
+                            contracts_file=contracts)
+    async with DsoServer(settings, WallClock()) as server:
+        yield server, pki
+
+
+@pytest.mark.parametrize("sent", [b"", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"],
+                         ids=["nothing", "half a client hello"])
+async def test_a_tls_handshake_that_does_not_end_is_closed(tls_dso: tuple[DsoServer, LabPki], sent: bytes) -> None:
+    """Before its handshake ends a TLS connection is not among the server's connections (the guard cannot see
+    it): the handshake itself is bounded by the same timeout (the event loop's default was 60 s)."""
+    dso, _ = tls_dso
+    reader, writer = await open_connection(dso.vtn_url)
+    writer.write(sent)
+    assert await until_closed(reader) == b""
+    writer.close()
+
+
+async def test_a_tls_connection_without_a_request_is_closed_after_its_handshake(
+    tls_dso: tuple[DsoServer, LabPki],
+) -> None:
+    dso, pki = tls_dso
+    parts = urlsplit(dso.vtn_url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port,
+                                                   ssl=pki.ven_tls(EAN_A).context(), server_hostname="localhost")
+    assert writer.get_extra_info("peercert") is not None  # the handshake ended
+    assert await until_closed(reader) == b""
+    writer.close()
 
 
 @pytest.mark.parametrize("server", ["vtn", "api"])

@@ -12,9 +12,14 @@ servers (VTN and operator API):
   aiohttp's keep-alive's business again, so a VEN polling every minute on its keep-alive connection keeps it.
   Nothing is done per request (a middleware would cost every poll a few microseconds).
 * ``read_body``: a request body must arrive within ``timeout_s`` (``RequestTimedOut``, answered 408).
+* ``BoundedTCPSite``/``BoundedSockSite``: under TLS, the handshake must end within ``TIMEOUT_S`` too. aiohttp's
+  sites leave it to the event loop's default (60 s), and until the handshake ends the connection is not among the
+  server's connections, so the guard cannot see it.
 
 aiohttp's ``Server.connections``, ``RequestHandler.force_close`` and its request counter
-(``RequestHandler._request_count``, private: checked when the guard starts) are used only here.
+(``RequestHandler._request_count``, private: checked when the guard starts), and the attributes its sites keep
+for ``start`` (``_runner``, ``_host``, ``_port``, ``_sock``, ``_ssl_context``, ``_backlog``, ``_reuse_*``, ``_server``,
+``_bound_port``: a missing one stops the server from starting) are used only here.
 """
 
 from __future__ import annotations
@@ -52,6 +57,37 @@ async def read_body(request: web.Request, timeout_s: float | None = None) -> byt
             return await request.read()
     except TimeoutError:
         raise RequestTimedOut(limit) from None
+
+
+def _handshake_timeout(site: web.BaseSite) -> float | None:
+    return TIMEOUT_S if site._ssl_context is not None else None
+
+
+class BoundedTCPSite(web.TCPSite):
+    """aiohttp's TCPSite, its TLS handshake bounded by ``TIMEOUT_S`` (aiohttp 3.14's ``TCPSite.start`` and one
+    argument more)."""
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site with its runner
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            server, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
+            reuse_address=self._reuse_address, reuse_port=self._reuse_port,
+            ssl_handshake_timeout=_handshake_timeout(self))
+        self._bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self._port
+
+
+class BoundedSockSite(web.SockSite):
+    """aiohttp's SockSite (a listening socket shared by workers), its TLS handshake bounded by ``TIMEOUT_S``."""
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            server, sock=self._sock, ssl=self._ssl_context, backlog=self._backlog,
+            ssl_handshake_timeout=_handshake_timeout(self))
 
 
 class SlowClientGuard:
