@@ -30,6 +30,7 @@ from dso_process import DsoProcess
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openleadr.messaging import create_message, parse_message
+from support.contracts import household_toml
 from support.hostile import XML, corpus
 from support.security import LabPki
 from support.store_dump import logical_dump
@@ -43,15 +44,7 @@ pytestmark = pytest.mark.slow
 
 EAN_A = make_ean18("87168712000000001")
 EAN_B = make_ean18("87168712000000002")
-CONTRACTS = "".join(f"""
-[[household]]
-connection_point_id = "{ean}"
-contracted_max_import_kw = 17.0
-contracted_max_export_kw = 10.0
-failsafe_import_kw = 4.2
-failsafe_export_kw = 4.2
-failsafe_duration_s = 7200
-""" for ean in (EAN_A, EAN_B))
+CONTRACTS = "".join(household_toml(ean) for ean in (EAN_A, EAN_B))
 MAX_BYTES = 256 * 1024
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 

@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 from openleadr.messaging import create_message, parse_message
 from pydantic import ValidationError
+from support.contracts import household_toml
 from support.security import PLAIN_HTTP, LabPki
 from support.store_dump import logical_dump
 
@@ -33,15 +34,7 @@ from protocol.clock import WallClock
 EAN_A = make_ean18("87168712000000001")
 EAN_B = make_ean18("87168712000000002")
 EAN_C = make_ean18("87168712000000003")
-CONTRACTS = "".join(f"""
-[[household]]
-connection_point_id = "{ean}"
-contracted_max_import_kw = 17.0
-contracted_max_export_kw = 10.0
-failsafe_import_kw = 4.2
-failsafe_export_kw = 4.2
-failsafe_duration_s = 7200
-""" for ean in (EAN_A, EAN_B, EAN_C))
+CONTRACTS = "".join(household_toml(ean) for ean in (EAN_A, EAN_B, EAN_C))
 
 
 def contract(ean: str) -> HouseholdContract:
