@@ -59,22 +59,23 @@ async def read_body(request: web.Request, timeout_s: float | None = None) -> byt
         raise RequestTimedOut(limit) from None
 
 
-def _handshake_timeout(site: web.BaseSite) -> float | None:
-    return TIMEOUT_S if site._ssl_context is not None else None
+async def _bounded_server(site: web.BaseSite, **where: Any) -> asyncio.Server:
+    """What aiohttp 3.14's ``TCPSite.start``/``SockSite.start`` do (register the site with its runner, serve the
+    runner's server at ``where``), with the TLS handshake bounded by ``TIMEOUT_S``."""
+    await web.BaseSite.start(site)
+    server = site._runner.server
+    assert server is not None
+    return await asyncio.get_running_loop().create_server(
+        server, ssl=site._ssl_context, backlog=site._backlog,
+        ssl_handshake_timeout=TIMEOUT_S if site._ssl_context is not None else None, **where)
 
 
 class BoundedTCPSite(web.TCPSite):
-    """aiohttp's TCPSite, its TLS handshake bounded by ``TIMEOUT_S`` (aiohttp 3.14's ``TCPSite.start`` and one
-    argument more)."""
+    """aiohttp's TCPSite, its TLS handshake bounded by ``TIMEOUT_S``."""
 
     async def start(self) -> None:
-        await web.BaseSite.start(self)  # registers the site with its runner
-        server = self._runner.server
-        assert server is not None
-        self._server = await asyncio.get_running_loop().create_server(
-            server, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
-            reuse_address=self._reuse_address, reuse_port=self._reuse_port,
-            ssl_handshake_timeout=_handshake_timeout(self))
+        self._server = await _bounded_server(self, host=self._host, port=self._port,
+                                             reuse_address=self._reuse_address, reuse_port=self._reuse_port)
         self._bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self._port
 
 
@@ -82,12 +83,7 @@ class BoundedSockSite(web.SockSite):
     """aiohttp's SockSite (a listening socket shared by workers), its TLS handshake bounded by ``TIMEOUT_S``."""
 
     async def start(self) -> None:
-        await web.BaseSite.start(self)
-        server = self._runner.server
-        assert server is not None
-        self._server = await asyncio.get_running_loop().create_server(
-            server, sock=self._sock, ssl=self._ssl_context, backlog=self._backlog,
-            ssl_handshake_timeout=_handshake_timeout(self))
+        self._server = await _bounded_server(self, sock=self._sock)
 
 
 class SlowClientGuard:
