@@ -105,6 +105,11 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+def _shown(name: str) -> str:
+    """A key or parameter name as an error may print it: its NULs written ``\\u0000``."""
+    return name.replace(NUL, "\\u0000")
+
+
 def _nul_at(document: Any) -> str | None:
     """Where the first string holding U+0000 sits (a key or a value), or None. Iterative, after the depth check."""
     pending: list[tuple[Any, str]] = [(document, "")]
@@ -115,8 +120,7 @@ def _nul_at(document: Any) -> str | None:
                 return path or "body"
         elif isinstance(node, dict):
             for key, child in node.items():
-                shown = key.replace(NUL, "\\u0000")
-                named = f"{path}.{shown}" if path else shown
+                named = f"{path}.{_shown(key)}" if path else _shown(key)
                 pending.extend([(key, named), (child, named)])
         elif isinstance(node, list):
             pending.extend((child, f"{path}[{index}]") for index, child in enumerate(node))
@@ -129,9 +133,8 @@ def check_no_nul(path: str, query: Mapping[str, str]) -> None:
         raise ApiError(400, f"The path holds the character U+0000 (NUL), {_NUL_REASON}.", field="path")
     for key, value in query.items():
         if NUL in key or NUL in value:
-            shown = key.replace(NUL, "\\u0000")
-            raise ApiError(400, f"The query parameter {shown} holds the character U+0000 (NUL), {_NUL_REASON}.",
-                           field=shown)
+            raise ApiError(400, f"The query parameter {_shown(key)} holds the character U+0000 (NUL), "
+                                f"{_NUL_REASON}.", field=_shown(key))
 
 
 def _no_constant(name: str) -> Any:
