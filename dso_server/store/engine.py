@@ -262,29 +262,28 @@ class SqliteDatabase(Database):
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
-        with self._lock:
-            depth = self._depth
-            self.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT sp{depth}")
-            self._depth = depth + 1
-            try:
-                yield
-            except BaseException:
-                self._depth = depth
-                if depth == 0:
-                    if self._connection.in_transaction:
-                        self._connection.execute("ROLLBACK")
-                else:
-                    self._connection.execute(f"ROLLBACK TO sp{depth}")
-                    self._connection.execute(f"RELEASE sp{depth}")
-                raise
+        depth = self._depth
+        self.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT sp{depth}")
+        self._depth = depth + 1
+        try:
+            yield
+        except BaseException:
             self._depth = depth
-            try:
-                with timed_store("commit"):
-                    self._connection.execute("COMMIT" if depth == 0 else f"RELEASE sp{depth}")
-            except sqlite3.Error as error:
-                if depth == 0 and self._connection.in_transaction:
+            if depth == 0:
+                if self._connection.in_transaction:
                     self._connection.execute("ROLLBACK")
-                raise _sqlite_error(error, self.location) from None
+            else:
+                self._connection.execute(f"ROLLBACK TO sp{depth}")
+                self._connection.execute(f"RELEASE sp{depth}")
+            raise
+        self._depth = depth
+        try:
+            with timed_store("commit"):
+                self._connection.execute("COMMIT" if depth == 0 else f"RELEASE sp{depth}")
+        except sqlite3.Error as error:
+            if depth == 0 and self._connection.in_transaction:
+                self._connection.execute("ROLLBACK")
+            raise _sqlite_error(error, self.location) from None
 
     def close(self) -> None:
         with self._lock:

@@ -111,24 +111,23 @@ class PostgresDatabase(Database):
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
-        with self._lock:
-            depth = self._depth
-            connection = self._usable()
-            self._depth = depth + 1
-            transaction = connection.transaction()
+        depth = self._depth
+        connection = self._usable()
+        self._depth = depth + 1
+        transaction = connection.transaction()
+        try:
+            transaction.__enter__()
             try:
-                transaction.__enter__()
-                try:
-                    yield
-                except BaseException as error:
-                    transaction.__exit__(type(error), error, error.__traceback__)
-                    raise
-                with timed_store("commit"):
-                    transaction.__exit__(None, None, None)
-            except psycopg.Error as error:  # raised by BEGIN or COMMIT (a deferred check, a lost connection)
-                raise _error(error, self.location) from None
-            finally:
-                self._depth = depth
+                yield
+            except BaseException as error:
+                transaction.__exit__(type(error), error, error.__traceback__)
+                raise
+            with timed_store("commit"):
+                transaction.__exit__(None, None, None)
+        except psycopg.Error as error:  # raised by BEGIN or COMMIT (a deferred check, a lost connection)
+            raise _error(error, self.location) from None
+        finally:
+            self._depth = depth
 
     def close(self) -> None:
         with self._lock:
